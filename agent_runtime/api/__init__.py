@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers, proto <-> domain mapping, error translation, the server."""

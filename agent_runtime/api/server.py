@@ -1,0 +1,66 @@
+"""Assembling the grpc.aio server: our services, health, reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer
+from agent_runtime.api.session_servicer import SessionServicer
+from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.turn_handler import TurnHandler
+from agent_runtime.v1 import agent_runtime_pb2, agent_runtime_pb2_grpc, session_pb2, session_pb2_grpc
+
+SERVICE_NAMES = (
+    agent_runtime_pb2.DESCRIPTOR.services_by_name["AgentRuntimeService"].full_name,
+    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+)
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class GrpcServer:
+    """A started grpc.aio server with its health servicer, so shutdown can report draining."""
+
+    def __init__(self, server: grpc.aio.Server, port: int,
+                 health_servicer: health.aio.HealthServicer) -> None:
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+
+    async def stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(
+    listen: str,
+    turns: TurnHandler,
+    sessions: SessionHandler,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> GrpcServer:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+    )
+    agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
+        AgentRuntimeServicer(turns), server
+    )
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(sessions), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GrpcServer(server, port, health_servicer)

@@ -1,0 +1,1 @@
+"""Use cases (TurnHandler, session queries) and the ports they need from infrastructure."""

@@ -1,0 +1,83 @@
+"""The command line: `agent-runtime serve` and `agent-runtime migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from agent_runtime import bootstrap
+from agent_runtime.config import ConfigError, Settings, parse_headers
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-runtime",
+                                     description="gRPC runtime for AI coding agents")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations and run the gRPC server")
+    serve.add_argument("--listen", help="host:port (AGENT_RUNTIME_LISTEN)")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (AGENT_RUNTIME_DATABASE_URL)")
+    serve.add_argument("--llm-base-url", help="OpenAI-compatible base URL, e.g. "
+                       "http://localhost:4000/v1 (AGENT_RUNTIME_LLM_BASE_URL); "
+                       "unset: the built-in fake model")
+    serve.add_argument("--llm-api-key", help="bearer token for the model endpoint "
+                       "(AGENT_RUNTIME_LLM_API_KEY; prefer the variable: flags show in ps)")
+    serve.add_argument("--llm-model", help="model name (AGENT_RUNTIME_LLM_MODEL)")
+    serve.add_argument("--llm-extra-headers", help="JSON object of extra request headers "
+                       "(AGENT_RUNTIME_LLM_EXTRA_HEADERS)")
+    serve.add_argument("--llm-stream", choices=("true", "false"),
+                       help="stream from the model endpoint (AGENT_RUNTIME_LLM_STREAM)")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING... (AGENT_RUNTIME_LOG_LEVEL)")
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument("--database-url", help="SQLAlchemy URL (AGENT_RUNTIME_DATABASE_URL)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(os.environ)
+    extra = getattr(args, "llm_extra_headers", None)
+    stream = getattr(args, "llm_stream", None)
+    return settings.with_overrides(
+        listen=getattr(args, "listen", None),
+        database_url=args.database_url,
+        llm_base_url=getattr(args, "llm_base_url", None),
+        llm_api_key=getattr(args, "llm_api_key", None),
+        llm_model=getattr(args, "llm_model", None),
+        llm_extra_headers=parse_headers(extra, "--llm-extra-headers") if extra else None,
+        llm_stream=None if stream is None else stream == "true",
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"agent-runtime: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "migrate":
+            asyncio.run(bootstrap.migrate(settings))
+            logging.getLogger("agent_runtime").info("database is at the newest schema")
+        else:
+            asyncio.run(bootstrap.serve(settings))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        # e.g. the listen address cannot be bound
+        print(f"agent-runtime: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Settings from the environment (AGENT_RUNTIME_*), overridable by `serve` flags."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agent_runtime.infrastructure.db.engine import DEFAULT_DATABASE_URL
+
+
+class ConfigError(ValueError):
+    """A setting has a value the runtime cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str = DEFAULT_DATABASE_URL
+    llm_base_url: str = ""
+    llm_api_key: str = field(default="", repr=False)
+    llm_model: str = "gpt-4o-mini"
+    llm_extra_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    llm_stream: bool = True
+    llm_connect_timeout: float = 10.0
+    llm_read_timeout: float = 300.0
+    context_window_messages: int = 200
+    max_message_bytes: int = 256 * 1024
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def uses_fake_model(self) -> bool:
+        return not self.llm_base_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        def get(name: str) -> str | None:
+            value = env.get(f"AGENT_RUNTIME_{name}")
+            return value if value not in (None, "") else None
+
+        values: dict[str, Any] = {}
+        for name, attr in (("LISTEN", "listen"), ("DATABASE_URL", "database_url"),
+                           ("LLM_BASE_URL", "llm_base_url"), ("LLM_API_KEY", "llm_api_key"),
+                           ("LLM_MODEL", "llm_model"), ("LOG_LEVEL", "log_level")):
+            if (value := get(name)) is not None:
+                values[attr] = value
+        if (raw := get("LLM_EXTRA_HEADERS")) is not None:
+            values["llm_extra_headers"] = parse_headers(raw, "AGENT_RUNTIME_LLM_EXTRA_HEADERS")
+        if (raw := get("LLM_STREAM")) is not None:
+            values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
+        for name, attr, kind in (
+            ("LLM_CONNECT_TIMEOUT", "llm_connect_timeout", float),
+            ("LLM_READ_TIMEOUT", "llm_read_timeout", float),
+            ("CONTEXT_WINDOW_MESSAGES", "context_window_messages", int),
+            ("MAX_MESSAGE_BYTES", "max_message_bytes", int),
+            ("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", float),
+        ):
+            if (raw := get(name)) is not None:
+                values[attr] = _parse_number(raw, kind, f"AGENT_RUNTIME_{name}")
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def parse_headers(raw: str, setting: str) -> dict[str, str]:
+    try:
+        headers = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{setting} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigError(f'{setting} must be a JSON object of strings, e.g. {{"X-Team": "a"}}')
+    return headers
+
+
+def _parse_bool(raw: str, setting: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{setting} must be true or false, not {raw!r}")
+
+
+def _parse_number(raw: str, kind: type[int] | type[float], setting: str) -> int | float:
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{setting} must be a number, not {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{setting} must be positive, not {raw!r}")
+    return value

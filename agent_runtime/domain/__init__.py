@@ -1,0 +1,1 @@
+"""Entities, policies and decisions. Plain Python: no I/O, no framework imports."""

@@ -1,0 +1,92 @@
+"""The schema as SQLAlchemy Core tables. Alembic migrations create it; this mirrors them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every engine (SQLite would otherwise hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", String(128), primary_key=True),
+    Column("agent", String(64), nullable=False),
+    Column("title", Text, nullable=False, default=""),
+    Column("message_count", Integer, nullable=False, default=0),
+    # The one running turn; a conditional UPDATE claims it, so it holds across processes.
+    Column("running_turn_id", String(64), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_activity_at", UTCDateTime(), nullable=False),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("turn_id", String(64), primary_key=True),
+    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("stop_reason", String(32), nullable=True),
+    Column("input_message_id", String(64), nullable=True),
+    Column("client_message_id", String(128), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("error_reason", String(64), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Index("ix_turns_session_id", "session_id"),
+    Index("ix_turns_status", "status"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    # 1-based, dense, append-only: a turn inserts rows, it never rewrites the history.
+    Column("position", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("tool_calls", Text, nullable=True),  # JSON list of {call_id, tool_name, arguments}
+    Column("tool_call_id", String(128), nullable=True),
+    Column("turn_id", String(64), nullable=True),
+    Column("incomplete", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("session_id", "position", name="uq_messages_session_position"),
+)

@@ -1,0 +1,63 @@
+"""SqlAlchemyUnitOfWork: one AsyncSession per unit of work, closed on every exit path."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from agent_runtime.infrastructure.db.repositories import (
+    SqlAlchemyMessageRepository,
+    SqlAlchemySessionRepository,
+    SqlAlchemyTurnRepository,
+)
+
+
+class SqlAlchemyUnitOfWork:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+        self._db: AsyncSession | None = None
+
+    async def __aenter__(self) -> SqlAlchemyUnitOfWork:
+        self._db = self._session_factory()
+        self.sessions = SqlAlchemySessionRepository(self._db)
+        self.turns = SqlAlchemyTurnRepository(self._db)
+        self.messages = SqlAlchemyMessageRepository(self._db)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        # Shielded: when the RPC is cancelled, the rollback and the connection's return to
+        # the pool must still happen, or the connection leaks holding SQLite's write lock.
+        await asyncio.shield(_rollback_and_close(db))
+
+    async def commit(self) -> None:
+        await self._session.commit()
+
+    async def rollback(self) -> None:
+        await self._session.rollback()
+
+    @property
+    def _session(self) -> AsyncSession:
+        if self._db is None:
+            raise RuntimeError("unit of work used outside its 'async with' block")
+        return self._db
+
+
+async def _rollback_and_close(db: AsyncSession) -> None:
+    try:
+        await db.rollback()
+    finally:
+        await db.close()
+
+
+class SqlAlchemyUnitOfWorkFactory:
+    """Makes a fresh unit of work per use; shared by every RPC of the process."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._session_factory = async_sessionmaker(engine, expire_on_commit=False)
+
+    def __call__(self) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(self._session_factory)

@@ -1,0 +1,68 @@
+"""The built-in deterministic fake model, used when no LLM endpoint is configured.
+
+It lets a new user see every chunk type from grpcurl without any model at hand:
+  /tool NAME {json}   -> a tool call to NAME with those arguments (JSON optional)
+  /error              -> streams a few tokens, then fails like a broken endpoint
+  anything else       -> an answer that echoes the message, streamed word by word
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+
+from agent_runtime.application.ports import ChatRequest
+from agent_runtime.domain.errors import ModelUnavailable
+from agent_runtime.domain.model import Role, Usage
+from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall, TextDelta
+
+FAKE_MODEL_NAME = "builtin-fake-model"
+
+_TOOL_COMMAND = re.compile(r"^/tool\s+(?P<name>[A-Za-z_][\w]*)\s*(?P<args>.*)$", re.DOTALL)
+
+# Arguments used when "/tool NAME" comes without JSON, so each catalogue tool can be tried.
+_EXAMPLE_ARGUMENTS: dict[str, dict[str, object]] = {
+    "read_file": {"path": "README.md"},
+    "write_file": {"path": "notes.md", "content": "written by the fake model\n"},
+    "list_files": {"path": ".", "recursive": False},
+    "create_directory": {"path": "new_dir"},
+    "delete_file": {"path": "notes.md"},
+    "move_file": {"source": "notes.md", "destination": "notes-old.md"},
+    "execute_command": {"command": "ls -la"},
+    "search_in_code": {"query": "TODO"},
+    "attempt_completion": {"result": "done"},
+    "ask_followup_question": {"question": "Which file do you mean?"},
+}
+
+
+class FakeModelClient:
+    """Implements the LLMClient port without any network."""
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]:
+        last = next((m for m in reversed(request.history) if m.role is Role.USER), None)
+        prompt = last.content.strip() if last else ""
+        usage = Usage(prompt_tokens=sum(len(m.content.split()) for m in request.history),
+                      completion_tokens=0)
+
+        command = _TOOL_COMMAND.match(prompt)
+        if command:
+            name = command.group("name")
+            raw = command.group("args").strip()
+            arguments = raw if raw else json.dumps(_EXAMPLE_ARGUMENTS.get(name, {}))
+            call_id = f"call_fake_{last.position if last else 0}"
+            yield ModelResponse("", (RequestedToolCall(call_id, name, arguments),),
+                                Usage(usage.prompt_tokens, 1), "tool_calls")
+            return
+
+        if prompt == "/error":
+            for word in ("Starting", " an", " answer"):
+                yield TextDelta(word)
+            raise ModelUnavailable("the fake model failed on purpose (/error)",
+                                   reason="MODEL_STREAM_INTERRUPTED")
+
+        answer = f"This is the built-in fake model (no LLM configured). You said: {prompt}"
+        words = re.findall(r"\S+\s*", answer)
+        for word in words:
+            yield TextDelta(word)
+        yield ModelResponse(answer, (), Usage(usage.prompt_tokens, len(words)), "stop")

@@ -1,0 +1,144 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from agent_runtime.application.context_window import fit_context_window
+from agent_runtime.application.pagination import (
+    decode_position_token,
+    encode_position_token,
+    page_size,
+)
+from agent_runtime.domain.agents import CODER, AgentProfile, default_agents
+from agent_runtime.domain.approval import ApprovalPolicy
+from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.model import Message, Role, ToolCallRecord, validate_session_id
+from agent_runtime.domain.model_output import ModelResponse, RequestedToolCall
+from agent_runtime.domain.response_processor import (
+    FinalAnswer,
+    InvalidAnswer,
+    LLMResponseProcessor,
+    ToolCallDecision,
+)
+from agent_runtime.domain.tool_filter import ToolFilterService
+from agent_runtime.domain.tools import TOOL_CATALOGUE
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+READ_ONLY = AgentProfile("reader", "reads", "prompt", ("read_file", "list_files"))
+
+
+def call(name: str, args: str = "{}", call_id: str = "c1") -> RequestedToolCall:
+    return RequestedToolCall(call_id, name, args)
+
+
+class TestLLMResponseProcessor:
+    processor = LLMResponseProcessor()
+
+    def test_text_answer_is_final(self) -> None:
+        assert self.processor.process(ModelResponse("hello"), CODER) == FinalAnswer("hello")
+
+    def test_empty_answer_without_tool_call_is_invalid(self) -> None:
+        decision = self.processor.process(ModelResponse("  \n"), CODER)
+        assert isinstance(decision, InvalidAnswer)
+        assert decision.reason == "MODEL_EMPTY_ANSWER"
+
+    def test_keeps_only_the_first_tool_call(self) -> None:
+        response = ModelResponse("", (call("read_file", '{"path": "a"}', "c1"),
+                                      call("read_file", '{"path": "b"}', "c2")))
+        decision = self.processor.process(response, CODER)
+        assert isinstance(decision, ToolCallDecision)
+        assert decision.call == ToolCallRecord("c1", "read_file", {"path": "a"})
+        assert decision.dropped_calls == 1
+        assert not decision.requires_approval
+
+    @pytest.mark.parametrize("tool", ["write_file", "delete_file", "move_file",
+                                      "create_directory", "execute_command"])
+    def test_risky_tools_need_approval_by_default(self, tool: str) -> None:
+        decision = self.processor.process(ModelResponse("", (call(tool),)), CODER)
+        assert isinstance(decision, ToolCallDecision)
+        assert decision.requires_approval
+        assert tool in decision.approval_reason
+
+    def test_tool_the_agent_may_not_use_is_invalid(self) -> None:
+        decision = self.processor.process(ModelResponse("", (call("write_file"),)), READ_ONLY)
+        assert isinstance(decision, InvalidAnswer)
+        assert decision.reason == "TOOL_NOT_ALLOWED"
+
+    def test_unknown_tool_is_invalid(self) -> None:
+        decision = self.processor.process(ModelResponse("", (call("rm_rf"),)), CODER)
+        assert isinstance(decision, InvalidAnswer)
+
+    @pytest.mark.parametrize("args", ['{"path": ', "[1, 2]", '"text"'])
+    def test_arguments_must_be_a_json_object(self, args: str) -> None:
+        decision = self.processor.process(ModelResponse("", (call("read_file", args),)), CODER)
+        assert isinstance(decision, InvalidAnswer)
+        assert decision.reason == "TOOL_ARGUMENTS_INVALID"
+
+    def test_empty_arguments_mean_an_empty_object(self) -> None:
+        decision = self.processor.process(ModelResponse("", (call("list_files", ""),)), CODER)
+        assert isinstance(decision, ToolCallDecision)
+        assert decision.call.arguments == {}
+
+
+def test_approval_policy_matches_globs() -> None:
+    policy = ApprovalPolicy(("execute_*", "write_file"))
+    assert policy.reason_for("execute_command")
+    assert policy.reason_for("write_file")
+    assert policy.reason_for("read_file") is None
+
+
+def test_tool_filter_offers_only_allowed_tools_in_catalogue_order() -> None:
+    tools = ToolFilterService().tools_for(READ_ONLY)
+    assert [t.name for t in tools] == ["read_file", "list_files"]
+    assert len(ToolFilterService().tools_for(CODER)) == len(TOOL_CATALOGUE)
+
+
+def test_catalogue_schemas_name_their_required_arguments() -> None:
+    for tool in TOOL_CATALOGUE.values():
+        schema = tool.parameters
+        assert schema["type"] == "object"
+        assert set(schema["required"]) <= set(schema["properties"]), tool.name
+    assert set(TOOL_CATALOGUE["search_in_code"].parameters["properties"]) == {
+        "query", "path", "file_pattern", "case_sensitive", "regex", "max_results"}
+
+
+def test_unknown_agent_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        default_agents().get("nobody")
+    assert caught.value.reason == "UNKNOWN_AGENT"
+    assert default_agents().get("").name == "coder"
+
+
+@pytest.mark.parametrize("good", ["a", "ses_123", "Team.A:x-1", "x" * 128])
+def test_valid_session_ids(good: str) -> None:
+    validate_session_id(good)
+
+
+@pytest.mark.parametrize("bad", ["", "-a", "a b", "x" * 129, "a/b", "é"])
+def test_invalid_session_ids(bad: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_session_id(bad)
+    assert caught.value.violations[0].field == "session_id"
+
+
+def _msg(position: int, role: Role) -> Message:
+    return Message(f"m{position}", "s", position, role, "x", NOW)
+
+
+def test_context_window_keeps_the_newest_and_never_starts_with_a_tool_result() -> None:
+    history = [_msg(1, Role.USER), _msg(2, Role.ASSISTANT), _msg(3, Role.TOOL),
+               _msg(4, Role.TOOL), _msg(5, Role.ASSISTANT), _msg(6, Role.USER)]
+    assert [m.position for m in fit_context_window(history, 4)] == [5, 6]
+    assert [m.position for m in fit_context_window(history, 5)] == [2, 3, 4, 5, 6]
+    assert [m.position for m in fit_context_window(history, 100)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_page_tokens_round_trip_and_reject_garbage() -> None:
+    assert decode_position_token(encode_position_token(42)) == 42
+    assert decode_position_token("") == 0
+    for garbage in ("!!!", "bm9wZQ", encode_position_token(1)[:-1] + "@"):
+        with pytest.raises(InvalidInput):
+            decode_position_token(garbage)
+    assert page_size(0) == 100
+    assert page_size(5000) == 1000
+    with pytest.raises(InvalidInput):
+        page_size(-1)

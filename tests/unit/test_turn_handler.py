@@ -1,0 +1,227 @@
+"""TurnHandler with a fake unit of work and a scripted model: the pipeline's rules, fast."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_runtime.application.commands import SendUserMessage
+from agent_runtime.application.ports import ChatRequest
+from agent_runtime.application.turn_handler import (
+    SUPERSEDED_TOOL_RESULT,
+    TurnHandler,
+    TurnSettings,
+)
+from agent_runtime.domain import chunks
+from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.errors import InvalidInput, ModelUnavailable, SessionBusy
+from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage
+from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall, TextDelta
+from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
+
+
+def make_handler(model: object, uows: FakeUnitOfWorkFactory | None = None,
+                 **settings: int) -> tuple[TurnHandler, FakeUnitOfWorkFactory]:
+    uows = uows or FakeUnitOfWorkFactory()
+    handler = TurnHandler(uows, model, default_agents(),  # type: ignore[arg-type]
+                          TurnSettings(default_model="m", **settings))
+    return handler, uows
+
+
+async def run(handler: TurnHandler, content: str, session: str = "s1") -> list[chunks.Chunk]:
+    return [c async for c in handler.handle(SendUserMessage(session, content))]
+
+
+def bodies(stream: list[chunks.Chunk]) -> list[type]:
+    return [type(c.body) for c in stream]
+
+
+async def test_text_turn_streams_and_persists_in_order() -> None:
+    handler, uows = make_handler(ScriptedModel(text_answer("hello there")))
+    stream = await run(handler, "hi")
+
+    assert bodies(stream) == [chunks.TurnStarted, chunks.AssistantDelta, chunks.AssistantDelta,
+                              chunks.AssistantMessage, chunks.TurnCompleted]
+    assert [c.seq for c in stream] == [1, 2, 3, 4, 5]
+    assert len({c.turn_id for c in stream}) == 1
+    db = uows.db
+    assert [(m.role, m.content, m.position) for m in db.messages] == [
+        (Role.USER, "hi", 1), (Role.ASSISTANT, "hello there", 2)]
+    assert stream[3].body == chunks.AssistantMessage(db.messages[1].message_id, "hello there")
+    turn = db.turns[stream[0].turn_id]
+    assert turn.status is TurnStatus.COMPLETED and turn.stop_reason is StopReason.END_TURN
+    assert db.sessions["s1"].running_turn_id is None
+    assert db.sessions["s1"].message_count == 2
+    assert db.commits == 2
+    assert all(u.closed for u in uows.opened)
+
+
+async def test_user_message_is_committed_before_the_model_is_called() -> None:
+    model = ScriptedModel(text_answer("ok"))
+    handler, uows = make_handler(model)
+    seen: list[list[str]] = []
+    model.on_call = lambda _req: seen.append([m.content for m in uows.db.messages])
+    await run(handler, "persist me first")
+    assert seen == [["persist me first"]]
+
+
+async def test_model_sees_system_prompt_history_and_tools() -> None:
+    model = ScriptedModel(text_answer("one"), text_answer("two"))
+    handler, _ = make_handler(model)
+    await run(handler, "first")
+    await run(handler, "second")
+    request: ChatRequest = model.requests[1]
+    assert [(m.role, m.content) for m in request.history] == [
+        (Role.USER, "first"), (Role.ASSISTANT, "one"), (Role.USER, "second")]
+    assert "software engineer" in request.system_prompt
+    assert "write_file" in [t.name for t in request.tools]
+    assert request.model == "m"
+
+
+async def test_context_window_bounds_what_the_model_sees() -> None:
+    model = ScriptedModel(*[text_answer(f"a{i}") for i in range(4)])
+    handler, _ = make_handler(model, context_window_messages=3)
+    for i in range(4):
+        await run(handler, f"q{i}")
+    assert [m.content for m in model.requests[-1].history] == ["q2", "a2", "q3"]
+
+
+async def test_tool_call_is_committed_before_the_chunk() -> None:
+    answer: list[ModelEvent | BaseException] = [ModelResponse(
+        "", (RequestedToolCall("call_9", "write_file", '{"path": "a.py", "content": "x"}'),),
+        Usage(3, 4))]
+    handler, uows = make_handler(ScriptedModel(answer))
+    stream = await run(handler, "write it")
+
+    tool_call = stream[1].body
+    assert isinstance(tool_call, chunks.ToolCall)
+    assert (tool_call.call_id, tool_call.tool_name, tool_call.requires_approval) == (
+        "call_9", "write_file", True)
+    assert tool_call.arguments == {"path": "a.py", "content": "x"}
+    stored = uows.db.messages[-1]
+    assert stored.message_id == tool_call.message_id
+    assert stored.tool_calls[0].call_id == "call_9"
+    completed = stream[-1].body
+    assert completed == chunks.TurnCompleted(StopReason.AWAITING_APPROVAL, Usage(3, 4))
+
+
+async def test_model_failure_after_turn_started_keeps_the_input() -> None:
+    failing: list[ModelEvent | BaseException] = [
+        TextDelta("par"), ModelUnavailable("boom", reason="MODEL_HTTP_503")]
+    handler, uows = make_handler(ScriptedModel(failing))
+    stream = await run(handler, "keep me")
+
+    assert bodies(stream) == [chunks.TurnStarted, chunks.AssistantDelta, chunks.TurnError,
+                              chunks.TurnCompleted]
+    error = stream[2].body
+    assert isinstance(error, chunks.TurnError)
+    assert error.error.reason == "MODEL_HTTP_503" and error.error.retryable
+    assert stream[3].body == chunks.TurnCompleted(StopReason.ERROR, Usage())
+    assert [m.content for m in uows.db.messages] == ["keep me"]
+    turn = uows.db.turns[stream[0].turn_id]
+    assert turn.status is TurnStatus.FAILED
+    assert turn.error is not None and turn.error.reason == "MODEL_HTTP_503"
+    assert uows.db.sessions["s1"].running_turn_id is None
+
+
+async def test_failed_commit_2_is_reported_and_rolled_back() -> None:
+    model = ScriptedModel(text_answer("lost"))
+    handler, uows = make_handler(model)
+
+    def break_commit(_req: ChatRequest) -> None:
+        uows.db.fail_next_commit = RuntimeError("disk on fire")
+
+    model.on_call = break_commit
+    stream = await run(handler, "hi")
+    error = stream[-2].body
+    assert isinstance(error, chunks.TurnError)
+    assert error.error.reason == "INTERNAL"
+    assert "disk on fire" not in error.error.message
+    assert [m.content for m in uows.db.messages] == ["hi"]
+    assert uows.db.turns[stream[0].turn_id].status is TurnStatus.FAILED
+
+
+async def test_invalid_tool_call_ends_the_turn_with_an_error() -> None:
+    bad: list[ModelEvent | BaseException] = [
+        ModelResponse("", (RequestedToolCall("c", "read_file", "{not json"),))]
+    handler, uows = make_handler(ScriptedModel(bad))
+    stream = await run(handler, "read")
+    error = stream[-2].body
+    assert isinstance(error, chunks.TurnError)
+    assert error.error.reason == "TOOL_ARGUMENTS_INVALID"
+    assert len(uows.db.messages) == 1
+
+
+async def test_busy_session_is_refused_before_turn_started() -> None:
+    handler, uows = make_handler(ScriptedModel(text_answer("a"), text_answer("b")))
+    await run(handler, "first")
+    uows.db.sessions["s1"].running_turn_id = "turn_other"
+    with pytest.raises(SessionBusy) as caught:
+        await run(handler, "second")
+    assert caught.value.metadata["turn_id"] == "turn_other"
+    assert len(uows.db.messages) == 2
+
+
+@pytest.mark.parametrize(("content", "session", "field"), [
+    ("", "s1", "user_message.content"),
+    ("   ", "s1", "user_message.content"),
+    ("x" * 11, "s1", "user_message.content"),
+    ("hi", "bad id", "session_id"),
+])
+async def test_bad_input_is_refused_before_anything_is_stored(
+    content: str, session: str, field: str
+) -> None:
+    handler, uows = make_handler(ScriptedModel(), max_message_bytes=10)
+    with pytest.raises(InvalidInput) as caught:
+        await run(handler, content, session)
+    assert caught.value.violations[0].field == field
+    assert uows.db.commits == 0
+
+
+async def test_new_message_answers_a_dangling_tool_call_first() -> None:
+    call: list[ModelEvent | BaseException] = [
+        ModelResponse("", (RequestedToolCall("call_1", "read_file", '{"path": "x"}'),))]
+    model = ScriptedModel(call, text_answer("fine"))
+    handler, uows = make_handler(model)
+    await run(handler, "read x")
+    await run(handler, "never mind")
+    roles = [(m.role, m.tool_call_id, m.content) for m in uows.db.messages]
+    assert roles[2] == (Role.TOOL, "call_1", SUPERSEDED_TOOL_RESULT)
+    assert roles[3][2] == "never mind"
+    assert [m.role for m in model.requests[1].history] == [
+        Role.USER, Role.ASSISTANT, Role.TOOL, Role.USER]
+
+
+async def test_cancellation_keeps_partial_text_and_frees_the_session() -> None:
+    release = asyncio.Event()
+
+    class SlowModel:
+        async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]:
+            yield TextDelta("partial ")
+            await release.wait()
+            yield ModelResponse("never")
+
+    handler, uows = make_handler(SlowModel())
+    received: list[chunks.Chunk] = []
+    got_delta = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in handler.handle(SendUserMessage("s1", "go")):
+            received.append(chunk)
+            if isinstance(chunk.body, chunks.AssistantDelta):
+                got_delta.set()
+
+    task = asyncio.create_task(consume())
+    await got_delta.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    turn = uows.db.turns[received[0].turn_id]
+    assert turn.status is TurnStatus.CANCELLED
+    assert uows.db.sessions["s1"].running_turn_id is None
+    partial = uows.db.messages[-1]
+    assert (partial.role, partial.content, partial.incomplete) == (
+        Role.ASSISTANT, "partial ", True)
