@@ -65,37 +65,54 @@ async def start(settings: Settings) -> RunningRuntime:
         interrupted = await uow.turns.interrupt_running()
         await uow.commit()
     for turn in interrupted:
-        log.warning("turn %s of session %s was left running; marked interrupted",
-                    turn.turn_id, turn.session_id)
+        log.warning(
+            "turn %s of session %s was left running; marked interrupted",
+            turn.turn_id,
+            turn.session_id,
+        )
 
     http: httpx.AsyncClient | None = None
     llm: LLMClient
     if settings.uses_fake_model:
         llm = FakeModelClient()
         model = FAKE_MODEL_NAME
-        log.warning("no AGENT_RUNTIME_LLM_BASE_URL set: using the built-in deterministic fake "
-                    "model (%s), not a real LLM", FAKE_MODEL_NAME)
+        log.warning(
+            "no AGENT_RUNTIME_LLM_BASE_URL set: using the built-in deterministic fake "
+            "model (%s), not a real LLM",
+            FAKE_MODEL_NAME,
+        )
     else:
-        http = create_http_client(connect_timeout=settings.llm_connect_timeout,
-                                  read_timeout=settings.llm_read_timeout)
-        llm = OpenAICompatibleClient(http, base_url=settings.llm_base_url,
-                                     model=settings.llm_model, api_key=settings.llm_api_key,
-                                     extra_headers=settings.llm_extra_headers,
-                                     stream=settings.llm_stream)
+        http = create_http_client(
+            connect_timeout=settings.llm_connect_timeout, read_timeout=settings.llm_read_timeout
+        )
+        llm = OpenAICompatibleClient(
+            http,
+            base_url=settings.llm_base_url,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            extra_headers=settings.llm_extra_headers,
+            stream=settings.llm_stream,
+        )
         model = settings.llm_model
         log.info("model endpoint %s, model %s", settings.llm_base_url, model)
 
     agents = default_agents()
     turns = TurnHandler(
-        uow_factory, llm, agents,
-        TurnSettings(default_model=model,
-                     context_window_messages=settings.context_window_messages,
-                     max_message_bytes=settings.max_message_bytes),
+        uow_factory,
+        llm,
+        agents,
+        TurnSettings(
+            default_model=model,
+            context_window_messages=settings.context_window_messages,
+            max_message_bytes=settings.max_message_bytes,
+        ),
     )
     sessions = SessionHandler(uow_factory, agents)
     try:
         grpc_server = await start_grpc_server(
-            settings.listen, turns, sessions,
+            settings.listen,
+            turns,
+            sessions,
             # Room for the largest allowed message plus the envelope around it.
             max_message_bytes=max(4 * 1024 * 1024, settings.max_message_bytes * 2),
         )

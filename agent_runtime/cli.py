@@ -13,23 +13,35 @@ from agent_runtime.config import ConfigError, Settings, parse_headers
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent-runtime",
-                                     description="gRPC runtime for AI coding agents")
+    parser = argparse.ArgumentParser(
+        prog="agent-runtime", description="gRPC runtime for AI coding agents"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="apply migrations and run the gRPC server")
     serve.add_argument("--listen", help="host:port (AGENT_RUNTIME_LISTEN)")
     serve.add_argument("--database-url", help="SQLAlchemy URL (AGENT_RUNTIME_DATABASE_URL)")
-    serve.add_argument("--llm-base-url", help="OpenAI-compatible base URL, e.g. "
-                       "http://localhost:4000/v1 (AGENT_RUNTIME_LLM_BASE_URL); "
-                       "unset: the built-in fake model")
-    serve.add_argument("--llm-api-key", help="bearer token for the model endpoint "
-                       "(AGENT_RUNTIME_LLM_API_KEY; prefer the variable: flags show in ps)")
+    serve.add_argument(
+        "--llm-base-url",
+        help="OpenAI-compatible base URL, e.g. "
+        "http://localhost:4000/v1 (AGENT_RUNTIME_LLM_BASE_URL); "
+        "unset: the built-in fake model",
+    )
+    serve.add_argument(
+        "--llm-api-key",
+        help="bearer token for the model endpoint "
+        "(AGENT_RUNTIME_LLM_API_KEY; prefer the variable: flags show in ps)",
+    )
     serve.add_argument("--llm-model", help="model name (AGENT_RUNTIME_LLM_MODEL)")
-    serve.add_argument("--llm-extra-headers", help="JSON object of extra request headers "
-                       "(AGENT_RUNTIME_LLM_EXTRA_HEADERS)")
-    serve.add_argument("--llm-stream", choices=("true", "false"),
-                       help="stream from the model endpoint (AGENT_RUNTIME_LLM_STREAM)")
+    serve.add_argument(
+        "--llm-extra-headers",
+        help="JSON object of extra request headers (AGENT_RUNTIME_LLM_EXTRA_HEADERS)",
+    )
+    serve.add_argument(
+        "--llm-stream",
+        choices=("true", "false"),
+        help="stream from the model endpoint (AGENT_RUNTIME_LLM_STREAM)",
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING... (AGENT_RUNTIME_LOG_LEVEL)")
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")

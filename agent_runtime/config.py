@@ -41,9 +41,14 @@ class Settings:
             return value if value not in (None, "") else None
 
         values: dict[str, Any] = {}
-        for name, attr in (("LISTEN", "listen"), ("DATABASE_URL", "database_url"),
-                           ("LLM_BASE_URL", "llm_base_url"), ("LLM_API_KEY", "llm_api_key"),
-                           ("LLM_MODEL", "llm_model"), ("LOG_LEVEL", "log_level")):
+        for name, attr in (
+            ("LISTEN", "listen"),
+            ("DATABASE_URL", "database_url"),
+            ("LLM_BASE_URL", "llm_base_url"),
+            ("LLM_API_KEY", "llm_api_key"),
+            ("LLM_MODEL", "llm_model"),
+            ("LOG_LEVEL", "log_level"),
+        ):
             if (value := get(name)) is not None:
                 values[attr] = value
         if (raw := get("LLM_EXTRA_HEADERS")) is not None:

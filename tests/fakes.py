@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from agent_runtime.application.ports import ChatRequest
+from agent_runtime.application.ports import (
+    ChatRequest,
+    MessageRepository,
+    SessionRepository,
+    TurnRepository,
+)
 from agent_runtime.domain.errors import DomainError
 from agent_runtime.domain.model import Message, Session, Turn, TurnStatus
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
@@ -43,9 +48,14 @@ class _FakeSessions:
             return None
         return session.running_turn_id
 
-    async def record_activity(self, session_id: str, at: datetime, *,
-                              message_count: int | None = None,
-                              release_turn: str | None = None) -> None:
+    async def record_activity(
+        self,
+        session_id: str,
+        at: datetime,
+        *,
+        message_count: int | None = None,
+        release_turn: str | None = None,
+    ) -> None:
         session = self._s.sessions[session_id]
         session.last_activity_at = at
         if message_count is not None:
@@ -91,8 +101,9 @@ class _FakeMessages:
         self._s.messages.append(replace(message))
 
     def _of(self, session_id: str) -> list[Message]:
-        return sorted((m for m in self._s.messages if m.session_id == session_id),
-                      key=lambda m: m.position)
+        return sorted(
+            (m for m in self._s.messages if m.session_id == session_id), key=lambda m: m.position
+        )
 
     async def recent(self, session_id: str, limit: int) -> list[Message]:
         return [replace(m) for m in self._of(session_id)[-limit:]]
@@ -102,6 +113,10 @@ class _FakeMessages:
 
 
 class FakeUnitOfWork:
+    sessions: SessionRepository
+    turns: TurnRepository
+    messages: MessageRepository
+
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self.closed = False

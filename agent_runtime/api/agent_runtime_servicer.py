@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import TypeAlias
 
 import grpc
 
@@ -15,14 +16,14 @@ from agent_runtime.domain.errors import DomainError, InvalidInput, Unsupported
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
 
-Context = grpc.aio.ServicerContext[rt.StreamMessageRequest, rt.StreamChunk]
+Context: TypeAlias = grpc.aio.ServicerContext[rt.StreamMessageRequest, rt.StreamChunk]
 
 
 class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
     def __init__(self, turns: TurnHandler) -> None:
         self._turns = turns
 
-    async def StreamMessage(  # noqa: N802 (gRPC method name)
+    async def StreamMessage(
         self, request: rt.StreamMessageRequest, context: Context
     ) -> AsyncIterator[rt.StreamChunk]:
         command = _to_command(request)
@@ -46,12 +47,16 @@ def _to_command(request: rt.StreamMessageRequest) -> SendUserMessage | DomainErr
     kind = request.WhichOneof("input")
     if kind is None:
         return InvalidInput.field(
-            "input", "set one of user_message, tool_result, approval_decision, switch_agent",
+            "input",
+            "set one of user_message, tool_result, approval_decision, switch_agent",
             reason="MISSING_INPUT",
         )
     if kind != "user_message":
-        return Unsupported(f"input '{kind}' is not supported by this server yet",
-                           reason="INPUT_NOT_SUPPORTED", metadata={"input": kind})
+        return Unsupported(
+            f"input '{kind}' is not supported by this server yet",
+            reason="INPUT_NOT_SUPPORTED",
+            metadata={"input": kind},
+        )
     return SendUserMessage(
         session_id=request.session_id,
         content=request.user_message.content,

@@ -46,28 +46,32 @@ def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
 
 def code_name(error: errors.DomainError) -> str:
     """The gRPC code name for an Error chunk, e.g. 'UNAVAILABLE'."""
-    return status_code_for(error).name
+    return str(status_code_for(error).name)
 
 
 def to_status(error: errors.DomainError) -> grpc.Status:
     code = status_code_for(error)
     details = [
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN,
-                                    metadata=error.metadata)
+        error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
     ]
     if isinstance(error, errors.InvalidInput) and error.violations:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field,
-                                                                description=v.description)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
                     for v in error.violations
                 ]
             )
         )
     if error.retryable:
         details.append(
-            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_SECONDS))
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_SECONDS)
+            )
         )
     packed = []
     for detail in details:
@@ -83,12 +87,14 @@ def internal_error(exc: BaseException) -> errors.InternalError:
     """Log an unexpected exception under a fresh error id; the client sees only the id."""
     error_id = uuid.uuid4().hex
     log.error("unexpected error (error id %s)", error_id, exc_info=exc)
-    return errors.InternalError(f"internal error (error id {error_id})",
-                                metadata={"error_id": error_id})
+    return errors.InternalError(
+        f"internal error (error id {error_id})", metadata={"error_id": error_id}
+    )
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object],
-                error: errors.DomainError) -> NoReturn:
+async def abort(
+    context: grpc.aio.ServicerContext[object, object], error: errors.DomainError
+) -> NoReturn:
     await context.abort_with_status(to_status(error))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
@@ -97,24 +103,27 @@ _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Self = TypeVar("_Self")
 
-UnaryMethod = Callable[[_Self, _Request, grpc.aio.ServicerContext[_Request, _Response]],
-                       Awaitable[_Response]]
+UnaryMethod = Callable[
+    [_Self, _Request, grpc.aio.ServicerContext[_Request, _Response]], Awaitable[_Response]
+]
 
 
-def unary_errors(method: UnaryMethod[_Self, _Request, _Response]
-                 ) -> UnaryMethod[_Self, _Request, _Response]:
+def unary_errors(
+    method: UnaryMethod[_Self, _Request, _Response],
+) -> UnaryMethod[_Self, _Request, _Response]:
     """Translate what a unary servicer method raises into a status with details."""
 
     @functools.wraps(method)
-    async def wrapper(self: _Self, request: _Request,
-                      context: grpc.aio.ServicerContext[_Request, _Response]) -> _Response:
+    async def wrapper(
+        self: _Self, request: _Request, context: grpc.aio.ServicerContext[_Request, _Response]
+    ) -> _Response:
         try:
             return await method(self, request, context)
         except errors.DomainError as error:
-            await abort(context, error)  # type: ignore[arg-type]
+            await abort(context, error)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await abort(context, internal_error(exc))  # type: ignore[arg-type]
+            await abort(context, internal_error(exc))
 
     return wrapper

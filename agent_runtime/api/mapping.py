@@ -43,8 +43,11 @@ def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def _usage(usage: Usage) -> rt.Usage:
-    return rt.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                     total_tokens=usage.total_tokens)
+    return rt.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
 
 
 def chunk_to_proto(chunk: chunks.Chunk) -> rt.StreamChunk:
@@ -54,28 +57,47 @@ def chunk_to_proto(chunk: chunks.Chunk) -> rt.StreamChunk:
         case chunks.AssistantDelta(text=text):
             out.assistant_delta.text = text
         case chunks.TurnStarted():
-            out.turn_started.CopyFrom(rt.TurnStarted(turn_id=chunk.turn_id, agent=body.agent,
-                                                     input_message_id=body.input_message_id))
+            out.turn_started.CopyFrom(
+                rt.TurnStarted(
+                    turn_id=chunk.turn_id, agent=body.agent, input_message_id=body.input_message_id
+                )
+            )
         case chunks.AssistantMessage():
-            out.assistant_message.CopyFrom(rt.AssistantMessage(message_id=body.message_id,
-                                                               content=body.content))
+            out.assistant_message.CopyFrom(
+                rt.AssistantMessage(message_id=body.message_id, content=body.content)
+            )
         case chunks.ToolCall():
             out.tool_call.CopyFrom(
-                rt.ToolCall(message_id=body.message_id, call_id=body.call_id,
-                            tool_name=body.tool_name, arguments=to_struct(body.arguments),
-                            requires_approval=body.requires_approval,
-                            approval_reason=body.approval_reason)
+                rt.ToolCall(
+                    message_id=body.message_id,
+                    call_id=body.call_id,
+                    tool_name=body.tool_name,
+                    arguments=to_struct(body.arguments),
+                    requires_approval=body.requires_approval,
+                    approval_reason=body.approval_reason,
+                )
             )
         case chunks.AgentSwitched():
-            out.agent_switched.CopyFrom(rt.AgentSwitched(from_agent=body.from_agent,
-                                                         to_agent=body.to_agent,
-                                                         reason=body.reason))
+            out.agent_switched.CopyFrom(
+                rt.AgentSwitched(
+                    from_agent=body.from_agent, to_agent=body.to_agent, reason=body.reason
+                )
+            )
         case chunks.TurnError(error=error):
-            out.error.CopyFrom(rt.Error(code=code_name(error), reason=error.reason,
-                                        message=error.message, retryable=error.retryable))
+            out.error.CopyFrom(
+                rt.Error(
+                    code=code_name(error),
+                    reason=error.reason,
+                    message=error.message,
+                    retryable=error.retryable,
+                )
+            )
         case chunks.TurnCompleted():
-            out.turn_completed.CopyFrom(rt.TurnCompleted(stop_reason=_STOP_REASONS[body.stop_reason],
-                                                         usage=_usage(body.usage)))
+            out.turn_completed.CopyFrom(
+                rt.TurnCompleted(
+                    stop_reason=_STOP_REASONS[body.stop_reason], usage=_usage(body.usage)
+                )
+            )
     return out
 
 
@@ -97,8 +119,9 @@ def message_to_proto(message: Message) -> ses.Message:
         role=_ROLES[message.role],
         content=message.content,
         tool_calls=[
-            ses.MessageToolCall(call_id=c.call_id, tool_name=c.tool_name,
-                                arguments=to_struct(c.arguments))
+            ses.MessageToolCall(
+                call_id=c.call_id, tool_name=c.tool_name, arguments=to_struct(c.arguments)
+            )
             for c in message.tool_calls
         ],
         tool_call_id=message.tool_call_id or "",

@@ -10,7 +10,12 @@ from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer
 from agent_runtime.api.session_servicer import SessionServicer
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler
-from agent_runtime.v1 import agent_runtime_pb2, agent_runtime_pb2_grpc, session_pb2, session_pb2_grpc
+from agent_runtime.v1 import (
+    agent_runtime_pb2,
+    agent_runtime_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
 
 SERVICE_NAMES = (
     agent_runtime_pb2.DESCRIPTOR.services_by_name["AgentRuntimeService"].full_name,
@@ -23,8 +28,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 class GrpcServer:
     """A started grpc.aio server with its health servicer, so shutdown can report draining."""
 
-    def __init__(self, server: grpc.aio.Server, port: int,
-                 health_servicer: health.aio.HealthServicer) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer
+    ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -55,8 +61,11 @@ async def start_grpc_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(listen)

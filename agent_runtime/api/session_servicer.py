@@ -17,8 +17,9 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
         self._sessions = sessions
 
     @unary_errors
-    async def CreateSession(  # noqa: N802
-        self, request: ses.CreateSessionRequest,
+    async def CreateSession(
+        self,
+        request: ses.CreateSessionRequest,
         context: grpc.aio.ServicerContext[ses.CreateSessionRequest, ses.CreateSessionResponse],
     ) -> ses.CreateSessionResponse:
         session = await self._sessions.create(
@@ -27,16 +28,18 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
         return ses.CreateSessionResponse(session=session_to_proto(session))
 
     @unary_errors
-    async def GetSession(  # noqa: N802
-        self, request: ses.GetSessionRequest,
+    async def GetSession(
+        self,
+        request: ses.GetSessionRequest,
         context: grpc.aio.ServicerContext[ses.GetSessionRequest, ses.GetSessionResponse],
     ) -> ses.GetSessionResponse:
         session = await self._sessions.get(request.session_id)
         return ses.GetSessionResponse(session=session_to_proto(session))
 
     @unary_errors
-    async def ListMessages(  # noqa: N802
-        self, request: ses.ListMessagesRequest,
+    async def ListMessages(
+        self,
+        request: ses.ListMessagesRequest,
         context: grpc.aio.ServicerContext[ses.ListMessagesRequest, ses.ListMessagesResponse],
     ) -> ses.ListMessagesResponse:
         page = await self._sessions.list_messages(

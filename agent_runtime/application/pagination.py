@@ -29,10 +29,11 @@ def decode_position_token(token: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         if raw.startswith(_PREFIX):
-            position = int(raw[len(_PREFIX):])
+            position = int(raw[len(_PREFIX) :])
             if position >= 0:
                 return position
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise InvalidInput.field("page_token", "is not a token this server issued",
-                             reason="INVALID_PAGE_TOKEN")
+    raise InvalidInput.field(
+        "page_token", "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+    )

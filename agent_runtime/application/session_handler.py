@@ -38,13 +38,20 @@ class SessionHandler:
             validate_session_id(cmd.session_id)
         agent = self._agents.get(cmd.agent)
         now = self._now()
-        session = Session(cmd.session_id or self._ids("ses"), agent.name, created_at=now,
-                          last_activity_at=now, title=cmd.title)
+        session = Session(
+            cmd.session_id or self._ids("ses"),
+            agent.name,
+            created_at=now,
+            last_activity_at=now,
+            title=cmd.title,
+        )
         async with self._uow_factory() as uow:
             if await uow.sessions.get(session.session_id) is not None:
-                raise AlreadyExists(f"session {session.session_id} already exists",
-                                    reason="SESSION_EXISTS",
-                                    metadata={"session_id": session.session_id})
+                raise AlreadyExists(
+                    f"session {session.session_id} already exists",
+                    reason="SESSION_EXISTS",
+                    metadata={"session_id": session.session_id},
+                )
             await uow.sessions.add(session)
             await uow.commit()
         return session
@@ -67,11 +74,13 @@ class SessionHandler:
             # One extra row tells whether another page exists without a count query.
             rows = await uow.messages.page(query.session_id, after, limit + 1)
         messages = rows[:limit]
-        token = (pagination.encode_position_token(messages[-1].position)
-                 if len(rows) > limit else "")
+        token = pagination.encode_position_token(messages[-1].position) if len(rows) > limit else ""
         return MessagePage(messages, token)
 
 
 def _session_not_found(session_id: str) -> NotFound:
-    return NotFound(f"session {session_id} not found", reason="SESSION_NOT_FOUND",
-                    metadata={"session_id": session_id})
+    return NotFound(
+        f"session {session_id} not found",
+        reason="SESSION_NOT_FOUND",
+        metadata={"session_id": session_id},
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from agent_runtime.application.commands import SendUserMessage
@@ -97,7 +97,7 @@ class TurnHandler:
         self._now = clock
         self._ids = ids
 
-    async def handle(self, cmd: SendUserMessage) -> AsyncIterator[chunks.Chunk]:
+    async def handle(self, cmd: SendUserMessage) -> AsyncGenerator[chunks.Chunk, None]:
         """Run one turn. Raises DomainError before TurnStarted; afterwards failures are chunks."""
         self._validate(cmd)
         async with self._uow_factory() as uow:
@@ -118,8 +118,9 @@ class TurnHandler:
         if cmd.session_id:
             validate_session_id(cmd.session_id)
         if not cmd.content.strip():
-            raise InvalidInput.field("user_message.content", "must not be empty",
-                                     reason="EMPTY_MESSAGE")
+            raise InvalidInput.field(
+                "user_message.content", "must not be empty", reason="EMPTY_MESSAGE"
+            )
         size = len(cmd.content.encode())
         if size > self._settings.max_message_bytes:
             raise InvalidInput.field(
@@ -137,8 +138,13 @@ class TurnHandler:
         session = await uow.sessions.get(session_id)
         if session is None:
             agent = self._agents.get(cmd.agent)
-            session = Session(session_id, agent.name, created_at=now, last_activity_at=now,
-                              running_turn_id=turn_id)
+            session = Session(
+                session_id,
+                agent.name,
+                created_at=now,
+                last_activity_at=now,
+                running_turn_id=turn_id,
+            )
             await uow.sessions.add(session)
             history: list[Message] = []
         else:
@@ -149,12 +155,18 @@ class TurnHandler:
                     f"session {session_id} is running turn {running}",
                     metadata={"session_id": session_id, "turn_id": running},
                 )
-            history = await uow.messages.recent(session_id,
-                                                self._settings.context_window_messages)
+            history = await uow.messages.recent(session_id, self._settings.context_window_messages)
 
         new_messages = self._close_dangling_tool_calls(session, history, turn_id)
-        user_message = Message(self._ids("msg"), session_id, session.next_position(), Role.USER,
-                               cmd.content, created_at=now, turn_id=turn_id)
+        user_message = Message(
+            self._ids("msg"),
+            session_id,
+            session.next_position(),
+            Role.USER,
+            cmd.content,
+            created_at=now,
+            turn_id=turn_id,
+        )
         new_messages.append(user_message)
         turn = Turn(
             turn_id,
@@ -182,9 +194,16 @@ class TurnHandler:
         if not history or history[-1].role is not Role.ASSISTANT or not history[-1].tool_calls:
             return []
         return [
-            Message(self._ids("msg"), session.session_id, session.next_position(), Role.TOOL,
-                    SUPERSEDED_TOOL_RESULT, created_at=self._now(), turn_id=turn_id,
-                    tool_call_id=call.call_id)
+            Message(
+                self._ids("msg"),
+                session.session_id,
+                session.next_position(),
+                Role.TOOL,
+                SUPERSEDED_TOOL_RESULT,
+                created_at=self._now(),
+                turn_id=turn_id,
+                tool_call_id=call.call_id,
+            )
             for call in history[-1].tool_calls
         ]
 
@@ -214,16 +233,22 @@ class TurnHandler:
             return
         except Exception as exc:  # a bug: record it, tell the client an id, never the details
             error_id = self._ids("err")
-            log.exception("turn %s failed unexpectedly (error id %s)", run.turn.turn_id, error_id,
-                          exc_info=exc)
-            internal = InternalError(f"internal error (error id {error_id})",
-                                     metadata={"error_id": error_id})
+            log.exception(
+                "turn %s failed unexpectedly (error id %s)",
+                run.turn.turn_id,
+                error_id,
+                exc_info=exc,
+            )
+            internal = InternalError(
+                f"internal error (error id {error_id})", metadata={"error_id": error_id}
+            )
             async for chunk in self._fail(uow, run, internal):
                 yield chunk
             return
         yield run.chunk(final)
-        yield run.chunk(chunks.TurnCompleted(run.turn.stop_reason or StopReason.END_TURN,
-                                             run.usage))
+        yield run.chunk(
+            chunks.TurnCompleted(run.turn.stop_reason or StopReason.END_TURN, run.usage)
+        )
 
     async def _commit_answer(
         self, uow: UnitOfWork, run: _TurnRun, response: ModelResponse
@@ -238,28 +263,52 @@ class TurnHandler:
         position = session.message_count + 1
         body: chunks.AssistantMessage | chunks.ToolCall
         if isinstance(decision, FinalAnswer):
-            message = Message(self._ids("msg"), session.session_id, position, Role.ASSISTANT,
-                              decision.content, created_at=now, turn_id=run.turn.turn_id)
+            message = Message(
+                self._ids("msg"),
+                session.session_id,
+                position,
+                Role.ASSISTANT,
+                decision.content,
+                created_at=now,
+                turn_id=run.turn.turn_id,
+            )
             run.turn.complete(StopReason.END_TURN, run.usage, now)
             body = chunks.AssistantMessage(message.message_id, message.content)
         else:
             assert isinstance(decision, ToolCallDecision)
-            message = Message(self._ids("msg"), session.session_id, position, Role.ASSISTANT,
-                              decision.content, created_at=now, turn_id=run.turn.turn_id,
-                              tool_calls=(decision.call,))
-            stop = (StopReason.AWAITING_APPROVAL if decision.requires_approval
-                    else StopReason.TOOL_CALL)
+            message = Message(
+                self._ids("msg"),
+                session.session_id,
+                position,
+                Role.ASSISTANT,
+                decision.content,
+                created_at=now,
+                turn_id=run.turn.turn_id,
+                tool_calls=(decision.call,),
+            )
+            stop = (
+                StopReason.AWAITING_APPROVAL if decision.requires_approval else StopReason.TOOL_CALL
+            )
             run.turn.complete(stop, run.usage, now)
-            body = chunks.ToolCall(message.message_id, decision.call.call_id,
-                                   decision.call.tool_name, decision.call.arguments,
-                                   decision.requires_approval, decision.approval_reason)
+            body = chunks.ToolCall(
+                message.message_id,
+                decision.call.call_id,
+                decision.call.tool_name,
+                decision.call.arguments,
+                decision.requires_approval,
+                decision.approval_reason,
+            )
             if decision.dropped_calls:
-                log.info("turn %s: kept the first of %d tool calls", run.turn.turn_id,
-                         decision.dropped_calls + 1)
+                log.info(
+                    "turn %s: kept the first of %d tool calls",
+                    run.turn.turn_id,
+                    decision.dropped_calls + 1,
+                )
         await uow.messages.add(message)
         await uow.turns.save(run.turn)
-        await uow.sessions.record_activity(session.session_id, now, message_count=position,
-                                           release_turn=run.turn.turn_id)
+        await uow.sessions.record_activity(
+            session.session_id, now, message_count=position, release_turn=run.turn.turn_id
+        )
         await uow.commit()  # COMMIT #2: only now may the client hear of the answer
         session.message_count = position
         run.committed_final = True
@@ -281,10 +330,16 @@ class TurnHandler:
         partial = "".join(run.partial_text)
         incomplete = None
         if partial:
-            incomplete = Message(self._ids("msg"), run.session.session_id,
-                                 run.session.message_count + 1, Role.ASSISTANT, partial,
-                                 created_at=self._now(), turn_id=run.turn.turn_id,
-                                 incomplete=True)
+            incomplete = Message(
+                self._ids("msg"),
+                run.session.session_id,
+                run.session.message_count + 1,
+                Role.ASSISTANT,
+                partial,
+                created_at=self._now(),
+                turn_id=run.turn.turn_id,
+                incomplete=True,
+            )
         await self._record_ending(run, incomplete)
 
     async def _record_ending(self, run: _TurnRun, extra: Message | None = None) -> None:
@@ -295,7 +350,8 @@ class TurnHandler:
             if extra is not None:
                 await uow.messages.add(extra)
             await uow.turns.save(run.turn)
-            await uow.sessions.record_activity(run.session.session_id, now, message_count=count,
-                                               release_turn=run.turn.turn_id)
+            await uow.sessions.record_activity(
+                run.session.session_id, now, message_count=count, release_turn=run.turn.turn_id
+            )
             await uow.commit()
         run.session.message_count = count

@@ -57,7 +57,12 @@ class TurnCompleted:
 
 
 ChunkBody = (
-    TurnStarted | AssistantDelta | AssistantMessage | ToolCall | AgentSwitched | TurnError
+    TurnStarted
+    | AssistantDelta
+    | AssistantMessage
+    | ToolCall
+    | AgentSwitched
+    | TurnError
     | TurnCompleted
 )
 

@@ -52,8 +52,11 @@ class InvalidInput(DomainError):
 
     @classmethod
     def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidInput:
-        return cls(f"{field}: {description}", violations=[FieldViolation(field, description)],
-                   reason=reason)
+        return cls(
+            f"{field}: {description}",
+            violations=[FieldViolation(field, description)],
+            reason=reason,
+        )
 
 
 class NotFound(DomainError):

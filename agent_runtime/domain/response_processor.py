@@ -45,7 +45,9 @@ class LLMResponseProcessor:
     def process(self, response: ModelResponse, agent: AgentProfile) -> Decision:
         if not response.tool_calls:
             if not response.content.strip():
-                return InvalidAnswer("MODEL_EMPTY_ANSWER", "the model returned no text and no tool call")
+                return InvalidAnswer(
+                    "MODEL_EMPTY_ANSWER", "the model returned no text and no tool call"
+                )
             return FinalAnswer(response.content)
 
         # One tool at a time: the rest are dropped and never enter the history.

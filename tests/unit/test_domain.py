@@ -42,16 +42,18 @@ class TestLLMResponseProcessor:
         assert decision.reason == "MODEL_EMPTY_ANSWER"
 
     def test_keeps_only_the_first_tool_call(self) -> None:
-        response = ModelResponse("", (call("read_file", '{"path": "a"}', "c1"),
-                                      call("read_file", '{"path": "b"}', "c2")))
+        response = ModelResponse(
+            "", (call("read_file", '{"path": "a"}', "c1"), call("read_file", '{"path": "b"}', "c2"))
+        )
         decision = self.processor.process(response, CODER)
         assert isinstance(decision, ToolCallDecision)
         assert decision.call == ToolCallRecord("c1", "read_file", {"path": "a"})
         assert decision.dropped_calls == 1
         assert not decision.requires_approval
 
-    @pytest.mark.parametrize("tool", ["write_file", "delete_file", "move_file",
-                                      "create_directory", "execute_command"])
+    @pytest.mark.parametrize(
+        "tool", ["write_file", "delete_file", "move_file", "create_directory", "execute_command"]
+    )
     def test_risky_tools_need_approval_by_default(self, tool: str) -> None:
         decision = self.processor.process(ModelResponse("", (call(tool),)), CODER)
         assert isinstance(decision, ToolCallDecision)
@@ -98,7 +100,13 @@ def test_catalogue_schemas_name_their_required_arguments() -> None:
         assert schema["type"] == "object"
         assert set(schema["required"]) <= set(schema["properties"]), tool.name
     assert set(TOOL_CATALOGUE["search_in_code"].parameters["properties"]) == {
-        "query", "path", "file_pattern", "case_sensitive", "regex", "max_results"}
+        "query",
+        "path",
+        "file_pattern",
+        "case_sensitive",
+        "regex",
+        "max_results",
+    }
 
 
 def test_unknown_agent_is_invalid_input() -> None:
@@ -125,8 +133,14 @@ def _msg(position: int, role: Role) -> Message:
 
 
 def test_context_window_keeps_the_newest_and_never_starts_with_a_tool_result() -> None:
-    history = [_msg(1, Role.USER), _msg(2, Role.ASSISTANT), _msg(3, Role.TOOL),
-               _msg(4, Role.TOOL), _msg(5, Role.ASSISTANT), _msg(6, Role.USER)]
+    history = [
+        _msg(1, Role.USER),
+        _msg(2, Role.ASSISTANT),
+        _msg(3, Role.TOOL),
+        _msg(4, Role.TOOL),
+        _msg(5, Role.ASSISTANT),
+        _msg(6, Role.USER),
+    ]
     assert [m.position for m in fit_context_window(history, 4)] == [5, 6]
     assert [m.position for m in fit_context_window(history, 5)] == [2, 3, 4, 5, 6]
     assert [m.position for m in fit_context_window(history, 100)] == [1, 2, 3, 4, 5, 6]

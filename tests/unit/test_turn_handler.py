@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent_runtime.application.commands import SendUserMessage
-from agent_runtime.application.ports import ChatRequest
+from agent_runtime.application.ports import ChatRequest, LLMClient
 from agent_runtime.application.turn_handler import (
     SUPERSEDED_TOOL_RESULT,
     TurnHandler,
@@ -18,15 +18,22 @@ from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import InvalidInput, ModelUnavailable, SessionBusy
 from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage
-from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall, TextDelta
+from agent_runtime.domain.model_output import (
+    ModelEvent,
+    ModelResponse,
+    RequestedToolCall,
+    TextDelta,
+)
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
 
-def make_handler(model: object, uows: FakeUnitOfWorkFactory | None = None,
-                 **settings: int) -> tuple[TurnHandler, FakeUnitOfWorkFactory]:
+def make_handler(
+    model: LLMClient, uows: FakeUnitOfWorkFactory | None = None, **settings: int
+) -> tuple[TurnHandler, FakeUnitOfWorkFactory]:
     uows = uows or FakeUnitOfWorkFactory()
-    handler = TurnHandler(uows, model, default_agents(),  # type: ignore[arg-type]
-                          TurnSettings(default_model="m", **settings))
+    handler = TurnHandler(
+        uows, model, default_agents(), TurnSettings(default_model="m", **settings)
+    )
     return handler, uows
 
 
@@ -42,13 +49,20 @@ async def test_text_turn_streams_and_persists_in_order() -> None:
     handler, uows = make_handler(ScriptedModel(text_answer("hello there")))
     stream = await run(handler, "hi")
 
-    assert bodies(stream) == [chunks.TurnStarted, chunks.AssistantDelta, chunks.AssistantDelta,
-                              chunks.AssistantMessage, chunks.TurnCompleted]
+    assert bodies(stream) == [
+        chunks.TurnStarted,
+        chunks.AssistantDelta,
+        chunks.AssistantDelta,
+        chunks.AssistantMessage,
+        chunks.TurnCompleted,
+    ]
     assert [c.seq for c in stream] == [1, 2, 3, 4, 5]
     assert len({c.turn_id for c in stream}) == 1
     db = uows.db
     assert [(m.role, m.content, m.position) for m in db.messages] == [
-        (Role.USER, "hi", 1), (Role.ASSISTANT, "hello there", 2)]
+        (Role.USER, "hi", 1),
+        (Role.ASSISTANT, "hello there", 2),
+    ]
     assert stream[3].body == chunks.AssistantMessage(db.messages[1].message_id, "hello there")
     turn = db.turns[stream[0].turn_id]
     assert turn.status is TurnStatus.COMPLETED and turn.stop_reason is StopReason.END_TURN
@@ -74,7 +88,10 @@ async def test_model_sees_system_prompt_history_and_tools() -> None:
     await run(handler, "second")
     request: ChatRequest = model.requests[1]
     assert [(m.role, m.content) for m in request.history] == [
-        (Role.USER, "first"), (Role.ASSISTANT, "one"), (Role.USER, "second")]
+        (Role.USER, "first"),
+        (Role.ASSISTANT, "one"),
+        (Role.USER, "second"),
+    ]
     assert "software engineer" in request.system_prompt
     assert "write_file" in [t.name for t in request.tools]
     assert request.model == "m"
@@ -89,16 +106,23 @@ async def test_context_window_bounds_what_the_model_sees() -> None:
 
 
 async def test_tool_call_is_committed_before_the_chunk() -> None:
-    answer: list[ModelEvent | BaseException] = [ModelResponse(
-        "", (RequestedToolCall("call_9", "write_file", '{"path": "a.py", "content": "x"}'),),
-        Usage(3, 4))]
+    answer: list[ModelEvent | BaseException] = [
+        ModelResponse(
+            "",
+            (RequestedToolCall("call_9", "write_file", '{"path": "a.py", "content": "x"}'),),
+            Usage(3, 4),
+        )
+    ]
     handler, uows = make_handler(ScriptedModel(answer))
     stream = await run(handler, "write it")
 
     tool_call = stream[1].body
     assert isinstance(tool_call, chunks.ToolCall)
     assert (tool_call.call_id, tool_call.tool_name, tool_call.requires_approval) == (
-        "call_9", "write_file", True)
+        "call_9",
+        "write_file",
+        True,
+    )
     assert tool_call.arguments == {"path": "a.py", "content": "x"}
     stored = uows.db.messages[-1]
     assert stored.message_id == tool_call.message_id
@@ -109,12 +133,18 @@ async def test_tool_call_is_committed_before_the_chunk() -> None:
 
 async def test_model_failure_after_turn_started_keeps_the_input() -> None:
     failing: list[ModelEvent | BaseException] = [
-        TextDelta("par"), ModelUnavailable("boom", reason="MODEL_HTTP_503")]
+        TextDelta("par"),
+        ModelUnavailable("boom", reason="MODEL_HTTP_503"),
+    ]
     handler, uows = make_handler(ScriptedModel(failing))
     stream = await run(handler, "keep me")
 
-    assert bodies(stream) == [chunks.TurnStarted, chunks.AssistantDelta, chunks.TurnError,
-                              chunks.TurnCompleted]
+    assert bodies(stream) == [
+        chunks.TurnStarted,
+        chunks.AssistantDelta,
+        chunks.TurnError,
+        chunks.TurnCompleted,
+    ]
     error = stream[2].body
     assert isinstance(error, chunks.TurnError)
     assert error.error.reason == "MODEL_HTTP_503" and error.error.retryable
@@ -145,7 +175,8 @@ async def test_failed_commit_2_is_reported_and_rolled_back() -> None:
 
 async def test_invalid_tool_call_ends_the_turn_with_an_error() -> None:
     bad: list[ModelEvent | BaseException] = [
-        ModelResponse("", (RequestedToolCall("c", "read_file", "{not json"),))]
+        ModelResponse("", (RequestedToolCall("c", "read_file", "{not json"),))
+    ]
     handler, uows = make_handler(ScriptedModel(bad))
     stream = await run(handler, "read")
     error = stream[-2].body
@@ -164,12 +195,15 @@ async def test_busy_session_is_refused_before_turn_started() -> None:
     assert len(uows.db.messages) == 2
 
 
-@pytest.mark.parametrize(("content", "session", "field"), [
-    ("", "s1", "user_message.content"),
-    ("   ", "s1", "user_message.content"),
-    ("x" * 11, "s1", "user_message.content"),
-    ("hi", "bad id", "session_id"),
-])
+@pytest.mark.parametrize(
+    ("content", "session", "field"),
+    [
+        ("", "s1", "user_message.content"),
+        ("   ", "s1", "user_message.content"),
+        ("x" * 11, "s1", "user_message.content"),
+        ("hi", "bad id", "session_id"),
+    ],
+)
 async def test_bad_input_is_refused_before_anything_is_stored(
     content: str, session: str, field: str
 ) -> None:
@@ -182,7 +216,8 @@ async def test_bad_input_is_refused_before_anything_is_stored(
 
 async def test_new_message_answers_a_dangling_tool_call_first() -> None:
     call: list[ModelEvent | BaseException] = [
-        ModelResponse("", (RequestedToolCall("call_1", "read_file", '{"path": "x"}'),))]
+        ModelResponse("", (RequestedToolCall("call_1", "read_file", '{"path": "x"}'),))
+    ]
     model = ScriptedModel(call, text_answer("fine"))
     handler, uows = make_handler(model)
     await run(handler, "read x")
@@ -191,7 +226,11 @@ async def test_new_message_answers_a_dangling_tool_call_first() -> None:
     assert roles[2] == (Role.TOOL, "call_1", SUPERSEDED_TOOL_RESULT)
     assert roles[3][2] == "never mind"
     assert [m.role for m in model.requests[1].history] == [
-        Role.USER, Role.ASSISTANT, Role.TOOL, Role.USER]
+        Role.USER,
+        Role.ASSISTANT,
+        Role.TOOL,
+        Role.USER,
+    ]
 
 
 async def test_cancellation_keeps_partial_text_and_frees_the_session() -> None:
@@ -223,5 +262,4 @@ async def test_cancellation_keeps_partial_text_and_frees_the_session() -> None:
     assert turn.status is TurnStatus.CANCELLED
     assert uows.db.sessions["s1"].running_turn_id is None
     partial = uows.db.messages[-1]
-    assert (partial.role, partial.content, partial.incomplete) == (
-        Role.ASSISTANT, "partial ", True)
+    assert (partial.role, partial.content, partial.incomplete) == (Role.ASSISTANT, "partial ", True)

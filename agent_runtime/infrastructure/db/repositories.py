@@ -80,8 +80,9 @@ class SqlAlchemySessionRepository:
         if release_turn is not None:
             await self._db.execute(
                 update(sessions)
-                .where(sessions.c.session_id == session_id,
-                       sessions.c.running_turn_id == release_turn)
+                .where(
+                    sessions.c.session_id == session_id, sessions.c.running_turn_id == release_turn
+                )
                 .values(running_turn_id=None)
             )
 
@@ -115,8 +116,10 @@ class SqlAlchemyTurnRepository:
             )
             await self._db.execute(
                 update(sessions)
-                .where(sessions.c.session_id == turn.session_id,
-                       sessions.c.running_turn_id == turn.turn_id)
+                .where(
+                    sessions.c.session_id == turn.session_id,
+                    sessions.c.running_turn_id == turn.turn_id,
+                )
                 .values(running_turn_id=None)
             )
             turn.status = TurnStatus.INTERRUPTED

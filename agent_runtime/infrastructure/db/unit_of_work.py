@@ -6,6 +6,11 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from agent_runtime.application.ports import (
+    MessageRepository,
+    SessionRepository,
+    TurnRepository,
+)
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyMessageRepository,
     SqlAlchemySessionRepository,
@@ -14,6 +19,10 @@ from agent_runtime.infrastructure.db.repositories import (
 
 
 class SqlAlchemyUnitOfWork:
+    sessions: SessionRepository
+    turns: TurnRepository
+    messages: MessageRepository
+
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
         self._db: AsyncSession | None = None

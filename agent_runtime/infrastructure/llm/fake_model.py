@@ -15,7 +15,12 @@ from collections.abc import AsyncIterator
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import ModelUnavailable
 from agent_runtime.domain.model import Role, Usage
-from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall, TextDelta
+from agent_runtime.domain.model_output import (
+    ModelEvent,
+    ModelResponse,
+    RequestedToolCall,
+    TextDelta,
+)
 
 FAKE_MODEL_NAME = "builtin-fake-model"
 
@@ -42,8 +47,9 @@ class FakeModelClient:
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]:
         last = next((m for m in reversed(request.history) if m.role is Role.USER), None)
         prompt = last.content.strip() if last else ""
-        usage = Usage(prompt_tokens=sum(len(m.content.split()) for m in request.history),
-                      completion_tokens=0)
+        usage = Usage(
+            prompt_tokens=sum(len(m.content.split()) for m in request.history), completion_tokens=0
+        )
 
         command = _TOOL_COMMAND.match(prompt)
         if command:
@@ -51,15 +57,20 @@ class FakeModelClient:
             raw = command.group("args").strip()
             arguments = raw if raw else json.dumps(_EXAMPLE_ARGUMENTS.get(name, {}))
             call_id = f"call_fake_{last.position if last else 0}"
-            yield ModelResponse("", (RequestedToolCall(call_id, name, arguments),),
-                                Usage(usage.prompt_tokens, 1), "tool_calls")
+            yield ModelResponse(
+                "",
+                (RequestedToolCall(call_id, name, arguments),),
+                Usage(usage.prompt_tokens, 1),
+                "tool_calls",
+            )
             return
 
         if prompt == "/error":
             for word in ("Starting", " an", " answer"):
                 yield TextDelta(word)
-            raise ModelUnavailable("the fake model failed on purpose (/error)",
-                                   reason="MODEL_STREAM_INTERRUPTED")
+            raise ModelUnavailable(
+                "the fake model failed on purpose (/error)", reason="MODEL_STREAM_INTERRUPTED"
+            )
 
         answer = f"This is the built-in fake model (no LLM configured). You said: {prompt}"
         words = re.findall(r"\S+\s*", answer)

@@ -30,8 +30,9 @@ def upgrade() -> None:
     op.create_table(
         "turns",
         sa.Column("turn_id", sa.String(64), primary_key=True),
-        sa.Column("session_id", sa.String(128), sa.ForeignKey("sessions.session_id"),
-                  nullable=False),
+        sa.Column(
+            "session_id", sa.String(128), sa.ForeignKey("sessions.session_id"), nullable=False
+        ),
         sa.Column("agent", sa.String(64), nullable=False),
         sa.Column("model", sa.String(256), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -50,8 +51,9 @@ def upgrade() -> None:
     op.create_table(
         "messages",
         sa.Column("message_id", sa.String(64), primary_key=True),
-        sa.Column("session_id", sa.String(128), sa.ForeignKey("sessions.session_id"),
-                  nullable=False),
+        sa.Column(
+            "session_id", sa.String(128), sa.ForeignKey("sessions.session_id"), nullable=False
+        ),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text, nullable=False),

@@ -1,0 +1,58 @@
+"""A real runtime on a real port, a real SQLite file and a real HTTP model endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent_runtime import bootstrap
+from agent_runtime.config import Settings
+from agent_runtime.v1 import agent_runtime_pb2_grpc, session_pb2_grpc
+from tests.support.fake_model_server import FakeModelServer
+
+
+@dataclass
+class Client:
+    runtime: agent_runtime_pb2_grpc.AgentRuntimeServiceStub
+    sessions: session_pb2_grpc.SessionServiceStub
+    channel: grpc.aio.Channel
+
+
+@pytest.fixture
+async def model_server() -> AsyncIterator[FakeModelServer]:
+    async with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "runtime.db"
+
+
+@pytest.fixture
+async def runtime(
+    model_server: FakeModelServer, db_path: Path
+) -> AsyncIterator[bootstrap.RunningRuntime]:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite+aiosqlite:///{db_path}",
+        llm_base_url=model_server.base_url,
+        llm_api_key="sk-test",
+    )
+    running = await bootstrap.start(settings)
+    yield running
+    await running.stop(grace=None)
+
+
+@pytest.fixture
+async def client(runtime: bootstrap.RunningRuntime) -> AsyncIterator[Client]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+        yield Client(
+            agent_runtime_pb2_grpc.AgentRuntimeServiceStub(channel),
+            session_pb2_grpc.SessionServiceStub(channel),
+            channel,
+        )

@@ -1,0 +1,87 @@
+"""SessionService end to end."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from agent_runtime.v1 import session_pb2 as ses
+from tests.e2e.conftest import Client
+from tests.support.fake_model_server import FakeModelServer, text_answer
+from tests.support.grpc_helpers import rich_error, user_message
+
+
+async def test_create_get_and_duplicate(client: Client) -> None:
+    created = await client.sessions.CreateSession(
+        ses.CreateSessionRequest(session_id="proj-1", title="Refactor")
+    )
+    assert (created.session.session_id, created.session.title, created.session.agent) == (
+        "proj-1",
+        "Refactor",
+        "coder",
+    )
+    got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="proj-1"))
+    assert got.session == created.session
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="proj-1"))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.ALREADY_EXISTS
+    assert error.error_info is not None and error.error_info.reason == "SESSION_EXISTS"
+
+    generated = await client.sessions.CreateSession(ses.CreateSessionRequest())
+    assert generated.session.session_id.startswith("ses_")
+
+
+@pytest.mark.parametrize("call", ["GetSession", "ListMessages"])
+async def test_unknown_session_is_not_found(client: Client, call: str) -> None:
+    request = (
+        ses.GetSessionRequest(session_id="nope")
+        if call == "GetSession"
+        else ses.ListMessagesRequest(session_id="nope")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await getattr(client.sessions, call)(request)
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.error_info is not None and error.error_info.reason == "SESSION_NOT_FOUND"
+
+
+async def test_bad_page_token_and_session_id_are_invalid_argument(client: Client) -> None:
+    await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="s1"))
+    for request, field in (
+        (ses.ListMessagesRequest(session_id="s1", page_token="garbage"), "page_token"),
+        (ses.ListMessagesRequest(session_id="a b"), "session_id"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.sessions.ListMessages(request)
+        error = rich_error(caught.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert [f for f, _ in error.field_violations] == [field]
+
+
+async def test_pages_return_every_message_once_in_order(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    for i in range(5):
+        model_server.enqueue(text_answer(f"answer {i}"))
+        async for _ in client.runtime.StreamMessage(user_message("s1", f"question {i}")):
+            pass
+
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await client.sessions.ListMessages(
+            ses.ListMessagesRequest(session_id="s1", page_size=3, page_token=token)
+        )
+        seen += [m.content for m in page.messages]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == 4
+    assert seen == [text for i in range(5) for text in (f"question {i}", f"answer {i}")]
+    page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    positions = [m.position for m in page.messages]
+    assert positions == list(range(1, 11))

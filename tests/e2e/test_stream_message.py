@@ -1,0 +1,298 @@
+"""StreamMessage end to end: real gRPC port, real SQLite file, real HTTP model endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import session_pb2 as ses
+from tests.e2e.conftest import Client
+from tests.support.fake_model_server import (
+    FakeModelServer,
+    http_error,
+    text_answer,
+    tool_call_answer,
+)
+from tests.support.grpc_helpers import kinds, rich_error, user_message
+from tests.support.waiting import eventually
+
+
+def rows(db_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Read through a connection of our own: sees only what the runtime committed."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+async def collect(client: Client, request: rt.StreamMessageRequest) -> list[rt.StreamChunk]:
+    return [chunk async for chunk in client.runtime.StreamMessage(request)]
+
+
+async def test_a_streamed_turn_is_persisted_in_order(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("Hello from the model"))
+    chunks = await collect(client, user_message("s1", "hi there"))
+
+    assert kinds(chunks) == ["turn_started"] + ["assistant_delta"] * 4 + [
+        "assistant_message",
+        "turn_completed",
+    ]
+    assert [c.seq for c in chunks] == list(range(1, 8))
+    assert {(c.session_id, c.turn_id) for c in chunks} == {("s1", chunks[0].turn_id)}
+    assert "".join(c.assistant_delta.text for c in chunks[1:5]) == "Hello from the model"
+    assert chunks[5].assistant_message.content == "Hello from the model"
+    completed = chunks[6].turn_completed
+    assert completed.stop_reason == rt.STOP_REASON_END_TURN
+    assert (
+        completed.usage.prompt_tokens,
+        completed.usage.completion_tokens,
+        completed.usage.total_tokens,
+    ) == (5, 7, 12)
+
+    page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    assert [(m.role, m.content) for m in page.messages] == [
+        (ses.ROLE_USER, "hi there"),
+        (ses.ROLE_ASSISTANT, "Hello from the model"),
+    ]
+    assert page.messages[0].message_id == chunks[0].turn_started.input_message_id
+    assert page.messages[1].message_id == chunks[5].assistant_message.message_id
+    assert page.next_page_token == ""
+
+    sent = model_server.requests[0]
+    assert sent["stream"] is True
+    assert sent["messages"][0]["role"] == "system"
+    assert sent["messages"][-1] == {"role": "user", "content": "hi there"}
+    assert model_server.headers[0]["authorization"] == "Bearer sk-test"
+
+
+async def test_commit_1_happens_before_the_model_is_asked(
+    client: Client, model_server: FakeModelServer, db_path: Path
+) -> None:
+    seen: list[list[tuple[Any, ...]]] = []
+
+    async def check_committed(_body: dict[str, Any]) -> None:
+        seen.append(rows(db_path, "SELECT role, content FROM messages WHERE session_id = ?", "s1"))
+        seen.append(rows(db_path, "SELECT status FROM turns"))
+
+    model_server.on_request = check_committed
+    model_server.enqueue(text_answer("ok"))
+    await collect(client, user_message("s1", "durable before the model"))
+    assert seen == [[("user", "durable before the model")], [("running",)]]
+
+
+async def test_model_failure_after_commit_1_keeps_the_input_and_reports_an_error(
+    client: Client, model_server: FakeModelServer, db_path: Path
+) -> None:
+    model_server.enqueue(http_error(503, "upstream overloaded"))
+    chunks = await collect(client, user_message("s1", "please answer"))
+
+    assert kinds(chunks) == ["turn_started", "error", "turn_completed"]
+    error = chunks[1].error
+    assert (error.code, error.reason, error.retryable) == ("UNAVAILABLE", "MODEL_HTTP_503", True)
+    assert "sk-test" not in error.message
+    assert chunks[2].turn_completed.stop_reason == rt.STOP_REASON_ERROR
+    assert rows(db_path, "SELECT status, stop_reason, error_reason FROM turns") == [
+        ("failed", "error", "MODEL_HTTP_503")
+    ]
+    page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    assert [m.content for m in page.messages] == ["please answer"]
+
+    # The session is free again and history is still valid for the next turn.
+    model_server.enqueue(text_answer("recovered"))
+    retry = await collect(client, user_message("s1", "again"))
+    assert retry[-2].assistant_message.content == "recovered"
+    assert [m["content"] for m in model_server.requests[-1]["messages"][1:]] == [
+        "please answer",
+        "again",
+    ]
+
+
+async def test_tool_call_message_is_committed_before_the_chunk_arrives(
+    client: Client, model_server: FakeModelServer, db_path: Path
+) -> None:
+    model_server.enqueue(
+        tool_call_answer(
+            "write_file",
+            {"path": "src/app.py", "content": "x=1\n"},
+            call_id="call_w1",
+            extra_calls=[("read_file", {"path": "b"})],
+        )
+    )
+    seen_at_arrival: list[tuple[Any, ...]] = []
+    chunks: list[rt.StreamChunk] = []
+    async for chunk in client.runtime.StreamMessage(user_message("s1", "write the file")):
+        if chunk.HasField("tool_call"):
+            # Synchronous on purpose: the in-process server cannot run while we look.
+            seen_at_arrival = rows(
+                db_path,
+                "SELECT role, tool_calls FROM messages WHERE message_id = ?",
+                chunk.tool_call.message_id,
+            )
+        chunks.append(chunk)
+
+    assert kinds(chunks) == ["turn_started", "tool_call", "turn_completed"]
+    call = chunks[1].tool_call
+    assert (call.call_id, call.tool_name, call.requires_approval) == ("call_w1", "write_file", True)
+    assert "write_file" in call.approval_reason
+    assert json_format.MessageToDict(call.arguments) == {"path": "src/app.py", "content": "x=1\n"}
+    assert len(seen_at_arrival) == 1 and seen_at_arrival[0][0] == "assistant"
+    assert "call_w1" in seen_at_arrival[0][1] and "read_file" not in seen_at_arrival[0][1]
+    assert chunks[2].turn_completed.stop_reason == rt.STOP_REASON_AWAITING_APPROVAL
+
+    page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    assert page.messages[1].tool_calls[0].tool_name == "write_file"
+
+
+async def test_read_only_tool_needs_no_approval(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(tool_call_answer("read_file", {"path": "README.md"}))
+    chunks = await collect(client, user_message("s1", "read the readme"))
+    assert chunks[1].tool_call.requires_approval is False
+    assert chunks[2].turn_completed.stop_reason == rt.STOP_REASON_TOOL_CALL
+
+
+async def test_busy_session_is_aborted_with_the_running_turn_id(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(_body: dict[str, Any]) -> None:
+        model_asked.set()
+        await release.wait()
+
+    model_server.on_request = hold
+    model_server.enqueue(text_answer("slow answer"))
+    first = client.runtime.StreamMessage(user_message("s1", "first"))
+    started = await first.read()
+    await model_asked.wait()
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(client, user_message("s1", "second"))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.ABORTED
+    assert error.error_info is not None
+    assert error.error_info.reason == "SESSION_BUSY"
+    assert error.error_info.metadata["turn_id"] == started.turn_id
+    assert error.retry_info is not None
+
+    release.set()
+    rest = []
+    while (chunk := await first.read()) is not grpc.aio.EOF:
+        rest.append(chunk)
+    assert rest[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
+
+
+async def test_client_cancel_ends_the_turn_and_frees_the_session(
+    client: Client, model_server: FakeModelServer, db_path: Path
+) -> None:
+    model_asked = asyncio.Event()
+
+    async def hang(_body: dict[str, Any]) -> None:
+        model_asked.set()
+        await asyncio.Event().wait()
+
+    model_server.on_request = hang
+    call = client.runtime.StreamMessage(user_message("s1", "never answered"))
+    started = await call.read()
+    await model_asked.wait()
+    call.cancel()
+
+    async def session_is_free() -> bool:
+        got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
+        return not got.session.running_turn_id
+
+    await eventually(session_is_free, what="the cancelled turn to free the session")
+    assert rows(
+        db_path, "SELECT status, stop_reason FROM turns WHERE turn_id = ?", started.turn_id
+    ) == [("cancelled", "cancelled")]
+
+    model_server.on_request = None
+    model_server.enqueue(text_answer("next"))
+    chunks = await collect(client, user_message("s1", "next one"))
+    assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "reason", "field"),
+    [
+        (
+            rt.StreamMessageRequest(session_id="s1"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "MISSING_INPUT",
+            "input",
+        ),
+        (
+            user_message("s1", "   "),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "EMPTY_MESSAGE",
+            "user_message.content",
+        ),
+        (
+            user_message("not a valid id!", "hi"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_SESSION_ID",
+            "session_id",
+        ),
+        (
+            user_message("s1", "hi", agent="wizard"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNKNOWN_AGENT",
+            "agent",
+        ),
+        (
+            rt.StreamMessageRequest(session_id="s1", tool_result=rt.ToolResult(call_id="c")),
+            grpc.StatusCode.UNIMPLEMENTED,
+            "INPUT_NOT_SUPPORTED",
+            None,
+        ),
+    ],
+)
+async def test_bad_requests_get_precise_statuses(
+    client: Client,
+    model_server: FakeModelServer,
+    request_: rt.StreamMessageRequest,
+    code: grpc.StatusCode,
+    reason: str,
+    field: str | None,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(client, request_)
+    error = rich_error(caught.value)
+    assert error.code == code
+    assert error.error_info is not None and error.error_info.reason == reason
+    assert error.error_info.domain == "agent-runtime"
+    if field:
+        assert [f for f, _ in error.field_violations] == [field]
+    assert model_server.requests == []
+
+
+async def test_oversized_message_is_invalid_argument(client: Client) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(client, user_message("s1", "x" * (256 * 1024 + 1)))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.error_info is not None and error.error_info.reason == "MESSAGE_TOO_LARGE"
+
+
+async def test_empty_session_id_creates_a_session(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("welcome"))
+    chunks = await collect(client, user_message("", "hello"))
+    session_id = chunks[0].session_id
+    assert session_id.startswith("ses_")
+    got = await client.sessions.GetSession(ses.GetSessionRequest(session_id=session_id))
+    assert got.session.message_count == 2
+    assert got.session.running_turn_id == ""
