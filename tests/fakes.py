@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -173,7 +173,7 @@ class ScriptedModel:
         self.requests: list[ChatRequest] = []
         self.on_call: Callable[[ChatRequest], None] | None = None
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]:
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
         self.requests.append(request)
         if self.on_call is not None:
             self.on_call(request)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -26,7 +26,7 @@ class LLMClient(Protocol):
     Failures raise a domain ModelError subclass; nothing else escapes.
     """
 
-    def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]: ...
+    def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]: ...
 
 
 class SessionRepository(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from agent_runtime.application.commands import SendUserMessage
@@ -104,8 +105,9 @@ class TurnHandler:
             run = await self._start_turn(uow, cmd)  # COMMIT #1 happens inside
             yield run.chunk(chunks.TurnStarted(run.agent.name, run.turn.input_message_id or ""))
             try:
-                async for chunk in self._run_model(uow, run):
-                    yield chunk
+                async with aclosing(self._run_model(uow, run)) as stream:
+                    async for chunk in stream:
+                        yield chunk
             except (asyncio.CancelledError, GeneratorExit):
                 if not run.committed_final:
                     await uow.rollback()
@@ -209,7 +211,9 @@ class TurnHandler:
 
     # -- the model call and COMMIT #2 ------------------------------------------------------
 
-    async def _run_model(self, uow: UnitOfWork, run: _TurnRun) -> AsyncIterator[chunks.Chunk]:
+    async def _run_model(
+        self, uow: UnitOfWork, run: _TurnRun
+    ) -> AsyncGenerator[chunks.Chunk, None]:
         try:
             response = None
             request = ChatRequest(
@@ -218,12 +222,14 @@ class TurnHandler:
                 history=fit_context_window(run.history, self._settings.context_window_messages),
                 tools=self._tools.tools_for(run.agent),
             )
-            async for event in self._llm.stream_chat(request):
-                if isinstance(event, TextDelta):
-                    run.partial_text.append(event.text)
-                    yield run.chunk(chunks.AssistantDelta(event.text))
-                else:
-                    response = event
+            # aclosing: when the client goes away mid-stream, the model request is closed now.
+            async with aclosing(self._llm.stream_chat(request)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        run.partial_text.append(event.text)
+                        yield run.chunk(chunks.AssistantDelta(event.text))
+                    else:
+                        response = event
             if response is None:
                 raise ModelProtocolError("the model stream ended without a final response")
             final = await self._commit_answer(uow, run, response)  # COMMIT #2

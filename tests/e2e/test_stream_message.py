@@ -16,6 +16,8 @@ from agent_runtime.v1 import session_pb2 as ses
 from tests.e2e.conftest import Client
 from tests.support.fake_model_server import (
     FakeModelServer,
+    ResponseWriter,
+    ScriptedResponse,
     http_error,
     text_answer,
     tool_call_answer,
@@ -194,20 +196,26 @@ async def test_busy_session_is_aborted_with_the_running_turn_id(
     assert rest[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
 
 
-async def test_client_cancel_ends_the_turn_and_frees_the_session(
+async def test_client_cancel_closes_the_model_request_and_frees_the_session(
     client: Client, model_server: FakeModelServer, db_path: Path
 ) -> None:
-    model_asked = asyncio.Event()
+    upstream_closed = asyncio.Event()
 
-    async def hang(_body: dict[str, Any]) -> None:
-        model_asked.set()
-        await asyncio.Event().wait()
+    async def stream_then_wait(_request: Any, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_event(
+            {"choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}]}
+        )
+        await out.wait_for_disconnect()  # only the runtime closing the request ends this
+        upstream_closed.set()
 
-    model_server.on_request = hang
-    call = client.runtime.StreamMessage(user_message("s1", "never answered"))
+    model_server.enqueue(ScriptedResponse(stream_then_wait, "hang after one token"))
+    call = client.runtime.StreamMessage(user_message("s1", "never finished"))
     started = await call.read()
-    await model_asked.wait()
+    delta = await call.read()
+    assert isinstance(delta, rt.StreamChunk) and delta.assistant_delta.text == "partial "
     call.cancel()
+    await asyncio.wait_for(upstream_closed.wait(), 10)
 
     async def session_is_free() -> bool:
         got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
@@ -217,8 +225,11 @@ async def test_client_cancel_ends_the_turn_and_frees_the_session(
     assert rows(
         db_path, "SELECT status, stop_reason FROM turns WHERE turn_id = ?", started.turn_id
     ) == [("cancelled", "cancelled")]
+    assert rows(db_path, "SELECT role, content, incomplete FROM messages ORDER BY position") == [
+        ("user", "never finished", 0),
+        ("assistant", "partial ", 1),
+    ]
 
-    model_server.on_request = None
     model_server.enqueue(text_answer("next"))
     chunks = await collect(client, user_message("s1", "next one"))
     assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -237,7 +237,7 @@ async def test_cancellation_keeps_partial_text_and_frees_the_session() -> None:
     release = asyncio.Event()
 
     class SlowModel:
-        async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]:
+        async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
             yield TextDelta("partial ")
             await release.wait()
             yield ModelResponse("never")

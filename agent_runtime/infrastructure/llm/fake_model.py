@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import ModelUnavailable
@@ -44,7 +44,7 @@ _EXAMPLE_ARGUMENTS: dict[str, dict[str, object]] = {
 class FakeModelClient:
     """Implements the LLMClient port without any network."""
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ModelEvent]:
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
         last = next((m for m in reversed(request.history) if m.role is Role.USER), None)
         prompt = last.content.strip() if last else ""
         usage = Usage(

@@ -1,0 +1,481 @@
+"""A chat client for any endpoint that speaks the OpenAI chat-completions protocol.
+
+OpenAI itself, vLLM, llama.cpp, Ollama, LM Studio, LiteLLM, OpenRouter... all accept
+`POST {base_url}/chat/completions` and stream server-sent events of completion chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from agent_runtime.application.ports import ChatRequest
+from agent_runtime.domain.errors import (
+    ModelError,
+    ModelProtocolError,
+    ModelRequestRejected,
+    ModelTimeout,
+    ModelUnavailable,
+)
+from agent_runtime.domain.model import Message, Role, Usage
+from agent_runtime.domain.model_output import (
+    ModelEvent,
+    ModelResponse,
+    RequestedToolCall,
+    TextDelta,
+)
+from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEParser
+
+_EXCERPT_CHARS = 500
+_ERROR_BODY_BYTES = 8192  # enough for any error message; a proxy's HTML page is not worth more
+# After [DONE] the rest of the body (normally just the chunked terminator) is read so the
+# connection can go back to the pool, but a misbehaving server must not delay the answer.
+_DRAIN_BYTES = 65536
+_DRAIN_SECONDS = 1.0
+
+# Words in an error's type/code that mean "your request is wrong", so retrying cannot help.
+_REJECTION_HINTS = (
+    "invalid",
+    "bad_request",
+    "authentication",
+    "unauthorized",
+    "permission",
+    "forbidden",
+    "not_found",
+    "context_length",
+    "unsupported",
+)
+
+Redactor = Callable[[str], str]
+
+
+def create_http_client(
+    *, connect_timeout: float = 10.0, read_timeout: float = 300.0
+) -> httpx.AsyncClient:
+    """The one HTTP client the process shares between model clients (the caller closes it).
+
+    read_timeout bounds the silence between two bytes, not the whole answer: a model may
+    think for minutes before its first token, then stream for many more.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=30.0, pool=connect_timeout
+        ),
+        limits=httpx.Limits(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0
+        ),
+        # A redirect means a wrong base_url; following it would resend the key elsewhere.
+        follow_redirects=False,
+    )
+
+
+class OpenAICompatibleClient:
+    """LLMClient over HTTP. Does not own `http`: whoever created it closes it."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        extra_headers: Mapping[str, str] | None = None,
+        stream: bool = True,
+    ) -> None:
+        self._http = http
+        self._url = f"{base_url.rstrip('/')}/chat/completions"
+        self._model = model
+        self._api_key = api_key
+        self._stream = stream
+        headers = {
+            "Accept": "text/event-stream" if stream else "application/json",
+            "Content-Type": "application/json",
+        }
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        # Last, so a provider needing another auth scheme (e.g. "api-key") can override.
+        headers.update(extra_headers or {})
+        self._headers = headers
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
+        # Serialised here rather than by httpx, which refuses NaN and would raise ValueError.
+        body = json.dumps(self._request_body(request), ensure_ascii=False).encode()
+        answer = _Answer(self._redact)
+        streamed = False
+        try:
+            async with self._http.stream(
+                "POST", self._url, content=body, headers=self._headers
+            ) as response:
+                if not response.is_success:
+                    raise await self._status_error(response)
+                content_type = response.headers.get("content-type", "").lower()
+                # Some servers ignore "stream": true and answer one JSON document.
+                streamed = self._stream and not content_type.startswith("application/json")
+                if streamed:
+                    chunks = response.aiter_bytes()
+                    async for chunk in chunks:
+                        for text in answer.feed(chunk):
+                            yield TextDelta(text)
+                        if answer.done:
+                            break
+                    else:
+                        for text in answer.flush():
+                            yield TextDelta(text)
+                    if answer.done:
+                        await _drain(chunks)
+                else:
+                    answer.parse_completion(await response.aread())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            raise ModelUnavailable(
+                f"cannot reach the model endpoint: {self._describe(exc)}",
+                reason="MODEL_UNREACHABLE",
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ModelTimeout(
+                f"the model endpoint timed out ({type(exc).__name__}): {self._describe(exc)}"
+            ) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ModelRequestRejected(
+                f"the model endpoint URL is not usable: {self._describe(exc)}",
+                reason="MODEL_BAD_URL",
+            ) from exc
+        except httpx.TransportError as exc:
+            # RemoteProtocolError (peer closed mid-body), ReadError, WriteError...
+            raise ModelUnavailable(
+                f"the connection to the model endpoint was lost: {self._describe(exc)}",
+                reason="MODEL_STREAM_INTERRUPTED",
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise ModelProtocolError(
+                f"the model endpoint sent an undecodable body: {self._describe(exc)}"
+            ) from exc
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise ModelUnavailable(
+                f"the request to the model endpoint failed: {self._describe(exc)}"
+            ) from exc
+
+        # Yielded once the response is closed: nothing is held while the consumer works.
+        result = answer.result()
+        if not streamed and result.content:
+            yield TextDelta(result.content)
+        yield result
+
+    def _request_body(self, request: ChatRequest) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if request.system_prompt:
+            messages.append({"role": "system", "content": request.system_prompt})
+        messages.extend(_wire_message(message) for message in request.history)
+        body: dict[str, Any] = {"model": request.model or self._model, "messages": messages}
+        if request.tools:
+            body["tools"] = [_wire_tool(tool) for tool in request.tools]
+        if self._stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        else:
+            body["stream"] = False
+        return body
+
+    async def _status_error(self, response: httpx.Response) -> ModelError:
+        status = response.status_code
+        excerpt = await self._body_excerpt(response)
+        message = f"the model endpoint answered HTTP {status}"
+        if excerpt:
+            message = f"{message}: {excerpt}"
+        metadata = {"http_status": str(status)}
+        retry_after = response.headers.get("retry-after")
+        if retry_after:
+            metadata["retry_after"] = retry_after[:32]
+        reason = f"MODEL_HTTP_{status}"
+        if status == 429 or status >= 500:
+            return ModelUnavailable(message, reason=reason, metadata=metadata)
+        return ModelRequestRejected(message, reason=reason, metadata=metadata)
+
+    async def _body_excerpt(self, response: httpx.Response) -> str:
+        raw = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) >= _ERROR_BODY_BYTES:
+                    break
+        except httpx.HTTPError:
+            pass  # the status code already says what matters
+        text = raw[:_ERROR_BODY_BYTES].decode("utf-8", errors="replace")
+        try:
+            payload: Any = json.loads(text)
+        except ValueError:
+            payload = None
+        # Prefer the provider's own message over the raw JSON around it.
+        return _excerpt(_error_text(payload) or text, self._redact)
+
+    def _describe(self, exc: BaseException) -> str:
+        return _excerpt(str(exc) or type(exc).__name__, self._redact)
+
+    def _redact(self, text: str) -> str:
+        # Proxies and some providers echo the Authorization header back in error bodies.
+        return text.replace(self._api_key, "[REDACTED]") if self._api_key else text
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    if message.role is Role.TOOL:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.role is Role.ASSISTANT and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.tool_name, "arguments": json.dumps(call.arguments)},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role.value, "content": message.content}
+
+
+def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    received = 0
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > _DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError, httpx.StreamError):
+        pass  # the answer is complete; at worst the connection is not reused
+
+
+@dataclass(slots=True)
+class _PartialCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _Answer:
+    """Accumulates one answer from stream chunks (or a whole completion)."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self._redact = redact
+        self._parser = SSEParser()
+        self._text: list[str] = []
+        self._calls: dict[int, _PartialCall] = {}
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self.done = False  # [DONE] received
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Consume received bytes; return the text deltas they completed."""
+        return self._apply_events(self._parser.feed(chunk))
+
+    def flush(self) -> list[str]:
+        return self._apply_events(self._parser.flush())
+
+    def parse_completion(self, raw: bytes) -> None:
+        payload = self._load(raw, "the response")
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ModelProtocolError("the model endpoint answered a completion without choices")
+        if not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+            raise ModelProtocolError("the model endpoint answered a choice without a message")
+        self._apply_chunk(payload, message_key="message")
+        self.done = True
+
+    def result(self) -> ModelResponse:
+        if not self.done and self._finish_reason is None:
+            raise ModelUnavailable(
+                "the model stream ended before the answer was complete",
+                reason="MODEL_STREAM_TRUNCATED",
+            )
+        return ModelResponse(
+            content="".join(self._text),
+            tool_calls=tuple(
+                self._finished_call(index, call) for index, call in sorted(self._calls.items())
+            ),
+            usage=self._usage,
+            finish_reason=self._finish_reason,
+        )
+
+    def _apply_events(self, events: list[SSEEvent]) -> list[str]:
+        deltas: list[str] = []
+        for event in events:
+            if self.done:
+                break  # anything after [DONE] is not part of the answer
+            if event.data.strip() == "[DONE]":
+                self.done = True
+                continue
+            payload = self._load(event.data, "a stream event")
+            text = self._apply_chunk(payload, message_key="delta")
+            if text:
+                deltas.append(text)
+        return deltas
+
+    def _load(self, data: str | bytes, what: str) -> dict[str, Any]:
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            shown = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+            raise ModelProtocolError(
+                f"{what} from the model endpoint is not valid JSON: "
+                f"{_excerpt(shown, self._redact, 200)}"
+            ) from exc
+        if not isinstance(payload, dict):
+            raise ModelProtocolError(f"{what} from the model endpoint is not a JSON object")
+        if payload.get("error") is not None:
+            raise _payload_error(payload["error"], self._redact)
+        return payload
+
+    def _apply_chunk(self, payload: dict[str, Any], *, message_key: str) -> str:
+        usage = _usage(payload.get("usage"))
+        if usage is not None:
+            self._usage = usage
+        choices = payload.get("choices")
+        # The usage chunk comes with empty choices; other chunks may carry none either.
+        if not isinstance(choices, list) or not choices:
+            return ""
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise ModelProtocolError("a choice from the model endpoint is not a JSON object")
+        finish_reason = choice.get("finish_reason")
+        if isinstance(finish_reason, str) and finish_reason:
+            self._finish_reason = finish_reason
+        message = choice.get(message_key)
+        if not isinstance(message, dict):
+            return ""
+        tool_calls = message.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for position, fragment in enumerate(tool_calls):
+                # A whole completion lists its calls without "index": their order is the index.
+                self._add_fragment(fragment, position if message_key == "message" else None)
+        text = _content_text(message.get("content"))
+        if text:
+            self._text.append(text)
+        return text
+
+    def _add_fragment(self, fragment: object, default_index: int | None) -> None:
+        if not isinstance(fragment, dict):
+            raise ModelProtocolError("a tool call from the model endpoint is not a JSON object")
+        raw_id = fragment.get("id")
+        call_id = raw_id if isinstance(raw_id, str) else ""
+        index = fragment.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            index = default_index if default_index is not None else self._index_for(call_id)
+        call = self._calls.setdefault(index, _PartialCall())
+        if call_id and not call.call_id:
+            call.call_id = call_id
+        function = fragment.get("function")
+        if not isinstance(function, dict):
+            return
+        name = function.get("name")
+        # Some servers repeat the name in every fragment: the first one is the name.
+        if isinstance(name, str) and name and not call.name:
+            call.name = name
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            call.arguments.append(arguments)
+        elif isinstance(arguments, dict):
+            call.arguments.append(json.dumps(arguments))  # a few servers send an object
+
+    def _index_for(self, call_id: str) -> int:
+        """Where a fragment without "index" belongs: its id's call, else a new or the last one."""
+        if call_id:
+            for index, call in self._calls.items():
+                if call.call_id == call_id:
+                    return index
+            return max(self._calls, default=-1) + 1
+        return max(self._calls, default=0)
+
+    @staticmethod
+    def _finished_call(index: int, call: _PartialCall) -> RequestedToolCall:
+        if not call.name:
+            raise ModelProtocolError(f"the model sent tool call #{index} without a function name")
+        return RequestedToolCall(
+            call_id=call.call_id or f"call_{uuid.uuid4().hex}",
+            tool_name=call.name,
+            arguments_json="".join(call.arguments),
+        )
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _usage(raw: object) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
+
+
+def _error_text(payload: object) -> str:
+    """The human message in an error document: {"error": {"message": ...}} and variants."""
+    if not isinstance(payload, dict):
+        return ""
+    error = payload.get("error", payload)
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        for key in ("message", "detail"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return ""
+
+
+def _payload_error(error: object, redact: Redactor) -> ModelError:
+    """An error object sent with HTTP 200 (typically mid-stream)."""
+    message = _error_text({"error": error}) or json.dumps(error)
+    kind = ""
+    status: int | None = None
+    if isinstance(error, dict):
+        kind = " ".join(str(error.get(key, "")) for key in ("type", "code", "status")).lower()
+        for key in ("code", "status"):
+            value = error.get(key)
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                status = value
+                break
+    text = f"the model endpoint reported an error: {_excerpt(message, redact)}"
+    if status is not None and 400 <= status < 500 and status != 429:
+        return ModelRequestRejected(text)
+    if "rate" not in kind and any(hint in kind for hint in _REJECTION_HINTS):
+        return ModelRequestRejected(text)
+    return ModelUnavailable(text, reason="MODEL_STREAM_ERROR")
+
+
+def _excerpt(text: str, redact: Redactor, limit: int = _EXCERPT_CHARS) -> str:
+    # Redacted before truncating, so a key cut in half cannot survive.
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

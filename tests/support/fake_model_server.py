@@ -1,0 +1,465 @@
+"""A real HTTP/1.1 server speaking the OpenAI chat-completions protocol, scripted by tests.
+
+    async with FakeModelServer() as server:
+        server.enqueue(text_answer("Hello there"), tool_call_answer("read_file", {"path": "a"}))
+        ... point a client at server.base_url ...
+        assert server.requests[0]["model"] == "m"
+
+Each request to `.../chat/completions` takes the next queued ScriptedResponse (else
+`default_response`, else HTTP 500). Responses stream with `Transfer-Encoding: chunked`; every
+SSE frame is its own HTTP chunk, written and drained before the next, so a client sees the
+frames as separate reads. Connections are kept alive between requests, as a real server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+RequestBody = dict[str, Any]
+Responder = Callable[[RequestBody, "ResponseWriter"], Awaitable[None]]
+
+_ARGUMENT_FRAGMENT_CHARS = 5
+_DEFAULT_ERROR_BODY = '{"error": {"message": "scripted failure", "type": "server_error"}}'
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedResponse:
+    """One answer: `respond(request_body, writer)` writes it. Build with the helpers below,
+    or write a custom responder against ResponseWriter."""
+
+    respond: Responder
+    label: str = ""
+
+
+class ResponseWriter:
+    """Writes one HTTP response on a connection."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, keep_alive: bool
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.keep_alive = keep_alive
+        self.started = False
+        self._streaming = False
+
+    async def send_body(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """A complete response with Content-Length."""
+        head = self._head(status, {"Content-Type": content_type, **(headers or {})})
+        self._writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await self._writer.drain()
+
+    async def send_json(self, status: int, payload: Any) -> None:
+        await self.send_body(status, json.dumps(payload).encode())
+
+    async def start_stream(
+        self, status: int = 200, *, content_type: str = "text/event-stream"
+    ) -> None:
+        head = self._head(status, {"Content-Type": content_type, "Cache-Control": "no-cache"})
+        self._writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+        await self._writer.drain()
+        self._streaming = True
+
+    async def send_chunk(self, data: bytes) -> None:
+        """One HTTP chunk, flushed to the socket before returning. Empty data is skipped
+        (an empty chunk would end the body)."""
+        if not data:
+            return
+        self._writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        await self._writer.drain()
+
+    async def send_event(self, payload: Mapping[str, Any] | str) -> None:
+        """One SSE frame `data: <json>\\n\\n` (a str is sent as is, e.g. "[DONE]")."""
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        await self.send_chunk(f"data: {data}\n\n".encode())
+
+    async def end_stream(self) -> None:
+        if self._streaming:
+            self._streaming = False
+            self._writer.write(b"0\r\n\r\n")
+            await self._writer.drain()
+
+    def abort(self) -> None:
+        """Close the socket now, leaving the chunked body unterminated."""
+        self.keep_alive = False
+        self._streaming = False
+        self._writer.transport.abort()
+
+    async def wait_for_disconnect(self) -> None:
+        """Return once the client has closed the connection (EOF or reset)."""
+        self.keep_alive = False
+        try:
+            while await self._reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+
+    async def finish(self) -> None:
+        """Called by the server after the responder: end what it left open."""
+        if not self.started:
+            await self.send_json(500, _error_payload("scripted response wrote nothing"))
+        elif self._streaming:
+            await self.end_stream()
+
+    def _head(self, status: int, headers: Mapping[str, str]) -> bytes:
+        self.started = True
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Status"
+        lines = [f"HTTP/1.1 {status} {phrase}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if not self.keep_alive:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class FakeModelServer:
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.on_request: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.default_response: ScriptedResponse | None = None
+        # Exceptions raised while answering (by on_request or a custom responder), for debugging:
+        # the connection they happened on is closed, which the client sees as a dropped stream.
+        self.errors: list[BaseException] = []
+        self.connections_opened = 0  # TCP connections accepted, to check keep-alive reuse
+        self._queue: deque[ScriptedResponse] = deque()
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def enqueue(self, *responses: ScriptedResponse) -> None:
+        self._queue.extend(responses)
+
+    async def start(self) -> None:
+        self._closing = False
+        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._closing = True
+        self._server.close()
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> FakeModelServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if self._closing or task is None:
+            writer.transport.abort()
+            return
+        self._connections.add(task)
+        self.connections_opened += 1
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # drain() then waits until every byte reached the kernel, so abort() loses nothing.
+        writer.transport.set_write_buffer_limits(high=0)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    break
+                keep_alive = request.headers.get("connection", "").lower() != "close"
+                out = ResponseWriter(reader, writer, keep_alive=keep_alive)
+                await self._answer(request, out)
+                await out.finish()
+                if not out.keep_alive:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Cancelled by stop(): ending normally, because Python 3.11's start_server logs a
+            # spurious traceback for a connection task that ends cancelled.
+        except Exception as exc:  # reported through self.errors, not lost in a task
+            self.errors.append(exc)
+        finally:
+            self._connections.discard(task)
+            writer.transport.abort()
+
+    async def _answer(self, request: _Request, out: ResponseWriter) -> None:
+        try:
+            parsed = json.loads(request.body) if request.body else {}
+        except ValueError:
+            parsed = None
+        body: dict[str, Any] = (
+            parsed
+            if isinstance(parsed, dict)
+            else {"_raw_body": request.body.decode("utf-8", "replace")}
+        )
+        self.requests.append(body)
+        self.headers.append(request.headers)
+        if request.method != "POST" or not request.path.endswith("/chat/completions"):
+            await out.send_json(
+                404, _error_payload(f"no route for {request.method} {request.path}")
+            )
+            return
+        if not isinstance(parsed, dict):
+            await out.send_json(400, _error_payload("the body is not a JSON object"))
+            return
+        if self.on_request is not None:
+            await self.on_request(body)
+        scripted = self._queue.popleft() if self._queue else self.default_response
+        if scripted is None:
+            await out.send_json(500, _error_payload("no scripted response"))
+            return
+        await scripted.respond(body, out)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None  # closed between requests: the normal end of a kept-alive connection
+        raise
+    request_line, *header_lines = head.decode("latin-1").split("\r\n")
+    method, path, _version = request_line.split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        key, value = name.strip().lower(), value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = await _read_chunked(reader)
+    else:
+        length = int(headers.get("content-length", "0"))
+        body = await reader.readexactly(length) if length else b""
+    return _Request(method, path, headers, body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass  # trailers
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+# --- scripted responses ---------------------------------------------------------------------
+
+
+def text_answer(text: str, *, usage: tuple[int, int] | None = (5, 7)) -> ScriptedResponse:
+    """The text streamed one whitespace-separated word per chunk (spaces kept, so the deltas
+    concatenate to `text`), then finish_reason "stop", the usage chunk and [DONE].
+    A request with "stream": false (or no "stream") gets one JSON completion instead."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        if not request.get("stream"):
+            message = {"role": "assistant", "content": text}
+            await out.send_json(200, _completion(request, message, "stop", usage))
+            return
+        await out.start_stream()
+        await out.send_event(_chunk(request, {"role": "assistant", "content": ""}))
+        for word in words(text):
+            await out.send_event(_chunk(request, {"content": word}))
+        await _finish_stream(request, out, "stop", usage)
+
+    return ScriptedResponse(respond, f"text_answer({text!r})")
+
+
+def tool_call_answer(
+    tool_name: str,
+    arguments: dict[str, Any],
+    *,
+    call_id: str = "call_1",
+    content: str = "",
+    extra_calls: list[tuple[str, dict[str, Any]]] | None = None,
+    usage: tuple[int, int] | None = (5, 7),
+) -> ScriptedResponse:
+    """A tool call (optionally preceded by text `content`). Streamed as OpenAI does: id and
+    name in the call's first fragment, the arguments JSON in fragments of a few characters.
+    The k-th extra call (k = 2, 3, ...) gets index k-1 and id f"{call_id}_{k}"."""
+    calls = [(call_id, tool_name, arguments)]
+    calls += [(f"{call_id}_{k}", name, args) for k, (name, args) in enumerate(extra_calls or [], 2)]
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        if not request.get("stream"):
+            message = {
+                "role": "assistant",
+                "content": content or None,
+                "tool_calls": [
+                    {
+                        "id": cid,
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(args)},
+                    }
+                    for cid, name, args in calls
+                ],
+            }
+            await out.send_json(200, _completion(request, message, "tool_calls", usage))
+            return
+        await out.start_stream()
+        await out.send_event(_chunk(request, {"role": "assistant", "content": None}))
+        for word in words(content):
+            await out.send_event(_chunk(request, {"content": word}))
+        for index, (cid, name, args) in enumerate(calls):
+            first = {
+                "index": index,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            await out.send_event(_chunk(request, {"tool_calls": [first]}))
+            encoded = json.dumps(args)
+            for start in range(0, len(encoded), _ARGUMENT_FRAGMENT_CHARS):
+                piece = encoded[start : start + _ARGUMENT_FRAGMENT_CHARS]
+                fragment = {"index": index, "function": {"arguments": piece}}
+                await out.send_event(_chunk(request, {"tool_calls": [fragment]}))
+        await _finish_stream(request, out, "tool_calls", usage)
+
+    return ScriptedResponse(respond, f"tool_call_answer({tool_name!r})")
+
+
+def http_error(
+    status: int, body: str = _DEFAULT_ERROR_BODY, *, headers: Mapping[str, str] | None = None
+) -> ScriptedResponse:
+    """A plain (non-streamed) error response; JSON content type when the body looks like JSON."""
+    is_json = body.lstrip().startswith(("{", "["))
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.send_body(
+            status,
+            body.encode(),
+            content_type="application/json" if is_json else "text/plain; charset=utf-8",
+            headers=headers,
+        )
+
+    return ScriptedResponse(respond, f"http_error({status})")
+
+
+def drop_connection_after(text: str, events: int) -> ScriptedResponse:
+    """Streams the first `events` words of `text` (one chunk each), then closes the socket
+    without terminating the chunked body, like a crashed upstream."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        for word in words(text)[:events]:
+            await out.send_event(_chunk(request, {"content": word}))
+        out.abort()
+
+    return ScriptedResponse(respond, f"drop_connection_after({events})")
+
+
+def raw_sse(frames: list[bytes]) -> ScriptedResponse:
+    """Writes each byte string as its own HTTP chunk (so the client reads them split exactly
+    there, whatever TCP does), then ends the body. Empty frames are skipped."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        for frame in frames:
+            await out.send_chunk(frame)
+        await out.end_stream()
+
+    return ScriptedResponse(respond, f"raw_sse({len(frames)} frames)")
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated tokens with their trailing spaces: "".join(words(t)) == t."""
+    return re.findall(r"^\s+|\S+\s*", text)
+
+
+def _chunk(
+    request: RequestBody, delta: dict[str, Any], finish_reason: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": request.get("model", "fake-model"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+async def _finish_stream(
+    request: RequestBody, out: ResponseWriter, finish_reason: str, usage: tuple[int, int] | None
+) -> None:
+    await out.send_event(_chunk(request, {}, finish_reason))
+    if usage is not None:
+        usage_chunk = _chunk(request, {})
+        usage_chunk["choices"] = []
+        usage_chunk["usage"] = _usage(usage)
+        await out.send_event(usage_chunk)
+    await out.send_event("[DONE]")
+    await out.end_stream()
+
+
+def _completion(
+    request: RequestBody,
+    message: dict[str, Any],
+    finish_reason: str,
+    usage: tuple[int, int] | None,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "fake-model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        payload["usage"] = _usage(usage)
+    return payload
+
+
+def _usage(usage: tuple[int, int]) -> dict[str, int]:
+    prompt, completion = usage
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _error_payload(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "fake_server_error"}}

@@ -1,0 +1,49 @@
+import pytest
+
+from agent_runtime.config import ConfigError, Settings
+
+
+def test_defaults_run_anywhere() -> None:
+    settings = Settings.from_env({})
+    assert settings.listen == "127.0.0.1:50051"
+    assert settings.database_url == "sqlite+aiosqlite:///./data/agent_runtime.db"
+    assert settings.uses_fake_model
+
+
+def test_environment_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_LISTEN": "0.0.0.0:6000",
+            "AGENT_RUNTIME_LLM_BASE_URL": "http://llm:4000/v1",
+            "AGENT_RUNTIME_LLM_API_KEY": "sk-secret",
+            "AGENT_RUNTIME_LLM_MODEL": "qwen",
+            "AGENT_RUNTIME_LLM_EXTRA_HEADERS": '{"X-Team": "infra"}',
+            "AGENT_RUNTIME_LLM_STREAM": "false",
+            "AGENT_RUNTIME_CONTEXT_WINDOW_MESSAGES": "50",
+        }
+    )
+    assert (settings.listen, settings.llm_model, settings.llm_stream) == (
+        "0.0.0.0:6000",
+        "qwen",
+        False,
+    )
+    assert settings.llm_extra_headers == {"X-Team": "infra"}
+    assert settings.context_window_messages == 50
+    assert not settings.uses_fake_model
+    assert "sk-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "mentions"),
+    [
+        ("AGENT_RUNTIME_LLM_EXTRA_HEADERS", "{not json", "not valid JSON"),
+        ("AGENT_RUNTIME_LLM_EXTRA_HEADERS", '{"a": 1}', "JSON object of strings"),
+        ("AGENT_RUNTIME_LLM_STREAM", "maybe", "true or false"),
+        ("AGENT_RUNTIME_MAX_MESSAGE_BYTES", "lots", "must be a number"),
+        ("AGENT_RUNTIME_CONTEXT_WINDOW_MESSAGES", "0", "must be positive"),
+    ],
+)
+def test_bad_values_name_the_setting(name: str, value: str, mentions: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    assert name in str(caught.value) and mentions in str(caught.value)
