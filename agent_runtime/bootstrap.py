@@ -6,16 +6,19 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_runtime.api.server import GrpcServer, start_grpc_server
+from agent_runtime.api.server import GrpcServer, UseCases, start_grpc_server
+from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.ports import LLMClient
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
 from agent_runtime.config import Settings
 from agent_runtime.domain.agents import default_agents
+from agent_runtime.infrastructure.agents_file import load_agents
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -56,6 +59,8 @@ class RunningRuntime:
 
 
 async def start(settings: Settings) -> RunningRuntime:
+    # Read first, so a bad agents file stops start-up before anything is touched.
+    agents = load_agents(settings.agents_file) if settings.agents_file else default_agents()
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
     uow_factory = SqlAlchemyUnitOfWorkFactory(engine)
@@ -71,32 +76,7 @@ async def start(settings: Settings) -> RunningRuntime:
             turn.session_id,
         )
 
-    http: httpx.AsyncClient | None = None
-    llm: LLMClient
-    if settings.uses_fake_model:
-        llm = FakeModelClient()
-        model = FAKE_MODEL_NAME
-        log.warning(
-            "no AGENT_RUNTIME_LLM_BASE_URL set: using the built-in deterministic fake "
-            "model (%s), not a real LLM",
-            FAKE_MODEL_NAME,
-        )
-    else:
-        http = create_http_client(
-            connect_timeout=settings.llm_connect_timeout, read_timeout=settings.llm_read_timeout
-        )
-        llm = OpenAICompatibleClient(
-            http,
-            base_url=settings.llm_base_url,
-            model=settings.llm_model,
-            api_key=settings.llm_api_key,
-            extra_headers=settings.llm_extra_headers,
-            stream=settings.llm_stream,
-        )
-        model = settings.llm_model
-        log.info("model endpoint %s, model %s", settings.llm_base_url, model)
-
-    agents = default_agents()
+    http, llm, model = _model_client(settings)
     turns = TurnHandler(
         uow_factory,
         llm,
@@ -105,14 +85,20 @@ async def start(settings: Settings) -> RunningRuntime:
             default_model=model,
             context_window_messages=settings.context_window_messages,
             max_message_bytes=settings.max_message_bytes,
+            max_iterations=settings.max_iterations,
+            approval_ttl=timedelta(seconds=settings.approval_ttl_seconds),
         ),
     )
-    sessions = SessionHandler(uow_factory, agents)
+    use_cases = UseCases(
+        turns=turns,
+        sessions=SessionHandler(uow_factory, agents),
+        agents=agents,
+        events=EventWatcher(uow_factory, uow_factory.signal),
+    )
     try:
         grpc_server = await start_grpc_server(
             settings.listen,
-            turns,
-            sessions,
+            use_cases,
             # Room for the largest allowed message plus the envelope around it.
             max_message_bytes=max(4 * 1024 * 1024, settings.max_message_bytes * 2),
         )
@@ -122,6 +108,30 @@ async def start(settings: Settings) -> RunningRuntime:
         await engine.dispose()
         raise
     return RunningRuntime(grpc_server, engine, http)
+
+
+def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:
+    """The model client (and the HTTP client it needs, to close at shutdown), and model name."""
+    if settings.uses_fake_model:
+        log.warning(
+            "no AGENT_RUNTIME_LLM_BASE_URL set: using the built-in deterministic fake "
+            "model (%s), not a real LLM",
+            FAKE_MODEL_NAME,
+        )
+        return None, FakeModelClient(), FAKE_MODEL_NAME
+    http = create_http_client(
+        connect_timeout=settings.llm_connect_timeout, read_timeout=settings.llm_read_timeout
+    )
+    llm = OpenAICompatibleClient(
+        http,
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        extra_headers=settings.llm_extra_headers,
+        stream=settings.llm_stream,
+    )
+    log.info("model endpoint %s, model %s", settings.llm_base_url, settings.llm_model)
+    return http, llm, settings.llm_model
 
 
 async def serve(settings: Settings) -> None:

@@ -10,6 +10,7 @@ import sys
 
 from agent_runtime import bootstrap
 from agent_runtime.config import ConfigError, Settings, parse_headers
+from agent_runtime.infrastructure.agents_file import AgentsFileError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(bootstrap.serve(settings))
     except KeyboardInterrupt:
         return 130
+    except AgentsFileError as exc:
+        print(f"agent-runtime: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         # e.g. the listen address cannot be bound
         print(f"agent-runtime: {exc}", file=sys.stderr)

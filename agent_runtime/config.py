@@ -27,6 +27,9 @@ class Settings:
     llm_read_timeout: float = 300.0
     context_window_messages: int = 200
     max_message_bytes: int = 256 * 1024
+    max_iterations: int = 8
+    approval_ttl_seconds: float = 600.0
+    agents_file: str = ""
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
 
@@ -48,6 +51,7 @@ class Settings:
             ("LLM_API_KEY", "llm_api_key"),
             ("LLM_MODEL", "llm_model"),
             ("LOG_LEVEL", "log_level"),
+            ("AGENTS_FILE", "agents_file"),
         ):
             if (value := get(name)) is not None:
                 values[attr] = value
@@ -60,6 +64,8 @@ class Settings:
             ("LLM_READ_TIMEOUT", "llm_read_timeout", float),
             ("CONTEXT_WINDOW_MESSAGES", "context_window_messages", int),
             ("MAX_MESSAGE_BYTES", "max_message_bytes", int),
+            ("MAX_ITERATIONS", "max_iterations", int),
+            ("APPROVAL_TTL_SECONDS", "approval_ttl_seconds", float),
             ("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", float),
         ):
             if (raw := get(name)) is not None:

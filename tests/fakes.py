@@ -8,13 +8,25 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from agent_runtime.application.ports import (
+    ApprovalRepository,
     ChatRequest,
+    EventRepository,
     MessageRepository,
     SessionRepository,
     TurnRepository,
 )
 from agent_runtime.domain.errors import DomainError
-from agent_runtime.domain.model import Message, Session, Turn, TurnStatus
+from agent_runtime.domain.events import Event, EventType, StoredEvent
+from agent_runtime.domain.model import (
+    AgentSwitch,
+    Approval,
+    ApprovalStatus,
+    Message,
+    Session,
+    ToolCallRecord,
+    Turn,
+    TurnStatus,
+)
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
 
 
@@ -25,6 +37,9 @@ class FakeDatabase:
     sessions: dict[str, Session] = field(default_factory=dict)
     turns: dict[str, Turn] = field(default_factory=dict)
     messages: list[Message] = field(default_factory=list)
+    approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)
+    switches: list[tuple[str, AgentSwitch]] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
     commits: int = 0
     fail_next_commit: DomainError | Exception | None = None
 
@@ -62,6 +77,28 @@ class _FakeSessions:
             session.message_count = message_count
         if release_turn is not None and session.running_turn_id == release_turn:
             session.running_turn_id = None
+
+    async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
+        self._s.sessions[session_id].agent = switch.to_agent
+        self._s.switches.append((session_id, switch))
+
+    async def agent_history(self, session_id: str) -> list[AgentSwitch]:
+        return [s for sid, s in self._s.switches if sid == session_id]
+
+    async def mark_deleted(self, session_id: str, at: datetime) -> None:
+        self._s.sessions[session_id].deleted_at = at
+
+    async def page_by_activity(
+        self, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Session]:
+        live = sorted(
+            (s for s in self._s.sessions.values() if s.deleted_at is None),
+            key=lambda s: (s.last_activity_at, s.session_id),
+            reverse=True,
+        )
+        if after is not None:
+            live = [s for s in live if (s.last_activity_at, s.session_id) < after]
+        return [replace(s) for s in live[:limit]]
 
 
 class _FakeTurns:
@@ -111,11 +148,99 @@ class _FakeMessages:
     async def page(self, session_id: str, after_position: int, limit: int) -> list[Message]:
         return [replace(m) for m in self._of(session_id) if m.position > after_position][:limit]
 
+    async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
+        return next(
+            (
+                replace(m)
+                for m in self._of(session_id)
+                if m.requested_call and m.requested_call.call_id == call_id
+            ),
+            None,
+        )
+
+    async def find_tool_result(self, session_id: str, call_id: str) -> Message | None:
+        return next((replace(m) for m in self._of(session_id) if m.tool_call_id == call_id), None)
+
+    async def replace_tool_call(self, message_id: str, call: ToolCallRecord) -> None:
+        for message in self._s.messages:
+            if message.message_id == message_id:
+                message.tool_calls = (call,)
+
+
+class _FakeApprovals:
+    def __init__(self, state: FakeDatabase) -> None:
+        self._s = state
+
+    async def add(self, approval: Approval) -> None:
+        key = (approval.session_id, approval.call_id)
+        assert key not in self._s.approvals
+        self._s.approvals[key] = replace(approval)
+
+    async def get(self, session_id: str, call_id: str) -> Approval | None:
+        found = self._s.approvals.get((session_id, call_id))
+        return replace(found) if found else None
+
+    async def save(self, approval: Approval) -> None:
+        self._s.approvals[(approval.session_id, approval.call_id)] = replace(approval)
+
+    async def open_for_session(self, session_id: str) -> list[Approval]:
+        return [
+            replace(a)
+            for (sid, _), a in self._s.approvals.items()
+            if sid == session_id and a.status is ApprovalStatus.PENDING
+        ]
+
+    async def pending_page(
+        self, session_id: str, now: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Approval]:
+        found = sorted(
+            (
+                a
+                for a in self._s.approvals.values()
+                if a.session_id == session_id and a.is_pending(now)
+            ),
+            key=lambda a: (a.created_at, a.call_id),
+        )
+        if after is not None:
+            found = [a for a in found if (a.created_at, a.call_id) > after]
+        return [replace(a) for a in found[:limit]]
+
+    async def count_pending(self, session_id: str, now: datetime) -> int:
+        return sum(
+            1
+            for a in self._s.approvals.values()
+            if a.session_id == session_id and a.is_pending(now)
+        )
+
+
+class _FakeEvents:
+    def __init__(self, state: FakeDatabase) -> None:
+        self._s = state
+
+    async def add(self, event: Event) -> None:
+        self._s.events.append(StoredEvent(len(self._s.events) + 1, event))
+
+    async def after(
+        self, event_id: int, *, session_id: str | None, types: frozenset[EventType], limit: int
+    ) -> list[StoredEvent]:
+        return [
+            e
+            for e in self._s.events
+            if e.event_id > event_id
+            and (not session_id or e.event.session_id == session_id)
+            and (not types or e.event.type in types)
+        ][:limit]
+
+    async def last_id(self) -> int:
+        return len(self._s.events)
+
 
 class FakeUnitOfWork:
     sessions: SessionRepository
     turns: TurnRepository
     messages: MessageRepository
+    approvals: ApprovalRepository
+    events: EventRepository
 
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
@@ -126,6 +251,8 @@ class FakeUnitOfWork:
         self.sessions = _FakeSessions(self._work)
         self.turns = _FakeTurns(self._work)
         self.messages = _FakeMessages(self._work)
+        self.approvals = _FakeApprovals(self._work)
+        self.events = _FakeEvents(self._work)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self._begin()
@@ -141,6 +268,9 @@ class FakeUnitOfWork:
         self._db.sessions = self._work.sessions
         self._db.turns = self._work.turns
         self._db.messages = self._work.messages
+        self._db.approvals = self._work.approvals
+        self._db.switches = self._work.switches
+        self._db.events = self._work.events
         self._db.commits += 1
         self._begin()
 

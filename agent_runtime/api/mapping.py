@@ -8,9 +8,14 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from agent_runtime.api.errors import code_name
+from agent_runtime.application.session_handler import SessionDetails
 from agent_runtime.domain import chunks
-from agent_runtime.domain.model import Message, Role, Session, StopReason, Usage
+from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.events import EventType, StoredEvent
+from agent_runtime.domain.model import Approval, Message, Role, StopReason, Usage
+from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
 
 _STOP_REASONS = {
@@ -21,6 +26,22 @@ _STOP_REASONS = {
     StopReason.CANCELLED: rt.STOP_REASON_CANCELLED,
     StopReason.MAX_ITERATIONS: rt.STOP_REASON_MAX_ITERATIONS,
 }
+
+EVENT_TYPES: dict[EventType, ev.EventType.ValueType] = {
+    EventType.TURN_STARTED: ev.EVENT_TYPE_TURN_STARTED,
+    EventType.TURN_COMPLETED: ev.EVENT_TYPE_TURN_COMPLETED,
+    EventType.TURN_FAILED: ev.EVENT_TYPE_TURN_FAILED,
+    EventType.TURN_CANCELLED: ev.EVENT_TYPE_TURN_CANCELLED,
+    EventType.MESSAGE_PERSISTED: ev.EVENT_TYPE_MESSAGE_PERSISTED,
+    EventType.MODEL_REQUEST_STARTED: ev.EVENT_TYPE_MODEL_REQUEST_STARTED,
+    EventType.MODEL_REQUEST_COMPLETED: ev.EVENT_TYPE_MODEL_REQUEST_COMPLETED,
+    EventType.MODEL_REQUEST_FAILED: ev.EVENT_TYPE_MODEL_REQUEST_FAILED,
+    EventType.TOOL_EXECUTION_REQUESTED: ev.EVENT_TYPE_TOOL_EXECUTION_REQUESTED,
+    EventType.APPROVAL_REQUIRED: ev.EVENT_TYPE_APPROVAL_REQUIRED,
+    EventType.APPROVAL_DECIDED: ev.EVENT_TYPE_APPROVAL_DECIDED,
+    EventType.AGENT_SWITCHED: ev.EVENT_TYPE_AGENT_SWITCHED,
+}
+EVENT_TYPES_FROM_PROTO = {value: key for key, value in EVENT_TYPES.items()}
 
 _ROLES = {
     Role.SYSTEM: ses.ROLE_SYSTEM,
@@ -101,7 +122,8 @@ def chunk_to_proto(chunk: chunks.Chunk) -> rt.StreamChunk:
     return out
 
 
-def session_to_proto(session: Session) -> ses.Session:
+def session_to_proto(details: SessionDetails) -> ses.Session:
+    session = details.session
     return ses.Session(
         session_id=session.session_id,
         title=session.title,
@@ -110,6 +132,61 @@ def session_to_proto(session: Session) -> ses.Session:
         running_turn_id=session.running_turn_id or "",
         created_at=to_timestamp(session.created_at),
         last_activity_at=to_timestamp(session.last_activity_at),
+        agent_history=[
+            ses.AgentSwitch(
+                from_agent=s.from_agent,
+                to_agent=s.to_agent,
+                reason=s.reason,
+                switched_at=to_timestamp(s.switched_at),
+                turn_id=s.turn_id or "",
+            )
+            for s in details.agent_history
+        ],
+        pending_approvals_count=details.pending_approvals,
+    )
+
+
+def approval_to_proto(approval: Approval) -> ses.PendingApproval:
+    return ses.PendingApproval(
+        call_id=approval.call_id,
+        message_id=approval.message_id,
+        tool_name=approval.tool_name,
+        arguments=to_struct(approval.arguments),
+        reason=approval.reason,
+        turn_id=approval.turn_id,
+        created_at=to_timestamp(approval.created_at),
+        expires_at=to_timestamp(approval.expires_at),
+    )
+
+
+def agent_to_proto(profile: AgentProfile, *, is_default: bool) -> ag.Agent:
+    return ag.Agent(
+        name=profile.name,
+        description=profile.description,
+        allowed_tools=list(profile.allowed_tools),
+        approval_rules=list(profile.approval_policy.require_approval),
+        path_restrictions=[
+            ag.PathRestriction(
+                tools=list(r.tools),
+                allowed_path_regex=r.allowed_path_regex,
+                description=r.description,
+            )
+            for r in profile.path_restrictions
+        ],
+        model=profile.model,
+        is_default=is_default,
+    )
+
+
+def event_to_proto(stored: StoredEvent) -> ev.Event:
+    event = stored.event
+    return ev.Event(
+        event_id=stored.event_id,
+        type=EVENT_TYPES[event.type],
+        session_id=event.session_id,
+        turn_id=event.turn_id or "",
+        occurred_at=to_timestamp(event.occurred_at),
+        data=to_struct(event.data),
     )
 
 
@@ -129,4 +206,5 @@ def message_to_proto(message: Message) -> ses.Message:
         turn_id=message.turn_id or "",
         position=message.position,
         incomplete=message.incomplete,
+        is_error=message.is_error,
     )

@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer
+from agent_runtime.api.agent_servicer import AgentServicer
+from agent_runtime.api.event_servicer import EventServicer
 from agent_runtime.api.session_servicer import SessionServicer
+from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler
+from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
     agent_runtime_pb2,
     agent_runtime_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
 )
 
-SERVICE_NAMES = (
-    agent_runtime_pb2.DESCRIPTOR.services_by_name["AgentRuntimeService"].full_name,
-    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+SERVICE_NAMES = tuple(
+    service.full_name
+    for module in (agent_runtime_pb2, session_pb2, agent_pb2, event_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UseCases:
+    """What the servicers translate to: built by the composition root."""
+
+    turns: TurnHandler
+    sessions: SessionHandler
+    agents: AgentCatalogue
+    events: EventWatcher
 
 
 class GrpcServer:
@@ -41,11 +62,7 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    listen: str,
-    turns: TurnHandler,
-    sessions: SessionHandler,
-    *,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    listen: str, use_cases: UseCases, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> GrpcServer:
     server = grpc.aio.server(
         options=[
@@ -54,9 +71,13 @@ async def start_grpc_server(
         ]
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
-        AgentRuntimeServicer(turns), server
+        AgentRuntimeServicer(use_cases.turns), server
     )
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(sessions), server)
+    session_pb2_grpc.add_SessionServiceServicer_to_server(
+        SessionServicer(use_cases.sessions), server
+    )
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(use_cases.agents), server)
+    event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(use_cases.events), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

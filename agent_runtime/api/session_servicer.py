@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import grpc
+from typing import Any
 
 from agent_runtime.api.errors import unary_errors
-from agent_runtime.api.mapping import message_to_proto, session_to_proto
-from agent_runtime.application.commands import CreateSession, ListMessages
+from agent_runtime.api.mapping import approval_to_proto, message_to_proto, session_to_proto
+from agent_runtime.application.commands import (
+    CreateSession,
+    ListMessages,
+    ListPendingApprovals,
+    ListSessions,
+)
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc as ses_grpc
@@ -18,34 +23,57 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
 
     @unary_errors
     async def CreateSession(
-        self,
-        request: ses.CreateSessionRequest,
-        context: grpc.aio.ServicerContext[ses.CreateSessionRequest, ses.CreateSessionResponse],
+        self, request: ses.CreateSessionRequest, context: Any
     ) -> ses.CreateSessionResponse:
-        session = await self._sessions.create(
+        details = await self._sessions.create(
             CreateSession(request.session_id, request.title, request.agent)
         )
-        return ses.CreateSessionResponse(session=session_to_proto(session))
+        return ses.CreateSessionResponse(session=session_to_proto(details))
 
     @unary_errors
     async def GetSession(
-        self,
-        request: ses.GetSessionRequest,
-        context: grpc.aio.ServicerContext[ses.GetSessionRequest, ses.GetSessionResponse],
+        self, request: ses.GetSessionRequest, context: Any
     ) -> ses.GetSessionResponse:
-        session = await self._sessions.get(request.session_id)
-        return ses.GetSessionResponse(session=session_to_proto(session))
+        details = await self._sessions.get(request.session_id)
+        return ses.GetSessionResponse(session=session_to_proto(details))
+
+    @unary_errors
+    async def ListSessions(
+        self, request: ses.ListSessionsRequest, context: Any
+    ) -> ses.ListSessionsResponse:
+        page = await self._sessions.list(ListSessions(request.page_size, request.page_token))
+        return ses.ListSessionsResponse(
+            sessions=[session_to_proto(d) for d in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    @unary_errors
+    async def DeleteSession(
+        self, request: ses.DeleteSessionRequest, context: Any
+    ) -> ses.DeleteSessionResponse:
+        await self._sessions.delete(request.session_id)
+        return ses.DeleteSessionResponse()
 
     @unary_errors
     async def ListMessages(
-        self,
-        request: ses.ListMessagesRequest,
-        context: grpc.aio.ServicerContext[ses.ListMessagesRequest, ses.ListMessagesResponse],
+        self, request: ses.ListMessagesRequest, context: Any
     ) -> ses.ListMessagesResponse:
         page = await self._sessions.list_messages(
             ListMessages(request.session_id, request.page_size, request.page_token)
         )
         return ses.ListMessagesResponse(
-            messages=[message_to_proto(m) for m in page.messages],
+            messages=[message_to_proto(m) for m in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    @unary_errors
+    async def ListPendingApprovals(
+        self, request: ses.ListPendingApprovalsRequest, context: Any
+    ) -> ses.ListPendingApprovalsResponse:
+        page = await self._sessions.list_pending_approvals(
+            ListPendingApprovals(request.session_id, request.page_size, request.page_token)
+        )
+        return ses.ListPendingApprovalsResponse(
+            approvals=[approval_to_proto(a) for a in page.items],
             next_page_token=page.next_page_token,
         )

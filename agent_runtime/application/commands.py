@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_runtime.domain.events import EventType
+from agent_runtime.domain.model import ApprovalVerdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +16,38 @@ class SendUserMessage:
     client_message_id: str = ""
     agent: str = ""
     model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitToolResult:
+    session_id: str
+    call_id: str
+    content: str
+    is_error: bool = False
+    client_message_id: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideApproval:
+    session_id: str
+    call_id: str
+    verdict: ApprovalVerdict | None
+    edited_arguments: dict[str, Any] | None = None
+    feedback: str = ""
+    client_message_id: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchAgent:
+    session_id: str
+    agent: str
+    reason: str = ""
+    client_message_id: str = ""
+
+
+TurnCommand = SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +62,24 @@ class ListMessages:
     session_id: str
     page_size: int = 0
     page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListSessions:
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListPendingApprovals:
+    session_id: str
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvents:
+    session_id: str = ""
+    types: frozenset[EventType] = field(default_factory=frozenset)
+    # None: only events committed from now on.
+    after_event_id: int | None = None

@@ -1,15 +1,17 @@
-"""Opaque page tokens. Clients must treat them as opaque; the format may change."""
+"""Opaque page tokens (keyset cursors). Clients must treat them as opaque."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+from datetime import datetime
+from typing import Any
 
 from agent_runtime.domain.errors import InvalidInput
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-_PREFIX = "pos:"
 
 
 def page_size(requested: int) -> int:
@@ -18,22 +20,49 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def _encode(kind: str, values: list[Any]) -> str:
+    raw = json.dumps([kind, *values], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(token: str, kind: str, arity: int) -> list[Any]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(raw, list) and len(raw) == arity + 1 and raw[0] == kind:
+            return raw[1:]
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput.field(
+        "page_token", "is not a token this server issued for this list", reason="INVALID_PAGE_TOKEN"
+    )
+
+
 def encode_position_token(position: int) -> str:
-    return base64.urlsafe_b64encode(f"{_PREFIX}{position}".encode()).decode().rstrip("=")
+    return _encode("pos", [position])
 
 
 def decode_position_token(token: str) -> int:
     """The position a page token stands for; 0 for the first page."""
     if not token:
         return 0
+    (position,) = _decode(token, "pos", 1)
+    if isinstance(position, int) and position >= 0:
+        return position
+    raise InvalidInput.field("page_token", "is malformed", reason="INVALID_PAGE_TOKEN")
+
+
+def encode_time_key_token(kind: str, at: datetime, key: str) -> str:
+    return _encode(kind, [at.isoformat(), key])
+
+
+def decode_time_key_token(token: str, kind: str) -> tuple[datetime, str] | None:
+    """The (time, key) cursor of a page token; None for the first page."""
+    if not token:
+        return None
+    at, key = _decode(token, kind, 2)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if raw.startswith(_PREFIX):
-            position = int(raw[len(_PREFIX) :])
-            if position >= 0:
-                return position
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        if isinstance(at, str) and isinstance(key, str):
+            return datetime.fromisoformat(at), key
+    except ValueError:
         pass
-    raise InvalidInput.field(
-        "page_token", "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
-    )
+    raise InvalidInput.field("page_token", "is malformed", reason="INVALID_PAGE_TOKEN")

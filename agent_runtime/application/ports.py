@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from agent_runtime.domain.model import Message, Session, Turn
+from agent_runtime.domain.events import Event, EventType, StoredEvent
+from agent_runtime.domain.model import (
+    AgentSwitch,
+    Approval,
+    Message,
+    Session,
+    ToolCallRecord,
+    Turn,
+)
 from agent_runtime.domain.model_output import ModelEvent
 from agent_runtime.domain.tools import ToolDefinition
 
@@ -30,7 +38,9 @@ class LLMClient(Protocol):
 
 
 class SessionRepository(Protocol):
-    async def get(self, session_id: str) -> Session | None: ...
+    async def get(self, session_id: str) -> Session | None:
+        """The session, deleted or not (callers decide what a deleted one means)."""
+        ...
 
     async def add(self, session: Session) -> None: ...
 
@@ -50,6 +60,20 @@ class SessionRepository(Protocol):
         release_turn: str | None = None,
     ) -> None:
         """Store last activity (and message_count); free the session if it runs `release_turn`."""
+        ...
+
+    async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
+        """Set the session's agent and append the switch to its agent history."""
+        ...
+
+    async def agent_history(self, session_id: str) -> list[AgentSwitch]: ...
+
+    async def mark_deleted(self, session_id: str, at: datetime) -> None: ...
+
+    async def page_by_activity(
+        self, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Session]:
+        """Live sessions, most recent activity first, strictly after the (time, id) cursor."""
         ...
 
 
@@ -76,6 +100,57 @@ class MessageRepository(Protocol):
         """Up to `limit` messages with position > after_position, oldest first."""
         ...
 
+    async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
+        """The assistant message that requested tool call `call_id`."""
+        ...
+
+    async def find_tool_result(self, session_id: str, call_id: str) -> Message | None:
+        """The tool message answering `call_id`, if any."""
+        ...
+
+    async def replace_tool_call(self, message_id: str, call: ToolCallRecord) -> None:
+        """Record the arguments that will actually run (an approved edit)."""
+        ...
+
+
+class ApprovalRepository(Protocol):
+    async def add(self, approval: Approval) -> None: ...
+
+    async def get(self, session_id: str, call_id: str) -> Approval | None: ...
+
+    async def save(self, approval: Approval) -> None: ...
+
+    async def open_for_session(self, session_id: str) -> list[Approval]:
+        """Every approval still PENDING (expired or not)."""
+        ...
+
+    async def pending_page(
+        self, session_id: str, now: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Approval]:
+        """Unexpired pending approvals, oldest first, strictly after the (created, call) cursor."""
+        ...
+
+    async def count_pending(self, session_id: str, now: datetime) -> int: ...
+
+
+class EventRepository(Protocol):
+    async def add(self, event: Event) -> None:
+        """Write to the outbox; visible to readers only once the transaction commits."""
+        ...
+
+    async def after(
+        self,
+        event_id: int,
+        *,
+        session_id: str | None,
+        types: frozenset[EventType],
+        limit: int,
+    ) -> list[StoredEvent]:
+        """Committed events with a larger id, in id order, matching the filters."""
+        ...
+
+    async def last_id(self) -> int: ...
+
 
 class UnitOfWork(Protocol):
     """One database session and its transactions; `async with` closes it on every exit path.
@@ -86,6 +161,8 @@ class UnitOfWork(Protocol):
     sessions: SessionRepository
     turns: TurnRepository
     messages: MessageRepository
+    approvals: ApprovalRepository
+    events: EventRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 
@@ -98,3 +175,17 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+
+class EventSignal(Protocol):
+    """Wakes event watchers when this process may have committed events.
+
+    Read generation() before querying, then wait(generation, ...): a notification that
+    arrives between the query and the wait is not missed.
+    """
+
+    def generation(self) -> int: ...
+
+    async def wait(self, after_generation: int, max_wait: float) -> None:
+        """Return once the generation has moved past `after_generation`, or after `max_wait`."""
+        ...

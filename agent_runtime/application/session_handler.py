@@ -1,21 +1,46 @@
-"""Session use cases: create, read, and page through the history."""
+"""Session use cases: create, read, list, delete, and page through history and approvals."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from agent_runtime.application import pagination
-from agent_runtime.application.commands import CreateSession, ListMessages
+from agent_runtime.application.commands import (
+    CreateSession,
+    ListMessages,
+    ListPendingApprovals,
+    ListSessions,
+)
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
-from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain.agents import AgentCatalogue
-from agent_runtime.domain.errors import AlreadyExists, NotFound
-from agent_runtime.domain.model import Message, Session, validate_session_id
+from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy
+from agent_runtime.domain.model import (
+    AgentSwitch,
+    Approval,
+    Message,
+    Session,
+    validate_session_id,
+)
+
+_SESSIONS_TOKEN = "ses"
+_APPROVALS_TOKEN = "apr"
 
 
 @dataclass(frozen=True, slots=True)
-class MessagePage:
-    messages: list[Message]
+class SessionDetails:
+    session: Session
+    agent_history: list[AgentSwitch]
+    pending_approvals: int
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
     next_page_token: str
 
 
@@ -33,7 +58,7 @@ class SessionHandler:
         self._now = clock
         self._ids = ids
 
-    async def create(self, cmd: CreateSession) -> Session:
+    async def create(self, cmd: CreateSession) -> SessionDetails:
         if cmd.session_id:
             validate_session_id(cmd.session_id)
         agent = self._agents.get(cmd.agent)
@@ -54,33 +79,79 @@ class SessionHandler:
                 )
             await uow.sessions.add(session)
             await uow.commit()
-        return session
+        return SessionDetails(session, [], 0)
 
-    async def get(self, session_id: str) -> Session:
+    async def get(self, session_id: str) -> SessionDetails:
         validate_session_id(session_id)
         async with self._uow_factory() as uow:
-            session = await uow.sessions.get(session_id)
-        if session is None:
-            raise _session_not_found(session_id)
-        return session
+            session = await _live_session(uow, session_id)
+            return await self._details(uow, session)
 
-    async def list_messages(self, query: ListMessages) -> MessagePage:
+    async def list(self, query: ListSessions) -> Page[SessionDetails]:
+        limit = pagination.page_size(query.page_size)
+        after = pagination.decode_time_key_token(query.page_token, _SESSIONS_TOKEN)
+        async with self._uow_factory() as uow:
+            rows = await uow.sessions.page_by_activity(after, limit + 1)
+            details = [await self._details(uow, s) for s in rows[:limit]]
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = pagination.encode_time_key_token(
+                _SESSIONS_TOKEN, last.last_activity_at, last.session_id
+            )
+        return Page(details, token)
+
+    async def delete(self, session_id: str) -> None:
+        validate_session_id(session_id)
+        async with self._uow_factory() as uow:
+            session = await _live_session(uow, session_id)
+            if session.running_turn_id:
+                raise SessionBusy(
+                    f"session {session_id} is running turn {session.running_turn_id}",
+                    metadata={"session_id": session_id, "turn_id": session.running_turn_id},
+                )
+            await uow.sessions.mark_deleted(session_id, self._now())
+            await uow.commit()
+
+    async def list_messages(self, query: ListMessages) -> Page[Message]:
         validate_session_id(query.session_id)
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_position_token(query.page_token)
         async with self._uow_factory() as uow:
-            if await uow.sessions.get(query.session_id) is None:
-                raise _session_not_found(query.session_id)
+            await _live_session(uow, query.session_id)
             # One extra row tells whether another page exists without a count query.
             rows = await uow.messages.page(query.session_id, after, limit + 1)
         messages = rows[:limit]
         token = pagination.encode_position_token(messages[-1].position) if len(rows) > limit else ""
-        return MessagePage(messages, token)
+        return Page(messages, token)
+
+    async def list_pending_approvals(self, query: ListPendingApprovals) -> Page[Approval]:
+        validate_session_id(query.session_id)
+        limit = pagination.page_size(query.page_size)
+        after = pagination.decode_time_key_token(query.page_token, _APPROVALS_TOKEN)
+        async with self._uow_factory() as uow:
+            await _live_session(uow, query.session_id)
+            rows = await uow.approvals.pending_page(query.session_id, self._now(), after, limit + 1)
+        items = rows[:limit]
+        token = ""
+        if len(rows) > limit:
+            token = pagination.encode_time_key_token(
+                _APPROVALS_TOKEN, items[-1].created_at, items[-1].call_id
+            )
+        return Page(items, token)
+
+    async def _details(self, uow: UnitOfWork, session: Session) -> SessionDetails:
+        history = await uow.sessions.agent_history(session.session_id)
+        pending = await uow.approvals.count_pending(session.session_id, self._now())
+        return SessionDetails(session, history, pending)
 
 
-def _session_not_found(session_id: str) -> NotFound:
-    return NotFound(
-        f"session {session_id} not found",
-        reason="SESSION_NOT_FOUND",
-        metadata={"session_id": session_id},
-    )
+async def _live_session(uow: UnitOfWork, session_id: str) -> Session:
+    session = await uow.sessions.get(session_id)
+    if session is None or session.deleted_at is not None:
+        raise NotFound(
+            f"session {session_id} not found",
+            reason="SESSION_NOT_FOUND",
+            metadata={"session_id": session_id},
+        )
+    return session

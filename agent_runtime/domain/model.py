@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -84,6 +84,12 @@ class Message:
     tool_calls: tuple[ToolCallRecord, ...] = ()
     tool_call_id: str | None = None
     incomplete: bool = False
+    is_error: bool = False
+
+    @property
+    def requested_call(self) -> ToolCallRecord | None:
+        """The tool call this assistant message asks for (one tool at a time)."""
+        return self.tool_calls[0] if self.tool_calls else None
 
 
 @dataclass(slots=True)
@@ -95,6 +101,7 @@ class Session:
     title: str = ""
     message_count: int = 0
     running_turn_id: str | None = None
+    deleted_at: datetime | None = None
 
     def next_position(self) -> int:
         """Positions are 1-based and dense; only the turn holding the session appends."""
@@ -141,3 +148,91 @@ class Turn:
         self.stop_reason = StopReason.CANCELLED
         self.usage = usage
         self.finished_at = now
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSwitch:
+    from_agent: str
+    to_agent: str
+    reason: str
+    switched_at: datetime
+    turn_id: str | None = None
+
+
+class ApprovalStatus(Enum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    EDITED = "edited"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+
+
+class ApprovalVerdict(Enum):
+    APPROVE = "approve"
+    EDIT = "edit"
+    REJECT = "reject"
+
+
+@dataclass(slots=True)
+class Approval:
+    """A risky tool call waiting for a human. The original arguments are kept for the record."""
+
+    approval_id: str
+    session_id: str
+    call_id: str
+    message_id: str
+    turn_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    final_arguments: dict[str, Any] | None = None
+    feedback: str = ""
+    decided_at: datetime | None = None
+
+    @classmethod
+    def open(
+        cls,
+        approval_id: str,
+        session_id: str,
+        message_id: str,
+        turn_id: str,
+        call: ToolCallRecord,
+        reason: str,
+        now: datetime,
+        ttl: timedelta,
+    ) -> Approval:
+        return cls(
+            approval_id,
+            session_id,
+            call.call_id,
+            message_id,
+            turn_id,
+            call.tool_name,
+            dict(call.arguments),
+            reason,
+            now,
+            now + ttl,
+        )
+
+    def is_pending(self, now: datetime) -> bool:
+        return self.status is ApprovalStatus.PENDING and now < self.expires_at
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.status is ApprovalStatus.PENDING and now >= self.expires_at
+
+    def close(
+        self,
+        status: ApprovalStatus,
+        now: datetime,
+        *,
+        feedback: str = "",
+        final_arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.feedback = feedback
+        self.final_arguments = final_arguments
+        self.decided_at = now

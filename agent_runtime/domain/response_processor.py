@@ -28,14 +28,27 @@ class ToolCallDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedToolCall:
+    """A call the agent may not make. It never reaches the client: the model is told why."""
+
+    content: str
+    call: ToolCallRecord
+    problems: tuple[str, ...]
+    dropped_calls: int
+
+    def tool_error(self) -> str:
+        return "Tool call refused by the runtime: " + "; ".join(self.problems)
+
+
+@dataclass(frozen=True, slots=True)
 class InvalidAnswer:
-    """The answer cannot be used as it is (empty, or a tool call the agent may not make)."""
+    """The answer cannot be used at all (no text and no tool call)."""
 
     reason: str
     message: str
 
 
-Decision = FinalAnswer | ToolCallDecision | InvalidAnswer
+Decision = FinalAnswer | ToolCallDecision | RejectedToolCall | InvalidAnswer
 
 
 class LLMResponseProcessor:
@@ -52,28 +65,50 @@ class LLMResponseProcessor:
 
         # One tool at a time: the rest are dropped and never enter the history.
         first = response.tool_calls[0]
-        if not self._tools.is_allowed(agent, first.tool_name):
-            return InvalidAnswer(
-                "TOOL_NOT_ALLOWED",
-                f"agent '{agent.name}' may not call tool '{first.tool_name}'",
-            )
+        dropped = len(response.tool_calls) - 1
         try:
             arguments = json.loads(first.arguments_json or "{}")
         except json.JSONDecodeError as exc:
-            return InvalidAnswer(
-                "TOOL_ARGUMENTS_INVALID",
-                f"arguments of {first.tool_name} are not valid JSON: {exc.msg}",
+            return self._rejected(
+                response,
+                first.call_id,
+                first.tool_name,
+                {},
+                dropped,
+                f"arguments are not valid JSON ({exc.msg})",
             )
         if not isinstance(arguments, dict):
-            return InvalidAnswer(
-                "TOOL_ARGUMENTS_INVALID", f"arguments of {first.tool_name} are not a JSON object"
+            return self._rejected(
+                response,
+                first.call_id,
+                first.tool_name,
+                {},
+                dropped,
+                "arguments are not a JSON object",
             )
+        call = ToolCallRecord(first.call_id, first.tool_name, arguments)
+        problems = self._tools.problems(agent, call)
+        if problems:
+            return RejectedToolCall(response.content, call, tuple(problems), dropped)
 
         approval_reason = agent.approval_policy.reason_for(first.tool_name)
         return ToolCallDecision(
             content=response.content,
-            call=ToolCallRecord(first.call_id, first.tool_name, arguments),
+            call=call,
             requires_approval=approval_reason is not None,
             approval_reason=approval_reason or "",
-            dropped_calls=len(response.tool_calls) - 1,
+            dropped_calls=dropped,
+        )
+
+    @staticmethod
+    def _rejected(
+        response: ModelResponse,
+        call_id: str,
+        tool_name: str,
+        arguments: dict[str, object],
+        dropped: int,
+        problem: str,
+    ) -> RejectedToolCall:
+        return RejectedToolCall(
+            response.content, ToolCallRecord(call_id, tool_name, arguments), (problem,), dropped
         )

@@ -1,8 +1,10 @@
-"""Which tools an agent is offered, and whether it may call a given one."""
+"""Which tools an agent is offered, and whether a given call is one it may make."""
 
 from __future__ import annotations
 
 from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.model import ToolCallRecord
+from agent_runtime.domain.schema import schema_problems
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 
@@ -17,3 +19,21 @@ class ToolFilterService:
 
     def is_allowed(self, agent: AgentProfile, tool_name: str) -> bool:
         return tool_name in self._catalogue and tool_name in agent.allowed_tools
+
+    def problems(self, agent: AgentProfile, call: ToolCallRecord) -> list[str]:
+        """Why the agent may not make this call; empty when it may."""
+        tool = self._catalogue.get(call.tool_name)
+        if tool is None or call.tool_name not in agent.allowed_tools:
+            return [f"agent '{agent.name}' may not call tool '{call.tool_name}'"]
+        problems = schema_problems(tool.parameters, call.arguments)
+        for restriction in agent.path_restrictions:
+            if not restriction.applies_to(tool.name):
+                continue
+            for name in tool.path_arguments:
+                path = call.arguments.get(name)
+                if isinstance(path, str) and not restriction.allows(path):
+                    problems.append(
+                        f"{name} '{path}' is not allowed for agent '{agent.name}'"
+                        + (f": {restriction.description}" if restriction.description else "")
+                    )
+        return problems

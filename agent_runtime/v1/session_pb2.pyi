@@ -52,16 +52,23 @@ class Session(message.Message):
     RUNNING_TURN_ID_FIELD_NUMBER: builtins.int
     CREATED_AT_FIELD_NUMBER: builtins.int
     LAST_ACTIVITY_AT_FIELD_NUMBER: builtins.int
+    AGENT_HISTORY_FIELD_NUMBER: builtins.int
+    PENDING_APPROVALS_COUNT_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     title: builtins.str
     agent: builtins.str
     message_count: builtins.int
     running_turn_id: builtins.str
     """The turn that is running now; empty when the session is idle."""
+    pending_approvals_count: builtins.int
     @builtins.property
     def created_at(self) -> timestamp_pb2.Timestamp: ...
     @builtins.property
     def last_activity_at(self) -> timestamp_pb2.Timestamp: ...
+    @builtins.property
+    def agent_history(self) -> containers.RepeatedCompositeFieldContainer[AgentSwitch]:
+        """Every agent change, oldest first."""
+
     def __init__(
         self,
         *,
@@ -72,10 +79,43 @@ class Session(message.Message):
         running_turn_id: builtins.str = ...,
         created_at: timestamp_pb2.Timestamp | None = ...,
         last_activity_at: timestamp_pb2.Timestamp | None = ...,
+        agent_history: abc.Iterable[AgentSwitch] | None = ...,
+        pending_approvals_count: builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "last_activity_at", b"last_activity_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "created_at", b"created_at", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "created_at", b"created_at", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class AgentSwitch(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    FROM_AGENT_FIELD_NUMBER: builtins.int
+    TO_AGENT_FIELD_NUMBER: builtins.int
+    REASON_FIELD_NUMBER: builtins.int
+    SWITCHED_AT_FIELD_NUMBER: builtins.int
+    TURN_ID_FIELD_NUMBER: builtins.int
+    from_agent: builtins.str
+    to_agent: builtins.str
+    reason: builtins.str
+    turn_id: builtins.str
+    """The turn that switched (empty for a switch made outside a turn)."""
+    @builtins.property
+    def switched_at(self) -> timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        from_agent: builtins.str = ...,
+        to_agent: builtins.str = ...,
+        reason: builtins.str = ...,
+        switched_at: timestamp_pb2.Timestamp | None = ...,
+        turn_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["switched_at", b"switched_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["from_agent", b"from_agent", "reason", b"reason", "switched_at", b"switched_at", "to_agent", b"to_agent", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -118,6 +158,7 @@ class Message(message.Message):
     TURN_ID_FIELD_NUMBER: builtins.int
     POSITION_FIELD_NUMBER: builtins.int
     INCOMPLETE_FIELD_NUMBER: builtins.int
+    IS_ERROR_FIELD_NUMBER: builtins.int
     message_id: builtins.str
     role: Role.ValueType
     content: builtins.str
@@ -128,6 +169,8 @@ class Message(message.Message):
     """1-based position in the session's history."""
     incomplete: builtins.bool
     """True for an assistant message cut short (e.g. by cancellation)."""
+    is_error: builtins.bool
+    """For ROLE_TOOL: the client reported that the tool failed."""
     @builtins.property
     def tool_calls(self) -> containers.RepeatedCompositeFieldContainer[MessageToolCall]: ...
     @builtins.property
@@ -144,10 +187,54 @@ class Message(message.Message):
         turn_id: builtins.str = ...,
         position: builtins.int = ...,
         incomplete: builtins.bool = ...,
+        is_error: builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "created_at", b"created_at", "incomplete", b"incomplete", "message_id", b"message_id", "position", b"position", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "created_at", b"created_at", "incomplete", b"incomplete", "is_error", b"is_error", "message_id", b"message_id", "position", b"position", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class PendingApproval(message.Message):
+    """A tool call that waits for a human's APPROVE / EDIT / REJECT."""
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: builtins.int
+    MESSAGE_ID_FIELD_NUMBER: builtins.int
+    TOOL_NAME_FIELD_NUMBER: builtins.int
+    ARGUMENTS_FIELD_NUMBER: builtins.int
+    REASON_FIELD_NUMBER: builtins.int
+    TURN_ID_FIELD_NUMBER: builtins.int
+    CREATED_AT_FIELD_NUMBER: builtins.int
+    EXPIRES_AT_FIELD_NUMBER: builtins.int
+    call_id: builtins.str
+    message_id: builtins.str
+    tool_name: builtins.str
+    reason: builtins.str
+    turn_id: builtins.str
+    @builtins.property
+    def arguments(self) -> struct_pb2.Struct: ...
+    @builtins.property
+    def created_at(self) -> timestamp_pb2.Timestamp: ...
+    @builtins.property
+    def expires_at(self) -> timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        call_id: builtins.str = ...,
+        message_id: builtins.str = ...,
+        tool_name: builtins.str = ...,
+        arguments: struct_pb2.Struct | None = ...,
+        reason: builtins.str = ...,
+        turn_id: builtins.str = ...,
+        created_at: timestamp_pb2.Timestamp | None = ...,
+        expires_at: timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["arguments", b"arguments", "created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "expires_at", b"expires_at", "message_id", b"message_id", "reason", b"reason", "tool_name", b"tool_name", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,5 +360,121 @@ class ListMessagesResponse(message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = typing.Literal["messages", b"messages", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListSessionsRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    page_size: builtins.int
+    """At most this many sessions (default 100, at most 1000)."""
+    page_token: builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListSessionsResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    @builtins.property
+    def sessions(self) -> containers.RepeatedCompositeFieldContainer[Session]: ...
+    def __init__(
+        self,
+        *,
+        sessions: abc.Iterable[Session] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["next_page_token", b"next_page_token", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class DeleteSessionRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    session_id: builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class DeleteSessionResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListPendingApprovalsRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    session_id: builtins.str
+    page_size: builtins.int
+    page_token: builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: builtins.str = ...,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListPendingApprovalsResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    APPROVALS_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    @builtins.property
+    def approvals(self) -> containers.RepeatedCompositeFieldContainer[PendingApproval]: ...
+    def __init__(
+        self,
+        *,
+        approvals: abc.Iterable[PendingApproval] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["approvals", b"approvals", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...

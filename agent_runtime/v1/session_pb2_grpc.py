@@ -45,10 +45,25 @@ class SessionServiceStub:
                 request_serializer=agent__runtime_dot_v1_dot_session__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=agent__runtime_dot_v1_dot_session__pb2.GetSessionResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/ListSessions',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/DeleteSession',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/agent_runtime.v1.SessionService/ListMessages',
                 request_serializer=agent__runtime_dot_v1_dot_session__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
+        self.ListPendingApprovals = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/ListPendingApprovals',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsResponse.FromString,
                 _registered_method=True)
 
 
@@ -69,8 +84,29 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """Sessions by most recent activity first, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """Soft delete: afterwards the session is NOT_FOUND everywhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMessages(self, request, context):
         """The session's messages in conversation order, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingApprovals(self, request, context):
+        """Tool calls waiting for a human's decision (expired ones are not listed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,10 +125,25 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=agent__runtime_dot_v1_dot_session__pb2.GetSessionRequest.FromString,
                     response_serializer=agent__runtime_dot_v1_dot_session__pb2.GetSessionResponse.SerializeToString,
             ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListSessionsRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.DeleteSessionResponse.SerializeToString,
+            ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
                     request_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListMessagesRequest.FromString,
                     response_serializer=agent__runtime_dot_v1_dot_session__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'ListPendingApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingApprovals,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -161,6 +212,60 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/ListSessions',
+            agent__runtime_dot_v1_dot_session__pb2.ListSessionsRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/DeleteSession',
+            agent__runtime_dot_v1_dot_session__pb2.DeleteSessionRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListMessages(request,
             target,
             options=(),
@@ -177,6 +282,33 @@ class SessionService:
             '/agent_runtime.v1.SessionService/ListMessages',
             agent__runtime_dot_v1_dot_session__pb2.ListMessagesRequest.SerializeToString,
             agent__runtime_dot_v1_dot_session__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/ListPendingApprovals',
+            agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,8 +36,14 @@ class SessionServiceStub:
     CreateSession: grpc.UnaryUnaryMultiCallable[session_pb2.CreateSessionRequest, session_pb2.CreateSessionResponse]
     """Creates a session; ALREADY_EXISTS when the requested id is taken."""
     GetSession: grpc.UnaryUnaryMultiCallable[session_pb2.GetSessionRequest, session_pb2.GetSessionResponse]
+    ListSessions: grpc.UnaryUnaryMultiCallable[session_pb2.ListSessionsRequest, session_pb2.ListSessionsResponse]
+    """Sessions by most recent activity first, one page at a time."""
+    DeleteSession: grpc.UnaryUnaryMultiCallable[session_pb2.DeleteSessionRequest, session_pb2.DeleteSessionResponse]
+    """Soft delete: afterwards the session is NOT_FOUND everywhere."""
     ListMessages: grpc.UnaryUnaryMultiCallable[session_pb2.ListMessagesRequest, session_pb2.ListMessagesResponse]
     """The session's messages in conversation order, one page at a time."""
+    ListPendingApprovals: grpc.UnaryUnaryMultiCallable[session_pb2.ListPendingApprovalsRequest, session_pb2.ListPendingApprovalsResponse]
+    """Tool calls waiting for a human's decision (expired ones are not listed)."""
 
 @typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -47,8 +53,14 @@ class SessionServiceAsyncStub(SessionServiceStub):
     CreateSession: aio.UnaryUnaryMultiCallable[session_pb2.CreateSessionRequest, session_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Creates a session; ALREADY_EXISTS when the requested id is taken."""
     GetSession: aio.UnaryUnaryMultiCallable[session_pb2.GetSessionRequest, session_pb2.GetSessionResponse]  # type: ignore[assignment]
+    ListSessions: aio.UnaryUnaryMultiCallable[session_pb2.ListSessionsRequest, session_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Sessions by most recent activity first, one page at a time."""
+    DeleteSession: aio.UnaryUnaryMultiCallable[session_pb2.DeleteSessionRequest, session_pb2.DeleteSessionResponse]  # type: ignore[assignment]
+    """Soft delete: afterwards the session is NOT_FOUND everywhere."""
     ListMessages: aio.UnaryUnaryMultiCallable[session_pb2.ListMessagesRequest, session_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """The session's messages in conversation order, one page at a time."""
+    ListPendingApprovals: aio.UnaryUnaryMultiCallable[session_pb2.ListPendingApprovalsRequest, session_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
+    """Tool calls waiting for a human's decision (expired ones are not listed)."""
 
 class SessionServiceServicer(metaclass=abc_1.ABCMeta):
     """Conversation sessions and their persisted history."""
@@ -69,11 +81,35 @@ class SessionServiceServicer(metaclass=abc_1.ABCMeta):
     ) -> typing.Union[session_pb2.GetSessionResponse, abc.Awaitable[session_pb2.GetSessionResponse]]: ...
 
     @abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: session_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.ListSessionsResponse, abc.Awaitable[session_pb2.ListSessionsResponse]]:
+        """Sessions by most recent activity first, one page at a time."""
+
+    @abc_1.abstractmethod
+    def DeleteSession(
+        self,
+        request: session_pb2.DeleteSessionRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.DeleteSessionResponse, abc.Awaitable[session_pb2.DeleteSessionResponse]]:
+        """Soft delete: afterwards the session is NOT_FOUND everywhere."""
+
+    @abc_1.abstractmethod
     def ListMessages(
         self,
         request: session_pb2.ListMessagesRequest,
         context: _ServicerContext,
     ) -> typing.Union[session_pb2.ListMessagesResponse, abc.Awaitable[session_pb2.ListMessagesResponse]]:
         """The session's messages in conversation order, one page at a time."""
+
+    @abc_1.abstractmethod
+    def ListPendingApprovals(
+        self,
+        request: session_pb2.ListPendingApprovalsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.ListPendingApprovalsResponse, abc.Awaitable[session_pb2.ListPendingApprovalsResponse]]:
+        """Tool calls waiting for a human's decision (expired ones are not listed)."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: typing.Union[grpc.Server, aio.Server]) -> None: ...

@@ -44,3 +44,20 @@ def test_bad_configuration_is_refused_with_the_setting_named(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "AGENT_RUNTIME_LLM_EXTRA_HEADERS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_agents_file_stops_start_up_naming_the_line(tmp_path: Path) -> None:
+    agents = tmp_path / "agents.toml"
+    agents.write_text('[agents.coder]\nallowed_tools = ["read_file", "teleport"]\n')
+    result = run_cli(
+        "serve",
+        env={
+            "AGENT_RUNTIME_AGENTS_FILE": str(agents),
+            "AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+            "AGENT_RUNTIME_LISTEN": "127.0.0.1:0",
+        },
+    )
+    assert result.returncode == 2
+    assert f"{agents}:2: unknown tool 'teleport'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists()  # nothing touched

@@ -85,3 +85,66 @@ async def test_pages_return_every_message_once_in_order(
     page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
     positions = [m.position for m in page.messages]
     assert positions == list(range(1, 11))
+
+
+async def test_paging_while_turns_are_appended_sees_every_message_once(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.default_response = text_answer("reply")
+    for i in range(4):
+        await client.turn(user_message("s1", f"m{i}"))
+
+    seen: list[str] = []
+    token = ""
+    appended = 0
+    while True:
+        page = await client.sessions.ListMessages(
+            ses.ListMessagesRequest(session_id="s1", page_size=3, page_token=token)
+        )
+        seen += [m.message_id for m in page.messages]
+        if appended < 3:  # a new turn lands between every two pages
+            await client.turn(user_message("s1", f"late {appended}"))
+            appended += 1
+        token = page.next_page_token
+        if not token:
+            break
+    everything = await client.sessions.ListMessages(
+        ses.ListMessagesRequest(session_id="s1", page_size=1000)
+    )
+    assert len(seen) == len(set(seen))
+    assert seen == [m.message_id for m in everything.messages][: len(seen)]
+    assert len(seen) >= 8
+
+
+async def test_list_sessions_by_recent_activity_and_delete(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.default_response = text_answer("reply")
+    for name in ("a", "b", "c"):
+        await client.sessions.CreateSession(ses.CreateSessionRequest(session_id=name))
+    await client.turn(user_message("a", "bump a"))
+
+    first = await client.sessions.ListSessions(ses.ListSessionsRequest(page_size=2))
+    rest = await client.sessions.ListSessions(
+        ses.ListSessionsRequest(page_size=2, page_token=first.next_page_token)
+    )
+    assert [s.session_id for s in first.sessions] == ["a", "c"]
+    assert [s.session_id for s in rest.sessions] == ["b"]
+    assert rest.next_page_token == ""
+    assert first.sessions[0].message_count == 2
+
+    await client.sessions.DeleteSession(ses.DeleteSessionRequest(session_id="a"))
+    listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
+    assert [s.session_id for s in listed.sessions] == ["c", "b"]
+    for call in (
+        client.sessions.GetSession(ses.GetSessionRequest(session_id="a")),
+        client.sessions.ListMessages(ses.ListMessagesRequest(session_id="a")),
+        client.sessions.DeleteSession(ses.DeleteSessionRequest(session_id="a")),
+        client.turn(user_message("a", "hello?")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as taken:
+        await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="a"))
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS

@@ -264,9 +264,17 @@ async def test_client_cancel_closes_the_model_request_and_frees_the_session(
         ),
         (
             rt.StreamMessageRequest(session_id="s1", tool_result=rt.ToolResult(call_id="c")),
-            grpc.StatusCode.UNIMPLEMENTED,
-            "INPUT_NOT_SUPPORTED",
+            grpc.StatusCode.NOT_FOUND,
+            "SESSION_NOT_FOUND",
             None,
+        ),
+        (
+            rt.StreamMessageRequest(
+                session_id="s1", approval_decision=rt.ApprovalDecision(call_id="c")
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_INPUT",
+            "approval_decision.decision",
         ),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -53,3 +54,38 @@ def user_message(
 
 def kinds(chunks: list[rt.StreamChunk]) -> list[str]:
     return [c.WhichOneof("chunk") or "" for c in chunks]
+
+
+def tool_result(
+    session_id: str, call_id: str, content: str, *, is_error: bool = False
+) -> rt.StreamMessageRequest:
+    return rt.StreamMessageRequest(
+        session_id=session_id,
+        tool_result=rt.ToolResult(call_id=call_id, content=content, is_error=is_error),
+    )
+
+
+def decision(
+    session_id: str,
+    call_id: str,
+    verdict: rt.Decision.ValueType,
+    *,
+    feedback: str = "",
+    edited: dict[str, Any] | None = None,
+) -> rt.StreamMessageRequest:
+    approval = rt.ApprovalDecision(call_id=call_id, decision=verdict, feedback=feedback)
+    if edited is not None:
+        approval.edited_arguments.update(edited)
+    return rt.StreamMessageRequest(session_id=session_id, approval_decision=approval)
+
+
+def switch_agent(session_id: str, agent: str, reason: str = "") -> rt.StreamMessageRequest:
+    return rt.StreamMessageRequest(
+        session_id=session_id, switch_agent=rt.SwitchAgent(agent=agent, reason=reason)
+    )
+
+
+def only(chunks: list[rt.StreamChunk], kind: str) -> rt.StreamChunk:
+    found = [c for c in chunks if c.WhichOneof("chunk") == kind]
+    assert len(found) == 1, kinds(chunks)
+    return found[0]

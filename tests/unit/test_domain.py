@@ -8,7 +8,7 @@ from agent_runtime.application.pagination import (
     encode_position_token,
     page_size,
 )
-from agent_runtime.domain.agents import CODER, AgentProfile, default_agents
+from agent_runtime.domain.agents import ARCHITECT, ASK, CODER, DEBUG, AgentProfile, default_agents
 from agent_runtime.domain.approval import ApprovalPolicy
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import Message, Role, ToolCallRecord, validate_session_id
@@ -17,8 +17,10 @@ from agent_runtime.domain.response_processor import (
     FinalAnswer,
     InvalidAnswer,
     LLMResponseProcessor,
+    RejectedToolCall,
     ToolCallDecision,
 )
+from agent_runtime.domain.routing import RoutingMethod, parse_routing_answer, route_by_keywords
 from agent_runtime.domain.tool_filter import ToolFilterService
 from agent_runtime.domain.tools import TOOL_CATALOGUE
 
@@ -26,8 +28,21 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 READ_ONLY = AgentProfile("reader", "reads", "prompt", ("read_file", "list_files"))
 
 
-def call(name: str, args: str = "{}", call_id: str = "c1") -> RequestedToolCall:
-    return RequestedToolCall(call_id, name, args)
+VALID_ARGUMENTS = {
+    "read_file": '{"path": "a.py"}',
+    "write_file": '{"path": "a.py", "content": "x"}',
+    "delete_file": '{"path": "a.py"}',
+    "move_file": '{"source": "a.py", "destination": "b.py"}',
+    "create_directory": '{"path": "src"}',
+    "execute_command": '{"command": "ls"}',
+    "list_files": '{"path": "."}',
+}
+
+
+def call(name: str, args: str | None = None, call_id: str = "c1") -> RequestedToolCall:
+    return RequestedToolCall(
+        call_id, name, VALID_ARGUMENTS.get(name, "{}") if args is None else args
+    )
 
 
 class TestLLMResponseProcessor:
@@ -60,25 +75,46 @@ class TestLLMResponseProcessor:
         assert decision.requires_approval
         assert tool in decision.approval_reason
 
-    def test_tool_the_agent_may_not_use_is_invalid(self) -> None:
+    def test_tool_the_agent_may_not_use_is_refused(self) -> None:
         decision = self.processor.process(ModelResponse("", (call("write_file"),)), READ_ONLY)
-        assert isinstance(decision, InvalidAnswer)
-        assert decision.reason == "TOOL_NOT_ALLOWED"
+        assert isinstance(decision, RejectedToolCall)
+        assert "may not call tool 'write_file'" in decision.tool_error()
 
-    def test_unknown_tool_is_invalid(self) -> None:
+    def test_unknown_tool_is_refused(self) -> None:
         decision = self.processor.process(ModelResponse("", (call("rm_rf"),)), CODER)
-        assert isinstance(decision, InvalidAnswer)
+        assert isinstance(decision, RejectedToolCall)
 
-    @pytest.mark.parametrize("args", ['{"path": ', "[1, 2]", '"text"'])
-    def test_arguments_must_be_a_json_object(self, args: str) -> None:
+    @pytest.mark.parametrize(
+        ("args", "problem"),
+        [
+            ('{"path": ', "not valid JSON"),
+            ("[1, 2]", "not a JSON object"),
+            ('"text"', "not a JSON object"),
+            ("{}", "arguments.path is required"),
+            ('{"path": 3}', "arguments.path must be a string"),
+            ('{"path": "a", "start_line": "x"}', "start_line must be an integer"),
+            ('{"path": "a", "mode": "rw"}', "arguments.mode is not a known argument"),
+        ],
+    )
+    def test_arguments_must_match_the_tool_schema(self, args: str, problem: str) -> None:
         decision = self.processor.process(ModelResponse("", (call("read_file", args),)), CODER)
-        assert isinstance(decision, InvalidAnswer)
-        assert decision.reason == "TOOL_ARGUMENTS_INVALID"
+        assert isinstance(decision, RejectedToolCall)
+        assert problem in decision.tool_error()
 
-    def test_empty_arguments_mean_an_empty_object(self) -> None:
-        decision = self.processor.process(ModelResponse("", (call("list_files", ""),)), CODER)
+    def test_architect_may_write_markdown_only(self) -> None:
+        md = call("write_file", '{"path": "docs/plan.md", "content": "x"}')
+        py = call("write_file", '{"path": "src/app.py", "content": "x"}')
+        assert isinstance(
+            self.processor.process(ModelResponse("", (md,)), ARCHITECT), ToolCallDecision
+        )
+        refused = self.processor.process(ModelResponse("", (py,)), ARCHITECT)
+        assert isinstance(refused, RejectedToolCall)
+        assert "src/app.py" in refused.tool_error()
+
+    def test_integral_floats_are_integers(self) -> None:
+        args = '{"path": "a", "start_line": 3.0}'
+        decision = self.processor.process(ModelResponse("", (call("read_file", args),)), CODER)
         assert isinstance(decision, ToolCallDecision)
-        assert decision.call.arguments == {}
 
 
 def test_approval_policy_matches_globs() -> None:
@@ -107,6 +143,55 @@ def test_catalogue_schemas_name_their_required_arguments() -> None:
         "regex",
         "max_results",
     }
+
+
+def test_builtin_profiles_restrict_as_documented() -> None:
+    assert not set(DEBUG.allowed_tools) & {"write_file", "delete_file", "move_file"}
+    assert "execute_command" in DEBUG.allowed_tools
+    assert not set(ASK.allowed_tools) & {"write_file", "execute_command", "delete_file"}
+    assert set(CODER.allowed_tools) == set(TOOL_CATALOGUE)
+    assert ARCHITECT.path_restrictions[0].allows("README.md")
+    assert not ARCHITECT.path_restrictions[0].allows("main.py")
+
+
+class TestRouting:
+    agents = default_agents()
+
+    def test_good_json_is_used(self) -> None:
+        decision = parse_routing_answer(
+            'Sure: {"agent": "debug", "confidence": 0.9, "reason": "a stack trace"}', self.agents
+        )
+        assert decision is not None
+        assert (decision.agent, decision.confidence, decision.method) == (
+            "debug",
+            0.9,
+            RoutingMethod.MODEL,
+        )
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            "no json here",
+            '{"agent": "wizard"}',
+            '{"agent": "orchestrator"}',
+            "[1]",
+            '{"agent": 3}',
+            '{"agent": "debug"',
+        ],
+    )
+    def test_unusable_answers_are_none(self, answer: str) -> None:
+        assert parse_routing_answer(answer, self.agents) is None
+
+    def test_keywords_then_fallback(self) -> None:
+        assert (
+            route_by_keywords("I get a traceback and the tests are failing", self.agents).agent
+            == "debug"
+        )
+        assert route_by_keywords("please design the architecture", self.agents).agent == (
+            "architect"
+        )
+        fallback = route_by_keywords("hello", self.agents)
+        assert (fallback.agent, fallback.method) == ("coder", RoutingMethod.DEFAULT)
 
 
 def test_unknown_agent_is_invalid_input() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
 
 def make_handler(
-    model: LLMClient, uows: FakeUnitOfWorkFactory | None = None, **settings: int
+    model: LLMClient, uows: FakeUnitOfWorkFactory | None = None, **settings: Any
 ) -> tuple[TurnHandler, FakeUnitOfWorkFactory]:
     uows = uows or FakeUnitOfWorkFactory()
     handler = TurnHandler(
@@ -173,16 +174,40 @@ async def test_failed_commit_2_is_reported_and_rolled_back() -> None:
     assert uows.db.turns[stream[0].turn_id].status is TurnStatus.FAILED
 
 
-async def test_invalid_tool_call_ends_the_turn_with_an_error() -> None:
+async def test_invalid_tool_call_is_retried_without_reaching_the_client() -> None:
     bad: list[ModelEvent | BaseException] = [
         ModelResponse("", (RequestedToolCall("c", "read_file", "{not json"),))
     ]
-    handler, uows = make_handler(ScriptedModel(bad))
+    model = ScriptedModel(bad, text_answer("sorry, here is the answer"))
+    handler, uows = make_handler(model)
     stream = await run(handler, "read")
-    error = stream[-2].body
-    assert isinstance(error, chunks.TurnError)
-    assert error.error.reason == "TOOL_ARGUMENTS_INVALID"
-    assert len(uows.db.messages) == 1
+    assert bodies(stream) == [chunks.TurnStarted] + [chunks.AssistantDelta] * 5 + [
+        chunks.AssistantMessage,
+        chunks.TurnCompleted,
+    ]
+    roles = [(m.role, m.tool_call_id, m.is_error) for m in uows.db.messages]
+    assert roles == [
+        (Role.USER, None, False),
+        (Role.ASSISTANT, None, False),
+        (Role.TOOL, "c", True),
+        (Role.ASSISTANT, None, False),
+    ]
+    assert "not valid JSON" in uows.db.messages[2].content
+    # The model saw its mistake and the runtime's explanation.
+    assert [m.role for m in model.requests[1].history] == [Role.USER, Role.ASSISTANT, Role.TOOL]
+
+
+async def test_iterations_are_capped() -> None:
+    bad: list[ModelEvent | BaseException] = [
+        ModelResponse("", (RequestedToolCall("c", "no_such_tool", "{}"),))
+    ]
+    model = ScriptedModel(*[bad] * 3)
+    handler, uows = make_handler(model, max_iterations=3)
+    stream = await run(handler, "loop")
+    assert stream[-1].body == chunks.TurnCompleted(StopReason.MAX_ITERATIONS, Usage())
+    assert len(model.requests) == 3
+    assert uows.db.sessions["s1"].running_turn_id is None
+    assert uows.db.messages[-1].role is Role.TOOL
 
 
 async def test_busy_session_is_refused_before_turn_started() -> None:

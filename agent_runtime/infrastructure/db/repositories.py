@@ -10,10 +10,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Row, insert, select, update
+from sqlalchemy import CursorResult, Row, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
+    AgentSwitch,
+    Approval,
+    ApprovalStatus,
     Message,
     Role,
     Session,
@@ -24,7 +28,14 @@ from agent_runtime.domain.model import (
     TurnStatus,
     Usage,
 )
-from agent_runtime.infrastructure.db.tables import messages, sessions, turns
+from agent_runtime.infrastructure.db.tables import (
+    agent_switches,
+    approvals,
+    events,
+    messages,
+    sessions,
+    turns,
+)
 
 
 class SqlAlchemySessionRepository:
@@ -86,6 +97,57 @@ class SqlAlchemySessionRepository:
                 .values(running_turn_id=None)
             )
 
+    async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
+        await self._db.execute(
+            update(sessions)
+            .where(sessions.c.session_id == session_id)
+            .values(agent=switch.to_agent)
+        )
+        await self._db.execute(
+            insert(agent_switches).values(
+                session_id=session_id,
+                from_agent=switch.from_agent,
+                to_agent=switch.to_agent,
+                reason=switch.reason,
+                turn_id=switch.turn_id,
+                switched_at=switch.switched_at,
+            )
+        )
+
+    async def agent_history(self, session_id: str) -> list[AgentSwitch]:
+        rows = (
+            await self._db.execute(
+                select(agent_switches)
+                .where(agent_switches.c.session_id == session_id)
+                .order_by(agent_switches.c.switch_id)
+            )
+        ).all()
+        return [
+            AgentSwitch(r.from_agent, r.to_agent, r.reason, r.switched_at, r.turn_id) for r in rows
+        ]
+
+    async def mark_deleted(self, session_id: str, at: datetime) -> None:
+        await self._db.execute(
+            update(sessions).where(sessions.c.session_id == session_id).values(deleted_at=at)
+        )
+
+    async def page_by_activity(
+        self, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Session]:
+        query = select(sessions).where(sessions.c.deleted_at.is_(None))
+        if after is not None:
+            at, key = after
+            query = query.where(
+                or_(
+                    sessions.c.last_activity_at < at,
+                    and_(sessions.c.last_activity_at == at, sessions.c.session_id < key),
+                )
+            )
+        query = query.order_by(
+            sessions.c.last_activity_at.desc(), sessions.c.session_id.desc()
+        ).limit(limit)
+        return [_session_from_row(row) for row in (await self._db.execute(query)).all()]
+
 
 class SqlAlchemyTurnRepository:
     def __init__(self, db: AsyncSession) -> None:
@@ -143,6 +205,8 @@ class SqlAlchemyMessageRepository:
                 turn_id=message.turn_id,
                 incomplete=message.incomplete,
                 created_at=message.created_at,
+                is_error=message.is_error,
+                requested_call_id=call.call_id if (call := message.requested_call) else None,
             )
         )
 
@@ -168,6 +232,150 @@ class SqlAlchemyMessageRepository:
         ).all()
         return [_message_from_row(row) for row in rows]
 
+    async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
+        row = (
+            await self._db.execute(
+                select(messages).where(
+                    messages.c.session_id == session_id,
+                    messages.c.requested_call_id == call_id,
+                )
+            )
+        ).first()
+        return None if row is None else _message_from_row(row)
+
+    async def find_tool_result(self, session_id: str, call_id: str) -> Message | None:
+        row = (
+            await self._db.execute(
+                select(messages).where(
+                    messages.c.session_id == session_id, messages.c.tool_call_id == call_id
+                )
+            )
+        ).first()
+        return None if row is None else _message_from_row(row)
+
+    async def replace_tool_call(self, message_id: str, call: ToolCallRecord) -> None:
+        await self._db.execute(
+            update(messages)
+            .where(messages.c.message_id == message_id)
+            .values(tool_calls=_tool_calls_json((call,)), requested_call_id=call.call_id)
+        )
+
+
+class SqlAlchemyApprovalRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def add(self, approval: Approval) -> None:
+        await self._db.execute(insert(approvals).values(**_approval_values(approval)))
+
+    async def get(self, session_id: str, call_id: str) -> Approval | None:
+        row = (
+            await self._db.execute(
+                select(approvals).where(
+                    approvals.c.session_id == session_id, approvals.c.call_id == call_id
+                )
+            )
+        ).first()
+        return None if row is None else _approval_from_row(row)
+
+    async def save(self, approval: Approval) -> None:
+        values = _approval_values(approval)
+        del values["approval_id"]
+        await self._db.execute(
+            update(approvals).where(approvals.c.approval_id == approval.approval_id).values(values)
+        )
+
+    async def open_for_session(self, session_id: str) -> list[Approval]:
+        rows = (
+            await self._db.execute(
+                select(approvals).where(
+                    approvals.c.session_id == session_id,
+                    approvals.c.status == ApprovalStatus.PENDING.value,
+                )
+            )
+        ).all()
+        return [_approval_from_row(row) for row in rows]
+
+    async def pending_page(
+        self, session_id: str, now: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Approval]:
+        query = select(approvals).where(
+            approvals.c.session_id == session_id,
+            approvals.c.status == ApprovalStatus.PENDING.value,
+            approvals.c.expires_at > now,
+        )
+        if after is not None:
+            at, key = after
+            query = query.where(
+                or_(
+                    approvals.c.created_at > at,
+                    and_(approvals.c.created_at == at, approvals.c.call_id > key),
+                )
+            )
+        query = query.order_by(approvals.c.created_at, approvals.c.call_id).limit(limit)
+        return [_approval_from_row(row) for row in (await self._db.execute(query)).all()]
+
+    async def count_pending(self, session_id: str, now: datetime) -> int:
+        count = await self._db.scalar(
+            select(func.count())
+            .select_from(approvals)
+            .where(
+                approvals.c.session_id == session_id,
+                approvals.c.status == ApprovalStatus.PENDING.value,
+                approvals.c.expires_at > now,
+            )
+        )
+        return int(count or 0)
+
+
+class SqlAlchemyEventRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+        self.added = 0  # tells the unit of work whether a commit publishes events
+
+    async def add(self, event: Event) -> None:
+        await self._db.execute(
+            insert(events).values(
+                type=event.type.value,
+                session_id=event.session_id,
+                turn_id=event.turn_id,
+                data=json.dumps(event.data, default=str),
+                occurred_at=event.occurred_at,
+            )
+        )
+        self.added += 1
+
+    async def after(
+        self,
+        event_id: int,
+        *,
+        session_id: str | None,
+        types: frozenset[EventType],
+        limit: int,
+    ) -> list[StoredEvent]:
+        query = select(events).where(events.c.event_id > event_id)
+        if session_id:
+            query = query.where(events.c.session_id == session_id)
+        if types:
+            query = query.where(events.c.type.in_(sorted(t.value for t in types)))
+        rows = (await self._db.execute(query.order_by(events.c.event_id).limit(limit))).all()
+        return [
+            StoredEvent(
+                row.event_id,
+                Event(
+                    EventType(row.type),
+                    row.session_id,
+                    row.occurred_at,
+                    row.turn_id,
+                    json.loads(row.data),
+                ),
+            )
+            for row in rows
+        ]
+
+    async def last_id(self) -> int:
+        return int(await self._db.scalar(select(func.max(events.c.event_id))) or 0)
+
 
 # -- row <-> domain mapping ---------------------------------------------------------------
 
@@ -181,6 +389,7 @@ def _session_from_row(row: Row[Any]) -> Session:
         running_turn_id=row.running_turn_id,
         created_at=row.created_at,
         last_activity_at=row.last_activity_at,
+        deleted_at=row.deleted_at,
     )
 
 
@@ -244,4 +453,45 @@ def _message_from_row(row: Row[Any]) -> Message:
         tool_calls=calls,
         tool_call_id=row.tool_call_id,
         incomplete=bool(row.incomplete),
+        is_error=bool(row.is_error),
+    )
+
+
+def _approval_values(approval: Approval) -> dict[str, Any]:
+    return {
+        "approval_id": approval.approval_id,
+        "session_id": approval.session_id,
+        "call_id": approval.call_id,
+        "message_id": approval.message_id,
+        "turn_id": approval.turn_id,
+        "tool_name": approval.tool_name,
+        "arguments": json.dumps(approval.arguments),
+        "final_arguments": (
+            None if approval.final_arguments is None else json.dumps(approval.final_arguments)
+        ),
+        "reason": approval.reason,
+        "status": approval.status.value,
+        "feedback": approval.feedback,
+        "created_at": approval.created_at,
+        "expires_at": approval.expires_at,
+        "decided_at": approval.decided_at,
+    }
+
+
+def _approval_from_row(row: Row[Any]) -> Approval:
+    return Approval(
+        approval_id=row.approval_id,
+        session_id=row.session_id,
+        call_id=row.call_id,
+        message_id=row.message_id,
+        turn_id=row.turn_id,
+        tool_name=row.tool_name,
+        arguments=json.loads(row.arguments),
+        reason=row.reason,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        status=ApprovalStatus(row.status),
+        final_arguments=None if row.final_arguments is None else json.loads(row.final_arguments),
+        feedback=row.feedback,
+        decided_at=row.decided_at,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -51,6 +52,9 @@ sessions = Table(
     Column("running_turn_id", String(64), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_activity_at", UTCDateTime(), nullable=False),
+    # Soft delete: the row stays (its id stays taken) but the session is NOT_FOUND everywhere.
+    Column("deleted_at", UTCDateTime(), nullable=True),
+    Index("ix_sessions_last_activity", "last_activity_at", "session_id"),
 )
 
 turns = Table(
@@ -88,5 +92,67 @@ messages = Table(
     Column("turn_id", String(64), nullable=True),
     Column("incomplete", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("is_error", Boolean, nullable=False, default=False),
+    # The call an assistant message requests (one tool at a time), to find it by call id.
+    Column("requested_call_id", String(128), nullable=True),
     UniqueConstraint("session_id", "position", name="uq_messages_session_position"),
+    Index("ix_messages_requested_call", "session_id", "requested_call_id"),
+    Index("ix_messages_tool_call", "session_id", "tool_call_id"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("approval_id", String(64), primary_key=True),
+    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    Column("call_id", String(128), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("turn_id", String(64), nullable=False),
+    Column("tool_name", String(64), nullable=False),
+    Column("arguments", Text, nullable=False),  # JSON, as the model asked: kept for the record
+    Column("final_arguments", Text, nullable=True),  # JSON, what was approved to run
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("feedback", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("decided_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("session_id", "call_id", name="uq_approvals_session_call"),
+    Index("ix_approvals_session_status", "session_id", "status"),
+)
+
+agent_switches = Table(
+    "agent_switches",
+    metadata,
+    Column(
+        "switch_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    Column("from_agent", String(64), nullable=False),
+    Column("to_agent", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("turn_id", String(64), nullable=True),
+    Column("switched_at", UTCDateTime(), nullable=False),
+    Index("ix_agent_switches_session", "session_id"),
+)
+
+# The transactional outbox: written in the same transaction as the change it describes.
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "event_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("type", String(48), nullable=False),
+    Column("session_id", String(128), nullable=False),
+    Column("turn_id", String(64), nullable=True),
+    Column("data", Text, nullable=False),  # JSON object
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Index("ix_events_session", "session_id", "event_id"),
 )

@@ -7,24 +7,34 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_runtime.application.ports import (
+    ApprovalRepository,
+    EventRepository,
     MessageRepository,
     SessionRepository,
     TurnRepository,
 )
 from agent_runtime.infrastructure.db.repositories import (
+    SqlAlchemyApprovalRepository,
+    SqlAlchemyEventRepository,
     SqlAlchemyMessageRepository,
     SqlAlchemySessionRepository,
     SqlAlchemyTurnRepository,
 )
+from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 
 class SqlAlchemyUnitOfWork:
     sessions: SessionRepository
     turns: TurnRepository
     messages: MessageRepository
+    approvals: ApprovalRepository
+    events: EventRepository
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], signal: LocalEventSignal
+    ) -> None:
         self._session_factory = session_factory
+        self._signal = signal
         self._db: AsyncSession | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
@@ -32,6 +42,9 @@ class SqlAlchemyUnitOfWork:
         self.sessions = SqlAlchemySessionRepository(self._db)
         self.turns = SqlAlchemyTurnRepository(self._db)
         self.messages = SqlAlchemyMessageRepository(self._db)
+        self.approvals = SqlAlchemyApprovalRepository(self._db)
+        self._outbox = SqlAlchemyEventRepository(self._db)
+        self.events = self._outbox
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -44,9 +57,13 @@ class SqlAlchemyUnitOfWork:
 
     async def commit(self) -> None:
         await self._session.commit()
+        if self._outbox.added:
+            self._outbox.added = 0
+            self._signal.notify()  # only after the commit: watchers must see committed rows
 
     async def rollback(self) -> None:
         await self._session.rollback()
+        self._outbox.added = 0
 
     @property
     def _session(self) -> AsyncSession:
@@ -65,8 +82,9 @@ async def _rollback_and_close(db: AsyncSession) -> None:
 class SqlAlchemyUnitOfWorkFactory:
     """Makes a fresh unit of work per use; shared by every RPC of the process."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, signal: LocalEventSignal | None = None) -> None:
         self._session_factory = async_sessionmaker(engine, expire_on_commit=False)
+        self.signal = signal or LocalEventSignal()
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._session_factory)
+        return SqlAlchemyUnitOfWork(self._session_factory, self.signal)

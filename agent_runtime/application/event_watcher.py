@@ -1,0 +1,45 @@
+"""WatchEvents: replay committed events after a cursor, then follow live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from agent_runtime.application.commands import WatchEvents
+from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
+from agent_runtime.domain.events import StoredEvent
+from agent_runtime.domain.model import validate_session_id
+
+BATCH = 500
+
+
+class EventWatcher:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, signal: EventSignal, *, poll_seconds: float = 1.0
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._signal = signal
+        # Commits by other processes sharing the database are found by polling this often.
+        self._poll_seconds = poll_seconds
+
+    async def start_cursor(self, query: WatchEvents) -> int:
+        """The event id the watch starts after: the request's cursor, or the newest event."""
+        if query.session_id:
+            validate_session_id(query.session_id)
+        if query.after_event_id is not None:
+            return query.after_event_id
+        async with self._uow_factory() as uow:
+            return await uow.events.last_id()
+
+    async def watch(self, query: WatchEvents, cursor: int) -> AsyncGenerator[StoredEvent, None]:
+        """Events after `cursor` in commit order, each once, until the caller stops."""
+        while True:
+            generation = self._signal.generation()
+            async with self._uow_factory() as uow:
+                batch = await uow.events.after(
+                    cursor, session_id=query.session_id or None, types=query.types, limit=BATCH
+                )
+            for stored in batch:
+                cursor = stored.event_id
+                yield stored
+            if len(batch) < BATCH:
+                await self._signal.wait(generation, self._poll_seconds)

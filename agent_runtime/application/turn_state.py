@@ -1,0 +1,63 @@
+"""What one running turn knows, and the bookkeeping its commits need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_runtime.domain import chunks
+from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.model import Message, Session, StopReason, Turn, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How an input starts its turn: chunks to send after TurnStarted, then a model call or not."""
+
+    input_message_id: str = ""
+    chunks: tuple[chunks.ChunkBody, ...] = ()
+    run_model: bool = True
+    # When no model call follows, the turn ends with this.
+    stop_reason: StopReason = StopReason.END_TURN
+
+
+@dataclass(slots=True)
+class TurnState:
+    session: Session
+    turn: Turn
+    agent: AgentProfile
+    history: list[Message]
+    # The model the request asked for ("" = the agent's or the runtime's default).
+    model_override: str = ""
+    usage: Usage = field(default_factory=Usage)
+    # Text streamed by the model call in flight (kept as an incomplete message on cancel).
+    partial_text: list[str] = field(default_factory=list)
+    # time.monotonic() when the model call in flight started; None when none is.
+    model_call_started: float | None = None
+    # The last model call's completion, until a commit has recorded it.
+    model_outcome: dict[str, Any] | None = None
+    finished: bool = False
+    _next_seq: int = 1
+    _committed_count: int = 0
+    _committed_history: int = 0
+
+    def __post_init__(self) -> None:
+        self.checkpoint()
+
+    def chunk(self, body: chunks.ChunkBody) -> chunks.Chunk:
+        seq = self._next_seq
+        self._next_seq += 1
+        return chunks.Chunk(self.session.session_id, self.turn.turn_id, seq, body)
+
+    def next_position(self) -> int:
+        return self.session.next_position()
+
+    def checkpoint(self) -> None:
+        """Everything so far is committed."""
+        self._committed_count = self.session.message_count
+        self._committed_history = len(self.history)
+
+    def restore(self) -> None:
+        """Forget what the rolled-back transaction had appended."""
+        self.session.message_count = self._committed_count
+        del self.history[self._committed_history :]

@@ -1,0 +1,249 @@
+"""Agent profiles and approval rules from a TOML file (AGENT_RUNTIME_AGENTS_FILE).
+
+    default_agent = "coder"          # optional
+    replace_builtin = false          # true: only the agents defined here exist
+
+    [approval]                       # optional: the default approval rules of every agent
+    require = ["write_file", "delete_file", "execute_*"]
+
+    [agents.reviewer]                # a new agent (or a built-in one to adjust)
+    description = "Reviews code without changing it"
+    system_prompt = "You review code..."
+    allowed_tools = ["read_file", "list_files", "search_in_code"]
+    approval_rules = ["execute_command"]    # optional, overrides [approval]
+    model = ""                              # optional
+    routing_keywords = ["review"]           # optional, for the orchestrator's fallback
+
+    [[agents.reviewer.path_restrictions]]
+    tools = ["write_file"]
+    allowed_path_regex = "\\.md$"
+    description = "reviews are Markdown"
+
+Fields left out of a built-in agent's table keep their built-in values. Any problem stops
+start-up with the file, the line and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from agent_runtime.domain.agents import (
+    BUILTIN_AGENTS,
+    AgentCatalogue,
+    AgentProfile,
+    PathRestriction,
+)
+from agent_runtime.domain.approval import ApprovalPolicy
+from agent_runtime.domain.tools import TOOL_CATALOGUE
+
+_TOP_KEYS = {"default_agent", "replace_builtin", "approval", "agents"}
+_AGENT_KEYS = {
+    "description",
+    "system_prompt",
+    "allowed_tools",
+    "approval_rules",
+    "path_restrictions",
+    "model",
+    "routing_keywords",
+}
+_RESTRICTION_KEYS = {"tools", "allowed_path_regex", "description"}
+
+
+class AgentsFileError(ValueError):
+    """The agents file cannot be used; the message names the file, the line and the problem."""
+
+
+def load_agents(path: str | Path) -> AgentCatalogue:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AgentsFileError(f"{file}: cannot read the agents file: {exc.strerror}") from exc
+    return parse_agents(text, str(file))
+
+
+def parse_agents(text: str, source: str = "<agents file>") -> AgentCatalogue:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message already says "(at line N, column M)".
+        raise AgentsFileError(f"{source}: not valid TOML: {exc}") from exc
+    return _Parser(text, source).catalogue(data)
+
+
+class _Parser:
+    def __init__(self, text: str, source: str) -> None:
+        self._lines = text.splitlines()
+        self._source = source
+
+    def fail(self, problem: str, *, table: str | None = None, key: str | None = None) -> None:
+        line = self._line_of(table, key)
+        where = f"{self._source}:{line}" if line else self._source
+        raise AgentsFileError(f"{where}: {problem}")
+
+    def _line_of(self, table: str | None, key: str | None) -> int | None:
+        """Best effort: the line of `key` inside `[table]` (or of the table header)."""
+        start = 0
+        if table is not None:
+            header = re.compile(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
+            found = next((i for i, line in enumerate(self._lines) if header.match(line)), None)
+            if found is None:
+                return None
+            start = found
+            if key is None:
+                return found + 1
+        if key is not None:
+            key_line = re.compile(rf"^\s*{re.escape(key)}\s*=")
+            for i in range(start, len(self._lines)):
+                if i > start and table is not None and self._lines[i].lstrip().startswith("["):
+                    break
+                if key_line.match(self._lines[i]):
+                    return i + 1
+        return None
+
+    def catalogue(self, data: dict[str, Any]) -> AgentCatalogue:
+        for key in data:
+            if key not in _TOP_KEYS:
+                self.fail(
+                    f"unknown setting '{key}' (known: {', '.join(sorted(_TOP_KEYS))})", key=key
+                )
+        replace_builtin = data.get("replace_builtin", False)
+        if not isinstance(replace_builtin, bool):
+            self.fail("replace_builtin must be true or false", key="replace_builtin")
+
+        policy = ApprovalPolicy()
+        approval = data.get("approval", {})
+        if not isinstance(approval, dict):
+            self.fail("[approval] must be a table", key="approval")
+        for key in approval:
+            if key != "require":
+                self.fail(
+                    f"unknown setting '{key}' in [approval] (known: require)",
+                    table="approval",
+                    key=key,
+                )
+        if "require" in approval:
+            policy = ApprovalPolicy(
+                tuple(self._strings(approval["require"], "approval", "require"))
+            )
+
+        profiles: dict[str, AgentProfile] = {}
+        if not replace_builtin:
+            profiles = {p.name: replace(p, approval_policy=policy) for p in BUILTIN_AGENTS}
+        agents = data.get("agents", {})
+        if not isinstance(agents, dict):
+            self.fail("agents must be tables like [agents.NAME]", key="agents")
+        for name, table in agents.items():
+            profiles[name] = self._agent(name, table, profiles.get(name), policy)
+        if not profiles:
+            self.fail("no agents: replace_builtin is true but no [agents.NAME] table is given")
+
+        default = data.get(
+            "default_agent", "coder" if "coder" in profiles else next(iter(profiles))
+        )
+        if not isinstance(default, str) or default not in profiles:
+            self.fail(
+                f"default_agent '{default}' is not a defined agent "
+                f"(defined: {', '.join(sorted(profiles))})",
+                key="default_agent",
+            )
+        return AgentCatalogue(profiles=profiles, default_agent=default)
+
+    def _agent(
+        self, name: str, table: Any, base: AgentProfile | None, policy: ApprovalPolicy
+    ) -> AgentProfile:
+        where = f"agents.{name}"
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", name):
+            self.fail(
+                f"agent name '{name}' must be lowercase letters, digits, '-' or '_'", table=where
+            )
+        if not isinstance(table, dict):
+            self.fail(f"[{where}] must be a table", table=where)
+        for key in table:
+            if key not in _AGENT_KEYS:
+                self.fail(
+                    f"unknown setting '{key}' for agent '{name}' "
+                    f"(known: {', '.join(sorted(_AGENT_KEYS))})",
+                    table=where,
+                    key=key,
+                )
+        if base is None:
+            for required in ("description", "system_prompt", "allowed_tools"):
+                if required not in table:
+                    self.fail(f"new agent '{name}' needs '{required}'", table=where)
+        profile = base or AgentProfile(name, "", "", (), policy)
+
+        changes: dict[str, Any] = {}
+        for key in ("description", "system_prompt", "model"):
+            if key in table:
+                if not isinstance(table[key], str):
+                    self.fail(f"{key} must be a string", table=where, key=key)
+                changes[key] = table[key]
+        if "allowed_tools" in table:
+            tools = self._strings(table["allowed_tools"], where, "allowed_tools")
+            for tool in tools:
+                if tool not in TOOL_CATALOGUE:
+                    self.fail(
+                        f"unknown tool '{tool}' (known: {', '.join(TOOL_CATALOGUE)})",
+                        table=where,
+                        key="allowed_tools",
+                    )
+            changes["allowed_tools"] = tuple(tools)
+        if "approval_rules" in table:
+            changes["approval_policy"] = ApprovalPolicy(
+                tuple(self._strings(table["approval_rules"], where, "approval_rules"))
+            )
+        if "routing_keywords" in table:
+            changes["routing_keywords"] = tuple(
+                self._strings(table["routing_keywords"], where, "routing_keywords")
+            )
+        if "path_restrictions" in table:
+            changes["path_restrictions"] = self._restrictions(table["path_restrictions"], where)
+        return replace(profile, **changes)
+
+    def _restrictions(self, value: Any, where: str) -> tuple[PathRestriction, ...]:
+        table = f"{where}.path_restrictions"
+        if not isinstance(value, list):
+            self.fail("path_restrictions must be [[...]] tables", table=table)
+        result = []
+        for item in value:
+            if not isinstance(item, dict):
+                self.fail("each path restriction must be a table", table=table)
+            for key in item:
+                if key not in _RESTRICTION_KEYS:
+                    self.fail(
+                        f"unknown setting '{key}' in a path restriction "
+                        f"(known: {', '.join(sorted(_RESTRICTION_KEYS))})",
+                        table=table,
+                        key=key,
+                    )
+            regex = item.get("allowed_path_regex")
+            if not isinstance(regex, str):
+                self.fail(
+                    "allowed_path_regex is required and must be a string",
+                    table=table,
+                    key="allowed_path_regex",
+                )
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                self.fail(
+                    f"allowed_path_regex is not a valid regular expression: {exc}",
+                    table=table,
+                    key="allowed_path_regex",
+                )
+            description = item.get("description", "")
+            if not isinstance(description, str):
+                self.fail("description must be a string", table=table, key="description")
+            tools = tuple(self._strings(item.get("tools", ["*"]), table, "tools"))
+            result.append(PathRestriction(tools, regex, description))
+        return tuple(result)
+
+    def _strings(self, value: Any, table: str, key: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(f"{key} must be a list of strings", table=table, key=key)
+        return list(value)

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.infrastructure.agents_file import AgentsFileError, load_agents, parse_agents
+
+GOOD = """
+default_agent = "reviewer"
+
+[approval]
+require = ["write_file", "execute_*"]
+
+[agents.reviewer]
+description = "Reviews code"
+system_prompt = "You review code."
+allowed_tools = ["read_file", "write_file"]
+routing_keywords = ["review"]
+
+[[agents.reviewer.path_restrictions]]
+tools = ["write_file"]
+allowed_path_regex = "\\\\.md$"
+description = "reviews are Markdown"
+
+[agents.coder]
+approval_rules = []
+"""
+
+
+def test_a_file_extends_and_adjusts_the_builtin_agents() -> None:
+    catalogue = parse_agents(GOOD)
+    assert catalogue.default_agent == "reviewer"
+    reviewer = catalogue.get("reviewer")
+    assert reviewer.allowed_tools == ("read_file", "write_file")
+    assert reviewer.approval_policy.reason_for("write_file")
+    assert reviewer.path_restrictions[0].allows("notes.md")
+    assert not reviewer.path_restrictions[0].allows("main.py")
+    coder = catalogue.get("coder")
+    assert coder.approval_policy.reason_for("execute_command") is None  # rules emptied
+    assert "expert software engineer" in coder.system_prompt  # the rest kept
+    assert catalogue.get("debug").approval_policy.reason_for("execute_command")  # [approval]
+    assert catalogue.get("debug").approval_policy.reason_for("delete_file") is None
+
+
+def test_replace_builtin_keeps_only_the_files_agents() -> None:
+    catalogue = parse_agents(
+        GOOD.replace(
+            'default_agent = "reviewer"', 'default_agent = "reviewer"\nreplace_builtin = true'
+        ).replace("[agents.coder]\napproval_rules = []\n", "")
+    )
+    assert set(catalogue.profiles) == {"reviewer"}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        (
+            '[agents.x]\ndescription = "d"\nsystem_prompt = "p"\nallowed_tools = ["rm"]\n',
+            4,
+            "unknown tool 'rm'",
+        ),
+        ('[agents.coder]\nallowed_tool = ["read_file"]\n', 2, "unknown setting 'allowed_tool'"),
+        ('[agents.x]\ndescription = "d"\n', 1, "new agent 'x' needs 'system_prompt'"),
+        ('default_agent = "nobody"\n', 1, "default_agent 'nobody' is not a defined agent"),
+        (
+            '[agents.coder]\n\n[[agents.coder.path_restrictions]]\nallowed_path_regex = "("\n',
+            4,
+            "not a valid regular expression",
+        ),
+        ("[agents.coder\n", 1, "not valid TOML"),
+        ("[agents.coder]\nmodel = 3\n", 2, "model must be a string"),
+    ],
+)
+def test_problems_name_the_line(text: str, line: int, problem: str) -> None:
+    with pytest.raises(AgentsFileError) as caught:
+        parse_agents(text, "agents.toml")
+    message = str(caught.value)
+    assert problem in message
+    assert f"agents.toml:{line}" in message or f"line {line}" in message
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(AgentsFileError, match="cannot read the agents file"):
+        load_agents(tmp_path / "nope.toml")
