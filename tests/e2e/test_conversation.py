@@ -233,3 +233,30 @@ class TestExpiry:
         assert only(chunks, "assistant_message").assistant_message.content == "Left it alone."
         told = model_server.requests[-1]["messages"][-1]
         assert told["tool_call_id"] == "call_d" and "expired" in told["content"]
+
+
+class TestAgentsFile:
+    @pytest.fixture
+    def settings_overrides(self, tmp_path: Any) -> dict[str, Any]:
+        path = tmp_path / "agents.toml"
+        path.write_text(
+            'default_agent = "reviewer"\n'
+            "[agents.reviewer]\n"
+            'description = "Reviews code"\n'
+            'system_prompt = "You are a meticulous reviewer."\n'
+            'allowed_tools = ["read_file"]\n'
+        )
+        return {"agents_file": str(path)}
+
+    async def test_agents_from_the_file_are_served(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        listed = await client.agents.ListAgents(ag.ListAgentsRequest())
+        reviewer = next(a for a in listed.agents if a.name == "reviewer")
+        assert reviewer.is_default and list(reviewer.allowed_tools) == ["read_file"]
+        model_server.enqueue(text_answer("Looks good."))
+        chunks = await client.turn(user_message("s1", "review this"))
+        assert only(chunks, "turn_started").turn_started.agent == "reviewer"
+        sent = model_server.requests[0]
+        assert sent["messages"][0]["content"] == "You are a meticulous reviewer."
+        assert [t["function"]["name"] for t in sent["tools"]] == ["read_file"]

@@ -20,7 +20,7 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc, session_pb2_grpc
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import FakeModelServer, text_answer
-from tests.support.grpc_helpers import kinds, user_message
+from tests.support.grpc_helpers import decision, kinds, tool_result, user_message
 from tests.support.server_process import ServerProcess
 
 
@@ -138,6 +138,12 @@ async def test_reflection_health_and_builtin_fake_model(tmp_path: Path) -> None:
         )
         assert kinds(tool) == ["turn_started", "tool_call", "turn_completed"]
         assert tool[1].tool_call.requires_approval is True
+        approved = await stream(
+            address, decision("demo", tool[1].tool_call.call_id, rt.DECISION_APPROVE)
+        )
+        assert approved[1].tool_call.requires_approval is False
+        answered = await stream(address, tool_result("demo", tool[1].tool_call.call_id, "ok!"))
+        assert answered[-2].assistant_message.content == "The tool returned: ok!"
         failed = await stream(address, user_message("demo", "/error"))
         assert kinds(failed)[-2:] == ["error", "turn_completed"]
     finally:

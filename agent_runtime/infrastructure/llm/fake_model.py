@@ -4,6 +4,8 @@ It lets a new user see every chunk type from grpcurl without any model at hand:
   /tool NAME {json}   -> a tool call to NAME with those arguments (JSON optional)
   /error              -> streams a few tokens, then fails like a broken endpoint
   anything else       -> an answer that echoes the message, streamed word by word
+After a tool result (or a rejection) it answers with what the tool returned, so a tool
+call always ends in a final answer.
 """
 
 from __future__ import annotations
@@ -45,12 +47,17 @@ class FakeModelClient:
     """Implements the LLMClient port without any network."""
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
-        last = next((m for m in reversed(request.history) if m.role is Role.USER), None)
-        prompt = last.content.strip() if last else ""
-        usage = Usage(
-            prompt_tokens=sum(len(m.content.split()) for m in request.history), completion_tokens=0
-        )
+        history = request.history
+        prompt_tokens = sum(len(m.content.split()) for m in history)
+        if history and history[-1].role is Role.TOOL:
+            result = history[-1].content
+            excerpt = result if len(result) <= 200 else result[:200] + "..."
+            async for event in _stream_text(f"The tool returned: {excerpt}", prompt_tokens):
+                yield event
+            return
 
+        last = next((m for m in reversed(history) if m.role is Role.USER), None)
+        prompt = last.content.strip() if last else ""
         command = _TOOL_COMMAND.match(prompt)
         if command:
             name = command.group("name")
@@ -60,7 +67,7 @@ class FakeModelClient:
             yield ModelResponse(
                 "",
                 (RequestedToolCall(call_id, name, arguments),),
-                Usage(usage.prompt_tokens, 1),
+                Usage(prompt_tokens, 1),
                 "tool_calls",
             )
             return
@@ -73,7 +80,12 @@ class FakeModelClient:
             )
 
         answer = f"This is the built-in fake model (no LLM configured). You said: {prompt}"
-        words = re.findall(r"\S+\s*", answer)
-        for word in words:
-            yield TextDelta(word)
-        yield ModelResponse(answer, (), Usage(usage.prompt_tokens, len(words)), "stop")
+        async for event in _stream_text(answer, prompt_tokens):
+            yield event
+
+
+async def _stream_text(answer: str, prompt_tokens: int) -> AsyncGenerator[ModelEvent, None]:
+    words = re.findall(r"\S+\s*", answer)
+    for word in words:
+        yield TextDelta(word)
+    yield ModelResponse(answer, (), Usage(prompt_tokens, len(words)), "stop")
