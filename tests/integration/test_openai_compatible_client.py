@@ -33,6 +33,7 @@ from agent_runtime.infrastructure.llm.openai_compatible import (
     OpenAICompatibleClient,
     create_http_client,
 )
+from agent_runtime.infrastructure.llm.resilience import RetryPolicy
 from tests.support.fake_model_server import (
     FakeModelServer,
     RequestBody,
@@ -46,6 +47,8 @@ from tests.support.fake_model_server import (
 )
 
 API_KEY = "sk-test-0123456789abcdef-SECRET"
+# These tests are about what one response becomes; retries are in test_model_endpoint_faults.py.
+NO_RETRY = RetryPolicy(max_attempts=1)
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -65,6 +68,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 def make_client(
     server: FakeModelServer, http: httpx.AsyncClient, **options: Any
 ) -> OpenAICompatibleClient:
+    options.setdefault("retry", NO_RETRY)
     return OpenAICompatibleClient(
         http, base_url=server.base_url, model="default-model", api_key=API_KEY, **options
     )
@@ -475,7 +479,11 @@ def closed_port() -> Iterator[int]:
 
 async def test_connection_refused_is_unreachable(http: httpx.AsyncClient, closed_port: int) -> None:
     client = OpenAICompatibleClient(
-        http, base_url=f"http://127.0.0.1:{closed_port}/v1", model="m", api_key=API_KEY
+        http,
+        base_url=f"http://127.0.0.1:{closed_port}/v1",
+        model="m",
+        api_key=API_KEY,
+        retry=NO_RETRY,
     )
 
     with pytest.raises(ModelUnavailable) as caught:
@@ -629,7 +637,11 @@ async def test_api_key_never_appears_in_an_error(
 
 async def test_api_key_not_in_unreachable_error(http: httpx.AsyncClient, closed_port: int) -> None:
     client = OpenAICompatibleClient(
-        http, base_url=f"http://127.0.0.1:{closed_port}/v1", model="m", api_key=API_KEY
+        http,
+        base_url=f"http://127.0.0.1:{closed_port}/v1",
+        model="m",
+        api_key=API_KEY,
+        retry=NO_RETRY,
     )
 
     with pytest.raises(ModelUnavailable) as caught:

@@ -404,6 +404,59 @@ def raw_sse(frames: list[bytes]) -> ScriptedResponse:
     return ScriptedResponse(respond, f"raw_sse({len(frames)} frames)")
 
 
+def stall_after(
+    text: str = "",
+    *,
+    ping_interval: float | None = None,
+    on_disconnect: Callable[[], None] | None = None,
+) -> ScriptedResponse:
+    """A hung model: starts the stream (role chunk, then the words of `text`, one chunk each),
+    then sends nothing more until the client closes the connection, except an SSE comment
+    ": ping" every `ping_interval` seconds if given (a proxy keeping the connection warm).
+    Only the client disconnecting ends it; `on_disconnect` is then called."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_event(_chunk(request, {"role": "assistant", "content": ""}))
+        for word in words(text):
+            await out.send_event(_chunk(request, {"content": word}))
+        await _wait_for_disconnect(out, ping_interval)
+        if on_disconnect is not None:
+            on_disconnect()
+
+    return ScriptedResponse(respond, f"stall_after({text!r})")
+
+
+def hang_until_disconnect(on_disconnect: Callable[[], None] | None = None) -> ScriptedResponse:
+    """Sends nothing at all, not even the status line, until the client closes the
+    connection; `on_disconnect` is then called."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.wait_for_disconnect()
+        out.abort()  # the server's fallback 500 then fails quietly on the closed connection
+        if on_disconnect is not None:
+            on_disconnect()
+
+    return ScriptedResponse(respond, "hang_until_disconnect()")
+
+
+async def _wait_for_disconnect(out: ResponseWriter, ping_interval: float | None) -> None:
+    pinger = None if ping_interval is None else asyncio.create_task(_ping(out, ping_interval))
+    try:
+        await out.wait_for_disconnect()
+    finally:
+        if pinger is not None:
+            pinger.cancel()
+            await asyncio.gather(pinger, return_exceptions=True)  # a ping may hit the closed socket
+    out.abort()  # nothing may be written after this, not even the chunked terminator
+
+
+async def _ping(out: ResponseWriter, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)  # the server's behaviour, not test synchronisation
+        await out.send_chunk(b": ping\n\n")
+
+
 def words(text: str) -> list[str]:
     """Whitespace-separated tokens with their trailing spaces: "".join(words(t)) == t."""
     return re.findall(r"^\s+|\S+\s*", text)

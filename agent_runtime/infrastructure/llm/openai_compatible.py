@@ -7,11 +7,16 @@ OpenAI itself, vLLM, llama.cpp, Ollama, LM Studio, LiteLLM, OpenRouter... all ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import logging
+import random
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import httpx
 
@@ -31,7 +36,18 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.infrastructure.llm.resilience import (
+    DEFAULT_RETRY_POLICY,
+    DEFAULT_TIMEOUTS,
+    ModelTimeouts,
+    RetryPolicy,
+    is_transient,
+    retry_delay,
+)
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEParser
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _EXCERPT_CHARS = 500
 _ERROR_BODY_BYTES = 8192  # enough for any error message; a proxy's HTML page is not worth more
@@ -52,6 +68,10 @@ _REJECTION_HINTS = (
     "context_length",
     "unsupported",
 )
+
+# Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter...) stream their thinking. It is not
+# part of the answer, but it shows the model is working: it stops the first-token clock.
+_REASONING_KEYS = ("reasoning_content", "reasoning")
 
 Redactor = Callable[[str], str]
 
@@ -77,7 +97,11 @@ def create_http_client(
 
 
 class OpenAICompatibleClient:
-    """LLMClient over HTTP. Does not own `http`: whoever created it closes it."""
+    """LLMClient over HTTP. Does not own `http`: whoever created it closes it.
+
+    A request that fails before the model produced any output is sent again (see
+    RetryPolicy); once output has arrived, a failure ends the answer with that error.
+    """
 
     def __init__(
         self,
@@ -88,12 +112,26 @@ class OpenAICompatibleClient:
         api_key: str = "",
         extra_headers: Mapping[str, str] | None = None,
         stream: bool = True,
+        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+        timeouts: ModelTimeouts = DEFAULT_TIMEOUTS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] = random.random,
     ) -> None:
         self._http = http
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._model = model
         self._api_key = api_key
         self._stream = stream
+        self._retry = retry
+        self._timeouts = timeouts
+        self._sleep = sleep
+        self._random = random
+        # The shared client's timeouts, but this client's connect timeout. Its read timeout
+        # stays as a backstop; first_token and idle are enforced around each read instead.
+        shared = http.timeout
+        self._http_timeout = httpx.Timeout(
+            connect=timeouts.connect, read=shared.read, write=shared.write, pool=shared.pool
+        )
         headers = {
             "Accept": "text/event-stream" if stream else "application/json",
             "Content-Type": "application/json",
@@ -107,31 +145,75 @@ class OpenAICompatibleClient:
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
         # Serialised here rather than by httpx, which refuses NaN and would raise ValueError.
         body = json.dumps(self._request_body(request), ensure_ascii=False).encode()
-        answer = _Answer(self._redact)
+        for attempt in itertools.count(1):
+            answer = _Answer(self._redact)
+            try:
+                # aclosing: an early exit (consumer's aclose, cancellation) closes the attempt,
+                # and with it the HTTP response, at once rather than whenever it is collected.
+                async with contextlib.aclosing(self._attempt(body, answer)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except ModelError as error:
+                # Only ModelError: CancelledError and GeneratorExit are never retried.
+                if answer.output_started:
+                    raise  # the consumer may have seen part of this answer: no second one
+                delay = self._retry_delay(error, attempt)
+                if delay is None:
+                    raise
+            await self._sleep(delay)
+
+    def _retry_delay(self, error: ModelError, attempt: int) -> float | None:
+        """How long to wait before trying again after `error`, or None to give up."""
+        decision = retry_delay(
+            self._retry, error, attempt, random=self._random, now=datetime.now(UTC)
+        )
+        if decision.delay is None and not is_transient(error):
+            return None  # a rejected request or a bad answer: nothing to say about retrying
+        # Error messages are redacted when the errors are built: the key cannot leak here.
+        log.warning(
+            "model request failed on attempt %d of %d, %s (%s): %s: %s",
+            attempt,
+            self._retry.max_attempts,
+            "giving up" if decision.delay is None else f"retrying in {decision.delay:.2f}s",
+            decision.why,
+            error.reason,
+            error.message,
+        )
+        return decision.delay
+
+    async def _attempt(self, body: bytes, answer: _Answer) -> AsyncGenerator[ModelEvent, None]:
+        """One request. `answer.output_started` tells the caller whether it may be retried."""
+        clock = asyncio.get_running_loop()
+        # Everything up to the model's first output (connecting, sending, the response head,
+        # an error body, a whole non-streamed answer) must fit before this deadline.
+        first_output_by = clock.time() + self._timeouts.first_token
         streamed = False
+        http_request = self._http.build_request(
+            "POST", self._url, content=body, headers=self._headers, timeout=self._http_timeout
+        )
         try:
-            async with self._http.stream(
-                "POST", self._url, content=body, headers=self._headers
-            ) as response:
+            response = await self._first_output(
+                first_output_by, self._http.send(http_request, stream=True)
+            )
+            try:
                 if not response.is_success:
-                    raise await self._status_error(response)
+                    raise await self._first_output(first_output_by, self._status_error(response))
                 content_type = response.headers.get("content-type", "").lower()
                 # Some servers ignore "stream": true and answer one JSON document.
                 streamed = self._stream and not content_type.startswith("application/json")
                 if streamed:
-                    chunks = response.aiter_bytes()
-                    async for chunk in chunks:
-                        for text in answer.feed(chunk):
+                    texts = self._read_stream(response, answer, first_output_by)
+                    async with contextlib.aclosing(texts):
+                        async for text in texts:
                             yield TextDelta(text)
-                        if answer.done:
-                            break
-                    else:
-                        for text in answer.flush():
-                            yield TextDelta(text)
-                    if answer.done:
-                        await _drain(chunks)
                 else:
-                    answer.parse_completion(await response.aread())
+                    raw = await self._first_output(first_output_by, response.aread())
+                    answer.parse_completion(raw)
+            finally:
+                # Also on cancellation: a response closed before its end closes the connection,
+                # which is how the endpoint learns to stop generating.
+                await response.aclose()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
             raise ModelUnavailable(
                 f"cannot reach the model endpoint: {self._describe(exc)}",
@@ -166,6 +248,66 @@ class OpenAICompatibleClient:
         if not streamed and result.content:
             yield TextDelta(result.content)
         yield result
+
+    async def _read_stream(
+        self, response: httpx.Response, answer: _Answer, first_output_by: float
+    ) -> AsyncGenerator[str, None]:
+        """The text deltas of an event stream, each as soon as its bytes arrived.
+
+        The timeouts are applied around each read, never across a yield: time the consumer
+        spends on a delta is not the model's silence, and a timeout must not fire inside the
+        consumer's code. Before the first output the deadline is fixed (first_token after the
+        request was sent). After it, the idle clock restarts whenever we go back to waiting
+        after a data event. SSE comments (": ping" keep-alives) restart neither clock: a
+        proxy that keeps the connection warm for a model that has hung must not hold the
+        session forever. (The shared client's read timeout, reset by any byte, stays a
+        backstop.)
+        """
+        clock = asyncio.get_running_loop()
+        chunks = response.aiter_bytes()
+        deadline = first_output_by
+        while True:
+            chunk = await self._next_chunk(chunks, deadline, answer.output_started)
+            if chunk is None:
+                for text in answer.flush():
+                    yield text
+                return
+            events_before = answer.events
+            for text in answer.feed(chunk):
+                yield text
+            if answer.done:
+                await _drain(chunks)
+                return
+            if answer.output_started and answer.events > events_before:
+                deadline = clock.time() + self._timeouts.idle
+
+    async def _next_chunk(
+        self, chunks: AsyncIterator[bytes], deadline: float, output_started: bool
+    ) -> bytes | None:
+        """The next piece of the body (None at its end), or ModelTimeout at the deadline."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await anext(chunks, None)
+        except TimeoutError as exc:
+            if not output_started:
+                raise self._first_token_timeout() from exc
+            raise ModelTimeout(
+                f"the model sent nothing for {self._timeouts.idle:g}s in the middle of its answer",
+                reason="MODEL_IDLE_TIMEOUT",
+            ) from exc
+
+    async def _first_output(self, deadline: float, step: Awaitable[_T]) -> _T:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await step
+        except TimeoutError as exc:
+            raise self._first_token_timeout() from exc
+
+    def _first_token_timeout(self) -> ModelTimeout:
+        return ModelTimeout(
+            f"the model did not start answering within {self._timeouts.first_token:g}s",
+            reason="MODEL_FIRST_TOKEN_TIMEOUT",
+        )
 
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:
         messages: list[dict[str, Any]] = []
@@ -224,7 +366,9 @@ class OpenAICompatibleClient:
 
 def _wire_message(message: Message) -> dict[str, Any]:
     if message.role is Role.TOOL:
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+        # The chat format has no error flag on tool results: say it in the text.
+        content = f"ERROR: {message.content}" if message.is_error else message.content
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": content}
     if message.role is Role.ASSISTANT and message.tool_calls:
         return {
             "role": "assistant",
@@ -282,6 +426,10 @@ class _Answer:
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
         self.done = False  # [DONE] received
+        self.events = 0  # data events received (SSE comments are not events)
+        # The model has produced something: text, a tool call or reasoning. From then on the
+        # answer is under way, and a failure is not worth a retry.
+        self.output_started = False
 
     def feed(self, chunk: bytes) -> list[str]:
         """Consume received bytes; return the text deltas they completed."""
@@ -299,6 +447,7 @@ class _Answer:
             raise ModelProtocolError("the model endpoint answered a choice without a message")
         self._apply_chunk(payload, message_key="message")
         self.done = True
+        self.output_started = True
 
     def result(self) -> ModelResponse:
         if not self.done and self._finish_reason is None:
@@ -320,6 +469,7 @@ class _Answer:
         for event in events:
             if self.done:
                 break  # anything after [DONE] is not part of the answer
+            self.events += 1
             if event.data.strip() == "[DONE]":
                 self.done = True
                 continue
@@ -362,12 +512,15 @@ class _Answer:
         if not isinstance(message, dict):
             return ""
         tool_calls = message.get("tool_calls")
+        if tool_calls or any(message.get(key) for key in _REASONING_KEYS):
+            self.output_started = True
         if isinstance(tool_calls, list):
             for position, fragment in enumerate(tool_calls):
                 # A whole completion lists its calls without "index": their order is the index.
                 self._add_fragment(fragment, position if message_key == "message" else None)
         text = _content_text(message.get("content"))
         if text:
+            self.output_started = True
             self._text.append(text)
         return text
 
