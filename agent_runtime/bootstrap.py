@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.api.server import GrpcServer, UseCases, start_grpc_server
 from agent_runtime.application.event_watcher import EventWatcher
+from agent_runtime.application.live_turns import LiveTurns
 from agent_runtime.application.ports import LLMClient
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.config import Settings
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.infrastructure.agents_file import load_agents
@@ -27,6 +29,7 @@ from agent_runtime.infrastructure.llm.openai_compatible import (
     OpenAICompatibleClient,
     create_http_client,
 )
+from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPolicy
 
 log = logging.getLogger("agent_runtime")
 
@@ -46,6 +49,7 @@ class RunningRuntime:
     grpc: GrpcServer
     engine: AsyncEngine
     http: httpx.AsyncClient | None
+    lease_keeper: asyncio.Task[None]
 
     @property
     def port(self) -> int:
@@ -53,6 +57,8 @@ class RunningRuntime:
 
     async def stop(self, grace: float | None = None) -> None:
         await self.grpc.stop(grace)
+        self.lease_keeper.cancel()
+        await asyncio.gather(self.lease_keeper, return_exceptions=True)
         if self.http is not None:
             await self.http.aclose()
         await self.engine.dispose()
@@ -64,17 +70,12 @@ async def start(settings: Settings) -> RunningRuntime:
     engine = create_engine(settings.database_url)
     await upgrade_to_head(engine)
     uow_factory = SqlAlchemyUnitOfWorkFactory(engine)
-
-    # One process owns its turns; whatever a previous process left running is over.
-    async with uow_factory() as uow:
-        interrupted = await uow.turns.interrupt_running()
-        await uow.commit()
-    for turn in interrupted:
-        log.warning(
-            "turn %s of session %s was left running; marked interrupted",
-            turn.turn_id,
-            turn.session_id,
-        )
+    live = LiveTurns()
+    lease = timedelta(seconds=settings.lease_seconds)
+    recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
+    # Whatever this instance left running in an earlier life is over, as are turns whose
+    # owner stopped renewing their lease.
+    await recovery.recover(at_start=True)
 
     http, llm, model = _model_client(settings)
     turns = TurnHandler(
@@ -87,7 +88,11 @@ async def start(settings: Settings) -> RunningRuntime:
             max_message_bytes=settings.max_message_bytes,
             max_iterations=settings.max_iterations,
             approval_ttl=timedelta(seconds=settings.approval_ttl_seconds),
+            turn_timeout=settings.turn_timeout_seconds,
+            owner=settings.instance_id,
+            lease=lease,
         ),
+        live=live,
     )
     use_cases = UseCases(
         turns=turns,
@@ -101,13 +106,15 @@ async def start(settings: Settings) -> RunningRuntime:
             use_cases,
             # Room for the largest allowed message plus the envelope around it.
             max_message_bytes=max(4 * 1024 * 1024, settings.max_message_bytes * 2),
+            max_concurrent_streams=settings.max_concurrent_streams,
         )
     except BaseException:
         if http is not None:
             await http.aclose()
         await engine.dispose()
         raise
-    return RunningRuntime(grpc_server, engine, http)
+    keeper = asyncio.create_task(recovery.run(settings.lease_seconds / 3), name="lease-keeper")
+    return RunningRuntime(grpc_server, engine, http, keeper)
 
 
 def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:
@@ -120,7 +127,11 @@ def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClie
         )
         return None, FakeModelClient(), FAKE_MODEL_NAME
     http = create_http_client(
-        connect_timeout=settings.llm_connect_timeout, read_timeout=settings.llm_read_timeout
+        connect_timeout=settings.llm_connect_timeout,
+        # A backstop only: the first-token and idle timeouts below are the real bounds.
+        read_timeout=max(
+            settings.llm_read_timeout, settings.llm_first_token_timeout, settings.llm_idle_timeout
+        ),
     )
     llm = OpenAICompatibleClient(
         http,
@@ -129,6 +140,14 @@ def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClie
         api_key=settings.llm_api_key,
         extra_headers=settings.llm_extra_headers,
         stream=settings.llm_stream,
+        retry=RetryPolicy(
+            max_attempts=settings.llm_max_attempts, base_delay=settings.llm_retry_base_delay
+        ),
+        timeouts=ModelTimeouts(
+            connect=settings.llm_connect_timeout,
+            first_token=settings.llm_first_token_timeout,
+            idle=settings.llm_idle_timeout,
+        ),
     )
     log.info("model endpoint %s, model %s", settings.llm_base_url, settings.llm_model)
     return http, llm, settings.llm_model

@@ -24,12 +24,22 @@ class Settings:
     llm_extra_headers: dict[str, str] = field(default_factory=dict, repr=False)
     llm_stream: bool = True
     llm_connect_timeout: float = 10.0
+    llm_first_token_timeout: float = 60.0
+    llm_idle_timeout: float = 60.0
     llm_read_timeout: float = 300.0
+    llm_max_attempts: int = 3
+    llm_retry_base_delay: float = 0.5
     context_window_messages: int = 200
     max_message_bytes: int = 256 * 1024
     max_iterations: int = 8
     approval_ttl_seconds: float = 600.0
     agents_file: str = ""
+    turn_timeout_seconds: float = 900.0
+    max_concurrent_streams: int = 2000
+    # Names this process as the owner of its turns; each replica on one database needs its
+    # own. A restarted process reclaims at once the turns its earlier life left running.
+    instance_id: str = "local"
+    lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
 
@@ -52,6 +62,7 @@ class Settings:
             ("LLM_MODEL", "llm_model"),
             ("LOG_LEVEL", "log_level"),
             ("AGENTS_FILE", "agents_file"),
+            ("INSTANCE_ID", "instance_id"),
         ):
             if (value := get(name)) is not None:
                 values[attr] = value
@@ -61,11 +72,18 @@ class Settings:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
         for name, attr, kind in (
             ("LLM_CONNECT_TIMEOUT", "llm_connect_timeout", float),
+            ("LLM_FIRST_TOKEN_TIMEOUT", "llm_first_token_timeout", float),
+            ("LLM_IDLE_TIMEOUT", "llm_idle_timeout", float),
             ("LLM_READ_TIMEOUT", "llm_read_timeout", float),
+            ("LLM_MAX_ATTEMPTS", "llm_max_attempts", int),
+            ("LLM_RETRY_BASE_DELAY", "llm_retry_base_delay", float),
             ("CONTEXT_WINDOW_MESSAGES", "context_window_messages", int),
             ("MAX_MESSAGE_BYTES", "max_message_bytes", int),
             ("MAX_ITERATIONS", "max_iterations", int),
             ("APPROVAL_TTL_SECONDS", "approval_ttl_seconds", float),
+            ("TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", float),
+            ("MAX_CONCURRENT_STREAMS", "max_concurrent_streams", int),
+            ("LEASE_SECONDS", "lease_seconds", float),
             ("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", float),
         ):
             if (raw := get(name)) is not None:

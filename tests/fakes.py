@@ -15,6 +15,7 @@ from agent_runtime.application.ports import (
     SessionRepository,
     TurnRepository,
 )
+from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import DomainError
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
@@ -40,6 +41,8 @@ class FakeDatabase:
     approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)
     switches: list[tuple[str, AgentSwitch]] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
+    chunks: dict[str, list[Chunk]] = field(default_factory=dict)
+    cancel_requested: set[str] = field(default_factory=set)
     commits: int = 0
     fail_next_commit: DomainError | Exception | None = None
 
@@ -116,8 +119,41 @@ class _FakeTurns:
         assert turn.turn_id in self._s.turns
         self._s.turns[turn.turn_id] = replace(turn)
 
-    async def interrupt_running(self) -> list[Turn]:
-        found = [t for t in self._s.turns.values() if t.status is TurnStatus.RUNNING]
+    async def find_by_client_message_id(
+        self, session_id: str, client_message_id: str
+    ) -> Turn | None:
+        return next(
+            (
+                replace(t)
+                for t in self._s.turns.values()
+                if t.session_id == session_id and t.client_message_id == client_message_id
+            ),
+            None,
+        )
+
+    async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
+        self._s.chunks[turn.turn_id] = list(log)
+
+    async def chunks(self, turn: Turn) -> list[Chunk]:
+        return list(self._s.chunks.get(turn.turn_id, []))
+
+    async def request_cancel(self, turn_id: str) -> None:
+        self._s.cancel_requested.add(turn_id)
+
+    async def renew_leases(self, owner: str, until: datetime) -> list[str]:
+        mine = [t for t in self._s.turns.values() if t.owner == owner and t.running]
+        for turn in mine:
+            turn.lease_expires_at = until
+        return [t.turn_id for t in mine if t.turn_id in self._s.cancel_requested]
+
+    async def interrupt_abandoned(
+        self, now: datetime, previous_owner: str | None = None
+    ) -> list[Turn]:
+        found = [
+            t
+            for t in self._s.turns.values()
+            if t.running and (t.owner == previous_owner or (t.lease_expires_at or now) < now)
+        ]
         for turn in found:
             turn.status = TurnStatus.INTERRUPTED
             session = self._s.sessions[turn.session_id]
@@ -271,6 +307,8 @@ class FakeUnitOfWork:
         self._db.approvals = self._work.approvals
         self._db.switches = self._work.switches
         self._db.events = self._work.events
+        self._db.chunks = self._work.chunks
+        self._db.cancel_requested = self._work.cancel_requested
         self._db.commits += 1
         self._begin()
 

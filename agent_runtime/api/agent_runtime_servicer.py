@@ -1,15 +1,15 @@
-"""AgentRuntimeService: translates StreamMessage to the TurnHandler and back."""
+"""AgentRuntimeService: translates StreamMessage, ResumeStream and CancelTurn."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import TypeAlias
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
-from agent_runtime.api.errors import abort, internal_error
+from agent_runtime.api.errors import abort, internal_error, unary_errors
 from agent_runtime.api.mapping import chunk_to_proto
 from agent_runtime.application.commands import (
     DecideApproval,
@@ -19,12 +19,11 @@ from agent_runtime.application.commands import (
     TurnCommand,
 )
 from agent_runtime.application.turn_handler import TurnHandler
-from agent_runtime.domain.errors import DomainError, InvalidInput
+from agent_runtime.domain.chunks import Chunk
+from agent_runtime.domain.errors import DomainError, InvalidInput, Overloaded
 from agent_runtime.domain.model import ApprovalVerdict
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
-
-Context: TypeAlias = grpc.aio.ServicerContext[rt.StreamMessageRequest, rt.StreamChunk]
 
 _VERDICTS = {
     rt.DECISION_APPROVE: ApprovalVerdict.APPROVE,
@@ -33,18 +32,65 @@ _VERDICTS = {
 }
 
 
+class StreamLimit:
+    """At most `limit` open streams; the next one is refused, never queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def acquire(self) -> None:
+        if self.open >= self.limit:
+            raise Overloaded(
+                f"the server is at its limit of {self.limit} concurrent streams",
+                reason="TOO_MANY_STREAMS",
+                metadata={"limit": str(self.limit)},
+            )
+        self.open += 1
+
+    def release(self) -> None:
+        self.open -= 1
+
+
 class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
-    def __init__(self, turns: TurnHandler) -> None:
+    def __init__(self, turns: TurnHandler, limit: StreamLimit) -> None:
         self._turns = turns
+        self._limit = limit
 
     async def StreamMessage(
-        self, request: rt.StreamMessageRequest, context: Context
+        self, request: rt.StreamMessageRequest, context: Any
     ) -> AsyncIterator[rt.StreamChunk]:
+        async for chunk in self._stream(context, lambda: self._turns.handle(to_command(request))):
+            yield chunk
+
+    async def ResumeStream(
+        self, request: rt.ResumeStreamRequest, context: Any
+    ) -> AsyncIterator[rt.StreamChunk]:
+        def follow() -> AsyncGenerator[Chunk, None]:
+            return self._turns.streams.follow(
+                request.session_id, request.turn_id, request.after_seq
+            )
+
+        async for chunk in self._stream(context, follow):
+            yield chunk
+
+    @unary_errors
+    async def CancelTurn(
+        self, request: rt.CancelTurnRequest, context: Any
+    ) -> rt.CancelTurnResponse:
+        await self._turns.cancel(request.session_id, request.turn_id)
+        return rt.CancelTurnResponse()
+
+    async def _stream(self, context: Any, open_stream: Any) -> AsyncIterator[rt.StreamChunk]:
+        """Map chunks to protobuf; errors before the first chunk become a status."""
         try:
-            command = to_command(request)
-            # aclosing: if the client goes away the handler's generator is closed at once, so
-            # its unit of work ends the turn and closes instead of waiting for the GC.
-            async with aclosing(self._turns.handle(command)) as chunks:
+            self._limit.acquire()
+        except DomainError as error:
+            await abort(context, error)
+        try:
+            # aclosing: if the client goes away the generator is closed at once, so the
+            # turn's unit of work ends it and closes instead of waiting for the GC.
+            async with aclosing(open_stream()) as chunks:
                 async for chunk in chunks:
                     yield chunk_to_proto(chunk)
         except DomainError as error:  # raised only before TurnStarted
@@ -53,6 +99,8 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
             raise
         except Exception as exc:
             await abort(context, internal_error(exc))
+        finally:
+            self._limit.release()
 
 
 def to_command(request: rt.StreamMessageRequest) -> TurnCommand:

@@ -28,6 +28,8 @@ _STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.SessionBusy: grpc.StatusCode.ABORTED,
     errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ModelTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ModelRequestRejected: grpc.StatusCode.FAILED_PRECONDITION,

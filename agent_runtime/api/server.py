@@ -8,7 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer
+from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer, StreamLimit
 from agent_runtime.api.agent_servicer import AgentServicer
 from agent_runtime.api.event_servicer import EventServicer
 from agent_runtime.api.session_servicer import SessionServicer
@@ -34,6 +34,7 @@ SERVICE_NAMES = tuple(
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT_STREAMS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,11 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    listen: str, use_cases: UseCases, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    listen: str,
+    use_cases: UseCases,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
 ) -> GrpcServer:
     server = grpc.aio.server(
         options=[
@@ -71,7 +76,7 @@ async def start_grpc_server(
         ]
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
-        AgentRuntimeServicer(use_cases.turns), server
+        AgentRuntimeServicer(use_cases.turns, StreamLimit(max_concurrent_streams)), server
     )
     session_pb2_grpc.add_SessionServiceServicer_to_server(
         SessionServicer(use_cases.sessions), server

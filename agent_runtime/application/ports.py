@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
     AgentSwitch,
@@ -84,8 +85,29 @@ class TurnRepository(Protocol):
 
     async def save(self, turn: Turn) -> None: ...
 
-    async def interrupt_running(self) -> list[Turn]:
-        """Mark every RUNNING turn INTERRUPTED and free its session; return them."""
+    async def find_by_client_message_id(
+        self, session_id: str, client_message_id: str
+    ) -> Turn | None: ...
+
+    async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
+        """Store the turn's replay log: every chunk but the deltas, with its seq."""
+        ...
+
+    async def chunks(self, turn: Turn) -> list[Chunk]: ...
+
+    async def request_cancel(self, turn_id: str) -> None:
+        """Ask the process running the turn to cancel it (seen at its next lease renewal)."""
+        ...
+
+    async def renew_leases(self, owner: str, until: datetime) -> list[str]:
+        """Extend the leases of the owner's running turns; return those asked to cancel."""
+        ...
+
+    async def interrupt_abandoned(
+        self, now: datetime, previous_owner: str | None = None
+    ) -> list[Turn]:
+        """Mark INTERRUPTED (and free the sessions of) running turns whose lease expired, and
+        those `previous_owner` left behind in an earlier life; return them."""
         ...
 
 

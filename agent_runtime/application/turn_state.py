@@ -36,28 +36,49 @@ class TurnState:
     model_call_started: float | None = None
     # The last model call's completion, until a commit has recorded it.
     model_outcome: dict[str, Any] | None = None
+    # Every chunk but the deltas, with its seq: what a replay of the turn serves.
+    log: list[chunks.Chunk] = field(default_factory=list)
     finished: bool = False
     _next_seq: int = 1
+    _sent_seq: int = 0
     _committed_count: int = 0
     _committed_history: int = 0
+    _committed_log: int = 0
 
     def __post_init__(self) -> None:
-        self.checkpoint()
+        self.committed(release=False)
 
     def chunk(self, body: chunks.ChunkBody) -> chunks.Chunk:
-        seq = self._next_seq
+        """A new chunk with the next seq; all but deltas also go into the replay log."""
+        chunk = chunks.Chunk(self.session.session_id, self.turn.turn_id, self._next_seq, body)
         self._next_seq += 1
-        return chunks.Chunk(self.session.session_id, self.turn.turn_id, seq, body)
+        if not isinstance(body, chunks.AssistantDelta):
+            self.log.append(chunk)
+        return chunk
+
+    def sent(self, chunk: chunks.Chunk) -> None:
+        self._sent_seq = max(self._sent_seq, chunk.seq)
+
+    @property
+    def log_changed(self) -> bool:
+        return len(self.log) != self._committed_log
 
     def next_position(self) -> int:
         return self.session.next_position()
 
-    def checkpoint(self) -> None:
-        """Everything so far is committed."""
+    def committed(self, *, release: bool) -> None:
+        """Everything so far is committed (and, with release, the turn is over)."""
         self._committed_count = self.session.message_count
         self._committed_history = len(self.history)
+        self._committed_log = len(self.log)
+        self.model_outcome = None
+        if release:
+            self.finished = True
 
     def restore(self) -> None:
         """Forget what the rolled-back transaction had appended."""
         self.session.message_count = self._committed_count
         del self.history[self._committed_history :]
+        del self.log[self._committed_log :]
+        last_logged = self.log[-1].seq if self.log else 0
+        self._next_seq = max(self._sent_seq, last_logged) + 1

@@ -78,6 +78,19 @@ class PreconditionFailed(DomainError):
     default_reason = "FAILED_PRECONDITION"
 
 
+class OutOfRange(DomainError):
+    """A cursor points outside what can be served."""
+
+    default_reason = "OUT_OF_RANGE"
+
+
+class Overloaded(DomainError):
+    """The server is at a configured limit; retry after a short wait."""
+
+    default_reason = "RESOURCE_EXHAUSTED"
+    default_retryable = True
+
+
 class Unsupported(DomainError):
     default_reason = "UNIMPLEMENTED"
 

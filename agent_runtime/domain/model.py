@@ -129,6 +129,15 @@ class Turn:
     usage: Usage = field(default_factory=Usage)
     error: TurnError | None = None
     finished_at: datetime | None = None
+    # Fingerprint of the input, to tell a retry from a reuse of the same client_message_id.
+    input_hash: str | None = None
+    # The process running the turn and how long its claim lasts unless renewed.
+    owner: str = ""
+    lease_expires_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status is TurnStatus.RUNNING
 
     def complete(self, stop_reason: StopReason, usage: Usage, now: datetime) -> None:
         self.status = TurnStatus.COMPLETED

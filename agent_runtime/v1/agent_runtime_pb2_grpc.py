@@ -40,6 +40,16 @@ class AgentRuntimeServiceStub:
                 request_serializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamMessageRequest.SerializeToString,
                 response_deserializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamChunk.FromString,
                 _registered_method=True)
+        self.ResumeStream = channel.unary_stream(
+                '/agent_runtime.v1.AgentRuntimeService/ResumeStream',
+                request_serializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.ResumeStreamRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamChunk.FromString,
+                _registered_method=True)
+        self.CancelTurn = channel.unary_unary(
+                '/agent_runtime.v1.AgentRuntimeService/CancelTurn',
+                request_serializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.CancelTurnRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.CancelTurnResponse.FromString,
+                _registered_method=True)
 
 
 class AgentRuntimeServiceServicer:
@@ -56,6 +66,22 @@ class AgentRuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeStream(self, request, context):
+        """Every chunk of a turn after `after_seq`, then live until the turn ends. A finished turn
+        is replayed from what was persisted (no deltas), with the original seq numbers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTurn(self, request, context):
+        """Stops a running turn: the model request is closed, partial text is kept as an
+        incomplete message, the turn ends with STOP_REASON_CANCELLED, the session is free.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentRuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +89,16 @@ def add_AgentRuntimeServiceServicer_to_server(servicer, server):
                     servicer.StreamMessage,
                     request_deserializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamMessageRequest.FromString,
                     response_serializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamChunk.SerializeToString,
+            ),
+            'ResumeStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ResumeStream,
+                    request_deserializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.ResumeStreamRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamChunk.SerializeToString,
+            ),
+            'CancelTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTurn,
+                    request_deserializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.CancelTurnRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_agent__runtime__pb2.CancelTurnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +129,60 @@ class AgentRuntimeService:
             '/agent_runtime.v1.AgentRuntimeService/StreamMessage',
             agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamMessageRequest.SerializeToString,
             agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent_runtime.v1.AgentRuntimeService/ResumeStream',
+            agent__runtime_dot_v1_dot_agent__runtime__pb2.ResumeStreamRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_agent__runtime__pb2.StreamChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.AgentRuntimeService/CancelTurn',
+            agent__runtime_dot_v1_dot_agent__runtime__pb2.CancelTurnRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_agent__runtime__pb2.CancelTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,14 @@ class AgentRuntimeServiceStub:
     google.rpc details; failures after TurnStarted arrive as an Error chunk
     followed by TurnCompleted{STOP_REASON_ERROR}.
     """
+    ResumeStream: grpc.UnaryStreamMultiCallable[agent_runtime_pb2.ResumeStreamRequest, agent_runtime_pb2.StreamChunk]
+    """Every chunk of a turn after `after_seq`, then live until the turn ends. A finished turn
+    is replayed from what was persisted (no deltas), with the original seq numbers.
+    """
+    CancelTurn: grpc.UnaryUnaryMultiCallable[agent_runtime_pb2.CancelTurnRequest, agent_runtime_pb2.CancelTurnResponse]
+    """Stops a running turn: the model request is closed, partial text is kept as an
+    incomplete message, the turn ends with STOP_REASON_CANCELLED, the session is free.
+    """
 
 @typing.type_check_only
 class AgentRuntimeServiceAsyncStub(AgentRuntimeServiceStub):
@@ -50,6 +58,14 @@ class AgentRuntimeServiceAsyncStub(AgentRuntimeServiceStub):
     Errors before TurnStarted end the call with a gRPC status carrying
     google.rpc details; failures after TurnStarted arrive as an Error chunk
     followed by TurnCompleted{STOP_REASON_ERROR}.
+    """
+    ResumeStream: aio.UnaryStreamMultiCallable[agent_runtime_pb2.ResumeStreamRequest, agent_runtime_pb2.StreamChunk]  # type: ignore[assignment]
+    """Every chunk of a turn after `after_seq`, then live until the turn ends. A finished turn
+    is replayed from what was persisted (no deltas), with the original seq numbers.
+    """
+    CancelTurn: aio.UnaryUnaryMultiCallable[agent_runtime_pb2.CancelTurnRequest, agent_runtime_pb2.CancelTurnResponse]  # type: ignore[assignment]
+    """Stops a running turn: the model request is closed, partial text is kept as an
+    incomplete message, the turn ends with STOP_REASON_CANCELLED, the session is free.
     """
 
 class AgentRuntimeServiceServicer(metaclass=abc_1.ABCMeta):
@@ -65,6 +81,26 @@ class AgentRuntimeServiceServicer(metaclass=abc_1.ABCMeta):
         Errors before TurnStarted end the call with a gRPC status carrying
         google.rpc details; failures after TurnStarted arrive as an Error chunk
         followed by TurnCompleted{STOP_REASON_ERROR}.
+        """
+
+    @abc_1.abstractmethod
+    def ResumeStream(
+        self,
+        request: agent_runtime_pb2.ResumeStreamRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[abc.Iterator[agent_runtime_pb2.StreamChunk], abc.AsyncIterator[agent_runtime_pb2.StreamChunk]]:
+        """Every chunk of a turn after `after_seq`, then live until the turn ends. A finished turn
+        is replayed from what was persisted (no deltas), with the original seq numbers.
+        """
+
+    @abc_1.abstractmethod
+    def CancelTurn(
+        self,
+        request: agent_runtime_pb2.CancelTurnRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[agent_runtime_pb2.CancelTurnResponse, abc.Awaitable[agent_runtime_pb2.CancelTurnResponse]]:
+        """Stops a running turn: the model request is closed, partial text is kept as an
+        incomplete message, the turn ends with STOP_REASON_CANCELLED, the session is free.
         """
 
 def add_AgentRuntimeServiceServicer_to_server(servicer: AgentRuntimeServiceServicer, server: typing.Union[grpc.Server, aio.Server]) -> None: ...

@@ -72,6 +72,7 @@ async def runtime(
         database_url=f"sqlite+aiosqlite:///{db_path}",
         llm_base_url=model_server.base_url,
         llm_api_key="sk-test",
+        llm_retry_base_delay=0.01,
         **settings_overrides,
     )
     running = await bootstrap.start(settings)

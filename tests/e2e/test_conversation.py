@@ -127,6 +127,7 @@ async def test_reject_lets_the_model_adapt(client: Client, model_server: FakeMod
     told = model_server.requests[1]["messages"][-1]
     assert told["role"] == "tool" and told["tool_call_id"] == "call_x"
     assert "rejected" in told["content"] and "keep build/" in told["content"]
+    assert told["content"].startswith("ERROR: ")  # is_error is spelled out for the model
     assert_valid(await history(client, "s1"))
 
 

@@ -95,13 +95,15 @@ async def test_commit_1_happens_before_the_model_is_asked(
 async def test_model_failure_after_commit_1_keeps_the_input_and_reports_an_error(
     client: Client, model_server: FakeModelServer, db_path: Path
 ) -> None:
-    model_server.enqueue(http_error(503, "upstream overloaded"))
+    # Retried before the first token (3 attempts by default), then reported.
+    model_server.enqueue(*[http_error(503, "upstream overloaded")] * 3)
     chunks = await collect(client, user_message("s1", "please answer"))
 
     assert kinds(chunks) == ["turn_started", "error", "turn_completed"]
     error = chunks[1].error
     assert (error.code, error.reason, error.retryable) == ("UNAVAILABLE", "MODEL_HTTP_503", True)
     assert "sk-test" not in error.message
+    assert len(model_server.requests) == 3
     assert chunks[2].turn_completed.stop_reason == rt.STOP_REASON_ERROR
     assert rows(db_path, "SELECT status, stop_reason, error_reason FROM turns") == [
         ("failed", "error", "MODEL_HTTP_503")

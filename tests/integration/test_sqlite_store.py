@@ -110,7 +110,7 @@ async def test_exactly_one_of_many_concurrent_claims_wins(engine: AsyncEngine) -
         assert (session.running_turn_id, session.message_count) == (None, 4)
 
 
-async def test_turn_save_and_interrupt_running(engine: AsyncEngine) -> None:
+async def test_turn_save_and_interrupt_abandoned(engine: AsyncEngine) -> None:
     uows = SqlAlchemyUnitOfWorkFactory(engine)
     await _seed(uows)
     done = Turn("t1", "s1", "coder", "m", NOW)
@@ -121,7 +121,7 @@ async def test_turn_save_and_interrupt_running(engine: AsyncEngine) -> None:
         await uow.turns.add(Turn("t2", "s1", "coder", "m", NOW))
         await uow.commit()
     async with uows() as uow:
-        interrupted = await uow.turns.interrupt_running()
+        interrupted = await uow.turns.interrupt_abandoned(NOW, previous_owner="")
         await uow.commit()
     assert [t.turn_id for t in interrupted] == ["t2"]
     async with uows() as uow:

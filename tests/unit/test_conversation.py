@@ -16,12 +16,11 @@ from agent_runtime.application.commands import (
     TurnCommand,
 )
 from agent_runtime.application.ports import ChatRequest
-from agent_runtime.application.turn_handler import (
+from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.application.turn_inputs import (
     EXPIRED_TOOL_RESULT,
     REJECTED_TOOL_RESULT,
     SUPERSEDED_TOOL_RESULT,
-    TurnHandler,
-    TurnSettings,
 )
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents

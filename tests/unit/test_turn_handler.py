@@ -10,10 +10,9 @@ import pytest
 
 from agent_runtime.application.commands import SendUserMessage
 from agent_runtime.application.ports import ChatRequest, LLMClient
-from agent_runtime.application.turn_handler import (
+from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.application.turn_inputs import (
     SUPERSEDED_TOOL_RESULT,
-    TurnHandler,
-    TurnSettings,
 )
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents

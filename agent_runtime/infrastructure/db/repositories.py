@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import CursorResult, Row, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
     AgentSwitch,
@@ -28,6 +29,7 @@ from agent_runtime.domain.model import (
     TurnStatus,
     Usage,
 )
+from agent_runtime.infrastructure.db import chunk_codec
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
     approvals,
@@ -154,7 +156,7 @@ class SqlAlchemyTurnRepository:
         self._db = db
 
     async def add(self, turn: Turn) -> None:
-        await self._db.execute(insert(turns).values(**_turn_values(turn)))
+        await self._db.execute(insert(turns).values(**_turn_values(turn), chunks="[]"))
 
     async def get(self, turn_id: str) -> Turn | None:
         row = (await self._db.execute(select(turns).where(turns.c.turn_id == turn_id))).first()
@@ -165,16 +167,67 @@ class SqlAlchemyTurnRepository:
         del values["turn_id"]
         await self._db.execute(update(turns).where(turns.c.turn_id == turn.turn_id).values(values))
 
-    async def interrupt_running(self) -> list[Turn]:
+    async def find_by_client_message_id(
+        self, session_id: str, client_message_id: str
+    ) -> Turn | None:
+        row = (
+            await self._db.execute(
+                select(turns).where(
+                    turns.c.session_id == session_id,
+                    turns.c.client_message_id == client_message_id,
+                )
+            )
+        ).first()
+        return None if row is None else _turn_from_row(row)
+
+    async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
+        await self._db.execute(
+            update(turns)
+            .where(turns.c.turn_id == turn.turn_id)
+            .values(chunks=chunk_codec.encode(log))
+        )
+
+    async def chunks(self, turn: Turn) -> list[Chunk]:
+        raw = await self._db.scalar(select(turns.c.chunks).where(turns.c.turn_id == turn.turn_id))
+        return chunk_codec.decode(raw or "[]", turn.session_id, turn.turn_id)
+
+    async def request_cancel(self, turn_id: str) -> None:
+        await self._db.execute(
+            update(turns).where(turns.c.turn_id == turn_id).values(cancel_requested=True)
+        )
+
+    async def renew_leases(self, owner: str, until: datetime) -> list[str]:
+        await self._db.execute(
+            update(turns)
+            .where(turns.c.owner == owner, turns.c.status == TurnStatus.RUNNING.value)
+            .values(lease_expires_at=until)
+        )
+        rows = await self._db.scalars(
+            select(turns.c.turn_id).where(
+                turns.c.owner == owner,
+                turns.c.status == TurnStatus.RUNNING.value,
+                turns.c.cancel_requested.is_(True),
+            )
+        )
+        return list(rows)
+
+    async def interrupt_abandoned(
+        self, now: datetime, previous_owner: str | None = None
+    ) -> list[Turn]:
+        abandoned = turns.c.lease_expires_at < now
+        if previous_owner is not None:
+            abandoned = or_(abandoned, turns.c.owner == previous_owner)
         rows = (
-            await self._db.execute(select(turns).where(turns.c.status == TurnStatus.RUNNING.value))
+            await self._db.execute(
+                select(turns).where(turns.c.status == TurnStatus.RUNNING.value, abandoned)
+            )
         ).all()
         interrupted = [_turn_from_row(row) for row in rows]
         for turn in interrupted:
             await self._db.execute(
                 update(turns)
-                .where(turns.c.turn_id == turn.turn_id)
-                .values(status=TurnStatus.INTERRUPTED.value)
+                .where(turns.c.turn_id == turn.turn_id, turns.c.status == TurnStatus.RUNNING.value)
+                .values(status=TurnStatus.INTERRUPTED.value, finished_at=now)
             )
             await self._db.execute(
                 update(sessions)
@@ -409,6 +462,9 @@ def _turn_values(turn: Turn) -> dict[str, Any]:
         "error_message": turn.error.message if turn.error else None,
         "started_at": turn.started_at,
         "finished_at": turn.finished_at,
+        "input_hash": turn.input_hash,
+        "owner": turn.owner,
+        "lease_expires_at": turn.lease_expires_at,
     }
 
 
@@ -426,6 +482,9 @@ def _turn_from_row(row: Row[Any]) -> Turn:
         usage=Usage(row.prompt_tokens, row.completion_tokens),
         error=TurnError(row.error_reason, row.error_message or "") if row.error_reason else None,
         finished_at=row.finished_at,
+        input_hash=row.input_hash,
+        owner=row.owner,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

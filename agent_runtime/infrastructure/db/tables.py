@@ -74,8 +74,16 @@ turns = Table(
     Column("error_message", Text, nullable=True),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime(), nullable=True),
+    Column("input_hash", String(64), nullable=True),
+    # The chunks a replay serves (all but deltas), with their original seq numbers: JSON.
+    Column("chunks", Text, nullable=False, default="[]"),
+    Column("owner", String(128), nullable=False, default=""),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
     Index("ix_turns_session_id", "session_id"),
     Index("ix_turns_status", "status"),
+    # Idempotency: one turn per client_message_id and session (NULLs never collide).
+    UniqueConstraint("session_id", "client_message_id", name="uq_turns_client_message"),
 )
 
 messages = Table(

@@ -1,0 +1,134 @@
+"""The turns this process is running right now: their chunks so far, for followers
+(idempotent retries, ResumeStream) and a handle to cancel them (CancelTurn)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import AsyncGenerator
+
+from agent_runtime.domain.chunks import AssistantDelta, Chunk
+from agent_runtime.domain.errors import OutOfRange
+
+# Chunks kept per running turn; beyond it the oldest deltas are dropped (the final message
+# carries their text anyway), so a slow follower cannot make memory grow without bound.
+DEFAULT_MAX_BUFFERED = 10_000
+INTERRUPT = "agent-runtime: turn interrupted"
+
+
+class LiveTurn:
+    def __init__(self, session_id: str, turn_id: str, max_buffered: int) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self._chunks: list[Chunk] = []
+        self._max_buffered = max_buffered
+        self._dropped_through = 0  # highest seq of a dropped delta
+        self._changed = asyncio.Event()
+        self.done = False
+        self.cancel_requested = False
+        self.timed_out = False
+        # The task running the turn, and whether it is waiting for the model right now: only
+        # then may an interrupt cancel it (never in the middle of a commit or a send).
+        self._task: asyncio.Task[object] | None = None
+        self.in_model_read = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def attach(self, task: asyncio.Task[object] | None, deadline_seconds: float | None) -> None:
+        self._task = task
+        if deadline_seconds is not None:
+            self._deadline = asyncio.get_running_loop().call_later(deadline_seconds, self.expire)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.cancel_requested or self.timed_out
+
+    def publish(self, chunk: Chunk) -> None:
+        self._chunks.append(chunk)
+        if len(self._chunks) > self._max_buffered:
+            self._drop_oldest_delta()
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._task = None
+        self._wake()
+
+    def cancel(self) -> None:
+        """Ask the turn to stop: a model call in flight is interrupted at once."""
+        self.cancel_requested = True
+        self._interrupt()
+
+    def expire(self) -> None:
+        """The turn ran out of time."""
+        self.timed_out = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        if self.in_model_read and self._task is not None and not self.done:
+            self._task.cancel(INTERRUPT)
+
+    async def follow(self, after_seq: int) -> AsyncGenerator[Chunk, None]:
+        """Every chunk with seq > after_seq, then the new ones as they come, until done."""
+        if after_seq < self._dropped_through:
+            raise OutOfRange(
+                f"chunks up to seq {self._dropped_through} of turn {self.turn_id} are no longer "
+                "buffered; resume from a later seq",
+                reason="RESUME_CURSOR_TOO_OLD",
+                metadata={"first_available_seq": str(self._dropped_through + 1)},
+            )
+        sent = after_seq
+        while True:
+            changed = self._changed
+            start = bisect.bisect_right(self._chunks, sent, key=_seq)
+            for chunk in self._chunks[start:]:
+                sent = chunk.seq
+                yield chunk
+            if self.done and sent >= self._last_seq():
+                return
+            if not changed.is_set():
+                await changed.wait()
+
+    def _last_seq(self) -> int:
+        return self._chunks[-1].seq if self._chunks else 0
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _drop_oldest_delta(self) -> None:
+        for index, chunk in enumerate(self._chunks):
+            if isinstance(chunk.body, AssistantDelta):
+                self._dropped_through = max(self._dropped_through, chunk.seq)
+                del self._chunks[index]
+                return
+
+
+class LiveTurns:
+    def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+        self._turns: dict[str, LiveTurn] = {}
+        self._max_buffered = max_buffered
+
+    def open(self, session_id: str, turn_id: str) -> LiveTurn:
+        live = LiveTurn(session_id, turn_id, self._max_buffered)
+        self._turns[turn_id] = live
+        return live
+
+    def get(self, turn_id: str) -> LiveTurn | None:
+        return self._turns.get(turn_id)
+
+    def close(self, live: LiveTurn) -> None:
+        live.finish()
+        if self._turns.get(live.turn_id) is live:
+            del self._turns[live.turn_id]
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def all(self) -> list[LiveTurn]:
+        return list(self._turns.values())
+
+
+def _seq(chunk: Chunk) -> int:
+    return chunk.seq

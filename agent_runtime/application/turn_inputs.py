@@ -1,0 +1,206 @@
+"""How each kind of input opens its turn: what it checks, what it records, what follows."""
+
+from __future__ import annotations
+
+from agent_runtime.application.commands import (
+    DecideApproval,
+    SendUserMessage,
+    SubmitToolResult,
+    SwitchAgent,
+    TurnCommand,
+)
+from agent_runtime.application.ids import Clock
+from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.turn_state import Opening, TurnState
+from agent_runtime.application.turn_writer import TurnWriter
+from agent_runtime.domain import chunks
+from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
+from agent_runtime.domain.events import EventType
+from agent_runtime.domain.model import (
+    ApprovalStatus,
+    ApprovalVerdict,
+    Message,
+    Role,
+    StopReason,
+    ToolCallRecord,
+)
+from agent_runtime.domain.tool_filter import ToolFilterService
+
+SUPERSEDED_TOOL_RESULT = "not executed: superseded by a new message"
+EXPIRED_TOOL_RESULT = "not executed: the approval expired before anyone decided"
+REJECTED_TOOL_RESULT = "not executed: the user rejected this tool call"
+
+
+class TurnInputs:
+    def __init__(
+        self, writer: TurnWriter, agents: AgentCatalogue, tools: ToolFilterService, clock: Clock
+    ) -> None:
+        self._writer = writer
+        self._agents = agents
+        self._tools = tools
+        self._now = clock
+
+    async def open(self, uow: UnitOfWork, state: TurnState, cmd: TurnCommand) -> Opening:
+        match cmd:
+            case SendUserMessage():
+                return await self._user_message(uow, state, cmd)
+            case SubmitToolResult():
+                return await self._tool_result(uow, state, cmd)
+            case DecideApproval():
+                return await self._approval_decision(uow, state, cmd)
+            case SwitchAgent():
+                switched = await self._writer.switch_agent(
+                    uow, state, self._agents.get(cmd.agent), cmd.reason
+                )
+                return Opening(chunks=(switched,), run_model=False)
+
+    async def _user_message(
+        self, uow: UnitOfWork, state: TurnState, cmd: SendUserMessage
+    ) -> Opening:
+        await self._close_open_calls(uow, state)
+        message = await self._writer.append(uow, state, Role.USER, cmd.content)
+        return Opening(message.message_id)
+
+    async def _close_open_calls(self, uow: UnitOfWork, state: TurnState) -> None:
+        """Answer an unanswered tool call and close its approval, so history stays valid."""
+        now = self._now()
+        for approval in await uow.approvals.open_for_session(state.session.session_id):
+            status = (
+                ApprovalStatus.EXPIRED if approval.is_expired(now) else ApprovalStatus.SUPERSEDED
+            )
+            approval.close(status, now)
+            await uow.approvals.save(approval)
+            await self._writer.event(
+                uow,
+                state,
+                EventType.APPROVAL_DECIDED,
+                call_id=approval.call_id,
+                decision=status.value,
+            )
+        last = state.history[-1] if state.history else None
+        call = last.requested_call if last and last.role is Role.ASSISTANT else None
+        if call is not None:
+            await self._writer.append(
+                uow,
+                state,
+                Role.TOOL,
+                SUPERSEDED_TOOL_RESULT,
+                tool_call_id=call.call_id,
+                is_error=True,
+            )
+
+    async def _tool_result(
+        self, uow: UnitOfWork, state: TurnState, cmd: SubmitToolResult
+    ) -> Opening:
+        session_id = state.session.session_id
+        await self._find_call(uow, session_id, cmd.call_id)
+        if await uow.messages.find_tool_result(session_id, cmd.call_id) is not None:
+            raise PreconditionFailed(
+                f"tool call {cmd.call_id} already has a result",
+                reason="ALREADY_ANSWERED",
+                metadata={"call_id": cmd.call_id},
+            )
+        approval = await uow.approvals.get(session_id, cmd.call_id)
+        if approval is not None and approval.status is ApprovalStatus.PENDING:
+            expired = approval.is_expired(self._now())
+            raise PreconditionFailed(
+                f"tool call {cmd.call_id} "
+                + (
+                    "was never approved: its approval expired"
+                    if expired
+                    else "needs a human's approval before it may run"
+                ),
+                reason="APPROVAL_EXPIRED" if expired else "APPROVAL_REQUIRED",
+                metadata={"call_id": cmd.call_id},
+            )
+        message = await self._writer.append(
+            uow, state, Role.TOOL, cmd.content, tool_call_id=cmd.call_id, is_error=cmd.is_error
+        )
+        return Opening(message.message_id)
+
+    async def _approval_decision(
+        self, uow: UnitOfWork, state: TurnState, cmd: DecideApproval
+    ) -> Opening:
+        session_id = state.session.session_id
+        approval = await uow.approvals.get(session_id, cmd.call_id)
+        if approval is None:
+            raise NotFound(
+                f"no approval for tool call {cmd.call_id} in session {session_id}",
+                reason="APPROVAL_NOT_FOUND",
+                metadata={"call_id": cmd.call_id},
+            )
+        if approval.status is not ApprovalStatus.PENDING:
+            raise PreconditionFailed(
+                f"the approval of tool call {cmd.call_id} was already closed "
+                f"({approval.status.value})",
+                reason="ALREADY_DECIDED",
+                metadata={"call_id": cmd.call_id, "status": approval.status.value},
+            )
+        now = self._now()
+        expired = approval.is_expired(now)
+        if expired or cmd.verdict is ApprovalVerdict.REJECT:
+            status = ApprovalStatus.EXPIRED if expired else ApprovalStatus.REJECTED
+            approval.close(status, now, feedback=cmd.feedback)
+            await uow.approvals.save(approval)
+            await self._writer.event(
+                uow,
+                state,
+                EventType.APPROVAL_DECIDED,
+                call_id=approval.call_id,
+                decision=status.value,
+                feedback=cmd.feedback,
+            )
+            text = EXPIRED_TOOL_RESULT if expired else REJECTED_TOOL_RESULT
+            if cmd.feedback and not expired:
+                text += f". Feedback: {cmd.feedback}"
+            message = await self._writer.append(
+                uow, state, Role.TOOL, text, tool_call_id=approval.call_id, is_error=True
+            )
+            return Opening(message.message_id)
+
+        call = ToolCallRecord(approval.call_id, approval.tool_name, approval.arguments)
+        status = ApprovalStatus.APPROVED
+        if cmd.verdict is ApprovalVerdict.EDIT:
+            call = ToolCallRecord(call.call_id, call.tool_name, dict(cmd.edited_arguments or {}))
+            problems = self._tools.problems(state.agent, call)
+            if problems:
+                raise InvalidInput.field(
+                    "approval_decision.edited_arguments",
+                    "; ".join(problems),
+                    reason="INVALID_TOOL_ARGUMENTS",
+                )
+            await uow.messages.replace_tool_call(approval.message_id, call)
+            status = ApprovalStatus.EDITED
+        approval.close(status, now, feedback=cmd.feedback, final_arguments=call.arguments)
+        await uow.approvals.save(approval)
+        await self._writer.event(
+            uow,
+            state,
+            EventType.APPROVAL_DECIDED,
+            call_id=call.call_id,
+            decision=status.value,
+            feedback=cmd.feedback,
+        )
+        await self._writer.event(
+            uow,
+            state,
+            EventType.TOOL_EXECUTION_REQUESTED,
+            call_id=call.call_id,
+            tool_name=call.tool_name,
+        )
+        tool_call = chunks.ToolCall(
+            approval.message_id, call.call_id, call.tool_name, call.arguments, False, ""
+        )
+        return Opening(chunks=(tool_call,), run_model=False, stop_reason=StopReason.TOOL_CALL)
+
+    @staticmethod
+    async def _find_call(uow: UnitOfWork, session_id: str, call_id: str) -> Message:
+        message = await uow.messages.find_tool_call(session_id, call_id)
+        if message is None:
+            raise NotFound(
+                f"no tool call {call_id} in session {session_id}",
+                reason="TOOL_CALL_NOT_FOUND",
+                metadata={"call_id": call_id},
+            )
+        return message

@@ -1,0 +1,89 @@
+"""Leases on running turns: renewed while this process lives, reclaimed when a process dies.
+
+A running turn's lease is extended every interval by the process running it (one UPDATE for
+all its turns). A turn whose lease ran out belongs to a dead process: any process marks it
+INTERRUPTED and frees its session. The same renewal carries CancelTurn requests made
+through another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from agent_runtime.application.ids import Clock, utc_now
+from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.domain.events import Event, EventType
+from agent_runtime.domain.model import Turn
+
+log = logging.getLogger(__name__)
+
+
+class TurnRecovery:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        live: LiveTurns,
+        *,
+        owner: str,
+        lease: timedelta,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._live = live
+        self._owner = owner
+        self._lease = lease
+        self._now = clock
+
+    async def recover(self, *, at_start: bool = False) -> list[Turn]:
+        """Interrupt abandoned turns: expired leases, and at start-up our own earlier ones."""
+        now = self._now()
+        async with self._uow_factory() as uow:
+            turns = await uow.turns.interrupt_abandoned(
+                now, previous_owner=self._owner if at_start else None
+            )
+            for turn in turns:
+                await uow.events.add(
+                    Event(
+                        EventType.TURN_FAILED,
+                        turn.session_id,
+                        now,
+                        turn.turn_id,
+                        {
+                            "reason": "TURN_INTERRUPTED",
+                            "message": "the process running the turn stopped",
+                        },
+                    )
+                )
+            await uow.commit()
+        for turn in turns:
+            log.warning(
+                "turn %s of session %s was left running by %s; marked interrupted",
+                turn.turn_id,
+                turn.session_id,
+                turn.owner or "an unknown process",
+            )
+        return turns
+
+    async def renew(self) -> None:
+        """Extend our running turns' leases; act on cancel requests made elsewhere."""
+        async with self._uow_factory() as uow:
+            to_cancel = await uow.turns.renew_leases(self._owner, self._now() + self._lease)
+            await uow.commit()
+        for turn_id in to_cancel:
+            live = self._live.get(turn_id)
+            if live is not None and not live.cancel_requested:
+                log.info("turn %s: cancel requested through another process", turn_id)
+                live.cancel()
+
+    async def run(self, interval: float) -> None:
+        """Renew and reclaim every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew()
+                await self.recover()
+            except Exception:  # keep going: a failed round is retried at the next interval
+                log.exception("lease renewal failed; retrying in %.1fs", interval)

@@ -1,0 +1,107 @@
+"""Checks an input before anything is stored, and fingerprints it for idempotency."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from agent_runtime.application.commands import (
+    DecideApproval,
+    SendUserMessage,
+    SubmitToolResult,
+    SwitchAgent,
+    TurnCommand,
+)
+from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.model import ApprovalVerdict, validate_session_id
+
+MAX_CLIENT_MESSAGE_ID = 128
+
+
+class TurnValidator:
+    def __init__(self, agents: AgentCatalogue, max_message_bytes: int) -> None:
+        self._agents = agents
+        self._max_bytes = max_message_bytes
+
+    def validate(self, cmd: TurnCommand) -> None:
+        if cmd.session_id:
+            validate_session_id(cmd.session_id)
+        elif not isinstance(cmd, SendUserMessage | SwitchAgent):
+            raise InvalidInput.field("session_id", "is required for this input")
+        if len(cmd.client_message_id) > MAX_CLIENT_MESSAGE_ID:
+            raise InvalidInput.field(
+                "client_message_id", f"must be at most {MAX_CLIENT_MESSAGE_ID} characters"
+            )
+        if cmd.client_message_id and not cmd.session_id:
+            raise InvalidInput.field(
+                "session_id", "is required with client_message_id (keys are per session)"
+            )
+        match cmd:
+            case SendUserMessage():
+                if not cmd.content.strip():
+                    raise InvalidInput.field(
+                        "user_message.content", "must not be empty", reason="EMPTY_MESSAGE"
+                    )
+                self._check_size("user_message.content", cmd.content)
+                if cmd.agent:
+                    self._agents.get(cmd.agent)  # unknown agent -> InvalidInput
+            case SubmitToolResult():
+                _require_call_id("tool_result.call_id", cmd.call_id)
+                self._check_size("tool_result.content", cmd.content)
+            case DecideApproval():
+                _require_call_id("approval_decision.call_id", cmd.call_id)
+                if cmd.verdict is None:
+                    raise InvalidInput.field(
+                        "approval_decision.decision", "must be APPROVE, EDIT or REJECT"
+                    )
+                if cmd.verdict is ApprovalVerdict.EDIT and cmd.edited_arguments is None:
+                    raise InvalidInput.field(
+                        "approval_decision.edited_arguments", "is required with EDIT"
+                    )
+                self._check_size("approval_decision.feedback", cmd.feedback)
+            case SwitchAgent():
+                if not cmd.agent:
+                    raise InvalidInput.field("switch_agent.agent", "must name an agent")
+                try:
+                    self._agents.get(cmd.agent)
+                except InvalidInput as exc:
+                    raise InvalidInput.field(
+                        "switch_agent.agent", exc.violations[0].description, reason=exc.reason
+                    ) from None
+
+    def _check_size(self, field: str, text: str) -> None:
+        size = len(text.encode())
+        if size > self._max_bytes:
+            raise InvalidInput.field(
+                field,
+                f"is {size} bytes; the limit is {self._max_bytes}",
+                reason="MESSAGE_TOO_LARGE",
+            )
+
+
+def _require_call_id(field: str, call_id: str) -> None:
+    if not call_id:
+        raise InvalidInput.field(field, "must name a tool call")
+
+
+def fingerprint(cmd: TurnCommand) -> str:
+    """What makes two inputs "the same" for idempotency: everything but the key itself."""
+    match cmd:
+        case SendUserMessage():
+            parts: list[object] = ["user_message", cmd.content, cmd.agent, cmd.model]
+        case SubmitToolResult():
+            parts = ["tool_result", cmd.call_id, cmd.content, cmd.is_error, cmd.model]
+        case DecideApproval():
+            parts = [
+                "approval_decision",
+                cmd.call_id,
+                cmd.verdict.value if cmd.verdict else None,
+                cmd.edited_arguments,
+                cmd.feedback,
+                cmd.model,
+            ]
+        case SwitchAgent():
+            parts = ["switch_agent", cmd.agent, cmd.reason]
+    raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
