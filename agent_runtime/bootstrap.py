@@ -75,7 +75,7 @@ async def start(settings: Settings) -> RunningRuntime:
     recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
     # Whatever this instance left running in an earlier life is over, as are turns whose
     # owner stopped renewing their lease.
-    await recovery.recover(at_start=True)
+    await recovery.recover()
 
     http, llm, model = _model_client(settings)
     turns = TurnHandler(

@@ -140,19 +140,18 @@ class _FakeTurns:
     async def request_cancel(self, turn_id: str) -> None:
         self._s.cancel_requested.add(turn_id)
 
-    async def renew_leases(self, owner: str, until: datetime) -> list[str]:
-        mine = [t for t in self._s.turns.values() if t.owner == owner and t.running]
+    async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
+        mine = [t for t in self._s.turns.values() if t.turn_id in turn_ids and t.running]
         for turn in mine:
             turn.lease_expires_at = until
         return [t.turn_id for t in mine if t.turn_id in self._s.cancel_requested]
 
-    async def interrupt_abandoned(
-        self, now: datetime, previous_owner: str | None = None
-    ) -> list[Turn]:
+    async def interrupt_abandoned(self, now: datetime, owner: str, keep: list[str]) -> list[Turn]:
         found = [
             t
             for t in self._s.turns.values()
-            if t.running and (t.owner == previous_owner or (t.lease_expires_at or now) < now)
+            if t.running
+            and ((t.lease_expires_at or now) < now or (t.owner == owner and t.turn_id not in keep))
         ]
         for turn in found:
             turn.status = TurnStatus.INTERRUPTED

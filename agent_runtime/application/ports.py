@@ -99,15 +99,13 @@ class TurnRepository(Protocol):
         """Ask the process running the turn to cancel it (seen at its next lease renewal)."""
         ...
 
-    async def renew_leases(self, owner: str, until: datetime) -> list[str]:
-        """Extend the leases of the owner's running turns; return those asked to cancel."""
+    async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
+        """Extend these running turns' leases; return those asked to cancel."""
         ...
 
-    async def interrupt_abandoned(
-        self, now: datetime, previous_owner: str | None = None
-    ) -> list[Turn]:
+    async def interrupt_abandoned(self, now: datetime, owner: str, keep: list[str]) -> list[Turn]:
         """Mark INTERRUPTED (and free the sessions of) running turns whose lease expired, and
-        those `previous_owner` left behind in an earlier life; return them."""
+        those of `owner` that are not in `keep` (the ones it really runs); return them."""
         ...
 
 

@@ -37,13 +37,13 @@ class TurnRecovery:
         self._lease = lease
         self._now = clock
 
-    async def recover(self, *, at_start: bool = False) -> list[Turn]:
-        """Interrupt abandoned turns: expired leases, and at start-up our own earlier ones."""
+    async def recover(self) -> list[Turn]:
+        """Interrupt abandoned turns: expired leases, and ours that no task here runs (left by
+        an earlier life of this instance, or by a turn that could not record its end)."""
         now = self._now()
+        keep = [live.turn_id for live in self._live.all()]
         async with self._uow_factory() as uow:
-            turns = await uow.turns.interrupt_abandoned(
-                now, previous_owner=self._owner if at_start else None
-            )
+            turns = await uow.turns.interrupt_abandoned(now, self._owner, keep)
             for turn in turns:
                 await uow.events.add(
                     Event(
@@ -69,8 +69,11 @@ class TurnRecovery:
 
     async def renew(self) -> None:
         """Extend our running turns' leases; act on cancel requests made elsewhere."""
+        live_ids = [live.turn_id for live in self._live.all()]
+        if not live_ids:
+            return
         async with self._uow_factory() as uow:
-            to_cancel = await uow.turns.renew_leases(self._owner, self._now() + self._lease)
+            to_cancel = await uow.turns.renew_leases(live_ids, self._now() + self._lease)
             await uow.commit()
         for turn_id in to_cancel:
             live = self._live.get(turn_id)

@@ -95,6 +95,13 @@ class Unsupported(DomainError):
     default_reason = "UNIMPLEMENTED"
 
 
+class StorageUnavailable(DomainError):
+    """The database cannot be read or written right now (down, locked, disk full, read-only)."""
+
+    default_reason = "STORAGE_UNAVAILABLE"
+    default_retryable = True
+
+
 class ModelError(DomainError):
     """The model endpoint failed. Subclasses say how."""
 

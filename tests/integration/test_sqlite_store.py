@@ -121,7 +121,7 @@ async def test_turn_save_and_interrupt_abandoned(engine: AsyncEngine) -> None:
         await uow.turns.add(Turn("t2", "s1", "coder", "m", NOW))
         await uow.commit()
     async with uows() as uow:
-        interrupted = await uow.turns.interrupt_abandoned(NOW, previous_owner="")
+        interrupted = await uow.turns.interrupt_abandoned(NOW, owner="", keep=[])
         await uow.commit()
     assert [t.turn_id for t in interrupted] == ["t2"]
     async with uows() as uow:

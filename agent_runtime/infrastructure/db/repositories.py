@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, Row, and_, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
@@ -30,6 +29,7 @@ from agent_runtime.domain.model import (
     Usage,
 )
 from agent_runtime.infrastructure.db import chunk_codec
+from agent_runtime.infrastructure.db.guarded_session import GuardedSession
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
     approvals,
@@ -41,7 +41,7 @@ from agent_runtime.infrastructure.db.tables import (
 
 
 class SqlAlchemySessionRepository:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: GuardedSession) -> None:
         self._db = db
 
     async def get(self, session_id: str) -> Session | None:
@@ -64,7 +64,7 @@ class SqlAlchemySessionRepository:
         )
 
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
-        result: CursorResult[Any] = await self._db.execute(  # type: ignore[assignment]
+        result: CursorResult[Any] = await self._db.execute(
             update(sessions)
             .where(sessions.c.session_id == session_id, sessions.c.running_turn_id.is_(None))
             .values(running_turn_id=turn_id)
@@ -152,7 +152,7 @@ class SqlAlchemySessionRepository:
 
 
 class SqlAlchemyTurnRepository:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: GuardedSession) -> None:
         self._db = db
 
     async def add(self, turn: Turn) -> None:
@@ -196,27 +196,21 @@ class SqlAlchemyTurnRepository:
             update(turns).where(turns.c.turn_id == turn_id).values(cancel_requested=True)
         )
 
-    async def renew_leases(self, owner: str, until: datetime) -> list[str]:
-        await self._db.execute(
-            update(turns)
-            .where(turns.c.owner == owner, turns.c.status == TurnStatus.RUNNING.value)
-            .values(lease_expires_at=until)
-        )
+    async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
+        if not turn_ids:
+            return []
+        running = (turns.c.turn_id.in_(turn_ids), turns.c.status == TurnStatus.RUNNING.value)
+        await self._db.execute(update(turns).where(*running).values(lease_expires_at=until))
         rows = await self._db.scalars(
-            select(turns.c.turn_id).where(
-                turns.c.owner == owner,
-                turns.c.status == TurnStatus.RUNNING.value,
-                turns.c.cancel_requested.is_(True),
-            )
+            select(turns.c.turn_id).where(*running, turns.c.cancel_requested.is_(True))
         )
         return list(rows)
 
-    async def interrupt_abandoned(
-        self, now: datetime, previous_owner: str | None = None
-    ) -> list[Turn]:
-        abandoned = turns.c.lease_expires_at < now
-        if previous_owner is not None:
-            abandoned = or_(abandoned, turns.c.owner == previous_owner)
+    async def interrupt_abandoned(self, now: datetime, owner: str, keep: list[str]) -> list[Turn]:
+        abandoned = or_(
+            turns.c.lease_expires_at < now,
+            and_(turns.c.owner == owner, turns.c.turn_id.not_in(keep)),
+        )
         rows = (
             await self._db.execute(
                 select(turns).where(turns.c.status == TurnStatus.RUNNING.value, abandoned)
@@ -242,7 +236,7 @@ class SqlAlchemyTurnRepository:
 
 
 class SqlAlchemyMessageRepository:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: GuardedSession) -> None:
         self._db = db
 
     async def add(self, message: Message) -> None:
@@ -315,7 +309,7 @@ class SqlAlchemyMessageRepository:
 
 
 class SqlAlchemyApprovalRepository:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: GuardedSession) -> None:
         self._db = db
 
     async def add(self, approval: Approval) -> None:
@@ -382,7 +376,7 @@ class SqlAlchemyApprovalRepository:
 
 
 class SqlAlchemyEventRepository:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: GuardedSession) -> None:
         self._db = db
         self.added = 0  # tells the unit of work whether a commit publishes events
 

@@ -13,6 +13,8 @@ from agent_runtime.application.ports import (
     SessionRepository,
     TurnRepository,
 )
+from agent_runtime.domain.errors import StorageUnavailable
+from agent_runtime.infrastructure.db.guarded_session import GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
     SqlAlchemyEventRepository,
@@ -35,10 +37,10 @@ class SqlAlchemyUnitOfWork:
     ) -> None:
         self._session_factory = session_factory
         self._signal = signal
-        self._db: AsyncSession | None = None
+        self._db: GuardedSession | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
-        self._db = self._session_factory()
+        self._db = GuardedSession(self._session_factory())
         self.sessions = SqlAlchemySessionRepository(self._db)
         self.turns = SqlAlchemyTurnRepository(self._db)
         self.messages = SqlAlchemyMessageRepository(self._db)
@@ -66,15 +68,17 @@ class SqlAlchemyUnitOfWork:
         self._outbox.added = 0
 
     @property
-    def _session(self) -> AsyncSession:
+    def _session(self) -> GuardedSession:
         if self._db is None:
             raise RuntimeError("unit of work used outside its 'async with' block")
         return self._db
 
 
-async def _rollback_and_close(db: AsyncSession) -> None:
+async def _rollback_and_close(db: GuardedSession) -> None:
     try:
         await db.rollback()
+    except StorageUnavailable:
+        pass  # closing returns the connection (or discards a broken one) all the same
     finally:
         await db.close()
 
