@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -151,8 +151,9 @@ class TurnHandler:
                     for chunk in first:
                         yield self._sent(state, live, chunk)
                     if not state.finished:
-                        async for chunk in self._run(uow, state, live):
-                            yield chunk
+                        async with aclosing(self._run(uow, state, live)) as stream:
+                            async for chunk in stream:
+                                yield chunk
             if duplicate is not None:
                 stream = self.streams.follow(duplicate.session_id, duplicate.turn_id, 0)
                 async with aclosing(stream) as replayed:
@@ -193,7 +194,7 @@ class TurnHandler:
 
     async def _run(
         self, uow: UnitOfWork, state: TurnState, live: LiveTurn
-    ) -> AsyncIterator[chunks.Chunk]:
+    ) -> AsyncGenerator[chunks.Chunk, None]:
         """The model part of the turn; a client that goes away cancels it cleanly."""
         live.attach(asyncio.current_task(), self._settings.turn_timeout)
         try:
@@ -319,8 +320,9 @@ class TurnHandler:
                 if done:
                     return
         except _Interrupted:
-            async for chunk in self._interrupted(uow, state, live):
-                yield chunk
+            async with aclosing(self._interrupted(uow, state, live)) as ending:
+                async for chunk in ending:
+                    yield chunk
         except DomainError as error:
             for chunk in await self._fail(uow, state, error):
                 yield chunk
@@ -572,7 +574,7 @@ class TurnHandler:
 
     async def _interrupted(
         self, uow: UnitOfWork, state: TurnState, live: LiveTurn
-    ) -> AsyncIterator[chunks.Chunk]:
+    ) -> AsyncGenerator[chunks.Chunk, None]:
         if live.cancel_requested:
             await uow.rollback()
             state.restore()

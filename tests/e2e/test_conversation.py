@@ -12,7 +12,6 @@ from google.protobuf import json_format
 from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
-from tests.e2e.conftest import Client
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
 from tests.support.grpc_helpers import (
     decision,
@@ -24,6 +23,7 @@ from tests.support.grpc_helpers import (
     user_message,
 )
 from tests.support.history import history_problems
+from tests.support.runtime_fixtures import Client
 from tests.support.waiting import eventually
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 
 from agent_runtime.v1 import event_pb2 as ev
-from tests.e2e.conftest import Client
 from tests.support.fake_model_server import FakeModelServer, http_error, text_answer
 from tests.support.grpc_helpers import user_message
+from tests.support.runtime_fixtures import Client
 
 TYPE_NAMES = {v: k for k, v in ev.EventType.items()}
 

@@ -10,7 +10,6 @@ import grpc
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
-from tests.e2e.conftest import connect
 from tests.support.fake_model_server import (
     FakeModelServer,
     ScriptedResponse,
@@ -18,6 +17,7 @@ from tests.support.fake_model_server import (
     tool_call_answer,
 )
 from tests.support.grpc_helpers import decision, tool_result, user_message
+from tests.support.runtime_fixtures import connect
 from tests.support.server_process import ServerProcess
 
 SCRIPT: list[tuple[rt.StreamMessageRequest, list[Callable[[], ScriptedResponse]]]] = [

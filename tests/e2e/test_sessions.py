@@ -6,9 +6,9 @@ import grpc
 import pytest
 
 from agent_runtime.v1 import session_pb2 as ses
-from tests.e2e.conftest import Client
 from tests.support.fake_model_server import FakeModelServer, text_answer
 from tests.support.grpc_helpers import rich_error, user_message
+from tests.support.runtime_fixtures import Client
 
 
 async def test_create_get_and_duplicate(client: Client) -> None:

@@ -13,7 +13,6 @@ from google.protobuf import json_format
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
-from tests.e2e.conftest import Client
 from tests.support.fake_model_server import (
     FakeModelServer,
     ResponseWriter,
@@ -23,6 +22,7 @@ from tests.support.fake_model_server import (
     tool_call_answer,
 )
 from tests.support.grpc_helpers import kinds, rich_error, user_message
+from tests.support.runtime_fixtures import Client
 from tests.support.waiting import eventually
 
 

@@ -1,0 +1,160 @@
+"""Model endpoint faults, end to end: what the client sees and what is recorded."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import session_pb2 as ses
+from tests.support.fake_model_server import (
+    FakeModelServer,
+    drop_connection_after,
+    hang_until_disconnect,
+    http_error,
+    raw_sse,
+    stall_after,
+    text_answer,
+)
+from tests.support.grpc_helpers import kinds, user_message
+from tests.support.runtime_fixtures import Client
+
+FAST = {"llm_first_token_timeout": 0.3, "llm_idle_timeout": 0.3, "llm_retry_base_delay": 0.01}
+
+
+def turn_rows(db_path: Path) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT status, error_reason FROM turns").fetchall()
+
+
+async def assert_history_is_just_the_question(client: Client, question: str) -> None:
+    page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    assert [m.content for m in page.messages] == [question]
+
+
+def error_of(chunks: list[rt.StreamChunk]) -> rt.Error:
+    assert kinds(chunks)[-2:] == ["error", "turn_completed"], kinds(chunks)
+    assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_ERROR
+    return chunks[-2].error
+
+
+class TestTimeouts:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {**FAST, "llm_max_attempts": 2}
+
+    async def test_stall_before_the_first_token(
+        self, client: Client, model_server: FakeModelServer, db_path: Path
+    ) -> None:
+        model_server.enqueue(hang_until_disconnect(), hang_until_disconnect())
+        error = error_of(await client.turn(user_message("s1", "hello?")))
+        assert (error.code, error.reason, error.retryable) == (
+            "DEADLINE_EXCEEDED",
+            "MODEL_FIRST_TOKEN_TIMEOUT",
+            True,
+        )
+        assert len(model_server.requests) == 2  # retried once: no token had been sent
+        assert turn_rows(db_path) == [("failed", "MODEL_FIRST_TOKEN_TIMEOUT")]
+        await assert_history_is_just_the_question(client, "hello?")
+
+    async def test_stall_mid_stream(
+        self, client: Client, model_server: FakeModelServer, db_path: Path
+    ) -> None:
+        model_server.enqueue(stall_after("half "))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[1].assistant_delta.text == "half "
+        error = error_of(chunks)
+        assert (error.code, error.reason) == ("DEADLINE_EXCEEDED", "MODEL_IDLE_TIMEOUT")
+        assert len(model_server.requests) == 1  # a token was out: never retried
+        assert turn_rows(db_path) == [("failed", "MODEL_IDLE_TIMEOUT")]
+        await assert_history_is_just_the_question(client, "hello?")
+
+
+class TestTurnDeadline:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"turn_timeout_seconds": 0.5, "llm_idle_timeout": 30.0}
+
+    async def test_a_turn_never_outlives_its_deadline(
+        self, client: Client, model_server: FakeModelServer, db_path: Path
+    ) -> None:
+        model_server.enqueue(stall_after("slow "))
+        error = error_of(await client.turn(user_message("s1", "hello?")))
+        assert (error.code, error.reason) == ("DEADLINE_EXCEEDED", "TURN_TIMEOUT")
+        assert turn_rows(db_path) == [("failed", "TURN_TIMEOUT")]
+        got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
+        assert got.session.running_turn_id == ""
+
+
+class TestRefused:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        with socket.socket() as sock:  # a port nobody listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return {**FAST, "llm_base_url": f"http://127.0.0.1:{port}/v1"}
+
+    async def test_refused_connection(self, client: Client, db_path: Path) -> None:
+        error = error_of(await client.turn(user_message("s1", "hello?")))
+        assert (error.code, error.reason, error.retryable) == (
+            "UNAVAILABLE",
+            "MODEL_UNREACHABLE",
+            True,
+        )
+        assert turn_rows(db_path) == [("failed", "MODEL_UNREACHABLE")]
+
+
+class TestFaultsThatEndTheTurn:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return FAST
+
+    async def test_500_then_success_is_retried(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        model_server.enqueue(http_error(500), text_answer("second time lucky"))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[-2].assistant_message.content == "second time lucky"
+        assert len(model_server.requests) == 2
+
+    async def test_429_with_retry_after(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        model_server.enqueue(http_error(429, headers={"Retry-After": "0"}), text_answer("ok"))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[-2].assistant_message.content == "ok"
+        assert len(model_server.requests) == 2
+
+    @pytest.mark.parametrize(
+        ("response", "code", "reason"),
+        [
+            (raw_sse([b'data: {"choices": [ nonsense\n\n']), "UNKNOWN", "MODEL_BAD_RESPONSE"),
+            (drop_connection_after("cut right here", 2), "UNAVAILABLE", "MODEL_STREAM_INTERRUPTED"),
+            (
+                http_error(400, '{"error": {"message": "bad model"}}'),
+                "FAILED_PRECONDITION",
+                "MODEL_HTTP_400",
+            ),
+        ],
+    )
+    async def test_faults_after_turn_started(
+        self,
+        client: Client,
+        model_server: FakeModelServer,
+        db_path: Path,
+        response: Any,
+        code: str,
+        reason: str,
+    ) -> None:
+        model_server.enqueue(response)
+        error = error_of(await client.turn(user_message("s1", "hello?")))
+        assert (error.code, error.reason) == (code, reason)
+        assert turn_rows(db_path) == [("failed", reason)]
+        await assert_history_is_just_the_question(client, "hello?")
+        model_server.enqueue(text_answer("recovered"))
+        chunks = await client.turn(user_message("s1", "again"))
+        assert chunks[-2].assistant_message.content == "recovered"

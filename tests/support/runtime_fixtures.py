@@ -1,0 +1,89 @@
+"""Fixtures: a real runtime on a real port, a real SQLite file and a real HTTP model endpoint.
+
+Registered for every test by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agent_runtime import bootstrap
+from agent_runtime.config import Settings
+from agent_runtime.v1 import (
+    agent_pb2_grpc,
+    agent_runtime_pb2,
+    agent_runtime_pb2_grpc,
+    event_pb2_grpc,
+    session_pb2_grpc,
+)
+from tests.support.fake_model_server import FakeModelServer
+
+
+@dataclass
+class Client:
+    runtime: agent_runtime_pb2_grpc.AgentRuntimeServiceStub
+    sessions: session_pb2_grpc.SessionServiceStub
+    agents: agent_pb2_grpc.AgentServiceStub
+    events: event_pb2_grpc.EventServiceStub
+    channel: grpc.aio.Channel
+
+    async def turn(
+        self, request: agent_runtime_pb2.StreamMessageRequest
+    ) -> list[agent_runtime_pb2.StreamChunk]:
+        return [chunk async for chunk in self.runtime.StreamMessage(request)]
+
+
+def connect(channel: grpc.aio.Channel) -> Client:
+    return Client(
+        agent_runtime_pb2_grpc.AgentRuntimeServiceStub(channel),
+        session_pb2_grpc.SessionServiceStub(channel),
+        agent_pb2_grpc.AgentServiceStub(channel),
+        event_pb2_grpc.EventServiceStub(channel),
+        channel,
+    )
+
+
+@pytest.fixture
+async def model_server() -> AsyncIterator[FakeModelServer]:
+    async with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "runtime.db"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change the runtime's settings."""
+    return {}
+
+
+@pytest.fixture
+async def runtime(
+    model_server: FakeModelServer, db_path: Path, settings_overrides: dict[str, Any]
+) -> AsyncIterator[bootstrap.RunningRuntime]:
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "database_url": f"sqlite+aiosqlite:///{db_path}",
+        "llm_base_url": model_server.base_url,
+        "llm_api_key": "sk-test",
+        "llm_retry_base_delay": 0.01,
+    }
+    settings = Settings(**(values | settings_overrides))
+    running = await bootstrap.start(settings)
+    yield running
+    await running.stop(grace=None)
+
+
+@pytest.fixture
+async def client(runtime: bootstrap.RunningRuntime) -> AsyncIterator[Client]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+        yield connect(channel)
