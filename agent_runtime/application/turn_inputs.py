@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agent_runtime.application.commands import (
     DecideApproval,
     SendUserMessage,
@@ -18,6 +20,7 @@ from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import (
+    Approval,
     ApprovalStatus,
     ApprovalVerdict,
     Message,
@@ -69,15 +72,7 @@ class TurnInputs:
             status = (
                 ApprovalStatus.EXPIRED if approval.is_expired(now) else ApprovalStatus.SUPERSEDED
             )
-            approval.close(status, now)
-            await uow.approvals.save(approval)
-            await self._writer.event(
-                uow,
-                state,
-                EventType.APPROVAL_DECIDED,
-                call_id=approval.call_id,
-                decision=status.value,
-            )
+            await self._close(uow, state, approval, status)
         last = state.history[-1] if state.history else None
         call = last.requested_call if last and last.role is Role.ASSISTANT else None
         if call is not None:
@@ -141,16 +136,7 @@ class TurnInputs:
         expired = approval.is_expired(now)
         if expired or cmd.verdict is ApprovalVerdict.REJECT:
             status = ApprovalStatus.EXPIRED if expired else ApprovalStatus.REJECTED
-            approval.close(status, now, feedback=cmd.feedback)
-            await uow.approvals.save(approval)
-            await self._writer.event(
-                uow,
-                state,
-                EventType.APPROVAL_DECIDED,
-                call_id=approval.call_id,
-                decision=status.value,
-                feedback=cmd.feedback,
-            )
+            await self._close(uow, state, approval, status, feedback=cmd.feedback)
             text = EXPIRED_TOOL_RESULT if expired else REJECTED_TOOL_RESULT
             if cmd.feedback and not expired:
                 text += f". Feedback: {cmd.feedback}"
@@ -172,15 +158,8 @@ class TurnInputs:
                 )
             await uow.messages.replace_tool_call(approval.message_id, call)
             status = ApprovalStatus.EDITED
-        approval.close(status, now, feedback=cmd.feedback, final_arguments=call.arguments)
-        await uow.approvals.save(approval)
-        await self._writer.event(
-            uow,
-            state,
-            EventType.APPROVAL_DECIDED,
-            call_id=call.call_id,
-            decision=status.value,
-            feedback=cmd.feedback,
+        await self._close(
+            uow, state, approval, status, feedback=cmd.feedback, final_arguments=call.arguments
         )
         await self._writer.event(
             uow,
@@ -193,6 +172,27 @@ class TurnInputs:
             approval.message_id, call.call_id, call.tool_name, call.arguments, False, ""
         )
         return Opening(chunks=(tool_call,), run_model=False, stop_reason=StopReason.TOOL_CALL)
+
+    async def _close(
+        self,
+        uow: UnitOfWork,
+        state: TurnState,
+        approval: Approval,
+        status: ApprovalStatus,
+        *,
+        feedback: str = "",
+        final_arguments: dict[str, Any] | None = None,
+    ) -> None:
+        approval.close(status, self._now(), feedback=feedback, final_arguments=final_arguments)
+        await uow.approvals.save(approval)
+        await self._writer.event(
+            uow,
+            state,
+            EventType.APPROVAL_DECIDED,
+            call_id=approval.call_id,
+            decision=status.value,
+            feedback=feedback,
+        )
 
     @staticmethod
     async def _find_call(uow: UnitOfWork, session_id: str, call_id: str) -> Message:
