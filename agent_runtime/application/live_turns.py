@@ -24,6 +24,7 @@ class LiveTurn:
         self._max_buffered = max_buffered
         self._dropped_through = 0  # highest seq of a dropped delta
         self._changed = asyncio.Event()
+        self._waiting = 0
         self.done = False
         self.cancel_requested = False
         self.timed_out = False
@@ -80,22 +81,31 @@ class LiveTurn:
             )
         sent = after_seq
         while True:
-            changed = self._changed
             start = bisect.bisect_right(self._chunks, sent, key=_seq)
             for chunk in self._chunks[start:]:
                 sent = chunk.seq
                 yield chunk
-            if self.done and sent >= self._last_seq():
+            if self._last_seq() > sent:
+                continue  # published while we were yielding
+            if self.done:
                 return
-            if not changed.is_set():
+            # Nothing can be published between the check above and this wait (no await in
+            # between), so no wake-up is lost.
+            changed = self._changed
+            self._waiting += 1
+            try:
                 await changed.wait()
+            finally:
+                self._waiting -= 1
 
     def _last_seq(self) -> int:
         return self._chunks[-1].seq if self._chunks else 0
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        # Per token on the hot path: only allocate a new event when a follower waits.
+        if self._waiting:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
 
     def _drop_oldest_delta(self) -> None:
         for index, chunk in enumerate(self._chunks):

@@ -1,0 +1,49 @@
+"""LiveTurn: followers see every chunk once, in order, however publishing interleaves."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.domain import chunks
+from agent_runtime.domain.errors import OutOfRange
+
+
+def delta(seq: int) -> chunks.Chunk:
+    return chunks.Chunk("s", "t", seq, chunks.AssistantDelta(str(seq)))
+
+
+async def test_followers_get_everything_whatever_the_interleaving() -> None:
+    live = LiveTurns().open("s", "t")
+    received: dict[int, list[int]] = {i: [] for i in range(5)}
+
+    async def follow(i: int, after: int) -> None:
+        async for chunk in live.follow(after):
+            received[i].append(chunk.seq)
+            if chunk.seq % (i + 2) == 0:
+                await asyncio.sleep(0)  # a slow consumer: publishing goes on meanwhile
+
+    followers = [asyncio.create_task(follow(i, after=i)) for i in range(5)]
+    for seq in range(1, 201):
+        live.publish(delta(seq))
+        if seq % 7 == 0:
+            await asyncio.sleep(0)
+    live.finish()
+    await asyncio.wait_for(asyncio.gather(*followers), 5)
+    for i in range(5):
+        assert received[i] == list(range(i + 1, 201))
+
+
+async def test_a_cursor_in_dropped_deltas_is_out_of_range() -> None:
+    live = LiveTurns(max_buffered=10).open("s", "t")
+    live.publish(chunks.Chunk("s", "t", 1, chunks.TurnStarted("coder", "m")))
+    for seq in range(2, 30):
+        live.publish(delta(seq))
+    live.finish()
+    with pytest.raises(OutOfRange):
+        async for _ in live.follow(0):
+            pass
+    kept = [c.seq async for c in live.follow(25)]
+    assert kept == [26, 27, 28, 29]
