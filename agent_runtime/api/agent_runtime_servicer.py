@@ -10,6 +10,7 @@ import grpc
 from google.protobuf import json_format
 
 from agent_runtime.api.errors import abort, internal_error, unary_errors
+from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import chunk_to_proto
 from agent_runtime.application.commands import (
     DecideApproval,
@@ -60,7 +61,9 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
     async def StreamMessage(
         self, request: rt.StreamMessageRequest, context: Any
     ) -> AsyncIterator[rt.StreamChunk]:
-        async for chunk in self._stream(context, lambda: self._turns.handle(to_command(request))):
+        async for chunk in self._stream(
+            request, context, lambda: self._turns.handle(to_command(request))
+        ):
             yield chunk
 
     async def ResumeStream(
@@ -71,7 +74,7 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
                 request.session_id, request.turn_id, request.after_seq
             )
 
-        async for chunk in self._stream(context, follow):
+        async for chunk in self._stream(request, context, follow):
             yield chunk
 
     @unary_errors
@@ -81,9 +84,12 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
         await self._turns.cancel(request.session_id, request.turn_id)
         return rt.CancelTurnResponse()
 
-    async def _stream(self, context: Any, open_stream: Any) -> AsyncIterator[rt.StreamChunk]:
+    async def _stream(
+        self, request: object, context: Any, open_stream: Any
+    ) -> AsyncIterator[rt.StreamChunk]:
         """Map chunks to protobuf; errors before the first chunk become a status."""
         try:
+            check_decoded(request)
             self._limit.acquire()
         except DomainError as error:
             await abort(context, error)
@@ -124,11 +130,7 @@ def to_command(request: rt.StreamMessageRequest) -> TurnCommand:
             )
         case "approval_decision":
             decision = request.approval_decision
-            edited = (
-                json_format.MessageToDict(decision.edited_arguments)
-                if decision.HasField("edited_arguments")
-                else None
-            )
+            edited = _struct_to_dict(decision) if decision.HasField("edited_arguments") else None
             return DecideApproval(
                 call_id=decision.call_id,
                 verdict=_VERDICTS.get(decision.decision),
@@ -147,3 +149,10 @@ def to_command(request: rt.StreamMessageRequest) -> TurnCommand:
                 "set one of user_message, tool_result, approval_decision, switch_agent",
                 reason="MISSING_INPUT",
             )
+
+
+def _struct_to_dict(decision: rt.ApprovalDecision) -> dict[str, Any]:
+    try:
+        return dict(json_format.MessageToDict(decision.edited_arguments))
+    except ValueError as exc:  # NaN or Infinity: not JSON, so not tool arguments either
+        raise InvalidInput.field("approval_decision.edited_arguments", str(exc)) from None

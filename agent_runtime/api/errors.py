@@ -52,11 +52,22 @@ def code_name(error: errors.DomainError) -> str:
     return str(status_code_for(error).name)
 
 
+# Error texts may echo what a client sent; keep them well inside gRPC's metadata limits.
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def to_status(error: errors.DomainError) -> grpc.Status:
     code = status_code_for(error)
     details = [
         error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            reason=error.reason,
+            domain=ERROR_DOMAIN,
+            metadata={k: _clip(v, MAX_DETAIL_CHARS) for k, v in error.metadata.items()},
         )
     ]
     if isinstance(error, errors.InvalidInput) and error.violations:
@@ -64,7 +75,7 @@ def to_status(error: errors.DomainError) -> grpc.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=v.field, description=_clip(v.description, MAX_DETAIL_CHARS * 2)
                     )
                     for v in error.violations
                 ]
@@ -82,7 +93,9 @@ def to_status(error: errors.DomainError) -> grpc.Status:
         any_detail.Pack(detail)
         packed.append(any_detail)
     return rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+        status_pb2.Status(
+            code=code.value[0], message=_clip(error.message, MAX_MESSAGE_CHARS), details=packed
+        )
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from agent_runtime.api.errors import abort, internal_error
+from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import EVENT_TYPES_FROM_PROTO, event_to_proto
 from agent_runtime.application.commands import WatchEvents
 from agent_runtime.application.event_watcher import EventWatcher
@@ -27,6 +28,7 @@ class EventServicer(ev_grpc.EventServiceServicer):
         self, request: ev.WatchEventsRequest, context: Any
     ) -> AsyncIterator[ev.WatchEventsResponse]:
         try:
+            check_decoded(request)
             query = _to_query(request)
             cursor = await self._watcher.start_cursor(query)
             # Tells the client where the stream starts (and that it is live from here on).

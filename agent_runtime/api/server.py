@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer, StreamLimit
 from agent_runtime.api.agent_servicer import AgentServicer
 from agent_runtime.api.event_servicer import EventServicer
+from agent_runtime.api.interceptors import MalformedRequestInterceptor
 from agent_runtime.api.session_servicer import SessionServicer
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.session_handler import SessionHandler
@@ -70,10 +71,11 @@ async def start_grpc_server(
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
 ) -> GrpcServer:
     server = grpc.aio.server(
+        interceptors=[MalformedRequestInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-        ]
+        ],
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
         AgentRuntimeServicer(use_cases.turns, StreamLimit(max_concurrent_streams)), server

@@ -6,10 +6,12 @@ from collections.abc import AsyncGenerator
 
 from agent_runtime.application.commands import WatchEvents
 from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
+from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.events import StoredEvent
 from agent_runtime.domain.model import validate_session_id
 
 BATCH = 500
+MAX_EVENT_ID = 2**63  # what the database's integers hold
 
 
 class EventWatcher:
@@ -26,6 +28,8 @@ class EventWatcher:
         if query.session_id:
             validate_session_id(query.session_id)
         if query.after_event_id is not None:
+            if not 0 <= query.after_event_id < MAX_EVENT_ID:
+                raise InvalidInput.field("after_event_id", f"must be below {MAX_EVENT_ID}")
             return query.after_event_id
         async with self._uow_factory() as uow:
             return await uow.events.last_id()

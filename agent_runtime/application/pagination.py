@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agent_runtime.domain.errors import InvalidInput
@@ -46,7 +46,7 @@ def decode_position_token(token: str) -> int:
     if not token:
         return 0
     (position,) = _decode(token, "pos", 1)
-    if isinstance(position, int) and position >= 0:
+    if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < 2**63:
         return position
     raise InvalidInput.field("page_token", "is malformed", reason="INVALID_PAGE_TOKEN")
 
@@ -61,8 +61,10 @@ def decode_time_key_token(token: str, kind: str) -> tuple[datetime, str] | None:
         return None
     at, key = _decode(token, kind, 2)
     try:
-        if isinstance(at, str) and isinstance(key, str):
-            return datetime.fromisoformat(at), key
-    except ValueError:
+        if isinstance(at, str) and isinstance(key, str) and len(key) <= 256:
+            moment = datetime.fromisoformat(at)
+            if moment.tzinfo is not None:
+                return moment.astimezone(UTC), key
+    except (ValueError, OverflowError):
         pass
     raise InvalidInput.field("page_token", "is malformed", reason="INVALID_PAGE_TOKEN")

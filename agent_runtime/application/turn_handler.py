@@ -8,6 +8,7 @@ streams, so a slow model never holds a database lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -15,6 +16,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from agent_runtime.application.commands import (
     DecideApproval,
@@ -54,6 +56,7 @@ from agent_runtime.domain.model import (
     Turn,
     TurnError,
     Usage,
+    validate_id,
     validate_session_id,
 )
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
@@ -167,6 +170,7 @@ class TurnHandler:
         """CancelTurn: stop a running turn, here or in the process that runs it."""
         validate_session_id(session_id)
         live = self.live.get(turn_id)
+        validate_id("turn_id", turn_id)
         if live is not None and live.session_id == session_id:
             live.cancel()
             return
@@ -560,10 +564,11 @@ class TurnHandler:
     async def _fail(
         self, uow: UnitOfWork, state: TurnState, error: DomainError
     ) -> list[chunks.Chunk]:
-        await uow.rollback()
+        with contextlib.suppress(DomainError):  # a broken database may refuse even this
+            await uow.rollback()
         state.restore()
         state.turn.fail(TurnError(error.reason, error.message), state.usage, self._now())
-        return await self._writer.record_ending(
+        return await self._end(
             state,
             EventType.TURN_FAILED,
             error.reason,
@@ -571,6 +576,31 @@ class TurnHandler:
             reason=error.reason,
             message=error.message,
         )
+
+    async def _end(
+        self,
+        state: TurnState,
+        type_: EventType,
+        model_reason: str,
+        final: list[chunks.ChunkBody],
+        *,
+        keep_partial: bool = False,
+        **data: Any,
+    ) -> list[chunks.Chunk]:
+        """Record how the turn ended. If the database refuses even that, the client still
+        gets the ending chunks; the turn is reclaimed once the database is back."""
+        try:
+            return await self._writer.record_ending(
+                state, type_, model_reason, final, keep_partial=keep_partial, **data
+            )
+        except DomainError as exc:
+            log.error(
+                "turn %s: could not record its end (%s); the lease keeper will reclaim it",
+                state.turn.turn_id,
+                exc.reason,
+            )
+            state.restore()
+            return [state.chunk(body) for body in final]
 
     async def _interrupted(
         self, uow: UnitOfWork, state: TurnState, live: LiveTurn
@@ -589,7 +619,7 @@ class TurnHandler:
 
     async def _record_cancelled(self, state: TurnState) -> list[chunks.Chunk]:
         state.turn.cancel(state.usage, self._now())
-        return await self._writer.record_ending(
+        return await self._end(
             state,
             EventType.TURN_CANCELLED,
             "CANCELLED",

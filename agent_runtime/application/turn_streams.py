@@ -9,7 +9,9 @@ from agent_runtime.application.live_turns import LiveTurns
 from agent_runtime.application.ports import UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import InvalidInput, NotFound
-from agent_runtime.domain.model import validate_session_id
+from agent_runtime.domain.model import validate_id, validate_session_id
+
+MAX_CURSOR = 2**63  # what the database's integers hold
 
 
 class TurnStreams:
@@ -31,8 +33,9 @@ class TurnStreams:
         deltas exist only while the turn runs here.
         """
         validate_session_id(session_id)
-        if after_seq < 0:
-            raise InvalidInput.field("after_seq", "must not be negative")
+        validate_id("turn_id", turn_id)
+        if not 0 <= after_seq < MAX_CURSOR:
+            raise InvalidInput.field("after_seq", f"must be from 0 to {MAX_CURSOR - 1}")
         sent = after_seq
         while True:
             live = self._live.get(turn_id)

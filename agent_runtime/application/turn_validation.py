@@ -14,7 +14,7 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
-from agent_runtime.domain.model import ApprovalVerdict, validate_session_id
+from agent_runtime.domain.model import ApprovalVerdict, validate_id, validate_session_id
 
 MAX_CLIENT_MESSAGE_ID = 128
 
@@ -81,8 +81,7 @@ class TurnValidator:
 
 
 def _require_call_id(field: str, call_id: str) -> None:
-    if not call_id:
-        raise InvalidInput.field(field, "must name a tool call")
+    validate_id(field, call_id)
 
 
 def fingerprint(cmd: TurnCommand) -> str:

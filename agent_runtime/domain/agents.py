@@ -157,7 +157,7 @@ class AgentCatalogue:
         if profile is None:
             raise InvalidInput.field(
                 "agent",
-                f"unknown agent '{name}'; known agents: {', '.join(sorted(self.profiles))}",
+                f"unknown agent '{name[:64]}'; known agents: {', '.join(sorted(self.profiles))}",
                 reason="UNKNOWN_AGENT",
             )
         return profile

@@ -23,6 +23,15 @@ def validate_session_id(session_id: str) -> None:
         )
 
 
+MAX_ID_LENGTH = 128
+
+
+def validate_id(field: str, value: str) -> None:
+    """Ids the server issued (turn, call, message ids): never empty, never huge."""
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidInput.field(field, f"must be 1-{MAX_ID_LENGTH} characters")
+
+
 class Role(Enum):
     SYSTEM = "system"
     USER = "user"
