@@ -7,6 +7,7 @@ with a clear message, not as an internal error; integrity violations stay what t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -21,26 +22,55 @@ T = TypeVar("T")
 
 
 class GuardedSession:
-    def __init__(self, session: AsyncSession) -> None:
+    """Also takes the writer gate, when there is one, for the length of each transaction."""
+
+    def __init__(self, session: AsyncSession, gate: asyncio.Lock | None = None) -> None:
         self._session = session
+        self._gate = gate
+        self._holding = False
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        await self._enter()
         return await _guard(lambda: self._session.execute(*args, **kwargs))
 
     async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        await self._enter()
         return await _guard(lambda: self._session.scalar(*args, **kwargs))
 
     async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        await self._enter()
         return await _guard(lambda: self._session.scalars(*args, **kwargs))
 
     async def commit(self) -> None:
-        await _guard(self._session.commit)
+        try:
+            await _guard(self._session.commit)
+        finally:
+            self._leave()
 
     async def rollback(self) -> None:
-        await _guard(self._session.rollback)
+        try:
+            await _guard(self._session.rollback)
+        finally:
+            self._leave()
 
     async def close(self) -> None:
-        await self._session.close()
+        try:
+            await self._session.close()
+        finally:
+            self._leave()
+
+    async def _enter(self) -> None:
+        # The first statement of a transaction waits for the gate; SQLAlchemy begins the
+        # transaction (BEGIN IMMEDIATE on SQLite) right after.
+        if self._gate is not None and not self._holding:
+            await self._gate.acquire()
+            self._holding = True
+
+    def _leave(self) -> None:
+        if self._holding:
+            self._holding = False
+            assert self._gate is not None
+            self._gate.release()
 
 
 async def _guard(call: Callable[[], Awaitable[T]]) -> T:

@@ -33,14 +33,18 @@ class SqlAlchemyUnitOfWork:
     events: EventRepository
 
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], signal: LocalEventSignal
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        signal: LocalEventSignal,
+        gate: asyncio.Lock | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._signal = signal
+        self._gate = gate
         self._db: GuardedSession | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
-        self._db = GuardedSession(self._session_factory())
+        self._db = GuardedSession(self._session_factory(), self._gate)
         self.sessions = SqlAlchemySessionRepository(self._db)
         self.turns = SqlAlchemyTurnRepository(self._db)
         self.messages = SqlAlchemyMessageRepository(self._db)
@@ -89,6 +93,10 @@ class SqlAlchemyUnitOfWorkFactory:
     def __init__(self, engine: AsyncEngine, signal: LocalEventSignal | None = None) -> None:
         self._session_factory = async_sessionmaker(engine, expire_on_commit=False)
         self.signal = signal or LocalEventSignal()
+        # SQLite has one writer at a time. Queueing our transactions here, in order, beats
+        # letting them collide in SQLite, whose busy handler sleeps in growing steps (up to
+        # 100 ms) between retries: under load that sleep, not the work, set the pace.
+        self._gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._session_factory, self.signal)
+        return SqlAlchemyUnitOfWork(self._session_factory, self.signal, self._gate)
