@@ -108,16 +108,19 @@ class _FakeTurns:
     def __init__(self, state: FakeDatabase) -> None:
         self._s = state
 
-    async def add(self, turn: Turn) -> None:
+    async def add(self, turn: Turn, log: list[Chunk] | None = None) -> None:
         self._s.turns[turn.turn_id] = replace(turn)
+        self._s.chunks[turn.turn_id] = list(log or [])
 
     async def get(self, turn_id: str) -> Turn | None:
         found = self._s.turns.get(turn_id)
         return replace(found) if found else None
 
-    async def save(self, turn: Turn) -> None:
+    async def save(self, turn: Turn, log: list[Chunk] | None = None) -> None:
         assert turn.turn_id in self._s.turns
         self._s.turns[turn.turn_id] = replace(turn)
+        if log is not None:
+            self._s.chunks[turn.turn_id] = list(log)
 
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str

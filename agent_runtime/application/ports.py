@@ -79,11 +79,15 @@ class SessionRepository(Protocol):
 
 
 class TurnRepository(Protocol):
-    async def add(self, turn: Turn) -> None: ...
+    async def add(self, turn: Turn, log: list[Chunk] | None = None) -> None:
+        """Insert the turn (with its replay log so far)."""
+        ...
 
     async def get(self, turn_id: str) -> Turn | None: ...
 
-    async def save(self, turn: Turn) -> None: ...
+    async def save(self, turn: Turn, log: list[Chunk] | None = None) -> None:
+        """Store the turn's state (and its replay log, when given)."""
+        ...
 
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str

@@ -264,7 +264,6 @@ class TurnHandler:
             lease_expires_at=now + self._settings.lease,
         )
         state = TurnState(session, turn, agent, history, model_override=requested_model)
-        await uow.turns.add(turn)
         # Registered before the commit: a retry that sees the committed turn finds it live.
         live = self.live.open(session_id, turn_id)
         try:
@@ -273,6 +272,8 @@ class TurnHandler:
             turn.input_message_id = opening.input_message_id or None
             first = [state.chunk(chunks.TurnStarted(agent.name, opening.input_message_id))]
             first += [state.chunk(body) for body in opening.chunks]
+            await uow.turns.add(turn, state.log)  # with its replay log: one statement
+            state.log_written()
             if opening.run_model:
                 await self._writer.commit(uow, state, model_call_next=True)
             else:

@@ -67,23 +67,24 @@ class TurnInputs:
 
     async def _close_open_calls(self, uow: UnitOfWork, state: TurnState) -> None:
         """Answer an unanswered tool call and close its approval, so history stays valid."""
+        last = state.history[-1] if state.history else None
+        call = last.requested_call if last and last.role is Role.ASSISTANT else None
+        if call is None:
+            return  # only the newest message can be a call still waiting (one at a time)
         now = self._now()
         for approval in await uow.approvals.open_for_session(state.session.session_id):
             status = (
                 ApprovalStatus.EXPIRED if approval.is_expired(now) else ApprovalStatus.SUPERSEDED
             )
             await self._close(uow, state, approval, status)
-        last = state.history[-1] if state.history else None
-        call = last.requested_call if last and last.role is Role.ASSISTANT else None
-        if call is not None:
-            await self._writer.append(
-                uow,
-                state,
-                Role.TOOL,
-                SUPERSEDED_TOOL_RESULT,
-                tool_call_id=call.call_id,
-                is_error=True,
-            )
+        await self._writer.append(
+            uow,
+            state,
+            Role.TOOL,
+            SUPERSEDED_TOOL_RESULT,
+            tool_call_id=call.call_id,
+            is_error=True,
+        )
 
     async def _tool_result(
         self, uow: UnitOfWork, state: TurnState, cmd: SubmitToolResult

@@ -44,6 +44,7 @@ class TurnState:
     _committed_count: int = 0
     _committed_history: int = 0
     _committed_log: int = 0
+    _written_log: int = 0
 
     def __post_init__(self) -> None:
         self.committed(release=False)
@@ -61,7 +62,11 @@ class TurnState:
 
     @property
     def log_changed(self) -> bool:
-        return len(self.log) != self._committed_log
+        """The replay log has chunks not yet written in this transaction."""
+        return len(self.log) != self._written_log
+
+    def log_written(self) -> None:
+        self._written_log = len(self.log)
 
     def next_position(self) -> int:
         return self.session.next_position()
@@ -71,6 +76,7 @@ class TurnState:
         self._committed_count = self.session.message_count
         self._committed_history = len(self.history)
         self._committed_log = len(self.log)
+        self._written_log = len(self.log)
         self.model_outcome = None
         if release:
             self.finished = True
@@ -80,5 +86,6 @@ class TurnState:
         self.session.message_count = self._committed_count
         del self.history[self._committed_history :]
         del self.log[self._committed_log :]
+        self._written_log = self._committed_log
         last_logged = self.log[-1].seq if self.log else 0
         self._next_seq = max(self._sent_seq, last_logged) + 1

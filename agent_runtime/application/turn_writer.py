@@ -99,6 +99,8 @@ class TurnWriter:
             )
         if state.log_changed:
             await uow.turns.save_chunks(state.turn, state.log)
+            state.log_written()
+            state.log_written()
         now = self._now()
         state.session.last_activity_at = now
         await uow.sessions.record_activity(
@@ -129,7 +131,6 @@ class TurnWriter:
     ) -> list[chunks.Chunk]:
         """Complete the turn and free the session in one commit; return the chunks to send."""
         state.turn.complete(stop, state.usage, self._now())
-        await uow.turns.save(state.turn)
         await self.event(
             uow,
             state,
@@ -140,6 +141,7 @@ class TurnWriter:
         )
         out = [state.chunk(body) for body in final]
         out.append(state.chunk(chunks.TurnCompleted(stop, state.usage)))
+        await _save_turn_and_log(uow, state)
         await self.commit(uow, state, release=True)
         return out
 
@@ -172,11 +174,16 @@ class TurnWriter:
             partial = "".join(state.partial_text)
             if keep_partial and partial:
                 await self.append(uow, state, Role.ASSISTANT, partial, incomplete=True)
-            await uow.turns.save(state.turn)
             await self.event(uow, state, type_, **data)
             out = [state.chunk(body) for body in final]
+            await _save_turn_and_log(uow, state)
             await self.commit(uow, state, release=True)
         return out
+
+
+async def _save_turn_and_log(uow: UnitOfWork, state: TurnState) -> None:
+    await uow.turns.save(state.turn, state.log)  # one statement for the turn and its log
+    state.log_written()
 
 
 def call_ms(state: TurnState) -> int:

@@ -45,15 +45,17 @@ async def test_a_streamed_turn_is_persisted_in_order(
     model_server.enqueue(text_answer("Hello from the model"))
     chunks = await collect(client, user_message("s1", "hi there"))
 
-    assert kinds(chunks) == ["turn_started"] + ["assistant_delta"] * 4 + [
+    deltas = [c for c in chunks if c.HasField("assistant_delta")]
+    assert kinds(chunks) == ["turn_started"] + ["assistant_delta"] * len(deltas) + [
         "assistant_message",
         "turn_completed",
     ]
-    assert [c.seq for c in chunks] == list(range(1, 8))
+    assert deltas  # streamed: tokens that arrive together may share a delta
+    assert [c.seq for c in chunks] == list(range(1, len(chunks) + 1))
     assert {(c.session_id, c.turn_id) for c in chunks} == {("s1", chunks[0].turn_id)}
-    assert "".join(c.assistant_delta.text for c in chunks[1:5]) == "Hello from the model"
-    assert chunks[5].assistant_message.content == "Hello from the model"
-    completed = chunks[6].turn_completed
+    assert "".join(c.assistant_delta.text for c in deltas) == "Hello from the model"
+    assert chunks[-2].assistant_message.content == "Hello from the model"
+    completed = chunks[-1].turn_completed
     assert completed.stop_reason == rt.STOP_REASON_END_TURN
     assert (
         completed.usage.prompt_tokens,

@@ -48,6 +48,15 @@ async def read_n(call: Any, n: int) -> list[rt.StreamChunk]:
     return [await call.read() for _ in range(n)]
 
 
+async def read_text(call: Any, text: str) -> list[rt.StreamChunk]:
+    """TurnStarted and deltas until they spell `text` (tokens that arrive together may come
+    as one delta)."""
+    chunks = [await call.read()]
+    while "".join(c.assistant_delta.text for c in chunks) != text:
+        chunks.append(await call.read())
+    return chunks
+
+
 async def read_rest(call: Any) -> list[rt.StreamChunk]:
     rest = []
     while (chunk := await call.read()) is not grpc.aio.EOF:
@@ -112,7 +121,7 @@ async def test_cancel_turn_stops_the_model_keeps_the_partial_text_and_frees_the_
     upstream_closed = asyncio.Event()
     model_server.enqueue(stall_after("half an ", on_disconnect=upstream_closed.set))
     call = client.runtime.StreamMessage(user_message("s1", "write an essay"))
-    head = await read_n(call, 3)  # TurnStarted, "half ", "an "
+    head = await read_text(call, "half an ")
     turn_id = head[0].turn_id
 
     await client.runtime.CancelTurn(rt.CancelTurnRequest(session_id="s1", turn_id=turn_id))
@@ -147,7 +156,7 @@ async def test_a_client_that_disappears_mid_stream(
     upstream_closed = asyncio.Event()
     model_server.enqueue(stall_after("so far ", on_disconnect=upstream_closed.set))
     call = client.runtime.StreamMessage(user_message("s1", "long answer please"))
-    await read_n(call, 3)
+    await read_text(call, "so far ")
     call.cancel()
     # The upstream request is closed within a short bound...
     await asyncio.wait_for(upstream_closed.wait(), 5)

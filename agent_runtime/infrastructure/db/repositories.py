@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Row, and_, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Row, and_, case, func, insert, or_, select, update
 
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
@@ -87,17 +87,15 @@ class SqlAlchemySessionRepository:
         values: dict[str, Any] = {"last_activity_at": at}
         if message_count is not None:
             values["message_count"] = message_count
+        if release_turn is not None:
+            # One statement: free the session only if this turn still holds it.
+            values["running_turn_id"] = case(
+                (sessions.c.running_turn_id == release_turn, None),
+                else_=sessions.c.running_turn_id,
+            )
         await self._db.execute(
             update(sessions).where(sessions.c.session_id == session_id).values(**values)
         )
-        if release_turn is not None:
-            await self._db.execute(
-                update(sessions)
-                .where(
-                    sessions.c.session_id == session_id, sessions.c.running_turn_id == release_turn
-                )
-                .values(running_turn_id=None)
-            )
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         await self._db.execute(
@@ -155,16 +153,20 @@ class SqlAlchemyTurnRepository:
     def __init__(self, db: GuardedSession) -> None:
         self._db = db
 
-    async def add(self, turn: Turn) -> None:
-        await self._db.execute(insert(turns).values(**_turn_values(turn), chunks="[]"))
+    async def add(self, turn: Turn, log: list[Chunk] | None = None) -> None:
+        await self._db.execute(
+            insert(turns).values(**_turn_values(turn), chunks=chunk_codec.encode(log or []))
+        )
 
     async def get(self, turn_id: str) -> Turn | None:
         row = (await self._db.execute(select(turns).where(turns.c.turn_id == turn_id))).first()
         return None if row is None else _turn_from_row(row)
 
-    async def save(self, turn: Turn) -> None:
+    async def save(self, turn: Turn, log: list[Chunk] | None = None) -> None:
         values = _turn_values(turn)
         del values["turn_id"]
+        if log is not None:
+            values["chunks"] = chunk_codec.encode(log)
         await self._db.execute(update(turns).where(turns.c.turn_id == turn.turn_id).values(values))
 
     async def find_by_client_message_id(
@@ -378,19 +380,31 @@ class SqlAlchemyApprovalRepository:
 class SqlAlchemyEventRepository:
     def __init__(self, db: GuardedSession) -> None:
         self._db = db
+        self._pending: list[dict[str, Any]] = []
         self.added = 0  # tells the unit of work whether a commit publishes events
 
     async def add(self, event: Event) -> None:
-        await self._db.execute(
-            insert(events).values(
-                type=event.type.value,
-                session_id=event.session_id,
-                turn_id=event.turn_id,
-                data=json.dumps(event.data, default=str),
-                occurred_at=event.occurred_at,
-            )
+        # Buffered: written by flush() as one statement just before the commit, still in
+        # the same transaction as the change the event describes.
+        self._pending.append(
+            {
+                "type": event.type.value,
+                "session_id": event.session_id,
+                "turn_id": event.turn_id,
+                "data": json.dumps(event.data, default=str),
+                "occurred_at": event.occurred_at,
+            }
         )
         self.added += 1
+
+    async def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await self._db.execute(insert(events), pending)
+
+    def discard(self) -> None:
+        self._pending.clear()
+        self.added = 0
 
     async def after(
         self,

@@ -62,14 +62,15 @@ class SqlAlchemyUnitOfWork:
         await asyncio.shield(_rollback_and_close(db))
 
     async def commit(self) -> None:
+        await self._outbox.flush()
         await self._session.commit()
         if self._outbox.added:
             self._outbox.added = 0
             self._signal.notify()  # only after the commit: watchers must see committed rows
 
     async def rollback(self) -> None:
+        self._outbox.discard()
         await self._session.rollback()
-        self._outbox.added = 0
 
     @property
     def _session(self) -> GuardedSession:

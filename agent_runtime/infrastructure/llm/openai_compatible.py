@@ -269,12 +269,14 @@ class OpenAICompatibleClient:
         while True:
             chunk = await self._next_chunk(chunks, deadline, answer.output_started)
             if chunk is None:
-                for text in answer.flush():
-                    yield text
+                if texts := answer.flush():
+                    yield "".join(texts)
                 return
             events_before = answer.events
-            for text in answer.feed(chunk):
-                yield text
+            # Tokens that arrived together leave together: one delta per read, not per token,
+            # so a fast model costs a chunk per network read. Nothing waits for more.
+            if texts := answer.feed(chunk):
+                yield "".join(texts)
             if answer.done:
                 await _drain(chunks)
                 return
