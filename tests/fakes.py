@@ -149,19 +149,21 @@ class _FakeTurns:
             turn.lease_expires_at = until
         return [t.turn_id for t in mine if t.turn_id in self._s.cancel_requested]
 
-    async def interrupt_abandoned(self, now: datetime, owner: str, keep: list[str]) -> list[Turn]:
-        found = [
-            t
+    async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
+        return [
+            replace(t)
             for t in self._s.turns.values()
-            if t.running
-            and ((t.lease_expires_at or now) < now or (t.owner == owner and t.turn_id not in keep))
+            if t.running and ((t.lease_expires_at or now) < now or t.owner == owner)
         ]
-        for turn in found:
+
+    async def interrupt(self, turns: list[Turn], now: datetime) -> None:
+        for found in turns:
+            turn = self._s.turns[found.turn_id]
             turn.status = TurnStatus.INTERRUPTED
+            found.status = TurnStatus.INTERRUPTED
             session = self._s.sessions[turn.session_id]
             if session.running_turn_id == turn.turn_id:
                 session.running_turn_id = None
-        return [replace(t) for t in found]
 
 
 class _FakeMessages:

@@ -107,9 +107,12 @@ class TurnRepository(Protocol):
         """Extend these running turns' leases; return those asked to cancel."""
         ...
 
-    async def interrupt_abandoned(self, now: datetime, owner: str, keep: list[str]) -> list[Turn]:
-        """Mark INTERRUPTED (and free the sessions of) running turns whose lease expired, and
-        those of `owner` that are not in `keep` (the ones it really runs); return them."""
+    async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
+        """Running turns whose lease expired, or that `owner` runs (or ran before a restart)."""
+        ...
+
+    async def interrupt(self, turns: list[Turn], now: datetime) -> None:
+        """Mark these running turns INTERRUPTED and free their sessions."""
         ...
 
 

@@ -41,9 +41,13 @@ class TurnRecovery:
         """Interrupt abandoned turns: expired leases, and ours that no task here runs (left by
         an earlier life of this instance, or by a turn that could not record its end)."""
         now = self._now()
-        keep = [live.turn_id for live in self._live.all()]
         async with self._uow_factory() as uow:
-            turns = await uow.turns.interrupt_abandoned(now, self._owner, keep)
+            candidates = await uow.turns.abandoned_candidates(now, self._owner)
+            # Asked only now, inside the transaction: a turn that committed its start after
+            # a snapshot taken earlier would look abandoned while it runs. (A turn registers
+            # itself as live before its first commit.)
+            turns = [t for t in candidates if self._live.get(t.turn_id) is None]
+            await uow.turns.interrupt(turns, now)
             for turn in turns:
                 await uow.events.add(
                     Event(

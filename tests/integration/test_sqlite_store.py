@@ -121,7 +121,8 @@ async def test_turn_save_and_interrupt_abandoned(engine: AsyncEngine) -> None:
         await uow.turns.add(Turn("t2", "s1", "coder", "m", NOW))
         await uow.commit()
     async with uows() as uow:
-        interrupted = await uow.turns.interrupt_abandoned(NOW, owner="", keep=[])
+        interrupted = await uow.turns.abandoned_candidates(NOW, owner="")
+        await uow.turns.interrupt(interrupted, NOW)
         await uow.commit()
     assert [t.turn_id for t in interrupted] == ["t2"]
     async with uows() as uow:

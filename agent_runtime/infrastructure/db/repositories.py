@@ -208,17 +208,18 @@ class SqlAlchemyTurnRepository:
         )
         return list(rows)
 
-    async def interrupt_abandoned(self, now: datetime, owner: str, keep: list[str]) -> list[Turn]:
-        abandoned = or_(
-            turns.c.lease_expires_at < now,
-            and_(turns.c.owner == owner, turns.c.turn_id.not_in(keep)),
-        )
+    async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
         rows = (
             await self._db.execute(
-                select(turns).where(turns.c.status == TurnStatus.RUNNING.value, abandoned)
+                select(turns).where(
+                    turns.c.status == TurnStatus.RUNNING.value,
+                    or_(turns.c.lease_expires_at < now, turns.c.owner == owner),
+                )
             )
         ).all()
-        interrupted = [_turn_from_row(row) for row in rows]
+        return [_turn_from_row(row) for row in rows]
+
+    async def interrupt(self, interrupted: list[Turn], now: datetime) -> None:
         for turn in interrupted:
             await self._db.execute(
                 update(turns)
@@ -234,7 +235,6 @@ class SqlAlchemyTurnRepository:
                 .values(running_turn_id=None)
             )
             turn.status = TurnStatus.INTERRUPTED
-        return interrupted
 
 
 class SqlAlchemyMessageRepository:
