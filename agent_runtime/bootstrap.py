@@ -128,6 +128,7 @@ def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClie
         return None, FakeModelClient(), FAKE_MODEL_NAME
     http = create_http_client(
         connect_timeout=settings.llm_connect_timeout,
+        max_connections=settings.llm_max_connections,
         # A backstop only: the first-token and idle timeouts below are the real bounds.
         read_timeout=max(
             settings.llm_read_timeout, settings.llm_first_token_timeout, settings.llm_idle_timeout

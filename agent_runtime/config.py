@@ -28,6 +28,7 @@ class Settings:
     llm_idle_timeout: float = 60.0
     llm_read_timeout: float = 300.0
     llm_max_attempts: int = 3
+    llm_max_connections: int = 1000
     llm_retry_base_delay: float = 0.5
     context_window_messages: int = 200
     max_message_bytes: int = 256 * 1024
@@ -76,6 +77,7 @@ class Settings:
             ("LLM_IDLE_TIMEOUT", "llm_idle_timeout", float),
             ("LLM_READ_TIMEOUT", "llm_read_timeout", float),
             ("LLM_MAX_ATTEMPTS", "llm_max_attempts", int),
+            ("LLM_MAX_CONNECTIONS", "llm_max_connections", int),
             ("LLM_RETRY_BASE_DELAY", "llm_retry_base_delay", float),
             ("CONTEXT_WINDOW_MESSAGES", "context_window_messages", int),
             ("MAX_MESSAGE_BYTES", "max_message_bytes", int),

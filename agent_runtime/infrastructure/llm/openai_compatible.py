@@ -77,19 +77,23 @@ Redactor = Callable[[str], str]
 
 
 def create_http_client(
-    *, connect_timeout: float = 10.0, read_timeout: float = 300.0
+    *, connect_timeout: float = 10.0, read_timeout: float = 300.0, max_connections: int = 1000
 ) -> httpx.AsyncClient:
     """The one HTTP client the process shares between model clients (the caller closes it).
 
     read_timeout bounds the silence between two bytes, not the whole answer: a model may
-    think for minutes before its first token, then stream for many more.
+    think for minutes before its first token, then stream for many more. Every streaming
+    turn holds a connection for its whole answer, so max_connections bounds how many turns
+    talk to the model at once (the others wait for a connection, up to connect_timeout).
     """
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=30.0, pool=connect_timeout
         ),
         limits=httpx.Limits(
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0
+            max_connections=max_connections,
+            max_keepalive_connections=min(max_connections, 200),
+            keepalive_expiry=30.0,
         ),
         # A redirect means a wrong base_url; following it would resend the key elsewhere.
         follow_redirects=False,
