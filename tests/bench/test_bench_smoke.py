@@ -1,0 +1,69 @@
+"""The benchmark works and writes its files: `scripts/bench --quick` (seconds, tiny sizes).
+
+No timing assertions: on a shared CI machine they would only measure the neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [str(REPO / "scripts" / "bench"), "--quick", "--out", str(out), "--db-dir", str(tmp_path)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert {
+        "meta",
+        "throughput",
+        "added_latency",
+        "history",
+        "slow_streams",
+        "targets",
+        "table",
+        "runtime_log",
+    } <= results.keys()
+    assert results["meta"]["quick"] is True
+    for level in results["throughput"].values():
+        for system in ("runtime", "floor"):
+            assert level[system]["turns"] > 0
+            assert {"turns_per_s", "e2e_ms", "ttft_ms", "added_ms", "errors"} <= level[
+                system
+            ].keys()
+    # c=1 with 24 turns, 10 per session: the worker moved on to fresh sessions.
+    assert results["throughput"]["1"]["runtime"]["sessions"] >= 3
+    assert {"runtime", "floor"} <= results["added_latency"].keys()
+    assert results["history"]["runtime"]
+    for system in ("runtime", "floor"):
+        assert results["slow_streams"][system]["peak_rss_kib"] > 0
+    assert [target["key"] for target in results["targets"]] == [
+        "throughput_c32",
+        "p99_e2e_c32",
+        "added_latency_c1",
+        "history_10000_vs_10",
+        "slow_streams",
+    ]
+
+    markdown = (out / "results.md").read_text()
+    assert "## Targets" in markdown
+    assert "| metric | runtime | floor | ratio | target | met? |" in markdown
+
+    chart = (out / "chart.png").read_bytes()
+    assert chart.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(chart) > 10_000
