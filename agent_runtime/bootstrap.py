@@ -33,6 +33,9 @@ from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPoli
 
 log = logging.getLogger("agent_runtime")
 
+# After the grace period: how long cancelled turns get to record their end.
+CANCEL_DRAIN_SECONDS = 5.0
+
 
 async def migrate(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
@@ -50,13 +53,24 @@ class RunningRuntime:
     engine: AsyncEngine
     http: httpx.AsyncClient | None
     lease_keeper: asyncio.Task[None]
+    live: LiveTurns
 
     @property
     def port(self) -> int:
         return self.grpc.port
 
     async def stop(self, grace: float | None = None) -> None:
-        await self.grpc.stop(grace)
+        """Drain: no new calls, running turns get `grace` seconds to finish, then are
+        cancelled cleanly (recorded CANCELLED, sessions freed, TurnCompleted sent)."""
+        stopping = asyncio.create_task(
+            self.grpc.stop(None if grace is None else grace + CANCEL_DRAIN_SECONDS)
+        )
+        if grace:
+            await self.live.wait_idle(grace)
+        for turn in self.live.all():
+            turn.cancel()
+        await self.live.wait_idle(CANCEL_DRAIN_SECONDS)
+        await stopping
         self.lease_keeper.cancel()
         await asyncio.gather(self.lease_keeper, return_exceptions=True)
         if self.http is not None:
@@ -114,7 +128,7 @@ async def start(settings: Settings) -> RunningRuntime:
         await engine.dispose()
         raise
     keeper = asyncio.create_task(recovery.run(settings.lease_seconds / 3), name="lease-keeper")
-    return RunningRuntime(grpc_server, engine, http, keeper)
+    return RunningRuntime(grpc_server, engine, http, keeper, live)
 
 
 def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:

@@ -119,11 +119,23 @@ class LiveTurns:
     def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         self._turns: dict[str, LiveTurn] = {}
         self._max_buffered = max_buffered
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def open(self, session_id: str, turn_id: str) -> LiveTurn:
         live = LiveTurn(session_id, turn_id, self._max_buffered)
         self._turns[turn_id] = live
+        self._idle.clear()
         return live
+
+    async def wait_idle(self, max_wait: float) -> bool:
+        """Wait until no turn runs here (at most `max_wait` seconds); True if none does."""
+        try:
+            async with asyncio.timeout(max_wait):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def get(self, turn_id: str) -> LiveTurn | None:
         return self._turns.get(turn_id)
@@ -132,6 +144,8 @@ class LiveTurns:
         live.finish()
         if self._turns.get(live.turn_id) is live:
             del self._turns[live.turn_id]
+        if not self._turns:
+            self._idle.set()
 
     def __len__(self) -> int:
         return len(self._turns)

@@ -1,0 +1,63 @@
+"""SIGTERM with a turn running: the turn gets its grace period, then ends cancelled and
+recorded; the session is free; the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import grpc
+
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from tests.support.fake_model_server import FakeModelServer, stall_after, text_answer
+from tests.support.grpc_helpers import user_message
+from tests.support.runtime_fixtures import connect
+from tests.support.server_process import ServerProcess
+
+
+async def test_sigterm_cancels_running_turns_cleanly_after_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runtime.db"
+    async with FakeModelServer() as model:
+        upstream_closed = asyncio.Event()
+        model.enqueue(stall_after("working on it ", on_disconnect=upstream_closed.set))
+        env = {
+            "AGENT_RUNTIME_LLM_BASE_URL": model.base_url,
+            "AGENT_RUNTIME_SHUTDOWN_GRACE_SECONDS": "0.5",
+        }
+        server = ServerProcess(db, env=env)
+        await server.start()
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            call = connect(channel).runtime.StreamMessage(user_message("s1", "long job"))
+            started = await call.read()
+            await call.read()  # the first delta: the model call is under way
+            exit_code = await server.terminate()
+            await asyncio.wait_for(upstream_closed.wait(), 5)
+            rest = []
+            while (chunk := await call.read()) is not grpc.aio.EOF:
+                rest.append(chunk)
+            # The client hears how its turn ended.
+            assert rest[-1].turn_completed.stop_reason == rt.STOP_REASON_CANCELLED
+        assert exit_code == 0, server.output()
+        assert "shutting down" in server.output()
+
+        with sqlite3.connect(db) as conn:
+            assert conn.execute(
+                "SELECT status FROM turns WHERE turn_id = ?", (started.turn_id,)
+            ).fetchone() == ("cancelled",)
+            assert conn.execute("SELECT running_turn_id FROM sessions").fetchone() == (None,)
+            assert conn.execute(
+                "SELECT content, incomplete FROM messages ORDER BY position"
+            ).fetchall() == [("long job", 0), ("working on it ", 1)]
+
+        restarted = ServerProcess(db, env=env)
+        await restarted.start()
+        try:
+            model.enqueue(text_answer("done now"))
+            async with grpc.aio.insecure_channel(restarted.address) as channel:
+                chunks = await connect(channel).turn(user_message("s1", "again"))
+            assert chunks[-2].assistant_message.content == "done now"
+        finally:
+            assert await restarted.terminate() == 0
