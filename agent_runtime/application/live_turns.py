@@ -147,9 +147,6 @@ class LiveTurns:
         if not self._turns:
             self._idle.set()
 
-    def __len__(self) -> int:
-        return len(self._turns)
-
     def all(self) -> list[LiveTurn]:
         return list(self._turns.values())
 

@@ -130,7 +130,7 @@ class TurnHandler:
         self._processor = LLMResponseProcessor(self._tools)
         self._now = clock
         self._ids = ids
-        self.live = live if live is not None else LiveTurns()  # (empty is falsy)
+        self.live = live if live is not None else LiveTurns()
         self.streams = TurnStreams(uow_factory, self.live)
         self._validator = TurnValidator(agents, settings.max_message_bytes)
         self._writer = TurnWriter(uow_factory, clock, ids, settings.default_model)
