@@ -14,34 +14,13 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import (
     FakeModelServer,
-    RequestBody,
-    ResponseWriter,
-    ScriptedResponse,
+    gated_answer,
     stall_after,
     text_answer,
 )
 from tests.support.grpc_helpers import kinds, rich_error, user_message
 from tests.support.runtime_fixtures import Client
 from tests.support.waiting import eventually
-
-
-def gated_answer(words: list[str], gate: asyncio.Event) -> ScriptedResponse:
-    """Streams the first word, waits for `gate`, then streams the rest and finishes."""
-
-    async def respond(request: RequestBody, out: ResponseWriter) -> None:
-        def delta(text: str) -> dict[str, object]:
-            return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-
-        await out.start_stream()
-        await out.send_event(delta(words[0]))
-        await gate.wait()
-        for word in words[1:]:
-            await out.send_event(delta(word))
-        await out.send_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        await out.send_event("[DONE]")
-        await out.end_stream()
-
-    return ScriptedResponse(respond, "gated")
 
 
 async def read_n(call: Any, n: int) -> list[rt.StreamChunk]:

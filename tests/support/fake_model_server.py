@@ -361,6 +361,20 @@ def tool_call_answer(
     return ScriptedResponse(respond, f"tool_call_answer({tool_name!r})")
 
 
+def gated_answer(words: list[str], gate: asyncio.Event) -> ScriptedResponse:
+    """Streams the first word, waits for `gate`, then streams the rest and finishes."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_event(_chunk(request, {"content": words[0]}))
+        await gate.wait()
+        for word in words[1:]:
+            await out.send_event(_chunk(request, {"content": word}))
+        await _finish_stream(request, out, "stop", None)
+
+    return ScriptedResponse(respond, "gated_answer()")
+
+
 def http_error(
     status: int, body: str = _DEFAULT_ERROR_BODY, *, headers: Mapping[str, str] | None = None
 ) -> ScriptedResponse:

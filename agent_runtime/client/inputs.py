@@ -1,0 +1,86 @@
+"""The inputs a turn starts from (StreamMessageRequest.input), and reading tool arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import session_pb2 as ses
+
+TurnInput = rt.UserMessage | rt.ToolResult | rt.ApprovalDecision | rt.SwitchAgent
+
+
+def user_message(content: str) -> rt.UserMessage:
+    return rt.UserMessage(content=content)
+
+
+def tool_result(call_id: str, content: str, *, is_error: bool = False) -> rt.ToolResult:
+    return rt.ToolResult(call_id=call_id, content=content, is_error=is_error)
+
+
+def approve(call_id: str, *, feedback: str = "") -> rt.ApprovalDecision:
+    return rt.ApprovalDecision(call_id=call_id, decision=rt.DECISION_APPROVE, feedback=feedback)
+
+
+def edit(call_id: str, arguments: Mapping[str, Any], *, feedback: str = "") -> rt.ApprovalDecision:
+    """Approve the call with these arguments instead of the model's."""
+    decision = rt.ApprovalDecision(call_id=call_id, decision=rt.DECISION_EDIT, feedback=feedback)
+    decision.edited_arguments.update(dict(arguments))
+    return decision
+
+
+def reject(call_id: str, *, feedback: str = "") -> rt.ApprovalDecision:
+    return rt.ApprovalDecision(call_id=call_id, decision=rt.DECISION_REJECT, feedback=feedback)
+
+
+def switch_agent(agent: str, *, reason: str = "") -> rt.SwitchAgent:
+    return rt.SwitchAgent(agent=agent, reason=reason)
+
+
+def stream_request(
+    session_id: str,
+    turn_input: TurnInput | str,
+    *,
+    client_message_id: str,
+    agent: str = "",
+    model: str = "",
+) -> rt.StreamMessageRequest:
+    """A StreamMessageRequest; a str input is a user message."""
+    request = rt.StreamMessageRequest(
+        session_id=session_id, client_message_id=client_message_id, agent=agent, model=model
+    )
+    match turn_input:
+        case str():
+            request.user_message.content = turn_input
+        case rt.UserMessage():
+            request.user_message.CopyFrom(turn_input)
+        case rt.ToolResult():
+            request.tool_result.CopyFrom(turn_input)
+        case rt.ApprovalDecision():
+            request.approval_decision.CopyFrom(turn_input)
+        case rt.SwitchAgent():
+            request.switch_agent.CopyFrom(turn_input)
+        case _:
+            raise TypeError(f"not a turn input: {type(turn_input).__name__}")
+    return request
+
+
+def arguments_of(call: rt.ToolCall | ses.MessageToolCall | ses.PendingApproval) -> dict[str, Any]:
+    """A tool call's arguments as plain JSON values. protobuf's Struct holds every number as a
+    double; whole numbers come back as int, as the model wrote them."""
+    return {
+        k: _whole_numbers_as_int(v) for k, v in json_format.MessageToDict(call.arguments).items()
+    }
+
+
+def _whole_numbers_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers_as_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_int(v) for k, v in value.items()}
+    return value
