@@ -1,4 +1,4 @@
-"""The command line: `agent-runtime serve` and `agent-runtime migrate`."""
+"""The command line: `serve` and `migrate` for the server; `chat` and `sessions` as a client."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from agent_runtime import bootstrap
 from agent_runtime.config import ConfigError, Settings, parse_headers
 from agent_runtime.infrastructure.agents_file import AgentsFileError
+from agent_runtime.terminal import commands as terminal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (AGENT_RUNTIME_DATABASE_URL)")
+
+    terminal.add_parsers(commands)
     return parser
 
 
@@ -68,6 +71,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if terminal.is_terminal_command(args):
+        return terminal.run(args)
     try:
         settings = _settings(args)
     except ConfigError as exc:

@@ -1,0 +1,262 @@
+"""`agent-runtime chat` driven as a person would: through a pseudo-terminal, against a real
+server process whose model endpoint is the scripted FakeModelServer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+
+from agent_runtime.client import AgentRuntimeClient
+from agent_runtime.v1 import session_pb2 as ses
+from tests.support.cli_process import run_cli
+from tests.support.fake_model_server import (
+    FakeModelServer,
+    gated_answer,
+    stall_after,
+    text_answer,
+    tool_call_answer,
+)
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import eventually
+
+APPROVAL_PROMPT = r"\[a\]pprove, \[e\]dit, \[r\]eject\? "
+PROMPT = "you> "
+
+
+class Terminal:
+    """`agent-runtime chat` in a pseudo-terminal. expect() runs in a thread, so the event loop
+    (and the scripted model server on it) keeps serving while we wait for the screen."""
+
+    def __init__(self, *args: str) -> None:
+        self.child = pexpect.spawn(
+            sys.executable,
+            ["-m", "agent_runtime", "chat", *args],
+            encoding="utf-8",
+            timeout=20,
+            dimensions=(50, 200),
+        )
+
+    async def expect(self, pattern: str) -> str:
+        await asyncio.to_thread(self.child.expect, pattern)
+        return str(self.child.before) + str(self.child.after)
+
+    def type(self, line: str) -> None:
+        self.child.sendline(line)
+
+    async def leave(self) -> int:
+        self.child.sendeof()  # Ctrl-D at the prompt
+        await asyncio.to_thread(self.child.expect, pexpect.EOF)
+        self.child.close()
+        return int(self.child.exitstatus or 0)
+
+
+@pytest.fixture
+async def server(model_server: FakeModelServer, tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    process = ServerProcess(
+        tmp_path / "runtime.db",
+        env={
+            "AGENT_RUNTIME_LLM_BASE_URL": model_server.base_url,
+            "AGENT_RUNTIME_LLM_API_KEY": "sk-test",
+        },
+    )
+    await process.start()
+    yield process
+    await process.terminate()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "workspace"
+    path.mkdir()
+    return path.resolve()
+
+
+@pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[AgentRuntimeClient]:
+    async with AgentRuntimeClient(server.address) as client:
+        yield client
+
+
+def open_chat(server: ServerProcess, workspace: Path | None) -> Terminal:
+    args = ["--target", server.address, "--session", "s1"]
+    return Terminal(*args, *(["--workspace", str(workspace)] if workspace else []))
+
+
+def tool_answer_sent(model_server: FakeModelServer, request_index: int) -> dict[str, Any]:
+    """The tool message the runtime sent the model in its `request_index`-th request."""
+    message: dict[str, Any] = model_server.requests[request_index]["messages"][-1]
+    assert message["role"] == "tool"
+    return message
+
+
+async def test_tokens_are_shown_as_they_stream(
+    server: ServerProcess, model_server: FakeModelServer
+) -> None:
+    gate = asyncio.Event()
+    model_server.enqueue(gated_answer(["Streaming ", "token ", "by token"], gate))
+    chat = open_chat(server, None)
+    await chat.expect(PROMPT)
+    chat.type("tell me something")
+    # The first token is on the screen while the model has not yet sent the rest.
+    await chat.expect("assistant> Streaming ")
+    gate.set()
+    await chat.expect("token by token")
+    await chat.expect(PROMPT)
+    assert await chat.leave() == 0
+
+
+async def test_an_approved_write_lands_in_the_workspace_and_the_result_goes_back(
+    server: ServerProcess, model_server: FakeModelServer, workspace: Path
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("write_file", {"path": "notes/hello.txt", "content": "hello\n"}),
+        text_answer("I wrote notes/hello.txt for you"),
+    )
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("please write a greeting file")
+    screen = await chat.expect(APPROVAL_PROMPT)
+    assert '[tool call] write_file {"path": "notes/hello.txt", "content": "hello\\n"}' in screen
+    assert not (workspace / "notes" / "hello.txt").exists()  # nothing before the approval
+    chat.type("a")
+    await chat.expect("-> ok: wrote 6 bytes to notes/hello.txt")
+    await chat.expect("assistant> I wrote notes/hello.txt for you")
+    await chat.expect(PROMPT)
+    assert (workspace / "notes" / "hello.txt").read_text() == "hello\n"
+    sent = tool_answer_sent(model_server, 1)
+    assert sent["content"] == "wrote 6 bytes to notes/hello.txt"
+    assert await chat.leave() == 0
+
+
+async def test_a_path_escaping_the_workspace_is_refused_and_reported_as_a_tool_error(
+    server: ServerProcess, model_server: FakeModelServer, workspace: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("top secret")
+    (workspace / "link").symlink_to(tmp_path)
+    model_server.enqueue(
+        tool_call_answer("read_file", {"path": "../secret.txt"}),
+        tool_call_answer("read_file", {"path": "link/secret.txt"}, call_id="call_2"),
+        text_answer("I may not read outside the workspace"),
+    )
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("read the secret")
+    await chat.expect("-> error: refused: ../secret.txt is outside the workspace")
+    await chat.expect("-> error: refused: link/secret.txt is outside the workspace")
+    await chat.expect("assistant> I may not read outside the workspace")
+    await chat.expect(PROMPT)
+    assert await chat.leave() == 0
+
+    shown = await run_cli("sessions", "show", "s1", "--json", "--target", server.address)
+    assert shown.returncode == 0, shown.stderr
+    tool_messages = [m for m in json.loads(shown.stdout)["messages"] if m["role"] == "ROLE_TOOL"]
+    assert [(m["tool_call_id"], m.get("is_error"), m["content"]) for m in tool_messages] == [
+        ("call_1", True, "refused: ../secret.txt is outside the workspace"),
+        ("call_2", True, "refused: link/secret.txt is outside the workspace"),
+    ]
+    assert "top secret" not in json.dumps(model_server.requests)
+
+
+async def test_a_rejected_call_is_not_run_and_the_feedback_reaches_the_model(
+    server: ServerProcess, model_server: FakeModelServer, workspace: Path
+) -> None:
+    (workspace / "keep.txt").write_text("precious")
+    model_server.enqueue(
+        tool_call_answer("delete_file", {"path": "keep.txt"}),
+        text_answer("Understood, I kept it"),
+    )
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("tidy up")
+    await chat.expect(APPROVAL_PROMPT)
+    chat.type("r")
+    await chat.expect(r"feedback for the model \(optional\): ")
+    chat.type("keep that file")
+    await chat.expect("assistant> Understood, I kept it")
+    await chat.expect(PROMPT)
+    assert (workspace / "keep.txt").read_text() == "precious"
+    sent = tool_answer_sent(model_server, 1)
+    assert "rejected" in sent["content"] and "Feedback: keep that file" in sent["content"]
+    assert await chat.leave() == 0
+
+
+async def test_an_edited_command_runs_in_the_workspace_with_its_output_sent_back(
+    server: ServerProcess, model_server: FakeModelServer, workspace: Path
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("execute_command", {"command": "rm -rf ."}),
+        text_answer("The command printed its directory"),
+    )
+    (workspace / "canary").write_text("still here")
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("show me where you are")
+    await chat.expect(APPROVAL_PROMPT)
+    chat.type("e")
+    await chat.expect(r"new arguments \(JSON object, empty: back\): ")
+    chat.type('{"command": "pwd && echo edited-run"}')
+    await chat.expect("assistant> The command printed its directory")
+    await chat.expect(PROMPT)
+    sent = tool_answer_sent(model_server, 1)
+    assert sent["content"] == f"exit code 0\n{workspace}\nedited-run\n"
+    assert (workspace / "canary").read_text() == "still here"
+    assert await chat.leave() == 0
+
+
+async def test_without_a_workspace_tools_are_reported_as_not_run(
+    server: ServerProcess, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("list_files", {"path": "."}),
+        tool_call_answer("write_file", {"path": "a", "content": "b"}, call_id="call_2"),
+        text_answer("No workspace, so I will describe it instead"),
+    )
+    chat = open_chat(server, None)
+    await chat.expect(PROMPT)
+    chat.type("look around")
+    await chat.expect("-> error: not executed: the terminal client runs without a workspace")
+    await chat.expect("rejected: no workspace to run it in")
+    await chat.expect("assistant> No workspace, so I will describe it instead")
+    await chat.expect(PROMPT)
+    assert "without a workspace" in tool_answer_sent(model_server, 1)["content"]
+    assert "without a workspace" in tool_answer_sent(model_server, 2)["content"]
+    assert await chat.leave() == 0
+
+
+async def test_ctrl_c_cancels_the_running_turn_on_the_server(
+    server: ServerProcess, model_server: FakeModelServer, api: AgentRuntimeClient
+) -> None:
+    model_server.enqueue(stall_after("Let me think "))
+    chat = open_chat(server, None)
+    await chat.expect(PROMPT)
+    chat.type("a long task")
+    await chat.expect("assistant> Let me think ")
+    chat.child.sendintr()
+    await chat.expect(r"\[stopped\]")
+    await chat.expect(PROMPT)
+
+    async def turn_cancelled() -> bool:
+        return not (await api.get_session("s1")).running_turn_id
+
+    await eventually(turn_cancelled, what="the server to cancel the turn")
+    messages = [m async for m in api.list_messages("s1")]
+    assert messages[-1].role == ses.ROLE_ASSISTANT
+    assert messages[-1].incomplete and messages[-1].content == "Let me think "
+    assert await chat.leave() == 0
+
+
+async def test_quit_leaves_and_an_unreachable_server_is_reported() -> None:
+    chat = Terminal("--target", "127.0.0.1:1", "--session", "s1")
+    screen = await chat.expect(r"error: UNAVAILABLE[^\n]*")
+    assert re.search(r"error: UNAVAILABLE", screen)
+    await asyncio.to_thread(chat.child.expect, pexpect.EOF)
+    chat.child.close()
+    assert chat.child.exitstatus == 1
