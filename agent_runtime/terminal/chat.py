@@ -43,6 +43,10 @@ NO_WORKSPACE = (
     "(start `agent-runtime chat` with --workspace DIR to let the model use files and commands)"
 )
 COMPLETION_SEEN = "the user has seen the result"
+# Catalogue tools the client answers without a workspace; switch_mode never reaches a client
+# (the runtime acts on it).
+CONVERSATION_TOOLS = frozenset({"attempt_completion", "ask_followup_question"})
+RUNTIME_TOOLS = frozenset({"switch_mode"})
 SHOWN_ARGUMENT_CHARS = 400
 SHOWN_RESULT_CHARS = 200
 HELP = (

@@ -1,0 +1,106 @@
+"""`agent-runtime sessions list|show|delete` as a user runs them, against a real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_runtime import bootstrap
+from agent_runtime.client import AgentRuntimeClient, AgentRuntimeError, reject
+from tests.support.cli_process import run_cli
+from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
+
+
+@pytest.fixture
+def target(runtime: bootstrap.RunningRuntime) -> str:
+    return f"127.0.0.1:{runtime.port}"
+
+
+@pytest.fixture
+async def api(target: str) -> AsyncIterator[AgentRuntimeClient]:
+    async with AgentRuntimeClient(target) as client:
+        yield client
+
+
+async def test_list_shows_every_session_as_a_table_and_as_json(
+    api: AgentRuntimeClient, target: str
+) -> None:
+    await api.create_session("alpha", title="first one")
+    await api.create_session("beta", agent="architect")
+
+    table = await run_cli("sessions", "list", "--target", target)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["SESSION", "AGENT", "MESSAGES"]
+    assert {row.split()[0]: row.split()[1] for row in rows} == {
+        "alpha": "coder",
+        "beta": "architect",
+    }
+    assert any(row.endswith("first one") for row in rows)
+
+    listed = await run_cli("sessions", "list", "--json", "--target", target)
+    assert {s["session_id"] for s in json.loads(listed.stdout)} == {"alpha", "beta"}
+
+
+async def test_show_prints_the_session_and_its_messages(
+    api: AgentRuntimeClient, target: str, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("write_file", {"path": "x.py", "content": "pass"}),
+        text_answer("Fine, no file then"),
+    )
+    [c async for c in api.stream_message("s1", "write x.py")]
+    [c async for c in api.stream_message("s1", reject("call_1", feedback="not now"))]
+
+    shown = await run_cli("sessions", "show", "s1", "--target", target)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[:2] == ["session s1", "  agent: coder"]
+    assert "messages: 4, pending approvals: 0" in shown.stdout
+    lines = shown.stdout.splitlines()[5:]
+    assert lines == [
+        "#1 user: write x.py",
+        '#2 assistant: -> write_file {"path": "x.py", "content": "pass"} [call_1]',
+        "#3 tool [call_1, error]: not executed: the user rejected this tool call. "
+        "Feedback: not now",
+        "#4 assistant: Fine, no file then",
+    ]
+
+    as_json = json.loads(
+        (await run_cli("sessions", "show", "s1", "--json", "--target", target)).stdout
+    )
+    assert as_json["session"]["session_id"] == "s1"
+    assert [m["role"] for m in as_json["messages"]] == [
+        "ROLE_USER",
+        "ROLE_ASSISTANT",
+        "ROLE_TOOL",
+        "ROLE_ASSISTANT",
+    ]
+
+
+async def test_delete_removes_the_session_and_errors_name_the_reason(
+    api: AgentRuntimeClient, target: str
+) -> None:
+    await api.create_session("doomed")
+    deleted = await run_cli("sessions", "delete", "doomed", "--target", target)
+    assert (deleted.returncode, deleted.stdout) == (0, "deleted session doomed\n")
+    with pytest.raises(AgentRuntimeError):
+        await api.get_session("doomed")
+
+    again = await run_cli("sessions", "delete", "doomed", "--target", target)
+    assert again.returncode == 1
+    assert (
+        again.stderr == "agent-runtime: NOT_FOUND (SESSION_NOT_FOUND): session doomed not found\n"
+    )
+    missing = await run_cli("sessions", "show", "nope", "--target", target)
+    assert missing.returncode == 1 and "SESSION_NOT_FOUND" in missing.stderr
+
+
+async def test_bad_tls_flags_are_refused_before_connecting(target: str) -> None:
+    result = await run_cli("sessions", "list", "--target", target, "--tls-cert", "/nonexistent")
+    assert result.returncode == 2
+    assert result.stderr == "agent-runtime: --tls-cert and --tls-key go together\n"
+    unreadable = await run_cli("sessions", "list", "--tls-ca", "/nonexistent/ca.pem")
+    assert unreadable.returncode == 2
+    assert "cannot read /nonexistent/ca.pem" in unreadable.stderr
