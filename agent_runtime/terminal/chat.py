@@ -264,7 +264,7 @@ class Chat:
         return None
 
     async def _edited_arguments(self, call: rt.ToolCall) -> dict[str, Any] | None:
-        self._console.line(f"  current arguments: {json.dumps(arguments_of(call))}")
+        self._console.line(f"  current arguments: {json.dumps(arguments_of(call), sort_keys=True)}")
         while True:
             line = await self._console.read_line("  new arguments (JSON object, empty: back): ")
             if not line or not line.strip():
@@ -313,7 +313,7 @@ class Chat:
         return ToolOutcome(choice)
 
     def _show_call(self, call: rt.ToolCall) -> None:
-        shown = json.dumps(arguments_of(call), ensure_ascii=False)
+        shown = json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)
         if len(shown) > SHOWN_ARGUMENT_CHARS:
             shown = shown[:SHOWN_ARGUMENT_CHARS] + "..."
         label = "approved" if call.call_id in self._approved else "tool call"

@@ -119,10 +119,9 @@ def _message_line(message: ses.Message) -> str:
     if message.incomplete:
         head += " [incomplete]"
     parts = [message.content] if message.content else []
-    parts += [
-        f"-> {call.tool_name} {json.dumps(arguments_of(call), ensure_ascii=False)} [{call.call_id}]"
-        for call in message.tool_calls
-    ]
+    for call in message.tool_calls:
+        arguments = json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)
+        parts.append(f"-> {call.tool_name} {arguments} [{call.call_id}]")
     return f"{head}: {' '.join(parts)}".rstrip().replace("\n", "\n    ")
 
 

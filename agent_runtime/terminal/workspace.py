@@ -200,6 +200,8 @@ class Workspace:
         command = _text(args, "command")
         cwd = self.resolve(_text(args, "cwd", "."))
         timeout = min(_number(args, "timeout", self._command_timeout), MAX_COMMAND_TIMEOUT)
+        if timeout < 1:
+            raise ToolRefused("argument 'timeout' must be at least 1 (seconds)")
         process = await asyncio.create_subprocess_shell(
             command,
             cwd=cwd,

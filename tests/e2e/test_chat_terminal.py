@@ -124,7 +124,7 @@ async def test_an_approved_write_lands_in_the_workspace_and_the_result_goes_back
     await chat.expect(PROMPT)
     chat.type("please write a greeting file")
     screen = await chat.expect(APPROVAL_PROMPT)
-    assert '[tool call] write_file {"path": "notes/hello.txt", "content": "hello\\n"}' in screen
+    assert '[tool call] write_file {"content": "hello\\n", "path": "notes/hello.txt"}' in screen
     assert not (workspace / "notes" / "hello.txt").exists()  # nothing before the approval
     chat.type("a")
     await chat.expect("-> ok: wrote 6 bytes to notes/hello.txt")

@@ -61,7 +61,7 @@ async def test_show_prints_the_session_and_its_messages(
     lines = shown.stdout.splitlines()[5:]
     assert lines == [
         "#1 user: write x.py",
-        '#2 assistant: -> write_file {"path": "x.py", "content": "pass"} [call_1]',
+        '#2 assistant: -> write_file {"content": "pass", "path": "x.py"} [call_1]',
         "#3 tool [call_1, error]: not executed: the user rejected this tool call. "
         "Feedback: not now",
         "#4 assistant: Fine, no file then",
