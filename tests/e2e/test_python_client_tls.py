@@ -1,0 +1,69 @@
+"""The client's TLS and mutual TLS, against a grpc.aio server holding the real AgentService
+behind certificates the test makes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent_runtime.api.agent_servicer import AgentServicer
+from agent_runtime.client import NO_RETRIES, AgentRuntimeClient, AgentRuntimeError, TlsConfig
+from agent_runtime.domain.agents import default_agents
+from agent_runtime.v1 import agent_pb2_grpc
+from tests.support.certificates import Certificates, make_certificates
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture
+async def mtls_port(certificates: Certificates) -> AsyncIterator[int]:
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(default_agents()), server)
+    credentials = grpc.ssl_server_credentials(
+        [(certificates.server_key.read_bytes(), certificates.server_cert.read_bytes())],
+        root_certificates=certificates.ca.read_bytes(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    yield port
+    await server.stop(None)
+
+
+async def test_mutual_tls_with_the_client_certificate(
+    mtls_port: int, certificates: Certificates
+) -> None:
+    tls = TlsConfig.from_files(
+        ca_file=certificates.ca,
+        cert_file=certificates.client_cert,
+        key_file=certificates.client_key,
+        server_name="localhost",
+    )
+    async with AgentRuntimeClient(f"127.0.0.1:{mtls_port}", tls=tls) as client:
+        assert "coder" in {agent.name for agent in await client.list_agents()}
+
+
+async def test_without_a_client_certificate_or_trust_the_handshake_fails(
+    mtls_port: int, certificates: Certificates
+) -> None:
+    for tls in (
+        TlsConfig.from_files(ca_file=certificates.ca),  # no client certificate
+        TlsConfig(),  # the system's CAs do not know the test CA
+    ):
+        async with AgentRuntimeClient(
+            f"127.0.0.1:{mtls_port}", tls=tls, retry=NO_RETRIES, timeout=10
+        ) as client:
+            with pytest.raises(AgentRuntimeError) as raised:
+                await client.list_agents()
+            assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_certificate_without_its_key_is_refused(certificates: Certificates) -> None:
+    with pytest.raises(ValueError, match="private key"):
+        TlsConfig.from_files(cert_file=Path(certificates.client_cert))
