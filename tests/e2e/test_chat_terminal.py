@@ -4,6 +4,7 @@ server process whose model endpoint is the scripted FakeModelServer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -58,18 +59,29 @@ class Terminal:
         return int(self.child.exitstatus or 0)
 
 
-@pytest.fixture
-async def server(model_server: FakeModelServer, tmp_path: Path) -> AsyncIterator[ServerProcess]:
+@contextlib.asynccontextmanager
+async def serving(
+    model_server: FakeModelServer, tmp_path: Path, **env: str
+) -> AsyncIterator[ServerProcess]:
     process = ServerProcess(
         tmp_path / "runtime.db",
         env={
             "AGENT_RUNTIME_LLM_BASE_URL": model_server.base_url,
             "AGENT_RUNTIME_LLM_API_KEY": "sk-test",
+            **env,
         },
     )
     await process.start()
-    yield process
-    await process.terminate()
+    try:
+        yield process
+    finally:
+        await process.terminate()
+
+
+@pytest.fixture
+async def server(model_server: FakeModelServer, tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    async with serving(model_server, tmp_path) as process:
+        yield process
 
 
 @pytest.fixture
@@ -260,3 +272,78 @@ async def test_quit_leaves_and_an_unreachable_server_is_reported() -> None:
     await asyncio.to_thread(chat.child.expect, pexpect.EOF)
     chat.child.close()
     assert chat.child.exitstatus == 1
+
+
+async def test_a_decision_left_pending_is_asked_first_when_the_session_is_continued(
+    server: ServerProcess, model_server: FakeModelServer, workspace: Path, api: AgentRuntimeClient
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("create_directory", {"path": "build"}),
+        text_answer("The directory is there"),
+    )
+    [c async for c in api.stream_message("s1", "make a build directory")]  # left waiting
+    chat = open_chat(server, workspace)
+    await chat.expect("A tool call from earlier waits for your decision:")
+    await chat.expect(APPROVAL_PROMPT)
+    chat.type("a")
+    await chat.expect("-> ok: created directory build")
+    await chat.expect("assistant> The directory is there")
+    await chat.expect(PROMPT)
+    assert (workspace / "build").is_dir()
+    assert await chat.leave() == 0
+
+
+async def test_followup_questions_and_completions_are_answered_by_the_user(
+    server: ServerProcess, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(
+        tool_call_answer(
+            "ask_followup_question",
+            {"question": "Which language?", "suggestions": ["Python", "Go"]},
+        ),
+        tool_call_answer("attempt_completion", {"result": "Chose Go"}, call_id="call_2"),
+        text_answer("Glad to help"),
+    )
+    chat = open_chat(server, None)  # neither needs a workspace
+    await chat.expect(PROMPT)
+    chat.type("start a project")
+    await chat.expect(r"\[question\] Which language\?")
+    await chat.expect("2. Go")
+    await chat.expect("your answer: ")
+    chat.type("2")
+    await chat.expect(r"\[done\] Chose Go")
+    await chat.expect("assistant> Glad to help")
+    await chat.expect(PROMPT)
+    assert tool_answer_sent(model_server, 1)["content"] == "Go"
+    assert tool_answer_sent(model_server, 2)["content"] == "the user has seen the result"
+    assert await chat.leave() == 0
+
+
+async def test_a_command_the_policy_lets_through_still_needs_the_users_yes(
+    model_server: FakeModelServer, workspace: Path, tmp_path: Path
+) -> None:
+    agents = tmp_path / "agents.toml"
+    agents.write_text('[approval]\nrequire = ["write_file"]\n')
+    model_server.enqueue(
+        tool_call_answer("execute_command", {"command": "touch ran.txt"}),
+        text_answer("You declined, fine"),
+        tool_call_answer("execute_command", {"command": "touch ran.txt"}, call_id="call_2"),
+        text_answer("Done"),
+    )
+    async with serving(model_server, tmp_path, AGENT_RUNTIME_AGENTS_FILE=str(agents)) as server:
+        chat = open_chat(server, workspace)
+        await chat.expect(PROMPT)
+        chat.type("touch a file")
+        await chat.expect(r"run `touch ran.txt` in the workspace\? \[y/N\] ")
+        chat.type("n")
+        await chat.expect("assistant> You declined, fine")
+        assert "declined" in tool_answer_sent(model_server, 1)["content"]
+        assert not (workspace / "ran.txt").exists()
+        await chat.expect(PROMPT)
+        chat.type("now do it")
+        await chat.expect(r"\[y/N\] ")
+        chat.type("y")
+        await chat.expect("assistant> Done")
+        await chat.expect(PROMPT)
+        assert (workspace / "ran.txt").exists()
+        assert await chat.leave() == 0
