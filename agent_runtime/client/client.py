@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -107,7 +107,7 @@ class AgentRuntimeClient:
         agent: str = "",
         model: str = "",
         timeout: float | None = None,
-    ) -> AsyncIterator[rt.StreamChunk]:
+    ) -> AsyncGenerator[rt.StreamChunk, None]:
         """Send one input (a str is a user message) and yield the chunks of the turn it starts.
 
         An empty session_id gets a fresh client-chosen id (so a retry cannot create a second
@@ -135,20 +135,9 @@ class AgentRuntimeClient:
 
     def resume_stream(
         self, session_id: str, turn_id: str, after_seq: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[rt.StreamChunk]:
+    ) -> AsyncGenerator[rt.StreamChunk, None]:
         """A turn's chunks after `after_seq`, then live until it ends."""
-        request = rt.ResumeStreamRequest(
-            session_id=session_id, turn_id=turn_id, after_seq=after_seq
-        )
-        return self._turn_stream(
-            lambda remaining: self._runtime.ResumeStream(
-                request, metadata=self._metadata, timeout=remaining
-            ),
-            session_id,
-            timeout,
-            turn_id=turn_id,
-            last_seq=after_seq,
-        )
+        return self._turn_stream(None, session_id, timeout, turn_id=turn_id, last_seq=after_seq)
 
     async def cancel_turn(
         self, session_id: str, turn_id: str, *, timeout: float | None = None
@@ -159,18 +148,18 @@ class AgentRuntimeClient:
 
     async def _turn_stream(
         self,
-        open_call: Callable[[float | None], Any],
+        open_call: Callable[[float | None], Any] | None,
         session_id: str,
         timeout: float | None,
         *,
         turn_id: str = "",
         last_seq: int = 0,
-    ) -> AsyncIterator[rt.StreamChunk]:
+    ) -> AsyncGenerator[rt.StreamChunk, None]:
         deadline = _Deadline(timeout)
         attempt = 0
         while True:
             attempt += 1
-            if turn_id:  # the turn exists: fetch what is missing, whichever call started it
+            if turn_id or open_call is None:  # the turn exists: fetch what is missing
                 request = rt.ResumeStreamRequest(
                     session_id=session_id, turn_id=turn_id, after_seq=last_seq
                 )
@@ -227,7 +216,7 @@ class AgentRuntimeClient:
         request = ses.ListSessionsRequest(page_size=page_size, page_token=page_token)
         return await self._unary(self._sessions.ListSessions, request, timeout)
 
-    def list_sessions(self, *, page_size: int = 0) -> AsyncIterator[ses.Session]:
+    def list_sessions(self, *, page_size: int = 0) -> AsyncGenerator[ses.Session, None]:
         """Every session, most recently active first, fetched a page at a time."""
 
         async def page(token: str) -> tuple[Iterable[ses.Session], str]:
@@ -254,7 +243,9 @@ class AgentRuntimeClient:
         )
         return await self._unary(self._sessions.ListMessages, request, timeout)
 
-    def list_messages(self, session_id: str, *, page_size: int = 0) -> AsyncIterator[ses.Message]:
+    def list_messages(
+        self, session_id: str, *, page_size: int = 0
+    ) -> AsyncGenerator[ses.Message, None]:
         """The session's messages in conversation order, fetched a page at a time."""
 
         async def page(token: str) -> tuple[Iterable[ses.Message], str]:
@@ -267,7 +258,7 @@ class AgentRuntimeClient:
 
     def list_pending_approvals(
         self, session_id: str, *, page_size: int = 0
-    ) -> AsyncIterator[ses.PendingApproval]:
+    ) -> AsyncGenerator[ses.PendingApproval, None]:
         """Tool calls waiting for a decision; decide with stream_message(approve/edit/reject)."""
 
         async def page(token: str) -> tuple[Iterable[ses.PendingApproval], str]:
@@ -293,7 +284,7 @@ class AgentRuntimeClient:
         session_id: str = "",
         event_types: Sequence[event_pb2.EventType.ValueType] = (),
         after_event_id: int | None = None,
-    ) -> AsyncIterator[event_pb2.Event]:
+    ) -> AsyncGenerator[event_pb2.Event, None]:
         """Committed events after `after_event_id` (None: from now on), then live. A broken
         stream is reopened after the last event received; before the first one, only when a
         cursor was given (else events in the gap could be missed)."""
@@ -345,7 +336,7 @@ class AgentRuntimeClient:
 
 async def _paged(
     fetch: Callable[[str], Awaitable[tuple[Iterable[_Item], str]]],
-) -> AsyncIterator[_Item]:
+) -> AsyncGenerator[_Item, None]:
     token = ""
     while True:
         items, token = await fetch(token)

@@ -22,6 +22,7 @@ from agent_runtime.client import (
     tool_result,
 )
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import event_pb2
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import (
     FakeModelServer,
@@ -278,7 +279,7 @@ async def test_stopping_iteration_cancels_the_turn_on_the_server(
     stream = api.stream_message("s1", "go")
     first = await anext(stream)
     assert first.HasField("turn_started")
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
 
     async def cancelled() -> bool:
         return not (await api.get_session("s1")).running_turn_id
@@ -286,3 +287,21 @@ async def test_stopping_iteration_cancels_the_turn_on_the_server(
     await eventually(cancelled, what="the server to cancel the abandoned turn")
     replay = await collect(api.resume_stream("s1", first.turn_id))
     assert stop_reason(replay) == rt.STOP_REASON_CANCELLED
+
+
+async def test_events_replay_from_a_cursor(
+    api: AgentRuntimeClient, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("noted"))
+    await collect(api.stream_message("s1", "remember this"))
+    events = api.watch_events(session_id="s1", after_event_id=0)
+    seen = []
+    async for event in events:
+        seen.append(event)
+        if event.type == event_pb2.EVENT_TYPE_TURN_COMPLETED:
+            break
+    await events.aclose()
+    assert seen[0].type == event_pb2.EVENT_TYPE_TURN_STARTED
+    assert {e.session_id for e in seen} == {"s1"}
+    ids = [e.event_id for e in seen]
+    assert ids == sorted(set(ids))
