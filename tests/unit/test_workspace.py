@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from agent_runtime.terminal.workspace import (
     Workspace,
     truncated,
 )
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -143,3 +146,35 @@ def test_truncated_keeps_head_and_tail() -> None:
     text = "a" * 50 + "b" * 50
     assert truncated(text, 20) == "a" * 10 + "\n[... 80 characters cut ...]\n" + "b" * 10
     assert truncated("short", 20) == "short"
+
+
+async def test_a_cancelled_command_is_killed_with_its_children(ws: Workspace, root: Path) -> None:
+    command = "sh -c 'echo $$ > child.pid; exec sleep 60' & wait"
+    running = asyncio.create_task(ws.run("execute_command", {"command": command}))
+    pid_file = root / "child.pid"
+
+    async def child_started() -> bool:
+        return pid_file.exists() and pid_file.read_text().strip().isdigit()
+
+    await eventually(child_started, what="the command's child process")
+    child = int(pid_file.read_text())
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    async def child_gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return _is_zombie(child)
+
+    await eventually(child_gone, what="the child to be killed")
+
+
+def _is_zombie(pid: int) -> bool:
+    """Killed, waiting for a parent that is gone too (init reaps it in its own time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

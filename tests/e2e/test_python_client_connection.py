@@ -1,10 +1,11 @@
-"""The client's TLS and mutual TLS, against a grpc.aio server holding the real AgentService
-behind certificates the test makes."""
+"""How the client connects: TLS and mutual TLS with certificates the test makes, and the API
+key it sends, against grpc.aio servers holding the real AgentService."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -67,3 +68,39 @@ async def test_without_a_client_certificate_or_trust_the_handshake_fails(
 def test_a_certificate_without_its_key_is_refused(certificates: Certificates) -> None:
     with pytest.raises(ValueError, match="private key"):
         TlsConfig.from_files(cert_file=Path(certificates.client_cert))
+
+
+class RecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Keeps the metadata of every call, as an authenticating interceptor would see it."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        self.metadata.append(dict(handler_call_details.invocation_metadata))
+        return await continuation(handler_call_details)
+
+
+async def test_the_api_key_is_sent_as_a_bearer_token_on_every_call() -> None:
+    recorder = RecordingInterceptor()
+    server = grpc.aio.server(interceptors=[recorder])
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(default_agents()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with AgentRuntimeClient(f"127.0.0.1:{port}", api_key="key-1") as client:
+            await client.list_agents()
+            await client.list_agents()
+        async with AgentRuntimeClient(f"127.0.0.1:{port}") as anonymous:
+            await anonymous.list_agents()
+    finally:
+        await server.stop(None)
+    assert [m.get("authorization") for m in recorder.metadata] == [
+        "Bearer key-1",
+        "Bearer key-1",
+        None,
+    ]
