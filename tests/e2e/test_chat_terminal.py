@@ -52,8 +52,11 @@ class Terminal:
     def type(self, line: str) -> None:
         self.child.sendline(line)
 
-    async def leave(self) -> int:
-        self.child.sendeof()  # Ctrl-D at the prompt
+    async def leave(self, how: str = "ctrl-d") -> int:
+        if how == "ctrl-d":
+            self.child.sendeof()  # at the prompt
+        else:
+            self.type(how)
         await asyncio.to_thread(self.child.expect, pexpect.EOF)
         self.child.close()
         return int(self.child.exitstatus or 0)
@@ -122,7 +125,7 @@ async def test_tokens_are_shown_as_they_stream(
     gate.set()
     await chat.expect("token by token")
     await chat.expect(PROMPT)
-    assert await chat.leave() == 0
+    assert await chat.leave("/quit") == 0
 
 
 async def test_an_approved_write_lands_in_the_workspace_and_the_result_goes_back(
@@ -265,7 +268,7 @@ async def test_ctrl_c_cancels_the_running_turn_on_the_server(
     assert await chat.leave() == 0
 
 
-async def test_quit_leaves_and_an_unreachable_server_is_reported() -> None:
+async def test_an_unreachable_server_is_reported_and_chat_exits_1() -> None:
     chat = Terminal("--target", "127.0.0.1:1", "--session", "s1")
     screen = await chat.expect(r"error: UNAVAILABLE[^\n]*")
     assert re.search(r"error: UNAVAILABLE", screen)

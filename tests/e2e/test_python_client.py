@@ -201,11 +201,10 @@ async def test_a_refused_connection_is_retried_for_reads(
 async def test_a_write_that_cannot_be_repeated_safely_is_not_retried(
     proxy: TcpProxy, proxied: AgentRuntimeClient, api: AgentRuntimeClient
 ) -> None:
-    proxy.refuse_next(1)
+    proxy.refuse_next(1)  # only one: a retry would get through, as reads do
     with pytest.raises(AgentRuntimeError) as raised:
         await proxied.create_session("s1")
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-    assert proxy.connections_accepted == 1
     with pytest.raises(AgentRuntimeError):
         await api.get_session("s1")
 
