@@ -115,8 +115,8 @@ class AgentRuntimeClient:
         generated. If the stream breaks, the rest of the turn is fetched with ResumeStream
         after the last seq received, so no chunk is yielded twice and none is skipped (a turn
         that ended meanwhile is replayed from what was persisted: its final message, without
-        deltas). Stop iterating, or cancel the task, to cancel the call: the server then
-        cancels the turn.
+        deltas). Close the iterator (aclose(), or contextlib.aclosing around the loop) or
+        cancel the task to cancel the call: the server then cancels the turn.
         """
         request = stream_request(
             session_id or new_session_id(),
