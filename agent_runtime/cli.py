@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+# Before grpc is imported. The CLI only ever forks to exec (chat's execute_command), and gRPC's
+# fork handlers then restart pollers in the child that die on the descriptors closed before
+# exec (grpc/grpc#43055).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 from agent_runtime import bootstrap

@@ -202,14 +202,25 @@ class Workspace:
         timeout = min(_number(args, "timeout", self._command_timeout), MAX_COMMAND_TIMEOUT)
         if timeout < 1:
             raise ToolRefused("argument 'timeout' must be at least 1 (seconds)")
-        process = await asyncio.create_subprocess_shell(
-            command,
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a timeout stops its children too
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_shell(
+                command,
+                cwd=cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a timeout stops its children too
+            )
         )
+        try:
+            process = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            # The shell may already run (and have started children) when the cancel lands;
+            # asyncio would kill only the shell itself, so finish the spawn and stop the group.
+            process = await spawn
+            _kill_group(process.pid)
+            await process.wait()
+            raise
         try:
             async with asyncio.timeout(timeout):
                 output, _ = await process.communicate()
