@@ -37,8 +37,16 @@ log = logging.getLogger("agent_runtime")
 CANCEL_DRAIN_SECONDS = 5.0
 
 
+def _engine(settings: Settings) -> AsyncEngine:
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+    )
+
+
 async def migrate(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
+    engine = _engine(settings)
     try:
         await upgrade_to_head(engine)
     finally:
@@ -81,7 +89,7 @@ class RunningRuntime:
 async def start(settings: Settings) -> RunningRuntime:
     # Read first, so a bad agents file stops start-up before anything is touched.
     agents = load_agents(settings.agents_file) if settings.agents_file else default_agents()
-    engine = create_engine(settings.database_url)
+    engine = _engine(settings)
     await upgrade_to_head(engine)
     uow_factory = SqlAlchemyUnitOfWorkFactory(engine)
     live = LiveTurns()

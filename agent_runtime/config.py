@@ -18,6 +18,10 @@ class ConfigError(ValueError):
 class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = DEFAULT_DATABASE_URL
+    # Connections kept open per process (as many again are opened for bursts): a process
+    # holds one per transaction in flight, not one per open stream, as no transaction spans
+    # a model call.
+    database_pool_size: int = 10
     llm_base_url: str = ""
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = "gpt-4o-mini"
@@ -72,6 +76,7 @@ class Settings:
         if (raw := get("LLM_STREAM")) is not None:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
         for name, attr, kind in (
+            ("DATABASE_POOL_SIZE", "database_pool_size", int),
             ("LLM_CONNECT_TIMEOUT", "llm_connect_timeout", float),
             ("LLM_FIRST_TOKEN_TIMEOUT", "llm_first_token_timeout", float),
             ("LLM_IDLE_TIMEOUT", "llm_idle_timeout", float),

@@ -156,14 +156,19 @@ class _FakeTurns:
             if t.running and ((t.lease_expires_at or now) < now or t.owner == owner)
         ]
 
-    async def interrupt(self, turns: list[Turn], now: datetime) -> None:
+    async def interrupt(self, turns: list[Turn], now: datetime) -> list[Turn]:
+        interrupted = []
         for found in turns:
             turn = self._s.turns[found.turn_id]
+            if turn.status is not TurnStatus.RUNNING:
+                continue
+            interrupted.append(found)
             turn.status = TurnStatus.INTERRUPTED
             found.status = TurnStatus.INTERRUPTED
             session = self._s.sessions[turn.session_id]
             if session.running_turn_id == turn.turn_id:
                 session.running_turn_id = None
+        return interrupted
 
 
 class _FakeMessages:

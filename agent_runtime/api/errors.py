@@ -26,6 +26,7 @@ _STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.SessionBusy: grpc.StatusCode.ABORTED,
+    errors.WriteConflict: grpc.StatusCode.ABORTED,
     errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,

@@ -111,8 +111,11 @@ class TurnRepository(Protocol):
         """Running turns whose lease expired, or that `owner` runs (or ran before a restart)."""
         ...
 
-    async def interrupt(self, turns: list[Turn], now: datetime) -> None:
-        """Mark these running turns INTERRUPTED and free their sessions."""
+    async def interrupt(self, turns: list[Turn], now: datetime) -> list[Turn]:
+        """Mark these running turns INTERRUPTED and free their sessions.
+
+        Returns those this call interrupted: another process may have been first.
+        """
         ...
 
 

@@ -15,7 +15,7 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain.agents import AgentCatalogue
-from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy
+from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy, WriteConflict
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
@@ -70,14 +70,18 @@ class SessionHandler:
             last_activity_at=now,
             title=cmd.title,
         )
+        exists = AlreadyExists(
+            f"session {session.session_id} already exists",
+            reason="SESSION_EXISTS",
+            metadata={"session_id": session.session_id},
+        )
         async with self._uow_factory() as uow:
             if await uow.sessions.get(session.session_id) is not None:
-                raise AlreadyExists(
-                    f"session {session.session_id} already exists",
-                    reason="SESSION_EXISTS",
-                    metadata={"session_id": session.session_id},
-                )
-            await uow.sessions.add(session)
+                raise exists
+            try:
+                await uow.sessions.add(session)
+            except WriteConflict as conflict:  # created concurrently, after the read above
+                raise exists from conflict
             await uow.commit()
         return SessionDetails(session, [], 0)
 

@@ -45,6 +45,7 @@ from agent_runtime.domain.errors import (
     NotFound,
     PreconditionFailed,
     SessionBusy,
+    WriteConflict,
 )
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import (
@@ -98,6 +99,11 @@ class TurnSettings:
     lease: timedelta = timedelta(seconds=30)
 
 
+# A concurrent request can insert the same session or idempotency key first (PostgreSQL runs
+# transactions side by side; SQLite queues them). Starting over then reads what it wrote.
+_BEGIN_ATTEMPTS = 3
+
+
 class _Replay(Exception):
     """The input is a retry of a turn that exists already: follow that turn instead."""
 
@@ -147,7 +153,7 @@ class TurnHandler:
         try:
             async with self._uow_factory() as uow:
                 try:
-                    state, live, first = await self._begin(uow, cmd)  # COMMIT #1 inside
+                    state, live, first = await self._begin_retrying(uow, cmd)
                 except _Replay as replay:
                     duplicate = replay.turn
                 else:
@@ -216,6 +222,18 @@ class TurnHandler:
 
     # -- COMMIT #1: claim the session, record the input -------------------------------------
 
+    async def _begin_retrying(
+        self, uow: UnitOfWork, cmd: TurnCommand
+    ) -> tuple[TurnState, LiveTurn, list[chunks.Chunk]]:
+        for attempt in range(1, _BEGIN_ATTEMPTS + 1):
+            try:
+                return await self._begin(uow, cmd)  # COMMIT #1 inside
+            except WriteConflict:
+                if attempt == _BEGIN_ATTEMPTS:
+                    raise
+                await uow.rollback()
+        raise AssertionError("unreachable")
+
     async def _begin(
         self, uow: UnitOfWork, cmd: TurnCommand
     ) -> tuple[TurnState, LiveTurn, list[chunks.Chunk]]:
@@ -243,6 +261,10 @@ class TurnHandler:
                 await self._check_duplicate(uow, session_id, cmd)
             running = await uow.sessions.claim_turn(session_id, turn_id)
             if running is not None:
+                if cmd.client_message_id:
+                    # On PostgreSQL the claim waited for the running turn to commit, after the
+                    # check above: that turn may be the one this retry is looking for.
+                    await self._check_duplicate(uow, session_id, cmd)
                 raise SessionBusy(
                     f"session {session_id} is running turn {running}",
                     metadata={"session_id": session_id, "turn_id": running},

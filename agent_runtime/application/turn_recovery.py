@@ -46,8 +46,8 @@ class TurnRecovery:
             # Asked only now, inside the transaction: a turn that committed its start after
             # a snapshot taken earlier would look abandoned while it runs. (A turn registers
             # itself as live before its first commit.)
-            turns = [t for t in candidates if self._live.get(t.turn_id) is None]
-            await uow.turns.interrupt(turns, now)
+            abandoned = [t for t in candidates if self._live.get(t.turn_id) is None]
+            turns = await uow.turns.interrupt(abandoned, now)
             for turn in turns:
                 await uow.events.add(
                     Event(

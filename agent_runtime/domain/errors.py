@@ -74,6 +74,13 @@ class SessionBusy(DomainError):
     default_retryable = True
 
 
+class WriteConflict(DomainError):
+    """A concurrent request wrote the same key first; reading again shows what it wrote."""
+
+    default_reason = "WRITE_CONFLICT"
+    default_retryable = True
+
+
 class PreconditionFailed(DomainError):
     default_reason = "FAILED_PRECONDITION"
 

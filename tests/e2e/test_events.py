@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from agent_runtime.v1 import event_pb2 as ev
+from tests.support.databases import query
 from tests.support.fake_model_server import FakeModelServer, http_error, text_answer
 from tests.support.grpc_helpers import user_message
 from tests.support.runtime_fixtures import Client
@@ -18,14 +17,10 @@ from tests.support.runtime_fixtures import Client
 TYPE_NAMES = {v: k for k, v in ev.EventType.items()}
 
 
-def committed_events(db_path: Path) -> list[tuple[int, str, str]]:
-    connection = sqlite3.connect(db_path)
-    try:
-        return connection.execute(
-            "SELECT event_id, type, turn_id FROM events ORDER BY event_id"
-        ).fetchall()
-    finally:
-        connection.close()
+async def committed_events(database_url: str) -> list[tuple[Any, ...]]:
+    return list(
+        await query(database_url, "SELECT event_id, type, turn_id FROM events ORDER BY event_id")
+    )
 
 
 async def read_until(call: Any, count: int) -> list[ev.Event]:
@@ -38,7 +33,7 @@ async def read_until(call: Any, count: int) -> list[ev.Event]:
 
 
 async def test_subscriber_sees_exactly_the_committed_events_in_order(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, database_url: str
 ) -> None:
     watch = client.events.WatchEvents(ev.WatchEventsRequest(after_event_id=0))
     assert dict(await watch.initial_metadata())["x-event-cursor"] == "0"
@@ -46,7 +41,7 @@ async def test_subscriber_sees_exactly_the_committed_events_in_order(
     model_server.enqueue(text_answer("fine"), http_error(400, "bad request"))
     ok = await client.turn(user_message("s1", "first"))
     failed = await client.turn(user_message("s1", "second"))
-    stored = committed_events(db_path)
+    stored = await committed_events(database_url)
 
     seen = await asyncio.wait_for(read_until(watch, len(stored)), 10)
     watch.cancel()
@@ -71,7 +66,7 @@ async def test_subscriber_sees_exactly_the_committed_events_in_order(
 
 
 async def test_resume_from_a_cursor_without_gaps_or_duplicates(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, database_url: str
 ) -> None:
     model_server.default_response = text_answer("ok")
     for i in range(3):
@@ -83,7 +78,7 @@ async def test_resume_from_a_cursor_without_gaps_or_duplicates(
 
     for i in range(2):  # more events while nobody listens
         await client.turn(user_message("s1", f"later {i}"))
-    total = len(committed_events(db_path))
+    total = len(await committed_events(database_url))
     resumed = client.events.WatchEvents(ev.WatchEventsRequest(after_event_id=head[-1].event_id))
     tail = await asyncio.wait_for(read_until(resumed, total - 5), 10)
     resumed.cancel()

@@ -1,4 +1,4 @@
-"""StreamMessage end to end: real gRPC port, real SQLite file, real HTTP model endpoint."""
+"""StreamMessage end to end: real gRPC port, real database, real HTTP model endpoint."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
+from tests.support.databases import query
 from tests.support.fake_model_server import (
     FakeModelServer,
     ResponseWriter,
@@ -26,8 +27,8 @@ from tests.support.runtime_fixtures import Client
 from tests.support.waiting import eventually
 
 
-def rows(db_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Read through a connection of our own: sees only what the runtime committed."""
+def sqlite_rows(db_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """A synchronous read: the in-process server cannot run while it looks."""
     connection = sqlite3.connect(db_path)
     try:
         return connection.execute(sql, params).fetchall()
@@ -80,13 +81,20 @@ async def test_a_streamed_turn_is_persisted_in_order(
 
 
 async def test_commit_1_happens_before_the_model_is_asked(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, database_url: str
 ) -> None:
     seen: list[list[tuple[Any, ...]]] = []
 
     async def check_committed(_body: dict[str, Any]) -> None:
-        seen.append(rows(db_path, "SELECT role, content FROM messages WHERE session_id = ?", "s1"))
-        seen.append(rows(db_path, "SELECT status FROM turns"))
+        # Our own connection sees only what the runtime committed.
+        seen.append(
+            list(
+                await query(
+                    database_url, "SELECT role, content FROM messages WHERE session_id = 's1'"
+                )
+            )
+        )
+        seen.append(list(await query(database_url, "SELECT status FROM turns")))
 
     model_server.on_request = check_committed
     model_server.enqueue(text_answer("ok"))
@@ -95,7 +103,7 @@ async def test_commit_1_happens_before_the_model_is_asked(
 
 
 async def test_model_failure_after_commit_1_keeps_the_input_and_reports_an_error(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, database_url: str
 ) -> None:
     # Retried before the first token (3 attempts by default), then reported.
     model_server.enqueue(*[http_error(503, "upstream overloaded")] * 3)
@@ -107,7 +115,7 @@ async def test_model_failure_after_commit_1_keeps_the_input_and_reports_an_error
     assert "sk-test" not in error.message
     assert len(model_server.requests) == 3
     assert chunks[2].turn_completed.stop_reason == rt.STOP_REASON_ERROR
-    assert rows(db_path, "SELECT status, stop_reason, error_reason FROM turns") == [
+    assert await query(database_url, "SELECT status, stop_reason, error_reason FROM turns") == [
         ("failed", "error", "MODEL_HTTP_503")
     ]
     page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
@@ -124,8 +132,10 @@ async def test_model_failure_after_commit_1_keeps_the_input_and_reports_an_error
 
 
 async def test_tool_call_message_is_committed_before_the_chunk_arrives(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, db_path: Path, database_url: str
 ) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("needs a synchronous read of the database (no sync PostgreSQL driver here)")
     model_server.enqueue(
         tool_call_answer(
             "write_file",
@@ -139,7 +149,7 @@ async def test_tool_call_message_is_committed_before_the_chunk_arrives(
     async for chunk in client.runtime.StreamMessage(user_message("s1", "write the file")):
         if chunk.HasField("tool_call"):
             # Synchronous on purpose: the in-process server cannot run while we look.
-            seen_at_arrival = rows(
+            seen_at_arrival = sqlite_rows(
                 db_path,
                 "SELECT role, tool_calls FROM messages WHERE message_id = ?",
                 chunk.tool_call.message_id,
@@ -201,7 +211,7 @@ async def test_busy_session_is_aborted_with_the_running_turn_id(
 
 
 async def test_client_cancel_closes_the_model_request_and_frees_the_session(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, database_url: str
 ) -> None:
     upstream_closed = asyncio.Event()
 
@@ -226,10 +236,12 @@ async def test_client_cancel_closes_the_model_request_and_frees_the_session(
         return not got.session.running_turn_id
 
     await eventually(session_is_free, what="the cancelled turn to free the session")
-    assert rows(
-        db_path, "SELECT status, stop_reason FROM turns WHERE turn_id = ?", started.turn_id
+    assert await query(
+        database_url, "SELECT status, stop_reason FROM turns WHERE turn_id = :t", t=started.turn_id
     ) == [("cancelled", "cancelled")]
-    assert rows(db_path, "SELECT role, content, incomplete FROM messages ORDER BY position") == [
+    assert await query(
+        database_url, "SELECT role, content, incomplete FROM messages ORDER BY position"
+    ) == [
         ("user", "never finished", 0),
         ("assistant", "partial ", 1),
     ]

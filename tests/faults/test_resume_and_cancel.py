@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,13 +10,14 @@ import pytest
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
+from tests.support.databases import query
 from tests.support.fake_model_server import (
     FakeModelServer,
     gated_answer,
     stall_after,
     text_answer,
 )
-from tests.support.grpc_helpers import kinds, rich_error, user_message
+from tests.support.grpc_helpers import kinds, read_rest, rich_error, user_message
 from tests.support.runtime_fixtures import Client
 from tests.support.waiting import eventually
 
@@ -34,13 +33,6 @@ async def read_text(call: Any, text: str) -> list[rt.StreamChunk]:
     while "".join(c.assistant_delta.text for c in chunks) != text:
         chunks.append(await call.read())
     return chunks
-
-
-async def read_rest(call: Any) -> list[rt.StreamChunk]:
-    rest = []
-    while (chunk := await call.read()) is not grpc.aio.EOF:
-        rest.append(chunk)
-    return rest
 
 
 async def test_resume_follows_a_running_turn_then_replays_it_with_the_same_seqs(
@@ -95,7 +87,7 @@ async def test_resume_of_an_unknown_turn_is_not_found(
 
 
 async def test_cancel_turn_stops_the_model_keeps_the_partial_text_and_frees_the_session(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer, database_url: str
 ) -> None:
     upstream_closed = asyncio.Event()
     model_server.enqueue(stall_after("half an ", on_disconnect=upstream_closed.set))
@@ -114,8 +106,7 @@ async def test_cancel_turn_stops_the_model_keeps_the_partial_text_and_frees_the_
         ("write an essay", False),
         ("half an ", True),
     ]
-    with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT status FROM turns").fetchall() == [("cancelled",)]
+    assert await query(database_url, "SELECT status FROM turns") == [("cancelled",)]
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await client.runtime.CancelTurn(rt.CancelTurnRequest(session_id="s1", turn_id=turn_id))
     error = rich_error(again.value)
@@ -130,7 +121,7 @@ async def test_cancel_turn_stops_the_model_keeps_the_partial_text_and_frees_the_
 
 
 async def test_a_client_that_disappears_mid_stream(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer
 ) -> None:
     upstream_closed = asyncio.Event()
     model_server.enqueue(stall_after("so far ", on_disconnect=upstream_closed.set))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,7 +16,7 @@ from tests.support.runtime_fixtures import Client
 
 
 async def test_a_retry_storm_runs_one_turn_and_every_stream_sees_the_same_chunks(
-    client: Client, model_server: FakeModelServer, db_path: Path
+    client: Client, model_server: FakeModelServer
 ) -> None:
     all_started = asyncio.Event()
 

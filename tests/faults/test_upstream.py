@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
+from tests.support.databases import query
 from tests.support.fake_model_server import (
     FakeModelServer,
     drop_connection_after,
@@ -26,9 +25,8 @@ from tests.support.runtime_fixtures import Client
 FAST = {"llm_first_token_timeout": 0.3, "llm_idle_timeout": 0.3, "llm_retry_base_delay": 0.01}
 
 
-def turn_rows(db_path: Path) -> list[tuple[str, str | None]]:
-    with sqlite3.connect(db_path) as db:
-        return db.execute("SELECT status, error_reason FROM turns").fetchall()
+async def turn_rows(database_url: str) -> list[tuple[Any, ...]]:
+    return list(await query(database_url, "SELECT status, error_reason FROM turns"))
 
 
 async def assert_history_is_just_the_question(client: Client, question: str) -> None:
@@ -48,7 +46,7 @@ class TestTimeouts:
         return {**FAST, "llm_max_attempts": 2}
 
     async def test_stall_before_the_first_token(
-        self, client: Client, model_server: FakeModelServer, db_path: Path
+        self, client: Client, model_server: FakeModelServer, database_url: str
     ) -> None:
         model_server.enqueue(hang_until_disconnect(), hang_until_disconnect())
         error = error_of(await client.turn(user_message("s1", "hello?")))
@@ -58,11 +56,11 @@ class TestTimeouts:
             True,
         )
         assert len(model_server.requests) == 2  # retried once: no token had been sent
-        assert turn_rows(db_path) == [("failed", "MODEL_FIRST_TOKEN_TIMEOUT")]
+        assert await turn_rows(database_url) == [("failed", "MODEL_FIRST_TOKEN_TIMEOUT")]
         await assert_history_is_just_the_question(client, "hello?")
 
     async def test_stall_mid_stream(
-        self, client: Client, model_server: FakeModelServer, db_path: Path
+        self, client: Client, model_server: FakeModelServer, database_url: str
     ) -> None:
         model_server.enqueue(stall_after("half "))
         chunks = await client.turn(user_message("s1", "hello?"))
@@ -70,7 +68,7 @@ class TestTimeouts:
         error = error_of(chunks)
         assert (error.code, error.reason) == ("DEADLINE_EXCEEDED", "MODEL_IDLE_TIMEOUT")
         assert len(model_server.requests) == 1  # a token was out: never retried
-        assert turn_rows(db_path) == [("failed", "MODEL_IDLE_TIMEOUT")]
+        assert await turn_rows(database_url) == [("failed", "MODEL_IDLE_TIMEOUT")]
         await assert_history_is_just_the_question(client, "hello?")
 
 
@@ -80,12 +78,12 @@ class TestTurnDeadline:
         return {"turn_timeout_seconds": 0.5, "llm_idle_timeout": 30.0}
 
     async def test_a_turn_never_outlives_its_deadline(
-        self, client: Client, model_server: FakeModelServer, db_path: Path
+        self, client: Client, model_server: FakeModelServer, database_url: str
     ) -> None:
         model_server.enqueue(stall_after("slow "))
         error = error_of(await client.turn(user_message("s1", "hello?")))
         assert (error.code, error.reason) == ("DEADLINE_EXCEEDED", "TURN_TIMEOUT")
-        assert turn_rows(db_path) == [("failed", "TURN_TIMEOUT")]
+        assert await turn_rows(database_url) == [("failed", "TURN_TIMEOUT")]
         got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
         assert got.session.running_turn_id == ""
 
@@ -98,14 +96,14 @@ class TestRefused:
             port = sock.getsockname()[1]
         return {**FAST, "llm_base_url": f"http://127.0.0.1:{port}/v1"}
 
-    async def test_refused_connection(self, client: Client, db_path: Path) -> None:
+    async def test_refused_connection(self, client: Client, database_url: str) -> None:
         error = error_of(await client.turn(user_message("s1", "hello?")))
         assert (error.code, error.reason, error.retryable) == (
             "UNAVAILABLE",
             "MODEL_UNREACHABLE",
             True,
         )
-        assert turn_rows(db_path) == [("failed", "MODEL_UNREACHABLE")]
+        assert await turn_rows(database_url) == [("failed", "MODEL_UNREACHABLE")]
 
 
 class TestFaultsThatEndTheTurn:
@@ -145,7 +143,7 @@ class TestFaultsThatEndTheTurn:
         self,
         client: Client,
         model_server: FakeModelServer,
-        db_path: Path,
+        database_url: str,
         response: Any,
         code: str,
         reason: str,
@@ -153,7 +151,7 @@ class TestFaultsThatEndTheTurn:
         model_server.enqueue(response)
         error = error_of(await client.turn(user_message("s1", "hello?")))
         assert (error.code, error.reason) == (code, reason)
-        assert turn_rows(db_path) == [("failed", reason)]
+        assert await turn_rows(database_url) == [("failed", reason)]
         await assert_history_is_just_the_question(client, "hello?")
         model_server.enqueue(text_answer("recovered"))
         chunks = await client.turn(user_message("s1", "again"))

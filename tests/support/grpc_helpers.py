@@ -52,6 +52,14 @@ def user_message(
     )
 
 
+async def read_rest(call: Any) -> list[rt.StreamChunk]:
+    """The remaining chunks of a call already read with call.read()."""
+    rest = []
+    while (chunk := await call.read()) is not grpc.aio.EOF:
+        rest.append(chunk)
+    return rest
+
+
 def kinds(chunks: list[rt.StreamChunk]) -> list[str]:
     return [c.WhichOneof("chunk") or "" for c in chunks]
 

@@ -1,4 +1,5 @@
-"""Fixtures: a real runtime on a real port, a real SQLite file and a real HTTP model endpoint.
+"""Fixtures: a real runtime on a real port, a real database (a SQLite file, and a scratch
+PostgreSQL schema: see tests/support/databases.py) and a real HTTP model endpoint.
 
 Registered for every test by tests/conftest.py.
 """
@@ -22,6 +23,7 @@ from agent_runtime.v1 import (
     event_pb2_grpc,
     session_pb2_grpc,
 )
+from tests.support.databases import BACKENDS, database_for
 from tests.support.fake_model_server import FakeModelServer
 
 
@@ -60,6 +62,13 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "runtime.db"
 
 
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[str]:
+    """Every test that takes it runs once per backend."""
+    async with database_for(request.param, str(db_path)) as url:
+        yield url
+
+
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     """Override in a test module to change the runtime's settings."""
@@ -68,11 +77,11 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def runtime(
-    model_server: FakeModelServer, db_path: Path, settings_overrides: dict[str, Any]
+    model_server: FakeModelServer, database_url: str, settings_overrides: dict[str, Any]
 ) -> AsyncIterator[bootstrap.RunningRuntime]:
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
-        "database_url": f"sqlite+aiosqlite:///{db_path}",
+        "database_url": database_url,
         "llm_base_url": model_server.base_url,
         "llm_api_key": "sk-test",
         "llm_retry_base_delay": 0.01,

@@ -14,11 +14,13 @@ _LISTENING = re.compile(rb"listening on [\d.]+:(\d+)")
 
 
 class ServerProcess:
-    def __init__(self, db_path: Path, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, database: Path | str, *, env: Mapping[str, str] | None = None) -> None:
+        """`database`: a SQLite file, or any database URL."""
+        url = f"sqlite+aiosqlite:///{database}" if isinstance(database, Path) else database
         self._env = {
             **os.environ,
             "AGENT_RUNTIME_LISTEN": "127.0.0.1:0",
-            "AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
+            "AGENT_RUNTIME_DATABASE_URL": url,
             **(env or {}),
         }
         self._process: asyncio.subprocess.Process | None = None

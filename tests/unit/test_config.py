@@ -1,6 +1,7 @@
 import pytest
 
 from agent_runtime.config import ConfigError, Settings
+from agent_runtime.infrastructure.db.engine import normalise_database_url
 
 
 def test_defaults_run_anywhere() -> None:
@@ -47,3 +48,24 @@ def test_bad_values_name_the_setting(name: str, value: str, mentions: str) -> No
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({name: value})
     assert name in str(caught.value) and mentions in str(caught.value)
+
+
+def test_database_pool_size_is_read() -> None:
+    settings = Settings.from_env({"AGENT_RUNTIME_DATABASE_POOL_SIZE": "25"})
+    assert settings.database_pool_size == 25
+    with pytest.raises(ConfigError, match="AGENT_RUNTIME_DATABASE_POOL_SIZE"):
+        Settings.from_env({"AGENT_RUNTIME_DATABASE_POOL_SIZE": "0"})
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u@db:5432/runtime", "postgresql+asyncpg://u@db:5432/runtime"),
+        ("postgres://u@db/runtime", "postgresql+asyncpg://u@db/runtime"),
+        ("postgresql+asyncpg://u@db/runtime", "postgresql+asyncpg://u@db/runtime"),
+        ("sqlite:///./data/x.db", "sqlite+aiosqlite:///./data/x.db"),
+        ("sqlite+aiosqlite:///./data/x.db", "sqlite+aiosqlite:///./data/x.db"),
+    ],
+)
+def test_database_urls_without_a_driver_get_the_async_one(given: str, used: str) -> None:
+    assert normalise_database_url(given).render_as_string(False) == used

@@ -1,4 +1,5 @@
-"""Creating the async engine, with the SQLite settings the turn pipeline relies on."""
+"""Creating the async engine: SQLite (aiosqlite) with the settings the turn pipeline relies
+on, or PostgreSQL (asyncpg) when the database URL says so."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/agent_runtime.db"
@@ -14,16 +15,40 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/agent_runtime.db"
 # How long a writer waits for SQLite's write lock before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# URLs without a driver (as most tools write them) get the async driver we ship.
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
 
-def create_engine(url: str = DEFAULT_DATABASE_URL, *, echo: bool = False) -> AsyncEngine:
+
+def normalise_database_url(url: str) -> URL:
+    """`postgresql://...` (or `postgres://`) means asyncpg, `sqlite:///...` aiosqlite."""
     parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def create_engine(
+    url: str = DEFAULT_DATABASE_URL,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    echo: bool = False,
+) -> AsyncEngine:
+    """`pool_size` connections stay open; up to `max_overflow` more are opened under load."""
+    parsed = normalise_database_url(url)
+    pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, echo=echo, pool_pre_ping=True)
+        return create_async_engine(parsed, echo=echo, pool_pre_ping=True, **pool)
 
     database = parsed.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    in_memory = not database or database == ":memory:"
+    if not in_memory and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo)
+    # An in-memory database lives in one connection: pool sizes do not apply.
+    engine = create_async_engine(parsed, echo=echo, **({} if in_memory else pool))
     _configure_sqlite(engine)
     return engine
 

@@ -219,13 +219,18 @@ class SqlAlchemyTurnRepository:
         ).all()
         return [_turn_from_row(row) for row in rows]
 
-    async def interrupt(self, interrupted: list[Turn], now: datetime) -> None:
-        for turn in interrupted:
-            await self._db.execute(
+    async def interrupt(self, candidates: list[Turn], now: datetime) -> list[Turn]:
+        interrupted = []
+        for turn in candidates:
+            # Conditional: of two processes reclaiming the same turn, one wins (on PostgreSQL
+            # the second waits for the first and then finds the turn no longer running).
+            result: CursorResult[Any] = await self._db.execute(
                 update(turns)
                 .where(turns.c.turn_id == turn.turn_id, turns.c.status == TurnStatus.RUNNING.value)
                 .values(status=TurnStatus.INTERRUPTED.value, finished_at=now)
             )
+            if result.rowcount != 1:
+                continue
             await self._db.execute(
                 update(sessions)
                 .where(
@@ -235,6 +240,8 @@ class SqlAlchemyTurnRepository:
                 .values(running_turn_id=None)
             )
             turn.status = TurnStatus.INTERRUPTED
+            interrupted.append(turn)
+        return interrupted
 
 
 class SqlAlchemyMessageRepository:
@@ -377,9 +384,22 @@ class SqlAlchemyApprovalRepository:
         return int(count or 0)
 
 
+# Our key for PostgreSQL's transaction-level advisory lock around outbox writes ("agent").
+OUTBOX_LOCK_KEY = 0x6167656E74
+
+
 class SqlAlchemyEventRepository:
-    def __init__(self, db: GuardedSession) -> None:
+    """The outbox. Event ids must become visible in increasing order, as WatchEvents resumes
+    "after id N": a later commit with a smaller id would never be seen. SQLite commits one
+    transaction at a time, so its ids are in commit order anyway. A PostgreSQL sequence is
+    not: ids are handed out at insert, and transactions commit in any order. With
+    `lock_until_commit`, a writer takes an advisory lock before its insert, held until its
+    commit, so writers of events take turns from id to commit.
+    """
+
+    def __init__(self, db: GuardedSession, *, lock_until_commit: bool = False) -> None:
         self._db = db
+        self._lock_until_commit = lock_until_commit
         self._pending: list[dict[str, Any]] = []
         self.added = 0  # tells the unit of work whether a commit publishes events
 
@@ -400,6 +420,8 @@ class SqlAlchemyEventRepository:
     async def flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
+            if self._lock_until_commit:
+                await self._db.execute(select(func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY)))
             await self._db.execute(insert(events), pending)
 
     def discard(self) -> None:

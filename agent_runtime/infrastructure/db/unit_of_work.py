@@ -37,10 +37,13 @@ class SqlAlchemyUnitOfWork:
         session_factory: async_sessionmaker[AsyncSession],
         signal: LocalEventSignal,
         gate: asyncio.Lock | None = None,
+        *,
+        lock_outbox: bool = False,
     ) -> None:
         self._session_factory = session_factory
         self._signal = signal
         self._gate = gate
+        self._lock_outbox = lock_outbox
         self._db: GuardedSession | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
@@ -49,7 +52,7 @@ class SqlAlchemyUnitOfWork:
         self.turns = SqlAlchemyTurnRepository(self._db)
         self.messages = SqlAlchemyMessageRepository(self._db)
         self.approvals = SqlAlchemyApprovalRepository(self._db)
-        self._outbox = SqlAlchemyEventRepository(self._db)
+        self._outbox = SqlAlchemyEventRepository(self._db, lock_until_commit=self._lock_outbox)
         self.events = self._outbox
         return self
 
@@ -98,6 +101,10 @@ class SqlAlchemyUnitOfWorkFactory:
         # letting them collide in SQLite, whose busy handler sleeps in growing steps (up to
         # 100 ms) between retries: under load that sleep, not the work, set the pace.
         self._gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # Only PostgreSQL commits transactions side by side (see SqlAlchemyEventRepository).
+        self._lock_outbox = engine.dialect.name == "postgresql"
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._session_factory, self.signal, self._gate)
+        return SqlAlchemyUnitOfWork(
+            self._session_factory, self.signal, self._gate, lock_outbox=self._lock_outbox
+        )

@@ -1,4 +1,4 @@
-"""Repositories and the unit of work on a real SQLite file."""
+"""Repositories and the unit of work on a real SQLite file and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ async def test_migrations_match_the_tables_the_code_uses(engine: AsyncEngine) ->
     await upgrade_to_head(engine)  # idempotent
 
 
-async def test_sqlite_runs_in_wal_mode(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
+async def test_sqlite_runs_in_wal_mode(sqlite_engine: AsyncEngine) -> None:
+    async with sqlite_engine.connect() as connection:
         mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
     assert mode == "wal"
 

@@ -1,0 +1,185 @@
+"""Three `agent-runtime serve` processes on one PostgreSQL, requests spread over them.
+
+What holds on one SQLite file must hold here: one running turn per session, idempotent
+retries that reach another replica, ResumeStream and WatchEvents served by a replica that
+does not run the turn, and a replica's kill -9 cleaned up by the others after its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import grpc
+import pytest
+
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import event_pb2 as ev
+from agent_runtime.v1 import session_pb2 as ses
+from tests.support.databases import postgres_admin_url, query, scratch_postgres
+from tests.support.fake_model_server import FakeModelServer, text_answer
+from tests.support.grpc_helpers import kinds, read_rest, rich_error, user_message
+from tests.support.runtime_fixtures import Client, connect
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import eventually
+
+REPLICAS = 3
+LEASE_SECONDS = 1.5
+
+
+class Replicas:
+    def __init__(self, url: str, model: FakeModelServer) -> None:
+        env = {
+            "AGENT_RUNTIME_LLM_BASE_URL": model.base_url,
+            "AGENT_RUNTIME_LEASE_SECONDS": str(LEASE_SECONDS),
+            "AGENT_RUNTIME_DATABASE_POOL_SIZE": "4",
+        }
+        self.url = url
+        self.servers = [
+            ServerProcess(url, env={**env, "AGENT_RUNTIME_INSTANCE_ID": f"replica-{i}"})
+            for i in range(REPLICAS)
+        ]
+        self.clients: list[Client] = []
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeModelServer]:
+    async with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def replicas(model: FakeModelServer) -> AsyncIterator[Replicas]:
+    async with scratch_postgres(postgres_admin_url()) as url, AsyncExitStack() as stack:
+        group = Replicas(url, model)
+        # One migrates first; the others then find the schema current.
+        await group.servers[0].start()
+        await asyncio.gather(*(server.start() for server in group.servers[1:]))
+        for server in group.servers:
+            stack.push_async_callback(_stop, server)
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+            group.clients.append(connect(channel))
+        yield group
+
+
+async def _stop(server: ServerProcess) -> None:
+    await server.kill_hard()  # and reaped, so no process transport outlives the loop
+
+
+def hold_model(model: FakeModelServer) -> tuple[asyncio.Event, asyncio.Event]:
+    """The model answers only once released; `asked` tells it was asked."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(_body: dict[str, Any]) -> None:
+        asked.set()
+        await release.wait()
+
+    model.on_request = hold
+    return asked, release
+
+
+async def test_one_running_turn_per_session_across_replicas(
+    replicas: Replicas, model: FakeModelServer
+) -> None:
+    asked, release = hold_model(model)
+    model.default_response = text_answer("the one")
+    await replicas.clients[0].sessions.CreateSession(ses.CreateSessionRequest(session_id="s1"))
+
+    async def send(i: int) -> list[rt.StreamChunk] | grpc.aio.AioRpcError:
+        try:
+            return await replicas.clients[i % REPLICAS].turn(user_message("s1", f"racer {i}"))
+        except grpc.aio.AioRpcError as error:
+            return error
+
+    tasks = [asyncio.create_task(send(i)) for i in range(30)]
+    refused: list[grpc.aio.AioRpcError] = []
+    for finished in asyncio.as_completed(tasks):
+        result = await finished
+        assert isinstance(result, grpc.aio.AioRpcError), "a second turn ran"
+        refused.append(result)
+        if len(refused) == 29:
+            break
+    await asyncio.wait_for(asked.wait(), 10)
+    release.set()
+    results = await asyncio.gather(*tasks)
+    ran = [r for r in results if isinstance(r, list)]
+    assert len(ran) == 1 and ran[0][-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
+    for error in refused:
+        info = rich_error(error)
+        assert info.code == grpc.StatusCode.ABORTED
+        assert info.error_info is not None and info.error_info.reason == "SESSION_BUSY"
+        assert info.error_info.metadata["turn_id"] == ran[0][0].turn_id
+    assert len(model.requests) == 1
+
+
+async def test_a_turn_running_on_one_replica_is_followed_from_the_others(
+    replicas: Replicas, model: FakeModelServer
+) -> None:
+    asked, release = hold_model(model)
+    model.enqueue(text_answer("shared answer"))
+    first, second, third = replicas.clients
+    request = user_message("s1", "once only", client_message_id="key-1")
+    watch = third.events.WatchEvents(ev.WatchEventsRequest(session_id="s1", after_event_id=0))
+
+    original = first.runtime.StreamMessage(request)
+    started = await original.read()
+    assert isinstance(started, rt.StreamChunk) and started.HasField("turn_started")
+    await asyncio.wait_for(asked.wait(), 10)
+
+    # The client's retry lands on another replica: it attaches to the running turn.
+    retry = second.runtime.StreamMessage(request)
+    retried_start = await retry.read()
+    assert isinstance(retried_start, rt.StreamChunk)
+    assert retried_start.turn_id == started.turn_id
+    # A third replica resumes the same turn from the beginning.
+    resumed = third.runtime.ResumeStream(
+        rt.ResumeStreamRequest(session_id="s1", turn_id=started.turn_id, after_seq=0)
+    )
+    release.set()
+    rest = await read_rest(original)
+    retried = [retried_start, *await read_rest(retry)]
+    followed = [chunk async for chunk in resumed]
+
+    finals = [c for c in [started, *rest] if not c.HasField("assistant_delta")]
+    assert kinds(finals) == ["turn_started", "assistant_message", "turn_completed"]
+    assert finals[1].assistant_message.content == "shared answer"
+    for other in (retried, followed):
+        assert [c for c in other if not c.HasField("assistant_delta")] == finals
+    assert len(model.requests) == 1
+
+    seen: list[ev.Event] = []
+    async for response in watch:
+        seen.append(response.event)
+        if response.event.type == ev.EVENT_TYPE_TURN_COMPLETED:
+            break
+    watch.cancel()
+    assert seen[0].type == ev.EVENT_TYPE_TURN_STARTED
+    assert {e.turn_id for e in seen} == {started.turn_id}
+    assert [e.event_id for e in seen] == sorted(e.event_id for e in seen)
+
+
+async def test_a_killed_replicas_turn_is_interrupted_by_another_after_its_lease(
+    replicas: Replicas, model: FakeModelServer
+) -> None:
+    asked, _release = hold_model(model)
+    dying, survivor = replicas.servers[0], replicas.clients[1]
+    call = replicas.clients[0].runtime.StreamMessage(user_message("s1", "keep me"))
+    started = await call.read()
+    assert isinstance(started, rt.StreamChunk)
+    await asyncio.wait_for(asked.wait(), 10)
+    await dying.kill_hard()
+
+    async def freed() -> bool:
+        got = await survivor.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
+        return not got.session.running_turn_id
+
+    await eventually(freed, within_seconds=LEASE_SECONDS * 10, what="the lease to expire")
+    assert await query(
+        replicas.url, "SELECT status, owner FROM turns WHERE turn_id = :t", t=started.turn_id
+    ) == [("interrupted", "replica-0")]
+    model.on_request = None
+    model.enqueue(text_answer("back"))
+    chunks = await replicas.clients[2].turn(user_message("s1", "still there?"))
+    assert chunks[-2].assistant_message.content == "back"

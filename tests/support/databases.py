@@ -1,0 +1,89 @@
+"""The databases tests run on: a SQLite file, or a scratch schema on a real PostgreSQL.
+
+PostgreSQL runs when AGENT_RUNTIME_TEST_POSTGRES_URL names a server (CI sets it): each test
+gets its own role and a schema of the same name, so the role's default search_path
+("$user", public) puts every table there; runs never collide, and the schema and role are
+dropped afterwards. Without the variable the PostgreSQL variants skip, saying why; with it
+and no server, they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from agent_runtime.infrastructure.db.engine import create_engine, normalise_database_url
+
+POSTGRES_URL_VARIABLE = "AGENT_RUNTIME_TEST_POSTGRES_URL"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def postgres_admin_url() -> str:
+    """The server to make scratch schemas on, or a skip saying how to get one."""
+    url = os.environ.get(POSTGRES_URL_VARIABLE, "")
+    if not url:
+        pytest.skip(
+            f"PostgreSQL variant: set {POSTGRES_URL_VARIABLE}="
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test to run it"
+        )
+    return url
+
+
+def _dsn(url: str) -> str:
+    """The URL as asyncpg's own connect() takes it (no SQLAlchemy driver suffix)."""
+    return normalise_database_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+@asynccontextmanager
+async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
+    """A URL whose tables land in a fresh, private schema; dropped on exit."""
+    name = f"t_{secrets.token_hex(6)}"
+    try:
+        admin = await asyncpg.connect(_dsn(admin_url), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"{POSTGRES_URL_VARIABLE} is set but PostgreSQL is not reachable: {exc!r}")
+    try:
+        await admin.execute(f"CREATE ROLE {name} LOGIN")
+        await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
+        try:
+            yield (
+                normalise_database_url(admin_url)
+                .set(drivername="postgresql+asyncpg", username=name, password=None)
+                .render_as_string(False)
+            )
+        finally:
+            # FORCE: a test's server process may still hold a connection (e.g. after kill -9).
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", name
+            )
+            await admin.execute(f"DROP SCHEMA {name} CASCADE")
+            await admin.execute(f"DROP ROLE {name}")
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def database_for(backend: str, sqlite_file: str) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{sqlite_file}"
+        return
+    async with scratch_postgres(postgres_admin_url()) as url:
+        yield url
+
+
+async def query(database_url: str, sql: str, **params: Any) -> Sequence[tuple[Any, ...]]:
+    """Rows of one read, on whichever backend: for tests that check what was stored."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(text(sql), params)
+            return [tuple(row) for row in result.all()]
+    finally:
+        await engine.dispose()
