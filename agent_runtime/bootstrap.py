@@ -21,6 +21,7 @@ from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.config import Settings
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.infrastructure.agents_file import load_agents
+from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -60,7 +61,7 @@ class RunningRuntime:
     grpc: GrpcServer
     engine: AsyncEngine
     http: httpx.AsyncClient | None
-    lease_keeper: asyncio.Task[None]
+    background: list[asyncio.Task[None]]  # the lease keeper, the commit listener
     live: LiveTurns
 
     @property
@@ -79,8 +80,9 @@ class RunningRuntime:
             turn.cancel()
         await self.live.wait_idle(CANCEL_DRAIN_SECONDS)
         await stopping
-        self.lease_keeper.cancel()
-        await asyncio.gather(self.lease_keeper, return_exceptions=True)
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         if self.http is not None:
             await self.http.aclose()
         await self.engine.dispose()
@@ -115,6 +117,7 @@ async def start(settings: Settings) -> RunningRuntime:
             lease=lease,
         ),
         live=live,
+        commits=uow_factory.signal,
     )
     use_cases = UseCases(
         turns=turns,
@@ -136,7 +139,12 @@ async def start(settings: Settings) -> RunningRuntime:
         await engine.dispose()
         raise
     keeper = asyncio.create_task(recovery.run(settings.lease_seconds / 3), name="lease-keeper")
-    return RunningRuntime(grpc_server, engine, http, keeper, live)
+    background = [keeper]
+    if engine.dialect.name == "postgresql":
+        # Other replicas' commits wake this one's followers (LISTEN/NOTIFY); see docs/deployment.md.
+        listener = CommitListener(settings.database_url, uow_factory.signal)
+        background.append(asyncio.create_task(listener.run(), name="commit-listener"))
+    return RunningRuntime(grpc_server, engine, http, background, live)
 
 
 def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:

@@ -27,7 +27,13 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.context_window import fit_context_window
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurn, LiveTurns
-from agent_runtime.application.ports import ChatRequest, LLMClient, UnitOfWork, UnitOfWorkFactory
+from agent_runtime.application.ports import (
+    ChatRequest,
+    EventSignal,
+    LLMClient,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_state import TurnState
 from agent_runtime.application.turn_streams import TurnStreams
@@ -124,6 +130,7 @@ class TurnHandler:
         settings: TurnSettings,
         *,
         live: LiveTurns | None = None,
+        commits: EventSignal | None = None,
         tool_filter: ToolFilterService | None = None,
         clock: Clock = utc_now,
         ids: IdFactory = new_id,
@@ -137,7 +144,7 @@ class TurnHandler:
         self._now = clock
         self._ids = ids
         self.live = live if live is not None else LiveTurns()
-        self.streams = TurnStreams(uow_factory, self.live)
+        self.streams = TurnStreams(uow_factory, self.live, commits=commits)
         self._validator = TurnValidator(agents, settings.max_message_bytes)
         self._writer = TurnWriter(uow_factory, clock, ids, settings.default_model)
         self._inputs = TurnInputs(self._writer, agents, self._tools, clock)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from agent_runtime.application.live_turns import LiveTurns
-from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import InvalidInput, NotFound
 from agent_runtime.domain.model import validate_id, validate_session_id
@@ -16,11 +16,18 @@ MAX_CURSOR = 2**63  # what the database's integers hold
 
 class TurnStreams:
     def __init__(
-        self, uow_factory: UnitOfWorkFactory, live: LiveTurns, *, poll_seconds: float = 0.5
+        self,
+        uow_factory: UnitOfWorkFactory,
+        live: LiveTurns,
+        *,
+        commits: EventSignal | None = None,
+        poll_seconds: float = 0.5,
     ) -> None:
         self._uow_factory = uow_factory
         self._live = live
-        # A turn another process runs is followed through its commits, this often.
+        # A turn another process runs is followed through its commits: read again when a
+        # commit is signalled (every commit of a turn writes events), at the latest this often.
+        self._commits = commits or _NoSignal()
         self._poll_seconds = poll_seconds
 
     async def follow(
@@ -38,6 +45,7 @@ class TurnStreams:
             raise InvalidInput.field("after_seq", f"must be from 0 to {MAX_CURSOR - 1}")
         sent = after_seq
         while True:
+            generation = self._commits.generation()
             live = self._live.get(turn_id)
             if live is not None:
                 if live.session_id != session_id:
@@ -56,7 +64,17 @@ class TurnStreams:
                     yield chunk
             if not turn.running:
                 return
-            await asyncio.sleep(self._poll_seconds)
+            await self._commits.wait(generation, self._poll_seconds)
+
+
+class _NoSignal:
+    """No wake-ups: waiting is polling."""
+
+    def generation(self) -> int:
+        return 0
+
+    async def wait(self, after_generation: int, max_wait: float) -> None:
+        await asyncio.sleep(max_wait)
 
 
 def _turn_not_found(session_id: str, turn_id: str) -> NotFound:

@@ -54,9 +54,8 @@ async def model() -> AsyncIterator[FakeModelServer]:
 async def replicas(model: FakeModelServer) -> AsyncIterator[Replicas]:
     async with scratch_postgres(postgres_admin_url()) as url, AsyncExitStack() as stack:
         group = Replicas(url, model)
-        # One migrates first; the others then find the schema current.
-        await group.servers[0].start()
-        await asyncio.gather(*(server.start() for server in group.servers[1:]))
+        # Started together: they migrate one at a time (an advisory lock), none fails.
+        await asyncio.gather(*(server.start() for server in group.servers))
         for server in group.servers:
             stack.push_async_callback(_stop, server)
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))

@@ -3,6 +3,7 @@ and both are what tables.py (the code's view of the schema) says."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine
 
 from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
+from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
 from agent_runtime.infrastructure.db.tables import metadata
 from tests.support.databases import database_for
 
@@ -124,3 +125,14 @@ async def test_sqlite_and_postgresql_migrate_to_the_schema_the_code_declares(
     assert on_postgres == declared
     # PostgreSQL keeps the zone (timestamptz); SQLite stores text the code reads back as UTC.
     assert postgres_timestamps and all(postgres_timestamps.values()), postgres_timestamps
+
+
+async def test_replicas_starting_together_migrate_one_at_a_time(tmp_path: Path) -> None:
+    async with database_for("postgresql", str(tmp_path / "unused.db")) as url:
+        engines = [create_engine(url) for _ in range(3)]
+        try:
+            await asyncio.gather(*(upgrade_to_head(engine) for engine in engines))
+            assert all([await schema_is_current(engine) for engine in engines])
+        finally:
+            for engine in engines:
+                await engine.dispose()

@@ -8,10 +8,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL advisory lock key ("migrate"): replicas starting together migrate one at a time.
+_MIGRATION_LOCK_KEY = 0x6D696772617465
 
 
 def _config() -> Config:
@@ -29,6 +31,10 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Held to the end of this transaction, which (PostgreSQL DDL being transactional)
+            # holds the whole upgrade: the next one in line then finds the schema current.
+            await connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
         await connection.run_sync(upgrade)
 
 

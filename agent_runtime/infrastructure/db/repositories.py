@@ -384,6 +384,8 @@ class SqlAlchemyApprovalRepository:
         return int(count or 0)
 
 
+# The LISTEN/NOTIFY channel of commits with events (commit_notifications.py listens).
+COMMIT_CHANNEL = "agent_runtime_commits"
 # Our key for PostgreSQL's transaction-level advisory lock around outbox writes ("agent").
 OUTBOX_LOCK_KEY = 0x6167656E74
 
@@ -392,14 +394,15 @@ class SqlAlchemyEventRepository:
     """The outbox. Event ids must become visible in increasing order, as WatchEvents resumes
     "after id N": a later commit with a smaller id would never be seen. SQLite commits one
     transaction at a time, so its ids are in commit order anyway. A PostgreSQL sequence is
-    not: ids are handed out at insert, and transactions commit in any order. With
-    `lock_until_commit`, a writer takes an advisory lock before its insert, held until its
-    commit, so writers of events take turns from id to commit.
+    not: ids are handed out at insert, and transactions commit in any order. So on
+    PostgreSQL a writer takes an advisory lock before its insert, held until its commit:
+    writers of events take turns from id to commit. It also sends a NOTIFY, delivered to
+    the other replicas on commit (see commit_notifications.py).
     """
 
-    def __init__(self, db: GuardedSession, *, lock_until_commit: bool = False) -> None:
+    def __init__(self, db: GuardedSession, *, postgresql: bool = False) -> None:
         self._db = db
-        self._lock_until_commit = lock_until_commit
+        self._postgresql = postgresql
         self._pending: list[dict[str, Any]] = []
         self.added = 0  # tells the unit of work whether a commit publishes events
 
@@ -420,8 +423,13 @@ class SqlAlchemyEventRepository:
     async def flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            if self._lock_until_commit:
-                await self._db.execute(select(func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY)))
+            if self._postgresql:
+                await self._db.execute(
+                    select(
+                        func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY),
+                        func.pg_notify(COMMIT_CHANNEL, ""),
+                    )
+                )
             await self._db.execute(insert(events), pending)
 
     def discard(self) -> None:

@@ -38,12 +38,12 @@ class SqlAlchemyUnitOfWork:
         signal: LocalEventSignal,
         gate: asyncio.Lock | None = None,
         *,
-        lock_outbox: bool = False,
+        postgresql: bool = False,
     ) -> None:
         self._session_factory = session_factory
         self._signal = signal
         self._gate = gate
-        self._lock_outbox = lock_outbox
+        self._postgresql = postgresql
         self._db: GuardedSession | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
@@ -52,7 +52,7 @@ class SqlAlchemyUnitOfWork:
         self.turns = SqlAlchemyTurnRepository(self._db)
         self.messages = SqlAlchemyMessageRepository(self._db)
         self.approvals = SqlAlchemyApprovalRepository(self._db)
-        self._outbox = SqlAlchemyEventRepository(self._db, lock_until_commit=self._lock_outbox)
+        self._outbox = SqlAlchemyEventRepository(self._db, postgresql=self._postgresql)
         self.events = self._outbox
         return self
 
@@ -102,9 +102,9 @@ class SqlAlchemyUnitOfWorkFactory:
         # 100 ms) between retries: under load that sleep, not the work, set the pace.
         self._gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         # Only PostgreSQL commits transactions side by side (see SqlAlchemyEventRepository).
-        self._lock_outbox = engine.dialect.name == "postgresql"
+        self._postgresql = engine.dialect.name == "postgresql"
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
-            self._session_factory, self.signal, self._gate, lock_outbox=self._lock_outbox
+            self._session_factory, self.signal, self._gate, postgresql=self._postgresql
         )
