@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         help="measure the agent_runtime/ of another checkout (default: this one), for A/B runs",
     )
     add("--floor-http-clients", type=int, help="httpx clients in the floor relay (default 1)")
+    add(
+        "--postgres",
+        metavar="URL",
+        help="also run the replica mode: replicas on fresh databases on this PostgreSQL server "
+        "(e.g. postgresql://postgres@127.0.0.1:5432/test)",
+    )
+    add("--replicas", type=_ints, help="replica counts of the replica mode (default 1,2,3)")
+    add("--replica-concurrency", type=int, help="concurrent sessions there (default 64)")
+    add("--replica-pool-size", type=int, help="database connections per replica (default 10)")
     add("--max-seconds", type=float, default=1800.0, help="abort the whole run after this")
     return parser
 
@@ -94,6 +103,10 @@ def config_from(args: argparse.Namespace) -> Config:
         "db_dir",
         "runtime_src",
         "floor_http_clients",
+        "postgres",
+        "replicas",
+        "replica_concurrency",
+        "replica_pool_size",
     ):
         value = getattr(args, name)
         if value is not None:

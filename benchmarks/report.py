@@ -393,6 +393,7 @@ def markdown(results: dict[str, Any], checks: list[Target], table: list[Row]) ->
             f"| {row.metric} | {fmt(row.runtime, row.unit)} | {fmt(row.floor, row.unit)} | "
             f"{fmt(row.ratio, 'x')} | {row.target} | {_met(row.met)} |"
         )
+    lines += _replicas_section(results.get("replicas"))
     errors = {
         name: results["throughput"][level][name]["error_kinds"]
         for level in results["throughput"]
@@ -425,6 +426,36 @@ def markdown(results: dict[str, Any], checks: list[Target], table: list[Row]) ->
         ]
         lines += [f"- {count} times: `{kind}`" for kind, count in log["kinds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _replicas_section(replicas: dict[str, Any] | None) -> list[str]:
+    """The replica mode (`--postgres`), when it ran."""
+    if not replicas:
+        return []
+    levels = replicas["levels"]
+    one = levels.get("1", {}).get("turns_per_s", math.nan)
+    lines = [
+        "",
+        "## Replicas on PostgreSQL",
+        "",
+        f"c={replicas['concurrency']} concurrent sessions spread round-robin over the "
+        f"replicas; each level on a fresh database; {replicas['pool_size']} pooled "
+        "connections per replica. All replicas, PostgreSQL, the model and the load generator "
+        "share the machine's cores, so more replicas add contention as well as capacity.",
+        "",
+        "| replicas | turns/s | vs 1 replica | e2e p50 | e2e p99 | server CPU/turn | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for count, level in levels.items():
+        lines.append(
+            f"| {count} | {fmt(level['turns_per_s'], '/s')} | "
+            f"{fmt(ratio(level['turns_per_s'], one), 'x')} | "
+            f"{fmt(level['e2e_ms']['p50'], 'ms')} | {fmt(level['e2e_ms']['p99'], 'ms')} | "
+            f"{fmt(level['server_cpu_ms_per_turn'], 'ms')} | {level['errors']} |"
+        )
+    kinds = {count: level["error_kinds"] for count, level in levels.items() if level["errors"]}
+    lines += [f"- errors with {count} replica(s): {found}" for count, found in kinds.items()]
+    return lines
 
 
 def _clean(value: Any) -> Any:

@@ -32,6 +32,7 @@ from benchmarks.processes import (
     ThreadStateSampler,
     memory_kib,
 )
+from benchmarks.replicas import replica_scaling
 from benchmarks.seed import history_session_id, seed_histories
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +63,11 @@ class Config:
     keep_tmp: bool = False
     floor_http_clients: int = 1  # httpx.AsyncClient instances in the floor relay
     runtime_src: Path | None = None  # another checkout of agent-runtime to measure (A/B runs)
+    # Replica mode (benchmarks/replicas.py): on when `postgres` names a server.
+    postgres: str = ""
+    replicas: list[int] = field(default_factory=lambda: [1, 2, 3])
+    replica_concurrency: int = 64
+    replica_pool_size: int = 10
 
     @classmethod
     def quick_sizes(cls, out: Path) -> Config:
@@ -79,6 +85,8 @@ class Config:
             call_timeout=30.0,
             phase_seconds=20.0,
             profile_seconds=3.0,
+            replicas=[1, 2],
+            replica_concurrency=4,
         )
 
 
@@ -125,6 +133,16 @@ class Bench:
         self._runtime_dbs += 1
         path = self.tmp / f"bench-{self._runtime_dbs}.db"
         url = f"sqlite+aiosqlite:///{path}"
+        await self.migrate(url)
+        if seed and self.config.history:
+            self.log(f"seeding histories {self.config.history} into {path.name}")
+            await asyncio.to_thread(
+                seed_histories, path, self.config.history, self.config.history_message_bytes
+            )
+        return url
+
+    async def migrate(self, url: str) -> None:
+        """`agent-runtime migrate` of the runtime under test."""
         migrate = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -139,12 +157,6 @@ class Bench:
         output, _ = await asyncio.wait_for(migrate.communicate(), 120)
         if migrate.returncode != 0:
             raise RuntimeError(f"migrate failed:\n{output.decode(errors='replace')}")
-        if seed and self.config.history:
-            self.log(f"seeding histories {self.config.history} into {path.name}")
-            await asyncio.to_thread(
-                seed_histories, path, self.config.history, self.config.history_message_bytes
-            )
-        return url
 
     async def start_runtime(self, *, seed: bool) -> Child:
         url = await self.new_database(seed=seed)
@@ -490,6 +502,10 @@ class Bench:
                     profile = await self.profile()
                 self.log(f"{config.slow_streams} slow streams")
                 slow = await self.slow_streams()
+                replicas = None
+                if config.postgres:
+                    self.log(f"replicas {config.replicas} on PostgreSQL")
+                    replicas = await replica_scaling(self)
             except BaseException:
                 self.log(f"benchmark failed; process logs kept in {self.tmp}")
                 config.keep_tmp = True
@@ -524,6 +540,7 @@ class Bench:
             },
             "history": history,
             "slow_streams": slow,
+            "replicas": replicas,
             "profile": profile,
             "runtime_log": runtime_log,
         }
@@ -626,6 +643,7 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
     settings["out"] = str(config.out)
     settings["db_dir"] = str(config.db_dir) if config.db_dir else None
     settings["runtime_src"] = str(config.runtime_src) if config.runtime_src else None
+    settings["postgres"] = _without_password(config.postgres)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_end": _load_average(),
@@ -638,13 +656,21 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {
             name: _version(name)
-            for name in ("grpcio", "protobuf", "sqlalchemy", "aiosqlite", "httpx")
+            for name in ("grpcio", "protobuf", "sqlalchemy", "aiosqlite", "asyncpg", "httpx")
         },
         "sqlite": _sqlite_version(),
         "git": "",
         "runtime_src": str((config.runtime_src or REPO).resolve()),
         "config": settings,
     }
+
+
+def _without_password(url: str) -> str:
+    if not url:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _load_average() -> list[float]:

@@ -6,10 +6,13 @@ No timing assertions: on a shared CI machine they would only measure the neighbo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.support.databases import POSTGRES_URL_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,8 +20,18 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.e2e
 def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # With a PostgreSQL server (CI has one), the replica mode is smoked too.
+    postgres = os.environ.get(POSTGRES_URL_VARIABLE, "")
     completed = subprocess.run(
-        [str(REPO / "scripts" / "bench"), "--quick", "--out", str(out), "--db-dir", str(tmp_path)],
+        [
+            str(REPO / "scripts" / "bench"),
+            "--quick",
+            "--out",
+            str(out),
+            "--db-dir",
+            str(tmp_path),
+            *(["--postgres", postgres] if postgres else []),
+        ],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -60,8 +73,14 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
         "slow_streams",
     ]
 
+    if postgres:
+        levels = results["replicas"]["levels"]
+        assert list(levels) == ["1", "2"]
+        assert all(level["ok_turns"] > 0 and level["errors"] == 0 for level in levels.values())
+
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown
+    assert ("## Replicas on PostgreSQL" in markdown) == bool(postgres)
     assert "| metric | runtime | floor | ratio | target | met? |" in markdown
 
     chart = (out / "chart.png").read_bytes()
