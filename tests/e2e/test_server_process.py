@@ -44,9 +44,9 @@ async def list_messages(address: str, session_id: str) -> list[ses.Message]:
 
 
 async def test_history_survives_a_server_restart(
-    tmp_path: Path, model_server: FakeModelServer
+    database_url: str, model_server: FakeModelServer
 ) -> None:
-    db = tmp_path / "runtime.db"
+    db = database_url
     env = {"AGENT_RUNTIME_LLM_BASE_URL": model_server.base_url}
     first = ServerProcess(db, env=env)
     await first.start()
@@ -70,9 +70,9 @@ async def test_history_survives_a_server_restart(
 
 
 async def test_a_crash_mid_turn_keeps_the_input_and_frees_the_session(
-    tmp_path: Path, model_server: FakeModelServer
+    database_url: str, model_server: FakeModelServer
 ) -> None:
-    db = tmp_path / "runtime.db"
+    db = database_url
     env = {"AGENT_RUNTIME_LLM_BASE_URL": model_server.base_url}
     model_asked = asyncio.Event()
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from agent_runtime.v1 import session_pb2 as ses
+from tests.support.databases import query
 from tests.support.fake_model_server import FakeModelServer, text_answer
 from tests.support.grpc_helpers import user_message
 from tests.support.runtime_fixtures import connect
@@ -18,9 +17,9 @@ from tests.support.waiting import eventually
 
 
 async def test_another_instance_reclaims_a_dead_instances_turn_after_its_lease(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    db = tmp_path / "shared.db"
+    db = database_url
     async with FakeModelServer() as model:
         asked = asyncio.Event()
 
@@ -50,11 +49,10 @@ async def test_another_instance_reclaims_a_dead_instances_turn_after_its_lease(
                     return not got.session.running_turn_id
 
                 await eventually(freed, within_seconds=15, what="the lease to expire")
-                with sqlite3.connect(db) as conn:
-                    status = conn.execute(
-                        "SELECT status FROM turns WHERE turn_id = ?", (started.turn_id,)
-                    ).fetchone()
-                assert status == ("interrupted",)
+                status = await query(
+                    db, "SELECT status FROM turns WHERE turn_id = :t", t=started.turn_id
+                )
+                assert status == [("interrupted",)]
                 model.enqueue(text_answer("back"))
                 chunks = await client.turn(user_message("s1", "still there?"))
                 assert chunks[-2].assistant_message.content == "back"

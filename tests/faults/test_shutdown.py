@@ -4,12 +4,11 @@ recorded; the session is free; the process exits 0."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
 import grpc
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from tests.support.databases import query
 from tests.support.fake_model_server import FakeModelServer, stall_after, text_answer
 from tests.support.grpc_helpers import user_message
 from tests.support.runtime_fixtures import connect
@@ -17,9 +16,9 @@ from tests.support.server_process import ServerProcess
 
 
 async def test_sigterm_cancels_running_turns_cleanly_after_the_grace_period(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    db = tmp_path / "runtime.db"
+    db = database_url
     async with FakeModelServer() as model:
         upstream_closed = asyncio.Event()
         model.enqueue(stall_after("working on it ", on_disconnect=upstream_closed.set))
@@ -43,14 +42,14 @@ async def test_sigterm_cancels_running_turns_cleanly_after_the_grace_period(
         assert exit_code == 0, server.output()
         assert "shutting down" in server.output()
 
-        with sqlite3.connect(db) as conn:
-            assert conn.execute(
-                "SELECT status FROM turns WHERE turn_id = ?", (started.turn_id,)
-            ).fetchone() == ("cancelled",)
-            assert conn.execute("SELECT running_turn_id FROM sessions").fetchone() == (None,)
-            assert conn.execute(
-                "SELECT content, incomplete FROM messages ORDER BY position"
-            ).fetchall() == [("long job", 0), ("working on it ", 1)]
+        assert await query(
+            db, "SELECT status FROM turns WHERE turn_id = :t", t=started.turn_id
+        ) == [("cancelled",)]
+        assert await query(db, "SELECT running_turn_id FROM sessions") == [(None,)]
+        assert await query(db, "SELECT content, incomplete FROM messages ORDER BY position") == [
+            ("long job", 0),
+            ("working on it ", 1),
+        ]
 
         restarted = ServerProcess(db, env=env)
         await restarted.start()
