@@ -29,6 +29,7 @@ from agent_runtime.domain.model import (
     TurnStatus,
 )
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 
 @dataclass
@@ -326,14 +327,27 @@ class FakeUnitOfWork:
 
 
 class FakeUnitOfWorkFactory:
+    """One FakeDatabase per tenant: a tenant's unit of work cannot reach another's rows."""
+
     def __init__(self, db: FakeDatabase | None = None) -> None:
-        self.db = db or FakeDatabase()
+        self.databases = {DEFAULT_TENANT: db or FakeDatabase()}
         self.opened: list[FakeUnitOfWork] = []
 
-    def __call__(self) -> FakeUnitOfWork:
-        uow = FakeUnitOfWork(self.db)
+    @property
+    def db(self) -> FakeDatabase:
+        return self.databases[DEFAULT_TENANT]
+
+    def __call__(self, tenant_id: str) -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(self.databases.setdefault(tenant_id, FakeDatabase()))
         self.opened.append(uow)
         return uow
+
+    async def tenants_with_running_turns(self) -> list[str]:
+        return sorted(
+            tenant
+            for tenant, db in self.databases.items()
+            if any(turn.running for turn in db.turns.values())
+        )
 
 
 ScriptStep = Sequence[ModelEvent | BaseException]

@@ -7,6 +7,10 @@ from typing import Any
 
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalVerdict
+from agent_runtime.domain.tenants import DEFAULT_TENANT
+
+# Every command and query names the tenant it acts for; the api layer always sets it from the
+# caller's API key, and everything it reads or writes is scoped to that tenant.
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +20,7 @@ class SendUserMessage:
     client_message_id: str = ""
     agent: str = ""
     model: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +31,7 @@ class SubmitToolResult:
     is_error: bool = False
     client_message_id: str = ""
     model: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,7 @@ class DecideApproval:
     feedback: str = ""
     client_message_id: str = ""
     model: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,7 @@ class SwitchAgent:
     agent: str
     reason: str = ""
     client_message_id: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 TurnCommand = SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent
@@ -55,6 +63,7 @@ class CreateSession:
     session_id: str = ""
     title: str = ""
     agent: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +71,14 @@ class ListMessages:
     session_id: str
     page_size: int = 0
     page_token: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ListSessions:
     page_size: int = 0
     page_token: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,7 @@ class ListPendingApprovals:
     session_id: str
     page_size: int = 0
     page_token: str = ""
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +95,4 @@ class WatchEvents:
     types: frozenset[EventType] = field(default_factory=frozenset)
     # None: only events committed from now on.
     after_event_id: int | None = None
+    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)

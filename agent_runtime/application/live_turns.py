@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 
 from agent_runtime.domain.chunks import AssistantDelta, Chunk
 from agent_runtime.domain.errors import OutOfRange
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 # Chunks kept per running turn; beyond it the oldest deltas are dropped (the final message
 # carries their text anyway), so a slow follower cannot make memory grow without bound.
@@ -17,7 +18,8 @@ INTERRUPT = "agent-runtime: turn interrupted"
 
 
 class LiveTurn:
-    def __init__(self, session_id: str, turn_id: str, max_buffered: int) -> None:
+    def __init__(self, tenant_id: str, session_id: str, turn_id: str, max_buffered: int) -> None:
+        self.tenant_id = tenant_id
         self.session_id = session_id
         self.turn_id = turn_id
         self._chunks: list[Chunk] = []
@@ -122,8 +124,8 @@ class LiveTurns:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def open(self, session_id: str, turn_id: str) -> LiveTurn:
-        live = LiveTurn(session_id, turn_id, self._max_buffered)
+    def open(self, session_id: str, turn_id: str, *, tenant_id: str = DEFAULT_TENANT) -> LiveTurn:
+        live = LiveTurn(tenant_id, session_id, turn_id, self._max_buffered)
         self._turns[turn_id] = live
         self._idle.clear()
         return live

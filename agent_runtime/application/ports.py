@@ -183,7 +183,8 @@ class EventRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One database session and its transactions; `async with` closes it on every exit path.
+    """One database session and its transactions, for one tenant; `async with` closes it on
+    every exit path.
 
     Leaving the block without commit() rolls back whatever is uncommitted.
     """
@@ -204,7 +205,14 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self) -> UnitOfWork: ...
+    def __call__(self, tenant_id: str) -> UnitOfWork:
+        """A unit of work that sees and writes only `tenant_id`'s rows: every repository of it
+        is scoped to that tenant, so no use case can reach another tenant's data."""
+        ...
+
+    async def tenants_with_running_turns(self) -> list[str]:
+        """The one read across tenants: where lease upkeep and recovery must look."""
+        ...
 
 
 class EventSignal(Protocol):

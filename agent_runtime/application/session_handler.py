@@ -23,6 +23,7 @@ from agent_runtime.domain.model import (
     Session,
     validate_session_id,
 )
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 _SESSIONS_TOKEN = "ses"
 _APPROVALS_TOKEN = "apr"
@@ -75,7 +76,9 @@ class SessionHandler:
             reason="SESSION_EXISTS",
             metadata={"session_id": session.session_id},
         )
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(cmd.tenant_id) as uow:
+            # Scoped to the caller's tenant: another tenant's session with this id is not
+            # seen here, and does not stop this one from existing alongside it.
             if await uow.sessions.get(session.session_id) is not None:
                 raise exists
             try:
@@ -85,16 +88,16 @@ class SessionHandler:
             await uow.commit()
         return SessionDetails(session, [], 0)
 
-    async def get(self, session_id: str) -> SessionDetails:
+    async def get(self, session_id: str, *, tenant_id: str = DEFAULT_TENANT) -> SessionDetails:
         validate_session_id(session_id)
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(tenant_id) as uow:
             session = await _live_session(uow, session_id)
             return await self._details(uow, session)
 
     async def list(self, query: ListSessions) -> Page[SessionDetails]:
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_time_key_token(query.page_token, _SESSIONS_TOKEN)
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(query.tenant_id) as uow:
             rows = await uow.sessions.page_by_activity(after, limit + 1)
             details = [await self._details(uow, s) for s in rows[:limit]]
         token = ""
@@ -105,9 +108,9 @@ class SessionHandler:
             )
         return Page(details, token)
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, *, tenant_id: str = DEFAULT_TENANT) -> None:
         validate_session_id(session_id)
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(tenant_id) as uow:
             session = await _live_session(uow, session_id)
             if session.running_turn_id:
                 raise SessionBusy(
@@ -121,7 +124,7 @@ class SessionHandler:
         validate_session_id(query.session_id)
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_position_token(query.page_token)
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(query.tenant_id) as uow:
             await _live_session(uow, query.session_id)
             # One extra row tells whether another page exists without a count query.
             rows = await uow.messages.page(query.session_id, after, limit + 1)
@@ -133,7 +136,7 @@ class SessionHandler:
         validate_session_id(query.session_id)
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_time_key_token(query.page_token, _APPROVALS_TOKEN)
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(query.tenant_id) as uow:
             await _live_session(uow, query.session_id)
             rows = await uow.approvals.pending_page(query.session_id, self._now(), after, limit + 1)
         items = rows[:limit]

@@ -80,6 +80,7 @@ from agent_runtime.domain.routing import (
     parse_routing_answer,
     route_by_keywords,
 )
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.domain.tool_filter import ToolFilterService
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class TurnHandler:
         duplicate: Turn | None = None
         live: LiveTurn | None = None
         try:
-            async with self._uow_factory() as uow:
+            async with self._uow_factory(cmd.tenant_id) as uow:
                 try:
                     state, live, first = await self._begin_retrying(uow, cmd)
                 except _Replay as replay:
@@ -171,7 +172,9 @@ class TurnHandler:
                             async for chunk in stream:
                                 yield chunk
             if duplicate is not None:
-                stream = self.streams.follow(duplicate.session_id, duplicate.turn_id, 0)
+                stream = self.streams.follow(
+                    duplicate.session_id, duplicate.turn_id, 0, tenant_id=cmd.tenant_id
+                )
                 async with aclosing(stream) as replayed:
                     async for chunk in replayed:
                         yield chunk
@@ -179,15 +182,17 @@ class TurnHandler:
             if live is not None:
                 self.live.close(live)
 
-    async def cancel(self, session_id: str, turn_id: str) -> None:
+    async def cancel(
+        self, session_id: str, turn_id: str, *, tenant_id: str = DEFAULT_TENANT
+    ) -> None:
         """CancelTurn: stop a running turn, here or in the process that runs it."""
         validate_session_id(session_id)
         live = self.live.get(turn_id)
         validate_id("turn_id", turn_id)
-        if live is not None and live.session_id == session_id:
+        if live is not None and live.session_id == session_id and live.tenant_id == tenant_id:
             live.cancel()
             return
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(tenant_id) as uow:
             turn = await uow.turns.get(turn_id)
             if turn is None or turn.session_id != session_id:
                 raise NotFound(
@@ -292,9 +297,11 @@ class TurnHandler:
             owner=self._settings.owner,
             lease_expires_at=now + self._settings.lease,
         )
-        state = TurnState(session, turn, agent, history, model_override=requested_model)
+        state = TurnState(
+            session, turn, agent, history, model_override=requested_model, tenant_id=cmd.tenant_id
+        )
         # Registered before the commit: a retry that sees the committed turn finds it live.
-        live = self.live.open(session_id, turn_id)
+        live = self.live.open(session_id, turn_id, tenant_id=cmd.tenant_id)
         try:
             await self._writer.event(uow, state, EventType.TURN_STARTED, input=_input_kind(cmd))
             opening = await self._inputs.open(uow, state, cmd)

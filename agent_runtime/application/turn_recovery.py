@@ -40,8 +40,14 @@ class TurnRecovery:
     async def recover(self) -> list[Turn]:
         """Interrupt abandoned turns: expired leases, and ours that no task here runs (left by
         an earlier life of this instance, or by a turn that could not record its end)."""
+        interrupted: list[Turn] = []
+        for tenant_id in await self._uow_factory.tenants_with_running_turns():
+            interrupted += await self._recover_tenant(tenant_id)
+        return interrupted
+
+    async def _recover_tenant(self, tenant_id: str) -> list[Turn]:
         now = self._now()
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(tenant_id) as uow:
             candidates = await uow.turns.abandoned_candidates(now, self._owner)
             # Asked only now, inside the transaction: a turn that committed its start after
             # a snapshot taken earlier would look abandoned while it runs. (A turn registers
@@ -64,21 +70,24 @@ class TurnRecovery:
             await uow.commit()
         for turn in turns:
             log.warning(
-                "turn %s of session %s was left running by %s; marked interrupted",
+                "turn %s of session %s (tenant %s) was left running by %s; marked interrupted",
                 turn.turn_id,
                 turn.session_id,
+                tenant_id,
                 turn.owner or "an unknown process",
             )
         return turns
 
     async def renew(self) -> None:
         """Extend our running turns' leases; act on cancel requests made elsewhere."""
-        live_ids = [live.turn_id for live in self._live.all()]
-        if not live_ids:
-            return
-        async with self._uow_factory() as uow:
-            to_cancel = await uow.turns.renew_leases(live_ids, self._now() + self._lease)
-            await uow.commit()
+        by_tenant: dict[str, list[str]] = {}
+        for running in self._live.all():
+            by_tenant.setdefault(running.tenant_id, []).append(running.turn_id)
+        to_cancel: list[str] = []
+        for tenant_id, turn_ids in by_tenant.items():
+            async with self._uow_factory(tenant_id) as uow:
+                to_cancel += await uow.turns.renew_leases(turn_ids, self._now() + self._lease)
+                await uow.commit()
         for turn_id in to_cancel:
             live = self._live.get(turn_id)
             if live is not None and not live.cancel_requested:

@@ -8,6 +8,7 @@ from typing import Any
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.model import Message, Session, StopReason, Turn, Usage
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,8 @@ class TurnState:
     history: list[Message]
     # The model the request asked for ("" = the agent's or the runtime's default).
     model_override: str = ""
+    # The tenant the session belongs to: units of work opened later in the turn need it.
+    tenant_id: str = DEFAULT_TENANT
     usage: Usage = field(default_factory=Usage)
     # Text streamed by the model call in flight (kept as an incomplete message on cancel).
     partial_text: list[str] = field(default_factory=list)

@@ -10,6 +10,7 @@ from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import InvalidInput, NotFound
 from agent_runtime.domain.model import validate_id, validate_session_id
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 MAX_CURSOR = 2**63  # what the database's integers hold
 
@@ -31,7 +32,7 @@ class TurnStreams:
         self._poll_seconds = poll_seconds
 
     async def follow(
-        self, session_id: str, turn_id: str, after_seq: int
+        self, session_id: str, turn_id: str, after_seq: int, *, tenant_id: str = DEFAULT_TENANT
     ) -> AsyncGenerator[Chunk, None]:
         """Every chunk after `after_seq`, then live until the turn ends.
 
@@ -48,12 +49,12 @@ class TurnStreams:
             generation = self._commits.generation()
             live = self._live.get(turn_id)
             if live is not None:
-                if live.session_id != session_id:
+                if live.session_id != session_id or live.tenant_id != tenant_id:
                     raise _turn_not_found(session_id, turn_id)
                 async for chunk in live.follow(sent):
                     yield chunk
                 return
-            async with self._uow_factory() as uow:
+            async with self._uow_factory(tenant_id) as uow:
                 turn = await uow.turns.get(turn_id)
                 if turn is None or turn.session_id != session_id:
                     raise _turn_not_found(session_id, turn_id)

@@ -157,7 +157,7 @@ class TurnWriter:
     ) -> list[chunks.Chunk]:
         """Persist a failed or cancelled turn (and partial text) in its own short transaction
         and free the session; return the chunks that end its stream."""
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(state.tenant_id) as uow:
             if state.model_outcome is not None:
                 # The model answered, but the commit that recorded it was rolled back.
                 await self.event(

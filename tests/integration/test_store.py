@@ -20,6 +20,7 @@ from agent_runtime.domain.model import (
     TurnStatus,
     Usage,
 )
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
 from agent_runtime.infrastructure.db.tables import metadata
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -28,7 +29,7 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
 async def _seed(uows: SqlAlchemyUnitOfWorkFactory, session_id: str = "s1") -> None:
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
         await uow.commit()
 
@@ -53,7 +54,7 @@ async def test_messages_round_trip_with_tool_calls_and_aware_times(engine: Async
     uows = SqlAlchemyUnitOfWorkFactory(engine)
     await _seed(uows)
     call = ToolCallRecord("call_1", "read_file", {"path": "a.py", "start_line": 3})
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         await uow.messages.add(Message("m1", "s1", 1, Role.USER, "hi", NOW))
         await uow.messages.add(
             Message("m2", "s1", 2, Role.ASSISTANT, "", NOW, turn_id="t", tool_calls=(call,))
@@ -62,7 +63,7 @@ async def test_messages_round_trip_with_tool_calls_and_aware_times(engine: Async
             Message("m3", "s1", 3, Role.TOOL, "data", NOW, tool_call_id="call_1")
         )
         await uow.commit()
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         recent = await uow.messages.recent("s1", 2)
         page = await uow.messages.page("s1", 1, 10)
     assert [m.message_id for m in recent] == ["m2", "m3"]
@@ -75,9 +76,9 @@ async def test_messages_round_trip_with_tool_calls_and_aware_times(engine: Async
 async def test_leaving_without_commit_rolls_back(engine: AsyncEngine) -> None:
     uows = SqlAlchemyUnitOfWorkFactory(engine)
     await _seed(uows)
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         await uow.messages.add(Message("m1", "s1", 1, Role.USER, "lost", NOW))
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         assert await uow.messages.recent("s1", 10) == []
 
 
@@ -86,7 +87,7 @@ async def test_exactly_one_of_many_concurrent_claims_wins(engine: AsyncEngine) -
     await _seed(uows)
 
     async def claim(turn_id: str) -> str | None:
-        async with uows() as uow:
+        async with uows(DEFAULT_TENANT) as uow:
             running = await uow.sessions.claim_turn("s1", turn_id)
             await uow.commit()
             return running
@@ -96,15 +97,15 @@ async def test_exactly_one_of_many_concurrent_claims_wins(engine: AsyncEngine) -
     assert len(winners) == 1
     assert all(r == winners[0] for r in results if r is not None)
 
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         await uow.sessions.record_activity("s1", NOW, release_turn="not-the-runner")
         await uow.commit()
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         session = await uow.sessions.get("s1")
         assert session is not None and session.running_turn_id == winners[0]
         await uow.sessions.record_activity("s1", NOW, message_count=4, release_turn=winners[0])
         await uow.commit()
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         session = await uow.sessions.get("s1")
         assert session is not None
         assert (session.running_turn_id, session.message_count) == (None, 4)
@@ -115,17 +116,17 @@ async def test_turn_save_and_interrupt_abandoned(engine: AsyncEngine) -> None:
     await _seed(uows)
     done = Turn("t1", "s1", "coder", "m", NOW)
     done.complete(StopReason.TOOL_CALL, Usage(2, 3), NOW)
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         assert await uow.sessions.claim_turn("s1", "t2") is None
         await uow.turns.add(done)
         await uow.turns.add(Turn("t2", "s1", "coder", "m", NOW))
         await uow.commit()
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         interrupted = await uow.turns.abandoned_candidates(NOW, owner="")
         await uow.turns.interrupt(interrupted, NOW)
         await uow.commit()
     assert [t.turn_id for t in interrupted] == ["t2"]
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         stored = await uow.turns.get("t1")
         t2 = await uow.turns.get("t2")
         session = await uow.sessions.get("s1")
@@ -140,7 +141,7 @@ async def test_unit_of_work_releases_the_write_lock_when_cancelled(engine: Async
     holding = asyncio.Event()
 
     async def hold_lock() -> None:
-        async with uows() as uow:
+        async with uows(DEFAULT_TENANT) as uow:
             await uow.messages.add(Message("m1", "s1", 1, Role.USER, "x", NOW))
             holding.set()
             await asyncio.Event().wait()  # until cancelled

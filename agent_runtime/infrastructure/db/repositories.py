@@ -10,7 +10,18 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Row, and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    and_,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
@@ -41,18 +52,18 @@ from agent_runtime.infrastructure.db.tables import (
 
 
 class SqlAlchemySessionRepository:
-    def __init__(self, db: GuardedSession) -> None:
+    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
         self._db = db
+        self._tenant = tenant_id
 
     async def get(self, session_id: str) -> Session | None:
-        row = (
-            await self._db.execute(select(sessions).where(sessions.c.session_id == session_id))
-        ).first()
+        row = (await self._db.execute(select(sessions).where(*self._session(session_id)))).first()
         return None if row is None else _session_from_row(row)
 
     async def add(self, session: Session) -> None:
         await self._db.execute(
             insert(sessions).values(
+                tenant_id=self._tenant,
                 session_id=session.session_id,
                 agent=session.agent,
                 title=session.title,
@@ -66,13 +77,13 @@ class SqlAlchemySessionRepository:
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
         result: CursorResult[Any] = await self._db.execute(
             update(sessions)
-            .where(sessions.c.session_id == session_id, sessions.c.running_turn_id.is_(None))
+            .where(*self._session(session_id), sessions.c.running_turn_id.is_(None))
             .values(running_turn_id=turn_id)
         )
         if result.rowcount == 1:
             return None
         running = await self._db.scalar(
-            select(sessions.c.running_turn_id).where(sessions.c.session_id == session_id)
+            select(sessions.c.running_turn_id).where(*self._session(session_id))
         )
         return str(running or "")
 
@@ -93,18 +104,15 @@ class SqlAlchemySessionRepository:
                 (sessions.c.running_turn_id == release_turn, None),
                 else_=sessions.c.running_turn_id,
             )
-        await self._db.execute(
-            update(sessions).where(sessions.c.session_id == session_id).values(**values)
-        )
+        await self._db.execute(update(sessions).where(*self._session(session_id)).values(**values))
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         await self._db.execute(
-            update(sessions)
-            .where(sessions.c.session_id == session_id)
-            .values(agent=switch.to_agent)
+            update(sessions).where(*self._session(session_id)).values(agent=switch.to_agent)
         )
         await self._db.execute(
             insert(agent_switches).values(
+                tenant_id=self._tenant,
                 session_id=session_id,
                 from_agent=switch.from_agent,
                 to_agent=switch.to_agent,
@@ -118,7 +126,10 @@ class SqlAlchemySessionRepository:
         rows = (
             await self._db.execute(
                 select(agent_switches)
-                .where(agent_switches.c.session_id == session_id)
+                .where(
+                    agent_switches.c.tenant_id == self._tenant,
+                    agent_switches.c.session_id == session_id,
+                )
                 .order_by(agent_switches.c.switch_id)
             )
         ).all()
@@ -128,13 +139,15 @@ class SqlAlchemySessionRepository:
 
     async def mark_deleted(self, session_id: str, at: datetime) -> None:
         await self._db.execute(
-            update(sessions).where(sessions.c.session_id == session_id).values(deleted_at=at)
+            update(sessions).where(*self._session(session_id)).values(deleted_at=at)
         )
 
     async def page_by_activity(
         self, after: tuple[datetime, str] | None, limit: int
     ) -> list[Session]:
-        query = select(sessions).where(sessions.c.deleted_at.is_(None))
+        query = select(sessions).where(
+            sessions.c.tenant_id == self._tenant, sessions.c.deleted_at.is_(None)
+        )
         if after is not None:
             at, key = after
             query = query.where(
@@ -148,18 +161,24 @@ class SqlAlchemySessionRepository:
         ).limit(limit)
         return [_session_from_row(row) for row in (await self._db.execute(query)).all()]
 
+    def _session(self, session_id: str) -> tuple[ColumnElement[bool], ...]:
+        return (sessions.c.tenant_id == self._tenant, sessions.c.session_id == session_id)
+
 
 class SqlAlchemyTurnRepository:
-    def __init__(self, db: GuardedSession) -> None:
+    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
         self._db = db
+        self._tenant = tenant_id
 
     async def add(self, turn: Turn, log: list[Chunk] | None = None) -> None:
         await self._db.execute(
-            insert(turns).values(**_turn_values(turn), chunks=chunk_codec.encode(log or []))
+            insert(turns).values(
+                **_turn_values(turn), tenant_id=self._tenant, chunks=chunk_codec.encode(log or [])
+            )
         )
 
     async def get(self, turn_id: str) -> Turn | None:
-        row = (await self._db.execute(select(turns).where(turns.c.turn_id == turn_id))).first()
+        row = (await self._db.execute(select(turns).where(*self._turn(turn_id)))).first()
         return None if row is None else _turn_from_row(row)
 
     async def save(self, turn: Turn, log: list[Chunk] | None = None) -> None:
@@ -167,7 +186,7 @@ class SqlAlchemyTurnRepository:
         del values["turn_id"]
         if log is not None:
             values["chunks"] = chunk_codec.encode(log)
-        await self._db.execute(update(turns).where(turns.c.turn_id == turn.turn_id).values(values))
+        await self._db.execute(update(turns).where(*self._turn(turn.turn_id)).values(values))
 
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str
@@ -175,6 +194,7 @@ class SqlAlchemyTurnRepository:
         row = (
             await self._db.execute(
                 select(turns).where(
+                    turns.c.tenant_id == self._tenant,
                     turns.c.session_id == session_id,
                     turns.c.client_message_id == client_message_id,
                 )
@@ -184,24 +204,26 @@ class SqlAlchemyTurnRepository:
 
     async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
         await self._db.execute(
-            update(turns)
-            .where(turns.c.turn_id == turn.turn_id)
-            .values(chunks=chunk_codec.encode(log))
+            update(turns).where(*self._turn(turn.turn_id)).values(chunks=chunk_codec.encode(log))
         )
 
     async def chunks(self, turn: Turn) -> list[Chunk]:
-        raw = await self._db.scalar(select(turns.c.chunks).where(turns.c.turn_id == turn.turn_id))
+        raw = await self._db.scalar(select(turns.c.chunks).where(*self._turn(turn.turn_id)))
         return chunk_codec.decode(raw or "[]", turn.session_id, turn.turn_id)
 
     async def request_cancel(self, turn_id: str) -> None:
         await self._db.execute(
-            update(turns).where(turns.c.turn_id == turn_id).values(cancel_requested=True)
+            update(turns).where(*self._turn(turn_id)).values(cancel_requested=True)
         )
 
     async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
         if not turn_ids:
             return []
-        running = (turns.c.turn_id.in_(turn_ids), turns.c.status == TurnStatus.RUNNING.value)
+        running = (
+            turns.c.tenant_id == self._tenant,
+            turns.c.turn_id.in_(turn_ids),
+            turns.c.status == TurnStatus.RUNNING.value,
+        )
         await self._db.execute(update(turns).where(*running).values(lease_expires_at=until))
         rows = await self._db.scalars(
             select(turns.c.turn_id).where(*running, turns.c.cancel_requested.is_(True))
@@ -212,6 +234,7 @@ class SqlAlchemyTurnRepository:
         rows = (
             await self._db.execute(
                 select(turns).where(
+                    turns.c.tenant_id == self._tenant,
                     turns.c.status == TurnStatus.RUNNING.value,
                     or_(turns.c.lease_expires_at < now, turns.c.owner == owner),
                 )
@@ -226,7 +249,7 @@ class SqlAlchemyTurnRepository:
             # the second waits for the first and then finds the turn no longer running).
             result: CursorResult[Any] = await self._db.execute(
                 update(turns)
-                .where(turns.c.turn_id == turn.turn_id, turns.c.status == TurnStatus.RUNNING.value)
+                .where(*self._turn(turn.turn_id), turns.c.status == TurnStatus.RUNNING.value)
                 .values(status=TurnStatus.INTERRUPTED.value, finished_at=now)
             )
             if result.rowcount != 1:
@@ -234,6 +257,7 @@ class SqlAlchemyTurnRepository:
             await self._db.execute(
                 update(sessions)
                 .where(
+                    sessions.c.tenant_id == self._tenant,
                     sessions.c.session_id == turn.session_id,
                     sessions.c.running_turn_id == turn.turn_id,
                 )
@@ -243,14 +267,19 @@ class SqlAlchemyTurnRepository:
             interrupted.append(turn)
         return interrupted
 
+    def _turn(self, turn_id: str) -> tuple[ColumnElement[bool], ...]:
+        return (turns.c.tenant_id == self._tenant, turns.c.turn_id == turn_id)
+
 
 class SqlAlchemyMessageRepository:
-    def __init__(self, db: GuardedSession) -> None:
+    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
         self._db = db
+        self._tenant = tenant_id
 
     async def add(self, message: Message) -> None:
         await self._db.execute(
             insert(messages).values(
+                tenant_id=self._tenant,
                 message_id=message.message_id,
                 session_id=message.session_id,
                 position=message.position,
@@ -270,7 +299,7 @@ class SqlAlchemyMessageRepository:
         rows = (
             await self._db.execute(
                 select(messages)
-                .where(messages.c.session_id == session_id)
+                .where(*self._session(session_id))
                 .order_by(messages.c.position.desc())
                 .limit(limit)
             )
@@ -281,7 +310,7 @@ class SqlAlchemyMessageRepository:
         rows = (
             await self._db.execute(
                 select(messages)
-                .where(messages.c.session_id == session_id, messages.c.position > after_position)
+                .where(*self._session(session_id), messages.c.position > after_position)
                 .order_by(messages.c.position)
                 .limit(limit)
             )
@@ -292,8 +321,7 @@ class SqlAlchemyMessageRepository:
         row = (
             await self._db.execute(
                 select(messages).where(
-                    messages.c.session_id == session_id,
-                    messages.c.requested_call_id == call_id,
+                    *self._session(session_id), messages.c.requested_call_id == call_id
                 )
             )
         ).first()
@@ -303,7 +331,7 @@ class SqlAlchemyMessageRepository:
         row = (
             await self._db.execute(
                 select(messages).where(
-                    messages.c.session_id == session_id, messages.c.tool_call_id == call_id
+                    *self._session(session_id), messages.c.tool_call_id == call_id
                 )
             )
         ).first()
@@ -312,24 +340,28 @@ class SqlAlchemyMessageRepository:
     async def replace_tool_call(self, message_id: str, call: ToolCallRecord) -> None:
         await self._db.execute(
             update(messages)
-            .where(messages.c.message_id == message_id)
+            .where(messages.c.tenant_id == self._tenant, messages.c.message_id == message_id)
             .values(tool_calls=_tool_calls_json((call,)), requested_call_id=call.call_id)
         )
 
+    def _session(self, session_id: str) -> tuple[ColumnElement[bool], ...]:
+        return (messages.c.tenant_id == self._tenant, messages.c.session_id == session_id)
+
 
 class SqlAlchemyApprovalRepository:
-    def __init__(self, db: GuardedSession) -> None:
+    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
         self._db = db
+        self._tenant = tenant_id
 
     async def add(self, approval: Approval) -> None:
-        await self._db.execute(insert(approvals).values(**_approval_values(approval)))
+        await self._db.execute(
+            insert(approvals).values(**_approval_values(approval), tenant_id=self._tenant)
+        )
 
     async def get(self, session_id: str, call_id: str) -> Approval | None:
         row = (
             await self._db.execute(
-                select(approvals).where(
-                    approvals.c.session_id == session_id, approvals.c.call_id == call_id
-                )
+                select(approvals).where(*self._session(session_id), approvals.c.call_id == call_id)
             )
         ).first()
         return None if row is None else _approval_from_row(row)
@@ -338,14 +370,19 @@ class SqlAlchemyApprovalRepository:
         values = _approval_values(approval)
         del values["approval_id"]
         await self._db.execute(
-            update(approvals).where(approvals.c.approval_id == approval.approval_id).values(values)
+            update(approvals)
+            .where(
+                approvals.c.tenant_id == self._tenant,
+                approvals.c.approval_id == approval.approval_id,
+            )
+            .values(values)
         )
 
     async def open_for_session(self, session_id: str) -> list[Approval]:
         rows = (
             await self._db.execute(
                 select(approvals).where(
-                    approvals.c.session_id == session_id,
+                    *self._session(session_id),
                     approvals.c.status == ApprovalStatus.PENDING.value,
                 )
             )
@@ -356,7 +393,7 @@ class SqlAlchemyApprovalRepository:
         self, session_id: str, now: datetime, after: tuple[datetime, str] | None, limit: int
     ) -> list[Approval]:
         query = select(approvals).where(
-            approvals.c.session_id == session_id,
+            *self._session(session_id),
             approvals.c.status == ApprovalStatus.PENDING.value,
             approvals.c.expires_at > now,
         )
@@ -376,12 +413,15 @@ class SqlAlchemyApprovalRepository:
             select(func.count())
             .select_from(approvals)
             .where(
-                approvals.c.session_id == session_id,
+                *self._session(session_id),
                 approvals.c.status == ApprovalStatus.PENDING.value,
                 approvals.c.expires_at > now,
             )
         )
         return int(count or 0)
+
+    def _session(self, session_id: str) -> tuple[ColumnElement[bool], ...]:
+        return (approvals.c.tenant_id == self._tenant, approvals.c.session_id == session_id)
 
 
 # The LISTEN/NOTIFY channel of commits with events (commit_notifications.py listens).
@@ -400,8 +440,9 @@ class SqlAlchemyEventRepository:
     the other replicas on commit (see commit_notifications.py).
     """
 
-    def __init__(self, db: GuardedSession, *, postgresql: bool = False) -> None:
+    def __init__(self, db: GuardedSession, tenant_id: str, *, postgresql: bool = False) -> None:
         self._db = db
+        self._tenant = tenant_id
         self._postgresql = postgresql
         self._pending: list[dict[str, Any]] = []
         self.added = 0  # tells the unit of work whether a commit publishes events
@@ -412,6 +453,7 @@ class SqlAlchemyEventRepository:
         self._pending.append(
             {
                 "type": event.type.value,
+                "tenant_id": self._tenant,
                 "session_id": event.session_id,
                 "turn_id": event.turn_id,
                 "data": json.dumps(event.data, default=str),
@@ -444,7 +486,9 @@ class SqlAlchemyEventRepository:
         types: frozenset[EventType],
         limit: int,
     ) -> list[StoredEvent]:
-        query = select(events).where(events.c.event_id > event_id)
+        query = select(events).where(
+            events.c.tenant_id == self._tenant, events.c.event_id > event_id
+        )
         if session_id:
             query = query.where(events.c.session_id == session_id)
         if types:
@@ -465,7 +509,8 @@ class SqlAlchemyEventRepository:
         ]
 
     async def last_id(self) -> int:
-        return int(await self._db.scalar(select(func.max(events.c.event_id))) or 0)
+        newest = select(func.max(events.c.event_id)).where(events.c.tenant_id == self._tenant)
+        return int(await self._db.scalar(newest) or 0)
 
 
 # -- row <-> domain mapping ---------------------------------------------------------------

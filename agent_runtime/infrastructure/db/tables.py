@@ -10,7 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -41,9 +41,25 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
+
+def _tenant() -> Column[str]:
+    return Column("tenant_id", String(64), nullable=False)
+
+
+def _session_ref(table: str) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["tenant_id", "session_id"],
+        ["sessions.tenant_id", "sessions.session_id"],
+        name=f"fk_{table}_session",
+    )
+
+
+# Sessions are keyed by (tenant_id, session_id): ids are unique per tenant, so no tenant can
+# learn another's ids (migration 0004). Everything hanging off a session carries its tenant.
 sessions = Table(
     "sessions",
     metadata,
+    Column("tenant_id", String(64), primary_key=True),
     Column("session_id", String(128), primary_key=True),
     Column("agent", String(64), nullable=False),
     Column("title", Text, nullable=False, default=""),
@@ -54,14 +70,15 @@ sessions = Table(
     Column("last_activity_at", UTCDateTime(), nullable=False),
     # Soft delete: the row stays (its id stays taken) but the session is NOT_FOUND everywhere.
     Column("deleted_at", UTCDateTime(), nullable=True),
-    Index("ix_sessions_last_activity", "last_activity_at", "session_id"),
+    Index("ix_sessions_tenant_activity", "tenant_id", "last_activity_at", "session_id"),
 )
 
 turns = Table(
     "turns",
     metadata,
     Column("turn_id", String(64), primary_key=True),
-    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    _tenant(),
+    Column("session_id", String(128), nullable=False),
     Column("agent", String(64), nullable=False),
     Column("model", String(256), nullable=False),
     Column("status", String(16), nullable=False),
@@ -83,14 +100,18 @@ turns = Table(
     Index("ix_turns_session_id", "session_id"),
     Index("ix_turns_status", "status"),
     # Idempotency: one turn per client_message_id and session (NULLs never collide).
-    UniqueConstraint("session_id", "client_message_id", name="uq_turns_client_message"),
+    UniqueConstraint(
+        "tenant_id", "session_id", "client_message_id", name="uq_turns_client_message"
+    ),
+    _session_ref("turns"),
 )
 
 messages = Table(
     "messages",
     metadata,
     Column("message_id", String(64), primary_key=True),
-    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    _tenant(),
+    Column("session_id", String(128), nullable=False),
     # 1-based, dense, append-only: a turn inserts rows, it never rewrites the history.
     Column("position", Integer, nullable=False),
     Column("role", String(16), nullable=False),
@@ -103,7 +124,8 @@ messages = Table(
     Column("is_error", Boolean, nullable=False, default=False),
     # The call an assistant message requests (one tool at a time), to find it by call id.
     Column("requested_call_id", String(128), nullable=True),
-    UniqueConstraint("session_id", "position", name="uq_messages_session_position"),
+    UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
+    _session_ref("messages"),
     Index("ix_messages_requested_call", "session_id", "requested_call_id"),
     Index("ix_messages_tool_call", "session_id", "tool_call_id"),
 )
@@ -112,7 +134,8 @@ approvals = Table(
     "approvals",
     metadata,
     Column("approval_id", String(64), primary_key=True),
-    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    _tenant(),
+    Column("session_id", String(128), nullable=False),
     Column("call_id", String(128), nullable=False),
     Column("message_id", String(64), nullable=False),
     Column("turn_id", String(64), nullable=False),
@@ -125,7 +148,8 @@ approvals = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("decided_at", UTCDateTime(), nullable=True),
-    UniqueConstraint("session_id", "call_id", name="uq_approvals_session_call"),
+    UniqueConstraint("tenant_id", "session_id", "call_id", name="uq_approvals_session_call"),
+    _session_ref("approvals"),
     Index("ix_approvals_session_status", "session_id", "status"),
 )
 
@@ -138,13 +162,15 @@ agent_switches = Table(
         primary_key=True,
         autoincrement=True,
     ),
-    Column("session_id", String(128), ForeignKey("sessions.session_id"), nullable=False),
+    _tenant(),
+    Column("session_id", String(128), nullable=False),
     Column("from_agent", String(64), nullable=False),
     Column("to_agent", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("turn_id", String(64), nullable=True),
     Column("switched_at", UTCDateTime(), nullable=False),
     Index("ix_agent_switches_session", "session_id"),
+    _session_ref("agent_switches"),
 )
 
 # The transactional outbox: written in the same transaction as the change it describes.
@@ -158,9 +184,11 @@ events = Table(
         autoincrement=True,
     ),
     Column("type", String(48), nullable=False),
+    _tenant(),
     Column("session_id", String(128), nullable=False),
     Column("turn_id", String(64), nullable=True),
     Column("data", Text, nullable=False),  # JSON object
     Column("occurred_at", UTCDateTime(), nullable=False),
     Index("ix_events_session", "session_id", "event_id"),
+    Index("ix_events_tenant", "tenant_id", "event_id"),
 )

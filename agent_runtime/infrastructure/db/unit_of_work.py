@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_runtime.application.ports import (
@@ -14,6 +15,7 @@ from agent_runtime.application.ports import (
     TurnRepository,
 )
 from agent_runtime.domain.errors import StorageUnavailable
+from agent_runtime.domain.model import TurnStatus
 from agent_runtime.infrastructure.db.guarded_session import GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
@@ -22,6 +24,7 @@ from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemySessionRepository,
     SqlAlchemyTurnRepository,
 )
+from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 
@@ -36,11 +39,13 @@ class SqlAlchemyUnitOfWork:
         self,
         session_factory: async_sessionmaker[AsyncSession],
         signal: LocalEventSignal,
+        tenant_id: str,
         gate: asyncio.Lock | None = None,
         *,
         postgresql: bool = False,
     ) -> None:
         self._session_factory = session_factory
+        self.tenant_id = tenant_id
         self._signal = signal
         self._gate = gate
         self._postgresql = postgresql
@@ -48,11 +53,14 @@ class SqlAlchemyUnitOfWork:
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
         self._db = GuardedSession(self._session_factory(), self._gate)
-        self.sessions = SqlAlchemySessionRepository(self._db)
-        self.turns = SqlAlchemyTurnRepository(self._db)
-        self.messages = SqlAlchemyMessageRepository(self._db)
-        self.approvals = SqlAlchemyApprovalRepository(self._db)
-        self._outbox = SqlAlchemyEventRepository(self._db, postgresql=self._postgresql)
+        # Every repository is scoped to the tenant: each statement carries its tenant_id.
+        self.sessions = SqlAlchemySessionRepository(self._db, self.tenant_id)
+        self.turns = SqlAlchemyTurnRepository(self._db, self.tenant_id)
+        self.messages = SqlAlchemyMessageRepository(self._db, self.tenant_id)
+        self.approvals = SqlAlchemyApprovalRepository(self._db, self.tenant_id)
+        self._outbox = SqlAlchemyEventRepository(
+            self._db, self.tenant_id, postgresql=self._postgresql
+        )
         self.events = self._outbox
         return self
 
@@ -104,7 +112,19 @@ class SqlAlchemyUnitOfWorkFactory:
         # Only PostgreSQL commits transactions side by side (see SqlAlchemyEventRepository).
         self._postgresql = engine.dialect.name == "postgresql"
 
-    def __call__(self) -> SqlAlchemyUnitOfWork:
+    def __call__(self, tenant_id: str) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
-            self._session_factory, self.signal, self._gate, postgresql=self._postgresql
+            self._session_factory, self.signal, tenant_id, self._gate, postgresql=self._postgresql
         )
+
+    async def tenants_with_running_turns(self) -> list[str]:
+        db = GuardedSession(self._session_factory(), self._gate)
+        try:
+            rows = await db.scalars(
+                select(turns.c.tenant_id)
+                .where(turns.c.status == TurnStatus.RUNNING.value)
+                .distinct()
+            )
+            return sorted(rows)
+        finally:
+            await asyncio.shield(_rollback_and_close(db))
