@@ -11,15 +11,19 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agent_runtime.access_config import is_loopback
+from agent_runtime.api.auth import ApiKeys
 from agent_runtime.api.server import GrpcServer, UseCases, start_grpc_server
+from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.live_turns import LiveTurns
 from agent_runtime.application.ports import LLMClient
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
 from agent_runtime.application.turn_recovery import TurnRecovery
-from agent_runtime.config import Settings
+from agent_runtime.config import ConfigError, Settings
 from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.agents_file import load_agents
 from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
@@ -89,7 +93,10 @@ class RunningRuntime:
 
 
 async def start(settings: Settings) -> RunningRuntime:
-    # Read first, so a bad agents file stops start-up before anything is touched.
+    # Checked first, so bad settings stop start-up before anything is touched.
+    settings.validate()
+    tls = _tls_files(settings)
+    _log_access_mode(settings)
     agents = load_agents(settings.agents_file) if settings.agents_file else default_agents()
     engine = _engine(settings)
     await upgrade_to_head(engine)
@@ -129,8 +136,9 @@ async def start(settings: Settings) -> RunningRuntime:
         grpc_server = await start_grpc_server(
             settings.listen,
             use_cases,
-            # Room for the largest allowed message plus the envelope around it.
-            max_message_bytes=max(4 * 1024 * 1024, settings.max_message_bytes * 2),
+            api_keys=ApiKeys(settings.api_keys),
+            transport=_transport(settings),
+            tls=tls,
             max_concurrent_streams=settings.max_concurrent_streams,
         )
     except BaseException:
@@ -145,6 +153,53 @@ async def start(settings: Settings) -> RunningRuntime:
         listener = CommitListener(settings.database_url, uow_factory.signal)
         background.append(asyncio.create_task(listener.run(), name="commit-listener"))
     return RunningRuntime(grpc_server, engine, http, background, live)
+
+
+def _tls_files(settings: Settings) -> TlsFiles | None:
+    if not settings.uses_tls:
+        return None
+    tls = TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    try:
+        tls.server_credentials()  # read now: a missing file is a clear error, not a bind error
+    except OSError as exc:
+        raise ConfigError(f"cannot read a TLS file: {exc}") from None
+    return tls
+
+
+def _transport(settings: Settings) -> Transport:
+    receive, send = settings.grpc_message_limits()
+    return Transport(
+        max_receive_message_bytes=receive,
+        max_send_message_bytes=send,
+        keepalive_time_ms=settings.grpc_keepalive_time_ms,
+        keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
+        keepalive_permit_without_calls=settings.grpc_keepalive_permit_without_calls,
+        min_ping_interval_ms=settings.grpc_min_ping_interval_ms,
+        max_pings_without_data=settings.grpc_max_pings_without_data,
+        max_concurrent_streams_per_connection=settings.grpc_max_concurrent_streams_per_connection,
+    )
+
+
+def _log_access_mode(settings: Settings) -> None:
+    if settings.development_mode:
+        log.warning(
+            "development mode: no API keys configured, so there is no authentication and every "
+            "call acts for tenant %r; listening on loopback only",
+            DEFAULT_TENANT,
+        )
+        return
+    log.info(
+        "API keys configured: %d keys for %d tenants%s",
+        len(settings.api_keys),
+        len(set(settings.api_keys.values())),
+        ", mutual TLS" if settings.tls_client_ca_file else ", TLS" if settings.uses_tls else "",
+    )
+    if not settings.uses_tls and not is_loopback(settings.listen):
+        log.warning(
+            "serving %s without TLS: API keys cross the network in clear text unless a "
+            "proxy in front terminates TLS (AGENT_RUNTIME_TLS_CERT_FILE/_KEY_FILE)",
+            settings.listen,
+        )
 
 
 def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from agent_runtime import bootstrap
-from agent_runtime.config import ConfigError, Settings, parse_headers
+from agent_runtime.config import ConfigError, Settings, load_api_keys_file, parse_headers
 from agent_runtime.infrastructure.agents_file import AgentsFileError
 from agent_runtime.terminal import commands as terminal
 
@@ -51,6 +51,20 @@ def _parser() -> argparse.ArgumentParser:
         help="stream from the model endpoint (AGENT_RUNTIME_LLM_STREAM)",
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING... (AGENT_RUNTIME_LOG_LEVEL)")
+    serve.add_argument(
+        "--api-keys-file",
+        help="file of key=tenant lines (AGENT_RUNTIME_API_KEYS_FILE); without keys the server "
+        "runs in development mode, loopback only",
+    )
+    serve.add_argument(
+        "--tls-cert-file", help="PEM certificate chain (AGENT_RUNTIME_TLS_CERT_FILE)"
+    )
+    serve.add_argument("--tls-key-file", help="PEM private key (AGENT_RUNTIME_TLS_KEY_FILE)")
+    serve.add_argument(
+        "--tls-client-ca-file",
+        help="PEM CA that client certificates must chain to: mutual TLS "
+        "(AGENT_RUNTIME_TLS_CLIENT_CA_FILE)",
+    )
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (AGENT_RUNTIME_DATABASE_URL)")
@@ -63,7 +77,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env(os.environ)
     extra = getattr(args, "llm_extra_headers", None)
     stream = getattr(args, "llm_stream", None)
+    keys_file = getattr(args, "api_keys_file", None)
     return settings.with_overrides(
+        api_keys=load_api_keys_file(keys_file, "--api-keys-file") if keys_file else None,
+        tls_cert_file=getattr(args, "tls_cert_file", None),
+        tls_key_file=getattr(args, "tls_key_file", None),
+        tls_client_ca_file=getattr(args, "tls_client_ca_file", None),
         listen=getattr(args, "listen", None),
         database_url=args.database_url,
         llm_base_url=getattr(args, "llm_base_url", None),
@@ -96,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(bootstrap.serve(settings))
     except KeyboardInterrupt:
         return 130
-    except AgentsFileError as exc:
+    except (AgentsFileError, ConfigError) as exc:
         print(f"agent-runtime: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

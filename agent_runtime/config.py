@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from agent_runtime.access_config import (
+    AccessConfigError,
+    is_loopback,
+    merge_api_keys,
+    parse_api_keys,
+    parse_api_keys_file,
+)
 from agent_runtime.infrastructure.db.engine import DEFAULT_DATABASE_URL
 
 
@@ -47,10 +55,68 @@ class Settings:
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
+    # -- authentication, TLS, transport ---------------------------------------------------
+    # API key -> tenant. Empty: development mode (one default tenant, loopback only).
+    api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # None: room for the largest allowed message plus its envelope (see grpc_message_limits).
+    grpc_max_receive_message_bytes: int | None = None
+    grpc_max_send_message_bytes: int | None = None
+    grpc_keepalive_time_ms: int = 60_000
+    grpc_keepalive_timeout_ms: int = 20_000
+    grpc_keepalive_permit_without_calls: bool = True
+    grpc_min_ping_interval_ms: int = 10_000
+    grpc_max_pings_without_data: int = 0
+    grpc_max_concurrent_streams_per_connection: int | None = None
 
     @property
     def uses_fake_model(self) -> bool:
         return not self.llm_base_url
+
+    @property
+    def development_mode(self) -> bool:
+        return not self.api_keys
+
+    @property
+    def uses_tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    def grpc_message_limits(self) -> tuple[int, int]:
+        """(receive, send) bytes per gRPC message: at least 4 MiB and twice the content limit,
+        unless set explicitly."""
+        derived = max(4 * 1024 * 1024, self.max_message_bytes * 2)
+        return (
+            self.grpc_max_receive_message_bytes or derived,
+            self.grpc_max_send_message_bytes or derived,
+        )
+
+    def validate(self) -> None:
+        """Rules across settings, checked before the server starts (ConfigError names them)."""
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(
+                "AGENT_RUNTIME_TLS_CERT_FILE and AGENT_RUNTIME_TLS_KEY_FILE go together: "
+                "set both or neither"
+            )
+        if self.tls_client_ca_file and not self.uses_tls:
+            raise ConfigError(
+                "AGENT_RUNTIME_TLS_CLIENT_CA_FILE (mutual TLS) needs "
+                "AGENT_RUNTIME_TLS_CERT_FILE and AGENT_RUNTIME_TLS_KEY_FILE"
+            )
+        if self.development_mode and not is_loopback(self.listen):
+            raise ConfigError(
+                f"refusing to listen on {self.listen}: no API keys are configured "
+                "(AGENT_RUNTIME_API_KEYS or AGENT_RUNTIME_API_KEYS_FILE), and development mode "
+                "without authentication serves loopback addresses only (127.0.0.1, ::1, "
+                "localhost). Configure API keys to listen on other addresses."
+            )
+        receive, _ = self.grpc_message_limits()
+        if receive <= self.max_message_bytes:
+            raise ConfigError(
+                "AGENT_RUNTIME_GRPC_MAX_RECEIVE_MESSAGE_BYTES must be larger than "
+                "AGENT_RUNTIME_MAX_MESSAGE_BYTES (a request carries its content and more)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -75,6 +141,7 @@ class Settings:
             values["llm_extra_headers"] = parse_headers(raw, "AGENT_RUNTIME_LLM_EXTRA_HEADERS")
         if (raw := get("LLM_STREAM")) is not None:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
+        values.update(_access_from_env(get))
         for name, attr, kind in (
             ("DATABASE_POOL_SIZE", "database_pool_size", int),
             ("LLM_CONNECT_TIMEOUT", "llm_connect_timeout", float),
@@ -92,6 +159,16 @@ class Settings:
             ("MAX_CONCURRENT_STREAMS", "max_concurrent_streams", int),
             ("LEASE_SECONDS", "lease_seconds", float),
             ("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", float),
+            ("GRPC_MAX_RECEIVE_MESSAGE_BYTES", "grpc_max_receive_message_bytes", int),
+            ("GRPC_MAX_SEND_MESSAGE_BYTES", "grpc_max_send_message_bytes", int),
+            ("GRPC_KEEPALIVE_TIME_MS", "grpc_keepalive_time_ms", int),
+            ("GRPC_KEEPALIVE_TIMEOUT_MS", "grpc_keepalive_timeout_ms", int),
+            ("GRPC_MIN_PING_INTERVAL_MS", "grpc_min_ping_interval_ms", int),
+            (
+                "GRPC_MAX_CONCURRENT_STREAMS_PER_CONNECTION",
+                "grpc_max_concurrent_streams_per_connection",
+                int,
+            ),
         ):
             if (raw := get(name)) is not None:
                 values[attr] = _parse_number(raw, kind, f"AGENT_RUNTIME_{name}")
@@ -99,6 +176,59 @@ class Settings:
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _access_from_env(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """API keys, TLS files and the transport settings that are not plain positive numbers."""
+    values: dict[str, Any] = {}
+    for name, attr in (
+        ("TLS_CERT_FILE", "tls_cert_file"),
+        ("TLS_KEY_FILE", "tls_key_file"),
+        ("TLS_CLIENT_CA_FILE", "tls_client_ca_file"),
+    ):
+        if (value := get(name)) is not None:
+            values[attr] = value
+    inline = get("API_KEYS")
+    path = get("API_KEYS_FILE")
+    if inline is not None or path is not None:
+        try:
+            values["api_keys"] = merge_api_keys(
+                parse_api_keys(inline, "AGENT_RUNTIME_API_KEYS") if inline else {},
+                load_api_keys_file(path, "AGENT_RUNTIME_API_KEYS_FILE") if path else {},
+            )
+        except AccessConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    if (raw := get("GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS")) is not None:
+        values["grpc_keepalive_permit_without_calls"] = _parse_bool(
+            raw, "AGENT_RUNTIME_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS"
+        )
+    if (raw := get("GRPC_MAX_PINGS_WITHOUT_DATA")) is not None:
+        values["grpc_max_pings_without_data"] = _parse_count(
+            raw, "AGENT_RUNTIME_GRPC_MAX_PINGS_WITHOUT_DATA"
+        )
+    return values
+
+
+def load_api_keys_file(path: str, setting: str) -> dict[str, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc}") from None
+    try:
+        return parse_api_keys_file(text, setting)
+    except AccessConfigError as exc:
+        raise ConfigError(f"{exc} (file {path})") from None
+
+
+def _parse_count(raw: str, setting: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{setting} must be a whole number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{setting} must be 0 or more, not {raw!r}")
+    return value
 
 
 def parse_headers(raw: str, setting: str) -> dict[str, str]:

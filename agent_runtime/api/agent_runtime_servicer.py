@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import abort, internal_error, unary_errors
 from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import chunk_to_proto
@@ -62,16 +63,18 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
         self, request: rt.StreamMessageRequest, context: Any
     ) -> AsyncIterator[rt.StreamChunk]:
         async for chunk in self._stream(
-            request, context, lambda: self._turns.handle(to_command(request))
+            request, context, lambda: self._turns.handle(to_command(request, caller_tenant()))
         ):
             yield chunk
 
     async def ResumeStream(
         self, request: rt.ResumeStreamRequest, context: Any
     ) -> AsyncIterator[rt.StreamChunk]:
+        tenant_id = caller_tenant()
+
         def follow() -> AsyncGenerator[Chunk, None]:
             return self._turns.streams.follow(
-                request.session_id, request.turn_id, request.after_seq
+                request.session_id, request.turn_id, request.after_seq, tenant_id=tenant_id
             )
 
         async for chunk in self._stream(request, context, follow):
@@ -81,7 +84,7 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
     async def CancelTurn(
         self, request: rt.CancelTurnRequest, context: Any
     ) -> rt.CancelTurnResponse:
-        await self._turns.cancel(request.session_id, request.turn_id)
+        await self._turns.cancel(request.session_id, request.turn_id, tenant_id=caller_tenant())
         return rt.CancelTurnResponse()
 
     async def _stream(
@@ -109,8 +112,12 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
             self._limit.release()
 
 
-def to_command(request: rt.StreamMessageRequest) -> TurnCommand:
-    common = {"session_id": request.session_id, "client_message_id": request.client_message_id}
+def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:
+    common: dict[str, Any] = {
+        "session_id": request.session_id,
+        "client_message_id": request.client_message_id,
+        "tenant_id": tenant_id,
+    }
     match request.WhichOneof("input"):
         case "user_message":
             return SendUserMessage(

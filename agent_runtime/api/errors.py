@@ -23,6 +23,7 @@ RETRY_DELAY_SECONDS = 1
 # Most specific class first: the first match along the exception's MRO wins.
 _STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.SessionBusy: grpc.StatusCode.ABORTED,

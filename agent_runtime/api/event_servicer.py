@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import abort, internal_error
 from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import EVENT_TYPES_FROM_PROTO, event_to_proto
@@ -29,7 +30,7 @@ class EventServicer(ev_grpc.EventServiceServicer):
     ) -> AsyncIterator[ev.WatchEventsResponse]:
         try:
             check_decoded(request)
-            query = _to_query(request)
+            query = _to_query(request, caller_tenant())
             cursor = await self._watcher.start_cursor(query)
             # Tells the client where the stream starts (and that it is live from here on).
             await context.send_initial_metadata(((CURSOR_METADATA, str(cursor)),))
@@ -44,7 +45,7 @@ class EventServicer(ev_grpc.EventServiceServicer):
             await abort(context, internal_error(exc))
 
 
-def _to_query(request: ev.WatchEventsRequest) -> WatchEvents:
+def _to_query(request: ev.WatchEventsRequest, tenant_id: str) -> WatchEvents:
     types = set()
     for value in request.event_types:
         if value not in EVENT_TYPES_FROM_PROTO:
@@ -54,4 +55,5 @@ def _to_query(request: ev.WatchEventsRequest) -> WatchEvents:
         session_id=request.session_id,
         types=frozenset(types),
         after_event_id=request.after_event_id if request.HasField("after_event_id") else None,
+        tenant_id=tenant_id,
     )

@@ -10,9 +10,11 @@ from grpc_reflection.v1alpha import reflection
 
 from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer, StreamLimit
 from agent_runtime.api.agent_servicer import AgentServicer
+from agent_runtime.api.auth import ApiKeyInterceptor, ApiKeys
 from agent_runtime.api.event_servicer import EventServicer
 from agent_runtime.api.interceptors import MalformedRequestInterceptor
 from agent_runtime.api.session_servicer import SessionServicer
+from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler
@@ -34,7 +36,6 @@ SERVICE_NAMES = tuple(
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_STREAMS = 2000
 
 
@@ -67,15 +68,21 @@ async def start_grpc_server(
     listen: str,
     use_cases: UseCases,
     *,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    api_keys: ApiKeys,
+    transport: Transport | None = None,
+    tls: TlsFiles | None = None,
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
 ) -> GrpcServer:
+    """Serve on `listen`: with `tls`, only over TLS (mTLS when it names a client CA).
+
+    `api_keys` empty means development mode: every call acts for the default tenant (the
+    composition root allows that on loopback addresses only).
+    """
+    credentials = tls.server_credentials() if tls is not None else None
     server = grpc.aio.server(
-        interceptors=[MalformedRequestInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ],
+        # Authentication first: an unauthenticated call is refused before anything else.
+        interceptors=[ApiKeyInterceptor(api_keys), MalformedRequestInterceptor()],
+        options=(transport or Transport()).options(),
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
         AgentRuntimeServicer(use_cases.turns, StreamLimit(max_concurrent_streams)), server
@@ -96,7 +103,10 @@ async def start_grpc_server(
         ),
         server,
     )
-    port = server.add_insecure_port(listen)
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

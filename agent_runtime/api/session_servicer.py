@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import unary_errors
 from agent_runtime.api.mapping import approval_to_proto, message_to_proto, session_to_proto
 from agent_runtime.application.commands import (
@@ -26,7 +27,9 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
         self, request: ses.CreateSessionRequest, context: Any
     ) -> ses.CreateSessionResponse:
         details = await self._sessions.create(
-            CreateSession(request.session_id, request.title, request.agent)
+            CreateSession(
+                request.session_id, request.title, request.agent, tenant_id=caller_tenant()
+            )
         )
         return ses.CreateSessionResponse(session=session_to_proto(details))
 
@@ -34,14 +37,16 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: ses.GetSessionRequest, context: Any
     ) -> ses.GetSessionResponse:
-        details = await self._sessions.get(request.session_id)
+        details = await self._sessions.get(request.session_id, tenant_id=caller_tenant())
         return ses.GetSessionResponse(session=session_to_proto(details))
 
     @unary_errors
     async def ListSessions(
         self, request: ses.ListSessionsRequest, context: Any
     ) -> ses.ListSessionsResponse:
-        page = await self._sessions.list(ListSessions(request.page_size, request.page_token))
+        page = await self._sessions.list(
+            ListSessions(request.page_size, request.page_token, tenant_id=caller_tenant())
+        )
         return ses.ListSessionsResponse(
             sessions=[session_to_proto(d) for d in page.items],
             next_page_token=page.next_page_token,
@@ -51,7 +56,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     async def DeleteSession(
         self, request: ses.DeleteSessionRequest, context: Any
     ) -> ses.DeleteSessionResponse:
-        await self._sessions.delete(request.session_id)
+        await self._sessions.delete(request.session_id, tenant_id=caller_tenant())
         return ses.DeleteSessionResponse()
 
     @unary_errors
@@ -59,7 +64,12 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
         self, request: ses.ListMessagesRequest, context: Any
     ) -> ses.ListMessagesResponse:
         page = await self._sessions.list_messages(
-            ListMessages(request.session_id, request.page_size, request.page_token)
+            ListMessages(
+                request.session_id,
+                request.page_size,
+                request.page_token,
+                tenant_id=caller_tenant(),
+            )
         )
         return ses.ListMessagesResponse(
             messages=[message_to_proto(m) for m in page.items],
@@ -71,7 +81,12 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
         self, request: ses.ListPendingApprovalsRequest, context: Any
     ) -> ses.ListPendingApprovalsResponse:
         page = await self._sessions.list_pending_approvals(
-            ListPendingApprovals(request.session_id, request.page_size, request.page_token)
+            ListPendingApprovals(
+                request.session_id,
+                request.page_size,
+                request.page_token,
+                tenant_id=caller_tenant(),
+            )
         )
         return ses.ListPendingApprovalsResponse(
             approvals=[approval_to_proto(a) for a in page.items],

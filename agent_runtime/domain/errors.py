@@ -59,6 +59,12 @@ class InvalidInput(DomainError):
         )
 
 
+class Unauthenticated(DomainError):
+    """The caller did not prove who it is (no API key, or one the server does not know)."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
 class NotFound(DomainError):
     default_reason = "NOT_FOUND"
 
