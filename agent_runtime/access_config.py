@@ -42,8 +42,8 @@ def merge_api_keys(*sources: Mapping[str, str]) -> dict[str, str]:
         for key, tenant in source.items():
             if merged.get(key, tenant) != tenant:
                 raise AccessConfigError(
-                    "the same API key is given for two tenants "
-                    f"({merged[key]!r} and {tenant!r}); each key belongs to one tenant"
+                    "AGENT_RUNTIME_API_KEYS and AGENT_RUNTIME_API_KEYS_FILE give the same key to "
+                    f"two tenants ({merged[key]!r} and {tenant!r}); each key belongs to one tenant"
                 )
             merged[key] = tenant
     return merged
@@ -66,7 +66,12 @@ def _collect(entries: Iterable[tuple[str, str]], setting: str) -> dict[str, str]
                 f"{setting}, {where}: tenant {tenant!r} must be 1-64 letters, digits, "
                 "'.', '_' or '-', starting with a letter or digit"
             )
-        keys.update(merge_api_keys(keys, {key: tenant}))
+        if keys.get(key, tenant) != tenant:
+            raise AccessConfigError(
+                f"{setting}, {where}: this key is already given for tenant {keys[key]!r}; "
+                "each key belongs to one tenant"
+            )
+        keys[key] = tenant
     return keys
 
 

@@ -243,7 +243,10 @@ async def test_watch_events_shows_only_the_callers_tenant(client: Client) -> Non
         )
         async for response in watch:
             seen.append(response.event)
-            if response.event.turn_id == turn_id and response.event.type == ev.EVENT_TYPE_TURN_COMPLETED:
+            if (
+                response.event.turn_id == turn_id
+                and response.event.type == ev.EVENT_TYPE_TURN_COMPLETED
+            ):
                 break
         watch.cancel()
         return seen

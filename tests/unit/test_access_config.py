@@ -1,0 +1,183 @@
+"""API keys, development mode, TLS and transport settings: parsing and the rules between them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.access_config import is_loopback
+from agent_runtime.api.auth import ApiKeys, presented_key
+from agent_runtime.api.transport import Transport
+from agent_runtime.config import ConfigError, Settings
+
+SECRET = "s3cret-key-value-0123456789"
+
+
+def test_keys_from_the_variable_and_the_file_are_merged(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(
+        "# ops team, rotated 2026-11\n"
+        "\n"
+        "  file-key-1 = tenant-b  \n"
+        "padded-key== =tenant-c\n"
+        "key1=tenant-a\n"  # the same key and tenant as in the variable: fine
+    )
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_API_KEYS": "key1=tenant-a, key2=tenant-a,",
+            "AGENT_RUNTIME_API_KEYS_FILE": str(keys_file),
+        }
+    )
+    assert settings.api_keys == {
+        "key1": "tenant-a",
+        "key2": "tenant-a",
+        "file-key-1": "tenant-b",
+        "padded-key==": "tenant-c",
+    }
+    assert not settings.development_mode
+    assert "key1" not in repr(settings) and "file-key-1" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("raw", "mentions"),
+    [
+        (f"{SECRET}", "entry 1: expected key=tenant"),
+        (f"a=tenant-a,{SECRET}=", "entry 2: tenant '' must be"),
+        (f"{SECRET}=bad tenant!", "entry 1: tenant 'bad tenant!' must be"),
+        (f"=tenant-a,{SECRET}=x", "entry 1: expected key=tenant"),
+        (f"{SECRET} x=tenant-a", "printable ASCII without spaces"),
+        (
+            f"{SECRET}=tenant-a,{SECRET}=tenant-b",
+            "entry 2: this key is already given for tenant 'tenant-a'",
+        ),
+    ],
+)
+def test_bad_keys_are_refused_naming_the_entry_but_never_the_key(raw: str, mentions: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"AGENT_RUNTIME_API_KEYS": raw})
+    message = str(caught.value)
+    assert mentions in message
+    assert "AGENT_RUNTIME_API_KEYS" in message
+    assert SECRET not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_bad_keys_file_names_the_line(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# comment\nok=tenant-a\n{SECRET}\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"AGENT_RUNTIME_API_KEYS_FILE": str(keys_file)})
+    assert "AGENT_RUNTIME_API_KEYS_FILE, line 3: expected key=tenant" in str(caught.value)
+    assert SECRET not in str(caught.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.from_env({"AGENT_RUNTIME_API_KEYS_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize(
+    ("listen", "loopback"),
+    [
+        ("127.0.0.1:50051", True),
+        ("127.0.0.2:0", True),
+        ("localhost:50051", True),
+        ("[::1]:50051", True),
+        ("unix:/tmp/agent-runtime.sock", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        (":50051", False),
+        ("10.1.2.3:50051", False),
+        ("example.com:50051", False),
+    ],
+)
+def test_loopback_addresses(listen: str, loopback: bool) -> None:
+    assert is_loopback(listen) is loopback
+
+
+def test_development_mode_refuses_non_loopback_addresses() -> None:
+    Settings(listen="127.0.0.1:0").validate()
+    with pytest.raises(ConfigError) as caught:
+        Settings(listen="0.0.0.0:0").validate()
+    assert "no API keys are configured" in str(caught.value)
+    assert "loopback" in str(caught.value)
+    # With keys, any address: whether TLS is needed too is the deployment's call (a proxy or
+    # mesh may terminate it); the server warns when it is missing.
+    Settings(listen="0.0.0.0:0", api_keys={SECRET: "tenant-a"}).validate()
+
+
+@pytest.mark.parametrize(
+    ("tls", "mentions"),
+    [
+        ({"tls_cert_file": "c.pem"}, "set both or neither"),
+        ({"tls_key_file": "k.pem"}, "set both or neither"),
+        ({"tls_client_ca_file": "ca.pem"}, "mutual TLS"),
+    ],
+)
+def test_tls_settings_go_together(tls: dict[str, str], mentions: str) -> None:
+    with pytest.raises(ConfigError, match=mentions):
+        Settings(**tls).validate()  # type: ignore[arg-type]
+
+
+def test_transport_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_GRPC_KEEPALIVE_TIME_MS": "30000",
+            "AGENT_RUNTIME_GRPC_KEEPALIVE_TIMEOUT_MS": "5000",
+            "AGENT_RUNTIME_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS": "false",
+            "AGENT_RUNTIME_GRPC_MIN_PING_INTERVAL_MS": "1000",
+            "AGENT_RUNTIME_GRPC_MAX_PINGS_WITHOUT_DATA": "0",
+            "AGENT_RUNTIME_GRPC_MAX_RECEIVE_MESSAGE_BYTES": "8388608",
+            "AGENT_RUNTIME_GRPC_MAX_CONCURRENT_STREAMS_PER_CONNECTION": "100",
+        }
+    )
+    assert (settings.grpc_keepalive_time_ms, settings.grpc_keepalive_timeout_ms) == (30000, 5000)
+    assert settings.grpc_keepalive_permit_without_calls is False
+    assert (settings.grpc_min_ping_interval_ms, settings.grpc_max_pings_without_data) == (1000, 0)
+    assert settings.grpc_max_concurrent_streams_per_connection == 100
+    # Receive as set; send derived from the content limit (256 KiB -> at least 4 MiB).
+    assert settings.grpc_message_limits() == (8 * 1024 * 1024, 4 * 1024 * 1024)
+
+    for name, value in (
+        ("GRPC_KEEPALIVE_TIME_MS", "0"),
+        ("GRPC_MAX_PINGS_WITHOUT_DATA", "-1"),
+        ("GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS", "maybe"),
+        ("GRPC_MAX_CONCURRENT_STREAMS_PER_CONNECTION", "lots"),
+    ):
+        with pytest.raises(ConfigError, match=f"AGENT_RUNTIME_{name}"):
+            Settings.from_env({f"AGENT_RUNTIME_{name}": value})
+    with pytest.raises(ConfigError, match="larger than AGENT_RUNTIME_MAX_MESSAGE_BYTES"):
+        Settings(grpc_max_receive_message_bytes=1000, max_message_bytes=1000).validate()
+
+
+def test_transport_options_name_the_grpc_arguments() -> None:
+    options = dict(Transport(max_concurrent_streams_per_connection=7).options())
+    assert options["grpc.keepalive_time_ms"] == 60_000
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
+    assert options["grpc.max_concurrent_streams"] == 7
+    assert "grpc.max_concurrent_streams" not in dict(Transport().options())
+
+
+def test_keys_resolve_to_their_tenant_and_are_never_shown() -> None:
+    keys = ApiKeys({SECRET: "tenant-a", "other-key": "tenant-b"})
+    assert keys.tenant_for(SECRET) == "tenant-a"
+    assert keys.tenant_for("other-key") == "tenant-b"
+    assert keys.tenant_for(SECRET[:-1]) is None
+    assert keys.tenant_for(SECRET + "x") is None
+    assert keys.tenant_for("") is None
+    assert SECRET not in repr(keys)
+    assert ApiKeys({}).development_mode and not keys.development_mode
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key"),
+    [
+        ({"authorization": "Bearer abc"}, "abc"),
+        ({"authorization": "bearer  abc "}, "abc"),
+        ({"x-api-key": "abc"}, "abc"),
+        ({"authorization": "Bearer abc", "x-api-key": "other"}, "abc"),
+        ({"authorization": "Basic abc"}, None),
+        ({"authorization": "Bearer "}, None),
+        ({}, None),
+    ],
+)
+def test_the_key_is_taken_from_bearer_or_x_api_key(metadata: dict[str, str], key: str) -> None:
+    assert presented_key(metadata) == key
