@@ -52,7 +52,7 @@ class TurnRecovery:
             # Asked only now, inside the transaction: a turn that committed its start after
             # a snapshot taken earlier would look abandoned while it runs. (A turn registers
             # itself as live before its first commit.)
-            abandoned = [t for t in candidates if self._live.get(t.turn_id) is None]
+            abandoned = [t for t in candidates if not self._runs_here(tenant_id, t.turn_id)]
             turns = await uow.turns.interrupt(abandoned, now)
             for turn in turns:
                 await uow.events.add(
@@ -77,6 +77,10 @@ class TurnRecovery:
                 turn.owner or "an unknown process",
             )
         return turns
+
+    def _runs_here(self, tenant_id: str, turn_id: str) -> bool:
+        live = self._live.get(turn_id)
+        return live is not None and live.tenant_id == tenant_id
 
     async def renew(self) -> None:
         """Extend our running turns' leases; act on cancel requests made elsewhere."""

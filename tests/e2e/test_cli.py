@@ -61,3 +61,34 @@ def test_a_bad_agents_file_stops_start_up_naming_the_line(tmp_path: Path) -> Non
     assert f"{agents}:2: unknown tool 'teleport'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()  # nothing touched
+
+
+def test_serve_without_keys_refuses_a_non_loopback_address(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        env={
+            "AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+            "AGENT_RUNTIME_API_KEYS": "",
+            "AGENT_RUNTIME_API_KEYS_FILE": "",
+        },
+    )
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0:0: no API keys are configured" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before touching anything
+
+
+def test_serve_reads_the_keys_file_flag_and_names_a_bad_line(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("good-key=tenant-a\nsecret-without-tenant\n")
+    result = run_cli(
+        "serve",
+        "--api-keys-file",
+        str(keys),
+        env={"AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"},
+    )
+    assert result.returncode == 2
+    assert "--api-keys-file, line 2: expected key=tenant" in result.stderr
+    assert "secret-without-tenant" not in result.stderr

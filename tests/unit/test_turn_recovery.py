@@ -4,7 +4,7 @@ from agent_runtime.application.live_turns import LiveTurns
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import Session, Turn, TurnStatus
-from tests.fakes import FakeUnitOfWorkFactory
+from tests.fakes import FakeDatabase, FakeUnitOfWorkFactory
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -40,3 +40,30 @@ async def test_recovery_reclaims_abandoned_turns_and_never_a_live_one() -> None:
     assert uows.db.sessions["mine_live"].running_turn_id == "mine_live"
     assert uows.db.sessions["mine_orphaned"].running_turn_id is None
     assert [e.event.type for e in uows.db.events] == [EventType.TURN_FAILED] * 2
+
+
+async def test_recovery_and_lease_renewal_reach_every_tenant() -> None:
+    uows = FakeUnitOfWorkFactory()
+    live = LiveTurns()
+    for tenant in ("tenant-a", "tenant-b"):
+        db = uows.databases.setdefault(tenant, FakeDatabase())
+        for turn_id, lease in (("gone", NOW - timedelta(seconds=1)), ("alive", NOW)):
+            db.sessions[turn_id] = Session(turn_id, "coder", NOW, NOW, running_turn_id=turn_id)
+            db.turns[turn_id] = Turn(
+                turn_id, turn_id, "coder", "m", NOW, owner="me", lease_expires_at=lease
+            )
+        # The same ids in both tenants (the server never issues that, but neither tenant's
+        # turns may be mistaken for the other's).
+    live.open("alive", "alive", tenant_id="tenant-b")
+    recovery = TurnRecovery(uows, live, owner="me", lease=timedelta(seconds=30), clock=lambda: NOW)
+
+    await recovery.renew()
+    interrupted = await recovery.recover()
+
+    a, b = uows.databases["tenant-a"], uows.databases["tenant-b"]
+    assert len(interrupted) == 3  # both "gone" turns, and A's "alive" (no task runs it here)
+    assert a.turns["gone"].status is b.turns["gone"].status is TurnStatus.INTERRUPTED
+    assert a.turns["alive"].status is TurnStatus.INTERRUPTED
+    assert b.turns["alive"].status is TurnStatus.RUNNING
+    assert b.turns["alive"].lease_expires_at == NOW + timedelta(seconds=30)
+    assert [e.event.type for e in a.events] == [EventType.TURN_FAILED] * 2

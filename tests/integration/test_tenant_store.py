@@ -1,0 +1,92 @@
+"""Tenants in the SQLite store: migration 0004 on existing data, and one id in two tenants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agent_runtime.domain.events import Event, EventType
+from agent_runtime.domain.model import Message, Role, Session, Turn
+from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.infrastructure.db import migrate
+from agent_runtime.infrastructure.db.engine import create_engine
+from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_rows_from_before_tenants_belong_to_the_default_tenant(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+
+    def upgrade_to_0003(connection: Connection) -> None:
+        config = migrate._config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to_0003)
+            for statement in (
+                "INSERT INTO sessions VALUES ('s1', 'coder', 'old', 1, NULL, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00', NULL)",
+                "INSERT INTO turns (turn_id, session_id, agent, model, status, prompt_tokens, "
+                "completion_tokens, started_at) VALUES ('t1', 's1', 'coder', 'm', 'completed', "
+                "0, 0, '2026-01-01 00:00:00')",
+                "INSERT INTO messages (message_id, session_id, position, role, content, "
+                "incomplete, created_at) VALUES ('m1', 's1', 1, 'user', 'hi', 0, "
+                "'2026-01-01 00:00:00')",
+                "INSERT INTO events (type, session_id, data, occurred_at) "
+                "VALUES ('turn_started', 's1', '{}', '2026-01-01 00:00:00')",
+            ):
+                await connection.exec_driver_sql(statement)
+        await migrate.upgrade_to_head(engine)
+        assert await migrate.schema_is_current(engine)
+
+        uows = SqlAlchemyUnitOfWorkFactory(engine)
+        async with uows(DEFAULT_TENANT) as uow:
+            session = await uow.sessions.get("s1")
+            assert session is not None and session.title == "old"
+            assert [m.content for m in await uow.messages.recent("s1", 10)] == ["hi"]
+            assert (turn := await uow.turns.get("t1")) is not None and turn.session_id == "s1"
+            assert await uow.events.last_id() == 1
+        async with uows("tenant-b") as uow:
+            assert await uow.sessions.get("s1") is None
+            assert await uow.turns.get("t1") is None
+            assert await uow.messages.recent("s1", 10) == []
+            assert await uow.events.last_id() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_two_tenants_hold_the_same_session_id_side_by_side(engine: AsyncEngine) -> None:
+    uows = SqlAlchemyUnitOfWorkFactory(engine)
+    for tenant in ("tenant-a", "tenant-b"):
+        async with uows(tenant) as uow:
+            await uow.sessions.add(Session("same", "coder", NOW, NOW, title=tenant))
+            # Position 1 in both: the per-session unique keys are per tenant too.
+            await uow.messages.add(
+                Message(f"m-{tenant}", "same", 1, Role.USER, f"hi from {tenant}", NOW)
+            )
+            await uow.events.add(Event(EventType.TURN_STARTED, "same", NOW, None, {}))
+            await uow.commit()
+
+    async with uows("tenant-a") as uow:
+        assert await uow.sessions.claim_turn("same", "turn-a") is None
+        await uow.turns.add(Turn("turn-a", "same", "coder", "m", NOW))
+        await uow.commit()
+    assert await uows.tenants_with_running_turns() == ["tenant-a"]
+
+    async with uows("tenant-b") as uow:
+        session = await uow.sessions.get("same")
+        assert session is not None and session.title == "tenant-b"
+        assert session.running_turn_id is None  # A's claim is A's alone
+        assert [m.content for m in await uow.messages.page("same", 0, 10)] == ["hi from tenant-b"]
+        assert await uow.turns.get("turn-a") is None
+        events = await uow.events.after(0, session_id="same", types=frozenset(), limit=10)
+        assert len(events) == 1
+        listed = await uow.sessions.page_by_activity(None, 10)
+        assert [s.title for s in listed] == ["tenant-b"]
