@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -17,10 +16,11 @@ from agent_runtime.config import Settings
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc
-from tests.support.certificates import CertificateAuthority, Credential
+from tests.support.certificates import Certificates, make_certificates
 from tests.support.grpc_helpers import kinds, rich_error, user_message
 from tests.support.runtime_fixtures import connect
 from tests.support.server_process import ServerProcess
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
 KEY = "tls-test-key-5e4d3c2b1a0f9e8d"
@@ -30,8 +30,14 @@ TLS_NAME = (("grpc.ssl_target_name_override", "localhost"),)
 
 
 @pytest.fixture
-def ca(tmp_path: Path) -> CertificateAuthority:
-    return CertificateAuthority(tmp_path)
+def certs(tmp_path: Path) -> Certificates:
+    return make_certificates(tmp_path / "certificates")
+
+
+@pytest.fixture
+def other_certs(tmp_path: Path) -> Certificates:
+    """A second, unrelated CA and its certificates: trusted by nobody here."""
+    return make_certificates(tmp_path / "other-certificates")
 
 
 @contextlib.asynccontextmanager
@@ -43,15 +49,26 @@ async def running(settings: Settings) -> AsyncIterator[bootstrap.RunningRuntime]
         await runtime.stop(grace=None)
 
 
-def tls_settings(tmp_path: Path, server: Credential, **more: Any) -> Settings:
+def tls_settings(tmp_path: Path, certs: Certificates, **more: Any) -> Settings:
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}",
         "api_keys": {KEY: "tenant-a"},
-        "tls_cert_file": str(server.cert_file),
-        "tls_key_file": str(server.key_file),
+        "tls_cert_file": str(certs.server_cert),
+        "tls_key_file": str(certs.server_key),
     }
     return Settings(**(values | more))
+
+
+def channel_credentials(
+    ca: Path, client: tuple[Path, Path] | None = None
+) -> grpc.ChannelCredentials:
+    cert, key = client if client else (None, None)
+    return grpc.ssl_channel_credentials(
+        ca.read_bytes(),
+        key.read_bytes() if key else None,
+        cert.read_bytes() if cert else None,
+    )
 
 
 async def list_sessions(channel: grpc.aio.Channel) -> ses.ListSessionsResponse:
@@ -70,13 +87,12 @@ async def refused(channel: grpc.aio.Channel) -> grpc.StatusCode:
 
 
 async def test_tls_serves_secure_channels_and_refuses_plaintext(
-    tmp_path: Path, ca: CertificateAuthority
+    tmp_path: Path, certs: Certificates, other_certs: Certificates
 ) -> None:
     # With TLS and keys, the server may listen beyond loopback.
-    settings = tls_settings(tmp_path, ca.server(), listen="0.0.0.0:0")
-    async with running(settings) as runtime:
+    async with running(tls_settings(tmp_path, certs, listen="0.0.0.0:0")) as runtime:
         address = f"127.0.0.1:{runtime.port}"
-        trusted = grpc.ssl_channel_credentials(root_certificates=ca.cert)
+        trusted = channel_credentials(certs.ca)
         async with grpc.aio.secure_channel(address, trusted, options=TLS_NAME) as channel:
             assert list((await list_sessions(channel)).sessions) == []
             turn = (
@@ -87,39 +103,33 @@ async def test_tls_serves_secure_channels_and_refuses_plaintext(
             assert turn.WhichOneof("chunk") == "turn_started"
         async with grpc.aio.insecure_channel(address) as plaintext:
             assert await refused(plaintext) == grpc.StatusCode.UNAVAILABLE
-        stranger = CertificateAuthority(tmp_path / "..", "stranger CA")
-        untrusted = grpc.ssl_channel_credentials(root_certificates=stranger.cert)
+        untrusted = channel_credentials(other_certs.ca)
         async with grpc.aio.secure_channel(address, untrusted, options=TLS_NAME) as channel:
             assert await refused(channel) == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_mutual_tls_needs_a_client_certificate_signed_by_the_client_ca(
-    tmp_path: Path, ca: CertificateAuthority
+    tmp_path: Path, certs: Certificates, other_certs: Certificates
 ) -> None:
-    settings = tls_settings(tmp_path, ca.server(), tls_client_ca_file=str(ca.cert_file))
+    settings = tls_settings(tmp_path, certs, tls_client_ca_file=str(certs.ca))
     async with running(settings) as runtime:
         address = f"127.0.0.1:{runtime.port}"
-        no_cert = grpc.ssl_channel_credentials(root_certificates=ca.cert)
-        async with grpc.aio.secure_channel(address, no_cert, options=TLS_NAME) as channel:
-            assert await refused(channel) == grpc.StatusCode.UNAVAILABLE
+        for credentials in (
+            channel_credentials(certs.ca),  # no client certificate
+            channel_credentials(certs.ca, (other_certs.client_cert, other_certs.client_key)),
+        ):
+            async with grpc.aio.secure_channel(address, credentials, options=TLS_NAME) as channel:
+                assert await refused(channel) == grpc.StatusCode.UNAVAILABLE
 
-        other_ca = CertificateAuthority(tmp_path / "..", "other CA")
-        foreign = other_ca.client("intruder")
-        wrong_cert = grpc.ssl_channel_credentials(ca.cert, foreign.key, foreign.cert)
-        async with grpc.aio.secure_channel(address, wrong_cert, options=TLS_NAME) as channel:
-            assert await refused(channel) == grpc.StatusCode.UNAVAILABLE
-
-        client = ca.client()
-        with_cert = grpc.ssl_channel_credentials(ca.cert, client.key, client.cert)
+        with_cert = channel_credentials(certs.ca, (certs.client_cert, certs.client_key))
         async with grpc.aio.secure_channel(address, with_cert, options=TLS_NAME) as channel:
             assert list((await list_sessions(channel)).sessions) == []
 
 
 async def test_an_unreadable_tls_file_stops_start_up_naming_it(
-    tmp_path: Path, ca: CertificateAuthority
+    tmp_path: Path, certs: Certificates
 ) -> None:
-    server = ca.server()
-    settings = tls_settings(tmp_path, Credential(server.cert_file, tmp_path / "no-such.key"))
+    settings = tls_settings(tmp_path, certs, tls_key_file=str(tmp_path / "no-such.key"))
     with pytest.raises(ValueError, match=r"cannot read a TLS file.*no-such\.key"):
         await bootstrap.start(settings)
 
@@ -186,57 +196,24 @@ async def test_message_size_limits_apply_and_normal_traffic_flows(
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class FrameCountingProxy:
-    """Forwards TCP between a client and the server, counting the server's HTTP/2 PING
-    frames (type 6, without the ACK flag): the server's keepalive pings."""
+class Http2PingCounter:
+    """Reads the server's side of an HTTP/2 connection as it passes a proxy and counts its
+    PING frames (type 6) that are not acknowledgements: the server's own pings."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self._upstream_port = upstream_port
-        self.server_pings = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+    def __init__(self) -> None:
+        self.pings = 0
+        self._buffer = b""
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
-        for task in (
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._server_frames(up_reader, writer)),
-        ):
-            self._tasks.add(task)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _server_frames(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                header = await reader.readexactly(9)
-                length = int.from_bytes(header[:3], "big")
-                frame_type, flags = header[3], header[4]
-                payload = await reader.readexactly(length)
-                if frame_type == 0x6 and not flags & 0x1:
-                    self.server_pings += 1
-                writer.write(header + payload)
-                await writer.drain()
-        writer.close()
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= 9:
+            length = int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < 9 + length:
+                return
+            frame_type, flags = self._buffer[3], self._buffer[4]
+            if frame_type == 0x6 and not flags & 0x1:
+                self.pings += 1
+            self._buffer = self._buffer[9 + length :]
 
 
 async def test_the_server_sends_keepalive_pings_on_a_quiet_stream(tmp_path: Path) -> None:
@@ -247,27 +224,24 @@ async def test_the_server_sends_keepalive_pings_on_a_quiet_stream(tmp_path: Path
         grpc_keepalive_timeout_ms=5_000,
         grpc_max_pings_without_data=0,  # keep pinging through a long silence
     )
-    async with running(settings) as runtime:
-        proxy = FrameCountingProxy(runtime.port)
-        port = await proxy.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                # A watch with nothing to report: the stream stays open and silent.
-                watch = connect(channel).events.WatchEvents(ev.WatchEventsRequest())
-                await watch.initial_metadata()
-                # From here on the client sends nothing, so no ping is a flow-control probe
-                # (gRPC sends those as data arrives): every further one is a keepalive ping.
-                before = proxy.server_pings
+    counter = Http2PingCounter()
+    async with running(settings) as runtime, TcpProxy("127.0.0.1", runtime.port) as proxy:
+        proxy.on_reply = counter.feed
+        async with grpc.aio.insecure_channel(proxy.address) as channel:
+            # A watch with nothing to report: the stream stays open and silent.
+            watch = connect(channel).events.WatchEvents(ev.WatchEventsRequest())
+            await watch.initial_metadata()
+            # From here on the client sends nothing, so no ping is a flow-control probe
+            # (gRPC sends those as data arrives): every further one is a keepalive ping.
+            before = counter.pings
 
-                async def pinged_repeatedly() -> bool:
-                    return proxy.server_pings >= before + 3
+            async def pinged_repeatedly() -> bool:
+                return counter.pings >= before + 3
 
-                await eventually(pinged_repeatedly, what="three keepalive pings from the server")
-                # The connection survived them: the client answered every ping.
-                assert list((await list_sessions_plain(channel)).sessions) == []
-                watch.cancel()
-        finally:
-            await proxy.stop()
+            await eventually(pinged_repeatedly, what="three keepalive pings from the server")
+            # The connection survived them: the client answered every ping.
+            assert list((await list_sessions_plain(channel)).sessions) == []
+            watch.cancel()
 
 
 async def list_sessions_plain(channel: grpc.aio.Channel) -> ses.ListSessionsResponse:

@@ -5,12 +5,14 @@ async with TcpProxy("127.0.0.1", port) as proxy:
     ... connect to proxy.address ...
     proxy.hold_replies()       # open connections stop delivering the server's bytes
     proxy.reset_connections()  # and now they are gone (a reset, on both sides)
+    proxy.on_reply = seen.feed # every chunk of bytes the server sends, as it passes
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -35,6 +37,7 @@ class TcpProxy:
         self._to_refuse = 0
         self.connections_accepted = 0
         self.port = 0
+        self.on_reply: Callable[[bytes], None] | None = None
 
     @property
     def address(self) -> str:
@@ -90,7 +93,9 @@ class TcpProxy:
         self._connections.add(connection)
         connection.tasks = [
             asyncio.create_task(self._pump(reader, server_writer, connection, replies=False)),
-            asyncio.create_task(self._pump(server_reader, writer, connection, replies=True)),
+            asyncio.create_task(
+                self._pump(server_reader, writer, connection, replies=True, seen=self.on_reply)
+            ),
         ]
         try:
             await asyncio.gather(*connection.tasks, return_exceptions=True)
@@ -105,9 +110,12 @@ class TcpProxy:
         connection: _Connection,
         *,
         replies: bool,
+        seen: Callable[[bytes], None] | None = None,
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await source.read(65536):
+                if seen is not None:
+                    seen(data)
                 if replies and connection.holding:
                     continue
                 sink.write(data)
