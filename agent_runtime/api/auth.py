@@ -48,9 +48,6 @@ class ApiKeys:
     def development_mode(self) -> bool:
         return not self._entries
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def __repr__(self) -> str:
         return f"ApiKeys({len(self._entries)} keys)"  # never the keys themselves
 

@@ -232,37 +232,40 @@ async def test_two_tenants_use_the_same_session_id_independently(client: Client)
     assert gone.code == grpc.StatusCode.NOT_FOUND
 
 
+async def events_until_turn_completed(watch: Any, turn_id: str) -> list[ev.Event]:
+    """Events until that turn's completion: the last event a turn writes, so the server has
+    nothing more to send and the watch is idle when the caller cancels it."""
+    seen = []
+    async for response in watch:
+        seen.append(response.event)
+        if (
+            response.event.turn_id == turn_id
+            and response.event.type == ev.EVENT_TYPE_TURN_COMPLETED
+        ):
+            break
+    watch.cancel()
+    return seen
+
+
 async def test_watch_events_shows_only_the_callers_tenant(client: Client) -> None:
     await drain(client.runtime.StreamMessage(user_message("a-session", "hi"), metadata=A))
     b_turn = await drain(client.runtime.StreamMessage(user_message("b-session", "hi"), metadata=B))
 
-    async def events_until_turn_completed(metadata: Metadata, turn_id: str) -> list[ev.Event]:
-        seen = []
-        watch = client.events.WatchEvents(
-            ev.WatchEventsRequest(after_event_id=0), metadata=metadata
-        )
-        async for response in watch:
-            seen.append(response.event)
-            if (
-                response.event.turn_id == turn_id
-                and response.event.type == ev.EVENT_TYPE_TURN_COMPLETED
-            ):
-                break
-        watch.cancel()
-        return seen
-
     # A's events were committed first: a leak would show them before B's turn completes.
-    b_events = await events_until_turn_completed(B, b_turn[0].turn_id)
+    replay = client.events.WatchEvents(ev.WatchEventsRequest(after_event_id=0), metadata=B)
+    b_events = await events_until_turn_completed(replay, b_turn[0].turn_id)
     assert {e.session_id for e in b_events} == {"b-session"}
 
-    # Live as well: B's watch from "now" sees B's next turn, not A's in between.
-    watch = client.events.WatchEvents(ev.WatchEventsRequest(), metadata=B)
-    await watch.initial_metadata()
+    # Live as well: B's watch from "now" sees B's next turn, and nothing of A's in between.
+    live = client.events.WatchEvents(ev.WatchEventsRequest(), metadata=B)
+    await live.initial_metadata()
     await drain(client.runtime.StreamMessage(user_message("a-session", "again"), metadata=A))
-    await drain(client.runtime.StreamMessage(user_message("b-session", "again"), metadata=B))
-    first = await watch.read()
-    watch.cancel()
-    assert first.event.session_id == "b-session"
+    again = await drain(
+        client.runtime.StreamMessage(user_message("b-session", "again"), metadata=B)
+    )
+    followed = await events_until_turn_completed(live, again[0].turn_id)
+    assert {e.session_id for e in followed} == {"b-session"}
+    assert followed[0].type == ev.EVENT_TYPE_TURN_STARTED
 
 
 # -- keys are never logged ---------------------------------------------------------------------
