@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from agent_runtime.domain.events import Event, EventType
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
@@ -56,7 +57,7 @@ async def replica(tmp_path: Path) -> AsyncIterator[Replica]:
 
 
 async def _commit_an_event(writer: SqlAlchemyUnitOfWorkFactory) -> None:
-    async with writer() as uow:
+    async with writer(DEFAULT_TENANT) as uow:
         await uow.events.add(Event(EventType.TURN_STARTED, "s1", NOW, "t1"))
         await uow.commit()
 

@@ -18,6 +18,7 @@ from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import AlreadyExists
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Session, Turn
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.repositories import SqlAlchemyEventRepository
@@ -48,7 +49,7 @@ async def test_two_processes_reclaiming_one_abandoned_turn_record_it_once(
     engine: AsyncEngine,
 ) -> None:
     uows = SqlAlchemyUnitOfWorkFactory(engine)
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         await uow.sessions.add(Session("s1", "coder", NOW, NOW, running_turn_id="t1"))
         await uow.turns.add(Turn("t1", "s1", "coder", "m", NOW, owner="dead", lease_expires_at=NOW))
         await uow.commit()
@@ -66,7 +67,7 @@ async def test_two_processes_reclaiming_one_abandoned_turn_record_it_once(
     reclaimed = await asyncio.gather(*(replica.recover() for replica in replicas))
 
     assert sorted(len(turns) for turns in reclaimed) == [0, 1]
-    async with uows() as uow:
+    async with uows(DEFAULT_TENANT) as uow:
         failed = await uow.events.after(
             0, session_id="s1", types=frozenset({EventType.TURN_FAILED}), limit=10
         )
@@ -97,18 +98,18 @@ async def test_postgresql_event_ids_become_visible_in_increasing_order(tmp_path:
                 return Event(EventType.TURN_STARTED, "s1", NOW, name)
 
             async def write(name: str) -> None:
-                async with uows() as uow:
+                async with uows(DEFAULT_TENANT) as uow:
                     await uow.events.add(event(name))
                     await uow.commit()
 
             async def visible_after(cursor: int) -> list[tuple[int, str | None]]:
-                async with uows() as uow:
+                async with uows(DEFAULT_TENANT) as uow:
                     found = await uow.events.after(
                         cursor, session_id=None, types=frozenset(), limit=100
                     )
                 return [(e.event_id, e.event.turn_id) for e in found]
 
-            async with uows() as first:
+            async with uows(DEFAULT_TENANT) as first:
                 await first.events.add(event("first"))
                 outbox = first.events
                 assert isinstance(outbox, SqlAlchemyEventRepository)

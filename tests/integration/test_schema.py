@@ -87,8 +87,12 @@ def _declared(tables: MetaData) -> Schema:
                 (i.name, tuple(c.name for c in i.columns), bool(i.unique)) for i in table.indexes
             },
             "foreign_keys": {
-                ((f.parent.name,), f.column.table.name, (f.column.name,))
-                for f in table.foreign_keys
+                (
+                    tuple(c.name for c in f.columns),
+                    f.referred_table.name,
+                    tuple(e.column.name for e in f.elements),
+                )
+                for f in table.foreign_key_constraints
             },
         }
     return schema

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import Session
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -23,7 +24,7 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 async def test_a_refused_postgresql_connection_is_storage_unavailable() -> None:
     engine = create_engine("postgresql://postgres@127.0.0.1:1/test")  # nothing listens there
     try:
-        async with SqlAlchemyUnitOfWorkFactory(engine)() as uow:
+        async with SqlAlchemyUnitOfWorkFactory(engine)(DEFAULT_TENANT) as uow:
             with pytest.raises(StorageUnavailable) as caught:
                 await uow.sessions.get("s1")
         assert caught.value.retryable
@@ -42,7 +43,7 @@ async def test_a_connection_killed_mid_transaction_fails_that_unit_of_work_only(
         try:
             await upgrade_to_head(engine)
             uows = SqlAlchemyUnitOfWorkFactory(engine)
-            async with uows() as uow:
+            async with uows(DEFAULT_TENANT) as uow:
                 await uow.sessions.add(Session("s1", "coder", NOW, NOW))
                 # The server goes away under an open transaction (restart, failover, admin).
                 await admin.execute(
@@ -51,11 +52,13 @@ async def test_a_connection_killed_mid_transaction_fails_that_unit_of_work_only(
                 )
                 with pytest.raises(StorageUnavailable):
                     await uow.commit()
-            async with uows() as uow:  # a fresh connection: the pool checks before use
+            async with uows(
+                DEFAULT_TENANT
+            ) as uow:  # a fresh connection: the pool checks before use
                 assert await uow.sessions.get("s1") is None
                 await uow.sessions.add(Session("s1", "coder", NOW, NOW))
                 await uow.commit()
-            async with uows() as uow:
+            async with uows(DEFAULT_TENANT) as uow:
                 assert await uow.sessions.get("s1") is not None
         finally:
             await admin.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,12 +16,20 @@ from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db import migrate
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from tests.support.databases import BACKENDS, database_for
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-async def test_rows_from_before_tenants_belong_to_the_default_tenant(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_rows_from_before_tenants_belong_to_the_default_tenant(
+    backend: str, tmp_path: Path
+) -> None:
+    async with database_for(backend, str(tmp_path / "old.db")) as url:
+        await _check_rows_from_before_tenants(create_engine(url))
+
+
+async def _check_rows_from_before_tenants(engine: AsyncEngine) -> None:
 
     def upgrade_to_0003(connection: Connection) -> None:
         config = migrate._config()
@@ -37,7 +46,7 @@ async def test_rows_from_before_tenants_belong_to_the_default_tenant(tmp_path: P
                 "completion_tokens, started_at) VALUES ('t1', 's1', 'coder', 'm', 'completed', "
                 "0, 0, '2026-01-01 00:00:00')",
                 "INSERT INTO messages (message_id, session_id, position, role, content, "
-                "incomplete, created_at) VALUES ('m1', 's1', 1, 'user', 'hi', 0, "
+                "incomplete, created_at) VALUES ('m1', 's1', 1, 'user', 'hi', false, "
                 "'2026-01-01 00:00:00')",
                 "INSERT INTO events (type, session_id, data, occurred_at) "
                 "VALUES ('turn_started', 's1', '{}', '2026-01-01 00:00:00')",
