@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,9 +18,13 @@ from agent_runtime.access_config import is_loopback
 from agent_runtime.api.auth import ApiKeys
 from agent_runtime.api.server import GrpcServer, UseCases, start_grpc_server
 from agent_runtime.api.transport import TlsFiles, Transport
+from agent_runtime.application.approval_gauge import PendingApprovalsGauge
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
+from agent_runtime.application.periodic import Bounded, every
 from agent_runtime.application.ports import LLMClient
+from agent_runtime.application.readiness import ReadinessMonitor
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
 from agent_runtime.application.turn_recovery import TurnRecovery
@@ -28,6 +35,7 @@ from agent_runtime.infrastructure.agents_file import load_agents
 from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
+from agent_runtime.infrastructure.db.readiness import DatabaseReadinessProbe
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.llm.fake_model import FAKE_MODEL_NAME, FakeModelClient
 from agent_runtime.infrastructure.llm.openai_compatible import (
@@ -35,6 +43,17 @@ from agent_runtime.infrastructure.llm.openai_compatible import (
     create_http_client,
 )
 from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPolicy
+from agent_runtime.infrastructure.observability.prometheus import (
+    MetricsHttpServer,
+    PrometheusMetrics,
+)
+from agent_runtime.infrastructure.observability.tracing import (
+    otlp_tracer_provider,
+    tracing_requested,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("agent_runtime")
 
@@ -67,14 +86,29 @@ class RunningRuntime:
     http: httpx.AsyncClient | None
     background: list[asyncio.Task[None]]  # the lease keeper, the commit listener
     live: LiveTurns
+    monitor: asyncio.Task[None]
+    # What the monitor runs, to let a run in flight end before the engine closes.
+    monitor_jobs: tuple[Bounded[Any], ...]
+    metrics_server: MetricsHttpServer | None = None
+    # Only one this runtime made (and so flushes and shuts down).
+    own_tracer_provider: TracerProvider | None = None
 
     @property
     def port(self) -> int:
         return self.grpc.port
 
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_server is None else self.metrics_server.port
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: no new calls, running turns get `grace` seconds to finish, then are
         cancelled cleanly (recorded CANCELLED, sessions freed, TurnCompleted sent)."""
+        # First, so no readiness check can report SERVING while draining.
+        self.monitor.cancel()
+        await asyncio.gather(self.monitor, return_exceptions=True)
+        for job in self.monitor_jobs:
+            await job.finish(CANCEL_DRAIN_SECONDS)
         stopping = asyncio.create_task(
             self.grpc.stop(None if grace is None else grace + CANCEL_DRAIN_SECONDS)
         )
@@ -90,17 +124,34 @@ class RunningRuntime:
         if self.http is not None:
             await self.http.aclose()
         await self.engine.dispose()
+        if self.metrics_server is not None:
+            # Off the event loop: it waits for the server thread's poll loop to notice.
+            await asyncio.to_thread(self.metrics_server.stop)
+        if self.own_tracer_provider is not None:
+            await asyncio.to_thread(self.own_tracer_provider.shutdown)  # flushes the spans
 
 
-async def start(settings: Settings) -> RunningRuntime:
+async def start(
+    settings: Settings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunningRuntime:
+    """Start everything `settings` describe. `tracer_provider` traces the RPCs (tests pass
+    one); without it, tracing is set up from the environment when configured."""
     # Checked first, so bad settings stop start-up before anything is touched.
     settings.validate()
     tls = _tls_files(settings)
     _log_access_mode(settings)
     agents = load_agents(settings.agents_file) if settings.agents_file else default_agents()
+    env = os.environ if env is None else env
+    prometheus = PrometheusMetrics() if settings.metrics_listen else None
+    metrics: RuntimeMetrics = prometheus or NoMetrics()
     engine = _engine(settings)
     await upgrade_to_head(engine)
-    uow_factory = SqlAlchemyUnitOfWorkFactory(engine)
+    uow_factory = SqlAlchemyUnitOfWorkFactory(
+        engine, commit_seconds=prometheus.commit_finished if prometheus else None
+    )
     live = LiveTurns()
     lease = timedelta(seconds=settings.lease_seconds)
     recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
@@ -125,6 +176,7 @@ async def start(settings: Settings) -> RunningRuntime:
         ),
         live=live,
         commits=uow_factory.signal,
+        metrics=metrics,
     )
     use_cases = UseCases(
         turns=turns,
@@ -132,6 +184,12 @@ async def start(settings: Settings) -> RunningRuntime:
         agents=agents,
         events=EventWatcher(uow_factory, uow_factory.signal),
     )
+    own_tracer_provider = None
+    if tracer_provider is None and tracing_requested(env, settings.otel_enabled):
+        tracer_provider = own_tracer_provider = otlp_tracer_provider(env)
+        log.info("tracing RPCs with OpenTelemetry (OTLP exporter)")
+    grpc_server: GrpcServer | None = None
+    metrics_server: MetricsHttpServer | None = None
     try:
         grpc_server = await start_grpc_server(
             settings.listen,
@@ -140,19 +198,54 @@ async def start(settings: Settings) -> RunningRuntime:
             transport=_transport(settings),
             tls=tls,
             max_concurrent_streams=settings.max_concurrent_streams,
+            metrics=prometheus,
+            tracer_provider=tracer_provider,
         )
+        if prometheus is not None:
+            metrics_server = MetricsHttpServer(prometheus.registry, settings.metrics_listen)
+            host = settings.metrics_listen.rsplit(":", 1)[0]
+            log.info("metrics on http://%s:%d/metrics", host, metrics_server.port)
     except BaseException:
+        if grpc_server is not None:
+            await grpc_server.stop(None)
         if http is not None:
             await http.aclose()
         await engine.dispose()
+        if own_tracer_provider is not None:
+            own_tracer_provider.shutdown()
         raise
+    # Health says SERVING only once the database answers at the right schema version.
+    readiness = ReadinessMonitor(
+        DatabaseReadinessProbe(engine), grpc_server, timeout=settings.health_check_timeout_seconds
+    )
+    await readiness.check()
+    bounded: list[Bounded[Any]] = [readiness.probe]
+    jobs: list[Callable[[], Awaitable[object]]] = [readiness.check]
+    if prometheus is not None:
+        gauge = PendingApprovalsGauge(uow_factory, metrics)
+        bounded.append(Bounded(gauge.sample, settings.health_check_timeout_seconds))
+        jobs.append(bounded[-1])
+    monitor = asyncio.create_task(
+        every(settings.health_check_interval_seconds, *jobs),
+        name="readiness-monitor",
+    )
     keeper = asyncio.create_task(recovery.run(settings.lease_seconds / 3), name="lease-keeper")
     background = [keeper]
     if engine.dialect.name == "postgresql":
         # Other replicas' commits wake this one's followers (LISTEN/NOTIFY); see docs/deployment.md.
         listener = CommitListener(settings.database_url, uow_factory.signal)
         background.append(asyncio.create_task(listener.run(), name="commit-listener"))
-    return RunningRuntime(grpc_server, engine, http, background, live)
+    return RunningRuntime(
+        grpc_server,
+        engine,
+        http,
+        background,
+        live,
+        monitor,
+        tuple(bounded),
+        metrics_server,
+        own_tracer_provider,
+    )
 
 
 def _tls_files(settings: Settings) -> TlsFiles | None:

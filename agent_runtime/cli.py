@@ -17,6 +17,7 @@ import sys
 from agent_runtime import bootstrap
 from agent_runtime.config import ConfigError, Settings, load_api_keys_file, parse_headers
 from agent_runtime.infrastructure.agents_file import AgentsFileError
+from agent_runtime.infrastructure.observability.logs import configure_logging
 from agent_runtime.terminal import commands as terminal
 
 
@@ -65,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
         help="PEM CA that client certificates must chain to: mutual TLS "
         "(AGENT_RUNTIME_TLS_CLIENT_CA_FILE)",
     )
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines (AGENT_RUNTIME_LOG_FORMAT)"
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        help="host:port for Prometheus /metrics, e.g. 127.0.0.1:9464 "
+        "(AGENT_RUNTIME_METRICS_LISTEN)",
+    )
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (AGENT_RUNTIME_DATABASE_URL)")
@@ -91,6 +100,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         llm_extra_headers=parse_headers(extra, "--llm-extra-headers") if extra else None,
         llm_stream=None if stream is None else stream == "true",
         log_level=getattr(args, "log_level", None),
+        log_format=getattr(args, "log_format", None),
+        metrics_listen=getattr(args, "metrics_listen", None),
     )
 
 
@@ -103,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"agent-runtime: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "migrate":
             asyncio.run(bootstrap.migrate(settings))

@@ -70,6 +70,14 @@ class Settings:
     grpc_min_ping_interval_ms: int = 10_000
     grpc_max_pings_without_data: int = 0
     grpc_max_concurrent_streams_per_connection: int | None = None
+    # Observability (README, "Operations: health, metrics, logs, tracing").
+    log_format: str = "text"
+    health_check_interval_seconds: float = 5.0
+    health_check_timeout_seconds: float = 3.0
+    # host:port of the Prometheus /metrics endpoint; "" serves none.
+    metrics_listen: str = ""
+    # Tracing also turns on when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT).
+    otel_enabled: bool = False
 
     @property
     def uses_fake_model(self) -> bool:
@@ -134,6 +142,7 @@ class Settings:
             ("LOG_LEVEL", "log_level"),
             ("AGENTS_FILE", "agents_file"),
             ("INSTANCE_ID", "instance_id"),
+            ("METRICS_LISTEN", "metrics_listen"),
         ):
             if (value := get(name)) is not None:
                 values[attr] = value
@@ -142,6 +151,10 @@ class Settings:
         if (raw := get("LLM_STREAM")) is not None:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
         values.update(_access_from_env(get))
+        if (raw := get("LOG_FORMAT")) is not None:
+            values["log_format"] = parse_log_format(raw, "AGENT_RUNTIME_LOG_FORMAT")
+        if (raw := get("OTEL_ENABLED")) is not None:
+            values["otel_enabled"] = _parse_bool(raw, "AGENT_RUNTIME_OTEL_ENABLED")
         for name, attr, kind in (
             ("DATABASE_POOL_SIZE", "database_pool_size", int),
             ("LLM_CONNECT_TIMEOUT", "llm_connect_timeout", float),
@@ -169,6 +182,8 @@ class Settings:
                 "grpc_max_concurrent_streams_per_connection",
                 int,
             ),
+            ("HEALTH_CHECK_INTERVAL_SECONDS", "health_check_interval_seconds", float),
+            ("HEALTH_CHECK_TIMEOUT_SECONDS", "health_check_timeout_seconds", float),
         ):
             if (raw := get(name)) is not None:
                 values[attr] = _parse_number(raw, kind, f"AGENT_RUNTIME_{name}")
@@ -241,6 +256,13 @@ def parse_headers(raw: str, setting: str) -> dict[str, str]:
     ):
         raise ConfigError(f'{setting} must be a JSON object of strings, e.g. {{"X-Team": "a"}}')
     return headers
+
+
+def parse_log_format(raw: str, setting: str) -> str:
+    lowered = raw.strip().lower()
+    if lowered not in ("text", "json"):
+        raise ConfigError(f"{setting} must be text or json, not {raw!r}")
+    return lowered
 
 
 def _parse_bool(raw: str, setting: str) -> bool:

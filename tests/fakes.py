@@ -349,6 +349,11 @@ class FakeUnitOfWorkFactory:
             if any(turn.running for turn in db.turns.values())
         )
 
+    async def count_pending_approvals(self, now: datetime) -> int:
+        return sum(
+            1 for db in self.databases.values() for a in db.approvals.values() if a.is_pending(now)
+        )
+
 
 ScriptStep = Sequence[ModelEvent | BaseException]
 

@@ -18,6 +18,7 @@ import grpc
 
 from agent_runtime.api.errors import abort
 from agent_runtime.api.interceptors import OUR_SERVICES
+from agent_runtime.application import log_context
 from agent_runtime.domain.errors import Unauthenticated
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 
@@ -89,6 +90,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return await continuation(handler_call_details)  # health, reflection
         if self._keys.development_mode:
             _caller_tenant.set(DEFAULT_TENANT)
+            log_context.bind(tenant_id=DEFAULT_TENANT)
             return await continuation(handler_call_details)
         metadata = {
             str(name): value
@@ -106,6 +108,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             refusal = Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
         else:
             _caller_tenant.set(tenant)
+            log_context.bind(tenant_id=tenant)
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         return _refusing(handler, refusal)

@@ -13,11 +13,14 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from agent_runtime.application import log_context
 from agent_runtime.domain import errors
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "agent-runtime"
+# The metadata key of a call's request id (api.rpc_observer), in the trailers of every error.
+REQUEST_ID_KEY = "x-request-id"
 RETRY_DELAY_SECONDS = 1
 
 # Most specific class first: the first match along the exception's MRO wins.
@@ -104,7 +107,9 @@ def to_status(error: errors.DomainError) -> grpc.Status:
 def internal_error(exc: BaseException) -> errors.InternalError:
     """Log an unexpected exception under a fresh error id; the client sees only the id."""
     error_id = uuid.uuid4().hex
-    log.error("unexpected error (error id %s)", error_id, exc_info=exc)
+    log.error(
+        "unexpected error (error id %s)", error_id, exc_info=exc, extra={"error_id": error_id}
+    )
     return errors.InternalError(
         f"internal error (error id {error_id})", metadata={"error_id": error_id}
     )
@@ -113,7 +118,13 @@ def internal_error(exc: BaseException) -> errors.InternalError:
 async def abort(
     context: grpc.aio.ServicerContext[object, object], error: errors.DomainError
 ) -> NoReturn:
-    await context.abort_with_status(to_status(error))
+    status = to_status(error)
+    # The status's trailers replace any set before: keep the request id among them.
+    if request_id := log_context.current()["request_id"]:
+        status = status._replace(
+            trailing_metadata=(*status.trailing_metadata, (REQUEST_ID_KEY, request_id))
+        )
+    await context.abort_with_status(status)
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,9 +14,11 @@ from agent_runtime.api.agent_servicer import AgentServicer
 from agent_runtime.api.auth import ApiKeyInterceptor, ApiKeys
 from agent_runtime.api.event_servicer import EventServicer
 from agent_runtime.api.interceptors import MalformedRequestInterceptor
+from agent_runtime.api.rpc_observer import RpcMetrics, RpcObserver
 from agent_runtime.api.session_servicer import SessionServicer
 from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.event_watcher import EventWatcher
+from agent_runtime.application.readiness import Readiness
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler
 from agent_runtime.domain.agents import AgentCatalogue
@@ -29,6 +32,9 @@ from agent_runtime.v1 import (
     session_pb2,
     session_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 SERVICE_NAMES = tuple(
     service.full_name
@@ -50,7 +56,8 @@ class UseCases:
 
 
 class GrpcServer:
-    """A started grpc.aio server with its health servicer, so shutdown can report draining."""
+    """A started grpc.aio server with its health servicer: it reports readiness (a
+    ReadinessListener) and, from shutdown on, draining."""
 
     def __init__(
         self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer
@@ -59,9 +66,23 @@ class GrpcServer:
         self.port = port
         self.health = health_servicer
 
+    async def readiness_changed(self, readiness: Readiness) -> None:
+        # Once draining, the servicer ignores this: NOT_SERVING stays.
+        await _set_health(self.health, serving=readiness.ready)
+
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+
+async def _set_health(servicer: health.aio.HealthServicer, *, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        await servicer.set(name, status)
 
 
 async def start_grpc_server(
@@ -72,16 +93,24 @@ async def start_grpc_server(
     transport: Transport | None = None,
     tls: TlsFiles | None = None,
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
+    metrics: RpcMetrics | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> GrpcServer:
     """Serve on `listen`: with `tls`, only over TLS (mTLS when it names a client CA).
 
     `api_keys` empty means development mode: every call acts for the default tenant (the
-    composition root allows that on loopback addresses only).
+    composition root allows that on loopback addresses only). Health starts NOT_SERVING:
+    readiness_changed() says when the runtime is ready.
     """
     credentials = tls.server_credentials() if tls is not None else None
     server = grpc.aio.server(
-        # Authentication first: an unauthenticated call is refused before anything else.
-        interceptors=[ApiKeyInterceptor(api_keys), MalformedRequestInterceptor()],
+        # The observer first: it sees the final status of every call, refusals included.
+        # Then authentication: an unauthenticated call is refused before anything else.
+        interceptors=[
+            RpcObserver(metrics, tracer_provider),
+            ApiKeyInterceptor(api_keys),
+            MalformedRequestInterceptor(),
+        ],
         options=(transport or Transport()).options(),
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
@@ -94,6 +123,7 @@ async def start_grpc_server(
     event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(use_cases.events), server)
 
     health_servicer = health.aio.HealthServicer()
+    await _set_health(health_servicer, serving=False)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
@@ -108,6 +138,4 @@ async def start_grpc_server(
     else:
         port = server.add_secure_port(listen, credentials)
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return GrpcServer(server, port, health_servicer)

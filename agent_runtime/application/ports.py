@@ -211,7 +211,12 @@ class UnitOfWorkFactory(Protocol):
         ...
 
     async def tenants_with_running_turns(self) -> list[str]:
-        """The one read across tenants: where lease upkeep and recovery must look."""
+        """A read across tenants: where lease upkeep and recovery must look."""
+        ...
+
+    async def count_pending_approvals(self, now: datetime) -> int:
+        """The other read across tenants, for monitoring only: unexpired pending approvals
+        in the whole database."""
         ...
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from agent_runtime.application import log_context
 from agent_runtime.application.commands import (
     DecideApproval,
     SendUserMessage,
@@ -27,6 +28,7 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.context_window import fit_context_window
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurn, LiveTurns
+from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
 from agent_runtime.application.ports import (
     ChatRequest,
     EventSignal,
@@ -132,6 +134,7 @@ class TurnHandler:
         *,
         live: LiveTurns | None = None,
         commits: EventSignal | None = None,
+        metrics: RuntimeMetrics | None = None,
         tool_filter: ToolFilterService | None = None,
         clock: Clock = utc_now,
         ids: IdFactory = new_id,
@@ -145,6 +148,7 @@ class TurnHandler:
         self._now = clock
         self._ids = ids
         self.live = live if live is not None else LiveTurns()
+        self._metrics = metrics or NoMetrics()
         self.streams = TurnStreams(uow_factory, self.live, commits=commits)
         self._validator = TurnValidator(agents, settings.max_message_bytes)
         self._writer = TurnWriter(uow_factory, clock, ids, settings.default_model)
@@ -156,14 +160,17 @@ class TurnHandler:
         A retry (same client_message_id, same input) streams the original turn instead.
         """
         self._validator.validate(cmd)
+        started = time.monotonic()
         duplicate: Turn | None = None
         live: LiveTurn | None = None
+        state: TurnState | None = None
         try:
             async with self._uow_factory(cmd.tenant_id) as uow:
                 try:
                     state, live, first = await self._begin_retrying(uow, cmd)
                 except _Replay as replay:
                     duplicate = replay.turn
+                    log_context.bind(session_id=duplicate.session_id, turn_id=duplicate.turn_id)
                 else:
                     for chunk in first:
                         yield self._sent(state, live, chunk)
@@ -181,6 +188,22 @@ class TurnHandler:
         finally:
             if live is not None:
                 self.live.close(live)
+            if state is not None:
+                self._turn_ended(state, time.monotonic() - started)
+
+    def _turn_ended(self, state: TurnState, seconds: float) -> None:
+        stop = state.turn.stop_reason
+        outcome = stop.name if stop is not None else "UNFINISHED"
+        self._metrics.turn_finished(outcome, seconds)
+        usage = state.usage
+        log.info(
+            "turn %s ended: %s after %.3fs (tokens in %d, out %d)",
+            state.turn.turn_id,
+            outcome,
+            seconds,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )
 
     async def cancel(
         self, session_id: str, turn_id: str, *, tenant_id: str = DEFAULT_TENANT
@@ -252,6 +275,7 @@ class TurnHandler:
         now = self._now()
         turn_id = self._ids("turn")
         session_id = cmd.session_id or self._ids("ses")
+        log_context.bind(session_id=session_id, turn_id=turn_id)
         session = await uow.sessions.get(session_id)
         if session is not None and session.deleted_at is not None:
             raise _session_not_found(session_id)
@@ -374,6 +398,7 @@ class TurnHandler:
                 state.turn.turn_id,
                 error_id,
                 exc_info=exc,
+                extra={"error_id": error_id},
             )
             internal = InternalError(
                 f"internal error (error id {error_id})", metadata={"error_id": error_id}
@@ -399,20 +424,34 @@ class TurnHandler:
         if live.stop_requested:
             raise _Interrupted
         state.partial_text.clear()
-        state.model_call_started = time.monotonic()
+        started = state.model_call_started = time.monotonic()
         response = None
-        # aclosing: when the client goes away mid-stream, the model request is closed now.
-        async with aclosing(self._llm.stream_chat(request)) as events:
-            while (event := await _read(events, live)) is not None:
-                if isinstance(event, TextDelta):
-                    if visible:
-                        state.partial_text.append(event.text)
-                else:
-                    response = event
-                yield event
+        outcome = "error"
+        waiting_for_output = True
+        try:
+            # aclosing: when the client goes away mid-stream, the model request is closed now.
+            async with aclosing(self._llm.stream_chat(request)) as events:
+                while (event := await _read(events, live)) is not None:
+                    if waiting_for_output:
+                        waiting_for_output = False
+                        self._metrics.model_first_token(time.monotonic() - started)
+                    if isinstance(event, TextDelta):
+                        if visible:
+                            state.partial_text.append(event.text)
+                    else:
+                        response = event
+                    yield event
+            outcome = "ok"
+        except (asyncio.CancelledError, GeneratorExit, _Interrupted):
+            outcome = "cancelled"
+            raise
+        finally:
+            self._metrics.model_call_finished(outcome, time.monotonic() - started)
         if response is None:
             raise ModelProtocolError("the model stream ended without a final response")
-        state.usage = state.usage + (response.usage or Usage())
+        usage = response.usage or Usage()
+        self._metrics.tokens_used(usage.prompt_tokens, usage.completion_tokens)
+        state.usage = state.usage + usage
 
     async def _model_done(self, uow: UnitOfWork, state: TurnState, response: ModelResponse) -> None:
         usage = response.usage or Usage()

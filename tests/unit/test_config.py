@@ -42,6 +42,9 @@ def test_environment_is_read() -> None:
         ("AGENT_RUNTIME_LLM_STREAM", "maybe", "true or false"),
         ("AGENT_RUNTIME_MAX_MESSAGE_BYTES", "lots", "must be a number"),
         ("AGENT_RUNTIME_CONTEXT_WINDOW_MESSAGES", "0", "must be positive"),
+        ("AGENT_RUNTIME_LOG_FORMAT", "xml", "text or json"),
+        ("AGENT_RUNTIME_OTEL_ENABLED", "sometimes", "true or false"),
+        ("AGENT_RUNTIME_HEALTH_CHECK_INTERVAL_SECONDS", "0", "must be positive"),
     ],
 )
 def test_bad_values_name_the_setting(name: str, value: str, mentions: str) -> None:
@@ -69,3 +72,29 @@ def test_database_pool_size_is_read() -> None:
 )
 def test_database_urls_without_a_driver_get_the_async_one(given: str, used: str) -> None:
     assert normalise_database_url(given).render_as_string(False) == used
+
+
+def test_observability_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.log_format, defaults.metrics_listen, defaults.otel_enabled) == (
+        "text",
+        "",
+        False,
+    )
+    assert defaults.health_check_interval_seconds == 5.0
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_LOG_FORMAT": "JSON",
+            "AGENT_RUNTIME_METRICS_LISTEN": "0.0.0.0:9464",
+            "AGENT_RUNTIME_OTEL_ENABLED": "true",
+            "AGENT_RUNTIME_HEALTH_CHECK_INTERVAL_SECONDS": "2.5",
+            "AGENT_RUNTIME_HEALTH_CHECK_TIMEOUT_SECONDS": "1",
+        }
+    )
+    assert (settings.log_format, settings.metrics_listen, settings.otel_enabled) == (
+        "json",
+        "0.0.0.0:9464",
+        True,
+    )
+    assert settings.health_check_interval_seconds == 2.5
+    assert settings.health_check_timeout_seconds == 1.0

@@ -70,11 +70,16 @@ def _check_foreign_keys(connection: Connection) -> None:
         raise RuntimeError(f"migration left rows without their parent: {broken[:5]}")
 
 
+def head_revision() -> str | None:
+    """The newest revision the shipped migrations know."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The database's revision (None: never migrated)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 async def schema_is_current(engine: AsyncEngine) -> bool:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-
-    def current(connection: Connection) -> str | None:
-        return MigrationContext.configure(connection).get_current_revision()
-
     async with engine.connect() as connection:
-        return await connection.run_sync(current) == head
+        return await connection.run_sync(current_revision) == head_revision()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_runtime.application.ports import (
@@ -15,7 +18,7 @@ from agent_runtime.application.ports import (
     TurnRepository,
 )
 from agent_runtime.domain.errors import StorageUnavailable
-from agent_runtime.domain.model import TurnStatus
+from agent_runtime.domain.model import ApprovalStatus, TurnStatus
 from agent_runtime.infrastructure.db.guarded_session import GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
@@ -24,7 +27,7 @@ from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemySessionRepository,
     SqlAlchemyTurnRepository,
 )
-from agent_runtime.infrastructure.db.tables import turns
+from agent_runtime.infrastructure.db.tables import approvals, turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 
@@ -43,12 +46,14 @@ class SqlAlchemyUnitOfWork:
         gate: asyncio.Lock | None = None,
         *,
         postgresql: bool = False,
+        commit_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self._session_factory = session_factory
         self.tenant_id = tenant_id
         self._signal = signal
         self._gate = gate
         self._postgresql = postgresql
+        self._commit_seconds = commit_seconds
         self._db: GuardedSession | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
@@ -74,7 +79,10 @@ class SqlAlchemyUnitOfWork:
 
     async def commit(self) -> None:
         await self._outbox.flush()
+        started = time.monotonic()
         await self._session.commit()
+        if self._commit_seconds is not None:
+            self._commit_seconds(time.monotonic() - started)
         if self._outbox.added:
             self._outbox.added = 0
             self._signal.notify()  # only after the commit: watchers must see committed rows
@@ -102,9 +110,17 @@ async def _rollback_and_close(db: GuardedSession) -> None:
 class SqlAlchemyUnitOfWorkFactory:
     """Makes a fresh unit of work per use; shared by every RPC of the process."""
 
-    def __init__(self, engine: AsyncEngine, signal: LocalEventSignal | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        signal: LocalEventSignal | None = None,
+        *,
+        commit_seconds: Callable[[float], None] | None = None,
+    ) -> None:
         self._session_factory = async_sessionmaker(engine, expire_on_commit=False)
         self.signal = signal or LocalEventSignal()
+        # Told how long each commit took (the commit-latency metric).
+        self._commit_seconds = commit_seconds
         # SQLite has one writer at a time. Queueing our transactions here, in order, beats
         # letting them collide in SQLite, whose busy handler sleeps in growing steps (up to
         # 100 ms) between retries: under load that sleep, not the work, set the pace.
@@ -114,7 +130,12 @@ class SqlAlchemyUnitOfWorkFactory:
 
     def __call__(self, tenant_id: str) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
-            self._session_factory, self.signal, tenant_id, self._gate, postgresql=self._postgresql
+            self._session_factory,
+            self.signal,
+            tenant_id,
+            self._gate,
+            postgresql=self._postgresql,
+            commit_seconds=self._commit_seconds,
         )
 
     async def tenants_with_running_turns(self) -> list[str]:
@@ -126,5 +147,20 @@ class SqlAlchemyUnitOfWorkFactory:
                 .distinct()
             )
             return sorted(rows)
+        finally:
+            await asyncio.shield(_rollback_and_close(db))
+
+    async def count_pending_approvals(self, now: datetime) -> int:
+        db = GuardedSession(self._session_factory(), self._gate)
+        try:
+            count = await db.scalar(
+                select(func.count())
+                .select_from(approvals)
+                .where(
+                    approvals.c.status == ApprovalStatus.PENDING.value,
+                    approvals.c.expires_at > now,
+                )
+            )
+            return int(count or 0)
         finally:
             await asyncio.shield(_rollback_and_close(db))
