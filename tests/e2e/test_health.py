@@ -5,18 +5,19 @@ and while draining. Observed through real Check and Watch calls."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
 
 from agent_runtime import bootstrap
 from agent_runtime.api.server import SERVICE_NAMES
+from agent_runtime.infrastructure.db.engine import create_engine
+from tests.support.databases import query
 from tests.support.waiting import eventually
 
 SERVING: int = health_pb2.HealthCheckResponse.SERVING
@@ -35,27 +36,19 @@ async def health(runtime: bootstrap.RunningRuntime) -> AsyncIterator[health_pb2_
         yield health_pb2_grpc.HealthStub(channel)
 
 
-async def execute(db_path: Path, sql: str) -> None:
-    """In a thread: the runtime shares this event loop and must go on while we wait."""
-
-    def run() -> None:
-        connection = sqlite3.connect(db_path)
-        try:
-            connection.execute(sql)
-            connection.commit()
-        finally:
-            connection.close()
-
-    await asyncio.to_thread(run)
-
-
-def revision(db_path: Path) -> str:
-    connection = sqlite3.connect(db_path)
+async def execute(database_url: str, sql: str) -> None:
+    """One statement, committed, through a connection of the test's own."""
+    engine = create_engine(database_url)
     try:
-        (value,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        return str(value)
+        async with engine.begin() as connection:
+            await connection.execute(text(sql))
     finally:
-        connection.close()
+        await engine.dispose()
+
+
+async def revision(database_url: str) -> str:
+    [(value,)] = await query(database_url, "SELECT version_num FROM alembic_version")
+    return str(value)
 
 
 async def status(health: health_pb2_grpc.HealthStub, service: str = "") -> int:
@@ -77,32 +70,32 @@ async def test_serving_for_every_service_once_started(
 
 
 async def test_a_stale_schema_revision_is_not_serving_until_fixed(
-    health: health_pb2_grpc.HealthStub, db_path: Path
+    health: health_pb2_grpc.HealthStub, database_url: str
 ) -> None:
-    head = revision(db_path)
+    head = await revision(database_url)
     watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert await next_status(watch) == SERVING
 
-    await execute(db_path, "UPDATE alembic_version SET version_num = '0001'")
+    await execute(database_url, "UPDATE alembic_version SET version_num = '0001'")
     assert await next_status(watch) == NOT_SERVING
     assert await status(health, "agent_runtime.v1.AgentRuntimeService") == NOT_SERVING
 
-    await execute(db_path, f"UPDATE alembic_version SET version_num = '{head}'")
+    await execute(database_url, f"UPDATE alembic_version SET version_num = '{head}'")
     assert await next_status(watch) == SERVING
     watch.cancel()
 
 
 async def test_a_database_without_its_schema_is_not_serving(
-    health: health_pb2_grpc.HealthStub, db_path: Path
+    health: health_pb2_grpc.HealthStub, database_url: str
 ) -> None:
-    await execute(db_path, "ALTER TABLE alembic_version RENAME TO alembic_version_moved")
+    await execute(database_url, "ALTER TABLE alembic_version RENAME TO alembic_version_moved")
 
     async def not_serving() -> bool:
         return await status(health) == NOT_SERVING
 
     await eventually(not_serving, within_seconds=WAIT_SECONDS, what="NOT_SERVING")
 
-    await execute(db_path, "ALTER TABLE alembic_version_moved RENAME TO alembic_version")
+    await execute(database_url, "ALTER TABLE alembic_version_moved RENAME TO alembic_version")
 
     async def serving() -> bool:
         return await status(health) == SERVING
@@ -111,25 +104,36 @@ async def test_a_database_without_its_schema_is_not_serving(
 
 
 @asynccontextmanager
-async def database_locked(db_path: Path) -> AsyncIterator[None]:
-    """Another process's writer holding SQLite's lock: the runtime's statements wait."""
-    connection = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+async def database_locked(database_url: str) -> AsyncIterator[None]:
+    """Another client holding a lock the readiness check needs: its statements wait."""
+    engine = create_engine(database_url)
     try:
-        await asyncio.to_thread(connection.execute, "BEGIN EXCLUSIVE")
-        yield
+        async with engine.connect() as connection:
+            # SQLite: our engine begins with BEGIN IMMEDIATE, which holds the write lock.
+            transaction = await connection.begin()
+            if engine.dialect.name == "postgresql":
+                await connection.execute(
+                    text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+                )
+            else:
+                await connection.execute(text("SELECT 1"))  # takes the lock
+            try:
+                yield
+            finally:
+                await transaction.rollback()
     finally:
-        connection.execute("ROLLBACK")  # never waits: we hold the lock
-        connection.close()
+        await engine.dispose()
 
 
 async def test_a_database_that_does_not_answer_is_not_serving_after_the_timeout(
-    health: health_pb2_grpc.HealthStub, db_path: Path
+    health: health_pb2_grpc.HealthStub, database_url: str
 ) -> None:
     watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert await next_status(watch) == SERVING
-    async with database_locked(db_path):
-        # The check's statement waits for the lock (SQLite's busy timeout is 30 s); the
-        # checker gives up after its own 0.5 s timeout and says so.
+    async with database_locked(database_url):
+        # The check's statement waits for the lock (SQLite's busy timeout is 30 s,
+        # PostgreSQL waits as long as the lock is held); the checker gives up after its
+        # own 0.5 s timeout and says so.
         assert await next_status(watch) == NOT_SERVING
     assert await next_status(watch) == SERVING
     watch.cancel()
