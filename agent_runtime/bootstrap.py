@@ -55,6 +55,8 @@ from agent_runtime.infrastructure.observability.tracing import (
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from agent_runtime.infrastructure.nats_relay import NatsChunkRelay
+
 log = logging.getLogger("agent_runtime")
 
 # After the grace period: how long cancelled turns get to record their end.
@@ -86,6 +88,7 @@ class RunningRuntime:
     http: httpx.AsyncClient | None
     background: list[asyncio.Task[None]]  # the lease keeper, the commit listener
     live: LiveTurns
+    relay: NatsChunkRelay | None
     monitor: asyncio.Task[None]
     # What the monitor runs, to let a run in flight end before the engine closes.
     monitor_jobs: tuple[Bounded[Any], ...]
@@ -118,6 +121,8 @@ class RunningRuntime:
             turn.cancel()
         await self.live.wait_idle(CANCEL_DRAIN_SECONDS)
         await stopping
+        if self.relay is not None:
+            await self.relay.close()  # after the last turns' chunks
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
@@ -147,12 +152,13 @@ async def start(
     env = os.environ if env is None else env
     prometheus = PrometheusMetrics() if settings.metrics_listen else None
     metrics: RuntimeMetrics = prometheus or NoMetrics()
+    relay = await _chunk_relay(settings)
     engine = _engine(settings)
     await upgrade_to_head(engine)
     uow_factory = SqlAlchemyUnitOfWorkFactory(
         engine, commit_seconds=prometheus.commit_finished if prometheus else None
     )
-    live = LiveTurns()
+    live = LiveTurns(relay=relay)
     lease = timedelta(seconds=settings.lease_seconds)
     recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
     # Whatever this instance left running in an earlier life is over, as are turns whose
@@ -176,6 +182,7 @@ async def start(
         ),
         live=live,
         commits=uow_factory.signal,
+        relay=relay,
         metrics=metrics,
     )
     use_cases = UseCases(
@@ -210,6 +217,8 @@ async def start(
             await grpc_server.stop(None)
         if http is not None:
             await http.aclose()
+        if relay is not None:
+            await relay.close()
         await engine.dispose()
         if own_tracer_provider is not None:
             own_tracer_provider.shutdown()
@@ -241,11 +250,39 @@ async def start(
         http,
         background,
         live,
+        relay,
         monitor,
         tuple(bounded),
         metrics_server,
         own_tracer_provider,
     )
+
+
+async def _chunk_relay(settings: Settings) -> NatsChunkRelay | None:
+    """The NATS chunk relay if configured; start-up fails if it cannot connect."""
+    if not settings.nats_url:
+        return None
+    try:
+        # Imported only when used: nats-py is an optional extra (agent-runtime[nats]).
+        from agent_runtime.infrastructure.nats_relay import (
+            NatsChunkRelay,
+            RelayUnavailable,
+            redacted,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            f"AGENT_RUNTIME_NATS_URL is set, but the NATS client is not installed ({exc}): "
+            "install agent-runtime[nats]"
+        ) from None
+    try:
+        relay = await NatsChunkRelay.connect(settings.nats_url)
+    except RelayUnavailable as exc:
+        raise ConfigError(
+            f"AGENT_RUNTIME_NATS_URL is set, but {exc}. Start NATS there, or unset "
+            "AGENT_RUNTIME_NATS_URL to run without relaying chunks across replicas"
+        ) from None
+    log.info("relaying running turns' chunks over NATS at %s", redacted(settings.nats_url))
+    return relay
 
 
 def _tls_files(settings: Settings) -> TlsFiles | None:

@@ -78,6 +78,10 @@ class Settings:
     metrics_listen: str = ""
     # Tracing also turns on when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT).
     otel_enabled: bool = False
+    # -- cross-replica chunk relay -----------------------------------------------------------
+    # nats://host:4222 relays running turns' chunks (deltas too) to followers on other
+    # replicas; "" relays nothing (they get committed chunks only). docs/deployment.md.
+    nats_url: str = field(default="", repr=False)
 
     @property
     def uses_fake_model(self) -> bool:
@@ -143,6 +147,7 @@ class Settings:
             ("AGENTS_FILE", "agents_file"),
             ("INSTANCE_ID", "instance_id"),
             ("METRICS_LISTEN", "metrics_listen"),
+            ("NATS_URL", "nats_url"),
         ):
             if (value := get(name)) is not None:
                 values[attr] = value

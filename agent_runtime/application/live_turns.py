@@ -7,6 +7,7 @@ import asyncio
 import bisect
 from collections.abc import AsyncGenerator
 
+from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay
 from agent_runtime.domain.chunks import AssistantDelta, Chunk
 from agent_runtime.domain.errors import OutOfRange
 from agent_runtime.domain.tenants import DEFAULT_TENANT
@@ -18,12 +19,20 @@ INTERRUPT = "agent-runtime: turn interrupted"
 
 
 class LiveTurn:
-    def __init__(self, tenant_id: str, session_id: str, turn_id: str, max_buffered: int) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        max_buffered: int,
+        relay: ChunkRelay | None = None,
+    ) -> None:
         self.tenant_id = tenant_id
         self.session_id = session_id
         self.turn_id = turn_id
         self._chunks: list[Chunk] = []
         self._max_buffered = max_buffered
+        self._relay = relay or NoChunkRelay()  # followers on other replicas
         self._dropped_through = 0  # highest seq of a dropped delta
         self._changed = asyncio.Event()
         self._waiting = 0
@@ -50,6 +59,7 @@ class LiveTurn:
         if len(self._chunks) > self._max_buffered:
             self._drop_oldest_delta()
         self._wake()
+        self._relay.publish(self.tenant_id, chunk)
 
     def finish(self) -> None:
         self.done = True
@@ -118,14 +128,17 @@ class LiveTurn:
 
 
 class LiveTurns:
-    def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+    def __init__(
+        self, max_buffered: int = DEFAULT_MAX_BUFFERED, *, relay: ChunkRelay | None = None
+    ) -> None:
         self._turns: dict[str, LiveTurn] = {}
         self._max_buffered = max_buffered
+        self._relay = relay
         self._idle = asyncio.Event()
         self._idle.set()
 
     def open(self, session_id: str, turn_id: str, *, tenant_id: str = DEFAULT_TENANT) -> LiveTurn:
-        live = LiveTurn(tenant_id, session_id, turn_id, self._max_buffered)
+        live = LiveTurn(tenant_id, session_id, turn_id, self._max_buffered, self._relay)
         self._turns[turn_id] = live
         self._idle.clear()
         return live

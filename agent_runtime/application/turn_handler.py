@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from agent_runtime.application import log_context
+from agent_runtime.application.chunk_relay import ChunkRelay
 from agent_runtime.application.commands import (
     DecideApproval,
     SendUserMessage,
@@ -134,6 +135,7 @@ class TurnHandler:
         *,
         live: LiveTurns | None = None,
         commits: EventSignal | None = None,
+        relay: ChunkRelay | None = None,
         metrics: RuntimeMetrics | None = None,
         tool_filter: ToolFilterService | None = None,
         clock: Clock = utc_now,
@@ -149,7 +151,7 @@ class TurnHandler:
         self._ids = ids
         self.live = live if live is not None else LiveTurns()
         self._metrics = metrics or NoMetrics()
-        self.streams = TurnStreams(uow_factory, self.live, commits=commits)
+        self.streams = TurnStreams(uow_factory, self.live, commits=commits, relay=relay)
         self._validator = TurnValidator(agents, settings.max_message_bytes)
         self._writer = TurnWriter(uow_factory, clock, ids, settings.default_model)
         self._inputs = TurnInputs(self._writer, agents, self._tools, clock)

@@ -1,4 +1,4 @@
-"""Chunks <-> JSON, for the replay log stored on each turn."""
+"""Chunks <-> JSON, for the replay log stored on each turn (and the chunk relay)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,15 @@ def decode(raw: str, session_id: str, turn_id: str) -> list[chunks.Chunk]:
         chunks.Chunk(session_id, turn_id, item["seq"], _decode_body(item))
         for item in json.loads(raw or "[]")
     ]
+
+
+def encode_one(chunk: chunks.Chunk) -> dict[str, Any]:
+    """One chunk as a JSON-ready dict (its seq and body; the ids travel beside it)."""
+    return _encode(chunk)
+
+
+def decode_one(item: dict[str, Any], session_id: str, turn_id: str) -> chunks.Chunk:
+    return chunks.Chunk(session_id, turn_id, item["seq"], _decode_body(item))
 
 
 def _encode(chunk: chunks.Chunk) -> dict[str, Any]:

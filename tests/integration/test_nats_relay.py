@@ -1,0 +1,101 @@
+"""The NATS chunk relay against a real NATS server: two connections, as two replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_runtime.application.chunk_relay import RelayedChunks
+from agent_runtime.domain.chunks import (
+    AssistantDelta,
+    AssistantMessage,
+    Chunk,
+    ToolCall,
+    TurnCompleted,
+    TurnStarted,
+)
+from agent_runtime.domain.model import StopReason, Usage
+from agent_runtime.infrastructure.nats_relay import NatsChunkRelay, subject_token, turn_subject
+from tests.support.nats_server import connected_relay, nats_url
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[NatsChunkRelay]:
+    """The replica that runs the turns."""
+    async with connected_relay(nats_url()) as relay:
+        yield relay
+
+
+@pytest.fixture
+async def follower() -> AsyncIterator[NatsChunkRelay]:
+    """Another replica, following them."""
+    async with connected_relay(nats_url()) as relay:
+        yield relay
+
+
+async def next_relayed(relayed: RelayedChunks) -> Chunk:
+    async with asyncio.timeout(10):
+        while (chunk := relayed.take()) is None:
+            await relayed.arrival()
+    return chunk
+
+
+def turn_chunks(session_id: str, turn_id: str) -> list[Chunk]:
+    bodies = [
+        TurnStarted("coder", "msg-1"),
+        AssistantDelta("Hel"),
+        AssistantDelta("lo ✓"),
+        AssistantMessage("msg-2", "Hello ✓"),
+        ToolCall("msg-3", "call-1", "read_file", {"path": "a.py", "n": [1, 2]}, False, ""),
+        TurnCompleted(StopReason.END_TURN, Usage(5, 7)),
+    ]
+    return [Chunk(session_id, turn_id, seq, body) for seq, body in enumerate(bodies, 1)]
+
+
+async def test_a_followed_turns_chunks_arrive_in_order_and_intact(
+    runner: NatsChunkRelay, follower: NatsChunkRelay
+) -> None:
+    sent = turn_chunks("s1", "turn-1")
+    async with follower.subscribe("acme", "s1", "turn-1") as relayed:
+        assert follower.subscriptions == 1
+        for chunk in sent:
+            runner.publish("acme", chunk)
+        received = [await next_relayed(relayed) for _ in sent]
+    assert received == sent
+    assert follower.subscriptions == 0
+
+
+async def test_nothing_crosses_tenants_turns_or_sessions(
+    runner: NatsChunkRelay, follower: NatsChunkRelay
+) -> None:
+    async with follower.subscribe("acme", "s1", "turn-1") as relayed:
+        # Same turn id under another tenant (and one that looks like a wildcard), another
+        # turn, another session: all published before the one chunk that is ours, on one
+        # connection, so NATS would deliver any of them first.
+        runner.publish("other", Chunk("s1", "turn-1", 1, AssistantDelta("other tenant")))
+        runner.publish("*", Chunk("s1", "turn-1", 1, AssistantDelta("wildcard tenant")))
+        runner.publish("acme", Chunk("s1", "turn-2", 1, AssistantDelta("other turn")))
+        runner.publish("acme", Chunk("s2", "turn-1", 1, AssistantDelta("other session")))
+        runner.publish("acme", Chunk("s1", "turn-1", 1, AssistantDelta("ours")))
+        assert (await next_relayed(relayed)).body == AssistantDelta("ours")
+        assert relayed.take() is None
+
+
+async def test_nobody_subscribed_costs_nothing_and_publishing_never_raises(
+    runner: NatsChunkRelay,
+) -> None:
+    for chunk in turn_chunks("s1", "unfollowed"):
+        runner.publish("acme", chunk)
+    await runner.close()  # sends what is queued, then drains
+    runner.publish("acme", turn_chunks("s1", "after-close")[0])  # neither waits nor raises
+
+
+def test_ids_become_distinct_single_subject_tokens() -> None:
+    assert turn_subject("acme", "turn_01H-x") == "agent_runtime.turns.acme.turn_01H-x"
+    tokens = {subject_token(v) for v in ("a.b", "a%2Eb", "a*", "a>", "a b", "a", "", "é")}
+    assert len(tokens) == 8
+    for token in tokens:
+        assert token and not {".", "*", ">", " "} & set(token)
+    assert turn_subject("a.b", "c") != turn_subject("a", "b.c")
