@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import grpc
@@ -19,8 +19,9 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.databases import postgres_admin_url, query, scratch_postgres
-from tests.support.fake_model_server import FakeModelServer, text_answer
+from tests.support.fake_model_server import FakeModelServer, stepped_answer, text_answer
 from tests.support.grpc_helpers import kinds, read_rest, rich_error, user_message
+from tests.support.nats_server import nats_url
 from tests.support.runtime_fixtures import Client, connect
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import eventually
@@ -30,16 +31,19 @@ LEASE_SECONDS = 1.5
 
 
 class Replicas:
-    def __init__(self, url: str, model: FakeModelServer) -> None:
-        env = {
+    def __init__(
+        self, url: str, model: FakeModelServer, count: int, env: dict[str, str] | None = None
+    ) -> None:
+        common = {
             "AGENT_RUNTIME_LLM_BASE_URL": model.base_url,
             "AGENT_RUNTIME_LEASE_SECONDS": str(LEASE_SECONDS),
             "AGENT_RUNTIME_DATABASE_POOL_SIZE": "4",
+            **(env or {}),
         }
         self.url = url
         self.servers = [
-            ServerProcess(url, env={**env, "AGENT_RUNTIME_INSTANCE_ID": f"replica-{i}"})
-            for i in range(REPLICAS)
+            ServerProcess(url, env={**common, "AGENT_RUNTIME_INSTANCE_ID": f"replica-{i}"})
+            for i in range(count)
         ]
         self.clients: list[Client] = []
 
@@ -52,8 +56,24 @@ async def model() -> AsyncIterator[FakeModelServer]:
 
 @pytest.fixture
 async def replicas(model: FakeModelServer) -> AsyncIterator[Replicas]:
+    async with replica_group(model, REPLICAS) as group:
+        yield group
+
+
+@pytest.fixture
+async def relayed_replicas(model: FakeModelServer) -> AsyncIterator[Replicas]:
+    """Two replicas that relay running turns' chunks to each other over NATS."""
+    env = {"AGENT_RUNTIME_NATS_URL": nats_url()}
+    async with replica_group(model, 2, env) as group:
+        yield group
+
+
+@asynccontextmanager
+async def replica_group(
+    model: FakeModelServer, count: int, env: dict[str, str] | None = None
+) -> AsyncIterator[Replicas]:
     async with scratch_postgres(postgres_admin_url()) as url, AsyncExitStack() as stack:
-        group = Replicas(url, model)
+        group = Replicas(url, model, count, env)
         # Started together: they migrate one at a time (an advisory lock), none fails.
         await asyncio.gather(*(server.start() for server in group.servers))
         for server in group.servers:
@@ -157,6 +177,51 @@ async def test_a_turn_running_on_one_replica_is_followed_from_the_others(
     assert seen[0].type == ev.EVENT_TYPE_TURN_STARTED
     assert {e.turn_id for e in seen} == {started.turn_id}
     assert [e.event_id for e in seen] == sorted(e.event_id for e in seen)
+
+
+async def test_followers_on_another_replica_get_the_deltas_while_the_turn_runs(
+    relayed_replicas: Replicas, model: FakeModelServer
+) -> None:
+    more, finish = asyncio.Event(), asyncio.Event()
+    model.enqueue(stepped_answer([["Hel"], ["lo ", "wor"], ["ld"]], [more, finish]))
+    runner, other = relayed_replicas.clients
+    request = user_message("s1", "greet", client_message_id="key-1")
+    original = runner.runtime.StreamMessage(request)
+    started = await original.read()
+    first_delta = await original.read()
+    assert isinstance(started, rt.StreamChunk) and isinstance(first_delta, rt.StreamChunk)
+    assert first_delta.assistant_delta.text == "Hel"  # the model is streaming, and held
+
+    # On the other replica: a ResumeStream, and the client's retry that attaches.
+    resumed = other.runtime.ResumeStream(
+        rt.ResumeStreamRequest(session_id="s1", turn_id=started.turn_id, after_seq=0)
+    )
+    retry = other.runtime.StreamMessage(request)
+    followers = (resumed, retry)
+    # TurnStarted comes from the persisted log, read after subscribing to the relay.
+    heads = [await asyncio.wait_for(call.read(), 10) for call in followers]
+    assert heads == [started, started]
+    more.set()
+    # The model is still held before its last word: only the relay can bring these.
+    during = [[await asyncio.wait_for(call.read(), 10) for _ in range(2)] for call in followers]
+    for got in during:
+        assert [c.assistant_delta.text for c in got] == ["lo ", "wor"]
+    assert len(model.requests) == 1
+
+    finish.set()
+    runner_saw = {c.seq: c for c in [started, first_delta, *await read_rest(original)]}
+    for head, got, call in zip(heads, during, followers, strict=True):
+        chunks = [head, *got, *await read_rest(call)]
+        seqs = [c.seq for c in chunks]
+        assert seqs == sorted(set(seqs)), "out of order or twice"
+        assert all(runner_saw[c.seq] == c for c in chunks)
+        assert kinds([c for c in chunks if not c.HasField("assistant_delta")]) == [
+            "turn_started",
+            "assistant_message",
+            "turn_completed",
+        ]
+        assert chunks[-2].assistant_message.content == "Hello world"
+        assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
 
 
 async def test_a_killed_replicas_turn_is_interrupted_by_another_after_its_lease(

@@ -363,16 +363,24 @@ def tool_call_answer(
 
 def gated_answer(words: list[str], gate: asyncio.Event) -> ScriptedResponse:
     """Streams the first word, waits for `gate`, then streams the rest and finishes."""
+    return stepped_answer([words[:1], words[1:]], [gate])
+
+
+def stepped_answer(steps: list[list[str]], gates: list[asyncio.Event]) -> ScriptedResponse:
+    """Streams the words of steps[0] (one chunk each), waits for gates[0], streams those of
+    steps[1], and so on (one gate between two steps), then finishes."""
+    assert len(gates) == len(steps) - 1
 
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.start_stream()
-        await out.send_event(_chunk(request, {"content": words[0]}))
-        await gate.wait()
-        for word in words[1:]:
-            await out.send_event(_chunk(request, {"content": word}))
+        for index, step in enumerate(steps):
+            if index:
+                await gates[index - 1].wait()
+            for word in step:
+                await out.send_event(_chunk(request, {"content": word}))
         await _finish_stream(request, out, "stop", None)
 
-    return ScriptedResponse(respond, "gated_answer()")
+    return ScriptedResponse(respond, f"stepped_answer({len(steps)} steps)")
 
 
 def http_error(

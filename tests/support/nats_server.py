@@ -21,7 +21,9 @@ def nats_url() -> str:
     """The NATS server to relay through, or a skip saying how to get one."""
     url = os.environ.get(NATS_URL_VARIABLE, "")
     if not url:
-        pytest.skip(f"chunk relay over NATS: set {NATS_URL_VARIABLE}=nats://127.0.0.1:4222 to run it")
+        pytest.skip(
+            f"chunk relay over NATS: set {NATS_URL_VARIABLE}=nats://127.0.0.1:4222 to run it"
+        )
     return url
 
 
