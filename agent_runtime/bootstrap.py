@@ -122,7 +122,7 @@ class RunningRuntime:
         await self.live.wait_idle(CANCEL_DRAIN_SECONDS)
         await stopping
         if self.relay is not None:
-            await self.relay.close()  # after the last turns' chunks
+            await self.relay.close(max_wait=2.0)  # after the last turns' chunks
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
