@@ -12,6 +12,7 @@ from agent_runtime.domain.chunks import (
     AssistantDelta,
     AssistantMessage,
     Chunk,
+    ChunkBody,
     ToolCall,
     TurnCompleted,
     TurnStarted,
@@ -43,7 +44,7 @@ async def next_relayed(relayed: RelayedChunks) -> Chunk:
 
 
 def turn_chunks(session_id: str, turn_id: str) -> list[Chunk]:
-    bodies = [
+    bodies: list[ChunkBody] = [
         TurnStarted("coder", "msg-1"),
         AssistantDelta("Hel"),
         AssistantDelta("lo ✓"),
