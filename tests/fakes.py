@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -385,3 +387,47 @@ def text_answer(text: str) -> list[ModelEvent | BaseException]:
         TextDelta(w if i == len(words) - 1 else w + " ") for i, w in enumerate(words)
     ]
     return [*deltas, ModelResponse(text)]
+
+
+class FakeChunkRelay:
+    """An in-memory chunk relay: the test delivers chunks to the followers subscribed."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Chunk]] = []
+        self.subscribed: dict[tuple[str, str, str], FakeRelayedChunks] = {}
+
+    def publish(self, tenant_id: str, chunk: Chunk) -> None:
+        self.published.append((tenant_id, chunk))
+
+    @asynccontextmanager
+    async def subscribe(
+        self, tenant_id: str, session_id: str, turn_id: str
+    ) -> AsyncIterator[FakeRelayedChunks]:
+        key = (tenant_id, session_id, turn_id)
+        self.subscribed[key] = received = FakeRelayedChunks()
+        try:
+            yield received
+        finally:
+            del self.subscribed[key]
+
+    def deliver(self, tenant_id: str, chunk: Chunk) -> None:
+        self.subscribed[(tenant_id, chunk.session_id, chunk.turn_id)].push(chunk)
+
+
+class FakeRelayedChunks:
+    def __init__(self) -> None:
+        self._chunks: list[Chunk] = []
+        self._arrived = asyncio.Event()
+
+    def push(self, chunk: Chunk) -> None:
+        self._chunks.append(chunk)
+        self._arrived.set()
+
+    def take(self) -> Chunk | None:
+        if not self._chunks:
+            self._arrived.clear()
+            return None
+        return self._chunks.pop(0)
+
+    async def arrival(self) -> None:
+        await self._arrived.wait()
