@@ -85,6 +85,7 @@ class RunningRuntime:
 
     grpc: GrpcServer
     engine: AsyncEngine
+    uows: SqlAlchemyUnitOfWorkFactory
     http: httpx.AsyncClient | None
     background: list[asyncio.Task[None]]  # the lease keeper, the commit listener
     live: LiveTurns
@@ -128,6 +129,7 @@ class RunningRuntime:
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.http is not None:
             await self.http.aclose()
+        await self.uows.close()
         await self.engine.dispose()
         if self.metrics_server is not None:
             # Off the event loop: it waits for the server thread's poll loop to notice.
@@ -219,6 +221,7 @@ async def start(
             await http.aclose()
         if relay is not None:
             await relay.close()
+        await uow_factory.close()
         await engine.dispose()
         if own_tracer_provider is not None:
             own_tracer_provider.shutdown()
@@ -247,6 +250,7 @@ async def start(
     return RunningRuntime(
         grpc_server,
         engine,
+        uow_factory,
         http,
         background,
         live,

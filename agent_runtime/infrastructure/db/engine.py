@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, StaticPool, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -49,12 +50,25 @@ def create_engine(
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # An in-memory database lives in one connection: pool sizes do not apply.
     engine = create_async_engine(parsed, echo=echo, **({} if in_memory else pool))
+    _configure_sqlite(engine.sync_engine)
+    return engine
+
+
+def create_sqlite_writer_engine(url: URL) -> Engine:
+    """A synchronous engine (the standard sqlite3 driver) with one connection, configured
+    as the async engine's are, for sqlite_writer.SqliteWriter. That connection is used by
+    the event loop's thread and by the writer's thread, one at a time."""
+    engine = create_sync_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        poolclass=StaticPool,
+        connect_args={"check_same_thread": False},
+    )
     _configure_sqlite(engine)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below), so the driver must not.
         dbapi_connection.isolation_level = None
@@ -66,7 +80,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         # Take the write lock up front: a deferred transaction that reads and then writes can
         # fail at once with SQLITE_BUSY when another writer committed in between, and the

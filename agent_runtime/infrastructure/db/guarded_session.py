@@ -9,10 +9,9 @@ they are.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -24,56 +23,46 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class GuardedSession:
-    """Also takes the writer gate, when there is one, for the length of each transaction."""
+class Database(Protocol):
+    """What the repositories run their statements on: a GuardedSession, or on SQLite the
+    process's one writer connection (sqlite_writer.WriterSession)."""
 
-    def __init__(self, session: AsyncSession, gate: asyncio.Lock | None = None) -> None:
+    async def execute(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class GuardedSession:
+    """An AsyncSession (PostgreSQL) whose failures come out as domain errors."""
+
+    def __init__(self, session: AsyncSession) -> None:
         self._session = session
-        self._gate = gate
-        self._holding = False
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        await self._enter()
         return await _guard(lambda: self._session.execute(*args, **kwargs))
 
     async def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        await self._enter()
         return await _guard(lambda: self._session.scalar(*args, **kwargs))
 
     async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        await self._enter()
         return await _guard(lambda: self._session.scalars(*args, **kwargs))
 
     async def commit(self) -> None:
-        try:
-            await _guard(self._session.commit)
-        finally:
-            self._leave()
+        await _guard(self._session.commit)
 
     async def rollback(self) -> None:
-        try:
-            await _guard(self._session.rollback)
-        finally:
-            self._leave()
+        await _guard(self._session.rollback)
 
     async def close(self) -> None:
-        try:
-            await self._session.close()
-        finally:
-            self._leave()
-
-    async def _enter(self) -> None:
-        # The first statement of a transaction waits for the gate; SQLAlchemy begins the
-        # transaction (BEGIN IMMEDIATE on SQLite) right after.
-        if self._gate is not None and not self._holding:
-            await self._gate.acquire()
-            self._holding = True
-
-    def _leave(self) -> None:
-        if self._holding:
-            self._holding = False
-            assert self._gate is not None
-            self._gate.release()
+        await self._session.close()
 
 
 # PostgreSQL SQLSTATE classes that mean a bug in our statements, not an unavailable database:
@@ -85,18 +74,27 @@ _UNIQUE_VIOLATION = "23505"
 async def _guard(call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
-    except IntegrityError as exc:
-        if _is_duplicate_key(exc):
-            raise WriteConflict(f"a concurrent request wrote this first: {exc.orig}") from exc
-        raise
-    except DBAPIError as exc:
-        if (_sqlstate(exc) or "")[:2] in _BUG_CLASSES:
+    except (DBAPIError, PoolTimeout, OSError) as exc:
+        translated = translate_error(exc)
+        if translated is exc:
             raise
-        raise _unavailable(str(exc.orig) if exc.orig is not None else type(exc).__name__) from exc
-    except PoolTimeout as exc:
-        raise _unavailable(f"no free database connection ({exc})") from exc
-    except OSError as exc:  # asyncpg raises these as they are: refused, reset, timed out
-        raise _unavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise translated from exc
+
+
+def translate_error(exc: DBAPIError | PoolTimeout | OSError) -> Exception:
+    """The domain error a database failure stands for, or the failure itself for a bug."""
+    if isinstance(exc, IntegrityError):
+        if _is_duplicate_key(exc):
+            return WriteConflict(f"a concurrent request wrote this first: {exc.orig}")
+        return exc
+    if isinstance(exc, DBAPIError):
+        if (_sqlstate(exc) or "")[:2] in _BUG_CLASSES:
+            return exc
+        return _unavailable(str(exc.orig) if exc.orig is not None else type(exc).__name__)
+    if isinstance(exc, PoolTimeout):
+        return _unavailable(f"no free database connection ({exc})")
+    # asyncpg raises these as they are: refused, reset, timed out
+    return _unavailable(f"{type(exc).__name__}: {exc}")
 
 
 def _unavailable(detail: str) -> StorageUnavailable:

@@ -40,7 +40,7 @@ from agent_runtime.domain.model import (
     Usage,
 )
 from agent_runtime.infrastructure.db import chunk_codec
-from agent_runtime.infrastructure.db.guarded_session import GuardedSession
+from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
     approvals,
@@ -52,7 +52,7 @@ from agent_runtime.infrastructure.db.tables import (
 
 
 class SqlAlchemySessionRepository:
-    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
+    def __init__(self, db: Database, tenant_id: str) -> None:
         self._db = db
         self._tenant = tenant_id
 
@@ -166,7 +166,7 @@ class SqlAlchemySessionRepository:
 
 
 class SqlAlchemyTurnRepository:
-    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
+    def __init__(self, db: Database, tenant_id: str) -> None:
         self._db = db
         self._tenant = tenant_id
 
@@ -272,7 +272,7 @@ class SqlAlchemyTurnRepository:
 
 
 class SqlAlchemyMessageRepository:
-    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
+    def __init__(self, db: Database, tenant_id: str) -> None:
         self._db = db
         self._tenant = tenant_id
 
@@ -349,7 +349,7 @@ class SqlAlchemyMessageRepository:
 
 
 class SqlAlchemyApprovalRepository:
-    def __init__(self, db: GuardedSession, tenant_id: str) -> None:
+    def __init__(self, db: Database, tenant_id: str) -> None:
         self._db = db
         self._tenant = tenant_id
 
@@ -440,7 +440,7 @@ class SqlAlchemyEventRepository:
     the other replicas on commit (see commit_notifications.py).
     """
 
-    def __init__(self, db: GuardedSession, tenant_id: str, *, postgresql: bool = False) -> None:
+    def __init__(self, db: Database, tenant_id: str, *, postgresql: bool = False) -> None:
         self._db = db
         self._tenant = tenant_id
         self._postgresql = postgresql

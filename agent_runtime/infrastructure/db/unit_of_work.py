@@ -1,4 +1,4 @@
-"""SqlAlchemyUnitOfWork: one AsyncSession per unit of work, closed on every exit path."""
+"""SqlAlchemyUnitOfWork: one database session per unit of work, closed on every exit path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from agent_runtime.application.ports import (
     ApprovalRepository,
@@ -19,7 +19,7 @@ from agent_runtime.application.ports import (
 )
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import ApprovalStatus, TurnStatus
-from agent_runtime.infrastructure.db.guarded_session import GuardedSession
+from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
     SqlAlchemyEventRepository,
@@ -27,6 +27,7 @@ from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemySessionRepository,
     SqlAlchemyTurnRepository,
 )
+from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.tables import approvals, turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
@@ -40,24 +41,22 @@ class SqlAlchemyUnitOfWork:
 
     def __init__(
         self,
-        session_factory: async_sessionmaker[AsyncSession],
+        open_database: Callable[[], Database],
         signal: LocalEventSignal,
         tenant_id: str,
-        gate: asyncio.Lock | None = None,
         *,
         postgresql: bool = False,
         commit_seconds: Callable[[float], None] | None = None,
     ) -> None:
-        self._session_factory = session_factory
+        self._open_database = open_database
         self.tenant_id = tenant_id
         self._signal = signal
-        self._gate = gate
         self._postgresql = postgresql
         self._commit_seconds = commit_seconds
-        self._db: GuardedSession | None = None
+        self._db: Database | None = None
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
-        self._db = GuardedSession(self._session_factory(), self._gate)
+        self._db = self._open_database()
         # Every repository is scoped to the tenant: each statement carries its tenant_id.
         self.sessions = SqlAlchemySessionRepository(self._db, self.tenant_id)
         self.turns = SqlAlchemyTurnRepository(self._db, self.tenant_id)
@@ -92,13 +91,13 @@ class SqlAlchemyUnitOfWork:
         await self._session.rollback()
 
     @property
-    def _session(self) -> GuardedSession:
+    def _session(self) -> Database:
         if self._db is None:
             raise RuntimeError("unit of work used outside its 'async with' block")
         return self._db
 
 
-async def _rollback_and_close(db: GuardedSession) -> None:
+async def _rollback_and_close(db: Database) -> None:
     try:
         await db.rollback()
     except StorageUnavailable:
@@ -117,29 +116,34 @@ class SqlAlchemyUnitOfWorkFactory:
         *,
         commit_seconds: Callable[[float], None] | None = None,
     ) -> None:
-        self._session_factory = async_sessionmaker(engine, expire_on_commit=False)
         self.signal = signal or LocalEventSignal()
         # Told how long each commit took (the commit-latency metric).
         self._commit_seconds = commit_seconds
-        # SQLite has one writer at a time. Queueing our transactions here, in order, beats
-        # letting them collide in SQLite, whose busy handler sleeps in growing steps (up to
-        # 100 ms) between retries: under load that sleep, not the work, set the pace.
-        self._gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._open_database: Callable[[], Database]
+        self._writer: SqliteWriter | None = None
+        if engine.dialect.name == "sqlite":
+            # SQLite has one writer at a time: every unit of work takes its turn on the
+            # process's one connection (sqlite_writer.py), in order, rather than colliding
+            # in SQLite, whose busy handler sleeps in growing steps between retries.
+            self._writer = SqliteWriter(engine.url)
+            self._open_database = self._writer.session
+        else:
+            session_factory = async_sessionmaker(engine, expire_on_commit=False)
+            self._open_database = lambda: GuardedSession(session_factory())
         # Only PostgreSQL commits transactions side by side (see SqlAlchemyEventRepository).
         self._postgresql = engine.dialect.name == "postgresql"
 
     def __call__(self, tenant_id: str) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
-            self._session_factory,
+            self._open_database,
             self.signal,
             tenant_id,
-            self._gate,
             postgresql=self._postgresql,
             commit_seconds=self._commit_seconds,
         )
 
     async def tenants_with_running_turns(self) -> list[str]:
-        db = GuardedSession(self._session_factory(), self._gate)
+        db = self._open_database()
         try:
             rows = await db.scalars(
                 select(turns.c.tenant_id)
@@ -150,8 +154,13 @@ class SqlAlchemyUnitOfWorkFactory:
         finally:
             await asyncio.shield(_rollback_and_close(db))
 
+    async def close(self) -> None:
+        """Closes the SQLite writer (after a commit in progress); the engine is the caller's."""
+        if self._writer is not None:
+            await self._writer.close()
+
     async def count_pending_approvals(self, now: datetime) -> int:
-        db = GuardedSession(self._session_factory(), self._gate)
+        db = self._open_database()
         try:
             count = await db.scalar(
                 select(func.count())

@@ -1,0 +1,168 @@
+"""SQLite: one connection for every unit of work of the process, two thread hops per
+transaction.
+
+SQLite has one writer at a time, so our units of work already take turns (the gate). A
+statement on a local file whose pages are cached takes microseconds, less than handing it
+to a thread and back: through AsyncSession + aiosqlite each statement cost about 175 µs of
+CPU, most of it the hop and the greenlet bridge (docs/benchmarks/README.md). So here the
+statements run inline on the event loop's thread, on a plain synchronous connection, and
+only the two calls that can wait run on the writer's own thread:
+
+- BEGIN IMMEDIATE, which waits (busy_timeout) while another process holds the write lock;
+- COMMIT, which waits for fsync (WAL, synchronous=FULL): a commit is durable when it returns.
+
+Inside a transaction that began IMMEDIATE nothing else waits for a lock in WAL mode. A
+ROLLBACK does not fsync either, so it runs inline too, where no cancellation can cut it.
+Durability is the same as before: the caller resumes after COMMIT has returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from agent_runtime.infrastructure.db.engine import create_sqlite_writer_engine
+from agent_runtime.infrastructure.db.guarded_session import translate_error
+
+T = TypeVar("T")
+
+
+class SqliteWriter:
+    """Owns the connection, the thread that begins and commits on it, and the gate that
+    lets one unit of work at a time use it."""
+
+    def __init__(self, url: URL) -> None:
+        self._engine: Engine = create_sqlite_writer_engine(url)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._connection: Connection | None = None
+        self.gate = asyncio.Lock()
+        # A writer dropped without close() (tests make many) still ends its thread and file.
+        self._finalizer = weakref.finalize(self, _shut, self._thread, self._engine)
+
+    def session(self) -> WriterSession:
+        return WriterSession(self)
+
+    async def close(self) -> None:
+        """Waits for a commit still running, then closes the connection and the thread."""
+        async with self.gate:
+            await asyncio.get_running_loop().run_in_executor(None, self._finalizer)
+
+    def connection(self) -> Connection:
+        if self._connection is None or self._connection.closed:
+            self._connection = self._engine.connect()
+        return self._connection
+
+    def in_thread(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+
+def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:
+    thread.shutdown(wait=True)
+    engine.dispose()  # closes the StaticPool's one connection
+
+
+class WriterSession:
+    """One unit of work's use of the writer: the Database the repositories run on.
+
+    The gate is taken at the first statement and given back when the transaction ends
+    (commit, rollback or close), never while the writer's thread still works for it.
+    """
+
+    def __init__(self, writer: SqliteWriter) -> None:
+        self._writer = writer
+        self._holding = False
+        self._connection: Connection | None = None
+        self._in_flight: asyncio.Future[Any] | None = None
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await self._begin()
+        return _guarded(lambda: connection.execute(*args, **kwargs))
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await self._begin()
+        return _guarded(lambda: connection.scalar(*args, **kwargs))
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await self._begin()
+        return _guarded(lambda: connection.scalars(*args, **kwargs))
+
+    async def commit(self) -> None:
+        if self._connection is None or not self._connection.in_transaction():
+            self._leave()
+            return
+        await self._in_thread(self._connection.commit)
+        self._leave()
+
+    async def rollback(self) -> None:
+        await self._settle()
+        try:
+            if self._connection is not None:
+                _guarded(lambda: _end_transaction(self._connection))
+        finally:
+            self._leave()
+
+    async def close(self) -> None:
+        await self.rollback()
+
+    async def _begin(self) -> Connection:
+        if not self._holding:
+            await self._writer.gate.acquire()
+            self._holding = True
+        if self._connection is None or not self._connection.in_transaction():
+
+            def begin() -> None:
+                self._connection = connection = self._writer.connection()
+                _end_transaction(connection)  # one a failed COMMIT may have left open
+                connection.begin()  # BEGIN IMMEDIATE (engine.py)
+
+            await self._in_thread(begin)
+            assert self._connection is not None
+        return self._connection
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        # Shielded: a cancelled caller stops waiting, the thread's call runs to its end, and
+        # rollback()/close() wait for it before they touch the connection or free the gate.
+        future = self._writer.in_thread(lambda: _guarded(call))
+        self._in_flight = future
+        return await asyncio.shield(future)
+
+    async def _settle(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            if not in_flight.done():
+                await asyncio.wait([in_flight])
+            if not in_flight.cancelled():
+                in_flight.exception()  # retrieved: its caller was cancelled or has seen it
+
+    def _leave(self) -> None:
+        if self._holding and (self._in_flight is None or self._in_flight.done()):
+            self._holding = False
+            self._writer.gate.release()
+
+
+def _end_transaction(connection: Connection | None) -> None:
+    """Rolls back whatever is open, as SQLAlchemy sees it and as SQLite does."""
+    if connection is None or connection.closed:
+        return
+    if connection.in_transaction() or connection.invalidated:
+        connection.rollback()
+    raw = connection.connection.dbapi_connection
+    if raw is not None and raw.in_transaction:
+        raw.rollback()
+
+
+def _guarded(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except (DBAPIError, OSError) as exc:
+        translated = translate_error(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
