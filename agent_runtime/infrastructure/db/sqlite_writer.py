@@ -94,17 +94,20 @@ class WriterSession:
         return _guarded(lambda: connection.scalars(*args, **kwargs))
 
     async def commit(self) -> None:
+        if not self._holding:
+            return  # nothing begun; the connection may be another unit of work's by now
         if self._connection is None or not self._connection.in_transaction():
-            self._leave()
+            self._leave()  # the BEGIN failed: nothing to commit
             return
         await self._in_thread(self._connection.commit)
         self._leave()
 
     async def rollback(self) -> None:
+        if not self._holding:
+            return
         await self._settle()
         try:
-            if self._connection is not None:
-                _guarded(lambda: _end_transaction(self._connection))
+            _guarded(lambda: _end_transaction(self._connection))
         finally:
             self._leave()
 
