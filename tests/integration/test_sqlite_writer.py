@@ -17,6 +17,7 @@ import pytest
 
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import Message, Role, Session
+from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -56,7 +57,7 @@ def _message(position: int, session_id: str = "s1") -> Message:
 async def test_concurrent_units_of_work_take_turns_and_every_commit_is_on_disk(
     uows: SqlAlchemyUnitOfWorkFactory, db_file: Path
 ) -> None:
-    async with uows() as uow:
+    async with uows(TENANT) as uow:
         await uow.sessions.add(Session("s1", "coder", NOW, NOW))
         await uow.commit()
     inside = 0
@@ -64,7 +65,7 @@ async def test_concurrent_units_of_work_take_turns_and_every_commit_is_on_disk(
 
     async def add_one(position: int) -> None:
         nonlocal inside, most_inside
-        async with uows() as uow:
+        async with uows(TENANT) as uow:
             session = await uow.sessions.get("s1")
             assert session is not None
             inside += 1
@@ -85,10 +86,10 @@ async def test_concurrent_units_of_work_take_turns_and_every_commit_is_on_disk(
 async def test_leaving_after_a_commit_does_not_touch_the_next_unit_of_works_transaction(
     uows: SqlAlchemyUnitOfWorkFactory, db_file: Path
 ) -> None:
-    async with uows() as first:
+    async with uows(TENANT) as first:
         await first.sessions.add(Session("s1", "coder", NOW, NOW))
         await first.commit()  # first is done with the connection, but still open
-        async with uows() as second:
+        async with uows(TENANT) as second:
             await second.sessions.add(Session("s2", "coder", NOW, NOW))
             await first.rollback()  # what leaving does: must not roll back second's work
             await second.commit()
@@ -101,7 +102,7 @@ async def test_a_unit_of_work_cancelled_mid_transaction_leaves_nothing_and_frees
     holding = asyncio.Event()
 
     async def write_then_hang() -> None:
-        async with uows() as uow:
+        async with uows(TENANT) as uow:
             await uow.sessions.add(Session("s1", "coder", NOW, NOW))
             await uow.messages.add(_message(1))
             holding.set()
@@ -116,7 +117,7 @@ async def test_a_unit_of_work_cancelled_mid_transaction_leaves_nothing_and_frees
     with sqlite3.connect(db_file, timeout=0) as other:
         other.execute("BEGIN IMMEDIATE")
         other.execute("ROLLBACK")
-    async with uows() as uow:  # and so does this process's next unit of work
+    async with uows(TENANT) as uow:  # and so does this process's next unit of work
         await uow.sessions.add(Session("s2", "coder", NOW, NOW))
         await uow.commit()
     assert _rows(db_file, "SELECT session_id FROM sessions") == [("s2",)]
@@ -130,7 +131,7 @@ async def test_a_cancelled_commit_finishes_whole_before_the_next_unit_of_work_st
     committing = asyncio.Event()
 
     async def write_and_commit() -> None:
-        async with uows() as uow:
+        async with uows(TENANT) as uow:
             await uow.sessions.add(Session("s1", "coder", NOW, NOW))
             await uow.messages.add(_message(1))
             # Hold the writer's thread: the COMMIT queues behind this until released.
@@ -159,7 +160,7 @@ async def test_a_cancelled_commit_finishes_whole_before_the_next_unit_of_work_st
 
 
 async def _add_session(uows: SqlAlchemyUnitOfWorkFactory, session_id: str) -> None:
-    async with uows() as uow:
+    async with uows(TENANT) as uow:
         await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
         await uow.commit()
 
@@ -192,7 +193,7 @@ async def test_a_read_only_database_is_storage_unavailable(db_file: Path) -> Non
     engine = create_engine(f"sqlite+aiosqlite:///file:{db_file}?mode=ro&uri=true")
     uows = SqlAlchemyUnitOfWorkFactory(engine)
     try:
-        async with uows() as uow:
+        async with uows(TENANT) as uow:
             with pytest.raises(StorageUnavailable) as caught:
                 await uow.sessions.add(Session("s1", "coder", NOW, NOW))
         assert "readonly" in caught.value.message
@@ -205,16 +206,17 @@ _CRASH_MID_TRANSACTION = """
 import asyncio, os, sys
 from datetime import UTC, datetime
 from agent_runtime.domain.model import Message, Role, Session
+from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 async def main() -> None:
     now = datetime.now(UTC)
     uows = SqlAlchemyUnitOfWorkFactory(create_engine(f"sqlite+aiosqlite:///{sys.argv[1]}"))
-    async with uows() as uow:
+    async with uows("default") as uow:
         await uow.sessions.add(Session("committed", "coder", now, now))
         await uow.commit()
-    async with uows() as uow:
+    async with uows("default") as uow:
         await uow.sessions.add(Session("crashed", "coder", now, now))
         await uow.messages.add(Message("m1", "crashed", 1, Role.USER, "x", now))
         print("written", flush=True)
