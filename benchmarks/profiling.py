@@ -2,7 +2,8 @@
 
 Each raw line is `thread (TID): NAME;frame;frame;... COUNT`, a frame being
 `function (file:line)`. py-spy's idle detection does not see threads that wait inside C
-(the event loop in epoll, aiosqlite's workers on their queue, gRPC's poller), so those
+(the event loop in epoll, the SQLite writer's thread or aiosqlite's workers on their queue,
+gRPC's poller), so those
 samples are recognised here and set apart as waiting; the rest is where the time goes: per
 thread, per library (of the innermost frame), and per function, by self and inclusive samples.
 """
@@ -22,6 +23,7 @@ _THREAD = re.compile(r"^thread \((?:0x)?[0-9a-fA-F]+\)(?::\s*(?P<name>.*))?$")
 
 EVENT_LOOP = "event loop (main thread)"
 SQLITE_WORKERS = "aiosqlite worker threads"
+SQLITE_WRITER = "SQLite writer thread (BEGIN IMMEDIATE, COMMIT with fsync)"
 GRPC_POLLER = "gRPC poller thread"
 OTHER_THREADS = "other threads"
 
@@ -106,6 +108,8 @@ def thread_role(name: str) -> str:
         return EVENT_LOOP
     if "_connection_worker_thread" in name:
         return SQLITE_WORKERS
+    if "sqlite-writer" in name:
+        return SQLITE_WRITER
     if "_poll_wrapper" in name:
         return GRPC_POLLER
     return OTHER_THREADS
@@ -121,6 +125,9 @@ def _waiting(role: str, function: str, path: str, line: int) -> str | None:
         text = _source_line(path, line)
         if ".get(" in text:
             return "aiosqlite worker waiting for work"
+    pool_worker = path == "concurrent/futures/thread.py" and function == "_worker"
+    if pool_worker and ".get(" in _source_line(path, line):
+        return "SQLite writer thread waiting for work"
     return None
 
 
@@ -141,6 +148,8 @@ def summarize_raw(raw: str) -> ProfileReport:
             continue
         report.samples += count
         role = thread_role(name)
+        if role == OTHER_THREADS and any("sqlite_writer.py" in frame for frame in frames):
+            role = SQLITE_WRITER  # py-spy may not report the thread's name
         function, path, number = _parse_frame(frames[-1])
         if (why := _waiting(role, function, path, number)) is not None:
             report.waiting[why] += count
@@ -176,8 +185,8 @@ def render(
         "py-spy profile of the runtime process (python -m agent_runtime serve)",
         f"{turns} turns at c={concurrency} in {seconds:.1f} s; {report.samples} samples, of "
         f"which {report.busy} busy (percentages are of the busy ones).",
-        "SQLite C calls are sampled as their aiosqlite caller: they include waits for the "
-        "write lock (SQLite's busy handler sleeps) and fsync, not only CPU.",
+        "SQLite C calls are sampled as their Python caller: on the writer thread they "
+        "include waits for the write lock and for fsync, not only CPU.",
         "",
         "Set apart as waiting: "
         + ", ".join(f"{why} {count}" for why, count in report.waiting.most_common()),
