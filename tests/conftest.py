@@ -5,4 +5,4 @@ import os
 # then dies on the descriptors pexpect closes before exec.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-pytest_plugins = ["tests.support.runtime_fixtures"]
+pytest_plugins = ["tests.support.runtime_fixtures", "tests.support.tiny_disk"]

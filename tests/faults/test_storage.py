@@ -9,10 +9,8 @@ nothing is half-written. Once space is back the session is free and the next tur
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,55 +26,10 @@ from tests.faults.checks import all_messages, message_problems, row_counts, turn
 from tests.support.fake_model_server import FakeModelServer, text_answer
 from tests.support.grpc_helpers import RichError, rich_error, user_message
 from tests.support.server_process import ServerProcess
+from tests.support.tiny_disk import fill
 from tests.support.waiting import eventually
 
-DISK_SIZE = "8m"
 SESSION = "disk"
-
-
-# -- the tiny disk ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount_point)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as exc:
-        pytest.skip(f"cannot run mount: {exc}")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False, capture_output=True)
-        if os.path.ismount(mount_point):
-            subprocess.run(["umount", "-l", str(mount_point)], check=True, capture_output=True)
-
-
-def fill(directory: Path) -> Path:
-    """Write a filler file until the filesystem has not one byte left."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        block = 1 << 20
-        while block:
-            try:
-                os.write(fd, b"\0" * block)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                block //= 2
-    finally:
-        os.close(fd)
-    assert os.statvfs(directory).f_bavail == 0, "the filesystem is not full"
-    return filler
 
 
 # -- the server ---------------------------------------------------------------------------------

@@ -154,8 +154,9 @@ def _end_transaction(connection: Connection | None) -> None:
     """Rolls back whatever is open, as SQLAlchemy sees it and as SQLite does."""
     if connection is None or connection.closed:
         return
-    if connection.in_transaction() or connection.invalidated:
-        connection.rollback()
+    # Also a transaction SQLAlchemy deactivated when its COMMIT failed (e.g. disk full):
+    # it stays attached, not in_transaction(), and blocks the next begin() until this.
+    connection.rollback()
     raw = connection.connection.dbapi_connection
     if raw is not None and raw.in_transaction:
         raw.rollback()
