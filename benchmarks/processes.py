@@ -205,7 +205,8 @@ class CpuMeter:
     """CPU seconds used by some processes (and this one) between start() and stop().
 
     For each process, `<name>_main_thread` is its main thread's share: for an asyncio server
-    that is the event loop (the rest is worker threads, e.g. aiosqlite's, and gRPC's poller).
+    that is the event loop (the rest is worker threads, e.g. the SQLite writer's, and gRPC's
+    poller).
     """
 
     def __init__(self, pids: Mapping[str, int]) -> None:
