@@ -20,8 +20,9 @@ from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.databases import postgres_admin_url, query, scratch_postgres
 from tests.support.fake_model_server import FakeModelServer, stepped_answer, text_answer
-from tests.support.grpc_helpers import kinds, read_rest, rich_error, user_message
+from tests.support.grpc_helpers import kinds, read_rest, user_message
 from tests.support.nats_server import nats_url
+from tests.support.races import race_for_one_session
 from tests.support.runtime_fixtures import Client, connect
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import eventually
@@ -106,30 +107,7 @@ async def test_one_running_turn_per_session_across_replicas(
     model.default_response = text_answer("the one")
     await replicas.clients[0].sessions.CreateSession(ses.CreateSessionRequest(session_id="s1"))
 
-    async def send(i: int) -> list[rt.StreamChunk] | grpc.aio.AioRpcError:
-        try:
-            return await replicas.clients[i % REPLICAS].turn(user_message("s1", f"racer {i}"))
-        except grpc.aio.AioRpcError as error:
-            return error
-
-    tasks = [asyncio.create_task(send(i)) for i in range(30)]
-    refused: list[grpc.aio.AioRpcError] = []
-    for finished in asyncio.as_completed(tasks):
-        result = await finished
-        assert isinstance(result, grpc.aio.AioRpcError), "a second turn ran"
-        refused.append(result)
-        if len(refused) == 29:
-            break
-    await asyncio.wait_for(asked.wait(), 10)
-    release.set()
-    results = await asyncio.gather(*tasks)
-    ran = [r for r in results if isinstance(r, list)]
-    assert len(ran) == 1 and ran[0][-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
-    for error in refused:
-        info = rich_error(error)
-        assert info.code == grpc.StatusCode.ABORTED
-        assert info.error_info is not None and info.error_info.reason == "SESSION_BUSY"
-        assert info.error_info.metadata["turn_id"] == ran[0][0].turn_id
+    await race_for_one_session(replicas.clients, "s1", 30, release, model_asked=asked)
     assert len(model.requests) == 1
 
 

@@ -12,6 +12,7 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import FakeModelServer, text_answer
 from tests.support.grpc_helpers import kinds, rich_error, user_message
+from tests.support.races import race_for_one_session
 from tests.support.runtime_fixtures import Client
 
 
@@ -84,28 +85,6 @@ async def test_fifty_racing_requests_on_one_session_run_exactly_one_turn(
     model_server.default_response = text_answer("the one")
     await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="s1"))
 
-    async def send(i: int) -> list[rt.StreamChunk] | grpc.aio.AioRpcError:
-        try:
-            return await client.turn(user_message("s1", f"racer {i}"))
-        except grpc.aio.AioRpcError as error:
-            return error
-
-    tasks = [asyncio.create_task(send(i)) for i in range(50)]
-    refused: list[grpc.aio.AioRpcError] = []
-    for finished in asyncio.as_completed(tasks):
-        result = await finished
-        assert isinstance(result, grpc.aio.AioRpcError), "a second turn ran"
-        refused.append(result)
-        if len(refused) == 49:
-            break
-    release.set()
-    results = await asyncio.gather(*tasks)
-    ran = [r for r in results if isinstance(r, list)]
-    assert len(ran) == 1 and ran[0][-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
-    for error in refused:
-        info = rich_error(error)
-        assert info.code == grpc.StatusCode.ABORTED
-        assert info.error_info is not None and info.error_info.reason == "SESSION_BUSY"
-        assert info.error_info.metadata["turn_id"] == ran[0][0].turn_id
+    await race_for_one_session([client], "s1", 50, release)
     page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
     assert len(page.messages) == 2
