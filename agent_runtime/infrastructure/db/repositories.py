@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Row,
+    Select,
     and_,
     case,
     func,
@@ -410,13 +411,7 @@ class SqlAlchemyApprovalRepository:
 
     async def count_pending(self, session_id: str, now: datetime) -> int:
         count = await self._db.scalar(
-            select(func.count())
-            .select_from(approvals)
-            .where(
-                *self._session(session_id),
-                approvals.c.status == ApprovalStatus.PENDING.value,
-                approvals.c.expires_at > now,
-            )
+            count_pending_approvals(now).where(*self._session(session_id))
         )
         return int(count or 0)
 
@@ -636,4 +631,16 @@ def _approval_from_row(row: Row[Any]) -> Approval:
         final_arguments=None if row.final_arguments is None else json.loads(row.final_arguments),
         feedback=row.feedback,
         decided_at=row.decided_at,
+    )
+
+
+def count_pending_approvals(now: datetime) -> Select[int]:
+    """Approvals still waiting for a decision at `now`; narrow it with .where()."""
+    return (
+        select(func.count())
+        .select_from(approvals)
+        .where(
+            approvals.c.status == ApprovalStatus.PENDING.value,
+            approvals.c.expires_at > now,
+        )
     )

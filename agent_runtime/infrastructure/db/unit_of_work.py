@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from agent_runtime.application.ports import (
@@ -18,7 +18,7 @@ from agent_runtime.application.ports import (
     TurnRepository,
 )
 from agent_runtime.domain.errors import StorageUnavailable
-from agent_runtime.domain.model import ApprovalStatus, TurnStatus
+from agent_runtime.domain.model import TurnStatus
 from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
@@ -26,9 +26,10 @@ from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyMessageRepository,
     SqlAlchemySessionRepository,
     SqlAlchemyTurnRepository,
+    count_pending_approvals,
 )
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
-from agent_runtime.infrastructure.db.tables import approvals, turns
+from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 
@@ -162,14 +163,7 @@ class SqlAlchemyUnitOfWorkFactory:
     async def count_pending_approvals(self, now: datetime) -> int:
         db = self._open_database()
         try:
-            count = await db.scalar(
-                select(func.count())
-                .select_from(approvals)
-                .where(
-                    approvals.c.status == ApprovalStatus.PENDING.value,
-                    approvals.c.expires_at > now,
-                )
-            )
+            count = await db.scalar(count_pending_approvals(now))
             return int(count or 0)
         finally:
             await asyncio.shield(_rollback_and_close(db))
