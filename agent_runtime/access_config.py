@@ -72,6 +72,10 @@ def _collect(entries: Iterable[tuple[str, str]], setting: str) -> dict[str, str]
                 "each key belongs to one tenant"
             )
         keys[key] = tenant
+    if not keys:
+        # Asked for keys but got none (an unpopulated secret mount, say): refusing to start
+        # beats falling back to development mode, where nothing is authenticated.
+        raise AccessConfigError(f"{setting} is set but holds no key=tenant entry")
     return keys
 
 

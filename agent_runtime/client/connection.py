@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ class TlsConfig:
     root_certificates: bytes | None = None
     # Both or neither: the client's certificate for mutual TLS.
     certificate_chain: bytes | None = None
-    private_key: bytes | None = None
+    private_key: bytes | None = field(default=None, repr=False)  # never in a log line
     # Check the server's certificate against this name instead of the target's host.
     server_name: str | None = None
 

@@ -104,3 +104,8 @@ async def test_the_api_key_is_sent_as_a_bearer_token_on_every_call() -> None:
         "Bearer key-1",
         None,
     ]
+
+
+def test_the_private_key_never_shows_in_a_repr() -> None:
+    tls = TlsConfig(b"ca", b"cert", b"-----BEGIN PRIVATE KEY----- secret")
+    assert "secret" not in repr(tls) and "cert" in repr(tls)

@@ -181,3 +181,20 @@ def test_keys_resolve_to_their_tenant_and_are_never_shown() -> None:
 )
 def test_the_key_is_taken_from_bearer_or_x_api_key(metadata: dict[str, str], key: str) -> None:
     assert presented_key(metadata) == key
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"AGENT_RUNTIME_API_KEYS": " , "}, "AGENT_RUNTIME_API_KEYS"),
+        ({"AGENT_RUNTIME_API_KEYS_FILE": "EMPTY"}, "AGENT_RUNTIME_API_KEYS_FILE"),
+    ],
+)
+def test_keys_asked_for_but_absent_stop_start_up_instead_of_disabling_auth(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    empty = tmp_path / "keys"
+    empty.write_text("# populated by the secret mount\n\n")
+    env = {k: str(empty) if v == "EMPTY" else v for k, v in env.items()}
+    with pytest.raises(ConfigError, match=f"{named} is set but holds no key=tenant entry"):
+        Settings.from_env(env)
