@@ -395,6 +395,7 @@ class FakeChunkRelay:
     def __init__(self) -> None:
         self.published: list[tuple[str, Chunk]] = []
         self.subscribed: dict[tuple[str, str, str], FakeRelayedChunks] = {}
+        self.subscriptions = 0  # ever made
 
     def publish(self, tenant_id: str, chunk: Chunk) -> None:
         self.published.append((tenant_id, chunk))
@@ -404,6 +405,7 @@ class FakeChunkRelay:
         self, tenant_id: str, session_id: str, turn_id: str
     ) -> AsyncIterator[FakeRelayedChunks]:
         key = (tenant_id, session_id, turn_id)
+        self.subscriptions += 1
         self.subscribed[key] = received = FakeRelayedChunks()
         try:
             yield received

@@ -10,7 +10,7 @@ from agent_runtime.application.live_turns import LiveTurns
 from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import InvalidInput, NotFound
-from agent_runtime.domain.model import validate_id, validate_session_id
+from agent_runtime.domain.model import Turn, validate_id, validate_session_id
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 MAX_CURSOR = 2**63  # what the database's integers hold
@@ -55,7 +55,16 @@ class TurnStreams:
             async for chunk in live.follow(after_seq):
                 yield chunk
             return
-        # Subscribed before the log is read: whatever is committed after the read is relayed.
+        turn, log = await self._read_log(session_id, turn_id, tenant_id)
+        if not turn.running:
+            # Finished: the log is all there is (retries and late resumes end here, with no
+            # relay subscription to set up and tear down).
+            for chunk in log:
+                if chunk.seq > after_seq:
+                    yield chunk
+            return
+        # Subscribed before the log is read again: whatever is committed after that read is
+        # relayed.
         async with self._relay.subscribe(tenant_id, session_id, turn_id) as relayed:
             async for chunk in self._merged(session_id, turn_id, after_seq, tenant_id, relayed):
                 yield chunk
@@ -73,11 +82,7 @@ class TurnStreams:
         held: Chunk | None = None  # relayed after a gap: waits for the log to fill the gap
         while True:
             generation = self._commits.generation()
-            async with self._uow_factory(tenant_id) as uow:
-                turn = await uow.turns.get(turn_id)
-                if turn is None or turn.session_id != session_id:
-                    raise _turn_not_found(session_id, turn_id)
-                log = await uow.turns.chunks(turn)
+            turn, log = await self._read_log(session_id, turn_id, tenant_id)
             if held is not None:
                 log = sorted([*log, held], key=_seq)
                 held = None
@@ -101,6 +106,15 @@ class TurnStreams:
                 yield next_chunk
                 if isinstance(next_chunk.body, TurnCompleted):
                     return
+
+    async def _read_log(
+        self, session_id: str, turn_id: str, tenant_id: str
+    ) -> tuple[Turn, list[Chunk]]:
+        async with self._uow_factory(tenant_id) as uow:
+            turn = await uow.turns.get(turn_id)
+            if turn is None or turn.session_id != session_id:
+                raise _turn_not_found(session_id, turn_id)
+            return turn, await uow.turns.chunks(turn)
 
     async def _next_relayed(self, relayed: RelayedChunks, generation: int) -> Chunk | None:
         """The next relayed chunk, or None once a commit is signalled or the poll is due."""

@@ -93,3 +93,15 @@ def test_a_turn_running_here_publishes_every_chunk_to_the_relay() -> None:
     for each in sent:
         live.publish(each)
     assert relay.published == [("acme", each) for each in sent]
+
+
+async def test_a_finished_turn_is_replayed_from_its_log_without_a_relay_subscription(
+    uow_factory: FakeUnitOfWorkFactory,
+) -> None:
+    completed = chunk(2, TurnCompleted(StopReason.END_TURN, Usage(1, 2)))
+    uow_factory.db.chunks["t1"].append(completed)
+    uow_factory.db.turns["t1"].status = TurnStatus.COMPLETED
+    relay = FakeChunkRelay()
+    streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
+    assert [c async for c in streams.follow("s1", "t1", 1)] == [completed]
+    assert relay.subscriptions == 0
