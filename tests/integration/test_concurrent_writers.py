@@ -133,3 +133,25 @@ async def test_postgresql_event_ids_become_visible_in_increasing_order(tmp_path:
             )
         finally:
             await engine.dispose()
+
+
+async def test_postgresql_outbox_writers_of_different_tenants_do_not_wait_for_each_other(
+    tmp_path: Path,
+) -> None:
+    async with database_for("postgresql", str(tmp_path / "unused.db")) as url:
+        engine = create_engine(url)
+        try:
+            await upgrade_to_head(engine)
+            uows = SqlAlchemyUnitOfWorkFactory(engine)
+            async with uows("tenant-a") as first:
+                await first.events.add(Event(EventType.TURN_STARTED, "s1", NOW, "a"))
+                outbox = first.events
+                assert isinstance(outbox, SqlAlchemyEventRepository)
+                await outbox.flush()  # tenant-a's outbox lock is held until its commit
+
+                async with uows("tenant-b") as other:
+                    await other.events.add(Event(EventType.TURN_STARTED, "s1", NOW, "b"))
+                    await asyncio.wait_for(other.commit(), 10)
+                await first.commit()
+        finally:
+            await engine.dispose()

@@ -421,8 +421,10 @@ class SqlAlchemyApprovalRepository:
 
 # The LISTEN/NOTIFY channel of commits with events (commit_notifications.py listens).
 COMMIT_CHANNEL = "agent_runtime_commits"
-# Our key for PostgreSQL's transaction-level advisory lock around outbox writes ("agent").
-OUTBOX_LOCK_KEY = 0x6167656E74
+# Our namespace ("agnt") for PostgreSQL's transaction-level advisory locks around outbox
+# writes, one lock per tenant: WatchEvents reads one tenant's events, so ids need to become
+# visible in order only within a tenant, and tenants need not wait for each other's commits.
+OUTBOX_LOCK_NAMESPACE = 0x61676E74
 
 
 class SqlAlchemyEventRepository:
@@ -463,7 +465,9 @@ class SqlAlchemyEventRepository:
             if self._postgresql:
                 await self._db.execute(
                     select(
-                        func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY),
+                        func.pg_advisory_xact_lock(
+                            OUTBOX_LOCK_NAMESPACE, func.hashtext(self._tenant)
+                        ),
                         func.pg_notify(COMMIT_CHANNEL, ""),
                     )
                 )
