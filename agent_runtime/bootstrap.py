@@ -138,6 +138,18 @@ class RunningRuntime:
             await asyncio.to_thread(self.own_tracer_provider.shutdown)  # flushes the spans
 
 
+async def _close_storage(
+    relay: NatsChunkRelay | None,
+    uow_factory: SqlAlchemyUnitOfWorkFactory | None,
+    engine: AsyncEngine,
+) -> None:
+    if relay is not None:
+        await relay.close()
+    if uow_factory is not None:
+        await uow_factory.close()
+    await engine.dispose()
+
+
 async def start(
     settings: Settings,
     *,
@@ -156,16 +168,21 @@ async def start(
     metrics: RuntimeMetrics = prometheus or NoMetrics()
     relay = await _chunk_relay(settings)
     engine = _engine(settings)
-    await upgrade_to_head(engine)
-    uow_factory = SqlAlchemyUnitOfWorkFactory(
-        engine, commit_seconds=prometheus.commit_finished if prometheus else None
-    )
-    live = LiveTurns(relay=relay)
-    lease = timedelta(seconds=settings.lease_seconds)
-    recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
-    # Whatever this instance left running in an earlier life is over, as are turns whose
-    # owner stopped renewing their lease.
-    await recovery.recover()
+    uow_factory: SqlAlchemyUnitOfWorkFactory | None = None
+    try:
+        await upgrade_to_head(engine)
+        uow_factory = SqlAlchemyUnitOfWorkFactory(
+            engine, commit_seconds=prometheus.commit_finished if prometheus else None
+        )
+        live = LiveTurns(relay=relay)
+        lease = timedelta(seconds=settings.lease_seconds)
+        recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
+        # Whatever this instance left running in an earlier life is over, as are turns whose
+        # owner stopped renewing their lease.
+        await recovery.recover()
+    except BaseException:  # e.g. the database is down: nothing opened so far may linger
+        await _close_storage(relay, uow_factory, engine)
+        raise
 
     http, llm, model = _model_client(settings)
     turns = TurnHandler(
@@ -219,10 +236,7 @@ async def start(
             await grpc_server.stop(None)
         if http is not None:
             await http.aclose()
-        if relay is not None:
-            await relay.close()
-        await uow_factory.close()
-        await engine.dispose()
+        await _close_storage(relay, uow_factory, engine)
         if own_tracer_provider is not None:
             own_tracer_provider.shutdown()
         raise

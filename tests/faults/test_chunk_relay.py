@@ -36,6 +36,19 @@ async def test_start_up_fails_naming_the_setting_when_nats_is_unreachable(
     assert not (tmp_path / "runtime.db").exists()  # stopped before touching the database
 
 
+async def test_a_failed_start_up_leaves_no_relay_or_database_behind() -> None:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/test",  # nothing listens there
+        nats_url=nats_url(),
+    )
+    before = asyncio.all_tasks()
+    with pytest.raises(OSError):  # connection refused
+        await bootstrap.start(settings)
+    # The relay's sender and its connection's reader tasks were stopped with it.
+    assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
+
+
 class TwoReplicas:
     def __init__(self) -> None:
         self.runtimes: list[bootstrap.RunningRuntime] = []
