@@ -16,6 +16,7 @@ import sys
 
 from agent_runtime import bootstrap
 from agent_runtime.config import ConfigError, Settings, load_api_keys_file, parse_headers
+from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.agents_file import AgentsFileError
 from agent_runtime.infrastructure.observability.logs import configure_logging
 from agent_runtime.terminal import commands as terminal
@@ -126,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     except (AgentsFileError, ConfigError) as exc:
         print(f"agent-runtime: {exc}", file=sys.stderr)
         return 2
+    except (OSError, StorageUnavailable) as exc:
+        # Start-up reaches the database first: refused, unreachable, unreadable.
+        print(
+            f"agent-runtime: cannot use the database (AGENT_RUNTIME_DATABASE_URL): {exc}",
+            file=sys.stderr,
+        )
+        return 1
     except RuntimeError as exc:
         # e.g. the listen address cannot be bound
         print(f"agent-runtime: {exc}", file=sys.stderr)

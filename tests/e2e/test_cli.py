@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -78,6 +80,15 @@ def test_serve_without_keys_refuses_a_non_loopback_address(tmp_path: Path) -> No
     assert "refusing to listen on 0.0.0.0:0: no API keys are configured" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()  # refused before touching anything
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_an_unreachable_database_is_a_clear_message_not_a_traceback(command: str) -> None:
+    url = "postgresql+asyncpg://postgres@127.0.0.1:1/test"  # nothing listens there
+    result = run_cli(command, "--database-url", url)
+    assert result.returncode == 1
+    assert "cannot use the database (AGENT_RUNTIME_DATABASE_URL)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_serve_reads_the_keys_file_flag_and_names_a_bad_line(tmp_path: Path) -> None:
