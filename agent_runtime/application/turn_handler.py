@@ -30,6 +30,7 @@ from agent_runtime.application.context_window import fit_context_window
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurn, LiveTurns
 from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
+from agent_runtime.application.model_read_ahead import ModelReadAhead
 from agent_runtime.application.ports import (
     ChatRequest,
     EventSignal,
@@ -431,9 +432,10 @@ class TurnHandler:
         outcome = "error"
         waiting_for_output = True
         try:
-            # aclosing: when the client goes away mid-stream, the model request is closed now.
-            async with aclosing(self._llm.stream_chat(request)) as events:
-                while (event := await _read(events, live)) is not None:
+            # Read ahead: deltas that arrive while this turn is busy become one delta. Leaving
+            # the block (the client gone, CancelTurn) closes the model request at once.
+            async with ModelReadAhead(self._llm.stream_chat(request)) as ahead:
+                while (event := await _read(ahead, live)) is not None:
                     if waiting_for_output:
                         waiting_for_output = False
                         self._metrics.model_first_token(time.monotonic() - started)
@@ -706,7 +708,7 @@ class TurnHandler:
         )
 
 
-async def _read(events: AsyncGenerator[ModelEvent, None], live: LiveTurn) -> ModelEvent | None:
+async def _read(ahead: ModelReadAhead, live: LiveTurn) -> ModelEvent | None:
     """The model's next event (None at the end), interruptible by CancelTurn or the deadline.
 
     Only here may LiveTurn cancel the task: the task is then waiting for the model, never
@@ -714,9 +716,7 @@ async def _read(events: AsyncGenerator[ModelEvent, None], live: LiveTurn) -> Mod
     """
     live.in_model_read = True
     try:
-        return await anext(events)
-    except StopAsyncIteration:
-        return None
+        return await ahead.next()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         # Our own interrupt, and nobody else cancelled the task too (a client going away).

@@ -277,8 +277,8 @@ class OpenAICompatibleClient:
                     yield "".join(texts)
                 return
             events_before = answer.events
-            # Tokens that arrived together leave together: one delta per read, not per token,
-            # so a fast model costs a chunk per network read. Nothing waits for more.
+            # Tokens that arrived together leave together: one delta per read, not per token.
+            # Nothing waits for more (the turn's read-ahead merges reads it was too busy for).
             if texts := answer.feed(chunk):
                 yield "".join(texts)
             if answer.done:

@@ -1,0 +1,110 @@
+"""ModelReadAhead: a model stream read by its own task, its text handed over in pieces.
+
+The turn sends one AssistantDelta per take. While the event loop is busy (many turns), the
+reader task gathers the deltas that arrive in between, so one take carries several of them:
+fewer chunks, each paid for once (mapping, live buffer, relay, gRPC write). When the loop is
+idle the turn is already waiting and takes each delta as it comes: nothing waits on purpose
+to gather more, so the first token is not delayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from types import TracebackType
+
+from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
+
+# Text gathered but not yet taken, at most (characters): beyond it the reader stops reading,
+# so a slow client still slows the model request down (as without the read-ahead), and a
+# chunk stays bounded.
+DEFAULT_MAX_PENDING_CHARS = 16 * 1024
+
+
+class ModelReadAhead:
+    """Use as `async with ModelReadAhead(events) as ahead: while (e := await ahead.next())`.
+
+    Leaving the block (normally, on an error or cancelled) stops the reader task and closes
+    the model stream at once; text read but not yet taken is dropped, so what the turn keeps
+    is exactly what it took.
+    """
+
+    def __init__(
+        self,
+        events: AsyncGenerator[ModelEvent, None],
+        max_pending_chars: int = DEFAULT_MAX_PENDING_CHARS,
+    ) -> None:
+        self._events = events
+        self._max_pending = max_pending_chars
+        self._text: list[str] = []
+        self._pending = 0
+        self._response: ModelResponse | None = None
+        self._error: BaseException | None = None
+        self._ended = False
+        self._arrived = asyncio.Event()  # the reader added something
+        self._room = asyncio.Event()  # the turn took the pending text
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ModelReadAhead:
+        self._task = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()  # the model request is closed by the reader's aclosing
+        await asyncio.wait((task,))  # its cancellation is not ours to raise
+
+    async def next(self) -> ModelEvent | None:
+        """Everything that arrived since the last take as one event; None at the end.
+
+        The text comes first, as one TextDelta; then the final response; a failure of the
+        stream is raised after the text read before it.
+        """
+        while True:
+            if self._text:
+                text = self._text[0] if len(self._text) == 1 else "".join(self._text)
+                self._text.clear()
+                self._pending = 0
+                self._room.set()
+                return TextDelta(text)
+            if self._response is not None:
+                response, self._response = self._response, None
+                return response
+            if self._ended:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                return None
+            # No await between the checks above and this wait: no arrival is missed.
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    async def _read(self) -> None:
+        try:
+            async with aclosing(self._events) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        self._text.append(event.text)
+                        self._pending += len(event.text)
+                    else:
+                        self._response = event
+                    self._arrived.set()
+                    if self._pending >= self._max_pending:
+                        self._room.clear()
+                        await self._room.wait()
+        except asyncio.CancelledError:
+            raise  # closed by the turn
+        except BaseException as error:  # the turn raises it, after the text read before it
+            self._error = error
+        finally:
+            self._ended = True
+            self._arrived.set()
