@@ -57,17 +57,18 @@ def create_engine(
 def create_sqlite_writer_engine(url: URL) -> Engine:
     """A synchronous engine (the standard sqlite3 driver) with one connection, configured
     as the async engine's are, for sqlite_writer.SqliteWriter. That connection is used by
-    the event loop's thread and by the writer's thread, one at a time."""
+    the event loop's thread and by the writer's thread, one at a time. The writer issues
+    BEGIN IMMEDIATE itself (it first tries without waiting), so no begin hook here."""
     engine = create_sync_engine(
         url.set(drivername="sqlite+pysqlite"),
         poolclass=StaticPool,
         connect_args={"check_same_thread": False},
     )
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, begin_immediate=False)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, begin_immediate: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below), so the driver must not.
@@ -79,6 +80,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+
+    if not begin_immediate:
+        return
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
