@@ -166,9 +166,12 @@ async def _add_session(uows: SqlAlchemyUnitOfWorkFactory, session_id: str) -> No
         await uow.commit()
 
 
+@pytest.mark.parametrize("connected", [False, True], ids=["connecting", "connected"])
 async def test_a_lock_held_by_another_process_waits_off_the_event_loop(
-    uows: SqlAlchemyUnitOfWorkFactory, db_file: Path
+    uows: SqlAlchemyUnitOfWorkFactory, db_file: Path, connected: bool
 ) -> None:
+    if connected:  # BEGIN is then first tried inline, finds the lock taken, waits on the thread
+        await _add_session(uows, "s0")
     other = sqlite3.connect(db_file, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -187,7 +190,8 @@ async def test_a_lock_held_by_another_process_waits_off_the_event_loop(
         other.execute("ROLLBACK")
         other.close()
     await writing
-    assert _rows(db_file, "SELECT session_id FROM sessions") == [("s1",)]
+    expected = [("s0",), ("s1",)] if connected else [("s1",)]
+    assert _rows(db_file, "SELECT session_id FROM sessions ORDER BY session_id") == expected
 
 
 async def test_a_read_only_database_is_storage_unavailable(db_file: Path) -> None:
