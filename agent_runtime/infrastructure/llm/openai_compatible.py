@@ -36,6 +36,7 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.infrastructure.llm.connection_pools import ShardedConnectionPool
 from agent_runtime.infrastructure.llm.resilience import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUTS,
@@ -85,16 +86,13 @@ def create_http_client(
     think for minutes before its first token, then stream for many more. Every streaming
     turn holds a connection for its whole answer, so max_connections bounds how many turns
     talk to the model at once (the others wait for a connection, up to connect_timeout).
+    The connections are held in small pools (connection_pools.py), for CPU.
     """
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=30.0, pool=connect_timeout
         ),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=min(max_connections, 200),
-            keepalive_expiry=30.0,
-        ),
+        transport=ShardedConnectionPool(max_connections=max_connections, keepalive_expiry=30.0),
         # A redirect means a wrong base_url; following it would resend the key elsewhere.
         follow_redirects=False,
     )

@@ -1,0 +1,108 @@
+"""ShardedConnectionPool: model requests spread over several small connection pools.
+
+httpcore's connection pool walks every connection it holds each time a request starts or
+ends: it checks each one's expiry, polls each idle socket (through anyio's attribute
+lookup, which builds a dict per call), and counts all connections once per idle one, which
+makes the walk quadratic. With one pool of hundreds of streaming connections that walk cost
+more CPU than the request itself (12 % of the event loop at 32 concurrent turns, 2.7 % with pools of 16,
+docs/benchmarks/README.md). Small pools keep each walk short.
+
+A request goes to the first pool with a free connection, in order. So under light load
+every request uses pool 0 and its warm keep-alive connections (no new TCP or TLS
+handshake), and only concurrency spreads requests over more pools. When every pool is
+busy, the least busy one queues the request, bounded by httpx's pool timeout as before.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import AsyncIterator
+
+import httpx
+
+# Connections per pool: small enough that a pool's walk is cheap, large enough that
+# light load never leaves pool 0.
+CONNECTIONS_PER_POOL = 8
+
+
+class ShardedConnectionPool(httpx.AsyncBaseTransport):
+    """An httpx transport made of up to ceil(max_connections / per_pool) pools, each made
+    when first needed; they share one TLS context."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        keepalive_expiry: float,
+        per_pool: int = CONNECTIONS_PER_POOL,
+    ) -> None:
+        if max_connections < 1 or per_pool < 1:
+            raise ValueError("max_connections and per_pool must be at least 1")
+        self._per_pool = min(per_pool, max_connections)
+        self._limits = httpx.Limits(
+            max_connections=self._per_pool,
+            max_keepalive_connections=self._per_pool,
+            keepalive_expiry=keepalive_expiry,
+        )
+        self._tls: ssl.SSLContext | None = None
+        count = math.ceil(max_connections / per_pool)
+        self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count
+        # Requests each pool is serving: sent, and their response not yet closed.
+        self.in_flight = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = self._choose()
+        pool = self._pools[index] or self._open(index)
+        self.in_flight[index] += 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self.release(index)
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's
+        response.stream = _Released(response.stream, self, index)
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            if pool is not None:
+                await pool.aclose()
+
+    def release(self, index: int) -> None:
+        self.in_flight[index] -= 1
+
+    def _open(self, index: int) -> httpx.AsyncHTTPTransport:
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()  # loads the CA bundle: once, not per pool
+        pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=self._tls, limits=self._limits)
+        return pool
+
+    def _choose(self) -> int:
+        for index, busy in enumerate(self.in_flight):
+            if busy < self._per_pool:
+                return index
+        return min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
+
+
+class _Released(httpx.AsyncByteStream):
+    """A response body that frees its pool's slot when it is closed (once)."""
+
+    def __init__(
+        self, stream: httpx.AsyncByteStream, owner: ShardedConnectionPool, index: int
+    ) -> None:
+        self._stream = stream
+        self._owner: ShardedConnectionPool | None = owner
+        self._index = index
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._stream:
+            yield part
+
+    async def aclose(self) -> None:
+        owner, self._owner = self._owner, None
+        try:
+            await self._stream.aclose()
+        finally:
+            if owner is not None:
+                owner.release(self._index)

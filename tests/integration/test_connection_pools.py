@@ -1,0 +1,133 @@
+"""ShardedConnectionPool against a real HTTP server: light load stays on pool 0's warm
+connections, concurrency spreads over pools of bounded size, and every response or failure
+gives its slot back."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from agent_runtime.infrastructure.llm.connection_pools import ShardedConnectionPool
+from tests.support.fake_model_server import (
+    FakeModelServer,
+    RequestBody,
+    ResponseWriter,
+    ScriptedResponse,
+)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeModelServer]:
+    async with FakeModelServer() as fake:
+        yield fake
+
+
+class HeldAnswers:
+    """Answers that start streaming at once and end when the test releases them."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = 0
+        self._changed = asyncio.Condition()
+
+    async def respond(self, _request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_event("[START]")
+        async with self._changed:
+            self.started += 1
+            self._changed.notify_all()
+        await self.release.wait()
+        await out.send_event("[DONE]")
+        await out.end_stream()
+
+    async def wait_started(self, count: int) -> None:
+        async with asyncio.timeout(10), self._changed:
+            await self._changed.wait_for(lambda: self.started >= count)
+
+
+def post(client: httpx.AsyncClient, server: FakeModelServer) -> httpx.Request:
+    return client.build_request("POST", f"{server.base_url}/chat/completions", json={})
+
+
+async def read_all(client: httpx.AsyncClient, server: FakeModelServer) -> bytes:
+    async with client.stream("POST", f"{server.base_url}/chat/completions", json={}) as response:
+        return await response.aread()
+
+
+async def test_requests_one_after_another_reuse_one_connection_of_pool_zero(
+    server: FakeModelServer,
+) -> None:
+    held = HeldAnswers()
+    held.release.set()
+    server.default_response = ScriptedResponse(held.respond)
+    pools = ShardedConnectionPool(max_connections=64, keepalive_expiry=30.0, per_pool=4)
+    async with httpx.AsyncClient(transport=pools) as client:
+        for _ in range(5):
+            assert b"[DONE]" in await read_all(client, server)
+            assert pools.in_flight == [0] * 16
+    assert server.connections_opened == 1
+
+
+async def test_concurrent_requests_fill_the_pools_in_order_and_give_their_slots_back(
+    server: FakeModelServer,
+) -> None:
+    held = HeldAnswers()
+    server.default_response = ScriptedResponse(held.respond)
+    pools = ShardedConnectionPool(max_connections=6, keepalive_expiry=30.0, per_pool=2)
+    async with httpx.AsyncClient(transport=pools) as client:
+        calls = [asyncio.create_task(read_all(client, server)) for _ in range(5)]
+        await held.wait_started(5)
+        assert pools.in_flight == [2, 2, 1]
+        held.release.set()
+        assert all(b"[DONE]" in body for body in await asyncio.gather(*calls))
+        assert pools.in_flight == [0, 0, 0]
+    assert server.connections_opened == 5
+
+
+async def test_when_every_pool_is_full_a_request_waits_for_a_free_connection(
+    server: FakeModelServer,
+) -> None:
+    held = HeldAnswers()
+    server.default_response = ScriptedResponse(held.respond)
+    pools = ShardedConnectionPool(max_connections=2, keepalive_expiry=30.0, per_pool=1)
+    async with httpx.AsyncClient(transport=pools) as client:
+        calls = [asyncio.create_task(read_all(client, server)) for _ in range(3)]
+        await held.wait_started(2)
+        assert sum(pools.in_flight) == 3  # the third is queued in one of the pools
+        assert server.connections_opened == 2  # never more than max_connections
+        held.release.set()
+        await asyncio.gather(*calls)
+        assert held.started == 3
+        assert pools.in_flight == [0, 0]
+
+
+async def test_a_request_that_fails_or_is_closed_early_gives_its_slot_back(
+    server: FakeModelServer,
+) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{unused.getsockname()[1]}/v1/chat/completions"
+    held = HeldAnswers()
+    server.default_response = ScriptedResponse(held.respond)
+    pools = ShardedConnectionPool(max_connections=4, keepalive_expiry=30.0, per_pool=4)
+    async with httpx.AsyncClient(transport=pools) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(refused, json={})
+        assert pools.in_flight == [0]
+        response = await client.send(post(client, server), stream=True)
+        assert pools.in_flight == [1]
+        await response.aclose()  # before reading the body
+        await response.aclose()  # closing twice frees the slot once
+        assert pools.in_flight == [0]
+        held.release.set()
+
+
+def test_sizes_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        ShardedConnectionPool(max_connections=0, keepalive_expiry=30.0)
+    with pytest.raises(ValueError):
+        ShardedConnectionPool(max_connections=10, keepalive_expiry=30.0, per_pool=0)
