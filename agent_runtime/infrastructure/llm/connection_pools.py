@@ -3,8 +3,8 @@
 httpcore's connection pool walks every connection it holds each time a request starts or
 ends: it checks each one's expiry, polls each idle socket (through anyio's attribute
 lookup, which builds a dict per call), and counts all connections once per idle one, which
-makes the walk quadratic. With one pool of hundreds of streaming connections that walk cost
-more CPU than the request itself (12 % of the event loop at 32 concurrent turns, 2.7 % with pools of 16,
+makes the walk quadratic. With one pool of many streaming connections that walk cost 12 % of
+the event loop at 32 concurrent turns; with pools of 16 it cost 2.7 % (py-spy, see
 docs/benchmarks/README.md). Small pools keep each walk short.
 
 A request goes to the first pool with a free connection, in order. So under light load
