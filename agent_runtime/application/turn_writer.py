@@ -100,7 +100,6 @@ class TurnWriter:
         if state.log_changed:
             await uow.turns.save_chunks(state.turn, state.log)
             state.log_written()
-            state.log_written()
         now = self._now()
         state.session.last_activity_at = now
         await uow.sessions.record_activity(
