@@ -259,6 +259,31 @@ async def test_request_model_overrides_default_and_empty_parts_are_left_out(
     assert "authorization" not in server.headers[0]
 
 
+async def test_every_request_carries_its_own_tools_whole(
+    server: FakeModelServer, http: httpx.AsyncClient
+) -> None:
+    # The tools' JSON is encoded once per definition and reused: a later request with other
+    # definitions (even one under the same name) must carry those, complete.
+    server.enqueue(text_answer("one"), text_answer("two"), text_answer("three"))
+    client = make_client(server, http)
+    read_file, write_file = TOOL_CATALOGUE["read_file"], TOOL_CATALOGUE["write_file"]
+    renamed = ToolDefinition("read_file", "Lire un fichier — «UTF-8» ✓", {"type": "object"})
+
+    for tools in ([read_file, write_file], [write_file], [renamed]):
+        await collect(client, chat(tools=tools))
+
+    def wire(tool: ToolDefinition) -> dict[str, Any]:
+        function = {"name": tool.name, "description": tool.description}
+        return {"type": "function", "function": {**function, "parameters": tool.parameters}}
+
+    assert [body["tools"] for body in server.requests] == [
+        [wire(read_file), wire(write_file)],
+        [wire(write_file)],
+        [wire(renamed)],
+    ]
+    assert all(body["stream"] is True for body in server.requests)
+
+
 async def test_tool_call_arguments_over_many_fragments_are_assembled(
     server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:

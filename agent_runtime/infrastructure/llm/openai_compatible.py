@@ -143,10 +143,11 @@ class OpenAICompatibleClient:
         # Last, so a provider needing another auth scheme (e.g. "api-key") can override.
         headers.update(extra_headers or {})
         self._headers = headers
+        self._tool_json = _ToolJson()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
         # Serialised here rather than by httpx, which refuses NaN and would raise ValueError.
-        body = json.dumps(self._request_body(request), ensure_ascii=False).encode()
+        body = self._request_json(request)
         for attempt in itertools.count(1):
             answer = _Answer(self._redact)
             try:
@@ -313,20 +314,22 @@ class OpenAICompatibleClient:
             reason="MODEL_FIRST_TOKEN_TIMEOUT",
         )
 
-    def _request_body(self, request: ChatRequest) -> dict[str, Any]:
+    def _request_json(self, request: ChatRequest) -> bytes:
         messages: list[dict[str, Any]] = []
         if request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
         messages.extend(_wire_message(message) for message in request.history)
         body: dict[str, Any] = {"model": request.model or self._model, "messages": messages}
-        if request.tools:
-            body["tools"] = [_wire_tool(tool) for tool in request.tools]
         if self._stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         else:
             body["stream"] = False
-        return body
+        encoded = json.dumps(body, ensure_ascii=False)
+        if request.tools:  # the same every turn, and most of the body: encoded once each
+            tools = ", ".join(self._tool_json.encoded(tool) for tool in request.tools)
+            encoded = f'{encoded[:-1]}, "tools": [{tools}]}}'
+        return encoded.encode()
 
     async def _status_error(self, response: httpx.Response) -> ModelError:
         status = response.status_code
@@ -387,6 +390,25 @@ def _wire_message(message: Message) -> dict[str, Any]:
             ],
         }
     return {"role": message.role.value, "content": message.content}
+
+
+class _ToolJson:
+    """Each tool definition's JSON, encoded once. Keyed by identity: the definitions are
+    long-lived (the catalogue, the agents file), and the entry holds its definition, so an
+    id cannot be reused while its entry is cached."""
+
+    _LIMIT = 1024  # distinct definitions cached at most (more would be a bug elsewhere)
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[ToolDefinition, str]] = {}
+
+    def encoded(self, tool: ToolDefinition) -> str:
+        entry = self._cache.get(id(tool))
+        if entry is None or entry[0] is not tool:
+            if len(self._cache) >= self._LIMIT:
+                self._cache.clear()
+            entry = self._cache[id(tool)] = (tool, json.dumps(_wire_tool(tool), ensure_ascii=False))
+        return entry[1]
 
 
 def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
