@@ -7,10 +7,11 @@ from typing import Any
 
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalVerdict
-from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 # Every command and query names the tenant it acts for; the api layer always sets it from the
-# caller's API key, and everything it reads or writes is scoped to that tenant.
+# caller's API key, and everything it reads or writes is scoped to that tenant. tenant_id has no
+# default on purpose: code that forgets it fails to construct the command instead of silently
+# acting for the development-mode tenant.
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,7 @@ class SendUserMessage:
     client_message_id: str = ""
     agent: str = ""
     model: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class SubmitToolResult:
     is_error: bool = False
     client_message_id: str = ""
     model: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class DecideApproval:
     feedback: str = ""
     client_message_id: str = ""
     model: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class SwitchAgent:
     agent: str
     reason: str = ""
     client_message_id: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 TurnCommand = SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent
@@ -63,7 +64,7 @@ class CreateSession:
     session_id: str = ""
     title: str = ""
     agent: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +72,14 @@ class ListMessages:
     session_id: str
     page_size: int = 0
     page_token: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ListSessions:
     page_size: int = 0
     page_token: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class ListPendingApprovals:
     session_id: str
     page_size: int = 0
     page_token: str = ""
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,4 +96,4 @@ class WatchEvents:
     types: frozenset[EventType] = field(default_factory=frozenset)
     # None: only events committed from now on.
     after_event_id: int | None = None
-    tenant_id: str = field(default=DEFAULT_TENANT, kw_only=True)
+    tenant_id: str = field(kw_only=True)

@@ -10,7 +10,6 @@ from collections.abc import AsyncGenerator
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay
 from agent_runtime.domain.chunks import AssistantDelta, Chunk
 from agent_runtime.domain.errors import OutOfRange
-from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 # Chunks kept per running turn; beyond it the oldest deltas are dropped (the final message
 # carries their text anyway), so a slow follower cannot make memory grow without bound.
@@ -137,7 +136,7 @@ class LiveTurns:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def open(self, session_id: str, turn_id: str, *, tenant_id: str = DEFAULT_TENANT) -> LiveTurn:
+    def open(self, session_id: str, turn_id: str, *, tenant_id: str) -> LiveTurn:
         live = LiveTurn(tenant_id, session_id, turn_id, self._max_buffered, self._relay)
         self._turns[turn_id] = live
         self._idle.clear()

@@ -23,7 +23,6 @@ from agent_runtime.domain.model import (
     Session,
     validate_session_id,
 )
-from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 _SESSIONS_TOKEN = "ses"
 _APPROVALS_TOKEN = "apr"
@@ -88,7 +87,7 @@ class SessionHandler:
             await uow.commit()
         return SessionDetails(session, [], 0)
 
-    async def get(self, session_id: str, *, tenant_id: str = DEFAULT_TENANT) -> SessionDetails:
+    async def get(self, session_id: str, *, tenant_id: str) -> SessionDetails:
         validate_session_id(session_id)
         async with self._uow_factory(tenant_id) as uow:
             session = await _live_session(uow, session_id)
@@ -108,7 +107,7 @@ class SessionHandler:
             )
         return Page(details, token)
 
-    async def delete(self, session_id: str, *, tenant_id: str = DEFAULT_TENANT) -> None:
+    async def delete(self, session_id: str, *, tenant_id: str) -> None:
         validate_session_id(session_id)
         async with self._uow_factory(tenant_id) as uow:
             session = await _live_session(uow, session_id)

@@ -84,7 +84,6 @@ from agent_runtime.domain.routing import (
     parse_routing_answer,
     route_by_keywords,
 )
-from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.domain.tool_filter import ToolFilterService
 
 log = logging.getLogger(__name__)
@@ -208,9 +207,7 @@ class TurnHandler:
             usage.completion_tokens,
         )
 
-    async def cancel(
-        self, session_id: str, turn_id: str, *, tenant_id: str = DEFAULT_TENANT
-    ) -> None:
+    async def cancel(self, session_id: str, turn_id: str, *, tenant_id: str) -> None:
         """CancelTurn: stop a running turn, here or in the process that runs it."""
         validate_session_id(session_id)
         live = self.live.get(turn_id)

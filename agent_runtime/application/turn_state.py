@@ -8,7 +8,6 @@ from typing import Any
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.model import Message, Session, StopReason, Turn, Usage
-from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +30,7 @@ class TurnState:
     # The model the request asked for ("" = the agent's or the runtime's default).
     model_override: str = ""
     # The tenant the session belongs to: units of work opened later in the turn need it.
-    tenant_id: str = DEFAULT_TENANT
+    tenant_id: str = field(kw_only=True)
     usage: Usage = field(default_factory=Usage)
     # Text streamed by the model call in flight (kept as an incomplete message on cancel).
     partial_text: list[str] = field(default_factory=list)

@@ -11,7 +11,6 @@ from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import InvalidInput, NotFound
 from agent_runtime.domain.model import Turn, validate_id, validate_session_id
-from agent_runtime.domain.tenants import DEFAULT_TENANT
 
 MAX_CURSOR = 2**63  # what the database's integers hold
 
@@ -35,7 +34,7 @@ class TurnStreams:
         self._poll_seconds = poll_seconds
 
     async def follow(
-        self, session_id: str, turn_id: str, after_seq: int, *, tenant_id: str = DEFAULT_TENANT
+        self, session_id: str, turn_id: str, after_seq: int, *, tenant_id: str
     ) -> AsyncGenerator[Chunk, None]:
         """Every chunk after `after_seq`, then live until the turn ends.
 

@@ -36,7 +36,7 @@ async def test_concurrent_creates_of_one_session_id_make_one_and_refuse_the_rest
 
     async def create() -> str:
         try:
-            await handler.create(CreateSession(session_id="s1"))
+            await handler.create(CreateSession(session_id="s1", tenant_id=DEFAULT_TENANT))
         except AlreadyExists as error:
             return error.reason
         return "created"

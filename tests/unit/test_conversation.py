@@ -28,6 +28,7 @@ from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFail
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 from tests.support.history import history_problems
 
@@ -61,7 +62,7 @@ class Conversation:
         return [c async for c in self.handler.handle(cmd)]
 
     async def say(self, text: str, **kw: Any) -> list[chunks.Chunk]:
-        return await self.send(SendUserMessage("s1", text, **kw))
+        return await self.send(SendUserMessage("s1", text, **kw, tenant_id=DEFAULT_TENANT))
 
     def history(self) -> list[tuple[Role, str]]:
         return [(m.role, m.content) for m in self.uows.db.messages]
@@ -100,17 +101,23 @@ async def test_a_whole_coding_conversation() -> None:
     assert body_of(first, chunks.ToolCall).requires_approval is False
     assert stop_of(first) is StopReason.TOOL_CALL
 
-    second = await convo.send(SubmitToolResult("s1", "call_r", "print('bug')"))
+    second = await convo.send(
+        SubmitToolResult("s1", "call_r", "print('bug')", tenant_id=DEFAULT_TENANT)
+    )
     write = body_of(second, chunks.ToolCall)
     assert (write.call_id, write.requires_approval) == ("call_w", True)
     assert stop_of(second) is StopReason.AWAITING_APPROVAL
     assert convo.status_of("call_w") is ApprovalStatus.PENDING
 
     with pytest.raises(PreconditionFailed) as refused:
-        await convo.send(SubmitToolResult("s1", "call_w", "ran it anyway"))
+        await convo.send(
+            SubmitToolResult("s1", "call_w", "ran it anyway", tenant_id=DEFAULT_TENANT)
+        )
     assert refused.value.reason == "APPROVAL_REQUIRED"
 
-    approved = await convo.send(DecideApproval("s1", "call_w", ApprovalVerdict.APPROVE))
+    approved = await convo.send(
+        DecideApproval("s1", "call_w", ApprovalVerdict.APPROVE, tenant_id=DEFAULT_TENANT)
+    )
     again = body_of(approved, chunks.ToolCall)
     assert (again.call_id, again.requires_approval, again.message_id) == (
         "call_w",
@@ -120,7 +127,7 @@ async def test_a_whole_coding_conversation() -> None:
     assert stop_of(approved) is StopReason.TOOL_CALL
     assert convo.status_of("call_w") is ApprovalStatus.APPROVED
 
-    final = await convo.send(SubmitToolResult("s1", "call_w", "written"))
+    final = await convo.send(SubmitToolResult("s1", "call_w", "written", tenant_id=DEFAULT_TENANT))
     assert body_of(final, chunks.AssistantMessage).content == "Done: app.py is fixed."
     assert [r for r, _ in convo.history()] == [
         Role.USER,
@@ -134,10 +141,12 @@ async def test_a_whole_coding_conversation() -> None:
     assert convo.uows.db.sessions["s1"].running_turn_id is None
 
     with pytest.raises(PreconditionFailed) as twice:
-        await convo.send(SubmitToolResult("s1", "call_w", "again"))
+        await convo.send(SubmitToolResult("s1", "call_w", "again", tenant_id=DEFAULT_TENANT))
     assert twice.value.reason == "ALREADY_ANSWERED"
     with pytest.raises(PreconditionFailed) as decided:
-        await convo.send(DecideApproval("s1", "call_w", ApprovalVerdict.APPROVE))
+        await convo.send(
+            DecideApproval("s1", "call_w", ApprovalVerdict.APPROVE, tenant_id=DEFAULT_TENANT)
+        )
     assert decided.value.reason == "ALREADY_DECIDED"
 
 
@@ -148,7 +157,9 @@ async def test_reject_tells_the_model_and_it_answers_in_the_same_stream() -> Non
     )
     await convo.say("clean up")
     stream = await convo.send(
-        DecideApproval("s1", "call_x", ApprovalVerdict.REJECT, feedback="keep build/")
+        DecideApproval(
+            "s1", "call_x", ApprovalVerdict.REJECT, feedback="keep build/", tenant_id=DEFAULT_TENANT
+        )
     )
     assert body_of(stream, chunks.AssistantMessage).content.startswith("Understood")
     rejection = convo.uows.db.messages[2]
@@ -167,7 +178,11 @@ async def test_edit_runs_the_edited_arguments_and_keeps_the_original_on_record()
     await convo.say("write a.py")
     stream = await convo.send(
         DecideApproval(
-            "s1", "call_e", ApprovalVerdict.EDIT, edited_arguments={"path": "a.py", "content": "v2"}
+            "s1",
+            "call_e",
+            ApprovalVerdict.EDIT,
+            edited_arguments={"path": "a.py", "content": "v2"},
+            tenant_id=DEFAULT_TENANT,
         )
     )
     edited = body_of(stream, chunks.ToolCall)
@@ -185,7 +200,13 @@ async def test_edit_with_arguments_the_agent_may_not_use_is_refused() -> None:
     await convo.say("write")
     with pytest.raises(InvalidInput) as caught:
         await convo.send(
-            DecideApproval("s1", "c", ApprovalVerdict.EDIT, edited_arguments={"path": 3})
+            DecideApproval(
+                "s1",
+                "c",
+                ApprovalVerdict.EDIT,
+                edited_arguments={"path": 3},
+                tenant_id=DEFAULT_TENANT,
+            )
         )
     assert caught.value.violations[0].field == "approval_decision.edited_arguments"
     assert convo.uows.db.approvals[("s1", "c")].status is ApprovalStatus.PENDING
@@ -200,10 +221,12 @@ async def test_an_expired_approval_behaves_as_rejected() -> None:
     await convo.say("delete old.py")
     convo.clock.now += timedelta(minutes=11)
     with pytest.raises(PreconditionFailed) as caught:
-        await convo.send(SubmitToolResult("s1", "call_d", "deleted"))
+        await convo.send(SubmitToolResult("s1", "call_d", "deleted", tenant_id=DEFAULT_TENANT))
     assert caught.value.reason == "APPROVAL_EXPIRED"
 
-    stream = await convo.send(DecideApproval("s1", "call_d", ApprovalVerdict.APPROVE))
+    stream = await convo.send(
+        DecideApproval("s1", "call_d", ApprovalVerdict.APPROVE, tenant_id=DEFAULT_TENANT)
+    )
     assert not [c for c in stream if isinstance(c.body, chunks.ToolCall)]
     assert body_of(stream, chunks.AssistantMessage).content == "OK, left it."
     assert convo.uows.db.messages[2].content == EXPIRED_TOOL_RESULT
@@ -221,19 +244,37 @@ async def test_a_new_message_supersedes_an_open_call_and_its_approval() -> None:
     assert convo.uows.db.approvals[("s1", "call_1")].status is ApprovalStatus.SUPERSEDED
     convo.assert_history_valid()
     with pytest.raises(PreconditionFailed):
-        await convo.send(DecideApproval("s1", "call_1", ApprovalVerdict.APPROVE))
+        await convo.send(
+            DecideApproval("s1", "call_1", ApprovalVerdict.APPROVE, tenant_id=DEFAULT_TENANT)
+        )
 
 
 @pytest.mark.parametrize(
     ("cmd", "error", "reason"),
     [
-        (SubmitToolResult("s1", "nope", "x"), NotFound, "TOOL_CALL_NOT_FOUND"),
-        (DecideApproval("s1", "nope", ApprovalVerdict.APPROVE), NotFound, "APPROVAL_NOT_FOUND"),
-        (SubmitToolResult("other", "c", "x"), NotFound, "SESSION_NOT_FOUND"),
-        (DecideApproval("s1", "c", None), InvalidInput, "INVALID_INPUT"),
-        (DecideApproval("s1", "c", ApprovalVerdict.EDIT), InvalidInput, "INVALID_INPUT"),
-        (SwitchAgent("s1", "wizard"), InvalidInput, "UNKNOWN_AGENT"),
-        (SubmitToolResult("s1", "", "x"), InvalidInput, "INVALID_INPUT"),
+        (
+            SubmitToolResult("s1", "nope", "x", tenant_id=DEFAULT_TENANT),
+            NotFound,
+            "TOOL_CALL_NOT_FOUND",
+        ),
+        (
+            DecideApproval("s1", "nope", ApprovalVerdict.APPROVE, tenant_id=DEFAULT_TENANT),
+            NotFound,
+            "APPROVAL_NOT_FOUND",
+        ),
+        (
+            SubmitToolResult("other", "c", "x", tenant_id=DEFAULT_TENANT),
+            NotFound,
+            "SESSION_NOT_FOUND",
+        ),
+        (DecideApproval("s1", "c", None, tenant_id=DEFAULT_TENANT), InvalidInput, "INVALID_INPUT"),
+        (
+            DecideApproval("s1", "c", ApprovalVerdict.EDIT, tenant_id=DEFAULT_TENANT),
+            InvalidInput,
+            "INVALID_INPUT",
+        ),
+        (SwitchAgent("s1", "wizard", tenant_id=DEFAULT_TENANT), InvalidInput, "UNKNOWN_AGENT"),
+        (SubmitToolResult("s1", "", "x", tenant_id=DEFAULT_TENANT), InvalidInput, "INVALID_INPUT"),
     ],
 )
 async def test_inputs_that_do_not_fit_are_refused_before_anything_is_stored(
@@ -251,7 +292,9 @@ async def test_inputs_that_do_not_fit_are_refused_before_anything_is_stored(
 
 async def test_switch_agent_is_recorded_in_the_agent_history() -> None:
     convo = Conversation(text_answer("I only read."))
-    stream = await convo.send(SwitchAgent("s1", "ask", reason="questions only"))
+    stream = await convo.send(
+        SwitchAgent("s1", "ask", reason="questions only", tenant_id=DEFAULT_TENANT)
+    )
     assert body_of(stream, chunks.AgentSwitched) == chunks.AgentSwitched(
         "coder", "ask", "questions only"
     )
@@ -292,7 +335,7 @@ async def test_restricted_call_never_reaches_the_client() -> None:
         tool_answer("write_file", '{"path": "main.py", "content": "x"}', "call_p"),
         tool_answer("write_file", '{"path": "PLAN.md", "content": "x"}', "call_m"),
     )
-    await convo.send(SwitchAgent("s1", "architect"))
+    await convo.send(SwitchAgent("s1", "architect", tenant_id=DEFAULT_TENANT))
     stream = await convo.say("write the plan")
     call = body_of(stream, chunks.ToolCall)
     assert call.arguments["path"] == "PLAN.md"
@@ -362,10 +405,12 @@ async def test_a_reused_call_id_gets_a_unique_one() -> None:
         tool_answer("read_file", '{"path": "b"}', "call_0"),
     )
     await convo.say("read a")
-    stream = await convo.send(SubmitToolResult("s1", "call_0", "A"))
+    stream = await convo.send(SubmitToolResult("s1", "call_0", "A", tenant_id=DEFAULT_TENANT))
     second = body_of(stream, chunks.ToolCall)
     assert second.call_id != "call_0"
-    await convo.send(SubmitToolResult("s1", second.call_id, "B"))  # accepted
+    await convo.send(
+        SubmitToolResult("s1", second.call_id, "B", tenant_id=DEFAULT_TENANT)
+    )  # accepted
     convo.assert_history_valid()
 
 

@@ -28,6 +28,7 @@ from agent_runtime.domain.model_output import (
     RequestedToolCall,
     TextDelta,
 )
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from tests.fakes import FakeUnitOfWorkFactory
 from tests.support.history import history_problems
 
@@ -101,25 +102,36 @@ async def _run(data: st.DataObject) -> None:
         cmd: TurnCommand
         match kind:
             case "user":
-                cmd = SendUserMessage("s1", "do something")
+                cmd = SendUserMessage("s1", "do something", tenant_id=DEFAULT_TENANT)
             case "result":
                 cmd = SubmitToolResult(
-                    "s1", call or "none", "output", is_error=data.draw(st.booleans())
+                    "s1",
+                    call or "none",
+                    "output",
+                    is_error=data.draw(st.booleans()),
+                    tenant_id=DEFAULT_TENANT,
                 )
             case "approve" | "reject":
                 verdict = ApprovalVerdict.APPROVE if kind == "approve" else ApprovalVerdict.REJECT
-                cmd = DecideApproval("s1", call or "none", verdict, feedback="f")
+                cmd = DecideApproval(
+                    "s1", call or "none", verdict, feedback="f", tenant_id=DEFAULT_TENANT
+                )
             case "edit":
                 cmd = DecideApproval(
                     "s1",
                     call or "none",
                     ApprovalVerdict.EDIT,
                     edited_arguments={"path": "b.py", "content": "y"},
+                    tenant_id=DEFAULT_TENANT,
                 )
             case "switch":
-                cmd = SwitchAgent("s1", data.draw(st.sampled_from(["coder", "ask", "debug"])))
+                cmd = SwitchAgent(
+                    "s1",
+                    data.draw(st.sampled_from(["coder", "ask", "debug"])),
+                    tenant_id=DEFAULT_TENANT,
+                )
             case _:
-                cmd = SubmitToolResult("s1", "call_unknown", "stray")
+                cmd = SubmitToolResult("s1", "call_unknown", "stray", tenant_id=DEFAULT_TENANT)
         try:
             async for _chunk in handler.handle(cmd):
                 pass

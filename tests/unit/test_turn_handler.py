@@ -24,6 +24,7 @@ from agent_runtime.domain.model_output import (
     RequestedToolCall,
     TextDelta,
 )
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
 
@@ -38,7 +39,9 @@ def make_handler(
 
 
 async def run(handler: TurnHandler, content: str, session: str = "s1") -> list[chunks.Chunk]:
-    return [c async for c in handler.handle(SendUserMessage(session, content))]
+    return [
+        c async for c in handler.handle(SendUserMessage(session, content, tenant_id=DEFAULT_TENANT))
+    ]
 
 
 def bodies(stream: list[chunks.Chunk]) -> list[type]:
@@ -276,7 +279,7 @@ async def test_cancellation_keeps_partial_text_and_frees_the_session() -> None:
     got_delta = asyncio.Event()
 
     async def consume() -> None:
-        async for chunk in handler.handle(SendUserMessage("s1", "go")):
+        async for chunk in handler.handle(SendUserMessage("s1", "go", tenant_id=DEFAULT_TENANT)):
             received.append(chunk)
             if isinstance(chunk.body, chunks.AssistantDelta):
                 got_delta.set()

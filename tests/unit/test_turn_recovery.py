@@ -4,6 +4,7 @@ from agent_runtime.application.live_turns import LiveTurns
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import Session, Turn, TurnStatus
+from agent_runtime.domain.tenants import DEFAULT_TENANT
 from tests.fakes import FakeDatabase, FakeUnitOfWorkFactory
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -24,7 +25,7 @@ async def test_recovery_reclaims_abandoned_turns_and_never_a_live_one() -> None:
         uows.db.turns[turn_id] = Turn(
             turn_id, turn_id, "coder", "m", NOW, owner=owner, lease_expires_at=lease
         )
-    live.open("mine_live", "mine_live")
+    live.open("mine_live", "mine_live", tenant_id=DEFAULT_TENANT)
 
     recovery = TurnRecovery(uows, live, owner="me", lease=timedelta(seconds=30), clock=lambda: NOW)
     interrupted = await recovery.recover()

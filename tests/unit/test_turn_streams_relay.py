@@ -41,7 +41,7 @@ async def test_each_chunk_once_in_seq_order_with_the_log_filling_what_the_relay_
 ) -> None:
     relay = FakeChunkRelay()
     streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
-    follow = streams.follow("s1", "t1", 0)
+    follow = streams.follow("s1", "t1", 0, tenant_id=DEFAULT_TENANT)
     assert (await anext(follow)).seq == 1  # from the log, read once subscribed
     assert KEY in relay.subscribed
     # Delta 2 went out before the subscription: not available; 3 follows the gap.
@@ -66,7 +66,7 @@ async def test_a_turn_that_ends_without_a_relayed_completion_ends_the_follower(
 ) -> None:
     relay = FakeChunkRelay()
     streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=0.01)
-    follow = streams.follow("s1", "t1", 0)
+    follow = streams.follow("s1", "t1", 0, tenant_id=DEFAULT_TENANT)
     assert (await anext(follow)).seq == 1
     uow_factory.db.turns["t1"].status = TurnStatus.INTERRUPTED  # its replica died
     with pytest.raises(StopAsyncIteration):
@@ -79,7 +79,7 @@ async def test_a_follower_that_goes_away_unsubscribes(
 ) -> None:
     relay = FakeChunkRelay()
     streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
-    follow = streams.follow("s1", "t1", 0)
+    follow = streams.follow("s1", "t1", 0, tenant_id=DEFAULT_TENANT)
     await anext(follow)
     assert KEY in relay.subscribed
     await follow.aclose()
@@ -103,5 +103,5 @@ async def test_a_finished_turn_is_replayed_from_its_log_without_a_relay_subscrip
     uow_factory.db.turns["t1"].status = TurnStatus.COMPLETED
     relay = FakeChunkRelay()
     streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
-    assert [c async for c in streams.follow("s1", "t1", 1)] == [completed]
+    assert [c async for c in streams.follow("s1", "t1", 1, tenant_id=DEFAULT_TENANT)] == [completed]
     assert relay.subscriptions == 0
