@@ -397,8 +397,8 @@ class FakeChunkRelay:
         self.subscribed: dict[tuple[str, str, str], FakeRelayedChunks] = {}
         self.subscriptions = 0  # ever made
 
-    def publish(self, tenant_id: str, chunk: Chunk) -> None:
-        self.published.append((tenant_id, chunk))
+    def publisher(self, tenant_id: str, session_id: str, turn_id: str) -> FakeTurnPublisher:
+        return FakeTurnPublisher(self, tenant_id)
 
     @asynccontextmanager
     async def subscribe(
@@ -414,6 +414,15 @@ class FakeChunkRelay:
 
     def deliver(self, tenant_id: str, chunk: Chunk) -> None:
         self.subscribed[(tenant_id, chunk.session_id, chunk.turn_id)].push(chunk)
+
+
+class FakeTurnPublisher:
+    def __init__(self, relay: FakeChunkRelay, tenant_id: str) -> None:
+        self._relay = relay
+        self._tenant_id = tenant_id
+
+    def publish(self, chunk: Chunk) -> None:
+        self._relay.published.append((self._tenant_id, chunk))
 
 
 class FakeRelayedChunks:

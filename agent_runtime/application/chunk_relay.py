@@ -28,10 +28,19 @@ class RelayedChunks(Protocol):
         ...
 
 
+class TurnPublisher(Protocol):
+    """Where one turn this process runs sends its chunks."""
+
+    def publish(self, chunk: Chunk) -> None:
+        """Send a chunk of the turn. Never waits and never raises: a turn must not slow down
+        or fail because of its followers."""
+        ...
+
+
 class ChunkRelay(Protocol):
-    def publish(self, tenant_id: str, chunk: Chunk) -> None:
-        """Send a chunk of a turn this process runs. Never waits and never raises: a turn
-        must not slow down or fail because of its followers."""
+    def publisher(self, tenant_id: str, session_id: str, turn_id: str) -> TurnPublisher:
+        """The publisher of a turn this process runs, made once per turn: whatever is the
+        same for all of the turn's chunks (its subject, its ids) is worked out here."""
         ...
 
     def subscribe(
@@ -44,14 +53,22 @@ class ChunkRelay(Protocol):
 class NoChunkRelay:
     """The default: nothing is relayed; followers elsewhere see only committed chunks."""
 
-    def publish(self, tenant_id: str, chunk: Chunk) -> None:
-        pass
+    def publisher(self, tenant_id: str, session_id: str, turn_id: str) -> TurnPublisher:
+        return _NOT_PUBLISHED
 
     @asynccontextmanager
     async def subscribe(
         self, tenant_id: str, session_id: str, turn_id: str
     ) -> AsyncIterator[RelayedChunks]:
         yield _NothingRelayed()
+
+
+class _NotPublished:
+    def publish(self, chunk: Chunk) -> None:
+        pass
+
+
+_NOT_PUBLISHED = _NotPublished()
 
 
 class _NothingRelayed:

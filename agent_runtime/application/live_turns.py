@@ -31,7 +31,8 @@ class LiveTurn:
         self.turn_id = turn_id
         self._chunks: list[Chunk] = []
         self._max_buffered = max_buffered
-        self._relay = relay or NoChunkRelay()  # followers on other replicas
+        # Followers on other replicas.
+        self._relayed = (relay or NoChunkRelay()).publisher(tenant_id, session_id, turn_id)
         self._dropped_through = 0  # highest seq of a dropped delta
         self._changed = asyncio.Event()
         self._waiting = 0
@@ -58,7 +59,7 @@ class LiveTurn:
         if len(self._chunks) > self._max_buffered:
             self._drop_oldest_delta()
         self._wake()
-        self._relay.publish(self.tenant_id, chunk)
+        self._relayed.publish(chunk)
 
     def finish(self) -> None:
         self.done = True

@@ -3,8 +3,21 @@
 The replica running a turn publishes every chunk it streams on the turn's subject,
 `agent_runtime.turns.<tenant>.<turn>`; a follower on another replica subscribes to it.
 Core NATS keeps nothing: a message nobody subscribes to is dropped by the server, so a
-turn nobody follows costs one buffered publish per chunk, no round trip. Why NATS for the
-deltas and LISTEN/NOTIFY for the commits: docs/deployment.md.
+turn nobody follows costs one buffered publish per chunk, no round trip. The subject and
+the JSON envelope of the turn's ids are worked out once per turn (`publisher`); per chunk
+only the chunk is encoded. Why NATS for the deltas and LISTEN/NOTIFY for the commits:
+docs/deployment.md.
+
+Why every chunk is published even when nobody follows: core NATS tells a publisher nothing
+about subscribers, so skipping would need the follower to announce itself to the running
+replica (request/reply on a per-turn subject) and wait for its answer before reading the
+persisted log. Without that wait a chunk published while the announcement is in flight is
+lost to the follower, which breaks what a follower relies on (every chunk streamed after it
+read the log reaches it); with it, every follow pays a round trip, every running turn holds
+one more subscription, and a turn whose subscription has not yet reached the server answers
+"no responders" as if it ran nowhere. All of that costs more than it saves: a publish is one
+small JSON encode and a queue put on the event loop (the write is the client library's,
+buffered), and with delta coalescing tokens that arrive together share one chunk.
 """
 
 from __future__ import annotations
@@ -103,18 +116,14 @@ class NatsChunkRelay:
     def connected(self) -> bool:
         return self._client.is_connected
 
-    def publish(self, tenant_id: str, chunk: Chunk) -> None:
+    def publisher(self, tenant_id: str, session_id: str, turn_id: str) -> NatsTurnPublisher:
+        return NatsTurnPublisher(self, tenant_id, session_id, turn_id)
+
+    def _enqueue(self, subject: str, message: bytes) -> None:
         if self._closed:
             return
-        payload = {
-            "tenant": tenant_id,
-            "session": chunk.session_id,
-            "turn": chunk.turn_id,
-            "chunk": encode_one(chunk),
-        }
-        message = json.dumps(payload, separators=(",", ":")).encode()
         try:
-            self._outgoing.put_nowait((turn_subject(tenant_id, chunk.turn_id), message))
+            self._outgoing.put_nowait((subject, message))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -178,6 +187,24 @@ class NatsChunkRelay:
                 self._failing = False
             finally:
                 self._outgoing.task_done()
+
+
+class NatsTurnPublisher:
+    """One running turn's chunks onto its subject. The subject and the JSON envelope of the
+    turn's ids are worked out once, here; per chunk only the chunk itself is encoded."""
+
+    def __init__(self, relay: NatsChunkRelay, tenant_id: str, session_id: str, turn_id: str):
+        self._relay = relay
+        self.subject = turn_subject(tenant_id, turn_id)
+        ids = json.dumps(
+            {"tenant": tenant_id, "session": session_id, "turn": turn_id}, separators=(",", ":")
+        )
+        # '{"tenant":..,"session":..,"turn":..,"chunk":' + the chunk + '}'
+        self._head = (ids[:-1] + ',"chunk":').encode()
+
+    def publish(self, chunk: Chunk) -> None:
+        body = json.dumps(encode_one(chunk), separators=(",", ":")).encode()
+        self._relay._enqueue(self.subject, b"".join((self._head, body, b"}")))
 
 
 class ReceivedChunks:

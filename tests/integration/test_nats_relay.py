@@ -18,6 +18,7 @@ from agent_runtime.domain.chunks import (
     TurnStarted,
 )
 from agent_runtime.domain.model import StopReason, Usage
+from agent_runtime.infrastructure import nats_relay
 from agent_runtime.infrastructure.nats_relay import NatsChunkRelay, subject_token, turn_subject
 from tests.support.nats_server import connected_relay, nats_url
 
@@ -43,6 +44,11 @@ async def next_relayed(relayed: RelayedChunks) -> Chunk:
     return chunk
 
 
+def publish(relay: NatsChunkRelay, tenant_id: str, chunk: Chunk) -> None:
+    """One chunk as the only chunk of its turn's publisher."""
+    relay.publisher(tenant_id, chunk.session_id, chunk.turn_id).publish(chunk)
+
+
 def turn_chunks(session_id: str, turn_id: str) -> list[Chunk]:
     bodies: list[ChunkBody] = [
         TurnStarted("coder", "msg-1"),
@@ -61,11 +67,33 @@ async def test_a_followed_turns_chunks_arrive_in_order_and_intact(
     sent = turn_chunks("s1", "turn-1")
     async with follower.subscribe("acme", "s1", "turn-1") as relayed:
         assert follower.subscriptions == 1
+        publisher = runner.publisher("acme", "s1", "turn-1")
         for chunk in sent:
-            runner.publish("acme", chunk)
+            publisher.publish(chunk)
         received = [await next_relayed(relayed) for _ in sent]
     assert received == sent
     assert follower.subscriptions == 0
+
+
+async def test_a_turns_subject_is_worked_out_once_not_per_chunk(
+    runner: NatsChunkRelay, follower: NatsChunkRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subjects: list[str] = []
+
+    def counted(tenant_id: str, turn_id: str) -> str:
+        subjects.append(subject := turn_subject(tenant_id, turn_id))
+        return subject
+
+    monkeypatch.setattr(nats_relay, "turn_subject", counted)
+    sent = turn_chunks("s.1", "turn 1")  # ids that need escaping
+    async with follower.subscribe("ac.me", "s.1", "turn 1") as relayed:
+        subjects.clear()  # the follower's
+        publisher = runner.publisher("ac.me", "s.1", "turn 1")
+        for chunk in sent:
+            publisher.publish(chunk)
+        received = [await next_relayed(relayed) for _ in sent]
+    assert received == sent
+    assert subjects == [turn_subject("ac.me", "turn 1")]
 
 
 async def test_nothing_crosses_tenants_turns_or_sessions(
@@ -75,11 +103,11 @@ async def test_nothing_crosses_tenants_turns_or_sessions(
         # Same turn id under another tenant (and one that looks like a wildcard), another
         # turn, another session: all published before the one chunk that is ours, on one
         # connection, so NATS would deliver any of them first.
-        runner.publish("other", Chunk("s1", "turn-1", 1, AssistantDelta("other tenant")))
-        runner.publish("*", Chunk("s1", "turn-1", 1, AssistantDelta("wildcard tenant")))
-        runner.publish("acme", Chunk("s1", "turn-2", 1, AssistantDelta("other turn")))
-        runner.publish("acme", Chunk("s2", "turn-1", 1, AssistantDelta("other session")))
-        runner.publish("acme", Chunk("s1", "turn-1", 1, AssistantDelta("ours")))
+        publish(runner, "other", Chunk("s1", "turn-1", 1, AssistantDelta("other tenant")))
+        publish(runner, "*", Chunk("s1", "turn-1", 1, AssistantDelta("wildcard tenant")))
+        publish(runner, "acme", Chunk("s1", "turn-2", 1, AssistantDelta("other turn")))
+        publish(runner, "acme", Chunk("s2", "turn-1", 1, AssistantDelta("other session")))
+        publish(runner, "acme", Chunk("s1", "turn-1", 1, AssistantDelta("ours")))
         assert (await next_relayed(relayed)).body == AssistantDelta("ours")
         assert relayed.take() is None
 
@@ -87,10 +115,12 @@ async def test_nothing_crosses_tenants_turns_or_sessions(
 async def test_nobody_subscribed_costs_nothing_and_publishing_never_raises(
     runner: NatsChunkRelay,
 ) -> None:
+    publisher = runner.publisher("acme", "s1", "unfollowed")
     for chunk in turn_chunks("s1", "unfollowed"):
-        runner.publish("acme", chunk)
+        publisher.publish(chunk)
     await runner.close()  # sends what is queued, then drains
-    runner.publish("acme", turn_chunks("s1", "after-close")[0])  # neither waits nor raises
+    publisher.publish(turn_chunks("s1", "unfollowed")[0])  # neither waits nor raises
+    publish(runner, "acme", turn_chunks("s1", "after-close")[0])
 
 
 def test_ids_become_distinct_single_subject_tokens() -> None:
