@@ -334,6 +334,7 @@ class FakeUnitOfWorkFactory:
     def __init__(self, db: FakeDatabase | None = None) -> None:
         self.databases = {DEFAULT_TENANT: db or FakeDatabase()}
         self.opened: list[FakeUnitOfWork] = []
+        self.opened_for: list[str] = []  # the tenant of each unit of work opened
 
     @property
     def db(self) -> FakeDatabase:
@@ -342,14 +343,16 @@ class FakeUnitOfWorkFactory:
     def __call__(self, tenant_id: str) -> FakeUnitOfWork:
         uow = FakeUnitOfWork(self.databases.setdefault(tenant_id, FakeDatabase()))
         self.opened.append(uow)
+        self.opened_for.append(tenant_id)
         return uow
 
-    async def tenants_with_running_turns(self) -> list[str]:
-        return sorted(
-            tenant
-            for tenant, db in self.databases.items()
-            if any(turn.running for turn in db.turns.values())
-        )
+    async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for tenant, db in self.databases.items():
+            found += [
+                (tenant, t.turn_id) for t in await _FakeTurns(db).abandoned_candidates(now, owner)
+            ]
+        return sorted(found)
 
     async def count_pending_approvals(self, now: datetime) -> int:
         return sum(

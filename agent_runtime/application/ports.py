@@ -210,8 +210,10 @@ class UnitOfWorkFactory(Protocol):
         is scoped to that tenant, so no use case can reach another tenant's data."""
         ...
 
-    async def tenants_with_running_turns(self) -> list[str]:
-        """A read across tenants: where lease upkeep and recovery must look."""
+    async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
+        """A read across tenants, for recovery: (tenant_id, turn_id) of the running turns
+        whose lease expired at `now` or that `owner` runs (or ran before a restart), as
+        TurnRepository.abandoned_candidates finds them within one tenant."""
         ...
 
     async def count_pending_approvals(self, now: datetime) -> int:

@@ -4,6 +4,10 @@ A running turn's lease is extended every interval by the process running it (one
 all its turns). A turn whose lease ran out belongs to a dead process: any process marks it
 INTERRUPTED and frees its session. The same renewal carries CancelTurn requests made
 through another process.
+
+Reclaiming runs every interval too, so it costs one read across tenants when nothing is
+abandoned: a tenant's transaction is opened only for a tenant that has a candidate turn
+(expired lease, or ours with no task here), never for one whose turns are merely running.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ class TurnRecovery:
     async def recover(self) -> list[Turn]:
         """Interrupt abandoned turns: expired leases, and ours that no task here runs (left by
         an earlier life of this instance, or by a turn that could not record its end)."""
+        candidates = await self._uow_factory.abandoned_turn_candidates(self._now(), self._owner)
+        # Our turns that run here are candidates only by owner: skip those without a
+        # transaction. Each tenant left is checked again inside its own transaction.
+        tenants = sorted(
+            {tenant for tenant, turn_id in candidates if not self._runs_here(tenant, turn_id)}
+        )
         interrupted: list[Turn] = []
-        for tenant_id in await self._uow_factory.tenants_with_running_turns():
+        for tenant_id in tenants:
             interrupted += await self._recover_tenant(tenant_id)
         return interrupted
 

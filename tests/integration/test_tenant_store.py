@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.domain.events import Event, EventType
-from agent_runtime.domain.model import Message, Role, Session, Turn
+from agent_runtime.domain.model import Message, Role, Session, Turn, TurnStatus
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db import migrate
 from agent_runtime.infrastructure.db.engine import create_engine
@@ -87,7 +87,7 @@ async def test_two_tenants_hold_the_same_session_id_side_by_side(engine: AsyncEn
         assert await uow.sessions.claim_turn("same", "turn-a") is None
         await uow.turns.add(Turn("turn-a", "same", "coder", "m", NOW))
         await uow.commit()
-    assert await uows.tenants_with_running_turns() == ["tenant-a"]
+    assert await uows.abandoned_turn_candidates(NOW, "") == [("tenant-a", "turn-a")]
 
     async with uows("tenant-b") as uow:
         session = await uow.sessions.get("same")
@@ -99,3 +99,46 @@ async def test_two_tenants_hold_the_same_session_id_side_by_side(engine: AsyncEn
         assert len(events) == 1
         listed = await uow.sessions.page_by_activity(None, 10)
         assert [s.title for s in listed] == ["tenant-b"]
+
+
+async def test_one_read_finds_abandoned_turn_candidates_across_tenants(engine: AsyncEngine) -> None:
+    uows = SqlAlchemyUnitOfWorkFactory(engine)
+    later, earlier = NOW + timedelta(seconds=30), NOW - timedelta(seconds=1)
+    turns = {
+        "tenant-a": [
+            Turn(
+                "a-expired", "s-expired", "coder", "m", NOW, owner="them", lease_expires_at=earlier
+            ),
+            Turn("a-healthy", "s-healthy", "coder", "m", NOW, owner="them", lease_expires_at=later),
+        ],
+        "tenant-b": [
+            Turn("b-mine", "s-mine", "coder", "m", NOW, owner="me", lease_expires_at=later),
+            Turn("b-healthy", "s-healthy", "coder", "m", NOW, owner="them", lease_expires_at=later),
+            Turn(
+                "b-finished",
+                "s-finished",
+                "coder",
+                "m",
+                NOW,
+                status=TurnStatus.COMPLETED,
+                owner="them",
+                lease_expires_at=earlier,
+            ),
+        ],
+        "tenant-c": [
+            Turn("c-healthy", "s-healthy", "coder", "m", NOW, owner="them", lease_expires_at=later)
+        ],
+    }
+    for tenant, its_turns in turns.items():
+        async with uows(tenant) as uow:
+            for turn in its_turns:
+                await uow.sessions.add(Session(turn.session_id, "coder", NOW, NOW))
+                await uow.turns.add(turn)
+            await uow.commit()
+
+    # Only what recovery must look at: tenant C, whose only turn is healthy, is not there.
+    assert await uows.abandoned_turn_candidates(NOW, "me") == [
+        ("tenant-a", "a-expired"),
+        ("tenant-b", "b-mine"),
+    ]
+    assert await uows.abandoned_turn_candidates(NOW, "nobody") == [("tenant-a", "a-expired")]

@@ -68,3 +68,28 @@ async def test_recovery_and_lease_renewal_reach_every_tenant() -> None:
     assert b.turns["alive"].status is TurnStatus.RUNNING
     assert b.turns["alive"].lease_expires_at == NOW + timedelta(seconds=30)
     assert [e.event.type for e in a.events] == [EventType.TURN_FAILED] * 2
+
+
+async def test_running_but_healthy_turns_open_no_tenant_transaction() -> None:
+    uows = FakeUnitOfWorkFactory()
+    live = LiveTurns()
+    later = NOW + timedelta(seconds=30)
+    for tenant in ("tenant-a", "tenant-b", "tenant-c"):
+        db = uows.databases.setdefault(tenant, FakeDatabase())
+        # Another process's turn with a good lease, and one of ours that runs here.
+        for turn_id, owner in ((f"{tenant}-theirs", "them"), (f"{tenant}-mine", "me")):
+            db.sessions[turn_id] = Session(turn_id, "coder", NOW, NOW, running_turn_id=turn_id)
+            db.turns[turn_id] = Turn(
+                turn_id, turn_id, "coder", "m", NOW, owner=owner, lease_expires_at=later
+            )
+        live.open(f"{tenant}-mine", f"{tenant}-mine", tenant_id=tenant)
+    recovery = TurnRecovery(uows, live, owner="me", lease=timedelta(seconds=30), clock=lambda: NOW)
+
+    assert await recovery.recover() == []
+    assert uows.opened_for == []
+
+    # One lease runs out in tenant B: only B's transaction is opened, and it reclaims it.
+    uows.databases["tenant-b"].turns["tenant-b-theirs"].lease_expires_at = NOW - timedelta(1)
+    interrupted = await recovery.recover()
+    assert [t.turn_id for t in interrupted] == ["tenant-b-theirs"]
+    assert uows.opened_for == ["tenant-b"]

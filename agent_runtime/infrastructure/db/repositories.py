@@ -273,9 +273,7 @@ class SqlAlchemyTurnRepository:
         rows = (
             await self._db.execute(
                 select(turns).where(
-                    turns.c.tenant_id == self._tenant,
-                    turns.c.status == TurnStatus.RUNNING.value,
-                    or_(turns.c.lease_expires_at < now, turns.c.owner == owner),
+                    turns.c.tenant_id == self._tenant, *abandoned_turn_candidates(now, owner)
                 )
             )
         ).all()
@@ -690,6 +688,15 @@ def _approval_from_row(row: Row[Any]) -> Approval:
         final_arguments=None if row.final_arguments is None else json.loads(row.final_arguments),
         feedback=row.feedback,
         decided_at=row.decided_at,
+    )
+
+
+def abandoned_turn_candidates(now: datetime, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """Running turns whose lease expired at `now`, or that `owner` runs (or ran before a
+    restart): what recovery looks at. Narrow it by tenant, or read it across tenants."""
+    return (
+        turns.c.status == TurnStatus.RUNNING.value,
+        or_(turns.c.lease_expires_at < now, turns.c.owner == owner),
     )
 
 

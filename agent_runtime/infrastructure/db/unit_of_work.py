@@ -18,7 +18,6 @@ from agent_runtime.application.ports import (
     TurnRepository,
 )
 from agent_runtime.domain.errors import StorageUnavailable
-from agent_runtime.domain.model import TurnStatus
 from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
@@ -26,6 +25,7 @@ from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyMessageRepository,
     SqlAlchemySessionRepository,
     SqlAlchemyTurnRepository,
+    abandoned_turn_candidates,
     count_pending_approvals,
 )
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
@@ -143,15 +143,15 @@ class SqlAlchemyUnitOfWorkFactory:
             commit_seconds=self._commit_seconds,
         )
 
-    async def tenants_with_running_turns(self) -> list[str]:
+    async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
         db = self._open_database()
         try:
-            rows = await db.scalars(
-                select(turns.c.tenant_id)
-                .where(turns.c.status == TurnStatus.RUNNING.value)
-                .distinct()
+            rows = await db.execute(
+                select(turns.c.tenant_id, turns.c.turn_id)
+                .where(*abandoned_turn_candidates(now, owner))
+                .order_by(turns.c.tenant_id, turns.c.turn_id)
             )
-            return sorted(rows)
+            return [(row.tenant_id, row.turn_id) for row in rows]
         finally:
             await asyncio.shield(_rollback_and_close(db))
 
