@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
+from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from tests.support.tiny_disk import fill
 from tests.support.waiting import eventually
@@ -213,6 +215,7 @@ from datetime import UTC, datetime
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
+from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 async def main() -> None:
@@ -284,3 +287,13 @@ async def test_a_full_disk_fails_the_unit_of_work_and_the_writer_recovers_with_t
         await engine.dispose()
     assert _rows(db_file, "SELECT session_id FROM sessions ORDER BY 1") == [("after",), ("before",)]
     assert _rows(db_file, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_a_writer_collected_on_its_own_thread_shuts_down_without_waiting_for_itself(
+    db_file: Path,
+) -> None:
+    # The garbage collector runs a dropped writer's finaliser on whichever thread collects
+    # it, the writer's own included; joining itself there would raise.
+    writer = SqliteWriter(make_url(f"sqlite:///{db_file}"))
+    await writer.in_thread(writer._finalizer)
+    assert not writer._finalizer.alive

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ from agent_runtime.infrastructure.db.guarded_session import translate_error
 
 T = TypeVar("T")
 
+_THREAD_NAME = "sqlite-writer"
+
 
 class SqliteWriter:
     """Owns the connection, the thread that begins and commits on it, and the gate that
@@ -48,7 +51,7 @@ class SqliteWriter:
 
     def __init__(self, url: URL) -> None:
         self._engine: Engine = create_sqlite_writer_engine(url)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._connection: Connection | None = None
         self.gate = asyncio.Lock()
         # A writer dropped without close() (tests make many) still ends its thread and file.
@@ -78,7 +81,9 @@ class SqliteWriter:
 
 
 def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:
-    thread.shutdown(wait=True)
+    # A writer collected by the garbage collector runs this on whichever thread collected
+    # it, possibly the writer's own thread, which cannot wait for itself to end.
+    thread.shutdown(wait=not threading.current_thread().name.startswith(_THREAD_NAME))
     engine.dispose()  # closes the StaticPool's one connection
 
 
