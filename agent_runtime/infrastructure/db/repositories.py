@@ -632,9 +632,14 @@ def _tool_calls_json(calls: tuple[ToolCallRecord, ...]) -> str | None:
 
 
 def _message_from_row(row: Row[Any]) -> Message:
-    calls = tuple(
-        ToolCallRecord(c["call_id"], c["tool_name"], c["arguments"])
-        for c in json.loads(row.tool_calls or "[]")
+    # Most messages have no tool calls: no JSON to parse (this runs for every history row).
+    calls = (
+        tuple(
+            ToolCallRecord(c["call_id"], c["tool_name"], c["arguments"])
+            for c in json.loads(row.tool_calls)
+        )
+        if row.tool_calls
+        else ()
     )
     return Message(
         message_id=row.message_id,
