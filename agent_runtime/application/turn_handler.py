@@ -317,7 +317,8 @@ class TurnHandler:
             model=self._writer.model_for(agent, requested_model),
             started_at=now,
             client_message_id=cmd.client_message_id or None,
-            input_hash=fingerprint(cmd),
+            # Compared only when a retry carries the same idempotency key.
+            input_hash=fingerprint(cmd) if cmd.client_message_id else None,
             owner=self._settings.owner,
             lease_expires_at=now + self._settings.lease,
         )
