@@ -95,9 +95,8 @@ class _Released(httpx.AsyncByteStream):
         self._owner: ShardedConnectionPool | None = owner
         self._index = index
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()  # the body's own iterator: no layer per piece
 
     async def aclose(self) -> None:
         owner, self._owner = self._owner, None

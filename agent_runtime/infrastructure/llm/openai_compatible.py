@@ -269,37 +269,40 @@ class OpenAICompatibleClient:
         clock = asyncio.get_running_loop()
         chunks = response.aiter_bytes()
         deadline = first_output_by
-        while True:
-            chunk = await self._next_chunk(chunks, deadline, answer.output_started)
-            if chunk is None:
-                if texts := answer.flush():
-                    yield "".join(texts)
-                return
-            events_before = answer.events
-            # Tokens that arrived together leave together: one delta per read, not per token.
-            # Nothing waits for more (the turn's read-ahead merges reads it was too busy for).
-            if texts := answer.feed(chunk):
-                yield "".join(texts)
-            if answer.done:
-                await _drain(chunks)
-                return
-            if answer.output_started and answer.events > events_before:
-                deadline = clock.time() + self._timeouts.idle
-
-    async def _next_chunk(
-        self, chunks: AsyncIterator[bytes], deadline: float, output_started: bool
-    ) -> bytes | None:
-        """The next piece of the body (None at its end), or ModelTimeout at the deadline."""
+        # One timer for the whole body, armed around each read and disarmed before each
+        # yield (a fresh timeout context per read cost several µs per token).
+        timer = asyncio.timeout(None)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await anext(chunks, None)
+            async with timer:
+                while True:
+                    timer.reschedule(deadline)
+                    chunk = await anext(chunks, None)
+                    timer.reschedule(None)
+                    if chunk is None:
+                        if texts := answer.flush():
+                            yield "".join(texts)
+                        return
+                    events_before = answer.events
+                    # Tokens that arrived together leave together: one delta per read, not
+                    # per token. Nothing waits for more (the turn's read-ahead merges reads
+                    # it was too busy for).
+                    if texts := answer.feed(chunk):
+                        yield "".join(texts)
+                    if answer.done:
+                        await _drain(chunks)
+                        return
+                    if answer.output_started and answer.events > events_before:
+                        deadline = clock.time() + self._timeouts.idle
         except TimeoutError as exc:
-            if not output_started:
+            if timer.expired() and not answer.output_started:
                 raise self._first_token_timeout() from exc
-            raise ModelTimeout(
-                f"the model sent nothing for {self._timeouts.idle:g}s in the middle of its answer",
-                reason="MODEL_IDLE_TIMEOUT",
-            ) from exc
+            if timer.expired():
+                raise ModelTimeout(
+                    f"the model sent nothing for {self._timeouts.idle:g}s in the middle of its"
+                    " answer",
+                    reason="MODEL_IDLE_TIMEOUT",
+                ) from exc
+            raise
 
     async def _first_output(self, deadline: float, step: Awaitable[_T]) -> _T:
         try:
