@@ -37,6 +37,7 @@ from agent_runtime.domain.model_output import (
 )
 from agent_runtime.domain.tools import ToolDefinition
 from agent_runtime.infrastructure.llm.connection_pools import ShardedConnectionPool
+from agent_runtime.infrastructure.llm.read_deadline import ReadDeadline, ReadDeadlineExceeded
 from agent_runtime.infrastructure.llm.resilience import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUTS,
@@ -269,15 +270,12 @@ class OpenAICompatibleClient:
         clock = asyncio.get_running_loop()
         chunks = response.aiter_bytes()
         deadline = first_output_by
-        # One timer for the whole body, armed around each read and disarmed before each
-        # yield (a fresh timeout context per read cost several µs per token).
-        timer = asyncio.timeout(None)
         try:
-            async with timer:
+            async with ReadDeadline() as reads:  # one timer for the body, not one per read
                 while True:
-                    timer.reschedule(deadline)
+                    reads.start(deadline)
                     chunk = await anext(chunks, None)
-                    timer.reschedule(None)
+                    reads.stop()
                     if chunk is None:
                         if texts := answer.flush():
                             yield "".join(texts)
@@ -293,16 +291,13 @@ class OpenAICompatibleClient:
                         return
                     if answer.output_started and answer.events > events_before:
                         deadline = clock.time() + self._timeouts.idle
-        except TimeoutError as exc:
-            if timer.expired() and not answer.output_started:
+        except ReadDeadlineExceeded as exc:
+            if not answer.output_started:
                 raise self._first_token_timeout() from exc
-            if timer.expired():
-                raise ModelTimeout(
-                    f"the model sent nothing for {self._timeouts.idle:g}s in the middle of its"
-                    " answer",
-                    reason="MODEL_IDLE_TIMEOUT",
-                ) from exc
-            raise
+            raise ModelTimeout(
+                f"the model sent nothing for {self._timeouts.idle:g}s in the middle of its answer",
+                reason="MODEL_IDLE_TIMEOUT",
+            ) from exc
 
     async def _first_output(self, deadline: float, step: Awaitable[_T]) -> _T:
         try:
