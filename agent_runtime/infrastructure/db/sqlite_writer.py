@@ -118,7 +118,12 @@ class WriterSession:
         if self._connection is None or not self._connection.in_transaction():
             self._leave()  # the BEGIN failed: nothing to commit
             return
-        await self._in_thread(self._connection.commit)
+        connection = self._connection
+        # Only the driver's COMMIT (the fsync) runs on the writer's thread: the less Python
+        # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
+        # then closes its transaction inline, with nothing left to commit.
+        await self._in_thread(lambda: _commit(connection))
+        connection.commit()
         self._leave()
 
     async def rollback(self) -> None:
@@ -194,6 +199,14 @@ def _begin(connection: Connection, *, wait: bool) -> bool:
         raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
     connection.begin()
     return True
+
+
+def _commit(connection: Connection) -> None:
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        raw.commit()
+    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
+        raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
 
 
 def _end_transaction(connection: Connection | None) -> None:
