@@ -49,6 +49,14 @@ class HeldAnswers:
             await self._changed.wait_for(lambda: self.started >= count)
 
 
+@pytest.fixture
+def held(server: FakeModelServer) -> HeldAnswers:
+    """Every answer of the server is held until the test releases them."""
+    answers = HeldAnswers()
+    server.default_response = ScriptedResponse(answers.respond)
+    return answers
+
+
 def post(client: httpx.AsyncClient, server: FakeModelServer) -> httpx.Request:
     return client.build_request("POST", f"{server.base_url}/chat/completions", json={})
 
@@ -59,11 +67,9 @@ async def read_all(client: httpx.AsyncClient, server: FakeModelServer) -> bytes:
 
 
 async def test_requests_one_after_another_reuse_one_connection_of_pool_zero(
-    server: FakeModelServer,
+    server: FakeModelServer, held: HeldAnswers
 ) -> None:
-    held = HeldAnswers()
     held.release.set()
-    server.default_response = ScriptedResponse(held.respond)
     pools = ShardedConnectionPool(max_connections=64, keepalive_expiry=30.0, per_pool=4)
     async with httpx.AsyncClient(transport=pools) as client:
         for _ in range(5):
@@ -73,10 +79,8 @@ async def test_requests_one_after_another_reuse_one_connection_of_pool_zero(
 
 
 async def test_concurrent_requests_fill_the_pools_in_order_and_give_their_slots_back(
-    server: FakeModelServer,
+    server: FakeModelServer, held: HeldAnswers
 ) -> None:
-    held = HeldAnswers()
-    server.default_response = ScriptedResponse(held.respond)
     pools = ShardedConnectionPool(max_connections=6, keepalive_expiry=30.0, per_pool=2)
     async with httpx.AsyncClient(transport=pools) as client:
         calls = [asyncio.create_task(read_all(client, server)) for _ in range(5)]
@@ -89,10 +93,8 @@ async def test_concurrent_requests_fill_the_pools_in_order_and_give_their_slots_
 
 
 async def test_when_every_pool_is_full_a_request_waits_for_a_free_connection(
-    server: FakeModelServer,
+    server: FakeModelServer, held: HeldAnswers
 ) -> None:
-    held = HeldAnswers()
-    server.default_response = ScriptedResponse(held.respond)
     pools = ShardedConnectionPool(max_connections=2, keepalive_expiry=30.0, per_pool=1)
     async with httpx.AsyncClient(transport=pools) as client:
         calls = [asyncio.create_task(read_all(client, server)) for _ in range(3)]
@@ -106,13 +108,11 @@ async def test_when_every_pool_is_full_a_request_waits_for_a_free_connection(
 
 
 async def test_a_request_that_fails_or_is_closed_early_gives_its_slot_back(
-    server: FakeModelServer,
+    server: FakeModelServer, held: HeldAnswers
 ) -> None:
     with socket.socket() as unused:  # a port nothing listens on
         unused.bind(("127.0.0.1", 0))
         refused = f"http://127.0.0.1:{unused.getsockname()[1]}/v1/chat/completions"
-    held = HeldAnswers()
-    server.default_response = ScriptedResponse(held.respond)
     pools = ShardedConnectionPool(max_connections=4, keepalive_expiry=30.0, per_pool=4)
     async with httpx.AsyncClient(transport=pools) as client:
         with pytest.raises(httpx.ConnectError):
