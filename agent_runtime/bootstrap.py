@@ -172,7 +172,9 @@ async def start(
     try:
         await upgrade_to_head(engine)
         uow_factory = SqlAlchemyUnitOfWorkFactory(
-            engine, commit_seconds=prometheus.commit_finished if prometheus else None
+            engine,
+            instance_id=settings.instance_id,
+            commit_seconds=prometheus.commit_finished if prometheus else None,
         )
         live = LiveTurns(relay=relay)
         lease = timedelta(seconds=settings.lease_seconds)
@@ -259,7 +261,9 @@ async def start(
     background = [keeper]
     if engine.dialect.name == "postgresql":
         # Other replicas' commits wake this one's followers (LISTEN/NOTIFY); see docs/deployment.md.
-        listener = CommitListener(settings.database_url, uow_factory.signal)
+        listener = CommitListener(
+            settings.database_url, uow_factory.signal, instance_id=settings.instance_id
+        )
         background.append(asyncio.create_task(listener.run(), name="commit-listener"))
     return RunningRuntime(
         grpc_server,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from agent_runtime.application.commands import WatchEvents
-from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
+from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.events import StoredEvent
 from agent_runtime.domain.model import validate_session_id
@@ -36,6 +36,8 @@ class EventWatcher:
 
     async def watch(self, query: WatchEvents, cursor: int) -> AsyncGenerator[StoredEvent, None]:
         """Events after `cursor` in commit order, each once, until the caller stops."""
+        # Woken by commits of the tenant (of the session, when the watch has one).
+        scope = CommitScope(query.tenant_id, query.session_id or None)
         while True:
             generation = self._signal.generation()
             async with self._uow_factory(query.tenant_id) as uow:
@@ -46,4 +48,4 @@ class EventWatcher:
                 cursor = stored.event_id
                 yield stored
             if len(batch) < BATCH:
-                await self._signal.wait(generation, self._poll_seconds)
+                await self._signal.wait(generation, self._poll_seconds, scope)

@@ -222,15 +222,48 @@ class UnitOfWorkFactory(Protocol):
         ...
 
 
-class EventSignal(Protocol):
-    """Wakes event watchers when this process may have committed events.
+@dataclass(frozen=True, slots=True)
+class CommitScope:
+    """What a commit with events touched, or what a waiter waits for.
 
-    Read generation() before querying, then wait(generation, ...): a notification that
-    arrives between the query and the wait is not missed.
+    None at a level means every one of it: CommitScope(tenant) is every session of the
+    tenant, CommitScope() everything. Two scopes overlap when they agree down to the first
+    level either leaves open: a commit of turn X wakes the followers of X, the watchers of
+    its session and of its tenant, and nobody of another turn, session or tenant.
+    """
+
+    tenant_id: str | None = None
+    session_id: str | None = None  # only with a tenant
+    turn_id: str | None = None  # only with a session
+
+    def overlaps(self, other: CommitScope) -> bool:
+        for mine, theirs in (
+            (self.tenant_id, other.tenant_id),
+            (self.session_id, other.session_id),
+            (self.turn_id, other.turn_id),
+        ):
+            if mine is None or theirs is None:
+                return True
+            if mine != theirs:
+                return False
+        return True
+
+
+EVERYTHING = CommitScope()
+
+
+class EventSignal(Protocol):
+    """Wakes event watchers and turn followers when events in their scope may have been
+    committed.
+
+    Read generation() before querying, then wait(generation, ..., scope): a notification
+    for the scope that arrives between the query and the wait is not missed.
     """
 
     def generation(self) -> int: ...
 
-    async def wait(self, after_generation: int, max_wait: float) -> None:
-        """Return once the generation has moved past `after_generation`, or after `max_wait`."""
+    async def wait(self, after_generation: int, max_wait: float, scope: CommitScope) -> None:
+        """Return once a notification overlapping `scope` came after `after_generation`
+        (or possibly did: the signal may wake a waiter for nothing, never miss one), or
+        after `max_wait`."""
         ...

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay, RelayedChunks
 from agent_runtime.application.live_turns import LiveTurns
-from agent_runtime.application.ports import EventSignal, UnitOfWorkFactory
+from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import InvalidInput, NotFound
 from agent_runtime.domain.model import Turn, validate_id, validate_session_id
@@ -29,7 +29,8 @@ class TurnStreams:
         self._live = live
         self._relay = relay or NoChunkRelay()
         # A turn another process runs is followed through its commits: read again when a
-        # commit is signalled (every commit of a turn writes events), at the latest this often.
+        # commit of the turn is signalled (every commit of a turn writes events of the turn),
+        # at the latest this often.
         self._commits = commits or _NoSignal()
         self._poll_seconds = poll_seconds
 
@@ -79,6 +80,7 @@ class TurnStreams:
         """Persisted and relayed chunks, each once, in seq order, until the turn ends."""
         sent = after_seq
         held: Chunk | None = None  # relayed after a gap: waits for the log to fill the gap
+        scope = CommitScope(tenant_id, session_id, turn_id)
         while True:
             generation = self._commits.generation()
             turn, log = await self._read_log(session_id, turn_id, tenant_id)
@@ -95,7 +97,7 @@ class TurnStreams:
                 return
             # Relayed chunks that follow on are sent at once; a gap (a chunk the relay
             # missed) or a commit elsewhere (or the polling interval) means reading again.
-            while (next_chunk := await self._next_relayed(relayed, generation)) is not None:
+            while (next_chunk := await self._next_relayed(relayed, generation, scope)) is not None:
                 if next_chunk.seq <= sent:
                     continue
                 if next_chunk.seq > sent + 1:
@@ -115,12 +117,15 @@ class TurnStreams:
                 raise _turn_not_found(session_id, turn_id)
             return turn, await uow.turns.chunks(turn)
 
-    async def _next_relayed(self, relayed: RelayedChunks, generation: int) -> Chunk | None:
-        """The next relayed chunk, or None once a commit is signalled or the poll is due."""
+    async def _next_relayed(
+        self, relayed: RelayedChunks, generation: int, scope: CommitScope
+    ) -> Chunk | None:
+        """The next relayed chunk, or None once a commit of the turn is signalled or the poll
+        is due."""
         if (chunk := relayed.take()) is not None:
             return chunk
         arrival = asyncio.ensure_future(relayed.arrival())
-        commit = asyncio.ensure_future(self._commits.wait(generation, self._poll_seconds))
+        commit = asyncio.ensure_future(self._commits.wait(generation, self._poll_seconds, scope))
         try:
             await asyncio.wait((arrival, commit), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -137,7 +142,7 @@ class _NoSignal:
     def generation(self) -> int:
         return 0
 
-    async def wait(self, after_generation: int, max_wait: float) -> None:
+    async def wait(self, after_generation: int, max_wait: float, scope: CommitScope) -> None:
         await asyncio.sleep(max_wait)
 
 

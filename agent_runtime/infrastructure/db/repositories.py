@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 
+from agent_runtime.application.ports import CommitScope
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
@@ -48,7 +49,7 @@ from agent_runtime.domain.model import (
     TurnStatus,
     Usage,
 )
-from agent_runtime.infrastructure.db import chunk_codec
+from agent_runtime.infrastructure.db import chunk_codec, commit_payload
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
@@ -487,15 +488,27 @@ class SqlAlchemyEventRepository:
     not: ids are handed out at insert, and transactions commit in any order. So on
     PostgreSQL a writer takes an advisory lock before its insert, held until its commit:
     writers of events take turns from id to commit. It also sends a NOTIFY, delivered to
-    the other replicas on commit (see commit_notifications.py).
+    the other replicas on commit, naming the sender and the tenant, session and turn the
+    events belong to (see commit_payload.py and commit_notifications.py).
     """
 
-    def __init__(self, db: Database, tenant_id: str, *, postgresql: bool = False) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tenant_id: str,
+        *,
+        postgresql: bool = False,
+        origin: str | None = None,
+    ) -> None:
         self._db = db
         self._tenant = tenant_id
         self._postgresql = postgresql
+        self._origin = origin  # names this process in its NOTIFYs (None: nobody)
         self._pending: list[dict[str, Any]] = []
         self.added = 0  # tells the unit of work whether a commit publishes events
+        # What the events added so far belong to: one turn in practice (a turn commits its
+        # own events), the tenant or a session when they span several.
+        self.scope: CommitScope | None = None
 
     async def add(self, event: Event) -> None:
         # Buffered: written by flush() as one statement just before the commit, still in
@@ -511,6 +524,7 @@ class SqlAlchemyEventRepository:
             }
         )
         self.added += 1
+        self.scope = _widened(self.scope, self._tenant, event.session_id, event.turn_id)
 
     async def flush(self) -> None:
         if self._pending:
@@ -521,7 +535,12 @@ class SqlAlchemyEventRepository:
                         func.pg_advisory_xact_lock(
                             OUTBOX_LOCK_NAMESPACE, func.hashtext(self._tenant)
                         ),
-                        func.pg_notify(COMMIT_CHANNEL, ""),
+                        func.pg_notify(
+                            COMMIT_CHANNEL,
+                            commit_payload.encode(
+                                self.scope or CommitScope(self._tenant), self._origin
+                            ),
+                        ),
                     )
                 )
             await self._db.execute(_INSERT_EVENT, pending)
@@ -529,6 +548,7 @@ class SqlAlchemyEventRepository:
     def discard(self) -> None:
         self._pending.clear()
         self.added = 0
+        self.scope = None
 
     async def after(
         self,
@@ -563,6 +583,19 @@ class SqlAlchemyEventRepository:
     async def last_id(self) -> int:
         newest = select(func.max(events.c.event_id)).where(events.c.tenant_id == self._tenant)
         return int(await self._db.scalar(newest) or 0)
+
+
+def _widened(
+    scope: CommitScope | None, tenant_id: str, session_id: str, turn_id: str | None
+) -> CommitScope:
+    """`scope` widened to cover an event of `session_id` and `turn_id` too."""
+    if scope is None:
+        return CommitScope(tenant_id, session_id, turn_id)
+    if scope.session_id != session_id:
+        return CommitScope(tenant_id)
+    if scope.turn_id != turn_id:
+        return CommitScope(tenant_id, session_id)
+    return scope
 
 
 # -- row <-> domain mapping ---------------------------------------------------------------

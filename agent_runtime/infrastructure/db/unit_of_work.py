@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from agent_runtime.application.ports import (
     ApprovalRepository,
+    CommitScope,
     EventRepository,
     MessageRepository,
     SessionRepository,
     TurnRepository,
 )
 from agent_runtime.domain.errors import StorageUnavailable
+from agent_runtime.infrastructure.db.commit_payload import origin_of
 from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
@@ -47,12 +49,14 @@ class SqlAlchemyUnitOfWork:
         tenant_id: str,
         *,
         postgresql: bool = False,
+        origin: str | None = None,
         commit_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self._open_database = open_database
         self.tenant_id = tenant_id
         self._signal = signal
         self._postgresql = postgresql
+        self._origin = origin
         self._commit_seconds = commit_seconds
         self._db: Database | None = None
 
@@ -64,7 +68,7 @@ class SqlAlchemyUnitOfWork:
         self.messages = SqlAlchemyMessageRepository(self._db, self.tenant_id)
         self.approvals = SqlAlchemyApprovalRepository(self._db, self.tenant_id)
         self._outbox = SqlAlchemyEventRepository(
-            self._db, self.tenant_id, postgresql=self._postgresql
+            self._db, self.tenant_id, postgresql=self._postgresql, origin=self._origin
         )
         self.events = self._outbox
         return self
@@ -84,8 +88,12 @@ class SqlAlchemyUnitOfWork:
         if self._commit_seconds is not None:
             self._commit_seconds(time.monotonic() - started)
         if self._outbox.added:
+            scope = self._outbox.scope or CommitScope(self.tenant_id)
             self._outbox.added = 0
-            self._signal.notify()  # only after the commit: watchers must see committed rows
+            self._outbox.scope = None
+            # Only after the commit: watchers must see committed rows. Only the waiters of
+            # what the events belong to.
+            self._signal.notify(scope)
 
     async def rollback(self) -> None:
         self._outbox.discard()
@@ -115,9 +123,13 @@ class SqlAlchemyUnitOfWorkFactory:
         engine: AsyncEngine,
         signal: LocalEventSignal | None = None,
         *,
+        instance_id: str | None = None,
         commit_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self.signal = signal or LocalEventSignal()
+        # Names this process in its commits' NOTIFYs, so that its own commit listener
+        # ignores them (this signal is woken after the commit already). None: unnamed.
+        self._origin = None if instance_id is None else origin_of(instance_id)
         # Told how long each commit took (the commit-latency metric).
         self._commit_seconds = commit_seconds
         self._open_database: Callable[[], Database]
@@ -140,6 +152,7 @@ class SqlAlchemyUnitOfWorkFactory:
             self.signal,
             tenant_id,
             postgresql=self._postgresql,
+            origin=self._origin,
             commit_seconds=self._commit_seconds,
         )
 
