@@ -328,13 +328,41 @@ class FakeUnitOfWork:
         self._begin()
 
 
+class FakeReadUnitOfWork:
+    """A read-only unit of work: reads a copy of the committed state; writes through its
+    repositories stay in that copy, and it has no commit."""
+
+    sessions: SessionRepository
+    turns: TurnRepository
+    messages: MessageRepository
+    approvals: ApprovalRepository
+    events: EventRepository
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self._reading = FakeUnitOfWork(db)
+        self.closed = False
+
+    async def __aenter__(self) -> FakeReadUnitOfWork:
+        await self._reading.__aenter__()
+        self.sessions = self._reading.sessions
+        self.turns = self._reading.turns
+        self.messages = self._reading.messages
+        self.approvals = self._reading.approvals
+        self.events = self._reading.events
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.closed = True
+
+
 class FakeUnitOfWorkFactory:
     """One FakeDatabase per tenant: a tenant's unit of work cannot reach another's rows."""
 
     def __init__(self, db: FakeDatabase | None = None) -> None:
         self.databases = {DEFAULT_TENANT: db or FakeDatabase()}
-        self.opened: list[FakeUnitOfWork] = []
+        self.opened: list[FakeUnitOfWork | FakeReadUnitOfWork] = []
         self.opened_for: list[str] = []  # the tenant of each unit of work opened
+        self.readers_for: list[str] = []  # the tenant of each read-only one among them
 
     @property
     def db(self) -> FakeDatabase:
@@ -344,6 +372,13 @@ class FakeUnitOfWorkFactory:
         uow = FakeUnitOfWork(self.databases.setdefault(tenant_id, FakeDatabase()))
         self.opened.append(uow)
         self.opened_for.append(tenant_id)
+        return uow
+
+    def reader(self, tenant_id: str) -> FakeReadUnitOfWork:
+        uow = FakeReadUnitOfWork(self.databases.setdefault(tenant_id, FakeDatabase()))
+        self.opened.append(uow)
+        self.opened_for.append(tenant_id)
+        self.readers_for.append(tenant_id)
         return uow
 
     async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:

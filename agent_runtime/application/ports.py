@@ -182,6 +182,26 @@ class EventRepository(Protocol):
     async def last_id(self) -> int: ...
 
 
+class ReadUnitOfWork(Protocol):
+    """One read-only look at the database for one tenant: every statement of it sees one
+    snapshot of committed rows, and it cannot commit (nothing it runs is kept). `async with`
+    closes it on every exit path.
+
+    For use cases that only read: on SQLite it does not wait for, nor hold up, the
+    transactions that write.
+    """
+
+    sessions: SessionRepository
+    turns: TurnRepository
+    messages: MessageRepository
+    approvals: ApprovalRepository
+    events: EventRepository
+
+    async def __aenter__(self) -> ReadUnitOfWork: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One database session and its transactions, for one tenant; `async with` closes it on
     every exit path.
@@ -208,6 +228,11 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self, tenant_id: str) -> UnitOfWork:
         """A unit of work that sees and writes only `tenant_id`'s rows: every repository of it
         is scoped to that tenant, so no use case can reach another tenant's data."""
+        ...
+
+    def reader(self, tenant_id: str) -> ReadUnitOfWork:
+        """A read-only unit of work that sees only `tenant_id`'s rows, scoped exactly as
+        the writing one is. Use it wherever a unit of work would never commit."""
         ...
 
     async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:

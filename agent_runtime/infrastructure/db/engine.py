@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, StaticPool, event
+from sqlalchemy import Engine, NullPool, StaticPool, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -65,6 +65,28 @@ def create_sqlite_writer_engine(url: URL) -> Engine:
         connect_args={"check_same_thread": False},
     )
     _configure_sqlite(engine, begin_immediate=False)
+    return engine
+
+
+def create_sqlite_reader_engine(url: URL) -> Engine:
+    """A synchronous engine (the standard sqlite3 driver) for sqlite_readers.SqliteReaders:
+    connections that can only read (query_only), whose busy timeout is 0 until a reader
+    waits on a thread. It opens a connection per connect(); SqliteReaders keeps the idle
+    ones. The writer and the migrations put the file in WAL mode (a persistent setting)."""
+    engine = create_sync_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        poolclass=NullPool,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the reader issues BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+
     return engine
 
 

@@ -81,6 +81,17 @@ async def _guard(call: Callable[[], Awaitable[T]]) -> T:
         raise translated from exc
 
 
+def guard_sync(call: Callable[[], T]) -> T:
+    """`call` (statements on a synchronous connection), its failures as domain errors."""
+    try:
+        return call()
+    except (DBAPIError, OSError) as exc:
+        translated = translate_error(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
 def translate_error(exc: DBAPIError | PoolTimeout | OSError) -> Exception:
     """The domain error a database failure stands for, or the failure itself for a bug."""
     if isinstance(exc, IntegrityError):

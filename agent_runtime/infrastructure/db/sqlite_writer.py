@@ -38,7 +38,7 @@ from agent_runtime.infrastructure.db.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_sqlite_writer_engine,
 )
-from agent_runtime.infrastructure.db.guarded_session import translate_error
+from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
 
 T = TypeVar("T")
 
@@ -219,13 +219,3 @@ def _end_transaction(connection: Connection | None) -> None:
     raw = connection.connection.dbapi_connection
     if raw is not None and raw.in_transaction:
         raw.rollback()
-
-
-def _guarded(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except (DBAPIError, OSError) as exc:
-        translated = translate_error(exc)
-        if translated is exc:
-            raise
-        raise translated from exc

@@ -1,4 +1,5 @@
-"""SqlAlchemyUnitOfWork: one database session per unit of work, closed on every exit path."""
+"""SqlAlchemyUnitOfWork: one database session per unit of work, closed on every exit path;
+SqlAlchemyReadUnitOfWork: the same repositories on a session that only reads."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from agent_runtime.infrastructure.db.repositories import (
     abandoned_turn_candidates,
     count_pending_approvals,
 )
+from agent_runtime.infrastructure.db.sqlite_readers import SqliteReaders
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
@@ -106,6 +108,42 @@ class SqlAlchemyUnitOfWork:
         return self._db
 
 
+class SqlAlchemyReadUnitOfWork:
+    """A unit of work that only reads: no commit, and on SQLite a read connection of its
+    own (sqlite_readers.py) instead of the writer; on PostgreSQL a READ ONLY transaction."""
+
+    sessions: SessionRepository
+    turns: TurnRepository
+    messages: MessageRepository
+    approvals: ApprovalRepository
+    events: EventRepository
+
+    def __init__(
+        self, open_database: Callable[[], Database], tenant_id: str, *, postgresql: bool = False
+    ) -> None:
+        self._open_database = open_database
+        self.tenant_id = tenant_id
+        self._postgresql = postgresql
+        self._db: Database | None = None
+
+    async def __aenter__(self) -> SqlAlchemyReadUnitOfWork:
+        self._db = self._open_database()
+        # Scoped to the tenant exactly as a writing unit of work is.
+        self.sessions = SqlAlchemySessionRepository(self._db, self.tenant_id)
+        self.turns = SqlAlchemyTurnRepository(self._db, self.tenant_id)
+        self.messages = SqlAlchemyMessageRepository(self._db, self.tenant_id)
+        self.approvals = SqlAlchemyApprovalRepository(self._db, self.tenant_id)
+        self.events = SqlAlchemyEventRepository(
+            self._db, self.tenant_id, postgresql=self._postgresql
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.shield(_rollback_and_close(db))
+
+
 async def _rollback_and_close(db: Database) -> None:
     try:
         await db.rollback()
@@ -133,16 +171,33 @@ class SqlAlchemyUnitOfWorkFactory:
         # Told how long each commit took (the commit-latency metric).
         self._commit_seconds = commit_seconds
         self._open_database: Callable[[], Database]
+        self._open_reader: Callable[[], Database]
         self._writer: SqliteWriter | None = None
+        self._readers: SqliteReaders | None = None
         if engine.dialect.name == "sqlite":
             # SQLite has one writer at a time: every unit of work takes its turn on the
             # process's one connection (sqlite_writer.py), in order, rather than colliding
             # in SQLite, whose busy handler sleeps in growing steps between retries.
             self._writer = SqliteWriter(engine.url)
             self._open_database = self._writer.session
+            # Readers read beside it, on connections of their own (sqlite_readers.py).
+            self._readers = SqliteReaders(engine.url)
+            self._open_reader = self._readers.session
         else:
             session_factory = async_sessionmaker(engine, expire_on_commit=False)
             self._open_database = lambda: GuardedSession(session_factory())
+            # PostgreSQL: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY, one statement
+            # (asyncpg begins so): every statement sees the transaction's one snapshot, and
+            # a read-only transaction never fails to serialize.
+            read_only = (
+                engine.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+                if engine.dialect.name == "postgresql"
+                else engine
+            )
+            reader_factory = async_sessionmaker(read_only, expire_on_commit=False)
+            self._open_reader = lambda: GuardedSession(reader_factory())
         # Only PostgreSQL commits transactions side by side (see SqlAlchemyEventRepository).
         self._postgresql = engine.dialect.name == "postgresql"
 
@@ -156,8 +211,11 @@ class SqlAlchemyUnitOfWorkFactory:
             commit_seconds=self._commit_seconds,
         )
 
+    def reader(self, tenant_id: str) -> SqlAlchemyReadUnitOfWork:
+        return SqlAlchemyReadUnitOfWork(self._open_reader, tenant_id, postgresql=self._postgresql)
+
     async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
-        db = self._open_database()
+        db = self._open_reader()
         try:
             rows = await db.execute(
                 select(turns.c.tenant_id, turns.c.turn_id)
@@ -169,12 +227,15 @@ class SqlAlchemyUnitOfWorkFactory:
             await asyncio.shield(_rollback_and_close(db))
 
     async def close(self) -> None:
-        """Closes the SQLite writer (after a commit in progress); the engine is the caller's."""
+        """Closes the SQLite writer (after a commit in progress) and readers; the engine is
+        the caller's."""
+        if self._readers is not None:
+            self._readers.close()
         if self._writer is not None:
             await self._writer.close()
 
     async def count_pending_approvals(self, now: datetime) -> int:
-        db = self._open_database()
+        db = self._open_reader()
         try:
             count = await db.scalar(count_pending_approvals(now))
             return int(count or 0)

@@ -1,0 +1,216 @@
+"""SQLite: read-only units of work on their own connections, beside the writer.
+
+Reads (WatchEvents polls, following a turn from its log, GetSession, ListSessions, the
+pending-approvals gauge, ...) do not take the writer's gate (sqlite_writer.py) and do not
+begin a write transaction: in WAL mode a reader never blocks the writer and the writer never
+blocks a reader, and a reader sees only committed rows. So a read does not queue behind
+commits (each holding the gate through an fsync), and does not delay them either.
+
+Each reading unit of work takes a connection of its own from a few kept open (opened as
+needed: a unit of work may hold its connection across awaits, so readers cannot share
+one), with `PRAGMA query_only=ON`: a reader cannot write, whatever it runs. It reads in one
+deferred transaction (BEGIN at its first statement, ROLLBACK when it ends), so all its
+statements see one snapshot.
+
+Statements run inline on the event loop's thread, as the writer's do: on cached pages they
+take microseconds, less than a hop to a thread and back. A reader waits for a lock only in
+rare moments (another connection recovering the WAL after a crash, or one holding the file
+in exclusive locking mode), so its busy timeout is 0 and such a statement fails at once;
+SQLITE_BUSY is then retried on a thread with the full busy timeout, and the event loop
+keeps running meanwhile. Failures come out as domain errors (StorageUnavailable), as the
+writer's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from agent_runtime.infrastructure.db.engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_sqlite_reader_engine,
+)
+from agent_runtime.infrastructure.db.guarded_session import guard_sync
+
+T = TypeVar("T")
+
+# Idle read connections kept open; more are opened when more readers overlap.
+KEEP_IDLE = 4
+
+
+class SqliteReaders:
+    """The read connections to one SQLite file: those idle, and how to open another."""
+
+    def __init__(self, url: URL, *, keep_idle: int = KEEP_IDLE) -> None:
+        self._engine: Engine = create_sqlite_reader_engine(url)
+        self._idle: list[Connection] = []
+        self._keep_idle = keep_idle
+        self._closed = False
+        # Readers dropped without close() (tests make many) still close their files.
+        self._finalizer = weakref.finalize(self, _close_all, self._idle, self._engine)
+
+    def session(self) -> ReaderSession:
+        return ReaderSession(self)
+
+    def close(self) -> None:
+        """Closes the idle connections; those in use close when their unit of work ends."""
+        self._closed = True
+        self._finalizer()
+
+    def take(self) -> Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+        # Opening a file takes no lock (the first read does): inline, like the statements.
+        return self._engine.connect()
+
+    def give_back(self, connection: Connection) -> None:
+        if self._closed or len(self._idle) >= self._keep_idle:
+            connection.close()
+        else:
+            self._idle.append(connection)
+
+
+def _close_all(idle: list[Connection], engine: Engine) -> None:
+    while idle:
+        idle.pop().close()
+    engine.dispose()
+
+
+class ReaderSession:
+    """One reading unit of work's connection and read transaction: the Database its
+    repositories run on. It cannot commit."""
+
+    def __init__(self, readers: SqliteReaders) -> None:
+        self._readers = readers
+        self._connection: Connection | None = None
+        self._in_flight: asyncio.Future[Any] | None = None
+        self._broken = False
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(lambda connection: connection.execute(*args, **kwargs))
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(lambda connection: connection.scalar(*args, **kwargs))
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(lambda connection: connection.scalars(*args, **kwargs))
+
+    async def commit(self) -> None:
+        raise RuntimeError("a read-only unit of work cannot commit")
+
+    async def rollback(self) -> None:
+        """Ends the read transaction (the next statement begins another, newer snapshot)."""
+        await self._settle()
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            guard_sync(lambda: _end_transaction(connection))
+        except BaseException:
+            self._broken = True
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self.rollback()
+        finally:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                if self._broken:
+                    connection.close()
+                else:
+                    self._readers.give_back(connection)
+
+    async def _run(self, statement: Callable[[Connection], T]) -> T:
+        connection = self._begin()
+        try:
+            return guard_sync(lambda: _unless_busy(connection, statement))
+        except _Busy:
+            pass
+        # A lock another connection holds for a moment: waited for off the event loop.
+        return await self._in_thread(lambda: _waiting(connection, statement))
+
+    def _begin(self) -> Connection:
+        if self._connection is None:
+            self._connection = guard_sync(self._readers.take)
+        connection = self._connection
+        if not connection.in_transaction():
+            guard_sync(lambda: _begin_read(connection))
+        return connection
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        # Shielded: a cancelled caller stops waiting, the thread's call runs to its end, and
+        # close() waits for it before it ends the transaction and gives the connection back.
+        future = asyncio.get_running_loop().run_in_executor(None, lambda: guard_sync(call))
+        self._in_flight = future
+        return await asyncio.shield(future)
+
+    async def _settle(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            if not in_flight.done():
+                await asyncio.wait([in_flight])
+            if not in_flight.cancelled():
+                in_flight.exception()  # retrieved: its caller was cancelled or has seen it
+
+
+class _Busy(Exception):
+    """SQLITE_BUSY inline: the statement is to be run again on a thread."""
+
+
+def _unless_busy(connection: Connection, statement: Callable[[Connection], T]) -> T:
+    try:
+        return statement(connection)
+    except DBAPIError as exc:
+        orig = exc.orig
+        if (
+            isinstance(orig, sqlite3.OperationalError)
+            and orig.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+        ):
+            raise _Busy from exc
+        raise
+
+
+def _begin_read(connection: Connection) -> None:
+    """A deferred BEGIN (it takes no lock; the first read takes the snapshot), then the
+    SQLAlchemy transaction around it (the driver's own BEGIN is off)."""
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        raw.execute("BEGIN")
+    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
+        raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error) from exc
+    connection.begin()
+
+
+def _waiting(connection: Connection, statement: Callable[[Connection], T]) -> T:
+    _busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
+    try:
+        return statement(connection)
+    finally:
+        _busy_timeout(connection, 0)
+
+
+def _busy_timeout(connection: Connection, milliseconds: int) -> None:
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        raw.execute(f"PRAGMA busy_timeout={milliseconds}")
+    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
+        raise DBAPIError.instance("PRAGMA busy_timeout", None, exc, sqlite3.Error) from exc
+
+
+def _end_transaction(connection: Connection) -> None:
+    if connection.closed:
+        return
+    connection.rollback()
+    raw = connection.connection.dbapi_connection
+    if raw is not None and raw.in_transaction:
+        raw.rollback()
