@@ -31,7 +31,7 @@ class EventWatcher:
             if not 0 <= query.after_event_id < MAX_EVENT_ID:
                 raise InvalidInput.field("after_event_id", f"must be below {MAX_EVENT_ID}")
             return query.after_event_id
-        async with self._uow_factory(query.tenant_id) as uow:
+        async with self._uow_factory.reader(query.tenant_id) as uow:
             return await uow.events.last_id()
 
     async def watch(self, query: WatchEvents, cursor: int) -> AsyncGenerator[StoredEvent, None]:
@@ -40,7 +40,7 @@ class EventWatcher:
         scope = CommitScope(query.tenant_id, query.session_id or None)
         while True:
             generation = self._signal.generation()
-            async with self._uow_factory(query.tenant_id) as uow:
+            async with self._uow_factory.reader(query.tenant_id) as uow:
                 batch = await uow.events.after(
                     cursor, session_id=query.session_id or None, types=query.types, limit=BATCH
                 )

@@ -13,7 +13,7 @@ from agent_runtime.application.commands import (
     ListSessions,
 )
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
-from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
+from agent_runtime.application.ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy, WriteConflict
 from agent_runtime.domain.model import (
@@ -89,14 +89,14 @@ class SessionHandler:
 
     async def get(self, session_id: str, *, tenant_id: str) -> SessionDetails:
         validate_session_id(session_id)
-        async with self._uow_factory(tenant_id) as uow:
+        async with self._uow_factory.reader(tenant_id) as uow:
             session = await _live_session(uow, session_id)
             return await self._details(uow, session)
 
     async def list(self, query: ListSessions) -> Page[SessionDetails]:
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_time_key_token(query.page_token, _SESSIONS_TOKEN)
-        async with self._uow_factory(query.tenant_id) as uow:
+        async with self._uow_factory.reader(query.tenant_id) as uow:
             rows = await uow.sessions.page_by_activity(after, limit + 1)
             details = [await self._details(uow, s) for s in rows[:limit]]
         token = ""
@@ -123,7 +123,7 @@ class SessionHandler:
         validate_session_id(query.session_id)
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_position_token(query.page_token)
-        async with self._uow_factory(query.tenant_id) as uow:
+        async with self._uow_factory.reader(query.tenant_id) as uow:
             await _live_session(uow, query.session_id)
             # One extra row tells whether another page exists without a count query.
             rows = await uow.messages.page(query.session_id, after, limit + 1)
@@ -135,7 +135,7 @@ class SessionHandler:
         validate_session_id(query.session_id)
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_time_key_token(query.page_token, _APPROVALS_TOKEN)
-        async with self._uow_factory(query.tenant_id) as uow:
+        async with self._uow_factory.reader(query.tenant_id) as uow:
             await _live_session(uow, query.session_id)
             rows = await uow.approvals.pending_page(query.session_id, self._now(), after, limit + 1)
         items = rows[:limit]
@@ -146,13 +146,13 @@ class SessionHandler:
             )
         return Page(items, token)
 
-    async def _details(self, uow: UnitOfWork, session: Session) -> SessionDetails:
+    async def _details(self, uow: ReadUnitOfWork, session: Session) -> SessionDetails:
         history = await uow.sessions.agent_history(session.session_id)
         pending = await uow.approvals.count_pending(session.session_id, self._now())
         return SessionDetails(session, history, pending)
 
 
-async def _live_session(uow: UnitOfWork, session_id: str) -> Session:
+async def _live_session(uow: ReadUnitOfWork, session_id: str) -> Session:
     session = await uow.sessions.get(session_id)
     if session is None or session.deleted_at is not None:
         raise NotFound(

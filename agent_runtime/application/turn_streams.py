@@ -111,7 +111,7 @@ class TurnStreams:
     async def _read_log(
         self, session_id: str, turn_id: str, tenant_id: str
     ) -> tuple[Turn, list[Chunk]]:
-        async with self._uow_factory(tenant_id) as uow:
+        async with self._uow_factory.reader(tenant_id) as uow:
             turn = await uow.turns.get(turn_id)
             if turn is None or turn.session_id != session_id:
                 raise _turn_not_found(session_id, turn_id)

@@ -1,0 +1,51 @@
+"""Use cases that only read open read-only units of work (uow_factory.reader): on SQLite
+they then neither wait for nor hold up the transactions that write."""
+
+from __future__ import annotations
+
+from agent_runtime.application.commands import (
+    ListMessages,
+    ListPendingApprovals,
+    ListSessions,
+    SendUserMessage,
+    WatchEvents,
+)
+from agent_runtime.application.event_watcher import EventWatcher
+from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.chunks import TurnStarted
+from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
+from agent_runtime.infrastructure.event_signal import LocalEventSignal
+from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
+
+
+async def _finished_turn(uows: FakeUnitOfWorkFactory) -> tuple[str, str]:
+    handler = TurnHandler(
+        uows, ScriptedModel(text_answer("hi")), default_agents(), TurnSettings(default_model="m")
+    )
+    stream = [c async for c in handler.handle(SendUserMessage("s1", "hello", tenant_id=TENANT))]
+    assert any(isinstance(c.body, TurnStarted) for c in stream)
+    return "s1", stream[0].turn_id
+
+
+async def test_reading_use_cases_open_only_readers_scoped_to_the_tenant() -> None:
+    uows = FakeUnitOfWorkFactory()
+    session_id, turn_id = await _finished_turn(uows)
+    handler = TurnHandler(uows, ScriptedModel(), default_agents(), TurnSettings(default_model="m"))
+    sessions = SessionHandler(uows, default_agents())
+    watcher = EventWatcher(uows, LocalEventSignal())
+    writers_before = len(uows.opened) - len(uows.readers_for)
+    readers_before = len(uows.readers_for)
+
+    await sessions.get(session_id, tenant_id=TENANT)
+    await sessions.list(ListSessions(tenant_id=TENANT))
+    await sessions.list_messages(ListMessages(session_id, tenant_id=TENANT))
+    await sessions.list_pending_approvals(ListPendingApprovals(session_id, tenant_id=TENANT))
+    assert await watcher.start_cursor(WatchEvents(tenant_id=TENANT)) > 0
+    replayed = [c async for c in handler.streams.follow(session_id, turn_id, 0, tenant_id=TENANT)]
+    assert replayed
+
+    assert len(uows.opened) - len(uows.readers_for) == writers_before  # no writer opened
+    assert uows.readers_for[readers_before:] == [TENANT] * 6
+    assert all(u.closed for u in uows.opened)
