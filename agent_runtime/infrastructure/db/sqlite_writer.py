@@ -1,5 +1,9 @@
-"""SQLite: one connection for every unit of work of the process, one thread hop per
+"""SQLite: one connection for every writing unit of work of the process, one thread hop per
 transaction.
+
+Units of work that only read (uow_factory.reader) do not come here: they read beside the
+writer on read-only connections of their own (sqlite_readers.py), never take the gate and
+never wait for a commit. In WAL mode they do not block the writer either.
 
 SQLite has one writer at a time, so our units of work already take turns (the gate). A
 statement on a local file whose pages are cached takes microseconds, less than handing it
