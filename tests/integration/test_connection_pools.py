@@ -126,6 +126,21 @@ async def test_a_request_that_fails_or_is_closed_early_gives_its_slot_back(
         held.release.set()
 
 
+async def test_the_pools_hold_max_connections_in_all_not_a_multiple_of_their_size(
+    server: FakeModelServer, held: HeldAnswers
+) -> None:
+    pools = ShardedConnectionPool(max_connections=5, keepalive_expiry=30.0, per_pool=4)
+    async with httpx.AsyncClient(transport=pools) as client:
+        calls = [asyncio.create_task(read_all(client, server)) for _ in range(6)]
+        await held.wait_started(5)
+        assert pools.in_flight[1] == 1  # pool 0's 4, then the last pool's one connection
+        assert sum(pools.in_flight) == 6  # the sixth is queued in one of them
+        assert server.connections_opened == 5  # never more than max_connections
+        held.release.set()
+        await asyncio.gather(*calls)
+        assert pools.in_flight == [0, 0]
+
+
 def test_sizes_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ShardedConnectionPool(max_connections=0, keepalive_expiry=30.0)

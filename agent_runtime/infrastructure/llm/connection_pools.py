@@ -28,7 +28,8 @@ CONNECTIONS_PER_POOL = 8
 
 class ShardedConnectionPool(httpx.AsyncBaseTransport):
     """An httpx transport made of up to ceil(max_connections / per_pool) pools, each made
-    when first needed; they share one TLS context."""
+    when first needed; they share one TLS context. Their sizes add up to max_connections
+    (the last pool takes the remainder)."""
 
     def __init__(
         self,
@@ -39,14 +40,10 @@ class ShardedConnectionPool(httpx.AsyncBaseTransport):
     ) -> None:
         if max_connections < 1 or per_pool < 1:
             raise ValueError("max_connections and per_pool must be at least 1")
-        self._per_pool = min(per_pool, max_connections)
-        self._limits = httpx.Limits(
-            max_connections=self._per_pool,
-            max_keepalive_connections=self._per_pool,
-            keepalive_expiry=keepalive_expiry,
-        )
-        self._tls: ssl.SSLContext | None = None
         count = math.ceil(max_connections / per_pool)
+        self._sizes = [min(per_pool, max_connections - i * per_pool) for i in range(count)]
+        self._keepalive_expiry = keepalive_expiry
+        self._tls: ssl.SSLContext | None = None
         self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count
         # Requests each pool is serving: sent, and their response not yet closed.
         self.in_flight = [0] * count
@@ -75,14 +72,21 @@ class ShardedConnectionPool(httpx.AsyncBaseTransport):
     def _open(self, index: int) -> httpx.AsyncHTTPTransport:
         if self._tls is None:
             self._tls = httpx.create_ssl_context()  # loads the CA bundle: once, not per pool
-        pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=self._tls, limits=self._limits)
+        size = self._sizes[index]
+        limits = httpx.Limits(
+            max_connections=size,
+            max_keepalive_connections=size,
+            keepalive_expiry=self._keepalive_expiry,
+        )
+        pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=self._tls, limits=limits)
         return pool
 
     def _choose(self) -> int:
         for index, busy in enumerate(self.in_flight):
-            if busy < self._per_pool:
+            if busy < self._sizes[index]:
                 return index
-        return min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
+        # All full: the request queues in the pool with the fewest requests per connection.
+        return min(range(len(self.in_flight)), key=lambda i: self.in_flight[i] / self._sizes[i])
 
 
 class _Released(httpx.AsyncByteStream):
