@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from agent_runtime.infrastructure.llm.connection_pools import ShardedConnectionPool
+from agent_runtime.infrastructure.llm.openai_compatible import create_http_client
 from tests.support.fake_model_server import (
     FakeModelServer,
     RequestBody,
@@ -139,6 +140,22 @@ async def test_the_pools_hold_max_connections_in_all_not_a_multiple_of_their_siz
         held.release.set()
         await asyncio.gather(*calls)
         assert pools.in_flight == [0, 0]
+
+
+async def test_a_proxy_named_by_the_environment_is_still_used(
+    server: FakeModelServer, held: HeldAnswers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake server plays the proxy: a plain-HTTP request through a proxy is sent to it
+    # whole ("POST http://host/v1/chat/completions"), and it answers as the model would.
+    held.release.set()
+    monkeypatch.setenv("HTTP_PROXY", server.base_url.removesuffix("/v1"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = create_http_client(connect_timeout=5.0, read_timeout=10.0)
+    async with client:
+        body = await client.post("http://model.invalid/v1/chat/completions", json={})
+    assert b"[DONE]" in body.content
+    assert server.connections_opened == 1
 
 
 def test_sizes_must_be_positive() -> None:

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import random
+import urllib.request
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,16 +88,32 @@ def create_http_client(
     think for minutes before its first token, then stream for many more. Every streaming
     turn holds a connection for its whole answer, so max_connections bounds how many turns
     talk to the model at once (the others wait for a connection, up to connect_timeout).
-    The connections are held in small pools (connection_pools.py), for CPU.
+    The connections are held in small pools (connection_pools.py), for CPU, unless the
+    environment names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, with NO_PROXY): httpx
+    honours those only with its own transport, so then it keeps one pool of that size.
     """
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(max_connections, 200),
+        keepalive_expiry=30.0,
+    )
+    transport = None
+    if not _environment_names_a_proxy():
+        transport = ShardedConnectionPool(max_connections=max_connections, keepalive_expiry=30.0)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=30.0, pool=connect_timeout
         ),
-        transport=ShardedConnectionPool(max_connections=max_connections, keepalive_expiry=30.0),
+        limits=limits,
+        transport=transport,
         # A redirect means a wrong base_url; following it would resend the key elsewhere.
         follow_redirects=False,
     )
+
+
+def _environment_names_a_proxy() -> bool:
+    proxies = urllib.request.getproxies()  # what httpx reads too
+    return any(scheme in proxies for scheme in ("http", "https", "all"))
 
 
 class OpenAICompatibleClient:
