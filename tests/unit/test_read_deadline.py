@@ -25,11 +25,12 @@ async def test_a_read_still_waiting_at_its_deadline_raises() -> None:
 
 
 async def test_reads_that_keep_arriving_move_the_deadline_on() -> None:
-    # 10 reads of SHORT/5 each, each with a deadline SHORT after it starts: 2 x SHORT in all.
+    # 30 reads of 10 ms, each with a deadline 200 ms after it starts: 300 ms in all, longer
+    # than one deadline, with a wide margin for a slow machine on each read.
     async with ReadDeadline() as reads:
-        for _ in range(10):
-            reads.start(soon())
-            await asyncio.sleep(SHORT / 5)  # the read: data arrives well before its deadline
+        for _ in range(30):
+            reads.start(soon(0.2))
+            await asyncio.sleep(0.01)  # the read: data arrives well before its deadline
             reads.stop()
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
