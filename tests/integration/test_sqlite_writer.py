@@ -138,7 +138,11 @@ async def test_a_cancelled_commit_finishes_whole_before_the_next_unit_of_work_st
             await uow.sessions.add(Session("s1", "coder", NOW, NOW))
             await uow.messages.add(_message(1))
             # Hold the writer's thread: the COMMIT queues behind this until released.
-            blockers.append(uows._writer.in_thread(release.wait))  # type: ignore[union-attr]
+            writer = uows._writer
+            assert writer is not None
+            blockers.append(
+                asyncio.get_running_loop().run_in_executor(writer.executor, release.wait)
+            )
             committing.set()
             await uow.commit()
 
@@ -295,5 +299,5 @@ async def test_a_writer_collected_on_its_own_thread_shuts_down_without_waiting_f
     # The garbage collector runs a dropped writer's finaliser on whichever thread collects
     # it, the writer's own included; joining itself there would raise.
     writer = SqliteWriter(make_url(f"sqlite:///{db_file}"))
-    await writer.in_thread(writer._finalizer)
+    await asyncio.get_running_loop().run_in_executor(writer.executor, writer._finalizer)
     assert not writer._finalizer.alive

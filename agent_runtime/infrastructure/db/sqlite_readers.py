@@ -23,7 +23,6 @@ writer's do.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import weakref
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from agent_runtime.infrastructure.db.engine import (
     create_sqlite_reader_engine,
 )
 from agent_runtime.infrastructure.db.guarded_session import guard_sync
+from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
 T = TypeVar("T")
 
@@ -92,7 +92,7 @@ class ReaderSession:
     def __init__(self, readers: SqliteReaders) -> None:
         self._readers = readers
         self._connection: Connection | None = None
-        self._in_flight: asyncio.Future[Any] | None = None
+        self._thread_calls = ThreadCalls()
         self._broken = False
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
@@ -109,7 +109,7 @@ class ReaderSession:
 
     async def rollback(self) -> None:
         """Ends the read transaction (the next statement begins another, newer snapshot)."""
-        await self._settle()
+        await self._thread_calls.settle()
         connection = self._connection
         if connection is None:
             return
@@ -137,7 +137,7 @@ class ReaderSession:
         except _Busy:
             pass
         # A lock another connection holds for a moment: waited for off the event loop.
-        return await self._in_thread(lambda: _waiting(connection, statement))
+        return await self._thread_calls.run(lambda: _waiting(connection, statement))
 
     def _begin(self) -> Connection:
         if self._connection is None:
@@ -146,21 +146,6 @@ class ReaderSession:
         if not connection.in_transaction():
             guard_sync(lambda: _begin_read(connection))
         return connection
-
-    async def _in_thread(self, call: Callable[[], T]) -> T:
-        # Shielded: a cancelled caller stops waiting, the thread's call runs to its end, and
-        # close() waits for it before it ends the transaction and gives the connection back.
-        future = asyncio.get_running_loop().run_in_executor(None, lambda: guard_sync(call))
-        self._in_flight = future
-        return await asyncio.shield(future)
-
-    async def _settle(self) -> None:
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            if not in_flight.done():
-                await asyncio.wait([in_flight])
-            if not in_flight.cancelled():
-                in_flight.exception()  # retrieved: its caller was cancelled or has seen it
 
 
 class _Busy(Exception):

@@ -30,7 +30,6 @@ import asyncio
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -43,6 +42,7 @@ from agent_runtime.infrastructure.db.engine import (
     create_sqlite_writer_engine,
 )
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
+from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
 T = TypeVar("T")
 
@@ -80,8 +80,10 @@ class SqliteWriter:
             return None
         return self._connection
 
-    def in_thread(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        return asyncio.get_running_loop().run_in_executor(self._thread, call)
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The writer's one thread: where BEGIN may wait for a lock and COMMIT for fsync."""
+        return self._thread
 
 
 def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:
@@ -102,7 +104,7 @@ class WriterSession:
         self._writer = writer
         self._holding = False
         self._connection: Connection | None = None
-        self._in_flight: asyncio.Future[Any] | None = None
+        self._thread_calls = ThreadCalls(writer.executor)
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         connection = await self._begin()
@@ -126,14 +128,14 @@ class WriterSession:
         # Only the driver's COMMIT (the fsync) runs on the writer's thread: the less Python
         # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
         # then closes its transaction inline, with nothing left to commit.
-        await self._in_thread(lambda: _commit(connection))
+        await self._thread_calls.run(lambda: _commit(connection))
         connection.commit()
         self._leave()
 
     async def rollback(self) -> None:
         if not self._holding:
             return
-        await self._settle()
+        await self._thread_calls.settle()
         try:
             _guarded(lambda: _end_transaction(self._connection))
         finally:
@@ -156,27 +158,12 @@ class WriterSession:
                     self._connection = connection = self._writer.connection()
                     _begin(connection, wait=True)
 
-                await self._in_thread(begin_waiting)
+                await self._thread_calls.run(begin_waiting)
             assert self._connection is not None
         return self._connection
 
-    async def _in_thread(self, call: Callable[[], T]) -> T:
-        # Shielded: a cancelled caller stops waiting, the thread's call runs to its end, and
-        # rollback()/close() wait for it before they touch the connection or free the gate.
-        future = self._writer.in_thread(lambda: _guarded(call))
-        self._in_flight = future
-        return await asyncio.shield(future)
-
-    async def _settle(self) -> None:
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            if not in_flight.done():
-                await asyncio.wait([in_flight])
-            if not in_flight.cancelled():
-                in_flight.exception()  # retrieved: its caller was cancelled or has seen it
-
     def _leave(self) -> None:
-        if self._holding and (self._in_flight is None or self._in_flight.done()):
+        if self._holding and self._thread_calls.idle:
             self._holding = False
             self._writer.gate.release()
 
