@@ -301,3 +301,22 @@ async def test_a_writer_collected_on_its_own_thread_shuts_down_without_waiting_f
     writer = SqliteWriter(make_url(f"sqlite:///{db_file}"))
     await asyncio.get_running_loop().run_in_executor(writer.executor, writer._finalizer)
     assert not writer._finalizer.alive
+
+
+async def test_a_transaction_the_database_rolled_back_is_never_reported_committed(
+    uows: SqlAlchemyUnitOfWorkFactory, db_file: Path
+) -> None:
+    async with uows(TENANT) as uow:
+        await uow.sessions.add(Session("s1", "coder", NOW, NOW))
+        # What SQLite does by itself after SQLITE_FULL or an I/O error: the transaction is
+        # gone, and the driver's commit would quietly do nothing.
+        writer = uows._writer
+        assert writer is not None
+        connection = writer.open_connection()
+        assert connection is not None
+        connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+        with pytest.raises(StorageUnavailable):
+            await uow.commit()
+    assert _rows(db_file, "SELECT count(*) FROM sessions") == [(0,)]
+    await _add_session(uows, "s2")  # and the writer carries on
+    assert _rows(db_file, "SELECT session_id FROM sessions") == [("s2",)]

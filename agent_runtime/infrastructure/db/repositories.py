@@ -187,9 +187,6 @@ class SqlAlchemySessionRepository:
         ).limit(limit)
         return [_session_from_row(row) for row in (await self._db.execute(query)).all()]
 
-    def _session(self, session_id: str) -> tuple[ColumnElement[bool], ...]:
-        return (sessions.c.tenant_id == self._tenant, sessions.c.session_id == session_id)
-
     def _key(self, session_id: str) -> dict[str, Any]:
         return {"key_tenant": self._tenant, "key_session": session_id}
 

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.db.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_sqlite_writer_engine,
@@ -129,7 +130,7 @@ class WriterSession:
         # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
         # then closes its transaction inline, with nothing left to commit.
         await self._thread_calls.run(lambda: _commit(connection))
-        connection.commit()
+        _guarded(connection.commit)
         self._leave()
 
     async def rollback(self) -> None:
@@ -194,6 +195,10 @@ def _begin(connection: Connection, *, wait: bool) -> bool:
 
 def _commit(connection: Connection) -> None:
     raw: Any = connection.connection.dbapi_connection
+    if not raw.in_transaction:
+        # SQLite itself rolled the transaction back (after SQLITE_FULL, IOERR...): the
+        # driver's commit would do nothing and report success.
+        raise StorageUnavailable("the database rolled the transaction back before its commit")
     try:
         raw.commit()
     except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
