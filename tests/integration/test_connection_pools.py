@@ -100,11 +100,53 @@ async def test_when_every_pool_is_full_a_request_waits_for_a_free_connection(
     async with httpx.AsyncClient(transport=pools) as client:
         calls = [asyncio.create_task(read_all(client, server)) for _ in range(3)]
         await held.wait_started(2)
-        assert sum(pools.in_flight) == 3  # the third is queued in one of the pools
+        assert pools.in_flight == [1, 1]  # the third waits for a connection, in no pool
         assert server.connections_opened == 2  # never more than max_connections
         held.release.set()
         await asyncio.gather(*calls)
         assert held.started == 3
+        assert pools.in_flight == [0, 0]
+
+
+class GatedAnswers:
+    """The n-th answer streams at once and ends when the test opens gate n."""
+
+    def __init__(self, count: int) -> None:
+        self.gates = [asyncio.Event() for _ in range(count)]
+        self.started = [asyncio.Event() for _ in range(count)]
+        self._arrived = 0
+
+    async def respond(self, _request: RequestBody, out: ResponseWriter) -> None:
+        number, self._arrived = self._arrived, self._arrived + 1
+        await out.start_stream()
+        await out.send_event("[START]")
+        self.started[number].set()
+        await self.gates[number].wait()
+        await out.send_event("[DONE]")
+        await out.end_stream()
+
+
+async def test_a_waiting_request_takes_the_first_connection_freed_in_any_pool(
+    server: FakeModelServer,
+) -> None:
+    answers = GatedAnswers(3)
+    server.default_response = ScriptedResponse(answers.respond)
+    pools = ShardedConnectionPool(max_connections=2, keepalive_expiry=30.0, per_pool=1)
+    async with httpx.AsyncClient(transport=pools) as client:
+        first = asyncio.create_task(read_all(client, server))
+        await answers.started[0].wait()
+        second = asyncio.create_task(read_all(client, server))
+        await answers.started[1].wait()
+        third = asyncio.create_task(read_all(client, server))
+        answers.gates[1].set()  # pool 1's request ends first: the third goes there
+        await second
+        async with asyncio.timeout(10):
+            await answers.started[2].wait()  # while pool 0's request still streams
+        assert not first.done()
+        assert pools.in_flight == [1, 1]
+        for gate in answers.gates:
+            gate.set()
+        await asyncio.gather(first, third)
         assert pools.in_flight == [0, 0]
 
 
@@ -134,8 +176,7 @@ async def test_the_pools_hold_max_connections_in_all_not_a_multiple_of_their_siz
     async with httpx.AsyncClient(transport=pools) as client:
         calls = [asyncio.create_task(read_all(client, server)) for _ in range(6)]
         await held.wait_started(5)
-        assert pools.in_flight[1] == 1  # pool 0's 4, then the last pool's one connection
-        assert sum(pools.in_flight) == 6  # the sixth is queued in one of them
+        assert pools.in_flight == [4, 1]  # pool 0's 4, then the last pool's one connection
         assert server.connections_opened == 5  # never more than max_connections
         held.release.set()
         await asyncio.gather(*calls)

@@ -9,12 +9,14 @@ docs/benchmarks/README.md). Small pools keep each walk short.
 
 A request goes to the first pool with a free connection, in order. So under light load
 every request uses pool 0 and its warm keep-alive connections (no new TCP or TLS
-handshake), and only concurrency spreads requests over more pools. When every pool is
-busy, the least busy one queues the request, bounded by httpx's pool timeout as before.
+handshake), and only concurrency spreads requests over more pools. When every connection
+is busy, a request waits for the first one freed in any pool, in arrival order, up to
+httpx's pool timeout, as with one pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
 from collections.abc import AsyncIterator
@@ -45,10 +47,12 @@ class ShardedConnectionPool(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._tls: ssl.SSLContext | None = None
         self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count
+        self._free = asyncio.Semaphore(max_connections)  # connections not serving a request
         # Requests each pool is serving: sent, and their response not yet closed.
         self.in_flight = [0] * count
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._take_a_connection(request)
         index = self._choose()
         pool = self._pools[index] or self._open(index)
         self.in_flight[index] += 1
@@ -68,6 +72,17 @@ class ShardedConnectionPool(httpx.AsyncBaseTransport):
 
     def release(self, index: int) -> None:
         self.in_flight[index] -= 1
+        self._free.release()
+
+    async def _take_a_connection(self, request: httpx.Request) -> None:
+        timeouts = request.extensions.get("timeout") or {}
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._free.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout(
+                "no free connection to the model endpoint", request=request
+            ) from None
 
     def _open(self, index: int) -> httpx.AsyncHTTPTransport:
         if self._tls is None:
@@ -82,11 +97,11 @@ class ShardedConnectionPool(httpx.AsyncBaseTransport):
         return pool
 
     def _choose(self) -> int:
+        """The first pool with a free connection (there is one: a connection was taken)."""
         for index, busy in enumerate(self.in_flight):
             if busy < self._sizes[index]:
                 return index
-        # All full: the request queues in the pool with the fewest requests per connection.
-        return min(range(len(self.in_flight)), key=lambda i: self.in_flight[i] / self._sizes[i])
+        raise AssertionError("a connection was taken but no pool has one free")
 
 
 class _Released(httpx.AsyncByteStream):
