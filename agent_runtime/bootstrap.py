@@ -28,7 +28,7 @@ from agent_runtime.application.readiness import ReadinessMonitor
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
 from agent_runtime.application.turn_recovery import TurnRecovery
-from agent_runtime.config import ConfigError, Settings
+from agent_runtime.config import DEFAULT_INSTANCE_ID, ConfigError, Settings
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.agents_file import load_agents
@@ -168,6 +168,7 @@ async def start(
     metrics: RuntimeMetrics = prometheus or NoMetrics()
     relay = await _chunk_relay(settings)
     engine = _engine(settings)
+    _warn_if_unnamed_replica(settings, engine.dialect.name)
     uow_factory: SqlAlchemyUnitOfWorkFactory | None = None
     try:
         await upgrade_to_head(engine)
@@ -330,6 +331,17 @@ def _transport(settings: Settings) -> Transport:
         max_pings_without_data=settings.grpc_max_pings_without_data,
         max_concurrent_streams_per_connection=settings.grpc_max_concurrent_streams_per_connection,
     )
+
+
+def _warn_if_unnamed_replica(settings: Settings, dialect: str) -> None:
+    """On PostgreSQL several replicas may share the database; each needs its own name."""
+    if dialect == "postgresql" and settings.instance_id == DEFAULT_INSTANCE_ID:
+        log.warning(
+            "AGENT_RUNTIME_INSTANCE_ID is not set: this process runs as %r. Every replica on "
+            "one database needs its own id (turn leases and commit notifications are per "
+            "instance; replicas sharing one ignore each other's notifications)",
+            DEFAULT_INSTANCE_ID,
+        )
 
 
 def _log_access_mode(settings: Settings) -> None:

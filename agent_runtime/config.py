@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """A setting has a value the runtime cannot use; the message names the setting."""
 
 
+# The owner name of a process left unnamed: fine alone, wrong for replicas sharing a database.
+DEFAULT_INSTANCE_ID = "local"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
@@ -51,7 +55,7 @@ class Settings:
     max_concurrent_streams: int = 2000
     # Names this process as the owner of its turns; each replica on one database needs its
     # own. A restarted process reclaims at once the turns its earlier life left running.
-    instance_id: str = "local"
+    instance_id: str = DEFAULT_INSTANCE_ID
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
