@@ -37,13 +37,25 @@ from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 
-class SqlAlchemyUnitOfWork:
+class _TenantRepositories:
+    """The repositories a unit of work offers, all scoped to its tenant: each statement
+    carries its tenant_id."""
+
+    tenant_id: str
     sessions: SessionRepository
     turns: TurnRepository
     messages: MessageRepository
     approvals: ApprovalRepository
     events: EventRepository
 
+    def _scope_repositories(self, db: Database) -> None:
+        self.sessions = SqlAlchemySessionRepository(db, self.tenant_id)
+        self.turns = SqlAlchemyTurnRepository(db, self.tenant_id)
+        self.messages = SqlAlchemyMessageRepository(db, self.tenant_id)
+        self.approvals = SqlAlchemyApprovalRepository(db, self.tenant_id)
+
+
+class SqlAlchemyUnitOfWork(_TenantRepositories):
     def __init__(
         self,
         open_database: Callable[[], Database],
@@ -64,11 +76,7 @@ class SqlAlchemyUnitOfWork:
 
     async def __aenter__(self) -> SqlAlchemyUnitOfWork:
         self._db = self._open_database()
-        # Every repository is scoped to the tenant: each statement carries its tenant_id.
-        self.sessions = SqlAlchemySessionRepository(self._db, self.tenant_id)
-        self.turns = SqlAlchemyTurnRepository(self._db, self.tenant_id)
-        self.messages = SqlAlchemyMessageRepository(self._db, self.tenant_id)
-        self.approvals = SqlAlchemyApprovalRepository(self._db, self.tenant_id)
+        self._scope_repositories(self._db)
         self._outbox = SqlAlchemyEventRepository(
             self._db, self.tenant_id, postgresql=self._postgresql, origin=self._origin
         )
@@ -108,15 +116,9 @@ class SqlAlchemyUnitOfWork:
         return self._db
 
 
-class SqlAlchemyReadUnitOfWork:
+class SqlAlchemyReadUnitOfWork(_TenantRepositories):
     """A unit of work that only reads: no commit, and on SQLite a read connection of its
     own (sqlite_readers.py) instead of the writer; on PostgreSQL a READ ONLY transaction."""
-
-    sessions: SessionRepository
-    turns: TurnRepository
-    messages: MessageRepository
-    approvals: ApprovalRepository
-    events: EventRepository
 
     def __init__(
         self, open_database: Callable[[], Database], tenant_id: str, *, postgresql: bool = False
@@ -128,11 +130,7 @@ class SqlAlchemyReadUnitOfWork:
 
     async def __aenter__(self) -> SqlAlchemyReadUnitOfWork:
         self._db = self._open_database()
-        # Scoped to the tenant exactly as a writing unit of work is.
-        self.sessions = SqlAlchemySessionRepository(self._db, self.tenant_id)
-        self.turns = SqlAlchemyTurnRepository(self._db, self.tenant_id)
-        self.messages = SqlAlchemyMessageRepository(self._db, self.tenant_id)
-        self.approvals = SqlAlchemyApprovalRepository(self._db, self.tenant_id)
+        self._scope_repositories(self._db)  # exactly as a writing unit of work's
         self.events = SqlAlchemyEventRepository(
             self._db, self.tenant_id, postgresql=self._postgresql
         )
