@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
+from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from tests.support.databases import BACKENDS, database_for
 
 
@@ -27,3 +29,29 @@ async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await upgrade_to_head(engine)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def db_file(tmp_path: Path) -> AsyncIterator[Path]:
+    """A migrated SQLite file."""
+    path = tmp_path / "runtime.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await upgrade_to_head(engine)
+    await engine.dispose()
+    yield path
+
+
+@pytest.fixture
+async def uows(db_file: Path) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
+    """Units of work on db_file, through the process's SQLite writer."""
+    engine = create_engine(f"sqlite+aiosqlite:///{db_file}")
+    factory = SqlAlchemyUnitOfWorkFactory(engine)
+    yield factory
+    await factory.close()
+    await engine.dispose()
+
+
+def rows_in(db_file: Path, sql: str) -> list[tuple[object, ...]]:
+    """What another connection (another process, after a crash) finds in the file."""
+    with sqlite3.connect(db_file) as connection:
+        return list(connection.execute(sql))

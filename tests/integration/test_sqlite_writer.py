@@ -9,7 +9,6 @@ import asyncio
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,34 +22,11 @@ from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from tests.integration.conftest import rows_in as _rows
 from tests.support.tiny_disk import fill
 from tests.support.waiting import eventually
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db_file(tmp_path: Path) -> AsyncIterator[Path]:
-    path = tmp_path / "runtime.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    await upgrade_to_head(engine)
-    await engine.dispose()
-    yield path
-
-
-@pytest.fixture
-async def uows(db_file: Path) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
-    engine = create_engine(f"sqlite+aiosqlite:///{db_file}")
-    factory = SqlAlchemyUnitOfWorkFactory(engine)
-    yield factory
-    await factory.close()
-    await engine.dispose()
-
-
-def _rows(db_file: Path, sql: str) -> list[tuple[object, ...]]:
-    """What another connection (another process, after a crash) finds in the file."""
-    with sqlite3.connect(db_file) as connection:
-        return list(connection.execute(sql))
 
 
 def _message(position: int, session_id: str = "s1") -> Message:

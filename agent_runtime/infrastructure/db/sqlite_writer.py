@@ -22,6 +22,9 @@ only what can wait runs on the writer's own thread:
 Inside a transaction that began IMMEDIATE nothing else waits for a lock in WAL mode. A
 ROLLBACK does not fsync either, so it runs inline too, where no cancellation can cut it.
 Durability is the same as before: the caller resumes after COMMIT has returned.
+
+When others are queued at the gate, a commit does not COMMIT at once: the queued units of
+work join its transaction and one COMMIT follows for all of them (group_commit.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from agent_runtime.infrastructure.db.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_sqlite_writer_engine,
 )
+from agent_runtime.infrastructure.db.group_commit import CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
 from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
@@ -58,7 +62,10 @@ class SqliteWriter:
         self._engine: Engine = create_sqlite_writer_engine(url)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._connection: Connection | None = None
-        self.gate = asyncio.Lock()
+        self.gate = WriterGate()
+        # The batch whose transaction is open on the connection, waiting for its COMMIT.
+        self.batch: CommitBatch | None = None
+        self._flushes: set[asyncio.Task[None]] = set()  # kept referenced while they run
         # A writer dropped without close() (tests make many) still ends its thread and file.
         self._finalizer = weakref.finalize(self, _shut, self._thread, self._engine)
 
@@ -86,6 +93,47 @@ class SqliteWriter:
         """The writer's one thread: where BEGIN may wait for a lock and COMMIT for fsync."""
         return self._thread
 
+    def open_batch(self) -> CommitBatch:
+        """Leaves the open transaction open for those queued at the gate, and queues a flush
+        behind them that COMMITs it once for all (group_commit.py)."""
+        batch = self.batch = CommitBatch()
+        flush = asyncio.create_task(self._flush(batch), name="sqlite-group-commit")
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+        return batch
+
+    def fail_batch(self, batch: CommitBatch, reason: str) -> None:
+        """The batch's transaction is lost: its members' commit() raise, and the next unit
+        of work begins a transaction of its own."""
+        if self.batch is batch:
+            self.batch = None
+        batch.failed(reason)
+
+    async def _flush(self, batch: CommitBatch) -> None:
+        try:
+            await self.gate.acquire()
+        except asyncio.CancelledError:  # the loop is shutting down
+            self.fail_batch(batch, "the writer stopped before the commit")
+            raise
+        calls = ThreadCalls(self._thread)
+        try:
+            if self.batch is not batch:
+                return  # failed already; its members know
+            self.batch = None
+            connection = self.open_connection()
+            assert connection is not None  # the batch's transaction is open on it
+            try:
+                await calls.run(lambda: _commit(connection))
+                _guarded(connection.commit)
+            except BaseException as exc:
+                await calls.settle()
+                batch.failed(getattr(exc, "message", None) or "the commit did not finish")
+                _guarded(lambda: _end_transaction(connection))
+                raise
+            batch.committed()
+        finally:
+            self.gate.release()
+
 
 def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:
     # A writer collected by the garbage collector runs this on whichever thread collected
@@ -97,13 +145,17 @@ def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:
 class WriterSession:
     """One unit of work's use of the writer: the Database the repositories run on.
 
-    The gate is taken at the first statement and given back when the transaction ends
-    (commit, rollback or close), never while the writer's thread still works for it.
+    The gate is taken at the first statement and given back when the unit of work's part of
+    the transaction ends (commit, rollback or close), never while the writer's thread still
+    works for it. Its part is the whole transaction, or, when it finds a batch open (see
+    group_commit.py), a SAVEPOINT in the batch's transaction.
     """
 
     def __init__(self, writer: SqliteWriter) -> None:
         self._writer = writer
         self._holding = False
+        self._began = False  # our part of a transaction is open
+        self._joined: CommitBatch | None = None  # the batch our part is in, if any
         self._connection: Connection | None = None
         self._thread_calls = ThreadCalls(writer.executor)
 
@@ -122,10 +174,22 @@ class WriterSession:
     async def commit(self) -> None:
         if not self._holding:
             return  # nothing begun; the connection may be another unit of work's by now
-        if self._connection is None or not self._connection.in_transaction():
+        if not self._began:
             self._leave()  # the BEGIN failed: nothing to commit
             return
         connection = self._connection
+        assert connection is not None
+        batch = self._joined
+        if batch is None and self._writer.gate.waiting:
+            # Others are queued: they write into this transaction, and one COMMIT follows.
+            _guarded(lambda: _still_open(connection))
+            batch = self._writer.open_batch()
+        if batch is not None:
+            if batch is self._joined:
+                _guarded(lambda: _release_savepoint(connection))
+            self._leave()
+            await batch.wait()
+            return
         # Only the driver's COMMIT (the fsync) runs on the writer's thread: the less Python
         # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
         # then closes its transaction inline, with nothing left to commit.
@@ -138,7 +202,10 @@ class WriterSession:
             return
         await self._thread_calls.settle()
         try:
-            _guarded(lambda: _end_transaction(self._connection))
+            if self._began and self._joined is not None:
+                self._roll_back_part(self._joined)
+            else:
+                _guarded(lambda: _end_transaction(self._connection))
         finally:
             self._leave()
 
@@ -149,8 +216,19 @@ class WriterSession:
         if not self._holding:
             await self._writer.gate.acquire()
             self._holding = True
-        if self._connection is None or not self._connection.in_transaction():
-            connection = self._writer.open_connection()
+        if self._began:
+            assert self._connection is not None
+            return self._connection
+        batch = self._writer.batch
+        connection = self._writer.open_connection()
+        if batch is not None and (connection is None or not _raw(connection).in_transaction):
+            self._writer.fail_batch(batch, "the database rolled back a shared transaction")
+            batch = None
+        if batch is not None:
+            assert connection is not None
+            _guarded(lambda: _savepoint(connection))
+            self._connection, self._joined = connection, batch
+        else:
             if connection is not None and _guarded(lambda: _begin(connection, wait=False)):
                 self._connection = connection
             else:
@@ -161,11 +239,26 @@ class WriterSession:
 
                 await self._thread_calls.run(begin_waiting)
             assert self._connection is not None
+        self._began = True
         return self._connection
+
+    def _roll_back_part(self, batch: CommitBatch) -> None:
+        """Undoes our part of a batch's transaction; the others' parts stay."""
+        connection = self._connection
+        assert connection is not None
+        if batch is self._writer.batch and _raw(connection).in_transaction:
+            _guarded(lambda: _roll_back_to_savepoint(connection))
+            return
+        # SQLite rolled the whole transaction back by itself (SQLITE_FULL, an I/O error):
+        # every member's writes are gone, so none of them may be reported committed.
+        self._writer.fail_batch(batch, "the database rolled back a shared transaction")
+        _guarded(lambda: _end_transaction(connection))
 
     def _leave(self) -> None:
         if self._holding and self._thread_calls.idle:
             self._holding = False
+            self._began = False
+            self._joined = None
             self._writer.gate.release()
 
 
@@ -173,7 +266,7 @@ def _begin(connection: Connection, *, wait: bool) -> bool:
     """BEGIN IMMEDIATE, then the SQLAlchemy transaction around it (pysqlite's own BEGIN is
     off: isolation_level None). Without `wait`, False if another process holds the lock."""
     _end_transaction(connection)  # one a failed COMMIT may have left open
-    raw: Any = connection.connection.dbapi_connection
+    raw: Any = _raw(connection)
     try:
         if wait:
             raw.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout
@@ -194,15 +287,46 @@ def _begin(connection: Connection, *, wait: bool) -> bool:
 
 
 def _commit(connection: Connection) -> None:
-    raw: Any = connection.connection.dbapi_connection
-    if not raw.in_transaction:
-        # SQLite itself rolled the transaction back (after SQLITE_FULL, IOERR...): the
-        # driver's commit would do nothing and report success.
-        raise StorageUnavailable("the database rolled the transaction back before its commit")
+    raw = _still_open(connection)
     try:
         raw.commit()
     except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
         raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
+
+
+def _still_open(connection: Connection) -> Any:
+    """The driver's connection, if its transaction is still open."""
+    raw: Any = _raw(connection)
+    if not raw.in_transaction:
+        # SQLite itself rolled the transaction back (after SQLITE_FULL, IOERR...): the
+        # driver's commit would do nothing and report success.
+        raise StorageUnavailable("the database rolled the transaction back before its commit")
+    return raw
+
+
+def _savepoint(connection: Connection) -> None:
+    _run_raw(_still_open(connection), "SAVEPOINT unit_of_work")
+
+
+def _release_savepoint(connection: Connection) -> None:
+    _run_raw(_still_open(connection), "RELEASE unit_of_work")
+
+
+def _roll_back_to_savepoint(connection: Connection) -> None:
+    raw = _raw(connection)
+    _run_raw(raw, "ROLLBACK TO unit_of_work")
+    _run_raw(raw, "RELEASE unit_of_work")
+
+
+def _run_raw(raw: Any, sql: str) -> None:
+    try:
+        raw.execute(sql)
+    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+
+
+def _raw(connection: Connection) -> Any:
+    return connection.connection.dbapi_connection
 
 
 def _end_transaction(connection: Connection | None) -> None:

@@ -1,0 +1,320 @@
+"""Group commit on the SQLite writer, on a real file: units of work queued at the writer
+share one transaction and one COMMIT, each commit() returns only once its rows are on disk,
+one member's rollback leaves the others' parts, and a batch whose transaction is lost fails
+every member (no commit() reports what is not on disk)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.domain.errors import StorageUnavailable
+from agent_runtime.domain.model import Message, Role, Session
+from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
+from agent_runtime.infrastructure.db.engine import create_engine
+from agent_runtime.infrastructure.db.migrate import upgrade_to_head
+from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
+from agent_runtime.infrastructure.db.unit_of_work import (
+    SqlAlchemyUnitOfWork,
+    SqlAlchemyUnitOfWorkFactory,
+)
+from tests.integration.conftest import rows_in
+from tests.support.tiny_disk import fill
+from tests.support.waiting import eventually
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+SESSIONS = "SELECT session_id FROM sessions ORDER BY session_id"
+
+
+def _writer(uows: SqlAlchemyUnitOfWorkFactory) -> SqliteWriter:
+    writer = uows._writer
+    assert writer is not None
+    return writer
+
+
+async def _add_session(uows: SqlAlchemyUnitOfWorkFactory, session_id: str) -> None:
+    async with uows(TENANT) as uow:
+        await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
+        await uow.commit()
+
+
+def _statements_traced(uows: SqlAlchemyUnitOfWorkFactory) -> list[str]:
+    """Every statement the writer's connection runs from now on (COMMITs included)."""
+    connection = _writer(uows).open_connection()
+    assert connection is not None
+    statements: list[str] = []
+    connection.connection.dbapi_connection.set_trace_callback(statements.append)  # type: ignore[union-attr]
+    return statements
+
+
+class _Holder:
+    """A unit of work that writes, then holds the writer until let go, then does `last`."""
+
+    def __init__(self, uows: SqlAlchemyUnitOfWorkFactory, session_id: str) -> None:
+        self.holding = asyncio.Event()
+        self.go = asyncio.Event()
+        self._uows, self._session_id = uows, session_id
+
+    async def run(self, last: Callable[[SqlAlchemyUnitOfWork], Awaitable[None]]) -> None:
+        async with self._uows(TENANT) as uow:
+            await uow.sessions.add(Session(self._session_id, "coder", NOW, NOW))
+            self.holding.set()
+            await self.go.wait()
+            await last(uow)
+
+
+async def _commit(uow: SqlAlchemyUnitOfWork) -> None:
+    await uow.commit()
+
+
+class _Scene:
+    """Units of work on one writer, started and queued on cue; whatever a failed test
+    leaves waiting is let go and ended, so that the writer can close."""
+
+    def __init__(self, uows: SqlAlchemyUnitOfWorkFactory) -> None:
+        self.uows = uows
+        self.writer = _writer(uows)
+        self._holders: list[_Holder] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def holder(self, session_id: str) -> _Holder:
+        holder = _Holder(self.uows, session_id)
+        self._holders.append(holder)
+        return holder
+
+    async def hold(
+        self,
+        session_id: str,
+        last: Callable[[SqlAlchemyUnitOfWork], Awaitable[None]] = _commit,
+    ) -> tuple[_Holder, asyncio.Task[None]]:
+        """A unit of work that has written and holds the writer until its `go`."""
+        holder = self.holder(session_id)
+        task = self._start(holder.run(last))
+        await holder.holding.wait()
+        return holder, task
+
+    async def queue(self, *work: Callable[[], Awaitable[None]]) -> list[asyncio.Task[None]]:
+        """Starts `work`, each of which queues at the writer's gate, and returns once all
+        are queued."""
+        tasks = [self._start(each()) for each in work]
+
+        async def all_queued() -> bool:
+            return self.writer.gate.waiting == len(work)
+
+        await eventually(all_queued, what="the units of work to queue at the writer")
+        return tasks
+
+    def _start(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._tasks.append(task)
+        return task
+
+    async def end(self) -> None:
+        for holder in self._holders:
+            holder.go.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def scene(uows: SqlAlchemyUnitOfWorkFactory) -> AsyncIterator[_Scene]:
+    await _add_session(uows, "s0")  # opens the writer's connection
+    scene = _Scene(uows)
+    yield scene
+    await scene.end()
+
+
+async def test_units_of_work_queued_at_the_writer_share_one_commit_and_return_when_on_disk(
+    scene: _Scene, db_file: Path
+) -> None:
+    statements = _statements_traced(scene.uows)
+    found_when_returned: dict[str, list[tuple[object, ...]]] = {}
+
+    def found(session_id: str) -> list[tuple[object, ...]]:
+        """What another process finds of session_id's rows."""
+        sql = f"SELECT session_id FROM sessions WHERE session_id = '{session_id}'"
+        return rows_in(db_file, sql)
+
+    async def first_commits(uow: SqlAlchemyUnitOfWork) -> None:
+        await uow.commit()
+        found_when_returned["a"] = found("a")
+
+    async def add(session_id: str) -> None:
+        async with scene.uows(TENANT) as uow:
+            await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
+            await uow.messages.add(Message(f"m-{session_id}", session_id, 1, Role.USER, "x", NOW))
+            await uow.commit()
+            found_when_returned[session_id] = found(session_id)
+
+    first, holder = await scene.hold("a", first_commits)
+    queued = await scene.queue(*(lambda n=n: add(f"q{n}") for n in range(3)))
+    first.go.set()
+    await asyncio.gather(holder, *queued)
+
+    assert statements.count("COMMIT") == 1
+    assert statements.count("SAVEPOINT unit_of_work") == 3
+    assert found_when_returned == {name: [(name,)] for name in ("a", "q0", "q1", "q2")}
+    assert rows_in(db_file, SESSIONS) == [("a",), ("q0",), ("q1",), ("q2",), ("s0",)]
+    assert rows_in(db_file, "SELECT count(*) FROM messages") == [(3,)]
+
+
+async def test_a_unit_of_work_alone_at_the_writer_commits_at_once(
+    scene: _Scene, db_file: Path
+) -> None:
+    statements = _statements_traced(scene.uows)
+    await _add_session(scene.uows, "s1")
+    await _add_session(scene.uows, "s2")
+    assert statements.count("COMMIT") == 2
+    assert not any(statement.startswith("SAVEPOINT") for statement in statements)
+    assert rows_in(db_file, SESSIONS) == [("s0",), ("s1",), ("s2",)]
+
+
+async def test_a_member_rolling_back_leaves_out_only_its_own_part(
+    scene: _Scene, db_file: Path
+) -> None:
+    statements = _statements_traced(scene.uows)
+
+    class Refused(Exception):
+        pass
+
+    async def fails_after_writing() -> None:
+        async with scene.uows(TENANT) as uow:
+            await uow.sessions.add(Session("refused", "coder", NOW, NOW))
+            await uow.messages.add(Message("m-refused", "refused", 1, Role.USER, "x", NOW))
+            raise Refused
+
+    first, holder = await scene.hold("a")
+    queued = await scene.queue(fails_after_writing, lambda: _add_session(scene.uows, "after"))
+    first.go.set()
+    results = await asyncio.gather(holder, *queued, return_exceptions=True)
+
+    assert results[0] is None and isinstance(results[1], Refused) and results[2] is None
+    assert statements.count("COMMIT") == 1
+    assert rows_in(db_file, SESSIONS) == [("a",), ("after",), ("s0",)]
+    assert rows_in(db_file, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_nothing_of_a_batch_is_visible_or_reported_committed_before_its_commit(
+    scene: _Scene, db_file: Path
+) -> None:
+    writer = scene.writer
+    first, holder = await scene.hold("a")
+    (second,) = await scene.queue(lambda: _add_session(scene.uows, "b"))
+    # Hold the writer's thread: the batch's COMMIT queues behind this until released.
+    release = threading.Event()
+    blocker = asyncio.get_running_loop().run_in_executor(writer.executor, release.wait)
+    try:
+        first.go.set()
+
+        async def flush_is_committing() -> bool:
+            return writer.batch is None and bool(writer._flushes) and writer.gate.locked()
+
+        await eventually(flush_is_committing, what="the batch's COMMIT to start")
+        assert not holder.done() and not second.done()
+        assert rows_in(db_file, SESSIONS) == [("s0",)]  # another process sees none of it
+        async with scene.uows.reader(TENANT) as reader:  # and neither does a reader here
+            assert await reader.sessions.get("a") is None
+            assert await reader.sessions.get("b") is None
+    finally:
+        release.set()
+        await blocker
+    await asyncio.gather(holder, second)
+    assert rows_in(db_file, SESSIONS) == [("a",), ("b",), ("s0",)]
+
+
+async def test_a_cancelled_member_still_commits_with_its_batch_and_the_others_return(
+    scene: _Scene, db_file: Path
+) -> None:
+    first, holder = await scene.hold("a")
+    second = scene.holder("b")
+    (joined,) = await scene.queue(lambda: second.run(_commit))
+    first.go.set()
+    await second.holding.wait()  # b is in the batch's transaction; a waits for its COMMIT
+    assert scene.writer.batch is not None and not holder.done()
+    holder.cancel()
+    second.go.set()
+    await joined
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    # a's caller stopped waiting, but its writes were in the batch: committed with it, as a
+    # cancelled COMMIT of its own would have been.
+    assert rows_in(db_file, SESSIONS) == [("a",), ("b",), ("s0",)]
+    await _add_session(scene.uows, "after")  # and the writer carries on
+    assert rows_in(db_file, SESSIONS) == [("a",), ("after",), ("b",), ("s0",)]
+
+
+async def test_a_batch_whose_transaction_the_database_rolled_back_fails_every_member(
+    scene: _Scene, db_file: Path
+) -> None:
+    async def lose_the_transaction(uow: SqlAlchemyUnitOfWork) -> None:
+        # What SQLite does by itself after SQLITE_FULL or an I/O error in a statement: the
+        # whole transaction is gone, the first member's part with it.
+        connection = scene.writer.open_connection()
+        assert connection is not None
+        connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+        await uow.commit()
+
+    first, holder = await scene.hold("a")
+    second = scene.holder("b")
+    (joined,) = await scene.queue(lambda: second.run(lose_the_transaction))
+    first.go.set()
+    await second.holding.wait()
+    second.go.set()
+    results = await asyncio.gather(holder, joined, return_exceptions=True)
+
+    assert all(isinstance(result, StorageUnavailable) for result in results), results
+    assert rows_in(db_file, SESSIONS) == [("s0",)]
+    await _add_session(scene.uows, "after")  # and the writer carries on
+    assert rows_in(db_file, SESSIONS) == [("after",), ("s0",)]
+
+
+async def test_on_a_full_disk_every_member_reported_committed_is_on_disk_and_no_other(
+    tiny_disk: Path,
+) -> None:
+    db_file = tiny_disk / "runtime.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{db_file}")
+    await upgrade_to_head(engine)
+    uows = SqlAlchemyUnitOfWorkFactory(engine)
+    await _add_session(uows, "before")
+    scene = _Scene(uows)
+    try:
+
+        async def add_big(session_id: str, uow: SqlAlchemyUnitOfWork) -> None:
+            await uow.messages.add(
+                Message(f"m-{session_id}", session_id, 1, Role.USER, "x" * 200_000, NOW)
+            )
+            await uow.commit()
+
+        async def big(session_id: str) -> None:
+            async with uows(TENANT) as uow:
+                await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
+                await add_big(session_id, uow)
+
+        first, holder = await scene.hold("a", lambda uow: add_big("a", uow))
+        queued = await scene.queue(*(lambda n=n: big(f"q{n}") for n in range(3)))
+        filler = fill(tiny_disk)
+        first.go.set()
+        results = await asyncio.gather(holder, *queued, return_exceptions=True)
+        filler.unlink()
+
+        failed = [result for result in results if result is not None]
+        assert failed, "the disk was full, yet every commit succeeded"
+        assert all(isinstance(result, StorageUnavailable) for result in failed), results
+        reported = {
+            name
+            for name, result in zip(["a", "q0", "q1", "q2"], results, strict=True)
+            if result is None
+        }
+        on_disk = {str(row[0]) for row in rows_in(db_file, SESSIONS)} - {"before"}
+        assert on_disk == reported
+        await _add_session(uows, "after")  # the writer recovers with the space
+        assert ("after",) in rows_in(db_file, SESSIONS)
+    finally:
+        await scene.end()
+        await uows.close()
+        await engine.dispose()
