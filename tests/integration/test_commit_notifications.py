@@ -23,10 +23,9 @@ from agent_runtime.infrastructure.db.repositories import COMMIT_CHANNEL
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 from tests.support.databases import database_for, postgres_admin_url
-from tests.support.waiting import eventually
+from tests.support.waiting import FOREVER, eventually
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-FOREVER = 3600.0  # a waiter's polling interval that no test outlasts: only a wake-up ends it
 
 
 @dataclass

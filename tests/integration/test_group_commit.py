@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.application.ports import CommitScope
 from agent_runtime.domain.errors import StorageUnavailable
+from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
@@ -25,7 +27,7 @@ from agent_runtime.infrastructure.db.unit_of_work import (
 )
 from tests.integration.conftest import rows_in
 from tests.support.tiny_disk import fill
-from tests.support.waiting import eventually
+from tests.support.waiting import FOREVER, eventually
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SESSIONS = "SELECT session_id FROM sessions ORDER BY session_id"
@@ -248,15 +250,61 @@ async def test_a_cancelled_member_still_commits_with_its_batch_and_the_others_re
     assert rows_in(db_file, SESSIONS) == [("a",), ("after",), ("b",), ("s0",)]
 
 
+def _lose_the_transaction(writer: SqliteWriter) -> None:
+    """What SQLite does by itself after SQLITE_FULL or an I/O error in a statement: the
+    whole transaction is gone, every member's part with it."""
+    connection = writer.open_connection()
+    assert connection is not None
+    connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["committed", "lost"])
+async def test_a_batch_wakes_the_waiters_of_its_members_events_once_committed_and_only_then(
+    scene: _Scene, db_file: Path, lost: bool
+) -> None:
+    signal = scene.uows.signal
+    before = signal.generation()
+    watchers = [
+        asyncio.create_task(signal.wait(before, FOREVER, CommitScope(TENANT, session_id)))
+        for session_id in ("a", "b")
+    ]
+
+    def commit_an_event_of(session_id: str) -> Callable[[SqlAlchemyUnitOfWork], Awaitable[None]]:
+        async def commit(uow: SqlAlchemyUnitOfWork) -> None:
+            await uow.events.add(Event(EventType.TURN_FAILED, session_id, NOW, "t1"))
+            if lost and session_id == "b":
+                _lose_the_transaction(scene.writer)
+            await uow.commit()
+
+        return commit
+
+    first, holder = await scene.hold("a", commit_an_event_of("a"))
+    second = scene.holder("b")
+    (joined,) = await scene.queue(lambda: second.run(commit_an_event_of("b")))
+    first.go.set()
+    await second.holding.wait()  # b is in the batch's transaction; a waits for its COMMIT
+    holder.cancel()  # a's caller stops waiting; its events commit, or not, with the batch
+    second.go.set()
+    await asyncio.gather(holder, joined, return_exceptions=True)
+
+    assert holder.cancelled()
+    if lost:
+        assert rows_in(db_file, SESSIONS) == [("s0",)]
+        assert signal.generation() == before  # nobody woken for what did not land
+        assert not any(watcher.done() for watcher in watchers)
+        for watcher in watchers:
+            watcher.cancel()
+        return
+    assert rows_in(db_file, SESSIONS) == [("a",), ("b",), ("s0",)]
+    assert signal.generation() == before + 2, "a member's events landed but woke nobody"
+    await asyncio.gather(*watchers)  # woken, though they would otherwise poll after FOREVER
+
+
 async def test_a_batch_whose_transaction_the_database_rolled_back_fails_every_member(
     scene: _Scene, db_file: Path
 ) -> None:
     async def lose_the_transaction(uow: SqlAlchemyUnitOfWork) -> None:
-        # What SQLite does by itself after SQLITE_FULL or an I/O error in a statement: the
-        # whole transaction is gone, the first member's part with it.
-        connection = scene.writer.open_connection()
-        assert connection is not None
-        connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+        _lose_the_transaction(scene.writer)
         await uow.commit()
 
     first, holder = await scene.hold("a")

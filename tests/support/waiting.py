@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+# A waiter's polling interval that no test outlasts: only a wake-up ends its wait.
+FOREVER = 3600.0
+
 
 async def eventually(
     check: Callable[[], Awaitable[bool]], *, within_seconds: float = 10.0, what: str = "condition"

@@ -22,8 +22,10 @@ transaction sees its own writes: its outcome is tied to theirs, since they commi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from agent_runtime.domain.errors import StorageUnavailable
+from agent_runtime.infrastructure.db.shielded_calls import when_succeeded
 
 
 class WriterGate:
@@ -66,6 +68,11 @@ class CommitBatch:
         """Returns once the batch is committed; raises what failed it. A cancelled member
         stops waiting, but its writes stay in the batch (as a cancelled COMMIT still runs)."""
         await asyncio.shield(self._durable)
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` once the batch is committed, whether or not the member it is
+        for still waits (a cancelled one's writes commit all the same); never if it fails."""
+        when_succeeded(self._durable, callback)
 
     def committed(self) -> None:
         if not self._durable.done():

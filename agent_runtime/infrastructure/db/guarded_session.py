@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_runtime.domain.errors import StorageUnavailable, WriteConflict
+from agent_runtime.infrastructure.db.shielded_calls import ShieldedCalls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,7 +34,10 @@ class Database(Protocol):
 
     async def scalars(self, *args: Any, **kwargs: Any) -> Any: ...
 
-    async def commit(self) -> None: ...
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
+        """Commits. The COMMIT runs to its end even if the caller is cancelled meanwhile;
+        `on_committed` is called once it has landed, caller or not, and never otherwise."""
+        ...
 
     async def rollback(self) -> None: ...
 
@@ -45,6 +49,7 @@ class GuardedSession:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._commit = ShieldedCalls()
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await _guard(lambda: self._session.execute(*args, **kwargs))
@@ -55,13 +60,17 @@ class GuardedSession:
     async def scalars(self, *args: Any, **kwargs: Any) -> Any:
         return await _guard(lambda: self._session.scalars(*args, **kwargs))
 
-    async def commit(self) -> None:
-        await _guard(self._session.commit)
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
+        # Seen through: a COMMIT cut short by a cancelled caller may still land, unknown to
+        # us (and to the waiters on_committed wakes). rollback and close wait for it.
+        await self._commit.see_through(_guard(self._session.commit), on_success=on_committed)
 
     async def rollback(self) -> None:
+        await self._commit.settle()
         await _guard(self._session.rollback)
 
     async def close(self) -> None:
+        await self._commit.settle()
         await self._session.close()
 
 

@@ -104,7 +104,7 @@ class ReaderSession:
     async def scalars(self, *args: Any, **kwargs: Any) -> Any:
         return await self._run(lambda connection: connection.scalars(*args, **kwargs))
 
-    async def commit(self) -> None:
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         raise RuntimeError("a read-only unit of work cannot commit")
 
     async def rollback(self) -> None:

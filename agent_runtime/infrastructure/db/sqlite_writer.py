@@ -33,6 +33,7 @@ import asyncio
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -171,7 +172,7 @@ class WriterSession:
         connection = await self._begin()
         return _guarded(lambda: connection.scalars(*args, **kwargs))
 
-    async def commit(self) -> None:
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         if not self._holding:
             return  # nothing begun; the connection may be another unit of work's by now
         if not self._began:
@@ -187,13 +188,16 @@ class WriterSession:
         if batch is not None:
             if batch is self._joined:
                 _guarded(lambda: _release_savepoint(connection))
+            if on_committed is not None:  # our part is the batch's now: it lands with it
+                batch.when_committed(on_committed)
             self._leave()
             await batch.wait()
             return
         # Only the driver's COMMIT (the fsync) runs on the writer's thread: the less Python
         # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
-        # then closes its transaction inline, with nothing left to commit.
-        await self._thread_calls.run(lambda: _commit(connection))
+        # then closes its transaction inline, with nothing left to commit. on_committed goes
+        # with the COMMIT: called when it lands, even if this caller is cancelled meanwhile.
+        await self._thread_calls.run(lambda: _commit(connection), on_success=on_committed)
         _guarded(connection.commit)
         self._leave()
 

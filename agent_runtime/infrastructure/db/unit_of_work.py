@@ -4,6 +4,7 @@ SqlAlchemyReadUnitOfWork: the same repositories on a session that only reads."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -93,17 +94,20 @@ class SqlAlchemyUnitOfWork(_TenantRepositories):
 
     async def commit(self) -> None:
         await self._outbox.flush()
+        wake_waiters = None
+        if self._outbox.added:
+            # Only the waiters of what the events belong to, and only once the COMMIT has
+            # landed (watchers must see committed rows): the database calls this then, even
+            # if this caller is cancelled meanwhile, and never for a COMMIT that failed.
+            # (On PostgreSQL the NOTIFY wakes the other replicas; this one ignores its own.)
+            scope = self._outbox.scope or CommitScope(self.tenant_id)
+            wake_waiters = functools.partial(self._signal.notify, scope)
         started = time.monotonic()
-        await self._session.commit()
+        await self._session.commit(wake_waiters)
         if self._commit_seconds is not None:
             self._commit_seconds(time.monotonic() - started)
-        if self._outbox.added:
-            scope = self._outbox.scope or CommitScope(self.tenant_id)
-            self._outbox.added = 0
-            self._outbox.scope = None
-            # Only after the commit: watchers must see committed rows. Only the waiters of
-            # what the events belong to.
-            self._signal.notify(scope)
+        self._outbox.added = 0
+        self._outbox.scope = None
 
     async def rollback(self) -> None:
         self._outbox.discard()
