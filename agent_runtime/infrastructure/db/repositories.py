@@ -9,6 +9,12 @@ Building a Core statement per call (`insert(t).values(...)`, `x == value`) cost 
 of CPU each, several times what SQLite takes to run it; a prebuilt one costs about 20 µs
 (docs/benchmarks/README.md). Rare statements with a variable shape (paging, filters) are
 still built per call, where reading them matters more.
+
+SQLAlchemy quietly ignores a value whose key names neither a column nor a parameter of the
+statement: a misspelt SET or VALUES key would leave its column unwritten. So every INSERT
+and UPDATE is checked as it is compiled, which SQLAlchemy does once per statement and set
+of keys (its compiled cache): an unknown key fails its first execution, and the check
+costs nothing afterwards.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert, Update
 
 from agent_runtime.application.ports import CommitScope
 from agent_runtime.domain.chunks import Chunk
@@ -59,6 +69,22 @@ from agent_runtime.infrastructure.db.tables import (
     sessions,
     turns,
 )
+
+
+# For every INSERT and UPDATE the process compiles (from here they are all ours).
+@compiles(Insert)
+@compiles(Update)
+def _every_key_taken(statement: Insert | Update, compiler: SQLCompiler, **kw: Any) -> str:
+    """The statement as SQLAlchemy compiles it, if it takes every key it is executed with."""
+    sql: str = getattr(compiler, f"visit_{statement.__visit_name__}")(statement, **kw)
+    unknown = set(compiler.column_keys or ()) - compiler.binds.keys()
+    if unknown:
+        raise CompileError(
+            f"{statement.__visit_name__.upper()} {statement.table}: no column or parameter"
+            f" named {', '.join(sorted(map(repr, unknown)))}"
+        )
+    return sql
+
 
 # One session of the tenant: key_tenant, key_session.
 _THE_SESSION = (
