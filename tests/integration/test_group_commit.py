@@ -321,6 +321,45 @@ async def test_a_batch_whose_transaction_the_database_rolled_back_fails_every_me
     assert rows_in(db_file, SESSIONS) == [("after",), ("s0",)]
 
 
+async def test_a_batch_whose_commit_fails_fails_every_member_and_the_writer_carries_on(
+    scene: _Scene, db_file: Path
+) -> None:
+    async def spoil_then_commit(uow: SqlAlchemyUnitOfWork) -> None:
+        # A message of a session that does not exist, its foreign key checked at COMMIT:
+        # the statements all succeed, and the batch's one COMMIT fails.
+        connection = scene.writer.open_connection()
+        assert connection is not None
+        connection.connection.dbapi_connection.execute("PRAGMA defer_foreign_keys=ON")  # type: ignore[union-attr]
+        await uow.messages.add(Message("orphan", "nowhere", 1, Role.USER, "x", NOW))
+        await uow.commit()
+
+    first, holder = await scene.hold("a")
+    second = scene.holder("b")
+    (joined,) = await scene.queue(lambda: second.run(spoil_then_commit))
+    first.go.set()
+    await second.holding.wait()
+    second.go.set()
+    results = await asyncio.gather(holder, joined, return_exceptions=True)
+
+    assert all(isinstance(result, StorageUnavailable) for result in results), results
+    assert "FOREIGN KEY" in str(results[0])
+    assert rows_in(db_file, SESSIONS) == [("s0",)]
+    await _add_session(scene.uows, "after")
+    assert rows_in(db_file, SESSIONS) == [("after",), ("s0",)]
+
+
+async def test_closing_the_writer_commits_the_batch_it_finds_open(
+    scene: _Scene, db_file: Path
+) -> None:
+    first, holder = await scene.hold("a")
+    # The writer closes (shutdown) while a is still writing: a's commit then finds the
+    # close queued, so it leaves its transaction to a batch, and the close finds it open.
+    closing = (await scene.queue(scene.uows.close))[0]
+    first.go.set()
+    await asyncio.gather(holder, closing)
+    assert rows_in(db_file, SESSIONS) == [("a",), ("s0",)]
+
+
 async def test_on_a_full_disk_every_member_reported_committed_is_on_disk_and_no_other(
     tiny_disk: Path,
 ) -> None:

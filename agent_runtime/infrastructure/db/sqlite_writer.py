@@ -30,6 +30,7 @@ work join its transaction and one COMMIT follows for all of them (group_commit.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import weakref
@@ -74,8 +75,11 @@ class SqliteWriter:
         return WriterSession(self)
 
     async def close(self) -> None:
-        """Waits for a commit still running, then closes the connection and the thread."""
+        """Waits for a commit still running and commits an open batch, then closes the
+        connection and the thread."""
         async with self.gate:
+            if self.batch is not None:
+                await self._commit_batch(self.batch)
             await asyncio.get_running_loop().run_in_executor(None, self._finalizer)
 
     def connection(self) -> Connection:
@@ -116,24 +120,37 @@ class SqliteWriter:
         except asyncio.CancelledError:  # the loop is shutting down
             self.fail_batch(batch, "the writer stopped before the commit")
             raise
-        calls = ThreadCalls(self._thread)
         try:
-            if self.batch is not batch:
-                return  # failed already; its members know
-            self.batch = None
-            connection = self.open_connection()
-            assert connection is not None  # the batch's transaction is open on it
-            try:
-                await calls.run(lambda: _commit(connection))
-                _guarded(connection.commit)
-            except BaseException as exc:
-                await calls.settle()
-                batch.failed(getattr(exc, "message", None) or "the commit did not finish")
-                _guarded(lambda: _end_transaction(connection))
-                raise
-            batch.committed()
+            await self._commit_batch(batch)
         finally:
             self.gate.release()
+
+    async def _commit_batch(self, batch: CommitBatch) -> None:
+        """COMMITs the batch's transaction, holding the gate; its members then return, or
+        raise what failed it. Never raises but to pass on a cancellation."""
+        if self.batch is not batch:
+            return  # failed already; its members know
+        self.batch = None
+        connection = self.open_connection()
+        if connection is None:
+            batch.failed("the writer's connection closed before the commit")
+            return
+        calls = ThreadCalls(self._thread)
+        try:
+            # Members return as soon as the COMMIT has landed, even if this is cancelled.
+            await calls.run(lambda: _commit(connection), on_success=batch.committed)
+            _guarded(connection.commit)
+        except asyncio.CancelledError:
+            await calls.settle()
+            batch.failed("the writer stopped during the commit")  # unless it had landed
+            raise
+        except Exception as exc:
+            batch.failed(getattr(exc, "message", None) or f"the commit failed: {exc!r}")
+            # If this fails too, the next BEGIN ends it again.
+            with contextlib.suppress(Exception):
+                _guarded(lambda: _end_transaction(connection))
+        else:
+            batch.committed()
 
 
 def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:
@@ -208,8 +225,9 @@ class WriterSession:
         try:
             if self._began and self._joined is not None:
                 self._roll_back_part(self._joined)
-            else:
+            elif self._writer.batch is None:  # our transaction, or what a failed BEGIN left
                 _guarded(lambda: _end_transaction(self._connection))
+            # else our part never began, and the batch's transaction is not ours to end
         finally:
             self._leave()
 
@@ -230,7 +248,12 @@ class WriterSession:
             batch = None
         if batch is not None:
             assert connection is not None
-            _guarded(lambda: _savepoint(connection))
+            try:
+                _guarded(lambda: _savepoint(connection))
+            except BaseException:
+                self._writer.fail_batch(batch, "the database refused a unit of work's SAVEPOINT")
+                _guarded(lambda: _end_transaction(connection))
+                raise
             self._connection, self._joined = connection, batch
         else:
             if connection is not None and _guarded(lambda: _begin(connection, wait=False)):
