@@ -1,11 +1,13 @@
 """Read-only units of work (uow_factory.reader) on a real SQLite file and a real PostgreSQL:
 they do not wait for a writer mid-transaction, see only committed rows, one snapshot per
-unit of work, cannot write, and their failures are StorageUnavailable. On SQLite a lock
-held by another connection is waited for off the event loop."""
+unit of work, cannot write, and their failures are StorageUnavailable. On SQLite a reader's
+snapshot ends with its unit of work, and a lock held by another connection is waited for off
+the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,6 +127,31 @@ async def test_a_refused_postgresql_connection_is_storage_unavailable_to_a_reade
         assert "ConnectionRefusedError" in caught.value.message
     finally:
         await engine.dispose()
+
+
+async def test_a_readers_snapshot_ends_with_its_unit_of_work(sqlite_engine: AsyncEngine) -> None:
+    database = sqlite_engine.url.database
+    assert database is not None
+    uows = SqlAlchemyUnitOfWorkFactory(sqlite_engine)
+    loop = asyncio.get_running_loop()
+    checkpoint: asyncio.Future[int] = loop.create_future()
+
+    def truncate_the_wal() -> None:
+        """What another connection can do once no reader uses the WAL: start it over."""
+        with contextlib.closing(sqlite3.connect(database, timeout=0)) as other:
+            busy, _frames, _copied = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        checkpoint.set_result(busy)
+
+    try:
+        await _add_session(uows, "s1")  # in the WAL: the reader's snapshot includes it
+        async with uows.reader(TENANT) as uow:
+            assert await uow.sessions.get("s1") is not None
+            # Runs at the event loop's next turn: leaving the block must not hand it one
+            # with the snapshot still held, or many readers would overlap without end.
+            loop.call_soon(truncate_the_wal)
+        assert await checkpoint == 0  # not busy: no reader held the WAL
+    finally:
+        await uows.close()
 
 
 async def test_a_lock_held_by_another_connection_is_waited_for_off_the_event_loop(

@@ -12,6 +12,11 @@ one), with `PRAGMA query_only=ON`: a reader cannot write, whatever it runs. It r
 deferred transaction (BEGIN at its first statement, ROLLBACK when it ends), so all its
 statements see one snapshot.
 
+That snapshot ends with the unit of work, inline (close_now, from unit_of_work.py), not a
+turn of the event loop later: while any reader holds a snapshot of the WAL, SQLite cannot
+start the WAL over, and hundreds of pollers each holding theirs one loop turn too long
+could overlap without end, and the WAL would then only grow.
+
 Statements run inline on the event loop's thread, as the writer's do: on cached pages they
 take microseconds, less than a hop to a thread and back. A reader waits for a lock only in
 rare moments (another connection recovering the WAL after a crash, or one holding the file
@@ -110,6 +115,33 @@ class ReaderSession:
     async def rollback(self) -> None:
         """Ends the read transaction (the next statement begins another, newer snapshot)."""
         await self._thread_calls.settle()
+        self._rollback_now()
+
+    async def close(self) -> None:
+        await self._thread_calls.settle()
+        self.close_now()
+
+    @property
+    def idle(self) -> bool:
+        """No call on a thread uses the connection: close_now() may run."""
+        return self._thread_calls.idle
+
+    def close_now(self) -> None:
+        """Ends the read transaction and gives the connection back (or discards it if it
+        broke), inline: the snapshot ends with the unit of work. Only when idle."""
+        if not self.idle:
+            raise RuntimeError("a call on a thread still uses the reader's connection")
+        try:
+            self._rollback_now()
+        finally:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                if self._broken:
+                    connection.close()
+                else:
+                    self._readers.give_back(connection)
+
+    def _rollback_now(self) -> None:
         connection = self._connection
         if connection is None:
             return
@@ -118,17 +150,6 @@ class ReaderSession:
         except BaseException:
             self._broken = True
             raise
-
-    async def close(self) -> None:
-        try:
-            await self.rollback()
-        finally:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                if self._broken:
-                    connection.close()
-                else:
-                    self._readers.give_back(connection)
 
     async def _run(self, statement: Callable[[Connection], T]) -> T:
         connection = self._begin()

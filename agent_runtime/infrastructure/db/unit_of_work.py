@@ -4,6 +4,7 @@ SqlAlchemyReadUnitOfWork: the same repositories on a session that only reads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from agent_runtime.infrastructure.db.repositories import (
     abandoned_turn_candidates,
     count_pending_approvals,
 )
-from agent_runtime.infrastructure.db.sqlite_readers import SqliteReaders
+from agent_runtime.infrastructure.db.sqlite_readers import ReaderSession, SqliteReaders
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
@@ -143,7 +144,21 @@ class SqlAlchemyReadUnitOfWork(_TenantRepositories):
     async def __aexit__(self, *exc_info: object) -> None:
         db, self._db = self._db, None
         if db is not None:
-            await asyncio.shield(_rollback_and_close(db))
+            await _close_reader(db)
+
+
+async def _close_reader(db: Database) -> None:
+    """Ends a reading unit of work's transaction and gives its connection back."""
+    if isinstance(db, ReaderSession) and db.idle:
+        # SQLite, nothing running on a thread: inline, so that the snapshot ends with the
+        # unit of work, not a turn of the event loop later (shielding runs a task): many
+        # readers each holding theirs a loop turn too long could overlap without end, and
+        # SQLite could never start its WAL over (sqlite_readers.py). As below, a connection
+        # that failed to roll back is discarded all the same.
+        with contextlib.suppress(StorageUnavailable):
+            db.close_now()
+        return
+    await asyncio.shield(_rollback_and_close(db))
 
 
 async def _rollback_and_close(db: Database) -> None:
@@ -226,7 +241,7 @@ class SqlAlchemyUnitOfWorkFactory:
             )
             return [(row.tenant_id, row.turn_id) for row in rows]
         finally:
-            await asyncio.shield(_rollback_and_close(db))
+            await _close_reader(db)
 
     async def close(self) -> None:
         """Closes the SQLite writer (after a commit in progress) and readers; the engine is
@@ -242,4 +257,4 @@ class SqlAlchemyUnitOfWorkFactory:
             count = await db.scalar(count_pending_approvals(now))
             return int(count or 0)
         finally:
-            await asyncio.shield(_rollback_and_close(db))
+            await _close_reader(db)
