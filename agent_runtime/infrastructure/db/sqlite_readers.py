@@ -21,9 +21,10 @@ Statements run inline on the event loop's thread, as the writer's do: on cached 
 take microseconds, less than a hop to a thread and back. A reader waits for a lock only in
 rare moments (another connection recovering the WAL after a crash, or one holding the file
 in exclusive locking mode), so its busy timeout is 0 and such a statement fails at once;
-SQLITE_BUSY is then retried on a thread with the full busy timeout, and the event loop
-keeps running meanwhile. Failures come out as domain errors (StorageUnavailable), as the
-writer's do.
+SQLITE_BUSY is then retried with the full busy timeout on the readers' own few threads
+(not the event loop's default executor, which DNS lookups need: a burst of waiting readers
+queues there instead), and the event loop keeps running meanwhile. Failures come out as
+domain errors (StorageUnavailable), as the writer's do.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import sqlite3
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -48,24 +50,34 @@ T = TypeVar("T")
 
 # Idle read connections kept open; more are opened when more readers overlap.
 KEEP_IDLE = 4
+# Threads on which readers wait for a lock (SQLITE_BUSY). They all wait for the same lock,
+# so more threads would not end the wait sooner.
+BUSY_THREADS = 2
+BUSY_THREAD_NAME = "sqlite-reader"
 
 
 class SqliteReaders:
-    """The read connections to one SQLite file: those idle, and how to open another."""
+    """The read connections to one SQLite file: those idle, how to open another, and the
+    threads on which a reader waits for a lock."""
 
     def __init__(self, url: URL, *, keep_idle: int = KEEP_IDLE) -> None:
         self._engine: Engine = create_sqlite_reader_engine(url)
         self._idle: list[Connection] = []
         self._keep_idle = keep_idle
         self._closed = False
-        # Readers dropped without close() (tests make many) still close their files.
-        self._finalizer = weakref.finalize(self, _close_all, self._idle, self._engine)
+        self.executor = ThreadPoolExecutor(BUSY_THREADS, thread_name_prefix=BUSY_THREAD_NAME)
+        # Readers dropped without close() (tests make many) still close their files and
+        # end their threads.
+        self._finalizer = weakref.finalize(
+            self, _close_all, self._idle, self._engine, self.executor
+        )
 
     def session(self) -> ReaderSession:
         return ReaderSession(self)
 
     def close(self) -> None:
-        """Closes the idle connections; those in use close when their unit of work ends."""
+        """Closes the idle connections and ends the threads once idle; the connections in
+        use close when their unit of work ends."""
         self._closed = True
         self._finalizer()
 
@@ -84,7 +96,10 @@ class SqliteReaders:
             self._idle.append(connection)
 
 
-def _close_all(idle: list[Connection], engine: Engine) -> None:
+def _close_all(idle: list[Connection], engine: Engine, executor: ThreadPoolExecutor) -> None:
+    # Not waiting: this may run on one of those threads (the garbage collector's choice),
+    # and a call still running there ends by itself (its busy timeout bounds it).
+    executor.shutdown(wait=False)
     while idle:
         idle.pop().close()
     engine.dispose()
@@ -97,7 +112,7 @@ class ReaderSession:
     def __init__(self, readers: SqliteReaders) -> None:
         self._readers = readers
         self._connection: Connection | None = None
-        self._thread_calls = ThreadCalls()
+        self._thread_calls = ThreadCalls(readers.executor)
         self._broken = False
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:

@@ -1,9 +1,11 @@
 """ThreadCalls: the calls one SQLite unit of work makes on a thread, and the one in flight.
 
 A call that can wait (a COMMIT's fsync, a lock another process holds) runs on a thread so
-the event loop keeps going. It is seen through (shielded_calls.py): a cancelled caller stops
-waiting, but the call runs to its end, and settle() waits for it before anything touches
-the connection again. Its failures come out as domain errors (guard_sync).
+the event loop keeps going: on threads its owner keeps for that (the writer's one, the
+readers' few), not the event loop's default executor, which DNS lookups share. It is seen
+through (shielded_calls.py): a cancelled caller stops waiting, but the call runs to its
+end, and settle() waits for it before anything touches the connection again. Its failures
+come out as domain errors (guard_sync).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ T = TypeVar("T")
 
 
 class ThreadCalls(ShieldedCalls):
-    def __init__(self, executor: Executor | None = None) -> None:
+    def __init__(self, executor: Executor) -> None:
         super().__init__()
-        self._executor = executor  # None: the event loop's default executor
+        self._executor = executor
 
     async def run(
         self, call: Callable[[], T], *, on_success: Callable[[], None] | None = None
