@@ -36,6 +36,7 @@ from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.readiness import DatabaseReadinessProbe
+from agent_runtime.infrastructure.db.sqlite_writer import WAL_CHECK_SECONDS
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.llm.fake_model import FAKE_MODEL_NAME, FakeModelClient
 from agent_runtime.infrastructure.llm.openai_compatible import (
@@ -87,7 +88,8 @@ class RunningRuntime:
     engine: AsyncEngine
     uows: SqlAlchemyUnitOfWorkFactory
     http: httpx.AsyncClient | None
-    background: list[asyncio.Task[None]]  # the lease keeper, the commit listener
+    # The lease keeper; the commit listener (PostgreSQL) or the WAL's limit (SQLite).
+    background: list[asyncio.Task[None]]
     live: LiveTurns
     relay: NatsChunkRelay | None
     monitor: asyncio.Task[None]
@@ -260,6 +262,11 @@ async def start(
     )
     keeper = asyncio.create_task(recovery.run(settings.lease_seconds / 3), name="lease-keeper")
     background = [keeper]
+    if engine.dialect.name == "sqlite":
+        # Readers that always overlap could otherwise keep SQLite's WAL growing.
+        background.append(
+            asyncio.create_task(every(WAL_CHECK_SECONDS, uow_factory.limit_wal), name="wal-limit")
+        )
     if engine.dialect.name == "postgresql":
         # Other replicas' commits wake this one's followers (LISTEN/NOTIFY); see docs/deployment.md.
         listener = CommitListener(

@@ -6,7 +6,8 @@ those queued behind it wait for that fsync before each pays for its own. With it
 work that commits while others are queued leaves the transaction open, lets the next one in,
 and waits. The next ones run inside that transaction, each in a SAVEPOINT (so one can roll
 back its own part without touching the others'). A flush, queued at the gate behind them,
-then COMMITs once for all: each one's commit() returns when that COMMIT has returned, so
+then COMMITs once for all (or the WAL's checkpoint does, if it gets the gate first:
+sqlite_writer.limit_wal): each one's commit() returns when that COMMIT has returned, so
 "committed" still means on disk, and no unit of work's caller sees it before.
 
 A batch fails whole: when its COMMIT fails, or when SQLite rolls the whole transaction back

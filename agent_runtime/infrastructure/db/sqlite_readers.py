@@ -15,7 +15,7 @@ statements see one snapshot.
 That snapshot ends with the unit of work, inline (close_now, from unit_of_work.py), not a
 turn of the event loop later: while any reader holds a snapshot of the WAL, SQLite cannot
 start the WAL over, and hundreds of pollers each holding theirs one loop turn too long
-could overlap without end, and the WAL would then only grow.
+could overlap without end (the WAL would then only grow; sqlite_writer.py bounds it too).
 
 Statements run inline on the event loop's thread, as the writer's do: on cached pages they
 take microseconds, less than a hop to a thread and back. A reader waits for a lock only in

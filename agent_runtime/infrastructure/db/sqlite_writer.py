@@ -25,12 +25,28 @@ Durability is the same as before: the caller resumes after COMMIT has returned.
 
 When others are queued at the gate, a commit does not COMMIT at once: the queued units of
 work join its transaction and one COMMIT follows for all of them (group_commit.py).
+
+The WAL (the -wal file beside the database) is kept bounded here too. SQLite's automatic
+checkpoint (after a commit, once the WAL holds 1000 pages) copies pages back into the
+database, but it never waits for readers: it copies only what every open snapshot allows,
+and the WAL starts over from its beginning only when no reader still uses it. Readers that
+always overlap (many WatchEvents pollers and followers, or a reader in another process)
+can leave no such moment, and the file then grows with every commit. So limit_wal(), run
+periodically (WAL_CHECK_SECONDS, from bootstrap), looks at the file's size and, past
+WAL_LIMIT_BYTES, runs `PRAGMA wal_checkpoint(TRUNCATE)`: it copies everything back, waits
+for the readers of older snapshots to end (new ones read the database file and do not hold
+it up) and truncates the file to nothing. It runs on the writer's thread while holding the
+gate, as it may wait: the event loop keeps running, and only writes wait for it (SQLite
+lets no one write meanwhile anyway), for the copy and for readers up to
+CHECKPOINT_BUSY_TIMEOUT_MS. A checkpoint that gives up is tried again at the next check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import sqlite3
 import threading
 import weakref
@@ -53,14 +69,27 @@ from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 _THREAD_NAME = "sqlite-writer"
+
+# Past this size the WAL is checkpointed and truncated: four times the size at which
+# SQLite's own checkpoint starts (1000 pages of 4 KiB), so only a WAL that those could not
+# start over goes past it.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+# How often the WAL's size is looked at (a stat of the file, on the event loop).
+WAL_CHECK_SECONDS = 10.0
+# How long a truncating checkpoint waits for readers, while writes wait for it. Our readers
+# hold their snapshots for microseconds (sqlite_readers.py); one that holds it longer (a
+# reader in another process) makes the checkpoint give up, to be tried again later.
+CHECKPOINT_BUSY_TIMEOUT_MS = 250
 
 
 class SqliteWriter:
     """Owns the connection, the thread that begins and commits on it, and the gate that
     lets one unit of work at a time use it."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, *, wal_limit_bytes: int = WAL_LIMIT_BYTES) -> None:
         self._engine: Engine = create_sqlite_writer_engine(url)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._connection: Connection | None = None
@@ -68,6 +97,8 @@ class SqliteWriter:
         # The batch whose transaction is open on the connection, waiting for its COMMIT.
         self.batch: CommitBatch | None = None
         self._flushes: set[asyncio.Task[None]] = set()  # kept referenced while they run
+        self._wal_limit_bytes = wal_limit_bytes
+        self._wal_path: str | None = None  # known once the connection is open
         # A writer dropped without close() (tests make many) still ends its thread and file.
         self._finalizer = weakref.finalize(self, _shut, self._thread, self._engine)
 
@@ -85,6 +116,7 @@ class SqliteWriter:
     def connection(self) -> Connection:
         if self._connection is None or self._connection.closed:
             self._connection = self._engine.connect()
+            self._wal_path = _wal_path(self._connection)
         return self._connection
 
     def open_connection(self) -> Connection | None:
@@ -151,6 +183,67 @@ class SqliteWriter:
                 _guarded(lambda: _end_transaction(connection))
         else:
             batch.committed()
+
+    async def limit_wal(self) -> None:
+        """Checkpoints and truncates the WAL if it has grown past the limit (see above)."""
+        path = self._wal_path
+        if path is None or _size(path) <= self._wal_limit_bytes:
+            return  # nothing written yet, an in-memory database, or a WAL within bounds
+        # Shielded: a cancelled caller stops waiting, but the gate is given back only once
+        # the writer's thread is done with the connection.
+        await asyncio.shield(self._truncate_wal(path))
+
+    async def _truncate_wal(self, path: str) -> None:
+        async with self.gate:
+            if self.batch is not None:
+                # A batch is open (our waiting at the gate may have opened it), its flush
+                # queued behind us: COMMIT it now, as the flush would, since a checkpoint
+                # cannot run inside a transaction.
+                await self._commit_batch(self.batch)
+            size = _size(path)
+            busy = await ThreadCalls(self._thread).run(lambda: _checkpoint(self.connection()))
+        if busy:
+            log.warning(
+                "the SQLite WAL %s is %d MiB and could not be truncated: a reader kept an "
+                "older snapshot for over %d ms; it is tried again at the next check",
+                path,
+                size // 2**20,
+                CHECKPOINT_BUSY_TIMEOUT_MS,
+            )
+        else:
+            log.info("truncated the SQLite WAL %s (it was %d MiB)", path, size // 2**20)
+
+
+def _wal_path(connection: Connection) -> str | None:
+    """The -wal file of the connection's database, None for one in memory (no file)."""
+    raw: Any = connection.connection.dbapi_connection
+    for _seq, name, file in raw.execute("PRAGMA database_list"):
+        if name == "main":
+            return f"{file}-wal" if file else None
+    return None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _checkpoint(connection: Connection) -> bool:
+    """PRAGMA wal_checkpoint(TRUNCATE), waiting for readers up to CHECKPOINT_BUSY_TIMEOUT_MS.
+    True if it gave up (a reader of an older snapshot still uses the WAL)."""
+    _end_transaction(connection)  # one a failed COMMIT may have left open
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        raw.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_TIMEOUT_MS}")
+        try:
+            busy, _frames, _copied = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
+        raise DBAPIError.instance("PRAGMA wal_checkpoint", None, exc, sqlite3.Error) from exc
+    return bool(busy)
 
 
 def _shut(thread: ThreadPoolExecutor, engine: Engine) -> None:

@@ -34,7 +34,7 @@ from agent_runtime.infrastructure.db.repositories import (
     count_pending_approvals,
 )
 from agent_runtime.infrastructure.db.sqlite_readers import ReaderSession, SqliteReaders
-from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
+from agent_runtime.infrastructure.db.sqlite_writer import WAL_LIMIT_BYTES, SqliteWriter
 from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
@@ -180,6 +180,7 @@ class SqlAlchemyUnitOfWorkFactory:
         *,
         instance_id: str | None = None,
         commit_seconds: Callable[[float], None] | None = None,
+        sqlite_wal_limit_bytes: int = WAL_LIMIT_BYTES,
     ) -> None:
         self.signal = signal or LocalEventSignal()
         # Names this process in its commits' NOTIFYs, so that its own commit listener
@@ -195,7 +196,7 @@ class SqlAlchemyUnitOfWorkFactory:
             # SQLite has one writer at a time: every unit of work takes its turn on the
             # process's one connection (sqlite_writer.py), in order, rather than colliding
             # in SQLite, whose busy handler sleeps in growing steps between retries.
-            self._writer = SqliteWriter(engine.url)
+            self._writer = SqliteWriter(engine.url, wal_limit_bytes=sqlite_wal_limit_bytes)
             self._open_database = self._writer.session
             # Readers read beside it, on connections of their own (sqlite_readers.py).
             self._readers = SqliteReaders(engine.url)
@@ -242,6 +243,12 @@ class SqlAlchemyUnitOfWorkFactory:
             return [(row.tenant_id, row.turn_id) for row in rows]
         finally:
             await _close_reader(db)
+
+    async def limit_wal(self) -> None:
+        """On SQLite, truncates the WAL if it has grown too large (sqlite_writer.py); to run
+        periodically. Nothing to do on PostgreSQL."""
+        if self._writer is not None:
+            await self._writer.limit_wal()
 
     async def close(self) -> None:
         """Closes the SQLite writer (after a commit in progress) and readers; the engine is
