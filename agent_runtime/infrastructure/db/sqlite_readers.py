@@ -29,7 +29,6 @@ domain errors (StorageUnavailable), as the writer's do.
 
 from __future__ import annotations
 
-import sqlite3
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +43,13 @@ from agent_runtime.infrastructure.db.engine import (
     create_sqlite_reader_engine,
 )
 from agent_runtime.infrastructure.db.guarded_session import guard_sync
+from agent_runtime.infrastructure.db.sqlite_driver import (
+    end_transaction,
+    is_busy,
+    raw_connection,
+    run_raw,
+    set_busy_timeout,
+)
 from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
 T = TypeVar("T")
@@ -161,7 +167,7 @@ class ReaderSession:
         if connection is None:
             return
         try:
-            guard_sync(lambda: _end_transaction(connection))
+            guard_sync(lambda: end_transaction(connection))
         except BaseException:
             self._broken = True
             raise
@@ -192,11 +198,7 @@ def _unless_busy(connection: Connection, statement: Callable[[Connection], T]) -
     try:
         return statement(connection)
     except DBAPIError as exc:
-        orig = exc.orig
-        if (
-            isinstance(orig, sqlite3.OperationalError)
-            and orig.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-        ):
+        if is_busy(exc.orig):
             raise _Busy from exc
         raise
 
@@ -204,34 +206,13 @@ def _unless_busy(connection: Connection, statement: Callable[[Connection], T]) -
 def _begin_read(connection: Connection) -> None:
     """A deferred BEGIN (it takes no lock; the first read takes the snapshot), then the
     SQLAlchemy transaction around it (the driver's own BEGIN is off)."""
-    raw: Any = connection.connection.dbapi_connection
-    try:
-        raw.execute("BEGIN")
-    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
-        raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error) from exc
+    run_raw(raw_connection(connection), "BEGIN")
     connection.begin()
 
 
 def _waiting(connection: Connection, statement: Callable[[Connection], T]) -> T:
-    _busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
+    set_busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
     try:
         return statement(connection)
     finally:
-        _busy_timeout(connection, 0)
-
-
-def _busy_timeout(connection: Connection, milliseconds: int) -> None:
-    raw: Any = connection.connection.dbapi_connection
-    try:
-        raw.execute(f"PRAGMA busy_timeout={milliseconds}")
-    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
-        raise DBAPIError.instance("PRAGMA busy_timeout", None, exc, sqlite3.Error) from exc
-
-
-def _end_transaction(connection: Connection) -> None:
-    if connection.closed:
-        return
-    connection.rollback()
-    raw = connection.connection.dbapi_connection
-    if raw is not None and raw.in_transaction:
-        raw.rollback()
+        set_busy_timeout(connection, 0)

@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
@@ -65,6 +64,14 @@ from agent_runtime.infrastructure.db.engine import (
 )
 from agent_runtime.infrastructure.db.group_commit import CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
+from agent_runtime.infrastructure.db.sqlite_driver import (
+    driver_errors,
+    end_transaction,
+    is_busy,
+    raw_connection,
+    run_raw,
+    set_busy_timeout,
+)
 from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
 T = TypeVar("T")
@@ -180,7 +187,7 @@ class SqliteWriter:
             batch.failed(getattr(exc, "message", None) or f"the commit failed: {exc!r}")
             # If this fails too, the next BEGIN ends it again.
             with contextlib.suppress(Exception):
-                _guarded(lambda: _end_transaction(connection))
+                _guarded(lambda: end_transaction(connection))
         else:
             batch.committed()
 
@@ -216,8 +223,8 @@ class SqliteWriter:
 
 def _wal_path(connection: Connection) -> str | None:
     """The -wal file of the connection's database, None for one in memory (no file)."""
-    raw: Any = connection.connection.dbapi_connection
-    for _seq, name, file in raw.execute("PRAGMA database_list"):
+    databases = run_raw(raw_connection(connection), "PRAGMA database_list").fetchall()
+    for _seq, name, file in databases:
         if name == "main":
             return f"{file}-wal" if file else None
     return None
@@ -233,16 +240,13 @@ def _size(path: str) -> int:
 def _checkpoint(connection: Connection) -> bool:
     """PRAGMA wal_checkpoint(TRUNCATE), waiting for readers up to CHECKPOINT_BUSY_TIMEOUT_MS.
     True if it gave up (a reader of an older snapshot still uses the WAL)."""
-    _end_transaction(connection)  # one a failed COMMIT may have left open
-    raw: Any = connection.connection.dbapi_connection
+    end_transaction(connection)  # one a failed COMMIT may have left open
+    set_busy_timeout(connection, CHECKPOINT_BUSY_TIMEOUT_MS)
     try:
-        raw.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_TIMEOUT_MS}")
-        try:
-            busy, _frames, _copied = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
-        raise DBAPIError.instance("PRAGMA wal_checkpoint", None, exc, sqlite3.Error) from exc
+        checkpoint = run_raw(raw_connection(connection), "PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _frames, _copied = checkpoint.fetchone()
+    finally:
+        set_busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
     return bool(busy)
 
 
@@ -319,7 +323,7 @@ class WriterSession:
             if self._began and self._joined is not None:
                 self._roll_back_part(self._joined)
             elif self._writer.batch is None:  # our transaction, or what a failed BEGIN left
-                _guarded(lambda: _end_transaction(self._connection))
+                _guarded(lambda: end_transaction(self._connection))
             # else our part never began, and the batch's transaction is not ours to end
         finally:
             self._leave()
@@ -336,7 +340,9 @@ class WriterSession:
             return self._connection
         batch = self._writer.batch
         connection = self._writer.open_connection()
-        if batch is not None and (connection is None or not _raw(connection).in_transaction):
+        if batch is not None and (
+            connection is None or not raw_connection(connection).in_transaction
+        ):
             self._writer.fail_batch(batch, "the database rolled back a shared transaction")
             batch = None
         if batch is not None:
@@ -345,7 +351,7 @@ class WriterSession:
                 _guarded(lambda: _savepoint(connection))
             except BaseException:
                 self._writer.fail_batch(batch, "the database refused a unit of work's SAVEPOINT")
-                _guarded(lambda: _end_transaction(connection))
+                _guarded(lambda: end_transaction(connection))
                 raise
             self._connection, self._joined = connection, batch
         else:
@@ -366,13 +372,13 @@ class WriterSession:
         """Undoes our part of a batch's transaction; the others' parts stay."""
         connection = self._connection
         assert connection is not None
-        if batch is self._writer.batch and _raw(connection).in_transaction:
+        if batch is self._writer.batch and raw_connection(connection).in_transaction:
             _guarded(lambda: _roll_back_to_savepoint(connection))
             return
         # SQLite rolled the whole transaction back by itself (SQLITE_FULL, an I/O error):
         # every member's writes are gone, so none of them may be reported committed.
         self._writer.fail_batch(batch, "the database rolled back a shared transaction")
-        _guarded(lambda: _end_transaction(connection))
+        _guarded(lambda: end_transaction(connection))
 
     def _leave(self) -> None:
         if self._holding and self._thread_calls.idle:
@@ -385,38 +391,33 @@ class WriterSession:
 def _begin(connection: Connection, *, wait: bool) -> bool:
     """BEGIN IMMEDIATE, then the SQLAlchemy transaction around it (pysqlite's own BEGIN is
     off: isolation_level None). Without `wait`, False if another process holds the lock."""
-    _end_transaction(connection)  # one a failed COMMIT may have left open
-    raw: Any = _raw(connection)
-    try:
-        if wait:
-            raw.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout
-        else:
-            raw.execute("PRAGMA busy_timeout=0")
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                    return False
-                raise
-            finally:
-                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
-        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+    end_transaction(connection)  # one a failed COMMIT may have left open
+    raw = raw_connection(connection)
+    if wait:
+        run_raw(raw, "BEGIN IMMEDIATE")  # waits up to the busy timeout
+    else:
+        set_busy_timeout(connection, 0)
+        try:
+            run_raw(raw, "BEGIN IMMEDIATE")
+        except DBAPIError as exc:
+            if is_busy(exc.orig):
+                return False
+            raise
+        finally:
+            set_busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
     connection.begin()
     return True
 
 
 def _commit(connection: Connection) -> None:
     raw = _still_open(connection)
-    try:
+    with driver_errors("COMMIT"):
         raw.commit()
-    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
-        raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
 
 
 def _still_open(connection: Connection) -> Any:
     """The driver's connection, if its transaction is still open."""
-    raw: Any = _raw(connection)
+    raw = raw_connection(connection)
     if not raw.in_transaction:
         # SQLite itself rolled the transaction back (after SQLITE_FULL, IOERR...): the
         # driver's commit would do nothing and report success.
@@ -425,37 +426,14 @@ def _still_open(connection: Connection) -> Any:
 
 
 def _savepoint(connection: Connection) -> None:
-    _run_raw(_still_open(connection), "SAVEPOINT unit_of_work")
+    run_raw(_still_open(connection), "SAVEPOINT unit_of_work")
 
 
 def _release_savepoint(connection: Connection) -> None:
-    _run_raw(_still_open(connection), "RELEASE unit_of_work")
+    run_raw(_still_open(connection), "RELEASE unit_of_work")
 
 
 def _roll_back_to_savepoint(connection: Connection) -> None:
-    raw = _raw(connection)
-    _run_raw(raw, "ROLLBACK TO unit_of_work")
-    _run_raw(raw, "RELEASE unit_of_work")
-
-
-def _run_raw(raw: Any, sql: str) -> None:
-    try:
-        raw.execute(sql)
-    except sqlite3.Error as exc:  # as SQLAlchemy would wrap it, for translate_error
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
-
-
-def _raw(connection: Connection) -> Any:
-    return connection.connection.dbapi_connection
-
-
-def _end_transaction(connection: Connection | None) -> None:
-    """Rolls back whatever is open, as SQLAlchemy sees it and as SQLite does."""
-    if connection is None or connection.closed:
-        return
-    # Also a transaction SQLAlchemy deactivated when its COMMIT failed (e.g. disk full):
-    # it stays attached, not in_transaction(), and blocks the next begin() until this.
-    connection.rollback()
-    raw = connection.connection.dbapi_connection
-    if raw is not None and raw.in_transaction:
-        raw.rollback()
+    raw = raw_connection(connection)
+    run_raw(raw, "ROLLBACK TO unit_of_work")
+    run_raw(raw, "RELEASE unit_of_work")
