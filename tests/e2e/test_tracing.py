@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -31,6 +31,21 @@ PARENT_SPAN_ID = "00f067aa0ba902b7"
 @pytest.fixture
 def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
+
+
+async def finished_span(spans: InMemorySpanExporter, method: str) -> ReadableSpan:
+    """The server span of `method` (e.g. "/ListAgents"), once it has ended. The server ends
+    it after the call's status has gone out, so the client may be back before it has."""
+
+    def found() -> list[ReadableSpan]:
+        return [s for s in spans.get_finished_spans() if s.name.endswith(method)]
+
+    async def ended() -> bool:
+        return bool(found())
+
+    await eventually(ended, what=f"the {method} span to end")
+    [span] = found()
+    return span
 
 
 @pytest.fixture
@@ -60,8 +75,8 @@ async def test_every_rpc_gets_a_server_span_with_its_status_code(
     with pytest.raises(grpc.aio.AioRpcError):
         await traced_client.sessions.GetSession(ses.GetSessionRequest(session_id="nope"))
 
-    by_name = {span.name: span for span in spans.get_finished_spans()}
-    turn = by_name["agent_runtime.v1.AgentRuntimeService/StreamMessage"]
+    turn = await finished_span(spans, "/StreamMessage")
+    assert turn.name == "agent_runtime.v1.AgentRuntimeService/StreamMessage"
     assert turn.kind is SpanKind.SERVER
     assert turn.attributes is not None
     assert turn.attributes["rpc.system"] == "grpc"
@@ -70,7 +85,8 @@ async def test_every_rpc_gets_a_server_span_with_its_status_code(
     assert turn.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
     assert turn.status.status_code is StatusCode.UNSET
 
-    missing = by_name["agent_runtime.v1.SessionService/GetSession"]
+    missing = await finished_span(spans, "/GetSession")
+    assert missing.name == "agent_runtime.v1.SessionService/GetSession"
     assert missing.attributes is not None
     assert missing.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
 
@@ -84,12 +100,7 @@ async def test_a_call_past_its_deadline_marks_the_span_as_an_error(
         async for _chunk in call:
             pass
     assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-
-    async def span_ended() -> bool:
-        return any(s.name.endswith("/StreamMessage") for s in spans.get_finished_spans())
-
-    await eventually(span_ended, what="the StreamMessage span to end")
-    [span] = [s for s in spans.get_finished_spans() if s.name.endswith("/StreamMessage")]
+    span = await finished_span(spans, "/StreamMessage")
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert span.status.status_code is StatusCode.ERROR
@@ -102,7 +113,7 @@ async def test_the_span_joins_the_callers_trace(
     await traced_client.agents.ListAgents(
         agent_pb2.ListAgentsRequest(), metadata=(("traceparent", traceparent),)
     )
-    [span] = [s for s in spans.get_finished_spans() if s.name.endswith("/ListAgents")]
+    span = await finished_span(spans, "/ListAgents")
     assert span.context is not None and span.parent is not None
     assert format(span.context.trace_id, "032x") == TRACE_ID
     assert format(span.parent.span_id, "016x") == PARENT_SPAN_ID
