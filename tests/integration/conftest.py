@@ -51,6 +51,18 @@ async def uows(db_file: Path) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def tiny_disk_uows(tiny_disk: Path) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
+    """Units of work on a migrated SQLite file, tiny_disk / "runtime.db", on a tiny disk the
+    test can fill."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tiny_disk / 'runtime.db'}")
+    await upgrade_to_head(engine)
+    factory = SqlAlchemyUnitOfWorkFactory(engine)
+    yield factory
+    await factory.close()
+    await engine.dispose()
+
+
 def rows_in(db_file: Path, sql: str) -> list[tuple[object, ...]]:
     """What another connection (another process, after a crash) finds in the file."""
     with sqlite3.connect(db_file) as connection:

@@ -18,8 +18,6 @@ from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
-from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.unit_of_work import (
     SqlAlchemyUnitOfWork,
@@ -361,47 +359,42 @@ async def test_closing_the_writer_commits_the_batch_it_finds_open(
 
 
 async def test_on_a_full_disk_every_member_reported_committed_is_on_disk_and_no_other(
-    tiny_disk: Path,
+    tiny_disk: Path, tiny_disk_uows: SqlAlchemyUnitOfWorkFactory
 ) -> None:
-    db_file = tiny_disk / "runtime.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{db_file}")
-    await upgrade_to_head(engine)
-    uows = SqlAlchemyUnitOfWorkFactory(engine)
+    db_file, uows = tiny_disk / "runtime.db", tiny_disk_uows
     await _add_session(uows, "before")
     scene = _Scene(uows)
+
+    async def add_big(session_id: str, uow: SqlAlchemyUnitOfWork) -> None:
+        await uow.messages.add(
+            Message(f"m-{session_id}", session_id, 1, Role.USER, "x" * 200_000, NOW)
+        )
+        await uow.commit()
+
+    async def big(session_id: str) -> None:
+        async with uows(TENANT) as uow:
+            await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
+            await add_big(session_id, uow)
+
     try:
-
-        async def add_big(session_id: str, uow: SqlAlchemyUnitOfWork) -> None:
-            await uow.messages.add(
-                Message(f"m-{session_id}", session_id, 1, Role.USER, "x" * 200_000, NOW)
-            )
-            await uow.commit()
-
-        async def big(session_id: str) -> None:
-            async with uows(TENANT) as uow:
-                await uow.sessions.add(Session(session_id, "coder", NOW, NOW))
-                await add_big(session_id, uow)
-
         first, holder = await scene.hold("a", lambda uow: add_big("a", uow))
         queued = await scene.queue(*(lambda n=n: big(f"q{n}") for n in range(3)))
         filler = fill(tiny_disk)
         first.go.set()
         results = await asyncio.gather(holder, *queued, return_exceptions=True)
         filler.unlink()
-
-        failed = [result for result in results if result is not None]
-        assert failed, "the disk was full, yet every commit succeeded"
-        assert all(isinstance(result, StorageUnavailable) for result in failed), results
-        reported = {
-            name
-            for name, result in zip(["a", "q0", "q1", "q2"], results, strict=True)
-            if result is None
-        }
-        on_disk = {str(row[0]) for row in rows_in(db_file, SESSIONS)} - {"before"}
-        assert on_disk == reported
-        await _add_session(uows, "after")  # the writer recovers with the space
-        assert ("after",) in rows_in(db_file, SESSIONS)
     finally:
         await scene.end()
-        await uows.close()
-        await engine.dispose()
+
+    failed = [result for result in results if result is not None]
+    assert failed, "the disk was full, yet every commit succeeded"
+    assert all(isinstance(result, StorageUnavailable) for result in failed), results
+    reported = {
+        name
+        for name, result in zip(["a", "q0", "q1", "q2"], results, strict=True)
+        if result is None
+    }
+    on_disk = {str(row[0]) for row in rows_in(db_file, SESSIONS)} - {"before"}
+    assert on_disk == reported
+    await _add_session(uows, "after")  # the writer recovers with the space
+    assert ("after",) in rows_in(db_file, SESSIONS)

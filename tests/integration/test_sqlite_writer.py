@@ -19,7 +19,6 @@ from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from tests.integration.conftest import rows_in as _rows
@@ -234,37 +233,30 @@ async def test_a_process_dying_mid_transaction_leaves_only_what_it_committed(
 
 
 async def test_a_full_disk_fails_the_unit_of_work_and_the_writer_recovers_with_the_space(
-    tiny_disk: Path,
+    tiny_disk: Path, tiny_disk_uows: SqlAlchemyUnitOfWorkFactory
 ) -> None:
-    db_file = tiny_disk / "runtime.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{db_file}")
-    await upgrade_to_head(engine)
-    uows = SqlAlchemyUnitOfWorkFactory(engine)
-    try:
-        await _add_session(uows, "before")
-        filler = fill(tiny_disk)
-        for attempt in range(3):  # each fails whole, and the next one begins cleanly
-            with pytest.raises(StorageUnavailable) as caught:
-                async with uows(TENANT) as uow:
-                    await uow.sessions.add(Session(f"full{attempt}", "coder", NOW, NOW))
-                    for position in range(1, 200):
-                        await uow.messages.add(
-                            Message(
-                                f"m{attempt}-{position}",
-                                f"full{attempt}",
-                                position,
-                                Role.USER,
-                                "x" * 3000,
-                                NOW,
-                            )
+    db_file, uows = tiny_disk / "runtime.db", tiny_disk_uows
+    await _add_session(uows, "before")
+    filler = fill(tiny_disk)
+    for attempt in range(3):  # each fails whole, and the next one begins cleanly
+        with pytest.raises(StorageUnavailable) as caught:
+            async with uows(TENANT) as uow:
+                await uow.sessions.add(Session(f"full{attempt}", "coder", NOW, NOW))
+                for position in range(1, 200):
+                    await uow.messages.add(
+                        Message(
+                            f"m{attempt}-{position}",
+                            f"full{attempt}",
+                            position,
+                            Role.USER,
+                            "x" * 3000,
+                            NOW,
                         )
-                    await uow.commit()
-            assert "full" in caught.value.message
-        filler.unlink()
-        await _add_session(uows, "after")
-    finally:
-        await uows.close()
-        await engine.dispose()
+                    )
+                await uow.commit()
+        assert "full" in caught.value.message
+    filler.unlink()
+    await _add_session(uows, "after")
     assert _rows(db_file, "SELECT session_id FROM sessions ORDER BY 1") == [("after",), ("before",)]
     assert _rows(db_file, "SELECT count(*) FROM messages") == [(0,)]
 
