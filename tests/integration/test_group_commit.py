@@ -322,18 +322,9 @@ async def test_a_batch_whose_transaction_the_database_rolled_back_fails_every_me
 async def test_a_batch_whose_commit_fails_fails_every_member_and_the_writer_carries_on(
     scene: _Scene, db_file: Path
 ) -> None:
-    async def spoil_then_commit(uow: SqlAlchemyUnitOfWork) -> None:
-        # A message of a session that does not exist, its foreign key checked at COMMIT:
-        # the statements all succeed, and the batch's one COMMIT fails.
-        connection = scene.writer.open_connection()
-        assert connection is not None
-        connection.connection.dbapi_connection.execute("PRAGMA defer_foreign_keys=ON")  # type: ignore[union-attr]
-        await uow.messages.add(Message("orphan", "nowhere", 1, Role.USER, "x", NOW))
-        await uow.commit()
-
     first, holder = await scene.hold("a")
     second = scene.holder("b")
-    (joined,) = await scene.queue(lambda: second.run(spoil_then_commit))
+    (joined,) = await scene.queue(lambda: second.run(lambda uow: _spoil_then_commit(scene, uow)))
     first.go.set()
     await second.holding.wait()
     second.go.set()
@@ -344,6 +335,82 @@ async def test_a_batch_whose_commit_fails_fails_every_member_and_the_writer_carr
     assert rows_in(db_file, SESSIONS) == [("s0",)]
     await _add_session(scene.uows, "after")
     assert rows_in(db_file, SESSIONS) == [("after",), ("s0",)]
+
+
+async def _spoil_then_commit(scene: _Scene, uow: SqlAlchemyUnitOfWork) -> None:
+    """A message of a session that does not exist, its foreign key checked at COMMIT: the
+    statements all succeed, and the batch's one COMMIT fails."""
+    connection = scene.writer.open_connection()
+    assert connection is not None
+    connection.connection.dbapi_connection.execute("PRAGMA defer_foreign_keys=ON")  # type: ignore[union-attr]
+    await uow.messages.add(Message("orphan", "nowhere", 1, Role.USER, "x", NOW))
+    await uow.commit()
+
+
+@pytest.mark.parametrize("lands", [True, False], ids=["batch-commits", "batch-fails"])
+async def test_a_member_that_read_the_batch_and_rolls_back_answers_only_once_it_is_settled(
+    scene: _Scene, db_file: Path, lands: bool
+) -> None:
+    writer = scene.writer
+    found: list[bool] = []
+
+    async def read_then_give_up() -> None:
+        # Finds a's session (not yet committed) and answers from it, writing nothing:
+        # what a CreateSession that finds the session already there does.
+        async with scene.uows(TENANT) as uow:
+            found.append(await uow.sessions.get("a") is not None)
+
+    spoil = lambda uow: _spoil_then_commit(scene, uow)  # noqa: E731
+    first, holder = await scene.hold("a", _commit if lands else spoil)
+    (reader,) = await scene.queue(read_then_give_up)
+    # Hold the writer's thread: the batch's COMMIT queues behind this until released.
+    release = threading.Event()
+    blocker = asyncio.get_running_loop().run_in_executor(writer.executor, release.wait)
+    try:
+        first.go.set()
+
+        async def flush_is_committing() -> bool:
+            return writer.batch is None and bool(writer._flushes) and writer.gate.locked()
+
+        await eventually(flush_is_committing, what="the batch's COMMIT to start")
+        assert found == [True]  # it has read a's row and left the writer...
+        assert not reader.done()  # ...but does not answer before that row is on disk
+    finally:
+        release.set()
+        await blocker
+    results = await asyncio.gather(holder, reader, return_exceptions=True)
+    if lands:
+        assert list(results) == [None, None]
+        assert rows_in(db_file, SESSIONS) == [("a",), ("s0",)]
+    else:  # what it read never reached the disk: its answer is void
+        assert all(isinstance(result, StorageUnavailable) for result in results), results
+        assert rows_in(db_file, SESSIONS) == [("s0",)]
+
+
+async def test_after_a_batch_failed_the_unit_of_work_cannot_commit_until_it_rolls_back(
+    scene: _Scene, db_file: Path
+) -> None:
+    outcomes: list[str] = []
+
+    async def spoil_then_retry(uow: SqlAlchemyUnitOfWork) -> None:
+        with pytest.raises(StorageUnavailable):
+            await _spoil_then_commit(scene, uow)
+        for attempt in (uow.commit, lambda: uow.sessions.add(Session("later", "c", NOW, NOW))):
+            try:
+                await attempt()
+            except StorageUnavailable:
+                outcomes.append("refused")
+        await uow.rollback()  # then it may start again
+        await uow.sessions.add(Session("again", "coder", NOW, NOW))
+        await uow.commit()
+
+    first, holder = await scene.hold("a", spoil_then_retry)
+    (other,) = await scene.queue(lambda: _add_session(scene.uows, "b"))  # makes it a batch
+    first.go.set()
+    results = await asyncio.gather(holder, other, return_exceptions=True)
+    assert isinstance(results[1], StorageUnavailable)  # b was in the failed batch
+    assert outcomes == ["refused", "refused"]
+    assert rows_in(db_file, SESSIONS) == [("again",), ("s0",)]
 
 
 async def test_closing_the_writer_commits_the_batch_it_finds_open(

@@ -11,13 +11,17 @@ sqlite_writer.limit_wal): each one's commit() returns when that COMMIT has retur
 "committed" still means on disk, and no unit of work's caller sees it before.
 
 A batch fails whole: when its COMMIT fails, or when SQLite rolls the whole transaction back
-by itself (SQLITE_FULL, an I/O error), every member's commit() raises StorageUnavailable,
-as each would have without the batch. A unit of work alone at the gate commits at once, as
-before: group commit costs nothing when there is no queue.
+by itself (SQLITE_FULL, an I/O error), every member's commit() raises StorageUnavailable
+(BatchLost), as each would have without the batch, and so does any later commit() or
+statement of that unit of work until it rolls back. A unit of work alone at the gate
+commits at once, as before: group commit costs nothing when there is no queue.
 
 Readers (sqlite_readers.py) are on other connections: they see a batch's rows only once it
 is committed. A member does see the rows of the members before it, uncommitted, as a
-transaction sees its own writes: its outcome is tied to theirs, since they commit together.
+transaction sees its own writes, so its outcome is tied to theirs: one that commits commits
+with them, and one that rolls back (say it found the session it was to create already
+there) still waits for the batch before it returns, and raises BatchLost if the batch
+failed, since what it read then never reached the disk.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ class WriterGate:
         self.release()
 
 
+class BatchLost(StorageUnavailable):
+    """The batch a unit of work wrote into, or read from, did not commit: what it wrote is
+    not on disk, and what it read may never have been."""
+
+
 class CommitBatch:
     """The units of work whose writes are in the writer's open transaction, waiting for its
     COMMIT."""
@@ -81,7 +90,7 @@ class CommitBatch:
 
     def failed(self, reason: str) -> None:
         if not self._durable.done():
-            self._durable.set_exception(StorageUnavailable(reason))
+            self._durable.set_exception(BatchLost(reason))
 
     @property
     def done(self) -> bool:

@@ -62,7 +62,7 @@ from agent_runtime.infrastructure.db.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_sqlite_writer_engine,
 )
-from agent_runtime.infrastructure.db.group_commit import CommitBatch, WriterGate
+from agent_runtime.infrastructure.db.group_commit import BatchLost, CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
 from agent_runtime.infrastructure.db.sqlite_driver import (
     driver_errors,
@@ -180,8 +180,10 @@ class SqliteWriter:
             await calls.run(lambda: _commit(connection), on_success=batch.committed)
             _guarded(connection.commit)
         except asyncio.CancelledError:
-            await calls.settle()
-            batch.failed("the writer stopped during the commit")  # unless it had landed
+            try:
+                await calls.settle()
+            finally:  # even if cancelled again: no member may wait forever
+                batch.failed("the writer stopped during the commit")  # unless it had landed
             raise
         except Exception as exc:
             batch.failed(getattr(exc, "message", None) or f"the commit failed: {exc!r}")
@@ -271,6 +273,7 @@ class WriterSession:
         self._holding = False
         self._began = False  # our part of a transaction is open
         self._joined: CommitBatch | None = None  # the batch our part is in, if any
+        self._lost: BatchLost | None = None  # our batch failed: nothing more until rollback
         self._connection: Connection | None = None
         self._thread_calls = ThreadCalls(writer.executor)
 
@@ -287,6 +290,7 @@ class WriterSession:
         return _guarded(lambda: connection.scalars(*args, **kwargs))
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
+        self._check_not_lost()
         if not self._holding:
             return  # nothing begun; the connection may be another unit of work's by now
         if not self._began:
@@ -305,7 +309,7 @@ class WriterSession:
             if on_committed is not None:  # our part is the batch's now: it lands with it
                 batch.when_committed(on_committed)
             self._leave()
-            await batch.wait()
+            await self._outcome_of(batch)
             return
         # Only the driver's COMMIT (the fsync) runs on the writer's thread: the less Python
         # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
@@ -316,22 +320,41 @@ class WriterSession:
         self._leave()
 
     async def rollback(self) -> None:
+        self._lost = None
         if not self._holding:
             return
         await self._thread_calls.settle()
+        joined = self._joined if self._began else None
         try:
-            if self._began and self._joined is not None:
-                self._roll_back_part(self._joined)
+            if joined is not None:
+                self._roll_back_part(joined)
             elif self._writer.batch is None:  # our transaction, or what a failed BEGIN left
                 _guarded(lambda: end_transaction(self._connection))
             # else our part never began, and the batch's transaction is not ours to end
         finally:
             self._leave()
+        if joined is not None:
+            # We may have read what the members before us wrote: whatever we answer from it
+            # goes out only once it is on disk, or as BatchLost if it never gets there.
+            await joined.wait()
 
     async def close(self) -> None:
         await self.rollback()
 
+    async def _outcome_of(self, batch: CommitBatch) -> None:
+        try:
+            await batch.wait()
+        except BatchLost as lost:
+            self._lost = lost
+            raise
+
+    def _check_not_lost(self) -> None:
+        if self._lost is not None:
+            # Our writes before it are gone: committing what follows alone would be half.
+            raise BatchLost(f"an earlier commit of this unit of work failed: {self._lost}")
+
     async def _begin(self) -> Connection:
+        self._check_not_lost()
         if not self._holding:
             await self._writer.gate.acquire()
             self._holding = True
@@ -373,7 +396,14 @@ class WriterSession:
         connection = self._connection
         assert connection is not None
         if batch is self._writer.batch and raw_connection(connection).in_transaction:
-            _guarded(lambda: _roll_back_to_savepoint(connection))
+            try:
+                _guarded(lambda: _roll_back_to_savepoint(connection))
+            except BaseException:
+                # Our writes may still be in the batch: it must not commit them.
+                self._writer.fail_batch(batch, "a unit of work's part could not be undone")
+                with contextlib.suppress(Exception):
+                    _guarded(lambda: end_transaction(connection))
+                raise
             return
         # SQLite rolled the whole transaction back by itself (SQLITE_FULL, an I/O error):
         # every member's writes are gone, so none of them may be reported committed.

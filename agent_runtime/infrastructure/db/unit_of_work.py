@@ -23,6 +23,7 @@ from agent_runtime.application.ports import (
 )
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.db.commit_payload import origin_of
+from agent_runtime.infrastructure.db.group_commit import BatchLost
 from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
     SqlAlchemyApprovalRepository,
@@ -164,6 +165,8 @@ async def _close_reader(db: Database) -> None:
 async def _rollback_and_close(db: Database) -> None:
     try:
         await db.rollback()
+    except BatchLost:
+        raise  # what the unit of work read never reached the disk: its answer is void
     except StorageUnavailable:
         pass  # closing returns the connection (or discards a broken one) all the same
     finally:
