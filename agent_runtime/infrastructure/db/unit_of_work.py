@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Executable, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from agent_runtime.application.ports import (
@@ -235,17 +236,30 @@ class SqlAlchemyUnitOfWorkFactory:
     def reader(self, tenant_id: str) -> SqlAlchemyReadUnitOfWork:
         return SqlAlchemyReadUnitOfWork(self._open_reader, tenant_id, postgresql=self._postgresql)
 
-    async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Database]:
+        """A reader's connection for a read outside any unit of work (no tenant)."""
         db = self._open_reader()
         try:
+            yield db
+        finally:
+            await _close_reader(db)
+
+    async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
+        async with self._reading() as db:
             rows = await db.execute(
                 select(turns.c.tenant_id, turns.c.turn_id)
                 .where(*abandoned_turn_candidates(now, owner))
                 .order_by(turns.c.tenant_id, turns.c.turn_id)
             )
             return [(row.tenant_id, row.turn_id) for row in rows]
-        finally:
-            await _close_reader(db)
+
+    async def read_scalars(self, statement: Executable) -> list[Any]:
+        """One statement's first column, read on a reader. On SQLite that runs inline, so it
+        answers within one step of the event loop however busy the loop is (unless another
+        connection holds a lock readers wait for: then it waits on a thread)."""
+        async with self._reading() as db:
+            return list((await db.scalars(statement)).all())
 
     async def limit_wal(self) -> None:
         """On SQLite, truncates the WAL if it has grown too large (sqlite_writer.py); to run
@@ -262,9 +276,6 @@ class SqlAlchemyUnitOfWorkFactory:
             await self._writer.close()
 
     async def count_pending_approvals(self, now: datetime) -> int:
-        db = self._open_reader()
-        try:
+        async with self._reading() as db:
             count = await db.scalar(count_pending_approvals(now))
             return int(count or 0)
-        finally:
-            await _close_reader(db)
