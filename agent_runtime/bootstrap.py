@@ -247,7 +247,9 @@ async def start(
         raise
     # Health says SERVING only once the database answers at the right schema version.
     readiness = ReadinessMonitor(
-        DatabaseReadinessProbe(engine), grpc_server, timeout=settings.health_check_timeout_seconds
+        DatabaseReadinessProbe(uow_factory),
+        grpc_server,
+        timeout=settings.health_check_timeout_seconds,
     )
     await readiness.check()
     bounded: list[Bounded[Any]] = [readiness.probe]
