@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,6 +110,25 @@ class _Scene:
         await eventually(all_queued, what="the units of work to queue at the writer")
         return tasks
 
+    @asynccontextmanager
+    async def commit_held(self, first: _Holder) -> AsyncIterator[None]:
+        """Lets `first` go and holds the batch's COMMIT once it has started (the writer's
+        thread is kept busy, so the COMMIT queues behind that) until the block ends."""
+        writer = self.writer
+        release = threading.Event()
+        blocker = asyncio.get_running_loop().run_in_executor(writer.executor, release.wait)
+        try:
+            first.go.set()
+
+            async def flush_is_committing() -> bool:
+                return writer.batch is None and bool(writer._flushes) and writer.gate.locked()
+
+            await eventually(flush_is_committing, what="the batch's COMMIT to start")
+            yield
+        finally:
+            release.set()
+            await blocker
+
     def _start(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
         self._tasks.append(task)
@@ -202,27 +222,14 @@ async def test_a_member_rolling_back_leaves_out_only_its_own_part(
 async def test_nothing_of_a_batch_is_visible_or_reported_committed_before_its_commit(
     scene: _Scene, db_file: Path
 ) -> None:
-    writer = scene.writer
     first, holder = await scene.hold("a")
     (second,) = await scene.queue(lambda: _add_session(scene.uows, "b"))
-    # Hold the writer's thread: the batch's COMMIT queues behind this until released.
-    release = threading.Event()
-    blocker = asyncio.get_running_loop().run_in_executor(writer.executor, release.wait)
-    try:
-        first.go.set()
-
-        async def flush_is_committing() -> bool:
-            return writer.batch is None and bool(writer._flushes) and writer.gate.locked()
-
-        await eventually(flush_is_committing, what="the batch's COMMIT to start")
+    async with scene.commit_held(first):
         assert not holder.done() and not second.done()
         assert rows_in(db_file, SESSIONS) == [("s0",)]  # another process sees none of it
         async with scene.uows.reader(TENANT) as reader:  # and neither does a reader here
             assert await reader.sessions.get("a") is None
             assert await reader.sessions.get("b") is None
-    finally:
-        release.set()
-        await blocker
     await asyncio.gather(holder, second)
     assert rows_in(db_file, SESSIONS) == [("a",), ("b",), ("s0",)]
 
@@ -351,7 +358,6 @@ async def _spoil_then_commit(scene: _Scene, uow: SqlAlchemyUnitOfWork) -> None:
 async def test_a_member_that_read_the_batch_and_rolls_back_answers_only_once_it_is_settled(
     scene: _Scene, db_file: Path, lands: bool
 ) -> None:
-    writer = scene.writer
     found: list[bool] = []
 
     async def read_then_give_up() -> None:
@@ -363,21 +369,9 @@ async def test_a_member_that_read_the_batch_and_rolls_back_answers_only_once_it_
     spoil = lambda uow: _spoil_then_commit(scene, uow)  # noqa: E731
     first, holder = await scene.hold("a", _commit if lands else spoil)
     (reader,) = await scene.queue(read_then_give_up)
-    # Hold the writer's thread: the batch's COMMIT queues behind this until released.
-    release = threading.Event()
-    blocker = asyncio.get_running_loop().run_in_executor(writer.executor, release.wait)
-    try:
-        first.go.set()
-
-        async def flush_is_committing() -> bool:
-            return writer.batch is None and bool(writer._flushes) and writer.gate.locked()
-
-        await eventually(flush_is_committing, what="the batch's COMMIT to start")
+    async with scene.commit_held(first):
         assert found == [True]  # it has read a's row and left the writer...
         assert not reader.done()  # ...but does not answer before that row is on disk
-    finally:
-        release.set()
-        await blocker
     results = await asyncio.gather(holder, reader, return_exceptions=True)
     if lands:
         assert list(results) == [None, None]
