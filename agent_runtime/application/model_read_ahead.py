@@ -1,10 +1,12 @@
 """ModelReadAhead: a model stream read by its own task, its text handed over in pieces.
 
-The turn sends one AssistantDelta per take. While the event loop is busy (many turns), the
-reader task gathers the deltas that arrive in between, so one take carries several of them:
-fewer chunks, each paid for once (mapping, live buffer, relay, gRPC write). When the loop is
-idle the turn is already waiting and takes each delta as it comes: nothing waits on purpose
-to gather more, so the first token is not delayed.
+The turn sends one AssistantDelta per take. While the turn is busy (sending the previous
+chunk, or the event loop is busy with other turns), the reader task gathers the deltas that
+arrive in between, so one take carries several of them: fewer chunks, each paid for once
+(mapping, live buffer, relay, gRPC write). A delta that arrives while the turn waits is
+handed over before the reader reads on, so a burst of tokens behind it (a fast model, one
+network read holding many) does not hold it back: the first token is never delayed to
+gather more.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ModelReadAhead:
         self._response: ModelResponse | None = None
         self._error: BaseException | None = None
         self._ended = False
+        self._taker_waiting = False
         self._arrived = asyncio.Event()  # the reader added something
         self._room = asyncio.Event()  # the turn took the pending text
         self._task: asyncio.Task[None] | None = None
@@ -86,7 +89,11 @@ class ModelReadAhead:
                 return None
             # No await between the checks above and this wait: no arrival is missed.
             self._arrived.clear()
-            await self._arrived.wait()
+            self._taker_waiting = True
+            try:
+                await self._arrived.wait()
+            finally:
+                self._taker_waiting = False
 
     async def _read(self) -> None:
         try:
@@ -98,6 +105,10 @@ class ModelReadAhead:
                     else:
                         self._response = event
                     self._arrived.set()
+                    if self._taker_waiting:
+                        # Let the waiting turn take this before parsing what came with it;
+                        # its wake-up is scheduled ahead of ours.
+                        await asyncio.sleep(0)
                     if self._pending >= self._max_pending:
                         self._room.clear()
                         await self._room.wait()

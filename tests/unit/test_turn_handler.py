@@ -52,23 +52,26 @@ async def test_text_turn_streams_and_persists_in_order() -> None:
     handler, uows = make_handler(ScriptedModel(text_answer("hello there")))
     stream = await run(handler, "hi")
 
-    # The scripted model yields both words without waiting: the read-ahead has both by the
-    # time the turn takes, so they leave as one delta.
+    # The turn waits for the model, so each word leaves as it comes (nothing to coalesce).
     assert bodies(stream) == [
         chunks.TurnStarted,
+        chunks.AssistantDelta,
         chunks.AssistantDelta,
         chunks.AssistantMessage,
         chunks.TurnCompleted,
     ]
-    assert stream[1].body == chunks.AssistantDelta("hello there")
-    assert [c.seq for c in stream] == [1, 2, 3, 4]
+    assert [c.body for c in stream[1:3]] == [
+        chunks.AssistantDelta("hello "),
+        chunks.AssistantDelta("there"),
+    ]
+    assert [c.seq for c in stream] == [1, 2, 3, 4, 5]
     assert len({c.turn_id for c in stream}) == 1
     db = uows.db
     assert [(m.role, m.content, m.position) for m in db.messages] == [
         (Role.USER, "hi", 1),
         (Role.ASSISTANT, "hello there", 2),
     ]
-    assert stream[2].body == chunks.AssistantMessage(db.messages[1].message_id, "hello there")
+    assert stream[3].body == chunks.AssistantMessage(db.messages[1].message_id, "hello there")
     turn = db.turns[stream[0].turn_id]
     assert turn.status is TurnStatus.COMPLETED and turn.stop_reason is StopReason.END_TURN
     assert db.sessions["s1"].running_turn_id is None
@@ -182,7 +185,8 @@ async def test_invalid_tool_call_is_retried_without_reaching_the_client() -> Non
     bad: list[ModelEvent | BaseException] = [
         ModelResponse("", (RequestedToolCall("c", "read_file", "{not json"),))
     ]
-    model = ScriptedModel(bad, text_answer("sorry, here is the answer"))
+    answer = "sorry, here is the answer"
+    model = ScriptedModel(bad, [TextDelta(answer), ModelResponse(answer)])
     handler, uows = make_handler(model)
     stream = await run(handler, "read")
     assert bodies(stream) == [
