@@ -47,7 +47,11 @@ class FakeDatabase:
     chunks: dict[str, list[Chunk]] = field(default_factory=dict)
     cancel_requested: set[str] = field(default_factory=set)
     commits: int = 0
-    fail_next_commit: DomainError | Exception | None = None
+    commit_attempts: int = 0
+    # The commit attempt (1 = the first ever) that raises instead of committing.
+    failing_commits: dict[int, DomainError | Exception] = field(default_factory=dict)
+    # While set and not open, commits wait for it: a COMMIT with its fsync in flight.
+    commit_gate: asyncio.Event | None = None
 
 
 class _FakeSessions:
@@ -295,7 +299,8 @@ class FakeUnitOfWork:
         self.closed = False
 
     def _begin(self) -> None:
-        self._work = copy.deepcopy(self._db)
+        gate = self._db.commit_gate  # shared, not copied: the test opens it
+        self._work = copy.deepcopy(self._db, memo={id(gate): gate})
         self.sessions = _FakeSessions(self._work)
         self.turns = _FakeTurns(self._work)
         self.messages = _FakeMessages(self._work)
@@ -310,8 +315,10 @@ class FakeUnitOfWork:
         self.closed = True
 
     async def commit(self) -> None:
-        if self._db.fail_next_commit is not None:
-            error, self._db.fail_next_commit = self._db.fail_next_commit, None
+        self._db.commit_attempts += 1
+        if self._db.commit_gate is not None:
+            await self._db.commit_gate.wait()
+        if (error := self._db.failing_commits.pop(self._db.commit_attempts, None)) is not None:
             raise error
         self._db.sessions = self._work.sessions
         self._db.turns = self._work.turns
@@ -401,7 +408,7 @@ ScriptStep = Sequence[ModelEvent | BaseException]
 class ScriptedModel:
     """A fake LLMClient playing one scripted answer per call; records every request.
 
-    `on_call` runs when a call starts (tests use it to look at committed state).
+    `on_call` runs when a call starts, i.e. when the request has gone out.
     """
 
     def __init__(self, *answers: ScriptStep) -> None:

@@ -382,11 +382,8 @@ async def test_events_are_committed_with_the_state_they_describe() -> None:
 
 
 async def test_a_failed_turn_publishes_no_event_for_what_rolled_back() -> None:
-    def broken(_request: ChatRequest) -> None:
-        convo.uows.db.fail_next_commit = RuntimeError("disk full")
-
     convo = Conversation(text_answer("lost"))
-    convo.model.on_call = broken
+    convo.uows.db.failing_commits[2] = RuntimeError("disk full")  # commit #2
     await convo.say("hi")
     types = [e.event.type for e in convo.uows.db.events]
     assert types == [

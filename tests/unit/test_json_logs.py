@@ -14,7 +14,6 @@ import pytest
 
 from agent_runtime.api.errors import internal_error
 from agent_runtime.application import log_context
-from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import DomainError
 from agent_runtime.infrastructure.observability.logs import JsonFormatter
@@ -51,11 +50,7 @@ async def test_an_unexpected_error_in_a_turn_logs_its_error_id_with_the_turn(
 ) -> None:
     model = ScriptedModel(text_answer("lost"))
     handler, uows = make_handler(model)
-
-    def break_commit(_req: ChatRequest) -> None:
-        uows.db.fail_next_commit = RuntimeError("disk on fire")
-
-    model.on_call = break_commit
+    uows.db.failing_commits[2] = RuntimeError("disk on fire")  # commit #2
     log_context.bind(request_id="req-1")
     stream = await run(handler, "hi")
 

@@ -16,7 +16,12 @@ from agent_runtime.application.turn_inputs import (
 )
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
-from agent_runtime.domain.errors import InvalidInput, ModelUnavailable, SessionBusy
+from agent_runtime.domain.errors import (
+    InvalidInput,
+    ModelUnavailable,
+    SessionBusy,
+    StorageUnavailable,
+)
 from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage
 from agent_runtime.domain.model_output import (
     ModelEvent,
@@ -52,26 +57,24 @@ async def test_text_turn_streams_and_persists_in_order() -> None:
     handler, uows = make_handler(ScriptedModel(text_answer("hello there")))
     stream = await run(handler, "hi")
 
-    # The turn waits for the model, so each word leaves as it comes (nothing to coalesce).
+    # However the words are grouped into deltas (the model answers while COMMIT #1 runs, so
+    # they may come as one), they come in order, between TurnStarted and the message.
+    deltas = [c.body for c in stream if isinstance(c.body, chunks.AssistantDelta)]
     assert bodies(stream) == [
         chunks.TurnStarted,
-        chunks.AssistantDelta,
-        chunks.AssistantDelta,
+        *[chunks.AssistantDelta] * len(deltas),
         chunks.AssistantMessage,
         chunks.TurnCompleted,
     ]
-    assert [c.body for c in stream[1:3]] == [
-        chunks.AssistantDelta("hello "),
-        chunks.AssistantDelta("there"),
-    ]
-    assert [c.seq for c in stream] == [1, 2, 3, 4, 5]
+    assert "".join(d.text for d in deltas) == "hello there"
+    assert [c.seq for c in stream] == list(range(1, len(stream) + 1))
     assert len({c.turn_id for c in stream}) == 1
     db = uows.db
     assert [(m.role, m.content, m.position) for m in db.messages] == [
         (Role.USER, "hi", 1),
         (Role.ASSISTANT, "hello there", 2),
     ]
-    assert stream[3].body == chunks.AssistantMessage(db.messages[1].message_id, "hello there")
+    assert stream[-2].body == chunks.AssistantMessage(db.messages[1].message_id, "hello there")
     turn = db.turns[stream[0].turn_id]
     assert turn.status is TurnStatus.COMPLETED and turn.stop_reason is StopReason.END_TURN
     assert db.sessions["s1"].running_turn_id is None
@@ -80,13 +83,65 @@ async def test_text_turn_streams_and_persists_in_order() -> None:
     assert all(u.closed for u in uows.opened)
 
 
-async def test_user_message_is_committed_before_the_model_is_called() -> None:
+async def test_the_request_goes_out_during_commit_1_but_no_chunk_before_it_lands() -> None:
     model = ScriptedModel(text_answer("ok"))
     handler, uows = make_handler(model)
-    seen: list[list[str]] = []
-    model.on_call = lambda _req: seen.append([m.content for m in uows.db.messages])
-    await run(handler, "persist me first")
-    assert seen == [["persist me first"]]
+    uows.db.commit_gate = asyncio.Event()  # COMMIT #1 in flight until the gate opens
+    called = asyncio.Event()
+    model.on_call = lambda _req: called.set()
+    stream = handler.handle(SendUserMessage("s1", "persist me", tenant_id=DEFAULT_TENANT))
+    first = asyncio.ensure_future(anext(stream))
+    async with asyncio.timeout(10):  # fails, rather than hangs, if the request never goes out
+        await called.wait()
+    assert model.requests[0].history[-1].content == "persist me"
+    assert uows.db.messages == [] and not first.done()  # nothing durable, so nothing sent
+    uows.db.commit_gate.set()
+    assert isinstance((await first).body, chunks.TurnStarted)
+    assert [m.content for m in uows.db.messages] == ["persist me"]
+    rest = [c async for c in stream]
+    assert isinstance(rest[0].body, chunks.AssistantDelta)
+    assert isinstance(rest[-1].body, chunks.TurnCompleted)
+
+
+class HangingModel:
+    """Sends one delta, then nothing until closed; counts requests opened and closed."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
+        self.opened += 1
+        try:
+            yield TextDelta("early ")
+            await asyncio.Event().wait()
+            yield ModelResponse("never")
+        finally:
+            self.closed += 1
+
+
+async def test_a_failed_commit_1_closes_the_model_request_and_sends_nothing() -> None:
+    model = HangingModel()
+    handler, uows = make_handler(model)
+    uows.db.failing_commits[1] = StorageUnavailable("disk full")
+    stream = handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
+    with pytest.raises(StorageUnavailable):  # a status before any chunk
+        await anext(stream)
+    assert model.opened == 1 and model.closed == 1
+    assert uows.db.messages == [] and uows.db.turns == {}
+
+
+async def test_a_client_gone_while_turn_started_is_sent_cancels_the_turn() -> None:
+    model = HangingModel()
+    handler, uows = make_handler(model)
+    stream = handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
+    started = await anext(stream)
+    assert isinstance(started.body, chunks.TurnStarted)
+    await stream.aclose()  # what grpc does to the stream when the client goes away
+    assert model.opened == model.closed
+    turn = uows.db.turns[started.turn_id]
+    assert turn.status is TurnStatus.CANCELLED
+    assert uows.db.sessions["s1"].running_turn_id is None
 
 
 async def test_model_sees_system_prompt_history_and_tools() -> None:
@@ -167,11 +222,7 @@ async def test_model_failure_after_turn_started_keeps_the_input() -> None:
 async def test_failed_commit_2_is_reported_and_rolled_back() -> None:
     model = ScriptedModel(text_answer("lost"))
     handler, uows = make_handler(model)
-
-    def break_commit(_req: ChatRequest) -> None:
-        uows.db.fail_next_commit = RuntimeError("disk on fire")
-
-    model.on_call = break_commit
+    uows.db.failing_commits[2] = RuntimeError("disk on fire")  # commit #2
     stream = await run(handler, "hi")
     error = stream[-2].body
     assert isinstance(error, chunks.TurnError)
