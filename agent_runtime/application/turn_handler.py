@@ -348,13 +348,21 @@ class TurnHandler:
             await uow.turns.add(turn, state.log)  # with its replay log: one statement
             state.log_written()
             if opening.run_model:
+                start_model_call = None
                 if not agent.routes:
                     # The request goes out while COMMIT #1 is written (its fsync), so the
                     # model's latency overlaps it. Nothing of the answer reaches the client
                     # before TurnStarted, which waits for the COMMIT; if the COMMIT fails,
                     # the request is closed and the client gets only the error status.
-                    model_call = self._start_model_call(state, live, self._chat_request(state))
-                await self._writer.commit(uow, state, model_call_next=True)
+                    request = self._chat_request(state)
+
+                    def start_model_call() -> None:
+                        nonlocal model_call
+                        model_call = self._start_model_call(state, live, request)
+
+                await self._writer.commit(
+                    uow, state, model_call_next=True, while_committing=start_model_call
+                )
             else:
                 first += await self._writer.finish(uow, state, opening.stop_reason)
         except BaseException:
