@@ -119,13 +119,13 @@ async def alembic_version_locked(database_url: str) -> AsyncIterator[None]:
         await engine.dispose()
 
 
+# PostgreSQL only (these params replace database_url's own, one per backend): a WAL reader
+# waits for no lock another client can take while the server has the file open
+# (tests/integration/test_readiness_probe.py takes one before it does).
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_database_that_does_not_answer_is_not_serving_after_the_timeout(
     health: health_pb2_grpc.HealthStub, database_url: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        # A WAL reader waits for no lock another client can take while the server has the
-        # file open (tests/integration/test_readiness_probe.py takes one before it does).
-        pytest.skip("PostgreSQL only")
     watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert await next_status(watch) == SERVING
     async with alembic_version_locked(database_url):
