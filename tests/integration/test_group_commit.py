@@ -6,9 +6,10 @@ every member (no commit() reports what is not on disk)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
+from agent_runtime.infrastructure.db.group_commit import BatchLost
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
 from agent_runtime.infrastructure.db.unit_of_work import (
     SqlAlchemyUnitOfWork,
@@ -379,6 +381,44 @@ async def test_a_member_that_read_the_batch_and_rolls_back_answers_only_once_it_
     else:  # what it read never reached the disk: its answer is void
         assert all(isinstance(result, StorageUnavailable) for result in results), results
         assert rows_in(db_file, SESSIONS) == [("s0",)]
+
+
+def _release_the_savepoint(writer: SqliteWriter) -> None:
+    """Merges the running member's part into the batch's transaction (SQLite's own RELEASE,
+    on the writer's real connection), so that its rollback's ROLLBACK TO unit_of_work fails
+    with SQLite's "no such savepoint", and its writes are the batch's, to commit with it."""
+    connection = writer.open_connection()
+    assert connection is not None
+    connection.connection.dbapi_connection.execute("RELEASE unit_of_work")  # type: ignore[union-attr]
+
+
+async def test_a_member_whose_part_cannot_be_undone_fails_the_whole_batch(
+    scene: _Scene, db_file: Path
+) -> None:
+    found: list[bool] = []
+
+    async def write_then_give_up() -> None:
+        async with scene.uows(TENANT) as uow:
+            found.append(await uow.sessions.get("a") is not None)  # a's row, not yet on disk
+            await uow.sessions.add(Session("c", "coder", NOW, NOW))
+            _release_the_savepoint(scene.writer)
+            # and leaves without committing: its part is to be undone, and cannot be
+
+    first, holder = await scene.hold("a")
+    queued = await scene.queue(lambda: _add_session(scene.uows, "b"), write_then_give_up)
+    first.go.set()
+    results = await asyncio.gather(holder, *queued, return_exceptions=True)
+
+    assert found == [True]
+    # The batch holds c's writes that c did not commit: none of it may land. a and b hear
+    # that their commits failed, and c that what it read never reached the disk.
+    assert all(isinstance(result, BatchLost) for result in results), results
+    assert rows_in(db_file, SESSIONS) == [("s0",)]
+    with closing(sqlite3.connect(db_file, timeout=0)) as other:
+        other.execute("BEGIN IMMEDIATE")  # the lost batch's transaction holds no lock
+        other.rollback()
+    await _add_session(scene.uows, "after")  # and the writer carries on
+    assert rows_in(db_file, SESSIONS) == [("after",), ("s0",)]
 
 
 async def test_after_a_batch_failed_the_unit_of_work_cannot_commit_until_it_rolls_back(

@@ -398,11 +398,15 @@ class WriterSession:
         if batch is self._writer.batch and raw_connection(connection).in_transaction:
             try:
                 _guarded(lambda: _roll_back_to_savepoint(connection))
-            except BaseException:
+            except BaseException as exc:
                 # Our writes may still be in the batch: it must not commit them.
                 self._writer.fail_batch(batch, "a unit of work's part could not be undone")
                 with contextlib.suppress(Exception):
                     _guarded(lambda: end_transaction(connection))
+                if isinstance(exc, Exception):
+                    # What we read of the others' writes is void too: we hear it as they
+                    # do (a StorageUnavailable would be swallowed by the rollback's caller).
+                    raise BatchLost(f"a unit of work's part could not be undone: {exc}") from exc
                 raise
             return
         # SQLite rolled the whole transaction back by itself (SQLITE_FULL, an I/O error):
