@@ -447,6 +447,42 @@ async def test_after_a_batch_failed_the_unit_of_work_cannot_commit_until_it_roll
     assert rows_in(db_file, SESSIONS) == [("again",), ("s0",)]
 
 
+async def _cancel_and_let_it_take(task: asyncio.Task[None]) -> None:
+    """Cancels `task` and returns once it has run with the CancelledError: cancel() schedules
+    that run at once, and the loop runs what is scheduled in order, so a callback scheduled
+    after it runs after it."""
+    task.cancel()
+    loop = asyncio.get_running_loop()
+    taken = loop.create_future()
+    loop.call_soon(taken.set_result, None)
+    await taken
+
+
+async def test_a_batch_commit_cancelled_twice_still_settles_its_members_as_the_disk_says(
+    scene: _Scene, db_file: Path
+) -> None:
+    first, holder = await scene.hold("a")
+    (second,) = await scene.queue(lambda: _add_session(scene.uows, "b"))
+    async with scene.commit_held(first):
+        (flush,) = scene.writer._flushes  # it holds the gate; its COMMIT waits for the thread
+        # c queues behind it: it must not get the writer while the COMMIT is still to run.
+        (later,) = await scene.queue(lambda: _add_session(scene.uows, "c"))
+        await _cancel_and_let_it_take(flush)  # it stops waiting, and waits for the COMMIT
+        assert not flush.done()
+        await _cancel_and_let_it_take(flush)  # and again, while it waits for it
+    async with asyncio.timeout(10):  # nobody waits forever
+        results = await asyncio.gather(holder, second, later, return_exceptions=True)
+    assert flush.cancelled()
+
+    reported = {name for name, result in zip("abc", results, strict=True) if result is None}
+    on_disk = {str(row[0]) for row in rows_in(db_file, SESSIONS)} - {"s0"}
+    assert on_disk == reported, results
+    assert all(isinstance(r, StorageUnavailable) for r in results if r is not None), results
+    # The COMMIT, cut short by nothing, landed: a and b are committed, and c, let in only
+    # once it had, committed after them.
+    assert reported == {"a", "b", "c"}
+
+
 async def test_closing_the_writer_commits_the_batch_it_finds_open(
     scene: _Scene, db_file: Path
 ) -> None:

@@ -64,6 +64,7 @@ from agent_runtime.infrastructure.db.engine import (
 )
 from agent_runtime.infrastructure.db.group_commit import BatchLost, CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
+from agent_runtime.infrastructure.db.shielded_calls import when_succeeded
 from agent_runtime.infrastructure.db.sqlite_driver import (
     driver_errors,
     end_transaction,
@@ -174,16 +175,22 @@ class SqliteWriter:
         if connection is None:
             batch.failed("the writer's connection closed before the commit")
             return
-        calls = ThreadCalls(self._thread)
+        commit = asyncio.get_running_loop().run_in_executor(
+            self._thread, lambda: _guarded(lambda: _commit(connection))
+        )
+        # Members return as soon as the COMMIT has landed, even if this is cancelled.
+        when_succeeded(commit, batch.committed)
         try:
-            # Members return as soon as the COMMIT has landed, even if this is cancelled.
-            await calls.run(lambda: _commit(connection), on_success=batch.committed)
+            await asyncio.shield(commit)
             _guarded(connection.commit)
         except asyncio.CancelledError:
-            try:
-                await calls.settle()
-            finally:  # even if cancelled again: no member may wait forever
-                batch.failed("the writer stopped during the commit")  # unless it had landed
+            # The COMMIT runs on. However often cancelled meanwhile, wait for it: the members
+            # hear what it did, and the gate (our caller's) is not given back while the
+            # writer's thread still works on the connection.
+            while not commit.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([commit])
+            batch.failed("the commit failed as the writer stopped")  # unless it had landed
             raise
         except Exception as exc:
             batch.failed(getattr(exc, "message", None) or f"the commit failed: {exc!r}")
