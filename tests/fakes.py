@@ -50,8 +50,6 @@ class FakeDatabase:
     commit_attempts: int = 0
     # The commit attempt (1 = the first ever) that raises instead of committing.
     failing_commits: dict[int, DomainError | Exception] = field(default_factory=dict)
-    # While set and not open, commits wait for it: a COMMIT with its fsync in flight.
-    commit_gate: asyncio.Event | None = None
 
 
 class _FakeSessions:
@@ -299,8 +297,7 @@ class FakeUnitOfWork:
         self.closed = False
 
     def _begin(self) -> None:
-        gate = self._db.commit_gate  # shared, not copied: the test opens it
-        self._work = copy.deepcopy(self._db, memo={id(gate): gate})
+        self._work = copy.deepcopy(self._db)
         self.sessions = _FakeSessions(self._work)
         self.turns = _FakeTurns(self._work)
         self.messages = _FakeMessages(self._work)
@@ -316,8 +313,6 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         self._db.commit_attempts += 1
-        if self._db.commit_gate is not None:
-            await self._db.commit_gate.wait()
         if (error := self._db.failing_commits.pop(self._db.commit_attempts, None)) is not None:
             raise error
         self._db.sessions = self._work.sessions

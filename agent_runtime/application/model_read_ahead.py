@@ -25,8 +25,7 @@ DEFAULT_MAX_PENDING_CHARS = 16 * 1024
 
 
 class ModelReadAhead:
-    """Use as `async with ModelReadAhead(events) as ahead: while (e := await ahead.next())`,
-    or `start()` it early and enter it (or `close()` it) later.
+    """Use as `async with ModelReadAhead(events) as ahead: while (e := await ahead.next())`.
 
     Leaving the block (normally, on an error or cancelled) stops the reader task and closes
     the model stream at once; text read but not yet taken is dropped, so what the turn keeps
@@ -50,23 +49,9 @@ class ModelReadAhead:
         self._room = asyncio.Event()  # the turn took the pending text
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> ModelReadAhead:
-        """Start reading now (e.g. while the turn still waits for a commit); idempotent."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._read())
-        return self
-
-    async def close(self) -> None:
-        """Stop the reader and close the model stream; idempotent."""
-        task = self._task
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()  # the model request is closed by the reader's aclosing
-        await asyncio.wait((task,))  # its cancellation is not ours to raise
-
     async def __aenter__(self) -> ModelReadAhead:
-        return self.start()
+        self._task = asyncio.get_running_loop().create_task(self._read())
+        return self
 
     async def __aexit__(
         self,
@@ -74,7 +59,12 @@ class ModelReadAhead:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()  # the model request is closed by the reader's aclosing
+        await asyncio.wait((task,))  # its cancellation is not ours to raise
 
     async def next(self) -> ModelEvent | None:
         """Everything that arrived since the last take as one event; None at the end.

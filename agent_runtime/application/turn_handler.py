@@ -169,12 +169,12 @@ class TurnHandler:
         try:
             async with self._uow_factory(cmd.tenant_id) as uow:
                 try:
-                    state, live, first, model_call = await self._begin_retrying(uow, cmd)
+                    state, live, first = await self._begin_retrying(uow, cmd)
                 except _Replay as replay:
                     duplicate = replay.turn
                     log_context.bind(session_id=duplicate.session_id, turn_id=duplicate.turn_id)
                 else:
-                    async with aclosing(self._run(uow, state, live, first, model_call)) as stream:
+                    async with aclosing(self._run(uow, state, live, first)) as stream:
                         async for chunk in stream:
                             yield chunk
             if duplicate is not None:
@@ -235,24 +235,17 @@ class TurnHandler:
         return chunk
 
     async def _run(
-        self,
-        uow: UnitOfWork,
-        state: TurnState,
-        live: LiveTurn,
-        first: list[chunks.Chunk],
-        model_call: ModelReadAhead | None,
+        self, uow: UnitOfWork, state: TurnState, live: LiveTurn, first: list[chunks.Chunk]
     ) -> AsyncGenerator[chunks.Chunk, None]:
-        """The committed first chunks, then the model part of the turn (`model_call`, if
-        started during COMMIT #1, is its first call). A client that goes away, even while
-        TurnStarted is on its way, cancels the turn cleanly."""
+        """The committed first chunks, then the model part of the turn. A client that goes
+        away, even while TurnStarted is on its way, cancels the turn cleanly."""
         live.attach(asyncio.current_task(), self._settings.turn_timeout)
         try:
             for chunk in first:
                 yield self._sent(state, live, chunk)
             if not state.finished:
-                stream = self._model_loop(uow, state, live, model_call)
-                async with aclosing(stream) as model_chunks:
-                    async for chunk in model_chunks:
+                async with aclosing(self._model_loop(uow, state, live)) as stream:
+                    async for chunk in stream:
                         yield self._sent(state, live, chunk)
         except (asyncio.CancelledError, GeneratorExit):
             if not state.finished:
@@ -262,15 +255,12 @@ class TurnHandler:
                 for chunk in ending:  # the client is gone; followers still hear the end
                     live.publish(chunk)
             raise
-        finally:
-            if model_call is not None:
-                await model_call.close()  # normally closed by its call already
 
     # -- COMMIT #1: claim the session, record the input -------------------------------------
 
     async def _begin_retrying(
         self, uow: UnitOfWork, cmd: TurnCommand
-    ) -> tuple[TurnState, LiveTurn, list[chunks.Chunk], ModelReadAhead | None]:
+    ) -> tuple[TurnState, LiveTurn, list[chunks.Chunk]]:
         for attempt in range(1, _BEGIN_ATTEMPTS + 1):
             try:
                 return await self._begin(uow, cmd)  # COMMIT #1 inside
@@ -282,7 +272,7 @@ class TurnHandler:
 
     async def _begin(
         self, uow: UnitOfWork, cmd: TurnCommand
-    ) -> tuple[TurnState, LiveTurn, list[chunks.Chunk], ModelReadAhead | None]:
+    ) -> tuple[TurnState, LiveTurn, list[chunks.Chunk]]:
         now = self._now()
         turn_id = self._ids("turn")
         session_id = cmd.session_id or self._ids("ses")
@@ -338,7 +328,6 @@ class TurnHandler:
         )
         # Registered before the commit: a retry that sees the committed turn finds it live.
         live = self.live.open(session_id, turn_id, tenant_id=cmd.tenant_id)
-        model_call = None
         try:
             await self._writer.event(uow, state, EventType.TURN_STARTED, input=_input_kind(cmd))
             opening = await self._inputs.open(uow, state, cmd)
@@ -348,29 +337,13 @@ class TurnHandler:
             await uow.turns.add(turn, state.log)  # with its replay log: one statement
             state.log_written()
             if opening.run_model:
-                start_model_call = None
-                if not agent.routes:
-                    # The request goes out while COMMIT #1 is written (its fsync), so the
-                    # model's latency overlaps it. Nothing of the answer reaches the client
-                    # before TurnStarted, which waits for the COMMIT; if the COMMIT fails,
-                    # the request is closed and the client gets only the error status.
-                    request = self._chat_request(state)
-
-                    def start_model_call() -> None:
-                        nonlocal model_call
-                        model_call = self._start_model_call(state, live, request)
-
-                await self._writer.commit(
-                    uow, state, model_call_next=True, while_committing=start_model_call
-                )
+                await self._writer.commit(uow, state, model_call_next=True)
             else:
                 first += await self._writer.finish(uow, state, opening.stop_reason)
         except BaseException:
-            if model_call is not None:
-                await model_call.close()
             self.live.close(live)
             raise
-        return state, live, first, model_call
+        return state, live, first
 
     async def _check_duplicate(self, uow: UnitOfWork, session_id: str, cmd: TurnCommand) -> None:
         existing = await uow.turns.find_by_client_message_id(session_id, cmd.client_message_id)
@@ -387,7 +360,7 @@ class TurnHandler:
     # -- the model calls and COMMIT #2 -----------------------------------------------------
 
     async def _model_loop(
-        self, uow: UnitOfWork, state: TurnState, live: LiveTurn, first_call: ModelReadAhead | None
+        self, uow: UnitOfWork, state: TurnState, live: LiveTurn
     ) -> AsyncGenerator[chunks.Chunk, None]:
         try:
             if state.agent.routes:
@@ -400,9 +373,7 @@ class TurnHandler:
                     return
                 calls += 1
                 response = None
-                call = first_call or self._start_model_call(state, live, self._chat_request(state))
-                first_call = None
-                stream = self._call_model(state, live, call)
+                stream = self._call_model(state, live, self._chat_request(state))
                 async with aclosing(stream) as events:
                     async for event in events:
                         if isinstance(event, TextDelta):
@@ -445,32 +416,24 @@ class TurnHandler:
             tools=self._tools.tools_for(state.agent),
         )
 
-    def _start_model_call(
-        self, state: TurnState, live: LiveTurn, request: ChatRequest
-    ) -> ModelReadAhead:
-        """Send the request; read by `_call_model`, which must follow (or close it)."""
-        if live.stop_requested:
-            raise _Interrupted
-        state.partial_text.clear()
-        state.model_call_started = time.monotonic()
-        # Read ahead: deltas that arrive while this turn is busy become one delta.
-        return ModelReadAhead(self._llm.stream_chat(request)).start()
-
     async def _call_model(
-        self, state: TurnState, live: LiveTurn, call: ModelReadAhead, *, visible: bool = True
+        self, state: TurnState, live: LiveTurn, request: ChatRequest, *, visible: bool = True
     ) -> AsyncGenerator[ModelEvent, None]:
         """One model call: deltas as they come, then the response (usage added to the turn).
 
         `visible`: the text is the assistant's answer (kept as partial text on cancel).
         """
-        started = state.model_call_started
-        assert started is not None, "started by _start_model_call"
+        if live.stop_requested:
+            raise _Interrupted
+        state.partial_text.clear()
+        started = state.model_call_started = time.monotonic()
         response = None
         outcome = "error"
         waiting_for_output = True
         try:
-            # Leaving the block (the client gone, CancelTurn) closes the model request at once.
-            async with call as ahead:
+            # Read ahead: deltas that arrive while this turn is busy become one delta. Leaving
+            # the block (the client gone, CancelTurn) closes the model request at once.
+            async with ModelReadAhead(self._llm.stream_chat(request)) as ahead:
                 while (event := await _read(ahead, live)) is not None:
                     if waiting_for_output:
                         waiting_for_output = False
@@ -643,8 +606,7 @@ class TurnHandler:
         )
         decision: RoutingDecision | None = None
         try:
-            call = self._start_model_call(state, live, request)
-            stream = self._call_model(state, live, call, visible=False)
+            stream = self._call_model(state, live, request, visible=False)
             async with aclosing(stream) as events:
                 async for event in events:
                     if isinstance(event, ModelResponse):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agent_runtime.application.ids import Clock, IdFactory
@@ -88,13 +88,7 @@ class TurnWriter:
         *,
         model_call_next: bool = False,
         release: bool = False,
-        while_committing: Callable[[], object] | None = None,
     ) -> None:
-        """Write the turn's progress and COMMIT.
-
-        `while_committing` runs once the COMMIT is scheduled, ahead of it: work started there
-        (a model request) overlaps the COMMIT's wait for the disk instead of delaying it.
-        """
         if model_call_next:
             await self.event(
                 uow,
@@ -117,8 +111,6 @@ class TurnWriter:
         # A commit that has started is seen through even if the client cancels meanwhile, so
         # the turn's state is known (committed or not) before the cancellation is handled.
         commit = asyncio.ensure_future(uow.commit())
-        if while_committing is not None:
-            while_committing()
         try:
             await asyncio.shield(commit)
         except asyncio.CancelledError:
