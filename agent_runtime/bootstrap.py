@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.access_config import is_loopback
@@ -87,7 +87,7 @@ class RunningRuntime:
     grpc: GrpcServer
     engine: AsyncEngine
     uows: SqlAlchemyUnitOfWorkFactory
-    http: httpx.AsyncClient | None
+    http: aiohttp.ClientSession | None
     # The lease keeper; the commit listener (PostgreSQL) or the WAL's limit (SQLite).
     background: list[asyncio.Task[None]]
     live: LiveTurns
@@ -130,7 +130,7 @@ class RunningRuntime:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.http is not None:
-            await self.http.aclose()
+            await self.http.close()
         await self.uows.close()
         await self.engine.dispose()
         if self.metrics_server is not None:
@@ -240,7 +240,7 @@ async def start(
         if grpc_server is not None:
             await grpc_server.stop(None)
         if http is not None:
-            await http.aclose()
+            await http.close()
         await _close_storage(relay, uow_factory, engine)
         if own_tracer_provider is not None:
             own_tracer_provider.shutdown()
@@ -375,7 +375,7 @@ def _log_access_mode(settings: Settings) -> None:
         )
 
 
-def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:
+def _model_client(settings: Settings) -> tuple[aiohttp.ClientSession | None, LLMClient, str]:
     """The model client (and the HTTP client it needs, to close at shutdown), and model name."""
     if settings.uses_fake_model:
         log.warning(

@@ -13,9 +13,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from agent_runtime.application.ports import ChatRequest
@@ -47,6 +48,7 @@ from tests.support.fake_model_server import (
     http_error,
     raw_sse,
     stall_after,
+    stepped_answer,
     text_answer,
 )
 
@@ -94,11 +96,11 @@ async def server() -> AsyncIterator[FakeModelServer]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # A long read timeout: the client's own first-token and idle timeouts must act first.
     client = create_http_client(connect_timeout=5.0, read_timeout=30.0)
     yield client
-    await client.aclose()
+    await client.close()
 
 
 @pytest.fixture
@@ -115,7 +117,7 @@ def closed_port() -> Iterator[int]:
 
 
 def make_client(
-    base_url: str, http: httpx.AsyncClient, sleep: RecordingSleep, **options: Any
+    base_url: str, http: aiohttp.ClientSession, sleep: RecordingSleep, **options: Any
 ) -> OpenAICompatibleClient:
     options.setdefault("random", lambda: 0.5)  # the middle of the jitter range: no jitter
     return OpenAICompatibleClient(
@@ -139,14 +141,21 @@ def deltas(events: list[ModelEvent]) -> list[str]:
     return [event.text for event in events if isinstance(event, TextDelta)]
 
 
-def count_requests(http: httpx.AsyncClient) -> list[httpx.Request]:
+def count_requests(http: aiohttp.ClientSession) -> list[aiohttp.TraceRequestStartParams]:
     """Every request the client starts, including those that never reach a server."""
-    sent: list[httpx.Request] = []
+    sent: list[aiohttp.TraceRequestStartParams] = []
 
-    async def record(request: httpx.Request) -> None:
-        sent.append(request)
+    async def record(
+        _session: aiohttp.ClientSession,
+        _context: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        sent.append(params)
 
-    http.event_hooks["request"] = [record]
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(record)
+    tracing.freeze()
+    http.trace_configs.append(tracing)
     return sent
 
 
@@ -154,7 +163,7 @@ def count_requests(http: httpx.AsyncClient) -> list[httpx.Request]:
 
 
 async def test_refused_connection_is_retried_then_fails_unreachable(
-    http: httpx.AsyncClient, sleep: RecordingSleep, closed_port: int
+    http: aiohttp.ClientSession, sleep: RecordingSleep, closed_port: int
 ) -> None:
     sent = count_requests(http)
     client = make_client(f"http://127.0.0.1:{closed_port}/v1", http, sleep)
@@ -169,14 +178,14 @@ async def test_refused_connection_is_retried_then_fails_unreachable(
 
 
 async def test_http_500_then_success_gives_one_clean_answer(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(500), text_answer("Hello there"))
     received: list[ModelEvent] = []
 
     await consume(make_client(server.base_url, http, sleep), received)
 
-    assert deltas(received) == ["Hello ", "there"]
+    assert "".join(deltas(received)) == "Hello there"
     assert isinstance(received[-1], ModelResponse)
     assert received[-1].content == "Hello there"
     assert len(server.requests) == 2
@@ -184,7 +193,7 @@ async def test_http_500_then_success_gives_one_clean_answer(
 
 
 async def test_retry_after_seconds_is_waited_instead_of_the_backoff(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(429, headers={"Retry-After": "2"}), text_answer("ok"))
     received: list[ModelEvent] = []
@@ -197,7 +206,7 @@ async def test_retry_after_seconds_is_waited_instead_of_the_backoff(
 
 
 async def test_retry_after_http_date_is_honoured(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=12), usegmt=True)
     server.enqueue(http_error(503, headers={"Retry-After": when}), text_answer("ok"))
@@ -209,7 +218,7 @@ async def test_retry_after_http_date_is_honoured(
 
 
 async def test_retry_after_over_the_cap_fails_at_once(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(429, headers={"Retry-After": "120"}))
     server.default_response = text_answer("must not be asked for")
@@ -229,7 +238,7 @@ async def test_retry_after_over_the_cap_fails_at_once(
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
 async def test_client_errors_other_than_429_are_not_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep, status: int
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep, status: int
 ) -> None:
     server.enqueue(http_error(status, '{"error": {"message": "bad request"}}'))
     server.default_response = text_answer("must not be asked for")
@@ -244,7 +253,7 @@ async def test_client_errors_other_than_429_are_not_retried(
 
 
 async def test_all_attempts_failing_raises_the_last_error(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(500), http_error(502), http_error(503))
 
@@ -257,7 +266,7 @@ async def test_all_attempts_failing_raises_the_last_error(
 
 
 async def test_backoff_grows_exponentially_and_is_capped(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.default_response = http_error(503)
     policy = RetryPolicy(max_attempts=6, base_delay=0.5, max_delay=3.0, jitter=0.2)
@@ -275,14 +284,14 @@ async def test_backoff_grows_exponentially_and_is_capped(
 
 
 async def test_connection_dropped_before_the_first_token_is_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(drop_connection_after("lost", 0), text_answer("second try"))
     received: list[ModelEvent] = []
 
     await consume(make_client(server.base_url, http, sleep), received)
 
-    assert deltas(received) == ["second ", "try"]
+    assert "".join(deltas(received)) == "second try"
     assert len(server.requests) == 2
     assert sleep.delays == [0.5]
 
@@ -291,7 +300,7 @@ async def test_connection_dropped_before_the_first_token_is_retried(
 
 
 async def test_connection_cut_mid_stream_is_interrupted_and_not_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(drop_connection_after("one two three", 1))
     server.default_response = text_answer("a second answer")
@@ -308,7 +317,7 @@ async def test_connection_cut_mid_stream_is_interrupted_and_not_retried(
 
 
 async def test_malformed_stream_is_a_protocol_error_and_not_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(raw_sse([b'data: {"choices": [\n\n']))
     server.default_response = text_answer("must not be asked for")
@@ -325,7 +334,7 @@ async def test_malformed_stream_is_a_protocol_error_and_not_retried(
 
 
 async def test_stall_before_the_first_token_times_out_and_is_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     released = Counter()
     server.default_response = stall_after("", on_disconnect=released)
@@ -346,7 +355,7 @@ async def test_stall_before_the_first_token_times_out_and_is_retried(
 
 
 async def test_first_token_timeout_then_success(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(stall_after(""), text_answer("finally"))
     client = make_client(server.base_url, http, sleep, timeouts=ModelTimeouts(first_token=SHORT))
@@ -359,7 +368,7 @@ async def test_first_token_timeout_then_success(
 
 
 async def test_keep_alive_comments_do_not_stop_the_first_token_clock(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     server.enqueue(stall_after("", ping_interval=SHORT / 10))
     client = make_client(
@@ -377,7 +386,7 @@ async def test_keep_alive_comments_do_not_stop_the_first_token_clock(
 
 
 async def test_first_token_timeout_covers_a_whole_non_streamed_answer(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     released = Counter()
     server.enqueue(hang_until_disconnect(released))
@@ -398,7 +407,7 @@ async def test_first_token_timeout_covers_a_whole_non_streamed_answer(
 
 
 async def test_stall_mid_stream_is_an_idle_timeout_and_not_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     released = Counter()
     server.enqueue(stall_after("Hello ", on_disconnect=released))
@@ -429,7 +438,7 @@ async def test_stall_mid_stream_is_an_idle_timeout_and_not_retried(
 )
 async def test_output_other_than_text_also_ends_the_first_token_wait(
     server: FakeModelServer,
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     sleep: RecordingSleep,
     first_delta: dict[str, Any],
 ) -> None:
@@ -456,7 +465,7 @@ async def test_output_other_than_text_also_ends_the_first_token_wait(
 
 
 async def test_keep_alive_comments_do_not_reset_the_idle_clock(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     # A proxy that keeps pinging for a model that has hung must not hold the session forever.
     server.enqueue(stall_after("Hello ", ping_interval=SHORT / 10))
@@ -473,10 +482,11 @@ async def test_keep_alive_comments_do_not_reset_the_idle_clock(
 
 
 async def test_a_slow_consumer_is_not_an_idle_model(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
-    idle = SHORT / 4
-    server.enqueue(text_answer("one two three"))
+    idle = SHORT / 2
+    gates = [asyncio.Event(), asyncio.Event()]
+    server.enqueue(stepped_answer([["one "], ["two "], ["three"]], list(gates)))
     client = make_client(server.base_url, http, sleep, timeouts=ModelTimeouts(idle=idle))
     received: list[ModelEvent] = []
 
@@ -485,34 +495,66 @@ async def test_a_slow_consumer_is_not_an_idle_model(
         if isinstance(event, TextDelta):
             # Deliberately slower than the idle timeout: the model is not silent, we are busy.
             await asyncio.sleep(2 * idle)
+            # Only now is the next word sent, so the client waits for it after our work:
+            # the idle clock must start then, not when the last word arrived.
+            if gates:
+                gates.pop(0).set()
 
     assert deltas(received) == ["one ", "two ", "three"]
     assert len(server.requests) == 1
 
 
-async def test_connect_timeout_is_set_per_request(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A listening port whose accept queue is full: the kernel drops further SYNs, so a
+    connection attempt hangs until the client gives up."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        queued: list[socket.socket] = []
+        try:
+            while True:  # the queue holds one or two, depending on the kernel
+                sock = socket.socket()
+                queued.append(sock)
+                sock.settimeout(0.2)
+                try:
+                    sock.connect(address)
+                except TimeoutError:
+                    break
+                assert len(queued) < 10, "the accept queue never filled"
+            yield address[1]
+        finally:
+            for sock in queued:
+                sock.close()
+
+
+async def test_connect_timeout_is_the_clients_not_the_shared_sessions(
+    http: aiohttp.ClientSession, sleep: RecordingSleep, unanswered_port: int
 ) -> None:
-    sent = count_requests(http)
-    server.enqueue(text_answer("ok"))
-    client = make_client(server.base_url, http, sleep, timeouts=ModelTimeouts(connect=1.25))
+    connect = 0.3  # the shared session's is 5 s
+    client = make_client(
+        f"http://127.0.0.1:{unanswered_port}/v1",
+        http,
+        sleep,
+        retry=RetryPolicy(max_attempts=1),
+        timeouts=ModelTimeouts(connect=connect),
+    )
+    started = time.monotonic()
 
-    await consume(client, [])
+    with pytest.raises(ModelUnavailable) as caught:
+        await consume(client, [])
 
-    [request] = sent
-    assert request.extensions["timeout"] == {
-        "connect": 1.25,
-        "read": 30.0,  # the shared client's, a backstop
-        "write": http.timeout.write,
-        "pool": http.timeout.pool,
-    }
+    assert connect <= time.monotonic() - started < 2.5
+    assert caught.value.reason == "MODEL_UNREACHABLE"
+    assert caught.value.retryable
 
 
 # --- cancellation -----------------------------------------------------------------------------
 
 
 async def test_cancelling_while_waiting_for_the_first_token_is_not_retried(
-    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
+    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
 ) -> None:
     arrived = asyncio.Event()
     released = Counter()
@@ -535,7 +577,7 @@ async def test_cancelling_while_waiting_for_the_first_token_is_not_retried(
 
 
 async def test_cancelling_during_the_backoff_sends_no_further_request(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     waiting = asyncio.Event()
 
@@ -562,7 +604,7 @@ async def test_cancelling_during_the_backoff_sends_no_further_request(
 
 async def test_retries_are_logged_without_the_api_key(
     server: FakeModelServer,
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     sleep: RecordingSleep,
     closed_port: int,
     caplog: pytest.LogCaptureFixture,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from agent_runtime.application.ports import ChatRequest, LLMClient
@@ -59,14 +59,14 @@ async def server() -> AsyncIterator[FakeModelServer]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
     client = create_http_client(connect_timeout=5.0, read_timeout=10.0)
     yield client
-    await client.aclose()
+    await client.close()
 
 
 def make_client(
-    server: FakeModelServer, http: httpx.AsyncClient, **options: Any
+    server: FakeModelServer, http: aiohttp.ClientSession, **options: Any
 ) -> OpenAICompatibleClient:
     options.setdefault("retry", NO_RETRY)
     return OpenAICompatibleClient(
@@ -143,7 +143,7 @@ def custom(respond: Any) -> ScriptedResponse:
 
 
 async def test_text_streams_as_deltas_then_one_response_with_usage(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(text_answer("Hello there, general Kenobi", usage=(11, 4)))
 
@@ -161,7 +161,7 @@ async def test_text_streams_as_deltas_then_one_response_with_usage(
 
 
 async def test_a_delta_is_yielded_before_the_rest_of_the_stream_exists(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     release = asyncio.Event()
 
@@ -183,7 +183,9 @@ async def test_a_delta_is_yielded_before_the_rest_of_the_stream_exists(
     assert final(rest).content == "first second"
 
 
-async def test_request_body_and_headers(server: FakeModelServer, http: httpx.AsyncClient) -> None:
+async def test_request_body_and_headers(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
     server.enqueue(text_answer("ok"))
     client = make_client(server, http, extra_headers={"X-Org": "acme", "X-Trace": "t-1"})
     history = [
@@ -245,7 +247,7 @@ async def test_request_body_and_headers(server: FakeModelServer, http: httpx.Asy
 
 
 async def test_request_model_overrides_default_and_empty_parts_are_left_out(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(text_answer("ok"))
     client = OpenAICompatibleClient(http, base_url=server.base_url + "/", model="default-model")
@@ -260,7 +262,7 @@ async def test_request_model_overrides_default_and_empty_parts_are_left_out(
 
 
 async def test_every_request_carries_its_own_tools_whole(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     # The tools' JSON is encoded once per definition and reused: a later request with other
     # definitions (even one under the same name) must carry those, complete.
@@ -285,7 +287,7 @@ async def test_every_request_carries_its_own_tools_whole(
 
 
 async def test_tool_call_arguments_over_many_fragments_are_assembled(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     arguments = {"path": "src/main.py", "start_line": 10, "end_line": 20, "encoding": "utf-8"}
     server.enqueue(tool_call_answer("read_file", arguments, call_id="call_xyz"))
@@ -304,7 +306,7 @@ async def test_tool_call_arguments_over_many_fragments_are_assembled(
 
 
 async def test_two_tool_calls_by_index_after_some_text(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(
         tool_call_answer(
@@ -317,7 +319,7 @@ async def test_two_tool_calls_by_index_after_some_text(
 
     events = await collect(make_client(server, http))
 
-    assert deltas(events) == ["Let ", "me ", "look."]
+    assert "".join(deltas(events)) == "Let me look."
     response = final(events)
     assert response.content == "Let me look."
     assert response.tool_calls == (
@@ -327,7 +329,7 @@ async def test_two_tool_calls_by_index_after_some_text(
 
 
 async def test_interleaved_tool_call_fragments_are_ordered_by_index_and_get_ids(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     def call(index: int, **fields: Any) -> dict[str, Any]:
         return chunk({"tool_calls": [{"index": index, **fields}]})
@@ -354,8 +356,10 @@ async def test_interleaved_tool_call_fragments_are_ordered_by_index_and_get_ids(
 
 
 async def test_frames_split_mid_line_and_mid_json_across_http_chunks(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
+    # The client reads whatever has arrived, so how the pieces group depends on TCP; every
+    # split of the bytes is the SSE parser's unit tests' (tests/unit/test_sse_parser.py).
     stream = (
         b": keep-alive\r\n\r\n"
         + sse(chunk({"role": "assistant", "content": ""})).replace(b"\n", b"\r\n")
@@ -377,20 +381,26 @@ async def test_frames_split_mid_line_and_mid_json_across_http_chunks(
 
 
 async def test_fake_server_keeps_raw_frames_split_as_given(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
-    # What the test above relies on: each frame reaches the client as its own read.
+    # What the test above relies on: each frame is its own HTTP chunk.
     frames = [b"da", b"ta: {", b'"x": 1}\n', b"\n"]
     server.enqueue(raw_sse(frames))
 
-    async with http.stream("POST", f"{server.base_url}/chat/completions", json={}) as response:
-        received = [piece async for piece in response.aiter_bytes()]
+    received: list[bytes] = []
+    piece = b""
+    async with http.post(f"{server.base_url}/chat/completions", json={}) as response:
+        async for data, end_of_http_chunk in response.content.iter_chunks():
+            piece += data
+            if end_of_http_chunk:
+                received.append(piece)
+                piece = b""
 
     assert received == frames
 
 
 async def test_usage_chunk_with_empty_choices_and_nothing_read_after_done(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(
         raw_sse(
@@ -410,7 +420,7 @@ async def test_usage_chunk_with_empty_choices_and_nothing_read_after_done(
 
 
 async def test_stream_without_done_but_with_finish_reason_is_complete(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(raw_sse([sse(chunk({"content": "Hi"})), sse(chunk({}, "length"))]))
 
@@ -420,7 +430,7 @@ async def test_stream_without_done_but_with_finish_reason_is_complete(
 
 
 async def test_stream_ending_without_done_or_finish_reason_is_truncated(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(raw_sse([sse(chunk({"content": "Hi"}))]))
 
@@ -432,7 +442,7 @@ async def test_stream_ending_without_done_or_finish_reason_is_truncated(
 
 
 async def test_server_answering_json_to_a_stream_request_is_understood(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.send_json(
@@ -451,7 +461,7 @@ async def test_server_answering_json_to_a_stream_request_is_understood(
 
 
 async def test_http_400_is_rejected_with_the_providers_message(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(
         http_error(
@@ -471,7 +481,7 @@ async def test_http_400_is_rejected_with_the_providers_message(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 async def test_http_429_and_5xx_are_unavailable_and_retryable(
-    server: FakeModelServer, http: httpx.AsyncClient, status: int
+    server: FakeModelServer, http: aiohttp.ClientSession, status: int
 ) -> None:
     server.enqueue(http_error(status, "upstream " + "x" * 5000, headers={"Retry-After": "7"}))
 
@@ -487,7 +497,7 @@ async def test_http_429_and_5xx_are_unavailable_and_retryable(
 
 
 async def test_no_scripted_response_is_a_500(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     with pytest.raises(ModelUnavailable) as caught:
         await collect(make_client(server, http))
@@ -504,7 +514,9 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def test_connection_refused_is_unreachable(http: httpx.AsyncClient, closed_port: int) -> None:
+async def test_connection_refused_is_unreachable(
+    http: aiohttp.ClientSession, closed_port: int
+) -> None:
     client = OpenAICompatibleClient(
         http,
         base_url=f"http://127.0.0.1:{closed_port}/v1",
@@ -521,7 +533,7 @@ async def test_connection_refused_is_unreachable(http: httpx.AsyncClient, closed
 
 
 async def test_connection_dropped_mid_stream_after_first_deltas(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     server.enqueue(drop_connection_after("one two three four", 2))
     received: list[ModelEvent] = []
@@ -546,18 +558,29 @@ async def test_read_timeout_is_model_timeout(server: FakeModelServer) -> None:
         with pytest.raises(ModelTimeout) as caught:
             await collect(make_client(server, http))
 
+    assert caught.value.reason == "MODEL_TIMEOUT"  # the read timeout, not the first-token one
     assert caught.value.retryable
 
 
 async def test_malformed_json_frame_is_a_protocol_error(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
-    server.enqueue(raw_sse([sse(chunk({"content": "Hi"})), b'data: {"choices": [\n\n']))
+    seen = asyncio.Event()
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_event(chunk({"content": "Hi"}))
+        await seen.wait()  # so the bad frame comes in a read of its own
+        await out.send_chunk(b'data: {"choices": [\n\n')
+        await out.end_stream()
+
+    server.enqueue(custom(respond))
     received: list[ModelEvent] = []
 
     with pytest.raises(ModelProtocolError) as caught:
         async for event in make_client(server, http).stream_chat(chat()):
             received.append(event)
+            seen.set()
 
     assert received == [TextDelta("Hi")]
     assert caught.value.reason == "MODEL_BAD_RESPONSE"
@@ -576,7 +599,7 @@ async def test_malformed_json_frame_is_a_protocol_error(
 )
 async def test_error_object_in_the_stream(
     server: FakeModelServer,
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     error: object,
     expected: type[ModelError],
     reason: str | None,
@@ -592,7 +615,7 @@ async def test_error_object_in_the_stream(
 
 
 async def test_closing_the_stream_early_closes_the_http_response(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     disconnected = asyncio.Event()
 
@@ -612,7 +635,7 @@ async def test_closing_the_stream_early_closes_the_http_response(
 
 
 async def test_cancelling_the_consumer_closes_the_http_response(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     disconnected = asyncio.Event()
     first_seen = asyncio.Event()
@@ -650,7 +673,7 @@ def secret_echoing_failures() -> list[ScriptedResponse]:
 
 @pytest.mark.parametrize("index", range(len(secret_echoing_failures())))
 async def test_api_key_never_appears_in_an_error(
-    server: FakeModelServer, http: httpx.AsyncClient, index: int
+    server: FakeModelServer, http: aiohttp.ClientSession, index: int
 ) -> None:
     server.enqueue(secret_echoing_failures()[index])
 
@@ -662,7 +685,9 @@ async def test_api_key_never_appears_in_an_error(
     assert "[REDACTED]" in caught.value.message
 
 
-async def test_api_key_not_in_unreachable_error(http: httpx.AsyncClient, closed_port: int) -> None:
+async def test_api_key_not_in_unreachable_error(
+    http: aiohttp.ClientSession, closed_port: int
+) -> None:
     client = OpenAICompatibleClient(
         http,
         base_url=f"http://127.0.0.1:{closed_port}/v1",
@@ -680,7 +705,7 @@ async def test_api_key_not_in_unreachable_error(http: httpx.AsyncClient, closed_
 # --- non-streaming mode ---------------------------------------------------------------------
 
 
-async def test_non_streaming_text(server: FakeModelServer, http: httpx.AsyncClient) -> None:
+async def test_non_streaming_text(server: FakeModelServer, http: aiohttp.ClientSession) -> None:
     server.enqueue(text_answer("Hello there", usage=(9, 2)))
 
     events = await collect(make_client(server, http, stream=False))
@@ -694,7 +719,9 @@ async def test_non_streaming_text(server: FakeModelServer, http: httpx.AsyncClie
     assert "stream_options" not in body
 
 
-async def test_non_streaming_tool_calls(server: FakeModelServer, http: httpx.AsyncClient) -> None:
+async def test_non_streaming_tool_calls(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
     server.enqueue(
         tool_call_answer(
             "read_file", {"path": "a.py"}, extra_calls=[("delete_file", {"path": "b.py"})]
@@ -727,7 +754,7 @@ async def test_non_streaming_tool_calls(server: FakeModelServer, http: httpx.Asy
     ],
 )
 async def test_non_streaming_malformed_answer_is_a_protocol_error(
-    server: FakeModelServer, http: httpx.AsyncClient, body: bytes
+    server: FakeModelServer, http: aiohttp.ClientSession, body: bytes
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.send_body(200, body)
@@ -739,7 +766,7 @@ async def test_non_streaming_malformed_answer_is_a_protocol_error(
 
 
 async def test_connection_is_reused_across_requests(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     # After [DONE] the rest of the body is read, so the connection goes back to the pool.
     server.enqueue(text_answer("one"), text_answer("two"), text_answer("three"))
@@ -752,7 +779,7 @@ async def test_connection_is_reused_across_requests(
 
 
 async def test_fake_server_stops_with_a_stream_still_open(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.start_stream()
@@ -772,16 +799,27 @@ async def test_fake_server_stops_with_a_stream_still_open(
 
 
 async def test_tokens_that_arrive_together_leave_as_one_delta(
-    server: FakeModelServer, http: httpx.AsyncClient
+    server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:
     def frame(text: str) -> bytes:
         payload = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     done = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
-    server.enqueue(
-        raw_sse([frame("a") + frame("b") + frame("c"), frame("d") + done, b"data: [DONE]\n\n"])
-    )
-    events = await collect(make_client(server, http))
+    seen = asyncio.Event()
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_chunk(frame("a") + frame("b") + frame("c"))
+        await seen.wait()  # the rest arrives apart from the first three
+        await out.send_chunk(frame("d") + done)
+        await out.send_chunk(b"data: [DONE]\n\n")
+        await out.end_stream()
+
+    server.enqueue(custom(respond))
+    events: list[ModelEvent] = []
+    async for event in make_client(server, http).stream_chat(chat()):
+        events.append(event)
+        seen.set()
     assert deltas(events) == ["abc", "d"]
     assert final(events).content == "abcd"

@@ -17,6 +17,7 @@ import asyncio
 import json
 import re
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,9 +70,16 @@ class ResponseWriter:
         await self.send_body(status, json.dumps(payload).encode())
 
     async def start_stream(
-        self, status: int = 200, *, content_type: str = "text/event-stream"
+        self,
+        status: int = 200,
+        *,
+        content_type: str = "text/event-stream",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        head = self._head(status, {"Content-Type": content_type, "Cache-Control": "no-cache"})
+        head = self._head(
+            status,
+            {"Content-Type": content_type, "Cache-Control": "no-cache", **(headers or {})},
+        )
         self._writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
         await self._writer.drain()
         self._streaming = True
@@ -139,10 +147,15 @@ class _Request:
 
 
 class FakeModelServer:
-    def __init__(self) -> None:
+    """`tls`: serve HTTPS with that context (base_url then starts with https://)."""
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        # The request targets as sent: a path, or a whole URL when sent through a proxy.
+        self.targets: list[str] = []
+        self._tls = tls
         self.on_request: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.default_response: ScriptedResponse | None = None
         # Exceptions raised while answering (by on_request or a custom responder), for debugging:
@@ -159,9 +172,12 @@ class FakeModelServer:
 
     async def start(self) -> None:
         self._closing = False
-        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(
+            self._serve_connection, "127.0.0.1", 0, ssl=self._tls
+        )
         port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        scheme = "http" if self._tls is None else "https"
+        self.base_url = f"{scheme}://127.0.0.1:{port}/v1"
 
     async def stop(self) -> None:
         if self._server is None:
@@ -232,6 +248,7 @@ class FakeModelServer:
         )
         self.requests.append(body)
         self.headers.append(request.headers)
+        self.targets.append(request.path)
         if request.method != "POST" or not request.path.endswith("/chat/completions"):
             await out.send_json(
                 404, _error_payload(f"no route for {request.method} {request.path}")

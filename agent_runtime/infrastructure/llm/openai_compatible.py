@@ -12,14 +12,17 @@ import itertools
 import json
 import logging
 import random
+import ssl
+import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import (
@@ -37,7 +40,6 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tools import ToolDefinition
-from agent_runtime.infrastructure.llm.connection_pools import ShardedConnectionPool
 from agent_runtime.infrastructure.llm.read_deadline import ReadDeadline, ReadDeadlineExceeded
 from agent_runtime.infrastructure.llm.resilience import (
     DEFAULT_RETRY_POLICY,
@@ -81,39 +83,49 @@ Redactor = Callable[[str], str]
 
 def create_http_client(
     *, connect_timeout: float = 10.0, read_timeout: float = 300.0, max_connections: int = 1000
-) -> httpx.AsyncClient:
-    """The one HTTP client the process shares between model clients (the caller closes it).
+) -> aiohttp.ClientSession:
+    """The one HTTP session the process shares between model clients (the caller closes it,
+    `await session.close()`). Call it inside the running event loop, which the session keeps.
 
     read_timeout bounds the silence between two bytes, not the whole answer: a model may
     think for minutes before its first token, then stream for many more. Every streaming
     turn holds a connection for its whole answer, so max_connections bounds how many turns
     talk to the model at once (the others wait for a connection, up to connect_timeout).
-    The connections are held in small pools (connection_pools.py), for CPU, unless the
-    environment names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, with NO_PROXY): httpx
-    honours those only with its own transport, so then it keeps one pool of that size.
+    aiohttp's pool takes and gives back a connection in constant time whatever its size
+    (no walk over the idle ones per request), so one pool holds them all.
     """
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=min(max_connections, 200),
-        keepalive_expiry=30.0,
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=0,  # every connection goes to the one model endpoint anyway
+        keepalive_timeout=30.0,
+        ssl=ssl.create_default_context(),  # the system's CA bundle (SSL_CERT_FILE/_DIR apply)
     )
-    transport = None
-    if not _environment_names_a_proxy():
-        transport = ShardedConnectionPool(max_connections=max_connections, keepalive_expiry=30.0)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=30.0, pool=connect_timeout
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None,  # an answer may stream for many minutes
+            connect=connect_timeout,  # a free connection: waiting for one, then connecting
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         ),
-        limits=limits,
-        transport=transport,
-        # A redirect means a wrong base_url; following it would resend the key elsewhere.
-        follow_redirects=False,
+        # Off: with it aiohttp reads ~/.netrc and the proxy variables in a thread on every
+        # request, and would add netrc credentials to the model's requests. Each
+        # OpenAICompatibleClient reads the proxy variables itself, once (_proxy_for).
+        trust_env=False,
+        # Answers may come gzip-compressed: the SSE parser must see the decompressed bytes.
+        auto_decompress=True,
     )
 
 
-def _environment_names_a_proxy() -> bool:
-    proxies = urllib.request.getproxies()  # what httpx reads too
-    return any(scheme in proxies for scheme in ("http", "https", "all"))
+def _proxy_for(url: str) -> str | None:
+    """The proxy that HTTP_PROXY, HTTPS_PROXY or ALL_PROXY name for `url`, unless NO_PROXY
+    exempts its host (the rules of urllib, which aiohttp's trust_env uses too)."""
+    proxies = urllib.request.getproxies()
+    parsed = urllib.parse.urlsplit(url)
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy or (parsed.hostname and urllib.request.proxy_bypass(parsed.hostname)):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class OpenAICompatibleClient:
@@ -125,7 +137,7 @@ class OpenAICompatibleClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         *,
         base_url: str,
         model: str,
@@ -146,25 +158,35 @@ class OpenAICompatibleClient:
         self._timeouts = timeouts
         self._sleep = sleep
         self._random = random
-        # The shared client's timeouts, but this client's connect timeout. Its read timeout
+        # The shared session's timeouts, but this client's connect timeout. Its read timeout
         # stays as a backstop; first_token and idle are enforced around each read instead.
         shared = http.timeout
-        self._http_timeout = httpx.Timeout(
-            connect=timeouts.connect, read=shared.read, write=shared.write, pool=shared.pool
+        self._http_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=shared.connect,
+            sock_connect=timeouts.connect,
+            sock_read=shared.sock_read,
         )
+        # Read from the environment once: the session does not (see create_http_client).
+        self._proxy = _proxy_for(self._url)
         headers = {
             "Accept": "text/event-stream" if stream else "application/json",
+            # Said explicitly: aiohttp would call a bytes body application/octet-stream.
             "Content-Type": "application/json",
         }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        # Last, so a provider needing another auth scheme (e.g. "api-key") can override.
-        headers.update(extra_headers or {})
+        # Last, so a provider needing another auth scheme (e.g. "api-key") can override;
+        # header names are case-insensitive, so an override replaces whatever its case.
+        for name, value in (extra_headers or {}).items():
+            for existing in [key for key in headers if key.lower() == name.lower()]:
+                del headers[existing]
+            headers[name] = value
         self._headers = headers
         self._tool_json = _ToolJson()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
-        # Serialised here rather than by httpx, which refuses NaN and would raise ValueError.
+        # Serialised here, once for every attempt (json.dumps allows NaN, as before).
         body = self._request_json(request)
         for attempt in itertools.count(1):
             answer = _Answer(self._redact)
@@ -210,15 +232,23 @@ class OpenAICompatibleClient:
         # an error body, a whole non-streamed answer) must fit before this deadline.
         first_output_by = clock.time() + self._timeouts.first_token
         streamed = False
-        http_request = self._http.build_request(
-            "POST", self._url, content=body, headers=self._headers, timeout=self._http_timeout
-        )
         try:
             response = await self._first_output(
-                first_output_by, self._http.send(http_request, stream=True)
+                first_output_by,
+                self._http.request(
+                    "POST",
+                    self._url,
+                    data=body,
+                    headers=self._headers,
+                    timeout=self._http_timeout,
+                    proxy=self._proxy,
+                    # A redirect means a wrong base_url; following it would resend the key
+                    # elsewhere. The 3xx is then an error like any other non-2xx answer.
+                    allow_redirects=False,
+                ),
             )
             try:
-                if not response.is_success:
+                if not 200 <= response.status < 300:
                     raise await self._first_output(first_output_by, self._status_error(response))
                 content_type = response.headers.get("content-type", "").lower()
                 # Some servers ignore "stream": true and answer one JSON document.
@@ -229,37 +259,50 @@ class OpenAICompatibleClient:
                         async for text in texts:
                             yield TextDelta(text)
                 else:
-                    raw = await self._first_output(first_output_by, response.aread())
+                    raw = await self._first_output(first_output_by, response.read())
                     answer.parse_completion(raw)
             finally:
-                # Also on cancellation: a response closed before its end closes the connection,
-                # which is how the endpoint learns to stop generating.
-                await response.aclose()
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+                if response.content.at_eof():
+                    response.release()  # the whole body was read: the connection is reusable
+                else:
+                    # Also on cancellation: a response closed before its end closes the
+                    # connection, which is how the endpoint learns to stop generating.
+                    response.close()
+        except (
+            aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake, the proxy unreachable
+            aiohttp.ClientHttpProxyError,  # the proxy refused the tunnel
+            aiohttp.ConnectionTimeoutError,  # no connection within the connect timeout
+        ) as exc:
             raise ModelUnavailable(
                 f"cannot reach the model endpoint: {self._describe(exc)}",
                 reason="MODEL_UNREACHABLE",
             ) from exc
-        except httpx.TimeoutException as exc:
+        except aiohttp.ServerTimeoutError as exc:  # the read timeout (a backstop)
             raise ModelTimeout(
                 f"the model endpoint timed out ({type(exc).__name__}): {self._describe(exc)}"
             ) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        except aiohttp.InvalidURL as exc:  # also a scheme other than http(s)
             raise ModelRequestRejected(
                 f"the model endpoint URL is not usable: {self._describe(exc)}",
                 reason="MODEL_BAD_URL",
             ) from exc
-        except httpx.TransportError as exc:
-            # RemoteProtocolError (peer closed mid-body), ReadError, WriteError...
+        except aiohttp.ClientPayloadError as exc:
+            if isinstance(exc.__cause__, ContentEncodingError):
+                raise ModelProtocolError(
+                    f"the model endpoint sent an undecodable body: {self._describe(exc)}"
+                ) from exc
+            # The body ended early: the peer closed mid-body, a broken chunk...
             raise ModelUnavailable(
                 f"the connection to the model endpoint was lost: {self._describe(exc)}",
                 reason="MODEL_STREAM_INTERRUPTED",
             ) from exc
-        except httpx.DecodingError as exc:
-            raise ModelProtocolError(
-                f"the model endpoint sent an undecodable body: {self._describe(exc)}"
+        except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
+            # ServerDisconnectedError, a reset, an unreadable response head...
+            raise ModelUnavailable(
+                f"the connection to the model endpoint was lost: {self._describe(exc)}",
+                reason="MODEL_STREAM_INTERRUPTED",
             ) from exc
-        except (httpx.HTTPError, httpx.StreamError) as exc:
+        except aiohttp.ClientError as exc:
             raise ModelUnavailable(
                 f"the request to the model endpoint failed: {self._describe(exc)}"
             ) from exc
@@ -271,7 +314,7 @@ class OpenAICompatibleClient:
         yield result
 
     async def _read_stream(
-        self, response: httpx.Response, answer: _Answer, first_output_by: float
+        self, response: aiohttp.ClientResponse, answer: _Answer, first_output_by: float
     ) -> AsyncGenerator[str, None]:
         """The text deltas of an event stream, each as soon as its bytes arrived.
 
@@ -281,19 +324,21 @@ class OpenAICompatibleClient:
         request was sent). After it, the idle clock restarts whenever we go back to waiting
         after a data event. SSE comments (": ping" keep-alives) restart neither clock: a
         proxy that keeps the connection warm for a model that has hung must not hold the
-        session forever. (The shared client's read timeout, reset by any byte, stays a
+        session forever. (The shared session's read timeout, reset by any byte, stays a
         backstop.)
         """
         clock = asyncio.get_running_loop()
-        chunks = response.aiter_bytes()
+        # Whatever has arrived (decompressed), at once: every HTTP chunk that came in one
+        # network read leaves as one piece, and the first never waits for more.
+        read = response.content.readany
         deadline = first_output_by
         try:
             async with ReadDeadline() as reads:  # one timer for the body, not one per read
                 while True:
                     reads.start(deadline)
-                    chunk = await anext(chunks, None)
+                    chunk = await read()
                     reads.stop()
-                    if chunk is None:
+                    if not chunk:  # the end of the body
                         if texts := answer.flush():
                             yield "".join(texts)
                         return
@@ -304,7 +349,7 @@ class OpenAICompatibleClient:
                     if texts := answer.feed(chunk):
                         yield "".join(texts)
                     if answer.done:
-                        await _drain(chunks)
+                        await _drain(response.content)
                         return
                     if answer.output_started and answer.events > events_before:
                         deadline = clock.time() + self._timeouts.idle
@@ -317,10 +362,13 @@ class OpenAICompatibleClient:
             ) from exc
 
     async def _first_output(self, deadline: float, step: Awaitable[_T]) -> _T:
+        timeout = asyncio.timeout_at(deadline)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with timeout:
                 return await step
         except TimeoutError as exc:
+            if not timeout.expired():
+                raise  # aiohttp's own timeouts are TimeoutErrors too: mapped by the caller
             raise self._first_token_timeout() from exc
 
     def _first_token_timeout(self) -> ModelTimeout:
@@ -346,8 +394,8 @@ class OpenAICompatibleClient:
             encoded = f'{encoded[:-1]}, "tools": [{tools}]}}'
         return encoded.encode()
 
-    async def _status_error(self, response: httpx.Response) -> ModelError:
-        status = response.status_code
+    async def _status_error(self, response: aiohttp.ClientResponse) -> ModelError:
+        status = response.status
         excerpt = await self._body_excerpt(response)
         message = f"the model endpoint answered HTTP {status}"
         if excerpt:
@@ -361,14 +409,12 @@ class OpenAICompatibleClient:
             return ModelUnavailable(message, reason=reason, metadata=metadata)
         return ModelRequestRejected(message, reason=reason, metadata=metadata)
 
-    async def _body_excerpt(self, response: httpx.Response) -> str:
+    async def _body_excerpt(self, response: aiohttp.ClientResponse) -> str:
         raw = bytearray()
         try:
-            async for chunk in response.aiter_bytes():
+            while len(raw) < _ERROR_BODY_BYTES and (chunk := await response.content.readany()):
                 raw += chunk
-                if len(raw) >= _ERROR_BODY_BYTES:
-                    break
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             pass  # the status code already says what matters
         text = raw[:_ERROR_BODY_BYTES].decode("utf-8", errors="replace")
         try:
@@ -437,15 +483,15 @@ def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
     }
 
 
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
+async def _drain(content: aiohttp.StreamReader) -> None:
     received = 0
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            async for chunk in chunks:
+            while chunk := await content.readany():
                 received += len(chunk)
                 if received > _DRAIN_BYTES:
                     return
-    except (TimeoutError, httpx.HTTPError, httpx.StreamError):
+    except (TimeoutError, aiohttp.ClientError):
         pass  # the answer is complete; at worst the connection is not reused
 
 
