@@ -6,8 +6,11 @@ import asyncio
 import json
 import re
 import socket
+import ssl
+import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,6 +37,7 @@ from agent_runtime.infrastructure.llm.openai_compatible import (
     create_http_client,
 )
 from agent_runtime.infrastructure.llm.resilience import RetryPolicy
+from tests.support.certificates import make_certificates
 from tests.support.fake_model_server import (
     FakeModelServer,
     RequestBody,
@@ -823,3 +827,207 @@ async def test_tokens_that_arrive_together_leave_as_one_delta(
         seen.set()
     assert deltas(events) == ["abc", "d"]
     assert final(events).content == "abcd"
+
+
+# --- the HTTP client: encoding, connections, proxies, TLS -----------------------------------
+
+
+async def test_a_gzip_compressed_stream_is_decoded_as_it_arrives(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
+    seen = asyncio.Event()
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        gzip = zlib.compressobj(wbits=31)  # the gzip format
+
+        async def send(data: bytes) -> None:
+            # Each event flushed whole, as a compressing proxy streaming SSE must.
+            await out.send_chunk(gzip.compress(data) + gzip.flush(zlib.Z_SYNC_FLUSH))
+
+        await out.start_stream(headers={"Content-Encoding": "gzip"})
+        await send(sse(chunk({"content": "Hello "})))
+        await seen.wait()  # the first delta must not wait for the rest of the body
+        await send(sse(chunk({"content": "gzip"}, "stop")) + sse("[DONE]"))
+        await out.send_chunk(gzip.flush())
+        await out.end_stream()
+
+    server.enqueue(custom(respond))
+    events: list[ModelEvent] = []
+    async for event in make_client(server, http).stream_chat(chat()):
+        events.append(event)
+        seen.set()
+
+    assert deltas(events) == ["Hello ", "gzip"]
+    assert final(events).content == "Hello gzip"
+    assert "gzip" in server.headers[0]["accept-encoding"]
+
+
+async def test_the_connection_is_reused_when_the_body_ends_after_done(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
+    # The end of the chunked body comes in a read after [DONE]: the client reads it (up to
+    # a bound) so the connection can serve the next request.
+    seen = asyncio.Event()
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        await out.send_chunk(sse(chunk({"content": "one"}, "stop")) + sse("[DONE]"))
+        await seen.wait()
+        await out.end_stream()
+
+    server.enqueue(custom(respond), text_answer("two"))
+    client = make_client(server, http)
+    first: list[ModelEvent] = []
+    async for event in client.stream_chat(chat()):
+        first.append(event)
+        seen.set()
+
+    assert final(first).content == "one"
+    assert final(await collect(client)).content == "two"
+    assert server.connections_opened == 1
+
+
+async def test_a_redirect_is_not_followed(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
+    # Following it would send the API key to wherever the Location points.
+    async with FakeModelServer() as elsewhere:
+        elsewhere.default_response = text_answer("must not be asked for")
+        location = f"{elsewhere.base_url}/chat/completions"
+        server.enqueue(http_error(307, "moved", headers={"Location": location}))
+
+        with pytest.raises(ModelRequestRejected) as caught:
+            await collect(make_client(server, http))
+
+        assert caught.value.reason == "MODEL_HTTP_307"
+        assert elsewhere.requests == []
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
+async def test_a_proxy_named_by_the_environment_is_used(
+    server: FakeModelServer,
+    http: aiohttp.ClientSession,
+    no_proxy_variables: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    # The fake server plays the proxy: a plain-HTTP request through a proxy is sent to it
+    # whole ("POST http://host/v1/chat/completions"), and it answers as the model would.
+    proxy = server.base_url.removesuffix("/v1").replace("://", "://user:pass@")
+    no_proxy_variables.setenv(variable, proxy)
+    server.enqueue(text_answer("proxied"))
+    client = OpenAICompatibleClient(
+        http, base_url="http://model.invalid/v1", model="m", api_key=API_KEY, retry=NO_RETRY
+    )
+
+    assert final(await collect(client)).content == "proxied"
+    assert server.targets == ["http://model.invalid/v1/chat/completions"]
+    assert server.headers[0]["proxy-authorization"] == "Basic dXNlcjpwYXNz"  # user:pass
+    assert server.headers[0]["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_no_proxy_exempts_a_host(
+    server: FakeModelServer,
+    http: aiohttp.ClientSession,
+    no_proxy_variables: pytest.MonkeyPatch,
+    closed_port: int,
+) -> None:
+    no_proxy_variables.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port}")
+    no_proxy_variables.setenv("NO_PROXY", "localhost,127.0.0.1")
+    server.enqueue(text_answer("direct"))
+
+    assert final(await collect(make_client(server, http))).content == "direct"
+    assert server.targets == ["/v1/chat/completions"]
+
+
+async def test_tls_is_verified_against_the_systems_ca_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = make_certificates(tmp_path / "ours"), make_certificates(tmp_path / "theirs")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(ours.server_cert, ours.server_key)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with FakeModelServer(tls=tls) as server:
+        server.default_response = text_answer("secure")
+        # SSL_CERT_FILE replaces the system's bundle (OpenSSL reads it): first one that
+        # does not hold the server's CA, then one that does.
+        monkeypatch.setenv("SSL_CERT_FILE", str(theirs.ca))
+        async with create_http_client() as http:
+            with pytest.raises(ModelUnavailable) as caught:
+                await collect(make_client(server, http))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ours.ca))
+        async with create_http_client() as http:
+            events = await collect(make_client(server, http))
+
+    assert caught.value.reason == "MODEL_UNREACHABLE"
+    assert "certificate" in caught.value.message
+    assert final(events).content == "secure"
+    assert len(server.requests) == 1  # the untrusted server was never sent the request
+
+
+class HeldStreams:
+    """Answers that stream their first word, then wait for the test to release them."""
+
+    def __init__(self) -> None:
+        self.started: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+        self.release: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+        self._count = 0
+
+    async def respond(self, request: RequestBody, out: ResponseWriter) -> None:
+        number, self._count = self._count, self._count + 1
+        await out.start_stream()
+        await out.send_event(chunk({"content": f"s{number} "}))
+        self.started[number].set()
+        await self.release[number].wait()
+        await out.send_event(chunk({"content": "end"}, "stop"))
+        await out.send_event("[DONE]")
+        await out.end_stream()
+
+
+async def test_max_connections_bounds_the_model_streams_open_at_once(
+    server: FakeModelServer,
+) -> None:
+    held = HeldStreams()
+    server.default_response = custom(held.respond)
+    async with create_http_client(max_connections=2, connect_timeout=5.0) as http:
+        client = make_client(server, http)
+        calls = [asyncio.create_task(collect(client)) for _ in range(3)]
+        async with asyncio.timeout(5):
+            await held.started[0].wait()
+            await held.started[1].wait()
+            held.release[0].set()  # the third request gets the connection this one frees
+            await held.started[2].wait()
+        held.release[1].set()
+        held.release[2].set()
+        answers = [final(events).content for events in await asyncio.gather(*calls)]
+
+    assert sorted(answers) == ["s0 end", "s1 end", "s2 end"]
+    assert server.connections_opened == 2
+
+
+async def test_waiting_longer_than_the_connect_timeout_for_a_connection_fails(
+    server: FakeModelServer,
+) -> None:
+    held = HeldStreams()
+    server.default_response = custom(held.respond)
+    async with create_http_client(max_connections=1, connect_timeout=0.3) as http:
+        client = make_client(server, http)
+        first = client.stream_chat(chat())
+        assert await anext(first) == TextDelta("s0 ")
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await collect(client)  # waits for the one connection, which stays busy
+
+        held.release[0].set()
+        assert deltas([event async for event in first]) == ["end"]
+
+    assert caught.value.reason == "MODEL_UNREACHABLE"
+    assert caught.value.retryable
+    assert len(server.requests) == 1

@@ -211,7 +211,9 @@ class FakeModelServer:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # drain() then waits until every byte reached the kernel, so abort() loses nothing.
-        writer.transport.set_write_buffer_limits(high=0)
+        # (Not over TLS: asyncio's TLS transport never counts its buffer down to 0 again.)
+        if self._tls is None:
+            writer.transport.set_write_buffer_limits(high=0)
         try:
             while True:
                 request = await _read_request(reader)

@@ -90,6 +90,7 @@ async def runtime(
     running = await bootstrap.start(settings)
     yield running
     await running.stop(grace=None)
+    assert running.http is None or running.http.closed  # the model session was closed
 
 
 @pytest.fixture
