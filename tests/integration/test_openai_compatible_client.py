@@ -1031,3 +1031,20 @@ async def test_waiting_longer_than_the_connect_timeout_for_a_connection_fails(
     assert caught.value.reason == "MODEL_UNREACHABLE"
     assert caught.value.retryable
     assert len(server.requests) == 1
+
+
+async def test_a_body_that_does_not_decompress_is_a_protocol_error(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream(headers={"Content-Encoding": "gzip"})
+        await out.send_chunk(b"data: this is not gzip\n\n")
+        await out.end_stream()
+
+    server.enqueue(custom(respond))
+
+    with pytest.raises(ModelProtocolError) as caught:
+        await collect(make_client(server, http))
+
+    assert "undecodable" in caught.value.message
+    assert not caught.value.retryable
