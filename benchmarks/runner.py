@@ -656,7 +656,15 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {
             name: _version(name)
-            for name in ("grpcio", "protobuf", "sqlalchemy", "aiosqlite", "asyncpg", "httpx")
+            for name in (
+                "grpcio",
+                "protobuf",
+                "sqlalchemy",
+                "aiosqlite",
+                "asyncpg",
+                "aiohttp",  # the runtime's model client
+                "httpx",  # the floor's
+            )
         },
         "sqlite": _sqlite_version(),
         "git": "",
