@@ -250,6 +250,18 @@ async def test_request_body_and_headers(
     assert headers["content-type"] == "application/json"
 
 
+async def test_an_extra_header_replaces_a_default_one_whatever_its_case(
+    server: FakeModelServer, http: aiohttp.ClientSession
+) -> None:
+    # A provider with another auth scheme: its header replaces ours, never joins it.
+    server.enqueue(text_answer("ok"))
+    client = make_client(server, http, extra_headers={"authorization": "Token other-scheme"})
+
+    await collect(client)
+
+    assert server.headers[0]["authorization"] == "Token other-scheme"  # one header, not two
+
+
 async def test_request_model_overrides_default_and_empty_parts_are_left_out(
     server: FakeModelServer, http: aiohttp.ClientSession
 ) -> None:

@@ -176,12 +176,9 @@ class OpenAICompatibleClient:
         }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        # Last, so a provider needing another auth scheme (e.g. "api-key") can override;
-        # header names are case-insensitive, so an override replaces whatever its case.
-        for name, value in (extra_headers or {}).items():
-            for existing in [key for key in headers if key.lower() == name.lower()]:
-                del headers[existing]
-            headers[name] = value
+        # Last, so a provider needing another auth scheme (e.g. "api-key") can override.
+        # aiohttp merges names case-insensitively: "authorization" replaces "Authorization".
+        headers.update(extra_headers or {})
         self._headers = headers
         self._tool_json = _ToolJson()
 
