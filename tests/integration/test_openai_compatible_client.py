@@ -1060,3 +1060,27 @@ async def test_a_body_that_does_not_decompress_is_a_protocol_error(
 
     assert "undecodable" in caught.value.message
     assert not caught.value.retryable
+
+
+async def test_every_way_an_answer_ends_gives_its_connection_back(
+    server: FakeModelServer,
+) -> None:
+    # With one connection, a request that kept it would leave the next waiting in vain.
+    server.enqueue(
+        text_answer("closed early by the consumer"),
+        http_error(503),
+        drop_connection_after("cut off", 1),
+        text_answer("still served"),
+    )
+    async with create_http_client(max_connections=1, connect_timeout=2.0) as http:
+        client = make_client(server, http)
+        stream = client.stream_chat(chat())
+        assert isinstance(await anext(stream), TextDelta)
+        await stream.aclose()
+        for _ in range(2):
+            with pytest.raises(ModelUnavailable):
+                await collect(client)
+
+        assert final(await collect(client)).content == "still served"
+
+    assert len(server.requests) == 4
