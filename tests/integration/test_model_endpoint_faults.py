@@ -296,6 +296,29 @@ async def test_connection_dropped_before_the_first_token_is_retried(
     assert sleep.delays == [0.5]
 
 
+async def test_an_answer_that_is_not_http_is_an_interrupted_stream_and_retried(
+    http: aiohttp.ClientSession, sleep: RecordingSleep
+) -> None:
+    # E.g. the base URL names another service's port: its greeting is no HTTP status line.
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    sent = count_requests(http)
+    endpoint = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    async with endpoint:
+        port = endpoint.sockets[0].getsockname()[1]
+        with pytest.raises(ModelUnavailable) as caught:
+            await consume(make_client(f"http://127.0.0.1:{port}/v1", http, sleep), [])
+
+    assert caught.value.reason == "MODEL_STREAM_INTERRUPTED"
+    assert caught.value.retryable
+    assert len(sent) == 3
+    assert sleep.delays == [0.5, 1.0]
+
+
 # --- after the first token nothing is retried -----------------------------------------------
 
 
