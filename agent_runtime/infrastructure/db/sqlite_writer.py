@@ -190,7 +190,12 @@ class SqliteWriter:
             while not commit.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([commit])
-            batch.failed("the commit failed as the writer stopped")  # unless it had landed
+            # Decided by the COMMIT itself: its success callback may not have run yet (the
+            # cancellation and the COMMIT's end can land in the same turn of the loop).
+            if not commit.cancelled() and commit.exception() is None:
+                batch.committed()
+            else:
+                batch.failed("the commit failed as the writer stopped")
             raise
         except Exception as exc:
             batch.failed(getattr(exc, "message", None) or f"the commit failed: {exc!r}")
