@@ -42,6 +42,7 @@ from agent_runtime.infrastructure.llm.fake_model import FAKE_MODEL_NAME, FakeMod
 from agent_runtime.infrastructure.llm.openai_compatible import (
     OpenAICompatibleClient,
     create_http_client,
+    proxy_for,
 )
 from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPolicy
 from agent_runtime.infrastructure.observability.prometheus import (
@@ -163,6 +164,7 @@ async def start(
     # Checked first, so bad settings stop start-up before anything is touched.
     settings.validate()
     tls = _tls_files(settings)
+    _check_model_proxy(settings)
     _log_access_mode(settings)
     agents = load_agents(settings.agents_file) if settings.agents_file else default_agents()
     env = os.environ if env is None else env
@@ -373,6 +375,16 @@ def _log_access_mode(settings: Settings) -> None:
             "proxy in front terminates TLS (AGENT_RUNTIME_TLS_CERT_FILE/_KEY_FILE)",
             settings.listen,
         )
+
+
+def _check_model_proxy(settings: Settings) -> None:
+    """A proxy in the environment the model client cannot use stops start-up, with why."""
+    if settings.uses_fake_model:
+        return
+    try:
+        proxy_for(settings.llm_base_url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _model_client(settings: Settings) -> tuple[aiohttp.ClientSession | None, LLMClient, str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.base_protocol import BaseProtocol
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import (
@@ -30,6 +31,7 @@ from agent_runtime.domain.model import Message, Role
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
 from agent_runtime.infrastructure.llm.openai_compatible import (
     OpenAICompatibleClient,
+    _readany,
     create_http_client,
 )
 from agent_runtime.infrastructure.llm.resilience import (
@@ -337,6 +339,18 @@ async def test_connection_cut_mid_stream_is_interrupted_and_not_retried(
     assert caught.value.retryable  # the client may send the turn again
     assert len(server.requests) == 1
     assert sleep.delays == []
+
+
+async def test_a_read_after_aiohttp_dropped_the_body_is_a_payload_error() -> None:
+    # When a body's chunked framing breaks after the first event, aiohttp drops the body
+    # without failing its reader and closes the connection: the next read raises a bare
+    # RuntimeError, which would reach the turn as an unexpected (INTERNAL) error. It must be
+    # a ClientPayloadError, which the client maps to MODEL_STREAM_INTERRUPTED (tested above).
+    loop = asyncio.get_running_loop()
+    gone = BaseProtocol(loop)  # no transport: the connection aiohttp closed
+    body = aiohttp.StreamReader(gone, 2**16, loop=loop)
+    with pytest.raises(aiohttp.ClientPayloadError, match="closed before the end of the body"):
+        await _readany(body)
 
 
 async def test_malformed_stream_is_a_protocol_error_and_not_retried(

@@ -16,7 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent_runtime import bootstrap
 from agent_runtime.application.ports import ChatRequest, LLMClient
+from agent_runtime.config import ConfigError, Settings
 from agent_runtime.domain.errors import (
     ModelError,
     ModelProtocolError,
@@ -957,6 +959,30 @@ async def test_no_proxy_exempts_a_host(
 
     assert final(await collect(make_client(server, http))).content == "direct"
     assert server.targets == ["/v1/chat/completions"]
+
+
+async def test_a_proxy_that_is_not_http_is_refused_naming_it_without_its_credentials(
+    http: aiohttp.ClientSession, no_proxy_variables: pytest.MonkeyPatch
+) -> None:
+    # aiohttp would speak HTTP to a SOCKS proxy: every call would fail, and not say why.
+    no_proxy_variables.setenv("ALL_PROXY", "socks5://user:secret@127.0.0.1:1080")
+    with pytest.raises(ValueError, match=re.escape("socks5://127.0.0.1:1080")) as refused:
+        OpenAICompatibleClient(http, base_url="http://model.invalid/v1", model="m")
+    assert "secret" not in str(refused.value)
+
+
+async def test_start_up_stops_at_such_a_proxy_before_touching_the_database(
+    tmp_path: Path, no_proxy_variables: pytest.MonkeyPatch
+) -> None:
+    no_proxy_variables.setenv("HTTPS_PROXY", "socks5h://127.0.0.1:1080")
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}",
+        llm_base_url="https://model.invalid/v1",
+    )
+    with pytest.raises(ConfigError, match="not an HTTP proxy"):
+        await bootstrap.start(settings)
+    assert not (tmp_path / "runtime.db").exists()
 
 
 async def test_tls_is_verified_against_the_systems_ca_bundle(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -110,22 +111,32 @@ def create_http_client(
         ),
         # Off: with it aiohttp reads ~/.netrc and the proxy variables in a thread on every
         # request, and would add netrc credentials to the model's requests. Each
-        # OpenAICompatibleClient reads the proxy variables itself, once (_proxy_for).
+        # OpenAICompatibleClient reads the proxy variables itself, once (proxy_for).
         trust_env=False,
         # Answers may come gzip-compressed: the SSE parser must see the decompressed bytes.
         auto_decompress=True,
     )
 
 
-def _proxy_for(url: str) -> str | None:
+def proxy_for(url: str) -> str | None:
     """The proxy that HTTP_PROXY, HTTPS_PROXY or ALL_PROXY name for `url`, unless NO_PROXY
-    exempts its host (the rules of urllib, which aiohttp's trust_env uses too)."""
+    exempts its host (the rules of urllib, which aiohttp's trust_env uses too). ValueError
+    for a proxy aiohttp cannot use (e.g. socks5://)."""
     proxies = urllib.request.getproxies()
     parsed = urllib.parse.urlsplit(url)
     proxy = proxies.get(parsed.scheme) or proxies.get("all")
     if not proxy or (parsed.hostname and urllib.request.proxy_bypass(parsed.hostname)):
         return None
-    return proxy if "://" in proxy else f"http://{proxy}"
+    proxy = proxy if "://" in proxy else f"http://{proxy}"
+    named = urllib.parse.urlsplit(proxy)
+    if named.scheme not in ("http", "https"):
+        # aiohttp would send HTTP to it: every model call would fail, and not say why.
+        raise ValueError(
+            f"the proxy the environment names for {parsed.scheme}:// URLs "
+            f"({named.scheme}://{named.hostname}:{named.port}) is not an HTTP proxy; "
+            "only http:// and https:// proxies are supported"
+        )
+    return proxy
 
 
 class OpenAICompatibleClient:
@@ -168,7 +179,7 @@ class OpenAICompatibleClient:
             sock_read=shared.sock_read,
         )
         # Read from the environment once: the session does not (see create_http_client).
-        self._proxy = _proxy_for(self._url)
+        self._proxy = proxy_for(self._url)
         headers = {
             "Accept": "text/event-stream" if stream else "application/json",
             # Said explicitly: aiohttp would call a bytes body application/octet-stream.
@@ -327,7 +338,7 @@ class OpenAICompatibleClient:
         clock = asyncio.get_running_loop()
         # Whatever has arrived (decompressed), at once: every HTTP chunk that came in one
         # network read leaves as one piece, and the first never waits for more.
-        read = response.content.readany
+        read = functools.partial(_readany, response.content)
         deadline = first_output_by
         try:
             async with ReadDeadline() as reads:  # one timer for the body, not one per read
@@ -409,7 +420,7 @@ class OpenAICompatibleClient:
     async def _body_excerpt(self, response: aiohttp.ClientResponse) -> str:
         raw = bytearray()
         try:
-            while len(raw) < _ERROR_BODY_BYTES and (chunk := await response.content.readany()):
+            while len(raw) < _ERROR_BODY_BYTES and (chunk := await _readany(response.content)):
                 raw += chunk
         except aiohttp.ClientError:
             pass  # the status code already says what matters
@@ -480,11 +491,23 @@ def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
     }
 
 
+async def _readany(content: aiohttp.StreamReader) -> bytes:
+    try:
+        return await content.readany()
+    # aiohttp (3.14) drops a body whose framing broke (a bad chunk size) without failing its
+    # reader, and closes the connection: a read then raises this, not a ClientPayloadError.
+    # (A read already waiting is not woken: it ends at our idle deadline.)
+    except RuntimeError as exc:
+        raise aiohttp.ClientPayloadError(
+            f"the connection closed before the end of the body ({exc})"
+        ) from exc
+
+
 async def _drain(content: aiohttp.StreamReader) -> None:
     received = 0
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            while chunk := await content.readany():
+            while chunk := await _readany(content):
                 received += len(chunk)
                 if received > _DRAIN_BYTES:
                     return
