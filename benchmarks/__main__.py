@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.floor_relay import HTTP_CLIENTS
 from benchmarks.report import write_outputs
 from benchmarks.runner import REPO, Config
 
@@ -68,7 +69,18 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="measure the agent_runtime/ of another checkout (default: this one), for A/B runs",
     )
-    add("--floor-http-clients", type=int, help="httpx clients in the floor relay (default 1)")
+    add(
+        "--floor-http-client",
+        choices=HTTP_CLIENTS,
+        help="the floor's HTTP client towards the model: httpx (the default, as the issue "
+        "defines the floor) or aiohttp (the runtime's own model client's library)",
+    )
+    add(
+        "--floor-http-clients",
+        type=int,
+        help="client instances in the floor relay, its calls spread over them (default 1): "
+        "httpx.AsyncClients, or with aiohttp ClientSessions, each with its own connector",
+    )
     add(
         "--postgres",
         metavar="URL",
@@ -102,6 +114,7 @@ def config_from(args: argparse.Namespace) -> Config:
         "profile_seconds",
         "db_dir",
         "runtime_src",
+        "floor_http_client",
         "floor_http_clients",
         "postgres",
         "replicas",

@@ -56,6 +56,7 @@ def _scorecard(ax: Axes, results: dict[str, Any], checks: list[Target]) -> None:
     meta = results["meta"]
     note = (
         f"{meta['cpus']} cores shared by load generator, fake model and server; "
+        f"floor on {meta.get('floor_http_client', 'httpx')}; "
         f"{meta['date'][:10]}" + ("  (QUICK RUN)" if meta["quick"] else "")
     )
     ax.text(0.0, 0.0, note, fontsize=7.5, color=TARGET, transform=ax.transAxes)

@@ -359,9 +359,13 @@ def markdown(results: dict[str, Any], checks: list[Target], table: list[Row]) ->
         ]
     if meta["quick"]:
         lines += ["**Quick run (tiny sizes): a smoke test, not a measurement.**", ""]
+    # Results written before the option existed had the floor on httpx.
+    floor_client = meta.get("floor_http_client", "httpx")
     lines += [
-        "The floor is a bare grpc.aio relay of the same model answer (no database, no logic); "
-        "ratio = runtime ÷ floor. What each figure means: [README.md](README.md).",
+        "The floor is a bare grpc.aio relay of the same model answer (no database, no logic) "
+        f"whose model calls go through {floor_client}"
+        + (", the runtime's own model client's library" if floor_client == "aiohttp" else "")
+        + "; ratio = runtime ÷ floor. What each figure means: [README.md](README.md).",
         "",
         "## Targets",
         "",

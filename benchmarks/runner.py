@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from benchmarks import profiling
+from benchmarks.floor_relay import HttpClientKind
 from benchmarks.load import Client, PhaseRun, model_name, run_sessions, summarize_phase
 from benchmarks.processes import (
     Child,
@@ -61,7 +62,8 @@ class Config:
     profile_seconds: float = 15.0
     db_dir: Path | None = None
     keep_tmp: bool = False
-    floor_http_clients: int = 1  # httpx.AsyncClient instances in the floor relay
+    floor_http_client: HttpClientKind = "httpx"  # the floor's HTTP client towards the model
+    floor_http_clients: int = 1  # client instances in the floor relay, calls spread over them
     runtime_src: Path | None = None  # another checkout of agent-runtime to measure (A/B runs)
     # Replica mode (benchmarks/replicas.py): on when `postgres` names a server.
     postgres: str = ""
@@ -184,6 +186,8 @@ class Bench:
                 "127.0.0.1:0",
                 "--model-url",
                 self.model_url,
+                "--http-client",
+                self.config.floor_http_client,
                 "--http-clients",
                 str(self.config.floor_http_clients),
             ],
@@ -649,6 +653,7 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
         "load_average_at_end": _load_average(),
         "duration_s": round(seconds, 1),
         "quick": config.quick,
+        "floor_http_client": config.floor_http_client,
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -663,7 +668,7 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
                 "aiosqlite",
                 "asyncpg",
                 "aiohttp",  # the runtime's model client
-                "httpx",  # the floor's
+                "httpx",  # the floor's by default (--floor-http-client)
             )
         },
         "sqlite": _sqlite_version(),
