@@ -1,4 +1,5 @@
-"""The benchmark works and writes its files: `scripts/bench --quick` (seconds, tiny sizes).
+"""The benchmark works and writes its files: `scripts/bench --quick` (seconds, tiny sizes),
+once with the floor on each HTTP client (--floor-http-client).
 
 No timing assertions: on a shared CI machine they would only measure the neighbours.
 """
@@ -12,16 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.floor_relay import HTTP_CLIENTS
 from tests.support.databases import POSTGRES_URL_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.e2e
-def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("floor_client", HTTP_CLIENTS)
+def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_client: str) -> None:
     out = tmp_path / "out"
-    # With a PostgreSQL server (CI has one), the replica mode is smoked too.
-    postgres = os.environ.get(POSTGRES_URL_VARIABLE, "")
+    # With a PostgreSQL server (CI has one), the replica mode is smoked too: once is enough,
+    # it has no floor.
+    postgres = os.environ.get(POSTGRES_URL_VARIABLE, "") if floor_client == "httpx" else ""
     completed = subprocess.run(
         [
             str(REPO / "scripts" / "bench"),
@@ -30,6 +34,8 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
             str(out),
             "--db-dir",
             str(tmp_path),
+            "--floor-http-client",
+            floor_client,
             *(["--postgres", postgres] if postgres else []),
         ],
         cwd=REPO,
@@ -53,6 +59,7 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
         "runtime_log",
     } <= results.keys()
     assert results["meta"]["quick"] is True
+    assert results["meta"]["floor_http_client"] == floor_client
     for level in results["throughput"].values():
         for system in ("runtime", "floor"):
             assert level[system]["turns"] > 0
@@ -82,6 +89,7 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     assert "## Targets" in markdown
     assert ("## Replicas on PostgreSQL" in markdown) == bool(postgres)
     assert "| metric | runtime | floor | ratio | target | met? |" in markdown
+    assert f"whose model calls go through {floor_client}" in markdown
 
     chart = (out / "chart.png").read_bytes()
     assert chart.startswith(b"\x89PNG\r\n\x1a\n")
