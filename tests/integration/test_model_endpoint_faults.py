@@ -7,6 +7,7 @@ by the client closing the connection, which the server observes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -351,6 +352,53 @@ async def test_a_read_after_aiohttp_dropped_the_body_is_a_payload_error() -> Non
     body = aiohttp.StreamReader(gone, 2**16, loop=loop)
     with pytest.raises(aiohttp.ClientPayloadError, match="closed before the end of the body"):
         await _readany(body)
+
+
+async def test_a_read_waiting_when_the_chunked_framing_breaks_fails_at_once(
+    http: aiohttp.ClientSession, sleep: RecordingSleep
+) -> None:
+    # aiohttp's C parser drops a body whose framing broke and closes the connection without
+    # failing the body's reader: a read already waiting then ended only at the idle deadline
+    # (here far beyond WITHIN), as a timeout. It must fail once the connection is lost.
+    first_delta = asyncio.Event()
+    frame = b'data: {"choices": [{"index": 0, "delta": {"content": "one "}}]}\n\n'
+
+    async def broken_framing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(frame), frame)
+        )
+        await writer.drain()
+        await first_delta.wait()  # the client has the first delta, and waits for more
+        writer.write(b"zz\r\n")  # not a chunk size
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the client closes the connection
+        writer.close()
+
+    sent = count_requests(http)
+    endpoint = await asyncio.start_server(broken_framing, "127.0.0.1", 0)
+    received: list[ModelEvent] = []
+    async with endpoint:
+        port = endpoint.sockets[0].getsockname()[1]
+        client = make_client(
+            f"http://127.0.0.1:{port}/v1",
+            http,
+            sleep,
+            timeouts=ModelTimeouts(first_token=30.0, idle=30.0),
+        )
+        with pytest.raises(ModelUnavailable) as caught:
+            async with asyncio.timeout(WITHIN):
+                async for event in client.stream_chat(chat()):
+                    received.append(event)
+                    first_delta.set()
+
+    assert received == [TextDelta("one ")]
+    assert caught.value.reason == "MODEL_STREAM_INTERRUPTED"
+    assert "chunk size" in caught.value.message  # the parser's error says what broke
+    assert len(sent) == 1  # output had started: not retried
+    assert sleep.delays == []
 
 
 async def test_malformed_stream_is_a_protocol_error_and_not_retried(

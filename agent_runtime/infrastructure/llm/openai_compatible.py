@@ -255,6 +255,7 @@ class OpenAICompatibleClient:
                     allow_redirects=False,
                 ),
             )
+            stop_watching = _fail_body_when_connection_lost(response)
             try:
                 if not 200 <= response.status < 300:
                     raise await self._first_output(first_output_by, self._status_error(response))
@@ -270,6 +271,7 @@ class OpenAICompatibleClient:
                     raw = await self._first_output(first_output_by, response.read())
                     answer.parse_completion(raw)
             finally:
+                stop_watching()  # before the connection can go back to the pool
                 if response.content.at_eof():
                     response.release()  # the whole body was read: the connection is reusable
                 else:
@@ -491,12 +493,68 @@ def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
     }
 
 
+def _fail_body_when_connection_lost(response: aiohttp.ClientResponse) -> Callable[[], None]:
+    """Makes a read waiting for `response`'s body fail as soon as its connection is lost,
+    until the returned function is called (call it before the connection can be reused).
+
+    When a body's chunked framing breaks (a chunk-size line that is not hex), aiohttp's C
+    parser (3.14) raises out of ResponseHandler.data_received after forgetting the body (its
+    own `_payload = None`): the connection is closed, but the body's reader is never failed
+    (aiohttp's pure-Python parser does fail it). A read already waiting would only end at
+    our idle deadline. The protocol's `closed` future, resolved by connection_lost, is the
+    signal; it costs a callback per response, nothing per read. `closed` is created lazily,
+    on first access, and is None when the connection was lost before anyone asked: then no
+    read can wait, it raises RuntimeError (see _readany). Without `closed` (another aiohttp)
+    this improvement is lost, nothing else.
+    """
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    closed = getattr(protocol, "closed", None)
+    if protocol is None or not isinstance(closed, asyncio.Future):
+        return _nothing
+    content = response.content
+
+    def on_closed(future: asyncio.Future[None]) -> None:
+        if content.is_eof() or content.exception() is not None:
+            return  # the body was complete, or its reader already fails
+        # The parser's error (HttpProcessingError) if that is why the connection closed.
+        cause = protocol.exception()
+        if cause is None and not future.cancelled():
+            cause = future.exception()
+        error = aiohttp.ClientPayloadError(
+            "the connection closed before the end of the body"
+            + (f" ({cause})" if cause is not None else "")
+        )
+        error.__cause__ = cause
+        content.set_exception(error)
+
+    # Whoever first asks for `closed` creates it, and must retrieve its exception (a reset
+    # connection), or asyncio logs it when it is collected; one retriever per connection.
+    closed.remove_done_callback(_retrieve_exception)
+    closed.add_done_callback(_retrieve_exception)
+    closed.add_done_callback(on_closed)
+
+    def stop() -> None:
+        closed.remove_done_callback(on_closed)
+
+    return stop
+
+
+def _nothing() -> None:
+    pass
+
+
+def _retrieve_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 async def _readany(content: aiohttp.StreamReader) -> bytes:
     try:
         return await content.readany()
     # aiohttp (3.14) drops a body whose framing broke (a bad chunk size) without failing its
     # reader, and closes the connection: a read then raises this, not a ClientPayloadError.
-    # (A read already waiting is not woken: it ends at our idle deadline.)
+    # (A read already waiting is failed by _fail_body_when_connection_lost.)
     except RuntimeError as exc:
         raise aiohttp.ClientPayloadError(
             f"the connection closed before the end of the body ({exc})"
