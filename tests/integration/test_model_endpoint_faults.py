@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import TransferEncodingError
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import (
@@ -399,6 +400,16 @@ async def test_a_read_waiting_when_the_chunked_framing_breaks_fails_at_once(
     assert "chunk size" in caught.value.message  # the parser's error says what broke
     assert len(sent) == 1  # output had started: not retried
     assert sleep.delays == []
+
+
+async def test_a_framing_error_raised_by_the_pure_python_parser_is_a_payload_error() -> None:
+    # Without aiohttp's C extension (AIOHTTP_NO_EXTENSIONS=1, no wheel for the platform) a
+    # broken chunk fails the body's reader with a raw TransferEncodingError, no ClientError.
+    loop = asyncio.get_running_loop()
+    body = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    body.set_exception(TransferEncodingError("Not enough data to satisfy transfer length"))
+    with pytest.raises(aiohttp.ClientPayloadError, match="the body is broken"):
+        await _readany(body)
 
 
 async def test_malformed_stream_is_a_protocol_error_and_not_retried(

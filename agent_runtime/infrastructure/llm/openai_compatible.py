@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import (
@@ -559,6 +559,8 @@ async def _readany(content: aiohttp.StreamReader) -> bytes:
         raise aiohttp.ClientPayloadError(
             f"the connection closed before the end of the body ({exc})"
         ) from exc
+    except HttpProcessingError as exc:  # the pure-Python parser's framing errors, raw
+        raise aiohttp.ClientPayloadError(f"the body is broken ({exc})") from exc
 
 
 async def _drain(content: aiohttp.StreamReader) -> None:
