@@ -397,7 +397,7 @@ async def test_a_read_waiting_when_the_chunked_framing_breaks_fails_at_once(
 
     assert received == [TextDelta("one ")]
     assert caught.value.reason == "MODEL_STREAM_INTERRUPTED"
-    assert "chunk size" in caught.value.message  # the parser's error says what broke
+    assert "zz" in caught.value.message  # what broke, as either aiohttp parser words it
     assert len(sent) == 1  # output had started: not retried
     assert sleep.delays == []
 
