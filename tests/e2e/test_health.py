@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -17,7 +16,7 @@ from sqlalchemy import text
 from agent_runtime import bootstrap
 from agent_runtime.api.server import SERVICE_NAMES
 from agent_runtime.infrastructure.db.engine import create_engine
-from tests.support.databases import query
+from tests.support.databases import alembic_version_locked, query
 from tests.support.waiting import eventually
 
 SERVING: int = health_pb2.HealthCheckResponse.SERVING
@@ -103,22 +102,6 @@ async def test_a_database_without_its_schema_is_not_serving(
     await eventually(serving, within_seconds=WAIT_SECONDS, what="SERVING again")
 
 
-@asynccontextmanager
-async def alembic_version_locked(database_url: str) -> AsyncIterator[None]:
-    """Another client holding a lock that makes the readiness check's read wait."""
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            transaction = await connection.begin()
-            await connection.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-            try:
-                yield
-            finally:
-                await transaction.rollback()
-    finally:
-        await engine.dispose()
-
-
 # PostgreSQL only (these params replace database_url's own, one per backend): a WAL reader
 # waits for no lock another client can take while the server has the file open
 # (tests/integration/test_readiness_probe.py takes one before it does).
@@ -128,10 +111,14 @@ async def test_a_database_that_does_not_answer_is_not_serving_after_the_timeout(
 ) -> None:
     watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert await next_status(watch) == SERVING
-    async with alembic_version_locked(database_url):
-        # The check's read waits for the lock as long as it is held; the checker gives up
-        # after its own 0.5 s timeout and says so.
-        assert await next_status(watch) == NOT_SERVING
+    engine = create_engine(database_url)
+    try:
+        async with alembic_version_locked(engine):
+            # The check's read waits for the lock as long as it is held; the checker gives
+            # up after its own 0.5 s timeout and says so.
+            assert await next_status(watch) == NOT_SERVING
+    finally:
+        await engine.dispose()
     assert await next_status(watch) == SERVING
     watch.cancel()
 

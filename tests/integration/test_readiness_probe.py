@@ -19,6 +19,7 @@ from agent_runtime.application.periodic import Bounded
 from agent_runtime.application.readiness import Readiness
 from agent_runtime.infrastructure.db.readiness import DatabaseReadinessProbe
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from tests.support.databases import alembic_version_locked
 
 # Far shorter than anything a real check would be given: an overloaded loop outlasts it.
 TINY_TIMEOUT = 0.02
@@ -62,13 +63,8 @@ async def test_a_healthy_sqlite_database_is_ready_while_the_event_loop_is_overlo
 async def readers_kept_waiting(engine: AsyncEngine) -> AsyncIterator[None]:
     """Another connection holding a lock that keeps readers waiting while it is held."""
     if engine.dialect.name == "postgresql":
-        async with engine.connect() as connection:
-            transaction = await connection.begin()
-            await connection.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-            try:
-                yield
-            finally:
-                await transaction.rollback()
+        async with alembic_version_locked(engine):
+            yield
         return
     # SQLite: exclusive locking mode keeps every other connection from reading (readers get
     # SQLITE_BUSY, then wait on a thread up to the busy timeout). It can be taken only while

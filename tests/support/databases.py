@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.infrastructure.db.engine import create_engine, normalise_database_url
 
@@ -87,3 +88,16 @@ async def query(database_url: str, sql: str, **params: Any) -> Sequence[tuple[An
             return [tuple(row) for row in result.all()]
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def alembic_version_locked(engine: AsyncEngine) -> AsyncIterator[None]:
+    """PostgreSQL: another connection holds an ACCESS EXCLUSIVE lock on alembic_version
+    while the block runs, so every read of that table (the readiness check's) waits."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        await connection.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            await transaction.rollback()
