@@ -12,6 +12,7 @@ gather more.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from types import TracebackType
@@ -29,7 +30,9 @@ class ModelReadAhead:
 
     Leaving the block (normally, on an error or cancelled) stops the reader task and closes
     the model stream at once; text read but not yet taken is dropped, so what the turn keeps
-    is exactly what it took.
+    is exactly what it took. `start()` before the block sends the request early (the block
+    then reads what has arrived); whoever starts it must `close()` it if the block never
+    comes.
     """
 
     def __init__(
@@ -48,10 +51,25 @@ class ModelReadAhead:
         self._arrived = asyncio.Event()  # the reader added something
         self._room = asyncio.Event()  # the turn took the pending text
         self._task: asyncio.Task[None] | None = None
+        self.started_at: float | None = None  # time.monotonic() when the request went out
+
+    def start(self) -> ModelReadAhead:
+        """Starts the reader (sends the model request) if it has not started yet."""
+        if self._task is None:
+            self.started_at = time.monotonic()
+            self._task = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def close(self) -> None:
+        """Stops the reader and closes the model stream; nothing if it never started."""
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()  # the model request is closed by the reader's aclosing
+        await asyncio.wait((task,))  # its cancellation is not ours to raise
 
     async def __aenter__(self) -> ModelReadAhead:
-        self._task = asyncio.get_running_loop().create_task(self._read())
-        return self
+        return self.start()
 
     async def __aexit__(
         self,
@@ -59,12 +77,7 @@ class ModelReadAhead:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task = self._task
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()  # the model request is closed by the reader's aclosing
-        await asyncio.wait((task,))  # its cancellation is not ours to raise
+        await self.close()
 
     async def next(self) -> ModelEvent | None:
         """Everything that arrived since the last take as one event; None at the end.

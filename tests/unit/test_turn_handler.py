@@ -98,9 +98,11 @@ class HangingModel:
     def __init__(self) -> None:
         self.opened = 0
         self.closed = 0
+        self.requested = asyncio.Event()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
         self.opened += 1
+        self.requested.set()
         try:
             yield TextDelta("early ")
             await asyncio.Event().wait()
@@ -131,6 +133,21 @@ async def test_a_client_gone_while_turn_started_is_sent_cancels_the_turn() -> No
     turn = uows.db.turns[started.turn_id]
     assert turn.status is TurnStatus.CANCELLED
     assert uows.db.sessions["s1"].running_turn_id is None
+
+
+async def test_the_model_request_goes_out_while_turn_started_is_sent() -> None:
+    # COMMIT #1 has landed when TurnStarted is yielded: the request need not wait for the
+    # chunk's write. A client gone meanwhile closes the request.
+    model = HangingModel()
+    handler, uows = make_handler(model)
+    stream = handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
+    started = await anext(stream)
+    assert isinstance(started.body, chunks.TurnStarted)
+    assert uows.db.commits == 1
+    await asyncio.wait_for(model.requested.wait(), timeout=10)  # the next chunk not asked for
+    await stream.aclose()
+    assert model.opened == model.closed == 1
+    assert uows.db.turns[started.turn_id].status is TurnStatus.CANCELLED
 
 
 async def test_model_sees_system_prompt_history_and_tools() -> None:
