@@ -264,8 +264,8 @@ class TurnHandler:
         """The turn's first model call, sent now, while the first chunks are written.
 
         COMMIT #1 has landed (the input is durable), so the model may be called; sending
-        its request before TurnStarted is written lets the two travel together (about
-        0.3 ms less to the first token at c=1, docs/benchmarks/README.md). None when the
+        its request before TurnStarted is written lets the two travel together (0.1-0.4 ms
+        less to the first token at c=1, docs/benchmarks/README.md). None when the
         turn's first call is not the plain one (routing) or there is none.
         """
         if (

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import Executable
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,11 +29,11 @@ class Database(Protocol):
     """What the repositories run their statements on: a GuardedSession, or on SQLite the
     process's one writer connection (sqlite_writer.WriterSession)."""
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def execute(self, statement: Executable, params: Any = None) -> Any: ...
 
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def scalar(self, statement: Executable, params: Any = None) -> Any: ...
 
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def scalars(self, statement: Executable, params: Any = None) -> Any: ...
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         """Commits. The COMMIT runs to its end even if the caller is cancelled meanwhile;
@@ -51,14 +52,14 @@ class GuardedSession:
         self._session = session
         self._commit = ShieldedCalls()
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return await _guard(lambda: self._session.execute(*args, **kwargs))
+    async def execute(self, statement: Executable, params: Any = None) -> Any:
+        return await _guard(lambda: self._session.execute(statement, params))
 
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        return await _guard(lambda: self._session.scalar(*args, **kwargs))
+    async def scalar(self, statement: Executable, params: Any = None) -> Any:
+        return await _guard(lambda: self._session.scalar(statement, params))
 
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        return await _guard(lambda: self._session.scalars(*args, **kwargs))
+    async def scalars(self, statement: Executable, params: Any = None) -> Any:
+        return await _guard(lambda: self._session.scalars(statement, params))
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         # Seen through: a COMMIT cut short by a cancelled caller may still land, unknown to

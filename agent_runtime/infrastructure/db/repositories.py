@@ -8,7 +8,9 @@ WHERE clauses; SET and VALUES take the column names), and executed with a dict o
 Building a Core statement per call (`insert(t).values(...)`, `x == value`) cost 80-190 µs
 of CPU each, several times what SQLite takes to run it; a prebuilt one costs about 20 µs
 (docs/benchmarks/README.md). Rare statements with a variable shape (paging, filters) are
-still built per call, where reading them matters more.
+still built per call, where reading them matters more. The prebuilt ones are marked
+`prepared(...)`: on SQLite they then run on the driver's connection, compiled once, with no
+SQLAlchemy execution layer in between (prepared_statements.py).
 
 SQLAlchemy quietly ignores a value whose key names neither a column nor a parameter of the
 statement: a misspelt SET or VALUES key would leave its column unwritten. So every INSERT
@@ -61,6 +63,7 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.infrastructure.db import chunk_codec, commit_payload
 from agent_runtime.infrastructure.db.guarded_session import Database
+from agent_runtime.infrastructure.db.prepared_statements import prepared
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
     approvals,
@@ -91,17 +94,17 @@ _THE_SESSION = (
     sessions.c.tenant_id == bindparam("key_tenant"),
     sessions.c.session_id == bindparam("key_session"),
 )
-_GET_SESSION = select(sessions).where(*_THE_SESSION)
-_INSERT_SESSION = insert(sessions)
-_UPDATE_SESSION = update(sessions).where(*_THE_SESSION)  # SET: the columns given
-_CLAIM_SESSION = (
+_GET_SESSION = prepared(select(sessions).where(*_THE_SESSION))
+_INSERT_SESSION = prepared(insert(sessions))
+_UPDATE_SESSION = prepared(update(sessions).where(*_THE_SESSION))  # SET: the columns given
+_CLAIM_SESSION = prepared(
     update(sessions)
     .where(*_THE_SESSION, sessions.c.running_turn_id.is_(None))
     .values(running_turn_id=bindparam("key_turn"))
 )
-_RUNNING_TURN = select(sessions.c.running_turn_id).where(*_THE_SESSION)
+_RUNNING_TURN = prepared(select(sessions.c.running_turn_id).where(*_THE_SESSION))
 # Frees the session only if turn key_turn still holds it; SET also the other columns given.
-_RELEASE_SESSION = (
+_RELEASE_SESSION = prepared(
     update(sessions)
     .where(*_THE_SESSION)
     .values(
@@ -219,14 +222,16 @@ class SqlAlchemySessionRepository:
 
 # One turn of the tenant: key_tenant, key_turn.
 _THE_TURN = (turns.c.tenant_id == bindparam("key_tenant"), turns.c.turn_id == bindparam("key_turn"))
-_INSERT_TURN = insert(turns)
-_GET_TURN = select(turns).where(*_THE_TURN)
-_UPDATE_TURN = update(turns).where(*_THE_TURN)  # SET: the columns given
-_TURN_CHUNKS = select(turns.c.chunks).where(*_THE_TURN)
-_TURN_BY_CLIENT_MESSAGE_ID = select(turns).where(
-    turns.c.tenant_id == bindparam("key_tenant"),
-    turns.c.session_id == bindparam("key_session"),
-    turns.c.client_message_id == bindparam("key_client_message_id"),
+_INSERT_TURN = prepared(insert(turns))
+_GET_TURN = prepared(select(turns).where(*_THE_TURN))
+_UPDATE_TURN = prepared(update(turns).where(*_THE_TURN))  # SET: the columns given
+_TURN_CHUNKS = prepared(select(turns.c.chunks).where(*_THE_TURN))
+_TURN_BY_CLIENT_MESSAGE_ID = prepared(
+    select(turns).where(
+        turns.c.tenant_id == bindparam("key_tenant"),
+        turns.c.session_id == bindparam("key_session"),
+        turns.c.client_message_id == bindparam("key_client_message_id"),
+    )
 )
 
 
@@ -340,18 +345,20 @@ _SESSION_MESSAGES = (
     messages.c.tenant_id == bindparam("key_tenant"),
     messages.c.session_id == bindparam("key_session"),
 )
-_INSERT_MESSAGE = insert(messages)
-_RECENT_MESSAGES = (
+_INSERT_MESSAGE = prepared(insert(messages))
+_RECENT_MESSAGES = prepared(
     select(messages)
     .where(*_SESSION_MESSAGES)
     .order_by(messages.c.position.desc())
     .limit(bindparam("key_limit"))
 )
-_TOOL_CALL_MESSAGE = select(messages).where(
-    *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
+_TOOL_CALL_MESSAGE = prepared(
+    select(messages).where(
+        *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
+    )
 )
-_TOOL_RESULT_MESSAGE = select(messages).where(
-    *_SESSION_MESSAGES, messages.c.tool_call_id == bindparam("key_call")
+_TOOL_RESULT_MESSAGE = prepared(
+    select(messages).where(*_SESSION_MESSAGES, messages.c.tool_call_id == bindparam("key_call"))
 )
 
 
@@ -421,15 +428,19 @@ class SqlAlchemyMessageRepository:
         return {"key_tenant": self._tenant, "key_session": session_id}
 
 
-_INSERT_APPROVAL = insert(approvals)
-_GET_APPROVAL = select(approvals).where(
-    approvals.c.tenant_id == bindparam("key_tenant"),
-    approvals.c.session_id == bindparam("key_session"),
-    approvals.c.call_id == bindparam("key_call"),
+_INSERT_APPROVAL = prepared(insert(approvals))
+_GET_APPROVAL = prepared(
+    select(approvals).where(
+        approvals.c.tenant_id == bindparam("key_tenant"),
+        approvals.c.session_id == bindparam("key_session"),
+        approvals.c.call_id == bindparam("key_call"),
+    )
 )
-_UPDATE_APPROVAL = update(approvals).where(  # SET: the columns given
-    approvals.c.tenant_id == bindparam("key_tenant"),
-    approvals.c.approval_id == bindparam("key_approval"),
+_UPDATE_APPROVAL = prepared(
+    update(approvals).where(  # SET: the columns given
+        approvals.c.tenant_id == bindparam("key_tenant"),
+        approvals.c.approval_id == bindparam("key_approval"),
+    )
 )
 
 
@@ -501,7 +512,7 @@ COMMIT_CHANNEL = "agent_runtime_commits"
 OUTBOX_LOCK_NAMESPACE = 0x61676E74
 
 
-_INSERT_EVENT = insert(events)
+_INSERT_EVENT = prepared(insert(events))
 
 
 class SqlAlchemyEventRepository:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -43,6 +43,7 @@ from agent_runtime.infrastructure.db.engine import (
     create_sqlite_reader_engine,
 )
 from agent_runtime.infrastructure.db.guarded_session import guard_sync
+from agent_runtime.infrastructure.db.prepared_statements import PreparedStatements
 from agent_runtime.infrastructure.db.sqlite_driver import (
     end_transaction,
     is_busy,
@@ -68,6 +69,7 @@ class SqliteReaders:
 
     def __init__(self, url: URL, *, keep_idle: int = KEEP_IDLE) -> None:
         self._engine: Engine = create_sqlite_reader_engine(url)
+        self.statements = PreparedStatements(self._engine.dialect)
         self._idle: list[Connection] = []
         self._keep_idle = keep_idle
         self._closed = False
@@ -121,14 +123,17 @@ class ReaderSession:
         self._thread_calls = ThreadCalls(readers.executor)
         self._broken = False
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._run(lambda connection: connection.execute(*args, **kwargs))
+    async def execute(self, statement: Executable, params: Any = None) -> Any:
+        statements = self._readers.statements
+        return await self._run(lambda c: statements.execute(c, statement, params))
 
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._run(lambda connection: connection.scalar(*args, **kwargs))
+    async def scalar(self, statement: Executable, params: Any = None) -> Any:
+        statements = self._readers.statements
+        return await self._run(lambda c: statements.scalar(c, statement, params))
 
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._run(lambda connection: connection.scalars(*args, **kwargs))
+    async def scalars(self, statement: Executable, params: Any = None) -> Any:
+        statements = self._readers.statements
+        return await self._run(lambda c: statements.scalars(c, statement, params))
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         raise RuntimeError("a read-only unit of work cannot commit")

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -64,6 +64,7 @@ from agent_runtime.infrastructure.db.engine import (
 )
 from agent_runtime.infrastructure.db.group_commit import BatchLost, CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
+from agent_runtime.infrastructure.db.prepared_statements import PreparedStatements
 from agent_runtime.infrastructure.db.shielded_calls import when_succeeded
 from agent_runtime.infrastructure.db.sqlite_driver import (
     driver_errors,
@@ -99,6 +100,7 @@ class SqliteWriter:
 
     def __init__(self, url: URL, *, wal_limit_bytes: int = WAL_LIMIT_BYTES) -> None:
         self._engine: Engine = create_sqlite_writer_engine(url)
+        self.statements = PreparedStatements(self._engine.dialect)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._connection: Connection | None = None
         self.gate = WriterGate()
@@ -288,18 +290,19 @@ class WriterSession:
         self._lost: BatchLost | None = None  # our batch failed: nothing more until rollback
         self._connection: Connection | None = None
         self._thread_calls = ThreadCalls(writer.executor)
+        self._statements = writer.statements
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+    async def execute(self, statement: Executable, params: Any = None) -> Any:
         connection = await self._begin()
-        return _guarded(lambda: connection.execute(*args, **kwargs))
+        return _guarded(lambda: self._statements.execute(connection, statement, params))
 
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+    async def scalar(self, statement: Executable, params: Any = None) -> Any:
         connection = await self._begin()
-        return _guarded(lambda: connection.scalar(*args, **kwargs))
+        return _guarded(lambda: self._statements.scalar(connection, statement, params))
 
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+    async def scalars(self, statement: Executable, params: Any = None) -> Any:
         connection = await self._begin()
-        return _guarded(lambda: connection.scalars(*args, **kwargs))
+        return _guarded(lambda: self._statements.scalars(connection, statement, params))
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         self._check_not_lost()
