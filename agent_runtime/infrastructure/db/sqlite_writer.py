@@ -9,8 +9,9 @@ SQLite has one writer at a time, so our units of work already take turns (the ga
 statement on a local file whose pages are cached takes microseconds, less than handing it
 to a thread and back: through AsyncSession + aiosqlite each statement cost about 175 µs of
 CPU, most of it the hop and the greenlet bridge (docs/benchmarks/README.md). So here the
-statements run inline on the event loop's thread, on a plain synchronous connection, and
-only what can wait runs on the writer's own thread:
+statements run inline on the event loop's thread, on a plain synchronous connection (the
+repositories' prebuilt ones straight on its sqlite3 connection: prepared_statements.py),
+and only what can wait runs on the writer's own thread:
 
 - COMMIT, which waits for fsync (WAL, synchronous=FULL): a commit is durable when it returns;
 - BEGIN IMMEDIATE, but only when the write lock is taken by another process. It is first
