@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="throughput phase: a worker moves to a new session after this many turns (10)",
     )
+    add(
+        "--rounds",
+        type=int,
+        help="throughput phase: alternate floor and runtime this many times per level, so a "
+        f"drift of the host's speed weighs on both (default {defaults.rounds}; 1: floor, then "
+        "runtime)",
+    )
     add("--tokens", type=int, help=f"tokens per answer (default {defaults.tokens})")
     add("--history", type=_ints, help="prior messages per history level (default 10,1000,10000)")
     add("--history-turns", type=int, help=f"turns per history level ({defaults.history_turns})")
@@ -101,6 +108,7 @@ def config_from(args: argparse.Namespace) -> Config:
         "concurrency",
         "turns",
         "turns_per_session",
+        "rounds",
         "tokens",
         "history",
         "history_turns",

@@ -149,9 +149,11 @@ def rows(results: dict[str, Any], checks: list[Target]) -> list[Row]:
     for concurrency, level_results in results["throughput"].items():
         run, flo = level_results["runtime"], level_results["floor"]
         per_session = results["meta"]["config"]["turns_per_session"]
+        rounds = run.get("rounds", 1)
+        interleaved = f", in {rounds} rounds alternating with the floor" if rounds > 1 else ""
         section = (
             f"Throughput and latency, c={concurrency} ({run['turns']} turns, "
-            f"{per_session} per session)"
+            f"{per_session} per session{interleaved})"
         )
         is_target = concurrency == level
         pair(

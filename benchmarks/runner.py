@@ -38,6 +38,9 @@ from benchmarks.seed import history_session_id, seed_histories
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = ("floor", "runtime")
+# An interleaved level has fewer rounds rather than blocks shorter than this (turns per
+# worker): each block starts all its workers at once and ends with a tail of stragglers.
+MIN_TURNS_PER_BLOCK = 10
 Log = Callable[[str], None]
 
 
@@ -47,6 +50,10 @@ class Config:
     quick: bool = False
     concurrency: list[int] = field(default_factory=lambda: [1, 32, 256])
     turns: int = 2000  # measured turns per concurrency level, spread over its workers
+    # The throughput phase alternates floor and runtime this many times per level (each
+    # system's turns split into as many blocks), so that a drift of the shared host's speed
+    # during a level weighs on both alike.
+    rounds: int = 3
     turns_per_session: int = 10  # throughput phase: a worker starts a new session after these
     tokens: int = 50  # tokens per answer in the throughput and history phases
     history: list[int] = field(default_factory=lambda: [10, 1_000, 10_000])
@@ -231,6 +238,33 @@ class Bench:
     ) -> dict[str, Any]:
         """One measured phase: `len(sessions)` concurrent workers, `turns` turns each
         (see load.run_sessions), after `warmup_turns` unmeasured turns per worker."""
+        block = await self._block(
+            system,
+            sessions,
+            turns,
+            tokens=tokens,
+            rate=rate,
+            new_session_every=new_session_every,
+            warmup_turns=warmup_turns,
+            memory=memory,
+            max_seconds=max_seconds,
+        )
+        return self._summary([block], len(sessions), tokens, rate)
+
+    async def _block(
+        self,
+        system: str,
+        sessions: list[str],
+        turns: int,
+        *,
+        tokens: int,
+        rate: float = 0.0,
+        new_session_every: int = 0,
+        warmup_turns: int = 1,
+        memory: bool = False,
+        max_seconds: float | None = None,
+    ) -> _Block:
+        """The turns of one system, and what they cost, not summarised yet."""
         child = self.servers[system]
         assert self.model is not None
         config = self.config
@@ -274,43 +308,85 @@ class Bench:
         finally:
             await client.close()
         self.check_alive()
+        return _Block(
+            run,
+            cpu_used,
+            await self.model_stats(),
+            rss_before,
+            rss_after,
+            sampler.samples if sampler is not None else None,
+        )
+
+    def _summary(
+        self, blocks: list[_Block], concurrency: int, tokens: int, rate: float
+    ) -> dict[str, Any]:
+        """One system's figures over its blocks (several when the phase was interleaved)."""
+        run = PhaseRun(
+            [record for block in blocks for record in block.run.records],
+            sum(block.run.wall_s for block in blocks),
+            any(block.run.timed_out for block in blocks),
+        )
+        cpu_used: dict[str, float] = {}
+        model_stats: dict[str, int] = {}
+        for block in blocks:
+            for name, seconds in block.cpu.items():
+                cpu_used[name] = round(cpu_used.get(name, 0.0) + seconds, 3)
+            for name, count in block.model_stats.items():
+                merge = max if name.startswith("peak") else _add
+                model_stats[name] = merge(model_stats.get(name, 0), count)
         summary = summarize_phase(run, tokens)
-        summary["concurrency"] = len(sessions)
+        summary["concurrency"] = concurrency
         summary["sessions"] = len({record.session_id for record in run.records})
         summary["tokens_per_answer"] = tokens
         summary["model_rate"] = rate
+        summary["rounds"] = len(blocks)
         summary["cpu_s"] = cpu_used
         ok = summary["ok_turns"]
         summary["server_cpu_ms_per_turn"] = cpu_used["server"] * 1000 / ok if ok else math.nan
         summary["server_main_thread_cpu_ms_per_turn"] = (
             cpu_used["server_main_thread"] * 1000 / ok if ok else math.nan
         )
-        summary["model_stats"] = await self.model_stats()
-        summary["peak_open_calls"] = _peak_overlap(run)
-        summary["rss_kib_before"] = rss_before["VmRSS"]
-        summary["rss_kib_after"] = rss_after["VmRSS"]
-        summary["peak_rss_kib"] = rss_after["VmHWM"]
-        if sampler is not None:
-            summary["rss_samples_kib"] = [[round(t, 2), kib] for t, kib in sampler.samples]
+        summary["model_stats"] = model_stats
+        summary["peak_open_calls"] = max(_peak_overlap(block.run) for block in blocks)
+        summary["rss_kib_before"] = blocks[0].rss_before["VmRSS"]
+        summary["rss_kib_after"] = blocks[-1].rss_after["VmRSS"]
+        summary["peak_rss_kib"] = blocks[-1].rss_after["VmHWM"]
+        samples = blocks[-1].rss_samples
+        if samples is not None:
+            summary["rss_samples_kib"] = [[round(t, 2), kib] for t, kib in samples]
         return summary
 
     # -- the phases -------------------------------------------------------------------------
 
     async def throughput(self) -> dict[str, dict[str, Any]]:
+        """Each level in `rounds` rounds, each round a block of the floor's turns then a block
+        of the runtime's: a host whose speed drifts during the level slows both alike."""
         config = self.config
         results: dict[str, dict[str, Any]] = {}
         for concurrency in config.concurrency:
             per_worker = max(2, math.ceil(config.turns / concurrency))
+            rounds = max(1, min(config.rounds, per_worker // MIN_TURNS_PER_BLOCK))
+            blocks: dict[str, list[_Block]] = {system: [] for system in SYSTEMS}
+            for round_index in range(rounds):
+                # the round's share of each worker's turns, the first rounds taking the rest
+                turns = per_worker // rounds + (round_index < per_worker % rounds)
+                for system in SYSTEMS:
+                    workers = [
+                        f"bench-{system}-c{concurrency}-r{round_index}-{i}"
+                        for i in range(concurrency)
+                    ]
+                    block = await self._block(
+                        system,
+                        workers,
+                        turns,
+                        tokens=config.tokens,
+                        new_session_every=config.turns_per_session,
+                        warmup_turns=1 if round_index == 0 else 0,
+                    )
+                    blocks[system].append(block)
             level: dict[str, Any] = {}
             for system in SYSTEMS:
-                workers = [f"bench-{system}-c{concurrency}-{i}" for i in range(concurrency)]
-                summary = await self.measure(
-                    system,
-                    workers,
-                    per_worker,
-                    tokens=config.tokens,
-                    new_session_every=config.turns_per_session,
-                )
+                summary = self._summary(blocks[system], concurrency, config.tokens, 0.0)
                 level[system] = summary
                 self.log(
                     f"  c={concurrency:<4} {system:<8} {summary['turns_per_s']:8.1f} turns/s  "
@@ -548,6 +624,22 @@ class Bench:
             "profile": profile,
             "runtime_log": runtime_log,
         }
+
+
+@dataclass
+class _Block:
+    """One system's turns in one stretch of a phase, with what they cost."""
+
+    run: PhaseRun
+    cpu: dict[str, float]
+    model_stats: dict[str, int]
+    rss_before: dict[str, int]
+    rss_after: dict[str, int]
+    rss_samples: list[tuple[float, int]] | None
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
 
 
 _LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")

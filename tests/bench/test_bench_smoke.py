@@ -68,6 +68,12 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_cl
             ].keys()
     # c=1 with 24 turns, 10 per session: the worker moved on to fresh sessions.
     assert results["throughput"]["1"]["runtime"]["sessions"] >= 3
+    # c=1 alternates floor and runtime (2 rounds of 12 turns each); c=4 has 6 turns per
+    # worker, too few to split, so one round.
+    for system in ("runtime", "floor"):
+        assert results["throughput"]["1"][system]["rounds"] == 2
+        assert results["throughput"]["1"][system]["turns"] == 24
+        assert results["throughput"]["4"][system]["rounds"] == 1
     assert {"runtime", "floor"} <= results["added_latency"].keys()
     assert results["history"]["runtime"]
     for system in ("runtime", "floor"):
