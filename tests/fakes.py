@@ -50,6 +50,8 @@ class FakeDatabase:
     commit_attempts: int = 0
     # The commit attempt (1 = the first ever) that raises instead of committing.
     failing_commits: dict[int, DomainError | Exception] = field(default_factory=dict)
+    # Called as each commit starts: lets a test see what else had happened by then.
+    before_commit: Callable[[], None] | None = None
 
 
 class _FakeSessions:
@@ -312,6 +314,8 @@ class FakeUnitOfWork:
         self.closed = True
 
     async def commit(self) -> None:
+        if self._db.before_commit is not None:
+            self._db.before_commit()
         self._db.commit_attempts += 1
         if (error := self._db.failing_commits.pop(self._db.commit_attempts, None)) is not None:
             raise error

@@ -52,6 +52,9 @@ class ModelReadAhead:
         self._room = asyncio.Event()  # the turn took the pending text
         self._task: asyncio.Task[None] | None = None
         self.started_at: float | None = None  # time.monotonic() when the request went out
+        self.first_event_at: float | None = None  # ... when the model's first output arrived
+        self.entered = False  # a block read it (else, once started, it was only sent)
+        self.closed = False
 
     def start(self) -> ModelReadAhead:
         """Starts the reader (sends the model request) if it has not started yet."""
@@ -62,6 +65,7 @@ class ModelReadAhead:
 
     async def close(self) -> None:
         """Stops the reader and closes the model stream; nothing if it never started."""
+        self.closed = True
         task = self._task
         if task is None or task.done():
             return
@@ -69,6 +73,7 @@ class ModelReadAhead:
         await asyncio.wait((task,))  # its cancellation is not ours to raise
 
     async def __aenter__(self) -> ModelReadAhead:
+        self.entered = True
         return self.start()
 
     async def __aexit__(
@@ -117,6 +122,8 @@ class ModelReadAhead:
                         self._pending += len(event.text)
                     else:
                         self._response = event
+                    if self.first_event_at is None:
+                        self.first_event_at = time.monotonic()
                     self._arrived.set()
                     if self._taker_waiting:
                         # Let the waiting turn take this before parsing what came with it;

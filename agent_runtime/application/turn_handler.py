@@ -249,6 +249,8 @@ class TurnHandler:
                     async for chunk in stream:
                         yield self._sent(state, live, chunk)
         except (asyncio.CancelledError, GeneratorExit):
+            if early is not None:
+                await self._abandon(early)  # before recording the end, which may wait
             if not state.finished:
                 await uow.rollback()
                 state.restore()
@@ -258,7 +260,7 @@ class TurnHandler:
             raise
         finally:
             if early is not None:
-                await early.close()  # nothing left to do unless the model loop never took it
+                await self._abandon(early)  # nothing to do unless the model loop never took it
 
     def _early_model_call(self, state: TurnState, live: LiveTurn) -> ModelReadAhead | None:
         """The turn's first model call, sent now, while the first chunks are written.
@@ -276,6 +278,13 @@ class TurnHandler:
         ):
             return None
         return self._ask(self._chat_request(state)).start()
+
+    async def _abandon(self, call: ModelReadAhead) -> None:
+        """Closes a model call that was sent but that no one read, and counts it cancelled."""
+        if call.started_at is None or call.entered or call.closed:
+            return  # never sent, or _call_model owns it
+        await call.close()
+        self._metrics.model_call_finished("cancelled", time.monotonic() - call.started_at)
 
     # -- COMMIT #1: claim the session, record the input -------------------------------------
 
@@ -457,6 +466,7 @@ class TurnHandler:
         `visible`: the text is the assistant's answer (kept as partial text on cancel).
         """
         if live.stop_requested:
+            await self._abandon(call)  # sent early, while TurnStarted was being written
             raise _Interrupted
         state.partial_text.clear()
         call.start()
@@ -470,7 +480,9 @@ class TurnHandler:
                 while (event := await _read(ahead, live)) is not None:
                     if waiting_for_output:
                         waiting_for_output = False
-                        self._metrics.model_first_token(time.monotonic() - started)
+                        # When it arrived: an early call's output may wait for TurnStarted.
+                        arrived = ahead.first_event_at or time.monotonic()
+                        self._metrics.model_first_token(arrived - started)
                     if isinstance(event, TextDelta):
                         if visible:
                             state.partial_text.append(event.text)

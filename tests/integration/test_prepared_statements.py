@@ -137,11 +137,13 @@ def test_what_cannot_run_on_the_driver_runs_through_sqlalchemy(
             sessions.c.session_id.in_(bindparam("ids", expanding=True))
         )
     )
+    derived = repos._GET_SESSION.where(sessions.c.agent == "coder")  # a new object, per call
     assert statements.scalars(connection, unmarked).all() == ["s1"]
+    assert statements.execute(connection, derived, KEY).first().session_id == "s1"
     assert statements.scalars(connection, in_list).all() == ["s1"]
     assert statements.execute(connection, expanding, {"ids": ["s1", "s2"]}).all() == [("s1",)]
     assert statements.runs == 1  # the insert; IN lists are expanded as each call runs
-    assert statements.fallbacks == 2  # the two marked ones
+    assert statements.fallbacks == 2  # the two marked IN lists; derived was never marked
 
 
 async def test_a_turns_statements_run_on_the_driver_of_the_writer_and_the_readers(

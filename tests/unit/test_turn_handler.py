@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agent_runtime.application.commands import SendUserMessage
+from agent_runtime.application.metrics import NoMetrics
 from agent_runtime.application.ports import ChatRequest, LLMClient
 from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
 from agent_runtime.application.turn_inputs import (
@@ -142,6 +143,45 @@ async def test_a_client_gone_while_turn_started_is_sent_cancels_the_turn(
     turn = uows.db.turns[started.turn_id]
     assert turn.status is TurnStatus.CANCELLED
     assert uows.db.sessions["s1"].running_turn_id is None
+
+
+class _CallMetrics(NoMetrics):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def model_call_finished(self, outcome: str, seconds: float) -> None:
+        self.calls.append(outcome)
+
+
+async def test_a_client_gone_closes_the_early_request_before_recording_the_end() -> None:
+    model, metrics = HangingModel(), _CallMetrics()
+    uows = FakeUnitOfWorkFactory()
+    handler = TurnHandler(
+        uows, model, default_agents(), TurnSettings(default_model="m"), metrics=metrics
+    )
+    stream = handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
+    await anext(stream)  # TurnStarted
+    await asyncio.wait_for(model.requested.wait(), timeout=10)
+    open_at_commit: list[int] = []
+    uows.db.before_commit = lambda: open_at_commit.append(model.opened - model.closed)
+    await stream.aclose()
+    assert open_at_commit == [0]  # closed before the cancellation's commit, which may wait
+    assert metrics.calls == ["cancelled"]  # the call was made: it is counted
+
+
+async def test_cancel_turn_while_turn_started_is_sent_closes_the_early_request() -> None:
+    model = HangingModel()
+    handler, _ = make_handler(model)
+    stream = handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
+    started = await anext(stream)
+    await asyncio.wait_for(model.requested.wait(), timeout=10)
+    await handler.cancel("s1", started.turn_id, tenant_id=DEFAULT_TENANT)  # CancelTurn
+    ending = []
+    async for chunk in stream:
+        ending.append(chunk)
+        if isinstance(chunk.body, chunks.TurnCompleted):
+            assert model.opened == model.closed == 1  # closed before the end was sent
+    assert ending[-1].body == chunks.TurnCompleted(StopReason.CANCELLED, Usage())
 
 
 async def test_model_sees_system_prompt_history_and_tools() -> None:

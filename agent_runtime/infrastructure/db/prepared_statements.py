@@ -32,7 +32,10 @@ from agent_runtime.infrastructure.db.sqlite_driver import driver_errors, raw_con
 
 S = TypeVar("S", bound=Executable)
 
-_OPTION = "agent_runtime_prepared"
+# The marked statements, by id, each kept alive here so that no other statement can ever
+# have its id. Only these exact objects are marked: a statement derived from one (`.where()`
+# on a marked constant) is a new object, built per call, and runs through SQLAlchemy.
+_MARKED: dict[int, Executable] = {}
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 Processor = Callable[[Any], Any] | None
@@ -41,8 +44,9 @@ Processor = Callable[[Any], Any] | None
 def prepared(statement: S) -> S:
     """Marks a statement built once (a module constant): on SQLite it may skip SQLAlchemy's
     per-execution work. Only for statements that are not rebuilt per call: each one marked
-    is compiled and kept for the life of the process."""
-    return statement.execution_options(**{_OPTION: True})
+    is kept, and compiled, for the life of the process."""
+    _MARKED[id(statement)] = statement
+    return statement
 
 
 class PreparedStatements:
@@ -52,7 +56,7 @@ class PreparedStatements:
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         # (id of the statement, parameter names) -> compiled, or None: SQLAlchemy runs it.
-        # The marked statements live as long as the process, so their ids are never reused.
+        # Marked statements live as long as the process (_MARKED), so their ids stay theirs.
         self._compiled: dict[tuple[int, frozenset[str]], _Compiled | None] = {}
         # For tests and the benchmarks' account: statements run on the driver, and marked
         # statements that SQLAlchemy had to run.
@@ -81,7 +85,7 @@ class PreparedStatements:
         return compiled.run(raw_connection(connection), params).scalars()
 
     def _compiled_for(self, statement: Executable, params: Params) -> _Compiled | None:
-        if not statement.get_execution_options().get(_OPTION):
+        if _MARKED.get(id(statement)) is not statement:
             return None
         first = (params[0] if params else {}) if isinstance(params, Sequence) else params or {}
         key = (id(statement), frozenset(first))
