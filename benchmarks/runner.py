@@ -231,24 +231,11 @@ class Bench:
         *,
         tokens: int,
         rate: float = 0.0,
-        new_session_every: int = 0,
-        warmup_turns: int = 1,
-        memory: bool = False,
-        max_seconds: float | None = None,
+        **options: Any,
     ) -> dict[str, Any]:
         """One measured phase: `len(sessions)` concurrent workers, `turns` turns each
-        (see load.run_sessions), after `warmup_turns` unmeasured turns per worker."""
-        block = await self._block(
-            system,
-            sessions,
-            turns,
-            tokens=tokens,
-            rate=rate,
-            new_session_every=new_session_every,
-            warmup_turns=warmup_turns,
-            memory=memory,
-            max_seconds=max_seconds,
-        )
+        (see load.run_sessions), in one block; `options` are _block's."""
+        block = await self._block(system, sessions, turns, tokens=tokens, rate=rate, **options)
         return self._summary([block], len(sessions), tokens, rate)
 
     async def _block(
@@ -264,7 +251,8 @@ class Bench:
         memory: bool = False,
         max_seconds: float | None = None,
     ) -> _Block:
-        """The turns of one system, and what they cost, not summarised yet."""
+        """The turns of one system, after `warmup_turns` unmeasured turns per worker, and
+        what they cost, not summarised yet."""
         child = self.servers[system]
         assert self.model is not None
         config = self.config
