@@ -64,25 +64,28 @@ class PreparedStatements:
         self.fallbacks = 0
 
     def execute(self, connection: Connection, statement: Executable, params: Params = None) -> Any:
-        compiled = self._compiled_for(statement, params)
-        if compiled is None:
-            return connection.execute(statement, params)
-        self.runs += 1
-        return compiled.run(raw_connection(connection), params)
+        result = self._run(connection, statement, params)
+        return connection.execute(statement, params) if result is None else result
 
     def scalar(self, connection: Connection, statement: Executable, params: Params = None) -> Any:
-        compiled = self._compiled_for(statement, params)
-        if compiled is None:
+        result = self._run(connection, statement, params)
+        if result is None:
             return connection.scalar(statement, params)  # type: ignore[arg-type]
-        self.runs += 1
-        return compiled.run(raw_connection(connection), params).scalar()
+        return result.scalar()
 
     def scalars(self, connection: Connection, statement: Executable, params: Params = None) -> Any:
+        result = self._run(connection, statement, params)
+        return connection.scalars(statement, params) if result is None else result.scalars()
+
+    def _run(
+        self, connection: Connection, statement: Executable, params: Params
+    ) -> PreparedResult | None:
+        """The statement's result if it ran on the driver; None: SQLAlchemy is to run it."""
         compiled = self._compiled_for(statement, params)
         if compiled is None:
-            return connection.scalars(statement, params)
+            return None
         self.runs += 1
-        return compiled.run(raw_connection(connection), params).scalars()
+        return compiled.run(raw_connection(connection), params)
 
     def _compiled_for(self, statement: Executable, params: Params) -> _Compiled | None:
         if _MARKED.get(id(statement)) is not statement:
