@@ -313,7 +313,7 @@ class FakeUnitOfWork:
     async def __aexit__(self, *exc_info: object) -> None:
         self.closed = True
 
-    async def commit(self) -> None:
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         if self._db.before_commit is not None:
             self._db.before_commit()
         self._db.commit_attempts += 1
@@ -329,6 +329,8 @@ class FakeUnitOfWork:
         self._db.cancel_requested = self._work.cancel_requested
         self._db.commits += 1
         self._begin()
+        if on_committed is not None:
+            on_committed()
 
     async def rollback(self) -> None:
         self._begin()

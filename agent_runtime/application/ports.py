@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -219,7 +219,11 @@ class UnitOfWork(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
-    async def commit(self) -> None: ...
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
+        """Commit. A COMMIT that has started runs to its end even if the caller is cancelled
+        meanwhile (the CancelledError comes after it), so whether it landed is always known:
+        `on_committed` is called once it has landed, caller or not, and never otherwise."""
+        ...
 
     async def rollback(self) -> None: ...
 

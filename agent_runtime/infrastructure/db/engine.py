@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, NullPool, StaticPool, event
+from sqlalchemy import Engine, StaticPool, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -68,24 +68,27 @@ def create_sqlite_writer_engine(url: URL) -> Engine:
     return engine
 
 
-def create_sqlite_reader_engine(url: URL) -> Engine:
-    """A synchronous engine (the standard sqlite3 driver) for sqlite_readers.SqliteReaders:
-    connections that can only read (query_only), whose busy timeout is 0 until a reader
-    waits on a thread. It opens a connection per connect(); SqliteReaders keeps the idle
-    ones. The writer and the migrations put the file in WAL mode (a persistent setting)."""
-    engine = create_sync_engine(
-        url.set(drivername="sqlite+pysqlite"),
-        poolclass=NullPool,
-        connect_args={"check_same_thread": False},
+def create_sqlite_reader_engine(url: URL, *, pool_size: int = 5) -> AsyncEngine:
+    """The async engine (aiosqlite) of the read-only units of work: a small pool of
+    connections that can only read (query_only), each reading in a deferred transaction
+    (one snapshot per unit of work, no lock taken). In WAL mode they never wait for the
+    writer, nor it for them. The writer and the migrations put the file in WAL mode (a
+    persistent setting)."""
+    engine = create_async_engine(
+        url.set(drivername="sqlite+aiosqlite"), pool_size=pool_size, max_overflow=pool_size
     )
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # the reader issues BEGIN itself
+        dbapi_connection.isolation_level = None  # BEGIN is ours (below)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA query_only=ON")
-        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")  # deferred: the first read takes the snapshot
 
     return engine
 

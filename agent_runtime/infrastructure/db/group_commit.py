@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from agent_runtime.domain.errors import StorageUnavailable
-from agent_runtime.infrastructure.db.shielded_calls import when_succeeded
 
 
 class WriterGate:
@@ -100,3 +100,14 @@ class CommitBatch:
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def when_succeeded(future: asyncio.Future[Any], callback: Callable[[], None]) -> None:
+    """Calls `callback` (on the event loop) once `future` succeeds, whoever awaits it; never
+    if it fails or is cancelled."""
+
+    def if_succeeded(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            callback()
+
+    future.add_done_callback(if_succeeded)

@@ -19,7 +19,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_runtime.domain.errors import StorageUnavailable, WriteConflict
-from agent_runtime.infrastructure.db.shielded_calls import ShieldedCalls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,8 +35,8 @@ class Database(Protocol):
     async def scalars(self, statement: Executable, params: Any = None) -> Any: ...
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
-        """Commits. The COMMIT runs to its end even if the caller is cancelled meanwhile;
-        `on_committed` is called once it has landed, caller or not, and never otherwise."""
+        """Commits; `on_committed` is called once the COMMIT has landed, never otherwise.
+        (The unit of work runs it to completion: run_to_completion.py.)"""
         ...
 
     async def rollback(self) -> None: ...
@@ -50,7 +49,6 @@ class GuardedSession:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
-        self._commit = ShieldedCalls()
 
     async def execute(self, statement: Executable, params: Any = None) -> Any:
         return await _guard(lambda: self._session.execute(statement, params))
@@ -62,16 +60,14 @@ class GuardedSession:
         return await _guard(lambda: self._session.scalars(statement, params))
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
-        # Seen through: a COMMIT cut short by a cancelled caller may still land, unknown to
-        # us (and to the waiters on_committed wakes). rollback and close wait for it.
-        await self._commit.see_through(_guard(self._session.commit), on_success=on_committed)
+        await _guard(self._session.commit)
+        if on_committed is not None:
+            on_committed()
 
     async def rollback(self) -> None:
-        await self._commit.settle()
         await _guard(self._session.rollback)
 
     async def close(self) -> None:
-        await self._commit.settle()
         await self._session.close()
 
 

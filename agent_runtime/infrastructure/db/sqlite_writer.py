@@ -66,7 +66,7 @@ from agent_runtime.infrastructure.db.engine import (
 from agent_runtime.infrastructure.db.group_commit import BatchLost, CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
 from agent_runtime.infrastructure.db.prepared_statements import PreparedStatements
-from agent_runtime.infrastructure.db.shielded_calls import when_succeeded
+from agent_runtime.infrastructure.db.run_to_completion import run_to_completion
 from agent_runtime.infrastructure.db.sqlite_driver import (
     driver_errors,
     end_transaction,
@@ -75,7 +75,6 @@ from agent_runtime.infrastructure.db.sqlite_driver import (
     run_raw,
     set_busy_timeout,
 )
-from agent_runtime.infrastructure.db.thread_calls import ThreadCalls
 
 T = TypeVar("T")
 
@@ -170,7 +169,7 @@ class SqliteWriter:
 
     async def _commit_batch(self, batch: CommitBatch) -> None:
         """COMMITs the batch's transaction, holding the gate; its members then return, or
-        raise what failed it. Never raises but to pass on a cancellation."""
+        raise what failed it. Runs to its end even if cancelled (then raises after it)."""
         if self.batch is not batch:
             return  # failed already; its members know
         self.batch = None
@@ -178,44 +177,34 @@ class SqliteWriter:
         if connection is None:
             batch.failed("the writer's connection closed before the commit")
             return
-        commit = asyncio.get_running_loop().run_in_executor(
-            self._thread, lambda: _guarded(lambda: _commit(connection))
-        )
-        # Members return as soon as the COMMIT has landed, even if this is cancelled.
-        when_succeeded(commit, batch.committed)
+        await run_to_completion(self._land_batch(batch, connection))
+
+    async def _land_batch(self, batch: CommitBatch, connection: Connection) -> None:
         try:
-            await asyncio.shield(commit)
-            _guarded(connection.commit)
-        except asyncio.CancelledError:
-            # The COMMIT runs on. However often cancelled meanwhile, wait for it: the members
-            # hear what it did, and the gate (our caller's) is not given back while the
-            # writer's thread still works on the connection.
-            while not commit.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([commit])
-            # Decided by the COMMIT itself: its success callback may not have run yet (the
-            # cancellation and the COMMIT's end can land in the same turn of the loop).
-            if not commit.cancelled() and commit.exception() is None:
-                batch.committed()
-            else:
-                batch.failed("the commit failed as the writer stopped")
-            raise
+            await self.on_thread(lambda: _commit(connection))
         except Exception as exc:
             batch.failed(getattr(exc, "message", None) or f"the commit failed: {exc!r}")
             # If this fails too, the next BEGIN ends it again.
             with contextlib.suppress(Exception):
                 _guarded(lambda: end_transaction(connection))
-        else:
-            batch.committed()
+            return
+        batch.committed()
+        _guarded(connection.commit)  # SQLAlchemy's side: nothing left to commit
+
+    async def on_thread(self, call: Callable[[], T]) -> T:
+        """`call` on the writer's thread (it may wait: for fsync, or for a lock), run to its
+        end even if the caller is cancelled: nobody may touch the connection meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await run_to_completion(loop.run_in_executor(self._thread, lambda: _guarded(call)))
 
     async def limit_wal(self) -> None:
         """Checkpoints and truncates the WAL if it has grown past the limit (see above)."""
         path = self._wal_path
         if path is None or _size(path) <= self._wal_limit_bytes:
             return  # nothing written yet, an in-memory database, or a WAL within bounds
-        # Shielded: a cancelled caller stops waiting, but the gate is given back only once
-        # the writer's thread is done with the connection.
-        await asyncio.shield(self._truncate_wal(path))
+        # A cancelled caller stops waiting only once the writer's thread is done with the
+        # connection, since only then is the gate given back.
+        await run_to_completion(self._truncate_wal(path))
 
     async def _truncate_wal(self, path: str) -> None:
         async with self.gate:
@@ -225,7 +214,7 @@ class SqliteWriter:
                 # cannot run inside a transaction.
                 await self._commit_batch(self.batch)
             size = _size(path)
-            busy = await ThreadCalls(self._thread).run(lambda: _checkpoint(self.connection()))
+            busy = await self.on_thread(lambda: _checkpoint(self.connection()))
         if busy:
             log.warning(
                 "the SQLite WAL %s is %d MiB and could not be truncated: a reader kept an "
@@ -290,7 +279,6 @@ class WriterSession:
         self._joined: CommitBatch | None = None  # the batch our part is in, if any
         self._lost: BatchLost | None = None  # our batch failed: nothing more until rollback
         self._connection: Connection | None = None
-        self._thread_calls = ThreadCalls(writer.executor)
         self._statements = writer.statements
 
     async def execute(self, statement: Executable, params: Any = None) -> Any:
@@ -329,9 +317,10 @@ class WriterSession:
             return
         # Only the driver's COMMIT (the fsync) runs on the writer's thread: the less Python
         # that thread runs, the less it contends with the event loop for the GIL. SQLAlchemy
-        # then closes its transaction inline, with nothing left to commit. on_committed goes
-        # with the COMMIT: called when it lands, even if this caller is cancelled meanwhile.
-        await self._thread_calls.run(lambda: _commit(connection), on_success=on_committed)
+        # then closes its transaction inline, with nothing left to commit.
+        await self._writer.on_thread(lambda: _commit(connection))
+        if on_committed is not None:
+            on_committed()
         _guarded(connection.commit)
         self._leave()
 
@@ -339,7 +328,6 @@ class WriterSession:
         self._lost = None
         if not self._holding:
             return
-        await self._thread_calls.settle()
         joined = self._joined if self._began else None
         try:
             if joined is not None:
@@ -402,7 +390,7 @@ class WriterSession:
                     self._connection = connection = self._writer.connection()
                     _begin(connection, wait=True)
 
-                await self._thread_calls.run(begin_waiting)
+                await self._writer.on_thread(begin_waiting)
             assert self._connection is not None
         self._began = True
         return self._connection
@@ -431,7 +419,7 @@ class WriterSession:
         _guarded(lambda: end_transaction(connection))
 
     def _leave(self) -> None:
-        if self._holding and self._thread_calls.idle:
+        if self._holding:
             self._holding = False
             self._began = False
             self._joined = None

@@ -3,7 +3,6 @@ SqlAlchemyReadUnitOfWork: the same repositories on a session that only reads."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import time
@@ -24,6 +23,7 @@ from agent_runtime.application.ports import (
 )
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.db.commit_payload import origin_of
+from agent_runtime.infrastructure.db.engine import create_sqlite_reader_engine
 from agent_runtime.infrastructure.db.group_commit import BatchLost
 from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.repositories import (
@@ -35,7 +35,7 @@ from agent_runtime.infrastructure.db.repositories import (
     abandoned_turn_candidates,
     count_pending_approvals,
 )
-from agent_runtime.infrastructure.db.sqlite_readers import ReaderSession, SqliteReaders
+from agent_runtime.infrastructure.db.run_to_completion import run_to_completion
 from agent_runtime.infrastructure.db.sqlite_writer import WAL_LIMIT_BYTES, SqliteWriter
 from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
@@ -91,22 +91,30 @@ class SqlAlchemyUnitOfWork(_TenantRepositories):
         db, self._db = self._db, None
         if db is None:
             return
-        # Shielded: when the RPC is cancelled, the rollback and the connection's return to
-        # the pool must still happen, or the connection leaks holding SQLite's write lock.
-        await asyncio.shield(_rollback_and_close(db))
+        # When the RPC is cancelled, the rollback and the connection's return to the pool
+        # must still happen, or the connection leaks holding SQLite's write lock.
+        await run_to_completion(_rollback_and_close(db))
 
-    async def commit(self) -> None:
+    async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         await self._outbox.flush()
         wake_waiters = None
         if self._outbox.added:
             # Only the waiters of what the events belong to, and only once the COMMIT has
-            # landed (watchers must see committed rows): the database calls this then, even
-            # if this caller is cancelled meanwhile, and never for a COMMIT that failed.
+            # landed (watchers must see committed rows), never for a COMMIT that failed.
             # (On PostgreSQL the NOTIFY wakes the other replicas; this one ignores its own.)
             scope = self._outbox.scope or CommitScope(self.tenant_id)
             wake_waiters = functools.partial(self._signal.notify, scope)
+
+        def landed() -> None:
+            if wake_waiters is not None:
+                wake_waiters()
+            if on_committed is not None:
+                on_committed()
+
         started = time.monotonic()
-        await self._session.commit(wake_waiters)
+        # Run to its end even if our caller is cancelled meanwhile: `landed` tells whether
+        # it did (called by the database once the COMMIT is on disk).
+        await run_to_completion(self._session.commit(landed))
         if self._commit_seconds is not None:
             self._commit_seconds(time.monotonic() - started)
         self._outbox.added = 0
@@ -124,8 +132,8 @@ class SqlAlchemyUnitOfWork(_TenantRepositories):
 
 
 class SqlAlchemyReadUnitOfWork(_TenantRepositories):
-    """A unit of work that only reads: no commit, and on SQLite a read connection of its
-    own (sqlite_readers.py) instead of the writer; on PostgreSQL a READ ONLY transaction."""
+    """A unit of work that only reads: no commit, and on SQLite a read-only aiosqlite
+    connection instead of the writer; on PostgreSQL a READ ONLY transaction."""
 
     def __init__(
         self, open_database: Callable[[], Database], tenant_id: str, *, postgresql: bool = False
@@ -146,21 +154,7 @@ class SqlAlchemyReadUnitOfWork(_TenantRepositories):
     async def __aexit__(self, *exc_info: object) -> None:
         db, self._db = self._db, None
         if db is not None:
-            await _close_reader(db)
-
-
-async def _close_reader(db: Database) -> None:
-    """Ends a reading unit of work's transaction and gives its connection back."""
-    if isinstance(db, ReaderSession) and db.idle:
-        # SQLite, nothing running on a thread: inline, so that the snapshot ends with the
-        # unit of work, not a turn of the event loop later (shielding runs a task): many
-        # readers each holding theirs a loop turn too long could overlap without end, and
-        # SQLite could never start its WAL over (sqlite_readers.py). As below, a connection
-        # that failed to roll back is discarded all the same.
-        with contextlib.suppress(StorageUnavailable):
-            db.close_now()
-        return
-    await asyncio.shield(_rollback_and_close(db))
+            await run_to_completion(_rollback_and_close(db))
 
 
 async def _rollback_and_close(db: Database) -> None:
@@ -195,16 +189,22 @@ class SqlAlchemyUnitOfWorkFactory:
         self._open_database: Callable[[], Database]
         self._open_reader: Callable[[], Database]
         self._writer: SqliteWriter | None = None
-        self._readers: SqliteReaders | None = None
+        self._reader_engine: AsyncEngine | None = None
+        # The SQLite file, for a read that must not leave the event loop (readiness.py).
+        self.sqlite_path: str | None = None
         if engine.dialect.name == "sqlite":
+            database = engine.url.database
+            self.sqlite_path = None if not database or database == ":memory:" else database
             # SQLite has one writer at a time: every unit of work takes its turn on the
             # process's one connection (sqlite_writer.py), in order, rather than colliding
             # in SQLite, whose busy handler sleeps in growing steps between retries.
             self._writer = SqliteWriter(engine.url, wal_limit_bytes=sqlite_wal_limit_bytes)
             self._open_database = self._writer.session
-            # Readers read beside it, on connections of their own (sqlite_readers.py).
-            self._readers = SqliteReaders(engine.url)
-            self._open_reader = self._readers.session
+            # Readers read beside it on aiosqlite connections of their own (WAL: they never
+            # wait for the writer, nor it for them), and never take the writer's gate.
+            self._reader_engine = create_sqlite_reader_engine(engine.url)
+            sqlite_readers = async_sessionmaker(self._reader_engine, expire_on_commit=False)
+            self._open_reader = lambda: GuardedSession(sqlite_readers())
         else:
             session_factory = async_sessionmaker(engine, expire_on_commit=False)
             self._open_database = lambda: GuardedSession(session_factory())
@@ -243,7 +243,7 @@ class SqlAlchemyUnitOfWorkFactory:
         try:
             yield db
         finally:
-            await _close_reader(db)
+            await run_to_completion(_rollback_and_close(db))
 
     async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
         async with self._reading() as db:
@@ -255,9 +255,7 @@ class SqlAlchemyUnitOfWorkFactory:
             return [(row.tenant_id, row.turn_id) for row in rows]
 
     async def read_scalars(self, statement: Executable) -> list[Any]:
-        """One statement's first column, read on a reader. On SQLite that runs inline, so it
-        answers within one step of the event loop however busy the loop is (unless another
-        connection holds a lock readers wait for: then it waits on a thread)."""
+        """One statement's first column, read on a reader."""
         async with self._reading() as db:
             return list((await db.scalars(statement)).all())
 
@@ -270,8 +268,8 @@ class SqlAlchemyUnitOfWorkFactory:
     async def close(self) -> None:
         """Closes the SQLite writer (after a commit in progress) and readers; the engine is
         the caller's."""
-        if self._readers is not None:
-            self._readers.close()
+        if self._reader_engine is not None:
+            await self._reader_engine.dispose()
         if self._writer is not None:
             await self._writer.close()
 
