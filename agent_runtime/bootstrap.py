@@ -18,19 +18,33 @@ from agent_runtime.access_config import is_loopback
 from agent_runtime.api.auth import ApiKeys
 from agent_runtime.api.server import GrpcServer, UseCases, start_grpc_server
 from agent_runtime.api.transport import TlsFiles, Transport
+from agent_runtime.application.agent_routing import AgentRouter
+from agent_runtime.application.answer_recorder import AnswerRecorder
 from agent_runtime.application.approval_gauge import PendingApprovalsGauge
+from agent_runtime.application.chunk_relay import ChunkRelay
 from agent_runtime.application.event_watcher import EventWatcher
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
+from agent_runtime.application.model_step import ModelStep
 from agent_runtime.application.periodic import Bounded, every
-from agent_runtime.application.ports import LLMClient
+from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
 from agent_runtime.application.readiness import ReadinessMonitor
 from agent_runtime.application.session_handler import SessionHandler
-from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.application.turn_cancellation import TurnCanceller
+from agent_runtime.application.turn_endings import TurnEndings
+from agent_runtime.application.turn_handler import TurnCollaborators, TurnHandler
+from agent_runtime.application.turn_inputs import TurnInputs
+from agent_runtime.application.turn_opening import OpeningSettings, TurnOpener
 from agent_runtime.application.turn_recovery import TurnRecovery
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.application.turn_streams import TurnStreams
+from agent_runtime.application.turn_validation import TurnValidator
 from agent_runtime.config import DEFAULT_INSTANCE_ID, ConfigError, Settings
-from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.agents import AgentCatalogue, default_agents
+from agent_runtime.domain.response_processor import LLMResponseProcessor
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.domain.tool_filter import ToolFilterService
 from agent_runtime.infrastructure.agents_file import load_agents
 from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
@@ -91,7 +105,7 @@ class RunningRuntime:
     http: aiohttp.ClientSession | None
     # The lease keeper; the commit listener (PostgreSQL) or the WAL's limit (SQLite).
     background: list[asyncio.Task[None]]
-    live: LiveTurns
+    live: LiveTurnRegistry
     relay: NatsChunkRelay | None
     monitor: asyncio.Task[None]
     # What the monitor runs, to let a run in flight end before the engine closes.
@@ -181,7 +195,7 @@ async def start(
             instance_id=settings.instance_id,
             commit_seconds=prometheus.commit_finished if prometheus else None,
         )
-        live = LiveTurns(relay=relay)
+        live = LiveTurnRegistry(relay=relay)
         lease = timedelta(seconds=settings.lease_seconds)
         recovery = TurnRecovery(uow_factory, live, owner=settings.instance_id, lease=lease)
         # Whatever this instance left running in an earlier life is over, as are turns whose
@@ -192,7 +206,7 @@ async def start(
         raise
 
     http, llm, model = _model_client(settings)
-    turns = TurnHandler(
+    turns = build_turns(
         uow_factory,
         llm,
         agents,
@@ -206,13 +220,15 @@ async def start(
             owner=settings.instance_id,
             lease=lease,
         ),
-        live=live,
+        registry=live,
         commits=uow_factory.signal,
         relay=relay,
         metrics=metrics,
     )
     use_cases = UseCases(
-        turns=turns,
+        turns=turns.handler,
+        turn_streams=turns.streams,
+        turn_canceller=turns.canceller,
         sessions=SessionHandler(uow_factory, agents),
         agents=agents,
         events=EventWatcher(uow_factory, uow_factory.signal),
@@ -290,6 +306,70 @@ async def start(
         metrics_server,
         own_tracer_provider,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Turns:
+    """The turn use cases: StreamMessage, ResumeStream and CancelTurn."""
+
+    handler: TurnHandler
+    streams: TurnStreams
+    canceller: TurnCanceller
+
+
+def build_turns(
+    uow_factory: UnitOfWorkFactory,
+    llm: LLMClient,
+    agents: AgentCatalogue,
+    settings: TurnSettings,
+    *,
+    registry: LiveTurnRegistry | None = None,
+    commits: EventSignal | None = None,
+    relay: ChunkRelay | None = None,
+    metrics: RuntimeMetrics | None = None,
+    clock: Clock = utc_now,
+    ids: IdFactory = new_id,
+) -> Turns:
+    """The turn use cases and every collaborator of the TurnHandler, wired."""
+    registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
+    metrics = metrics or NoMetrics()
+    tools = ToolFilterService()
+    model = ModelStep(llm, tools, metrics, context_window_messages=settings.context_window_messages)
+    router = AgentRouter(agents, model)
+    streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
+    opener = TurnOpener(
+        agents,
+        TurnInputs(agents, tools, clock),
+        OpeningSettings(
+            default_model=settings.default_model,
+            history_messages=settings.context_window_messages,
+            owner=settings.owner,
+            lease=settings.lease,
+        ),
+        clock=clock,
+        ids=ids,
+    )
+    answers = AnswerRecorder(
+        LLMResponseProcessor(tools),
+        router,
+        max_iterations=settings.max_iterations,
+        approval_ttl=settings.approval_ttl,
+        clock=clock,
+        ids=ids,
+    )
+    collaborators = TurnCollaborators(
+        validator=TurnValidator(agents, settings.max_message_bytes),
+        opener=opener,
+        model=model,
+        router=router,
+        answers=answers,
+        endings=TurnEndings(ids, settings.turn_timeout),
+        registry=registry,
+        streams=streams,
+        metrics=metrics,
+    )
+    handler = TurnHandler(uow_factory, collaborators, turn_timeout=settings.turn_timeout)
+    return Turns(handler, streams, TurnCanceller(uow_factory, registry))
 
 
 async def _chunk_relay(settings: Settings) -> NatsChunkRelay | None:

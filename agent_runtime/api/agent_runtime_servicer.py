@@ -20,7 +20,9 @@ from agent_runtime.application.commands import (
     SwitchAgent,
     TurnCommand,
 )
+from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_handler import TurnHandler
+from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import DomainError, InvalidInput, Overloaded
 from agent_runtime.domain.model import ApprovalVerdict
@@ -55,8 +57,16 @@ class StreamLimit:
 
 
 class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
-    def __init__(self, turns: TurnHandler, limit: StreamLimit) -> None:
+    def __init__(
+        self,
+        turns: TurnHandler,
+        streams: TurnStreams,
+        canceller: TurnCanceller,
+        limit: StreamLimit,
+    ) -> None:
         self._turns = turns
+        self._streams = streams
+        self._canceller = canceller
         self._limit = limit
 
     async def StreamMessage(
@@ -73,7 +83,7 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
         tenant_id = caller_tenant()
 
         def follow() -> AsyncGenerator[Chunk, None]:
-            return self._turns.streams.follow(
+            return self._streams.follow(
                 request.session_id, request.turn_id, request.after_seq, tenant_id=tenant_id
             )
 
@@ -84,7 +94,7 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
     async def CancelTurn(
         self, request: rt.CancelTurnRequest, context: Any
     ) -> rt.CancelTurnResponse:
-        await self._turns.cancel(request.session_id, request.turn_id, tenant_id=caller_tenant())
+        await self._canceller.cancel(request.session_id, request.turn_id, tenant_id=caller_tenant())
         return rt.CancelTurnResponse()
 
     async def _stream(

@@ -20,7 +20,9 @@ from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.readiness import Readiness
 from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_handler import TurnHandler
+from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.v1 import (
     agent_pb2,
@@ -50,6 +52,8 @@ class UseCases:
     """What the servicers translate to: built by the composition root."""
 
     turns: TurnHandler
+    turn_streams: TurnStreams
+    turn_canceller: TurnCanceller
     sessions: SessionHandler
     agents: AgentCatalogue
     events: EventWatcher
@@ -114,7 +118,13 @@ async def start_grpc_server(
         options=(transport or Transport()).options(),
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
-        AgentRuntimeServicer(use_cases.turns, StreamLimit(max_concurrent_streams)), server
+        AgentRuntimeServicer(
+            use_cases.turns,
+            use_cases.turn_streams,
+            use_cases.turn_canceller,
+            StreamLimit(max_concurrent_streams),
+        ),
+        server,
     )
     session_pb2_grpc.add_SessionServiceServicer_to_server(
         SessionServicer(use_cases.sessions), server

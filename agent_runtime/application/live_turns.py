@@ -127,7 +127,9 @@ class LiveTurn:
                 return
 
 
-class LiveTurns:
+class LiveTurnRegistry:
+    """The turns running in this process, by turn id."""
+
     def __init__(
         self, max_buffered: int = DEFAULT_MAX_BUFFERED, *, relay: ChunkRelay | None = None
     ) -> None:

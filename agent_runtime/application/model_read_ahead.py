@@ -2,37 +2,32 @@
 
 The turn sends one AssistantDelta per take. While the turn is busy (sending the previous
 chunk, or the event loop is busy with other turns), the reader task gathers the deltas that
-arrive in between, so one take carries several of them: fewer chunks, each paid for once
-(mapping, live buffer, relay, gRPC write). A delta that arrives while the turn waits is
-handed over before the reader reads on, so a burst of tokens behind it (a fast model, one
-network read holding many) does not hold it back: the first token is never delayed to
-gather more.
+arrive in between, so one take carries several of them: fewer chunks, each paid for once.
+A delta that arrives while the turn waits is handed over at once: the first token is never
+held back to gather more. Past a bound on the text waiting to be taken, the reader stops
+reading, so a turn that cannot send (its client does not read) slows its own model request
+down instead of buffering without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from types import TracebackType
 
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
 
-# Text gathered but not yet taken, at most (characters): beyond it the reader stops reading,
-# so a slow client still slows the model request down (as without the read-ahead), and a
-# chunk stays bounded.
+# Text gathered but not yet taken, at most (characters).
 DEFAULT_MAX_PENDING_CHARS = 16 * 1024
 
 
 class ModelReadAhead:
     """Use as `async with ModelReadAhead(events) as ahead: while (e := await ahead.next())`.
 
-    Leaving the block (normally, on an error or cancelled) stops the reader task and closes
-    the model stream at once; text read but not yet taken is dropped, so what the turn keeps
-    is exactly what it took. `start()` before the block sends the request early (the block
-    then reads what has arrived); whoever starts it must `close()` it if the block never
-    comes.
+    Entering sends the request (starts the reader). Leaving the block (normally, on an error
+    or cancelled) stops the reader and closes the model stream at once; text read but not
+    yet taken is dropped, so what the turn keeps is exactly what it took.
     """
 
     def __init__(
@@ -51,30 +46,10 @@ class ModelReadAhead:
         self._arrived = asyncio.Event()  # the reader added something
         self._room = asyncio.Event()  # the turn took the pending text
         self._task: asyncio.Task[None] | None = None
-        self.started_at: float | None = None  # time.monotonic() when the request went out
-        self.first_event_at: float | None = None  # ... when the model's first output arrived
-        self.entered = False  # a block read it (else, once started, it was only sent)
-        self.closed = False
-
-    def start(self) -> ModelReadAhead:
-        """Starts the reader (sends the model request) if it has not started yet."""
-        if self._task is None:
-            self.started_at = time.monotonic()
-            self._task = asyncio.get_running_loop().create_task(self._read())
-        return self
-
-    async def close(self) -> None:
-        """Stops the reader and closes the model stream; nothing if it never started."""
-        self.closed = True
-        task = self._task
-        if task is None or task.done():
-            return
-        task.cancel()  # the model request is closed by the reader's aclosing
-        await asyncio.wait((task,))  # its cancellation is not ours to raise
 
     async def __aenter__(self) -> ModelReadAhead:
-        self.entered = True
-        return self.start()
+        self._task = asyncio.get_running_loop().create_task(self._read())
+        return self
 
     async def __aexit__(
         self,
@@ -82,7 +57,10 @@ class ModelReadAhead:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()  # the model request is closed by the reader's aclosing
+            await asyncio.wait((task,))  # its cancellation is not ours to raise
 
     async def next(self) -> ModelEvent | None:
         """Everything that arrived since the last take as one event; None at the end.
@@ -122,8 +100,6 @@ class ModelReadAhead:
                         self._pending += len(event.text)
                     else:
                         self._response = event
-                    if self.first_event_at is None:
-                        self.first_event_at = time.monotonic()
                     self._arrived.set()
                     if self._taker_waiting:
                         # Let the waiting turn take this before parsing what came with it;

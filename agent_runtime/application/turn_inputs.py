@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agent_runtime.application.commands import (
@@ -13,8 +14,7 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ids import Clock
 from agent_runtime.application.ports import UnitOfWork
-from agent_runtime.application.turn_state import Opening, TurnState
-from agent_runtime.application.turn_writer import TurnWriter
+from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
@@ -35,51 +35,55 @@ EXPIRED_TOOL_RESULT = "not executed: the approval expired before anyone decided"
 REJECTED_TOOL_RESULT = "not executed: the user rejected this tool call"
 
 
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How an input starts its turn: chunks to send after TurnStarted, then a model call or not."""
+
+    input_message_id: str = ""
+    chunks: tuple[chunks.ChunkBody, ...] = ()
+    run_model: bool = True
+    # When no model call follows, the turn ends with this.
+    stop_reason: StopReason = StopReason.END_TURN
+
+
 class TurnInputs:
-    def __init__(
-        self, writer: TurnWriter, agents: AgentCatalogue, tools: ToolFilterService, clock: Clock
-    ) -> None:
-        self._writer = writer
+    def __init__(self, agents: AgentCatalogue, tools: ToolFilterService, clock: Clock) -> None:
         self._agents = agents
         self._tools = tools
         self._now = clock
 
-    async def open(self, uow: UnitOfWork, state: TurnState, cmd: TurnCommand) -> Opening:
+    async def open(self, uow: UnitOfWork, turn: TurnRecorder, cmd: TurnCommand) -> Opening:
         match cmd:
             case SendUserMessage():
-                return await self._user_message(uow, state, cmd)
+                return await self._user_message(uow, turn, cmd)
             case SubmitToolResult():
-                return await self._tool_result(uow, state, cmd)
+                return await self._tool_result(uow, turn, cmd)
             case DecideApproval():
-                return await self._approval_decision(uow, state, cmd)
+                return await self._approval_decision(uow, turn, cmd)
             case SwitchAgent():
-                switched = await self._writer.switch_agent(
-                    uow, state, self._agents.get(cmd.agent), cmd.reason
-                )
+                switched = await turn.switch_agent(self._agents.get(cmd.agent), cmd.reason)
                 return Opening(chunks=(switched,), run_model=False)
 
     async def _user_message(
-        self, uow: UnitOfWork, state: TurnState, cmd: SendUserMessage
+        self, uow: UnitOfWork, turn: TurnRecorder, cmd: SendUserMessage
     ) -> Opening:
-        await self._close_open_calls(uow, state)
-        message = await self._writer.append(uow, state, Role.USER, cmd.content)
+        await self._close_open_calls(uow, turn)
+        message = await turn.append(Role.USER, cmd.content)
         return Opening(message.message_id)
 
-    async def _close_open_calls(self, uow: UnitOfWork, state: TurnState) -> None:
+    async def _close_open_calls(self, uow: UnitOfWork, turn: TurnRecorder) -> None:
         """Answer an unanswered tool call and close its approval, so history stays valid."""
-        last = state.history[-1] if state.history else None
+        last = turn.history[-1] if turn.history else None
         call = last.requested_call if last and last.role is Role.ASSISTANT else None
         if call is None:
             return  # only the newest message can be a call still waiting (one at a time)
         now = self._now()
-        for approval in await uow.approvals.open_for_session(state.session.session_id):
+        for approval in await uow.approvals.open_for_session(turn.session.session_id):
             status = (
                 ApprovalStatus.EXPIRED if approval.is_expired(now) else ApprovalStatus.SUPERSEDED
             )
-            await self._close(uow, state, approval, status)
-        await self._writer.append(
-            uow,
-            state,
+            await self._close(uow, turn, approval, status)
+        await turn.append(
             Role.TOOL,
             SUPERSEDED_TOOL_RESULT,
             tool_call_id=call.call_id,
@@ -87,9 +91,9 @@ class TurnInputs:
         )
 
     async def _tool_result(
-        self, uow: UnitOfWork, state: TurnState, cmd: SubmitToolResult
+        self, uow: UnitOfWork, turn: TurnRecorder, cmd: SubmitToolResult
     ) -> Opening:
-        session_id = state.session.session_id
+        session_id = turn.session.session_id
         await self._find_call(uow, session_id, cmd.call_id)
         if await uow.messages.find_tool_result(session_id, cmd.call_id) is not None:
             raise PreconditionFailed(
@@ -110,15 +114,15 @@ class TurnInputs:
                 reason="APPROVAL_EXPIRED" if expired else "APPROVAL_REQUIRED",
                 metadata={"call_id": cmd.call_id},
             )
-        message = await self._writer.append(
-            uow, state, Role.TOOL, cmd.content, tool_call_id=cmd.call_id, is_error=cmd.is_error
+        message = await turn.append(
+            Role.TOOL, cmd.content, tool_call_id=cmd.call_id, is_error=cmd.is_error
         )
         return Opening(message.message_id)
 
     async def _approval_decision(
-        self, uow: UnitOfWork, state: TurnState, cmd: DecideApproval
+        self, uow: UnitOfWork, turn: TurnRecorder, cmd: DecideApproval
     ) -> Opening:
-        session_id = state.session.session_id
+        session_id = turn.session.session_id
         approval = await uow.approvals.get(session_id, cmd.call_id)
         if approval is None:
             raise NotFound(
@@ -137,12 +141,12 @@ class TurnInputs:
         expired = approval.is_expired(now)
         if expired or cmd.verdict is ApprovalVerdict.REJECT:
             status = ApprovalStatus.EXPIRED if expired else ApprovalStatus.REJECTED
-            await self._close(uow, state, approval, status, feedback=cmd.feedback)
+            await self._close(uow, turn, approval, status, feedback=cmd.feedback)
             text = EXPIRED_TOOL_RESULT if expired else REJECTED_TOOL_RESULT
             if cmd.feedback and not expired:
                 text += f". Feedback: {cmd.feedback}"
-            message = await self._writer.append(
-                uow, state, Role.TOOL, text, tool_call_id=approval.call_id, is_error=True
+            message = await turn.append(
+                Role.TOOL, text, tool_call_id=approval.call_id, is_error=True
             )
             return Opening(message.message_id)
 
@@ -150,7 +154,7 @@ class TurnInputs:
         status = ApprovalStatus.APPROVED
         if cmd.verdict is ApprovalVerdict.EDIT:
             call = ToolCallRecord(call.call_id, call.tool_name, dict(cmd.edited_arguments or {}))
-            problems = self._tools.problems(state.agent, call)
+            problems = self._tools.problems(turn.agent, call)
             if problems:
                 raise InvalidInput.field(
                     "approval_decision.edited_arguments",
@@ -160,11 +164,9 @@ class TurnInputs:
             await uow.messages.replace_tool_call(approval.message_id, call)
             status = ApprovalStatus.EDITED
         await self._close(
-            uow, state, approval, status, feedback=cmd.feedback, final_arguments=call.arguments
+            uow, turn, approval, status, feedback=cmd.feedback, final_arguments=call.arguments
         )
-        await self._writer.event(
-            uow,
-            state,
+        await turn.event(
             EventType.TOOL_EXECUTION_REQUESTED,
             call_id=call.call_id,
             tool_name=call.tool_name,
@@ -177,7 +179,7 @@ class TurnInputs:
     async def _close(
         self,
         uow: UnitOfWork,
-        state: TurnState,
+        turn: TurnRecorder,
         approval: Approval,
         status: ApprovalStatus,
         *,
@@ -186,9 +188,7 @@ class TurnInputs:
     ) -> None:
         approval.close(status, self._now(), feedback=feedback, final_arguments=final_arguments)
         await uow.approvals.save(approval)
-        await self._writer.event(
-            uow,
-            state,
+        await turn.event(
             EventType.APPROVAL_DECIDED,
             call_id=approval.call_id,
             decision=status.value,

@@ -17,7 +17,7 @@ import logging
 from datetime import timedelta
 
 from agent_runtime.application.ids import Clock, utc_now
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.ports import UnitOfWorkFactory
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Turn
@@ -29,14 +29,14 @@ class TurnRecovery:
     def __init__(
         self,
         uow_factory: UnitOfWorkFactory,
-        live: LiveTurns,
+        registry: LiveTurnRegistry,
         *,
         owner: str,
         lease: timedelta,
         clock: Clock = utc_now,
     ) -> None:
         self._uow_factory = uow_factory
-        self._live = live
+        self._registry = registry
         self._owner = owner
         self._lease = lease
         self._now = clock
@@ -89,13 +89,13 @@ class TurnRecovery:
         return turns
 
     def _runs_here(self, tenant_id: str, turn_id: str) -> bool:
-        live = self._live.get(turn_id)
+        live = self._registry.get(turn_id)
         return live is not None and live.tenant_id == tenant_id
 
     async def renew(self) -> None:
         """Extend our running turns' leases; act on cancel requests made elsewhere."""
         by_tenant: dict[str, list[str]] = {}
-        for running in self._live.all():
+        for running in self._registry.all():
             by_tenant.setdefault(running.tenant_id, []).append(running.turn_id)
         to_cancel: list[str] = []
         for tenant_id, turn_ids in by_tenant.items():
@@ -103,7 +103,7 @@ class TurnRecovery:
                 to_cancel += await uow.turns.renew_leases(turn_ids, self._now() + self._lease)
                 await uow.commit()
         for turn_id in to_cancel:
-            live = self._live.get(turn_id)
+            live = self._registry.get(turn_id)
             if live is not None and not live.cancel_requested:
                 log.info("turn %s: cancel requested through another process", turn_id)
                 live.cancel()

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay, RelayedChunks
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import InvalidInput, NotFound
@@ -19,14 +19,14 @@ class TurnStreams:
     def __init__(
         self,
         uow_factory: UnitOfWorkFactory,
-        live: LiveTurns,
+        registry: LiveTurnRegistry,
         *,
         commits: EventSignal | None = None,
         poll_seconds: float = 0.5,
         relay: ChunkRelay | None = None,
     ) -> None:
         self._uow_factory = uow_factory
-        self._live = live
+        self._registry = registry
         self._relay = relay or NoChunkRelay()
         # A turn another process runs is followed through its commits: read again when a
         # commit of the turn is signalled (every commit of a turn writes events of the turn),
@@ -48,7 +48,7 @@ class TurnStreams:
         validate_id("turn_id", turn_id)
         if not 0 <= after_seq < MAX_CURSOR:
             raise InvalidInput.field("after_seq", f"must be from 0 to {MAX_CURSOR - 1}")
-        live = self._live.get(turn_id)
+        live = self._registry.get(turn_id)
         if live is not None:
             if live.session_id != session_id or live.tenant_id != tenant_id:
                 raise _turn_not_found(session_id, turn_id)

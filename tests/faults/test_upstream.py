@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -29,9 +30,14 @@ async def turn_rows(database_url: str) -> list[tuple[Any, ...]]:
     return list(await query(database_url, "SELECT status, error_reason FROM turns"))
 
 
-async def assert_history_is_just_the_question(client: Client, question: str) -> None:
+async def assert_history_is(
+    client: Client, question: str, partial: Sequence[rt.StreamChunk] = ()
+) -> None:
+    """The question, then the text the client saw before the failure, kept incomplete."""
     page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
-    assert [m.content for m in page.messages] == [question]
+    seen = "".join(c.assistant_delta.text for c in partial if c.HasField("assistant_delta"))
+    expected = [(question, False)] + ([(seen, True)] if seen else [])
+    assert [(m.content, m.incomplete) for m in page.messages] == expected
 
 
 def error_of(chunks: list[rt.StreamChunk]) -> rt.Error:
@@ -57,7 +63,7 @@ class TestTimeouts:
         )
         assert len(model_server.requests) == 2  # retried once: no token had been sent
         assert await turn_rows(database_url) == [("failed", "MODEL_FIRST_TOKEN_TIMEOUT")]
-        await assert_history_is_just_the_question(client, "hello?")
+        await assert_history_is(client, "hello?")
 
     async def test_stall_mid_stream(
         self, client: Client, model_server: FakeModelServer, database_url: str
@@ -69,7 +75,7 @@ class TestTimeouts:
         assert (error.code, error.reason) == ("DEADLINE_EXCEEDED", "MODEL_IDLE_TIMEOUT")
         assert len(model_server.requests) == 1  # a token was out: never retried
         assert await turn_rows(database_url) == [("failed", "MODEL_IDLE_TIMEOUT")]
-        await assert_history_is_just_the_question(client, "hello?")
+        await assert_history_is(client, "hello?", chunks)
 
 
 class TestTurnDeadline:
@@ -149,10 +155,11 @@ class TestFaultsThatEndTheTurn:
         reason: str,
     ) -> None:
         model_server.enqueue(response)
-        error = error_of(await client.turn(user_message("s1", "hello?")))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        error = error_of(chunks)
         assert (error.code, error.reason) == (code, reason)
         assert await turn_rows(database_url) == [("failed", reason)]
-        await assert_history_is_just_the_question(client, "hello?")
+        await assert_history_is(client, "hello?", chunks)
         model_server.enqueue(text_answer("recovered"))
         chunks = await client.turn(user_message("s1", "again"))
         assert chunks[-2].assistant_message.content == "recovered"

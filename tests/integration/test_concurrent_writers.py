@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.application.commands import CreateSession
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.agents import default_agents
@@ -57,7 +57,7 @@ async def test_two_processes_reclaiming_one_abandoned_turn_record_it_once(
     replicas = [
         TurnRecovery(
             SqlAlchemyUnitOfWorkFactory(engine),
-            LiveTurns(),
+            LiveTurnRegistry(),
             owner=f"replica-{i}",
             lease=timedelta(seconds=30),
             clock=lambda: NOW + timedelta(seconds=1),

@@ -18,7 +18,8 @@ from agent_runtime.application.commands import (
     TurnCommand,
 )
 from agent_runtime.application.ports import ChatRequest
-from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.bootstrap import build_turns
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import DomainError, ModelUnavailable
 from agent_runtime.domain.model import ApprovalVerdict
@@ -84,12 +85,12 @@ def test_history_is_always_valid_for_the_provider(data: st.DataObject) -> None:
 
 async def _run(data: st.DataObject) -> None:
     uows = FakeUnitOfWorkFactory()
-    handler = TurnHandler(
+    handler = build_turns(
         uows,
         DrawnModel(data),
         default_agents(),
         TurnSettings(default_model="m", max_iterations=4, approval_ttl=timedelta(hours=1)),
-    )
+    ).handler
     steps = data.draw(st.integers(min_value=1, max_value=12), label="steps")
     for _ in range(steps):
         call = open_call(uows)

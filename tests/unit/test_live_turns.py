@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import OutOfRange
 from agent_runtime.domain.tenants import DEFAULT_TENANT
@@ -17,7 +17,7 @@ def delta(seq: int) -> chunks.Chunk:
 
 
 async def test_followers_get_everything_whatever_the_interleaving() -> None:
-    live = LiveTurns().open("s", "t", tenant_id=DEFAULT_TENANT)
+    live = LiveTurnRegistry().open("s", "t", tenant_id=DEFAULT_TENANT)
     received: dict[int, list[int]] = {i: [] for i in range(5)}
 
     async def follow(i: int, after: int) -> None:
@@ -38,7 +38,7 @@ async def test_followers_get_everything_whatever_the_interleaving() -> None:
 
 
 async def test_a_cursor_in_dropped_deltas_is_out_of_range() -> None:
-    live = LiveTurns(max_buffered=10).open("s", "t", tenant_id=DEFAULT_TENANT)
+    live = LiveTurnRegistry(max_buffered=10).open("s", "t", tenant_id=DEFAULT_TENANT)
     live.publish(chunks.Chunk("s", "t", 1, chunks.TurnStarted("coder", "m")))
     for seq in range(2, 30):
         live.publish(delta(seq))

@@ -116,30 +116,3 @@ async def test_leaving_the_block_closes_the_model_stream() -> None:
     async with ModelReadAhead(model()) as ahead:
         assert await ahead.next() == TextDelta("partial ")
     assert closed.is_set()
-
-
-async def test_a_call_started_early_is_read_once_and_closed_by_whoever_holds_it() -> None:
-    opened = 0
-    closed = asyncio.Event()
-    hang = asyncio.Event()
-
-    async def model() -> AsyncGenerator[ModelEvent, None]:
-        nonlocal opened
-        opened += 1
-        try:
-            yield TextDelta("early")
-            await hang.wait()
-            yield ModelResponse("early")
-        finally:
-            closed.set()
-
-    never_started = ModelReadAhead(model())
-    await never_started.close()  # nothing to close: no request was sent
-    assert opened == 0
-
-    ahead = ModelReadAhead(model()).start()
-    async with ahead.start() as same:  # the block reads the call already sent
-        assert same is ahead
-        assert await ahead.next() == TextDelta("early")
-    assert opened == 1 and closed.is_set()
-    await ahead.close()  # again: nothing left to do

@@ -12,7 +12,8 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.session_handler import SessionHandler
-from agent_runtime.application.turn_handler import TurnHandler, TurnSettings
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.bootstrap import build_turns
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.chunks import TurnStarted
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
@@ -21,9 +22,9 @@ from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
 
 async def _finished_turn(uows: FakeUnitOfWorkFactory) -> tuple[str, str]:
-    handler = TurnHandler(
+    handler = build_turns(
         uows, ScriptedModel(text_answer("hi")), default_agents(), TurnSettings(default_model="m")
-    )
+    ).handler
     stream = [c async for c in handler.handle(SendUserMessage("s1", "hello", tenant_id=TENANT))]
     assert any(isinstance(c.body, TurnStarted) for c in stream)
     return "s1", stream[0].turn_id
@@ -32,7 +33,7 @@ async def _finished_turn(uows: FakeUnitOfWorkFactory) -> tuple[str, str]:
 async def test_reading_use_cases_open_only_readers_scoped_to_the_tenant() -> None:
     uows = FakeUnitOfWorkFactory()
     session_id, turn_id = await _finished_turn(uows)
-    handler = TurnHandler(uows, ScriptedModel(), default_agents(), TurnSettings(default_model="m"))
+    turns = build_turns(uows, ScriptedModel(), default_agents(), TurnSettings(default_model="m"))
     sessions = SessionHandler(uows, default_agents())
     watcher = EventWatcher(uows, LocalEventSignal())
     writers_before = len(uows.opened) - len(uows.readers_for)
@@ -43,7 +44,7 @@ async def test_reading_use_cases_open_only_readers_scoped_to_the_tenant() -> Non
     await sessions.list_messages(ListMessages(session_id, tenant_id=TENANT))
     await sessions.list_pending_approvals(ListPendingApprovals(session_id, tenant_id=TENANT))
     assert await watcher.start_cursor(WatchEvents(tenant_id=TENANT)) > 0
-    replayed = [c async for c in handler.streams.follow(session_id, turn_id, 0, tenant_id=TENANT)]
+    replayed = [c async for c in turns.streams.follow(session_id, turn_id, 0, tenant_id=TENANT)]
     assert replayed
 
     assert len(uows.opened) - len(uows.readers_for) == writers_before  # no writer opened

@@ -19,7 +19,6 @@ import pytest
 
 import agent_runtime.application
 from agent_runtime.application import commands
-from agent_runtime.application.turn_state import TurnState
 
 
 def _application_modules() -> Iterator[ModuleType]:
@@ -95,8 +94,3 @@ def test_a_command_without_a_tenant_does_not_construct(command: type[Any]) -> No
     assert command(**required, tenant_id="acme").tenant_id == "acme"
     with pytest.raises(TypeError, match="tenant_id"):
         command(**required)
-
-
-def test_turn_state_needs_its_tenant() -> None:
-    field = {f.name: f for f in dataclasses.fields(TurnState)}["tenant_id"]
-    assert not _has_default(field)

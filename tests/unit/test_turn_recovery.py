@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import Session, Turn, TurnStatus
@@ -12,7 +12,7 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 async def test_recovery_reclaims_abandoned_turns_and_never_a_live_one() -> None:
     uows = FakeUnitOfWorkFactory()
-    live = LiveTurns()
+    live = LiveTurnRegistry()
     later = NOW + timedelta(seconds=30)
     cases = {
         "mine_live": ("me", later),
@@ -45,7 +45,7 @@ async def test_recovery_reclaims_abandoned_turns_and_never_a_live_one() -> None:
 
 async def test_recovery_and_lease_renewal_reach_every_tenant() -> None:
     uows = FakeUnitOfWorkFactory()
-    live = LiveTurns()
+    live = LiveTurnRegistry()
     for tenant in ("tenant-a", "tenant-b"):
         db = uows.databases.setdefault(tenant, FakeDatabase())
         for turn_id, lease in (("gone", NOW - timedelta(seconds=1)), ("alive", NOW)):
@@ -72,7 +72,7 @@ async def test_recovery_and_lease_renewal_reach_every_tenant() -> None:
 
 async def test_running_but_healthy_turns_open_no_tenant_transaction() -> None:
     uows = FakeUnitOfWorkFactory()
-    live = LiveTurns()
+    live = LiveTurnRegistry()
     later = NOW + timedelta(seconds=30)
     for tenant in ("tenant-a", "tenant-b", "tenant-c"):
         db = uows.databases.setdefault(tenant, FakeDatabase())

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent_runtime.application.live_turns import LiveTurns
+from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.domain.chunks import (
     AssistantDelta,
@@ -40,7 +40,7 @@ async def test_each_chunk_once_in_seq_order_with_the_log_filling_what_the_relay_
     uow_factory: FakeUnitOfWorkFactory,
 ) -> None:
     relay = FakeChunkRelay()
-    streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
+    streams = TurnStreams(uow_factory, LiveTurnRegistry(), relay=relay, poll_seconds=60)
     follow = streams.follow("s1", "t1", 0, tenant_id=DEFAULT_TENANT)
     assert (await anext(follow)).seq == 1  # from the log, read once subscribed
     assert KEY in relay.subscribed
@@ -65,7 +65,7 @@ async def test_a_turn_that_ends_without_a_relayed_completion_ends_the_follower(
     uow_factory: FakeUnitOfWorkFactory,
 ) -> None:
     relay = FakeChunkRelay()
-    streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=0.01)
+    streams = TurnStreams(uow_factory, LiveTurnRegistry(), relay=relay, poll_seconds=0.01)
     follow = streams.follow("s1", "t1", 0, tenant_id=DEFAULT_TENANT)
     assert (await anext(follow)).seq == 1
     uow_factory.db.turns["t1"].status = TurnStatus.INTERRUPTED  # its replica died
@@ -78,7 +78,7 @@ async def test_a_follower_that_goes_away_unsubscribes(
     uow_factory: FakeUnitOfWorkFactory,
 ) -> None:
     relay = FakeChunkRelay()
-    streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
+    streams = TurnStreams(uow_factory, LiveTurnRegistry(), relay=relay, poll_seconds=60)
     follow = streams.follow("s1", "t1", 0, tenant_id=DEFAULT_TENANT)
     await anext(follow)
     assert KEY in relay.subscribed
@@ -88,7 +88,7 @@ async def test_a_follower_that_goes_away_unsubscribes(
 
 def test_a_turn_running_here_publishes_every_chunk_to_the_relay() -> None:
     relay = FakeChunkRelay()
-    live = LiveTurns(relay=relay).open("s1", "t1", tenant_id="acme")
+    live = LiveTurnRegistry(relay=relay).open("s1", "t1", tenant_id="acme")
     sent = [chunk(1, TurnStarted("coder", "m1")), chunk(2, AssistantDelta("hi"))]
     for each in sent:
         live.publish(each)
@@ -102,6 +102,6 @@ async def test_a_finished_turn_is_replayed_from_its_log_without_a_relay_subscrip
     uow_factory.db.chunks["t1"].append(completed)
     uow_factory.db.turns["t1"].status = TurnStatus.COMPLETED
     relay = FakeChunkRelay()
-    streams = TurnStreams(uow_factory, LiveTurns(), relay=relay, poll_seconds=60)
+    streams = TurnStreams(uow_factory, LiveTurnRegistry(), relay=relay, poll_seconds=60)
     assert [c async for c in streams.follow("s1", "t1", 1, tenant_id=DEFAULT_TENANT)] == [completed]
     assert relay.subscriptions == 0

@@ -1,0 +1,288 @@
+"""TurnRecorder: one running turn's state, and everything the turn writes in the RPC's unit
+of work (messages, events, agent switches, its row and replay log).
+
+Only the recorder changes the turn's state. Every chunk a client will see after a commit is
+made here (its seq allocated, added to the replay log) before that commit, and handed out by
+`chunks_to_send()` only after it: the replay log and the stream always agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent_runtime.application.ids import Clock, IdFactory
+from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.domain import chunks
+from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.errors import DomainError
+from agent_runtime.domain.events import Event, EventType
+from agent_runtime.domain.model import (
+    AgentSwitch,
+    Message,
+    Role,
+    Session,
+    StopReason,
+    Turn,
+    TurnError,
+    Usage,
+)
+from agent_runtime.domain.model_output import ModelResponse
+
+ModelFor = Callable[[AgentProfile], str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """What the database holds of the turn after its last commit."""
+
+    turn: Turn
+    agent: AgentProfile
+    message_count: int
+    history: int
+    log: int
+
+
+class TurnRecorder:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        session: Session,
+        turn: Turn,
+        agent: AgentProfile,
+        history: list[Message],
+        *,
+        clock: Clock,
+        ids: IdFactory,
+        model_for: ModelFor,
+    ) -> None:
+        self._uow = uow
+        self.session = session
+        self.turn = turn
+        self.agent = agent
+        self.history = history
+        self._now = clock
+        self._ids = ids
+        self._model_for = model_for
+        self.usage = Usage()
+        self.model_calls = 0
+        # The model call in flight: when it started and the text it streamed so far (kept as
+        # an incomplete message if the turn ends before its answer is recorded).
+        self._call_started: float | None = None
+        self.partial_text: list[str] = []
+        # A model answer recorded but not yet committed: if that commit fails, the ending
+        # records its outcome again, and its text (partial_text) as an incomplete message.
+        self._model_outcome: dict[str, Any] | None = None
+        self.log: list[chunks.Chunk] = []  # every chunk but the deltas: the replay log
+        self._unsent = 0  # how many of the log's last chunks wait for a commit to be sent
+        self._next_seq = 1
+        self._last_delta_seq = 0
+        self._inserted = False
+        self._committed = self._snapshot()
+
+    @property
+    def finished(self) -> bool:
+        return not self.turn.running
+
+    @property
+    def persisted(self) -> bool:
+        """The turn's first commit (COMMIT #1) has landed."""
+        return self._inserted
+
+    # -- chunks ---------------------------------------------------------------------------
+
+    def chunk(self, body: chunks.ChunkBody) -> chunks.Chunk:
+        """A new chunk with the next seq. A delta is sent at once; any other chunk goes into
+        the replay log and out with chunks_to_send() once committed."""
+        chunk = chunks.Chunk(self.session.session_id, self.turn.turn_id, self._next_seq, body)
+        self._next_seq += 1
+        if isinstance(body, chunks.AssistantDelta):
+            self._last_delta_seq = chunk.seq
+        else:
+            self.log.append(chunk)
+            self._unsent += 1
+        return chunk
+
+    def chunks_to_send(self) -> list[chunks.Chunk]:
+        """The chunks recorded since the last call: to send once their commit has landed."""
+        unsent, self._unsent = self._unsent, 0
+        return self.log[len(self.log) - unsent :] if unsent else []
+
+    # -- what the turn writes -------------------------------------------------------------
+
+    async def append(self, role: Role, content: str, **fields: Any) -> Message:
+        self.session.message_count += 1
+        message = Message(
+            self._ids("msg"),
+            self.session.session_id,
+            self.session.message_count,
+            role,
+            content,
+            created_at=self._now(),
+            turn_id=self.turn.turn_id,
+            **fields,
+        )
+        await self._uow.messages.add(message)
+        self.history.append(message)
+        await self.event(
+            EventType.MESSAGE_PERSISTED,
+            message_id=message.message_id,
+            role=role.value,
+            position=message.position,
+        )
+        return message
+
+    async def event(self, type_: EventType, **data: Any) -> None:
+        await self._uow.events.add(
+            Event(type_, self.session.session_id, self._now(), self.turn.turn_id, data)
+        )
+
+    async def switch_agent(self, target: AgentProfile, reason: str) -> chunks.AgentSwitched:
+        """Move the session to `target`; returns the chunk that tells the client."""
+        switch = AgentSwitch(self.agent.name, target.name, reason, self._now(), self.turn.turn_id)
+        await self._uow.sessions.switch_agent(self.session.session_id, switch)
+        await self.event(
+            EventType.AGENT_SWITCHED,
+            from_agent=switch.from_agent,
+            to_agent=switch.to_agent,
+            reason=reason,
+        )
+        self.session.agent = self.turn.agent = target.name
+        self.agent = target
+        self.turn.model = self._model_for(target)
+        return chunks.AgentSwitched(switch.from_agent, switch.to_agent, reason)
+
+    async def finish(self, stop: StopReason, *final: chunks.ChunkBody) -> None:
+        """The turn is complete: `final` and TurnCompleted go out after the next commit,
+        which also frees the session."""
+        self.turn.complete(stop, self.usage, self._now())
+        await self.event(
+            EventType.TURN_COMPLETED,
+            stop_reason=stop.value,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+        )
+        for body in final:
+            self.chunk(body)
+        self.chunk(chunks.TurnCompleted(stop, self.usage))
+
+    async def fail(self, error: DomainError) -> None:
+        """The turn failed: Error and TurnCompleted go out (made first, so the client gets
+        them even if the database refuses the rest)."""
+        self.turn.fail(TurnError(error.reason, error.message), self.usage, self._now())
+        self.chunk(chunks.TurnError(error))
+        self.chunk(chunks.TurnCompleted(StopReason.ERROR, self.usage))
+        await self._end_model_call(error.reason)
+        await self.event(EventType.TURN_FAILED, reason=error.reason, message=error.message)
+
+    async def cancel(self) -> None:
+        """The turn was cancelled: TurnCompleted goes out (made first, as in fail())."""
+        self.turn.cancel(self.usage, self._now())
+        self.chunk(chunks.TurnCompleted(StopReason.CANCELLED, self.usage))
+        await self._end_model_call("CANCELLED")
+        await self.event(EventType.TURN_CANCELLED)
+
+    async def _end_model_call(self, reason: str) -> None:
+        """Before an abnormal end: the model call's outcome, and the text it streamed."""
+        if self._model_outcome is not None:  # answered, but the commit recording it failed
+            await self.event(EventType.MODEL_REQUEST_COMPLETED, **self._model_outcome)
+        elif self._call_started is not None:
+            await self.event(
+                EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self._call_ms()
+            )
+        partial = "".join(self.partial_text)
+        if partial:
+            await self.append(Role.ASSISTANT, partial, incomplete=True)
+        self._call_started = None
+        self._model_outcome = None
+        self.partial_text.clear()
+
+    # -- the model calls ------------------------------------------------------------------
+
+    def model_call_started(self) -> None:
+        self._call_started = time.monotonic()
+        self.partial_text.clear()
+
+    async def model_answered(self, response: ModelResponse) -> None:
+        """Record the model call's completion (its usage is counted already)."""
+        usage = response.usage or Usage()
+        self._model_outcome = {
+            "model": self.turn.model,
+            "duration_ms": self._call_ms(),
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "finish_reason": response.finish_reason or "",
+        }
+        await self.event(EventType.MODEL_REQUEST_COMPLETED, **self._model_outcome)
+        self._call_started = None
+
+    async def model_call_failed(self, reason: str) -> None:
+        """A call whose failure the turn survives (the orchestrator's routing call)."""
+        await self.event(EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self._call_ms())
+        self._call_started = None
+        self.partial_text.clear()
+
+    def _call_ms(self) -> int:
+        if self._call_started is None:
+            return 0
+        return round((time.monotonic() - self._call_started) * 1000)
+
+    # -- commits --------------------------------------------------------------------------
+
+    async def save(self) -> None:
+        """Write what every commit of the turn carries: its row with the replay log, and the
+        session's activity (freeing the session once the turn is over)."""
+        if not self.finished:  # a model call follows every commit of a running turn
+            await self.event(
+                EventType.MODEL_REQUEST_STARTED, model=self.turn.model, agent=self.agent.name
+            )
+        if self._inserted:
+            await self._uow.turns.save(self.turn, self.log)
+        else:
+            await self._uow.turns.add(self.turn, self.log)
+        now = self._now()
+        self.session.last_activity_at = now
+        await self._uow.sessions.record_activity(
+            self.session.session_id,
+            now,
+            message_count=self.session.message_count,
+            release_turn=self.turn.turn_id if self.finished else None,
+        )
+
+    def committed(self) -> None:
+        """The commit after save() landed: that is what a rollback now returns to."""
+        self._inserted = True
+        self._model_outcome = None
+        self.partial_text.clear()  # the answer it streamed is recorded now
+        self._committed = self._snapshot()
+
+    async def roll_back(self) -> None:
+        """Undo what was recorded since the last commit, in the database and here (here
+        even if the database fails to roll back)."""
+        try:
+            await self._uow.rollback()
+        finally:
+            committed = self._committed
+            self.turn = dataclasses.replace(committed.turn)
+            self.agent = committed.agent
+            self.session.agent = committed.agent.name
+            self.session.message_count = committed.message_count
+            del self.history[committed.history :]
+            del self.log[committed.log :]
+            self._unsent = 0
+            # What the model streamed or answered since then stays known: an ending
+            # records it (_end_model_call).
+            last_logged = self.log[-1].seq if self.log else 0
+            self._next_seq = max(self._last_delta_seq, last_logged) + 1
+
+    def _snapshot(self) -> _Committed:
+        return _Committed(
+            dataclasses.replace(self.turn),
+            self.agent,
+            self.session.message_count,
+            len(self.history),
+            len(self.log),
+        )
