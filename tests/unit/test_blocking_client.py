@@ -6,7 +6,7 @@ a script or a WSGI worker."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -149,6 +149,19 @@ def delta(seq: int, text: str) -> rt.StreamChunk:
 TURN_STARTED = chunk(1, turn_started=rt.TurnStarted())
 FINAL = chunk(4, assistant_message=rt.AssistantMessage(content="one two"))
 COMPLETED = chunk(5, turn_completed=rt.TurnCompleted(stop_reason=rt.STOP_REASON_END_TURN))
+
+
+def started_turn(
+    channel: grpc_testing.Channel, client: BlockingAgentRuntimeClient
+) -> tuple[Generator[rt.StreamChunk, None, None], Any, rt.StreamMessageRequest]:
+    """A turn the client started in session s1 and whose TurnStarted it has read: the chunks
+    to come, the call's server side, and the request."""
+    stream = client.stream_message("s1", "count", client_message_id="k1")
+    first = in_background(lambda: next(stream))
+    _, request, rpc = take_stream(channel, STREAM_MESSAGE)
+    rpc.send_response(TURN_STARTED)
+    assert first.result(WAIT) == TURN_STARTED
+    return stream, rpc, request
 
 
 def test_a_unary_call_sends_its_request_with_the_bearer_key(
@@ -329,15 +342,11 @@ def test_a_turn_is_sent_again_unchanged_when_it_fails_before_its_first_chunk(
 def test_a_stream_broken_mid_turn_resumes_after_the_last_seq_without_duplicates(
     channel: grpc_testing.Channel, client: BlockingAgentRuntimeClient
 ) -> None:
-    stream = client.stream_message("s1", "count", client_message_id="k1")
-    pending = in_background(lambda: next(stream))
-    _, request, rpc = take_stream(channel, STREAM_MESSAGE)
+    stream, rpc, request = started_turn(channel, client)
     assert (request.user_message.content, request.client_message_id) == ("count", "k1")
-    rpc.send_response(TURN_STARTED)
-    received = [pending.result(WAIT)]
     pending = in_background(lambda: next(stream))
     rpc.send_response(delta(2, "one "))
-    received.append(pending.result(WAIT))
+    received = [TURN_STARTED, pending.result(WAIT)]
     rest = in_background(lambda: list(stream))
     rpc.terminate(*UNAVAILABLE)  # the connection broke mid-turn
 
@@ -379,11 +388,7 @@ def test_each_chunk_that_arrives_starts_a_fresh_series_of_attempts(
 def test_a_failure_that_is_not_retryable_ends_the_stream_with_the_error(
     channel: grpc_testing.Channel, client: BlockingAgentRuntimeClient
 ) -> None:
-    stream = client.stream_message("s1", "hi")
-    first = in_background(lambda: next(stream))
-    _, _, rpc = take_stream(channel, STREAM_MESSAGE)
-    rpc.send_response(TURN_STARTED)
-    assert first.result(WAIT) == TURN_STARTED
+    stream, rpc, _ = started_turn(channel, client)
     rest = in_background(lambda: list(stream))
     rpc.terminate(
         *failure(
@@ -400,11 +405,7 @@ def test_a_failure_that_is_not_retryable_ends_the_stream_with_the_error(
 def test_closing_the_stream_early_cancels_the_call(
     channel: grpc_testing.Channel, client: BlockingAgentRuntimeClient
 ) -> None:
-    stream = client.stream_message("s1", "go")
-    first = in_background(lambda: next(stream))
-    _, _, rpc = take_stream(channel, STREAM_MESSAGE)
-    rpc.send_response(TURN_STARTED)
-    assert first.result(WAIT) == TURN_STARTED
+    stream, rpc, _ = started_turn(channel, client)
     stream.close()
     cancelled(rpc)
 
