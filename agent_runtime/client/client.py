@@ -3,53 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
-from agent_runtime.client.connection import TlsConfig, open_channel
-from agent_runtime.client.errors import AgentRuntimeError
-from agent_runtime.client.inputs import TurnInput, stream_request
-from agent_runtime.client.retry import RetryPolicy
-from agent_runtime.v1 import agent_pb2, agent_pb2_grpc, event_pb2, event_pb2_grpc
+from agent_runtime.client import calls
+from agent_runtime.client.base import ClientBase
+from agent_runtime.client.calls import Pages, UnaryCall
+from agent_runtime.client.inputs import TurnInput
+from agent_runtime.client.streams import ResumableStream
+from agent_runtime.v1 import agent_pb2, event_pb2
 from agent_runtime.v1 import agent_runtime_pb2 as rt
-from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
 from agent_runtime.v1 import session_pb2 as ses
-from agent_runtime.v1 import session_pb2_grpc as ses_grpc
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-DEFAULT_TIMEOUT = 30.0
-
-_Response = TypeVar("_Response")
+_Result = TypeVar("_Result")
 _Item = TypeVar("_Item")
 
 
-def new_session_id() -> str:
-    return f"ses_{uuid.uuid4().hex}"
-
-
-def new_client_message_id() -> str:
-    return f"cmsg_{uuid.uuid4().hex}"
-
-
-class _Deadline:
-    """One time budget shared by every attempt of a call."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self._at = None if seconds is None else time.monotonic() + seconds
-
-    def remaining(self) -> float | None:
-        return None if self._at is None else max(0.0, self._at - time.monotonic())
-
-    def allows_wait(self, delay: float) -> bool:
-        remaining = self.remaining()
-        return remaining is None or delay < remaining
-
-
-class AgentRuntimeClient:
+class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
     """An async client for one runtime.
 
         async with AgentRuntimeClient("127.0.0.1:50051", api_key="...") as client:
@@ -60,32 +32,11 @@ class AgentRuntimeClient:
     RESOURCE_EXHAUSTED / ABORTED when the server attaches RetryInfo); writes that cannot be
     repeated safely (create, delete, cancel) are not. A turn is retried because every
     StreamMessage carries a client_message_id, which makes the server attach a repeated request
-    to the turn the first one started instead of starting another.
+    to the turn the first one started instead of starting another. Create it inside the event
+    loop that uses it (grpc.aio binds its channel to that loop).
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        api_key: str | None = None,
-        tls: TlsConfig | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        channel_options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        """`timeout`: the default time budget of each unary call, retries included (None: no
-        limit). Streams have no default limit: a turn takes as long as the model does."""
-        self.target = target
-        self._retry = retry or RetryPolicy()
-        self._timeout = timeout
-        self._channel = open_channel(target, tls, self._retry, channel_options)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        )
-        self._runtime = rt_grpc.AgentRuntimeServiceStub(self._channel)
-        self._sessions = ses_grpc.SessionServiceStub(self._channel)
-        self._agents = agent_pb2_grpc.AgentServiceStub(self._channel)
-        self._events = event_pb2_grpc.EventServiceStub(self._channel)
+    _transport = grpc.aio
 
     async def close(self) -> None:
         await self._channel.close()
@@ -118,72 +69,19 @@ class AgentRuntimeClient:
         deltas). Close the iterator (aclose(), or contextlib.aclosing around the loop) or
         cancel the task to cancel the call: the server then cancels the turn.
         """
-        request = stream_request(
-            session_id or new_session_id(),
-            turn_input,
-            client_message_id=client_message_id or new_client_message_id(),
-            agent=agent,
-            model=model,
-        )
-        return self._turn_stream(
-            lambda remaining: self._runtime.StreamMessage(
-                request, metadata=self._metadata, timeout=remaining
-            ),
-            request.session_id,
-            timeout,
-        )
+        turn = self._turn(session_id, turn_input, client_message_id, agent, model, timeout)
+        return self._follow(turn)
 
     def resume_stream(
         self, session_id: str, turn_id: str, after_seq: int = 0, *, timeout: float | None = None
     ) -> AsyncGenerator[rt.StreamChunk, None]:
         """A turn's chunks after `after_seq`, then live until it ends."""
-        return self._turn_stream(None, session_id, timeout, turn_id=turn_id, last_seq=after_seq)
+        return self._follow(self._resumed_turn(session_id, turn_id, after_seq, timeout))
 
     async def cancel_turn(
         self, session_id: str, turn_id: str, *, timeout: float | None = None
     ) -> None:
-        """Not retried: a repeat after a lost answer would fail with TURN_NOT_RUNNING."""
-        request = rt.CancelTurnRequest(session_id=session_id, turn_id=turn_id)
-        await self._unary(self._runtime.CancelTurn, request, timeout, idempotent=False)
-
-    async def _turn_stream(
-        self,
-        open_call: Callable[[float | None], Any] | None,
-        session_id: str,
-        timeout: float | None,
-        *,
-        turn_id: str = "",
-        last_seq: int = 0,
-    ) -> AsyncGenerator[rt.StreamChunk, None]:
-        deadline = _Deadline(timeout)
-        attempt = 0
-        while True:
-            attempt += 1
-            if turn_id or open_call is None:  # the turn exists: fetch what is missing
-                request = rt.ResumeStreamRequest(
-                    session_id=session_id, turn_id=turn_id, after_seq=last_seq
-                )
-                call = self._runtime.ResumeStream(
-                    request, metadata=self._metadata, timeout=deadline.remaining()
-                )
-            else:
-                call = open_call(deadline.remaining())
-            try:
-                async for chunk in call:
-                    if turn_id == chunk.turn_id and chunk.seq <= last_seq:
-                        continue  # a replayed chunk the caller has already had
-                    session_id, turn_id, last_seq = chunk.session_id, chunk.turn_id, chunk.seq
-                    attempt = 1  # progress: this attempt starts a fresh series
-                    yield chunk
-                return
-            except grpc.aio.AioRpcError as exc:
-                error = AgentRuntimeError.from_rpc_error(exc)
-                delay = self._retry.delay_before_retry(attempt, error)
-                if delay is None or not deadline.allows_wait(delay):
-                    raise error from None
-            finally:
-                call.cancel()  # a caller that stops early (or is cancelled) ends the call
-            await asyncio.sleep(delay)
+        await self._call(calls.cancel_turn(session_id, turn_id), timeout)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -195,40 +93,22 @@ class AgentRuntimeClient:
         agent: str = "",
         timeout: float | None = None,
     ) -> ses.Session:
-        """Not retried: a repeat after a lost answer would fail with ALREADY_EXISTS (or create
-        a second session when the server picks the id)."""
-        request = ses.CreateSessionRequest(session_id=session_id, title=title, agent=agent)
-        response: ses.CreateSessionResponse = await self._unary(
-            self._sessions.CreateSession, request, timeout, idempotent=False
-        )
-        return response.session
+        return await self._call(calls.create_session(session_id, title, agent), timeout)
 
     async def get_session(self, session_id: str, *, timeout: float | None = None) -> ses.Session:
-        request = ses.GetSessionRequest(session_id=session_id)
-        response: ses.GetSessionResponse = await self._unary(
-            self._sessions.GetSession, request, timeout
-        )
-        return response.session
+        return await self._call(calls.get_session(session_id), timeout)
 
     async def list_sessions_page(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> ses.ListSessionsResponse:
-        request = ses.ListSessionsRequest(page_size=page_size, page_token=page_token)
-        return await self._unary(self._sessions.ListSessions, request, timeout)
+        return await self._call(calls.list_sessions_page(page_size, page_token), timeout)
 
     def list_sessions(self, *, page_size: int = 0) -> AsyncGenerator[ses.Session, None]:
         """Every session, most recently active first, fetched a page at a time."""
-
-        async def page(token: str) -> tuple[Iterable[ses.Session], str]:
-            response = await self.list_sessions_page(page_size=page_size, page_token=token)
-            return response.sessions, response.next_page_token
-
-        return _paged(page)
+        return self._every(calls.every_session(page_size))
 
     async def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
-        """Not retried: a repeat after a lost answer would fail with NOT_FOUND."""
-        request = ses.DeleteSessionRequest(session_id=session_id)
-        await self._unary(self._sessions.DeleteSession, request, timeout, idempotent=False)
+        await self._call(calls.delete_session(session_id), timeout)
 
     async def list_messages_page(
         self,
@@ -238,47 +118,27 @@ class AgentRuntimeClient:
         page_token: str = "",
         timeout: float | None = None,
     ) -> ses.ListMessagesResponse:
-        request = ses.ListMessagesRequest(
-            session_id=session_id, page_size=page_size, page_token=page_token
-        )
-        return await self._unary(self._sessions.ListMessages, request, timeout)
+        call = calls.list_messages_page(session_id, page_size, page_token)
+        return await self._call(call, timeout)
 
     def list_messages(
         self, session_id: str, *, page_size: int = 0
     ) -> AsyncGenerator[ses.Message, None]:
         """The session's messages in conversation order, fetched a page at a time."""
-
-        async def page(token: str) -> tuple[Iterable[ses.Message], str]:
-            response = await self.list_messages_page(
-                session_id, page_size=page_size, page_token=token
-            )
-            return response.messages, response.next_page_token
-
-        return _paged(page)
+        return self._every(calls.every_message(session_id, page_size))
 
     def list_pending_approvals(
         self, session_id: str, *, page_size: int = 0
     ) -> AsyncGenerator[ses.PendingApproval, None]:
         """Tool calls waiting for a decision; decide with stream_message(approve/edit/reject)."""
-
-        async def page(token: str) -> tuple[Iterable[ses.PendingApproval], str]:
-            request = ses.ListPendingApprovalsRequest(
-                session_id=session_id, page_size=page_size, page_token=token
-            )
-            response = await self._unary(self._sessions.ListPendingApprovals, request, None)
-            return response.approvals, response.next_page_token
-
-        return _paged(page)
+        return self._every(calls.every_pending_approval(session_id, page_size))
 
     # -- agents and events -----------------------------------------------------------------
 
     async def list_agents(self, *, timeout: float | None = None) -> list[agent_pb2.Agent]:
-        response = await self._unary(
-            self._agents.ListAgents, agent_pb2.ListAgentsRequest(), timeout
-        )
-        return list(response.agents)
+        return await self._call(calls.list_agents(), timeout)
 
-    async def watch_events(
+    def watch_events(
         self,
         *,
         session_id: str = "",
@@ -288,59 +148,42 @@ class AgentRuntimeClient:
         """Committed events after `after_event_id` (None: from now on), then live. A broken
         stream is reopened after the last event received; before the first one, only when a
         cursor was given (else events in the gap could be missed)."""
-        attempt = 0
+        return self._follow(self._event_watch(session_id, event_types, after_event_id))
+
+    # -- the transport ---------------------------------------------------------------------
+
+    async def _call(self, call: UnaryCall[_Result], timeout: float | None) -> _Result:
+        attempts = self._unary_attempts(timeout)
         while True:
-            attempt += 1
-            request = event_pb2.WatchEventsRequest(session_id=session_id, event_types=event_types)
-            if after_event_id is not None:
-                request.after_event_id = after_event_id
-            call = self._events.WatchEvents(request, metadata=self._metadata)
+            method = call.method(self._stubs)
+            try:
+                response: Any = await method(
+                    call.request, metadata=self._metadata, timeout=attempts.remaining()
+                )
+                return call.result(response)
+            except grpc.aio.AioRpcError as failure:
+                delay = attempts.delay_after(failure, repeatable=call.repeatable)
+            await asyncio.sleep(delay)
+
+    async def _follow(self, stream: ResumableStream[Any, _Item]) -> AsyncGenerator[_Item, None]:
+        while True:
+            call = stream.open(self._stubs, self._metadata)
             try:
                 async for response in call:
-                    after_event_id = response.event.event_id
-                    attempt = 1
-                    yield response.event
+                    if (item := stream.take(response)) is not None:
+                        yield item
                 return
-            except grpc.aio.AioRpcError as exc:
-                error = AgentRuntimeError.from_rpc_error(exc)
-                delay = self._retry.delay_before_retry(attempt, error)
-                if delay is None or after_event_id is None:
-                    raise error from None
+            except grpc.aio.AioRpcError as failure:
+                delay = stream.delay_after(failure)
             finally:
-                call.cancel()
+                call.cancel()  # a caller that stops early (or is cancelled) ends the call
             await asyncio.sleep(delay)
 
-    # -- unary calls -----------------------------------------------------------------------
-
-    async def _unary(
-        self,
-        method: Callable[..., Awaitable[_Response]],
-        request: object,
-        timeout: float | None,
-        *,
-        idempotent: bool = True,
-    ) -> _Response:
-        deadline = _Deadline(self._timeout if timeout is None else timeout)
-        attempt = 0
+    async def _every(self, pages: Pages[_Item]) -> AsyncGenerator[_Item, None]:
+        token = ""
         while True:
-            attempt += 1
-            try:
-                return await method(request, metadata=self._metadata, timeout=deadline.remaining())
-            except grpc.aio.AioRpcError as exc:
-                error = AgentRuntimeError.from_rpc_error(exc)
-                delay = self._retry.delay_before_retry(attempt, error) if idempotent else None
-                if delay is None or not deadline.allows_wait(delay):
-                    raise error from None
-            await asyncio.sleep(delay)
-
-
-async def _paged(
-    fetch: Callable[[str], Awaitable[tuple[Iterable[_Item], str]]],
-) -> AsyncGenerator[_Item, None]:
-    token = ""
-    while True:
-        items, token = await fetch(token)
-        for item in items:
-            yield item
-        if not token:
-            return
+            response = await self._call(pages.page(token), None)
+            for item in pages.items(response):
+                yield item
+            if not (token := response.next_page_token):
+                return

@@ -1,4 +1,4 @@
-"""The channel: TLS or plaintext, and reconnection paced like the retries."""
+"""The channel of either client: TLS or plaintext, and reconnection paced like the retries."""
 
 from __future__ import annotations
 
@@ -43,11 +43,12 @@ class TlsConfig:
 
 
 def open_channel(
+    transport: Any,  # the grpc module (blocking) or grpc.aio: both open channels alike
     target: str,
     tls: TlsConfig | None,
     retry: RetryPolicy,
     options: Sequence[tuple[str, Any]] = (),
-) -> grpc.aio.Channel:
+) -> Any:
     # After a lost connection the channel reconnects on this schedule; grpc's default (1 s,
     # growing to 120 s) would make our quicker retries fail at once against a closed channel.
     channel_options: list[tuple[str, Any]] = [
@@ -57,7 +58,7 @@ def open_channel(
         *options,
     ]
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=channel_options)
+        return transport.insecure_channel(target, options=channel_options)
     if tls.server_name:
         channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
     credentials = grpc.ssl_channel_credentials(
@@ -65,4 +66,4 @@ def open_channel(
         private_key=tls.private_key,
         certificate_chain=tls.certificate_chain,
     )
-    return grpc.aio.secure_channel(target, credentials, options=channel_options)
+    return transport.secure_channel(target, credentials, options=channel_options)

@@ -8,6 +8,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_REQUEST_ID_KEY = "x-request-id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class AgentRuntimeError(Exception):
     `reason`, `domain` and `metadata` come from the google.rpc ErrorInfo detail ("" and {}
     when the status carries none, e.g. a connection failure); `field_violations` from
     BadRequest; `retry_delay` (seconds) from RetryInfo, set when the server says a retry may
-    succeed.
+    succeed. `request_id` is the id the server logged the call under ("" when it sent none).
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class AgentRuntimeError(Exception):
         metadata: dict[str, str] | None = None,
         field_violations: list[FieldViolation] | None = None,
         retry_delay: float | None = None,
+        request_id: str = "",
     ) -> None:
         super().__init__(code, message)
         self.code = code
@@ -44,17 +46,22 @@ class AgentRuntimeError(Exception):
         self.metadata = metadata or {}
         self.field_violations = field_violations or []
         self.retry_delay = retry_delay
+        self.request_id = request_id
 
     def __str__(self) -> str:
         reason = f" ({self.reason})" if self.reason else ""
         return f"{self.code.name}{reason}: {self.message}"
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> AgentRuntimeError:
+    def from_rpc_error(cls, error: grpc.RpcError) -> AgentRuntimeError:
+        """From a failed call of either transport: a grpc.aio.AioRpcError, or the grpc.RpcError
+        of a blocking channel (which is also its grpc.Call)."""
         result = cls(error.code(), error.details() or "")
         for key, value in error.trailing_metadata() or ():
             if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
                 result._read_details(status_pb2.Status.FromString(value))
+            elif key == _REQUEST_ID_KEY and isinstance(value, str):
+                result.request_id = value
         return result
 
     def _read_details(self, status: status_pb2.Status) -> None:

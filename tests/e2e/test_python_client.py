@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -24,9 +23,13 @@ from agent_runtime.client import (
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2
 from agent_runtime.v1 import session_pb2 as ses
+from tests.support.broken_stream import (
+    assert_resumed_without_duplicates,
+    break_after_the_turn_ends,
+    gate_the_answer,
+)
 from tests.support.fake_model_server import (
     FakeModelServer,
-    gated_answer,
     stall_after,
     text_answer,
     tool_call_answer,
@@ -230,35 +233,13 @@ async def test_a_stream_broken_mid_turn_resumes_after_the_last_seq_without_dupli
     api: AgentRuntimeClient,
     model_server: FakeModelServer,
 ) -> None:
-    gate = asyncio.Event()
-    model_server.enqueue(gated_answer(["one ", "two ", "three"], gate))
+    gate = gate_the_answer(model_server)
     stream = proxied.stream_message("s1", "count")
     received = [await anext(stream), await anext(stream)]  # TurnStarted, the first delta
     assert kinds(received) == ["turn_started", "assistant_delta"]
-
-    # The network path goes silent, the turn finishes on the server, then the path breaks.
-    proxy.hold_replies()
-    gate.set()
-
-    async def turn_finished() -> bool:
-        return not (await api.get_session("s1")).running_turn_id
-
-    await eventually(turn_finished, what="the turn to finish on the server")
-    proxy.reset_connections()
-
+    await break_after_the_turn_ends(proxy, gate, api, "s1")
     received += await collect(stream)
-    assert kinds(received) == [
-        "turn_started",
-        "assistant_delta",
-        "assistant_message",
-        "turn_completed",
-    ]
-    seqs = [c.seq for c in received]
-    assert seqs == sorted(set(seqs))  # no chunk twice, in order
-    assert received[2].assistant_message.content == "one two three"
-    assert stop_reason(received) == rt.STOP_REASON_END_TURN
-    assert proxy.connections_accepted == 2  # the retry went over a new connection
-    assert len(model_server.requests) == 1
+    assert_resumed_without_duplicates(received, proxy, model_server)
 
 
 async def test_resume_stream_replays_a_finished_turn(

@@ -1,0 +1,170 @@
+"""BlockingAgentRuntimeClient: the same typed calls as AgentRuntimeClient, for code without an
+event loop (scripts, WSGI gateways), over a blocking grpc channel."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from agent_runtime.client import calls
+from agent_runtime.client.base import ClientBase
+from agent_runtime.client.calls import Pages, UnaryCall
+from agent_runtime.client.inputs import TurnInput
+from agent_runtime.client.streams import ResumableStream
+from agent_runtime.v1 import agent_pb2, event_pb2
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import session_pb2 as ses
+
+_Result = TypeVar("_Result")
+_Item = TypeVar("_Item")
+
+
+class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
+    """A blocking client for one runtime: AgentRuntimeClient's methods, errors and retries,
+    returning values and plain iterators instead of awaitables and async iterators.
+
+        with BlockingAgentRuntimeClient("127.0.0.1:50051", api_key="...") as client:
+            for chunk in client.stream_message("my-session", "hello"):
+                ...
+
+    One client may serve many threads at once (a WSGI server's): open it once per process,
+    after any fork, and share it. Close a stream early with its close() (or
+    contextlib.closing around the loop): the call is cancelled, and the server cancels the
+    turn.
+    """
+
+    _transport = grpc
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> BlockingAgentRuntimeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- turns -----------------------------------------------------------------------------
+
+    def stream_message(
+        self,
+        session_id: str,
+        turn_input: TurnInput | str,
+        *,
+        client_message_id: str | None = None,
+        agent: str = "",
+        model: str = "",
+        timeout: float | None = None,
+    ) -> Generator[rt.StreamChunk, None, None]:
+        """As AgentRuntimeClient.stream_message: the chunks of the turn this input starts,
+        resumed after the last seq received if the stream breaks."""
+        turn = self._turn(session_id, turn_input, client_message_id, agent, model, timeout)
+        return self._follow(turn)
+
+    def resume_stream(
+        self, session_id: str, turn_id: str, after_seq: int = 0, *, timeout: float | None = None
+    ) -> Generator[rt.StreamChunk, None, None]:
+        return self._follow(self._resumed_turn(session_id, turn_id, after_seq, timeout))
+
+    def cancel_turn(self, session_id: str, turn_id: str, *, timeout: float | None = None) -> None:
+        self._call(calls.cancel_turn(session_id, turn_id), timeout)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        session_id: str = "",
+        *,
+        title: str = "",
+        agent: str = "",
+        timeout: float | None = None,
+    ) -> ses.Session:
+        return self._call(calls.create_session(session_id, title, agent), timeout)
+
+    def get_session(self, session_id: str, *, timeout: float | None = None) -> ses.Session:
+        return self._call(calls.get_session(session_id), timeout)
+
+    def list_sessions_page(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> ses.ListSessionsResponse:
+        return self._call(calls.list_sessions_page(page_size, page_token), timeout)
+
+    def list_sessions(self, *, page_size: int = 0) -> Generator[ses.Session, None, None]:
+        return self._every(calls.every_session(page_size))
+
+    def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
+        self._call(calls.delete_session(session_id), timeout)
+
+    def list_messages_page(
+        self,
+        session_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> ses.ListMessagesResponse:
+        return self._call(calls.list_messages_page(session_id, page_size, page_token), timeout)
+
+    def list_messages(
+        self, session_id: str, *, page_size: int = 0
+    ) -> Generator[ses.Message, None, None]:
+        return self._every(calls.every_message(session_id, page_size))
+
+    def list_pending_approvals(
+        self, session_id: str, *, page_size: int = 0
+    ) -> Generator[ses.PendingApproval, None, None]:
+        return self._every(calls.every_pending_approval(session_id, page_size))
+
+    # -- agents and events -----------------------------------------------------------------
+
+    def list_agents(self, *, timeout: float | None = None) -> list[agent_pb2.Agent]:
+        return self._call(calls.list_agents(), timeout)
+
+    def watch_events(
+        self,
+        *,
+        session_id: str = "",
+        event_types: Sequence[event_pb2.EventType.ValueType] = (),
+        after_event_id: int | None = None,
+    ) -> Generator[event_pb2.Event, None, None]:
+        return self._follow(self._event_watch(session_id, event_types, after_event_id))
+
+    # -- the transport ---------------------------------------------------------------------
+
+    def _call(self, call: UnaryCall[_Result], timeout: float | None) -> _Result:
+        attempts = self._unary_attempts(timeout)
+        while True:
+            method = call.method(self._stubs)
+            try:
+                response = method(
+                    call.request, metadata=self._metadata, timeout=attempts.remaining()
+                )
+                return call.result(response)
+            except grpc.RpcError as failure:
+                delay = attempts.delay_after(failure, repeatable=call.repeatable)
+            time.sleep(delay)
+
+    def _follow(self, stream: ResumableStream[Any, _Item]) -> Generator[_Item, None, None]:
+        while True:
+            call = stream.open(self._stubs, self._metadata)
+            try:
+                for response in call:
+                    if (item := stream.take(response)) is not None:
+                        yield item
+                return
+            except grpc.RpcError as failure:
+                delay = stream.delay_after(failure)
+            finally:
+                call.cancel()  # a caller that stops early ends the call
+            time.sleep(delay)
+
+    def _every(self, pages: Pages[_Item]) -> Generator[_Item, None, None]:
+        token = ""
+        while True:
+            response = self._call(pages.page(token), None)
+            yield from pages.items(response)
+            if not (token := response.next_page_token):
+                return
