@@ -193,8 +193,10 @@ class Answer:
         return self._add_text(self._streamed_text.add(received))
 
     def _add_text(self, text: str) -> str:
-        if text:
-            self._grow(utf8_size(text))
+        if text:  # once per stream event: the common case (ASCII) costs no call
+            self._bytes += len(text) if text.isascii() else utf8_size(text)
+            if self._bytes > self._limits.answer:
+                raise self._too_large()
             self._text.append(text)
         return text
 
@@ -204,10 +206,13 @@ class Answer:
     def _grow(self, size: int) -> None:
         self._bytes += size
         if self._bytes > self._limits.answer:
-            raise answer_too_large(
-                f"the model's answer is larger than the {self._limits.answer}-byte limit "
-                "(AGENT_RUNTIME_MAX_ANSWER_BYTES)"
-            )
+            raise self._too_large()
+
+    def _too_large(self) -> ModelProtocolError:
+        return answer_too_large(
+            f"the model's answer is larger than the {self._limits.answer}-byte limit "
+            "(AGENT_RUNTIME_MAX_ANSWER_BYTES)"
+        )
 
     def _add_fragment(self, fragment: object, default_index: int | None) -> None:
         if not isinstance(fragment, dict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import sys
 from dataclasses import dataclass
 
 # Only these three end a line; str.splitlines() would also split on \v, \f, \x1c, U+2028...
@@ -29,7 +30,7 @@ class SSEParser:
     a stream that never ends its line must not grow the buffer without bound.
     """
 
-    def __init__(self, max_chars: int | None = None) -> None:
+    def __init__(self, max_chars: int = sys.maxsize) -> None:
         self._max_chars = max_chars
         # utf-8-sig drops the optional leading BOM, as the spec asks.
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
@@ -50,7 +51,8 @@ class SSEParser:
                 text = text[1:]
         if "\n" not in text and "\r" not in text:
             self._pending += text
-            self._check(len(self._pending))
+            if len(self._pending) > self._max_chars:
+                raise self._too_large()
             return []
         buffer = self._pending + text
         events: list[SSEEvent] = []
@@ -59,7 +61,8 @@ class SSEParser:
             self._line(buffer[start : match.start()], events)
             start = match.end()
         self._pending = buffer[start:]
-        self._check(len(self._pending))
+        if len(self._pending) > self._max_chars:
+            raise self._too_large()
         # A lone \r at the very end already ended its line; remember to swallow its \n.
         self._skip_lf = buffer[-1] == "\r"
         return events
@@ -99,7 +102,8 @@ class SSEParser:
         if name == "data":
             self._data.append(value)
             self._data_chars += len(value) + 1
-            self._check(self._data_chars)
+            if self._data_chars > self._max_chars:
+                raise self._too_large()
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -107,8 +111,7 @@ class SSEParser:
             self._last_id = value
         # "retry" and unknown fields are of no use to a client that never reconnects.
 
-    def _check(self, chars: int) -> None:
-        if self._max_chars is not None and chars > self._max_chars:
-            raise SSEEventTooLarge(
-                f"a line or event of the stream is longer than {self._max_chars} characters"
-            )
+    def _too_large(self) -> SSEEventTooLarge:
+        return SSEEventTooLarge(
+            f"a line or event of the stream is longer than {self._max_chars} characters"
+        )
