@@ -31,8 +31,6 @@ MAX_ARGUMENT_DEPTH = 20
 # below the 2**32 of the protocol's uint32 fields.
 MAX_TOKEN_COUNT = 2**24
 
-ANSWER_TOO_LARGE = "MODEL_ANSWER_TOO_LARGE"
-
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON string (an unterminated one runs to the end: matched in one pass, never retried from
 # each quote inside it) or a bracket.
@@ -67,7 +65,8 @@ DEFAULT_ANSWER_LIMITS = AnswerLimits()
 
 
 def answer_too_large(message: str) -> ModelProtocolError:
-    return ModelProtocolError(message, reason=ANSWER_TOO_LARGE)
+    """Not retryable: the same request would get the same answer."""
+    return ModelProtocolError(message, reason="MODEL_ANSWER_TOO_LARGE")
 
 
 def well_formed(text: str) -> str:
