@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Any
 
@@ -108,6 +109,30 @@ class TestRefused:
             True,
         )
         assert await turn_rows(database_url) == [("failed", "MODEL_UNREACHABLE")]
+
+
+class TestEachHttpTransport:
+    @pytest.fixture(params=["aiohttp", "httpx"])
+    def settings_overrides(
+        self, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    ) -> dict[str, Any]:
+        caplog.set_level(logging.INFO, logger="agent_runtime")  # start-up's log
+        return {**FAST, "llm_http_transport": request.param}
+
+    async def test_answers_and_faults_over_the_transport(
+        self,
+        client: Client,
+        model_server: FakeModelServer,
+        settings_overrides: dict[str, Any],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        started = " ".join(record.getMessage() for record in caplog.get_records("setup"))
+        assert f"(HTTP transport {settings_overrides['llm_http_transport']})" in started
+        model_server.enqueue(text_answer("over the wire"), drop_connection_after("cut off", 1))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[-2].assistant_message.content == "over the wire"
+        error = error_of(await client.turn(user_message("s1", "again")))
+        assert (error.code, error.reason) == ("UNAVAILABLE", "MODEL_STREAM_INTERRUPTED")
 
 
 class TestFaultsThatEndTheTurn:

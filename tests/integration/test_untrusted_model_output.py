@@ -402,3 +402,17 @@ async def test_an_html_page_with_200_is_a_bad_response_and_not_retried(
     assert "text/html" in caught.value.message
     assert "Sign in to the corporate proxy" in caught.value.message
     assert len(server.requests) == 1
+
+
+async def test_an_answer_with_too_many_tool_calls_is_a_bad_response(
+    server: FakeModelServer, http: httpx.AsyncClient
+) -> None:
+    # Empty fragments cost nothing in size, but each would be a call held until the end.
+    fragments = [{"index": index} for index in range(1000)]
+    server.enqueue(raw_sse([event({"tool_calls": fragments}), event({}, "tool_calls"), DONE]))
+
+    with pytest.raises(ModelProtocolError) as caught:
+        await collect(make_client(server, http), [])
+
+    assert caught.value.reason == "MODEL_BAD_RESPONSE"
+    assert "more than 128 tool calls" in caught.value.message

@@ -38,6 +38,9 @@ Redactor = Callable[[str], str]
 
 _EXCERPT_CHARS = 500
 _FINISH_REASON_CHARS = 64
+# Only the first call is used; this bounds what a model that never stops listing calls (each
+# with nothing in it yet) makes the client hold.
+_MAX_TOOL_CALLS = 128
 
 # Words in an error's type/code that mean "your request is wrong", so retrying cannot help.
 _REJECTION_HINTS = (
@@ -222,7 +225,13 @@ class Answer:
         index = fragment.get("index")
         if not isinstance(index, int) or isinstance(index, bool):
             index = default_index if default_index is not None else self._index_for(call_id)
-        call = self._calls.setdefault(index, _PartialCall())
+        call = self._calls.get(index)
+        if call is None:
+            if len(self._calls) >= _MAX_TOOL_CALLS:
+                raise ModelProtocolError(
+                    f"the model sent more than {_MAX_TOOL_CALLS} tool calls in one answer"
+                )
+            call = self._calls[index] = _PartialCall()
         if call_id and not call.call_id:
             self._grow(utf8_size(call_id))
             call.call_id = well_formed(call_id)
