@@ -1125,3 +1125,18 @@ async def test_every_way_an_answer_ends_gives_its_connection_back(
         assert final(await collect(client)).content == "still served"
 
     assert len(server.requests) == 4
+
+
+@pytest.mark.parametrize("base_url", ["ftp://127.0.0.1/v1", "http://[::1/v1", "http://:80/v1"])
+async def test_an_unusable_base_url_is_rejected_not_retried(
+    http: httpx.AsyncClient, base_url: str
+) -> None:
+    client = OpenAICompatibleClient(
+        http, base_url=base_url, model="m", retry=RetryPolicy(max_attempts=3, base_delay=0.0)
+    )
+
+    with pytest.raises(ModelRequestRejected) as caught:
+        await collect(client)
+
+    assert caught.value.reason == "MODEL_BAD_URL"
+    assert not caught.value.retryable
