@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.access_config import is_loopback
@@ -53,12 +53,10 @@ from agent_runtime.infrastructure.db.readiness import DatabaseReadinessProbe
 from agent_runtime.infrastructure.db.sqlite_writer import WAL_CHECK_SECONDS
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.llm.fake_model import FAKE_MODEL_NAME, FakeModelClient
-from agent_runtime.infrastructure.llm.openai_compatible import (
-    OpenAICompatibleClient,
-    create_http_client,
-    proxy_for,
-)
+from agent_runtime.infrastructure.llm.http_client import create_http_client, proxy_for
+from agent_runtime.infrastructure.llm.openai_compatible import OpenAICompatibleClient
 from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPolicy
+from agent_runtime.infrastructure.llm.untrusted_output import AnswerLimits
 from agent_runtime.infrastructure.observability.prometheus import (
     MetricsHttpServer,
     PrometheusMetrics,
@@ -102,7 +100,7 @@ class RunningRuntime:
     grpc: GrpcServer
     engine: AsyncEngine
     uows: SqlAlchemyUnitOfWorkFactory
-    http: aiohttp.ClientSession | None
+    http: httpx.AsyncClient | None
     # The lease keeper; the commit listener (PostgreSQL) or the WAL's limit (SQLite).
     background: list[asyncio.Task[None]]
     live: LiveTurnRegistry
@@ -145,7 +143,7 @@ class RunningRuntime:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.http is not None:
-            await self.http.close()
+            await self.http.aclose()
         await self.uows.close()
         await self.engine.dispose()
         if self.metrics_server is not None:
@@ -258,7 +256,7 @@ async def start(
         if grpc_server is not None:
             await grpc_server.stop(None)
         if http is not None:
-            await http.close()
+            await http.aclose()
         await _close_storage(relay, uow_factory, engine)
         if own_tracer_provider is not None:
             own_tracer_provider.shutdown()
@@ -467,7 +465,7 @@ def _check_model_proxy(settings: Settings) -> None:
         raise ConfigError(str(exc)) from exc
 
 
-def _model_client(settings: Settings) -> tuple[aiohttp.ClientSession | None, LLMClient, str]:
+def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:
     """The model client (and the HTTP client it needs, to close at shutdown), and model name."""
     if settings.uses_fake_model:
         log.warning(
@@ -477,6 +475,8 @@ def _model_client(settings: Settings) -> tuple[aiohttp.ClientSession | None, LLM
         )
         return None, FakeModelClient(), FAKE_MODEL_NAME
     http = create_http_client(
+        settings.llm_base_url,
+        transport="httpx" if settings.llm_http_transport == "httpx" else "aiohttp",
         connect_timeout=settings.llm_connect_timeout,
         max_connections=settings.llm_max_connections,
         # A backstop only: the first-token and idle timeouts below are the real bounds.
@@ -499,8 +499,18 @@ def _model_client(settings: Settings) -> tuple[aiohttp.ClientSession | None, LLM
             first_token=settings.llm_first_token_timeout,
             idle=settings.llm_idle_timeout,
         ),
+        limits=AnswerLimits(
+            answer=settings.max_answer_bytes,
+            tool_arguments=settings.max_tool_argument_bytes,
+            event=settings.llm_max_event_bytes,
+        ),
     )
-    log.info("model endpoint %s, model %s", settings.llm_base_url, settings.llm_model)
+    log.info(
+        "model endpoint %s, model %s (HTTP transport %s)",
+        settings.llm_base_url,
+        settings.llm_model,
+        settings.llm_http_transport,
+    )
     return http, llm, settings.llm_model
 
 

@@ -46,6 +46,15 @@ class Settings:
     llm_max_attempts: int = 3
     llm_max_connections: int = 1000
     llm_retry_base_delay: float = 0.5
+    # "aiohttp": httpx requests through aiohttp's connection pool (less CPU per answer);
+    # "httpx": httpx's own transport.
+    llm_http_transport: str = "aiohttp"
+    # One SSE line or event from the model, or a whole non-streamed completion (bytes).
+    llm_max_event_bytes: int = 4 * 1024 * 1024
+    # One model answer: its text and tool calls together (UTF-8 bytes).
+    max_answer_bytes: int = 1024 * 1024
+    # One tool call's arguments (UTF-8 bytes); larger ones are refused with a tool error.
+    max_tool_argument_bytes: int = 512 * 1024
     context_window_messages: int = 200
     max_message_bytes: int = 256 * 1024
     max_iterations: int = 8
@@ -159,6 +168,10 @@ class Settings:
             values["llm_extra_headers"] = parse_headers(raw, "AGENT_RUNTIME_LLM_EXTRA_HEADERS")
         if (raw := get("LLM_STREAM")) is not None:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
+        if (raw := get("LLM_HTTP_TRANSPORT")) is not None:
+            values["llm_http_transport"] = parse_http_transport(
+                raw, "AGENT_RUNTIME_LLM_HTTP_TRANSPORT"
+            )
         values.update(_access_from_env(get))
         if (raw := get("LOG_FORMAT")) is not None:
             values["log_format"] = parse_log_format(raw, "AGENT_RUNTIME_LOG_FORMAT")
@@ -173,6 +186,9 @@ class Settings:
             ("LLM_MAX_ATTEMPTS", "llm_max_attempts", int),
             ("LLM_MAX_CONNECTIONS", "llm_max_connections", int),
             ("LLM_RETRY_BASE_DELAY", "llm_retry_base_delay", float),
+            ("LLM_MAX_EVENT_BYTES", "llm_max_event_bytes", int),
+            ("MAX_ANSWER_BYTES", "max_answer_bytes", int),
+            ("MAX_TOOL_ARGUMENT_BYTES", "max_tool_argument_bytes", int),
             ("CONTEXT_WINDOW_MESSAGES", "context_window_messages", int),
             ("MAX_MESSAGE_BYTES", "max_message_bytes", int),
             ("MAX_ITERATIONS", "max_iterations", int),
@@ -271,6 +287,13 @@ def parse_log_format(raw: str, setting: str) -> str:
     lowered = raw.strip().lower()
     if lowered not in ("text", "json"):
         raise ConfigError(f"{setting} must be text or json, not {raw!r}")
+    return lowered
+
+
+def parse_http_transport(raw: str, setting: str) -> str:
+    lowered = raw.strip().lower()
+    if lowered not in ("aiohttp", "httpx"):
+        raise ConfigError(f"{setting} must be aiohttp or httpx, not {raw!r}")
     return lowered
 
 

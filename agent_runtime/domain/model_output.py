@@ -16,11 +16,17 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class RequestedToolCall:
-    """A tool call as the model produced it: arguments are still raw JSON text."""
+    """A tool call as the model produced it: arguments are still raw JSON text.
+
+    invalid_arguments says why the model client would not keep the arguments (too large,
+    nested too deep: they could not be stored and read back); arguments_json is then empty,
+    and the call is refused with that reason as its tool error, for the model to read.
+    """
 
     call_id: str
     tool_name: str
     arguments_json: str
+    invalid_arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,10 @@ class LLMResponseProcessor:
         # One tool at a time: the rest are dropped and never enter the history.
         first = response.tool_calls[0]
         dropped = len(response.tool_calls) - 1
+        if first.invalid_arguments:
+            return self._rejected(
+                response, first.call_id, first.tool_name, {}, dropped, first.invalid_arguments
+            )
         try:
             arguments = json.loads(first.arguments_json or "{}")
         except json.JSONDecodeError as exc:
@@ -76,6 +80,10 @@ class LLMResponseProcessor:
                 {},
                 dropped,
                 f"arguments are not valid JSON ({exc.msg})",
+            )
+        except RecursionError:  # the model client bounds the depth; another LLMClient may not
+            return self._rejected(
+                response, first.call_id, first.tool_name, {}, dropped, "arguments nest too deeply"
             )
         if not isinstance(arguments, dict):
             return self._rejected(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +15,9 @@ from agent_runtime.v1 import session_pb2 as ses
 from tests.support.databases import query
 from tests.support.fake_model_server import (
     FakeModelServer,
+    RequestBody,
+    ResponseWriter,
+    ScriptedResponse,
     drop_connection_after,
     hang_until_disconnect,
     http_error,
@@ -112,6 +117,30 @@ class TestRefused:
         assert await turn_rows(database_url) == [("failed", "MODEL_UNREACHABLE")]
 
 
+class TestEachHttpTransport:
+    @pytest.fixture(params=["aiohttp", "httpx"])
+    def settings_overrides(
+        self, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    ) -> dict[str, Any]:
+        caplog.set_level(logging.INFO, logger="agent_runtime")  # start-up's log
+        return {**FAST, "llm_http_transport": request.param}
+
+    async def test_answers_and_faults_over_the_transport(
+        self,
+        client: Client,
+        model_server: FakeModelServer,
+        settings_overrides: dict[str, Any],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        started = " ".join(record.getMessage() for record in caplog.get_records("setup"))
+        assert f"(HTTP transport {settings_overrides['llm_http_transport']})" in started
+        model_server.enqueue(text_answer("over the wire"), drop_connection_after("cut off", 1))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[-2].assistant_message.content == "over the wire"
+        error = error_of(await client.turn(user_message("s1", "again")))
+        assert (error.code, error.reason) == ("UNAVAILABLE", "MODEL_STREAM_INTERRUPTED")
+
+
 class TestFaultsThatEndTheTurn:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
@@ -163,3 +192,101 @@ class TestFaultsThatEndTheTurn:
         model_server.enqueue(text_answer("recovered"))
         chunks = await client.turn(user_message("s1", "again"))
         assert chunks[-2].assistant_message.content == "recovered"
+
+
+def frame(delta: dict[str, Any], finish_reason: str | None = None, **fields: Any) -> bytes:
+    """One SSE frame; json.dumps writes a lone surrogate as a \\udXXX escape."""
+    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps({**payload, **fields})}\n\n".encode()
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+class TestUntrustedModelOutput:
+    """What the model says is stored only as it can be read back (issue 18)."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {**FAST, "max_answer_bytes": 64 * 1024}
+
+    async def test_lone_and_split_surrogates_are_stored_readable(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        # "\ud800" alone, then an emoji whose surrogate pair is split across two events.
+        model_server.enqueue(
+            raw_sse(
+                [
+                    frame({"content": "lone \ud800, split \ud83d"}),
+                    frame({"content": "\ude00!"}, "stop"),
+                    DONE,
+                ]
+            )
+        )
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[-2].assistant_message.content == "lone \ufffd, split \U0001f600!"
+        page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+        assert [m.content for m in page.messages] == [
+            "hello?",
+            "lone \ufffd, split \U0001f600!",
+        ]
+
+    async def test_arguments_nested_too_deep_are_a_tool_error_the_model_reads(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        deep = '{"a": ' * 50 + '"x"' + "}" * 50  # past protobuf's decode depth
+        call = {"index": 0, "id": "call_deep", "function": {"name": "read_file", "arguments": deep}}
+        model_server.enqueue(
+            raw_sse([frame({"tool_calls": [call]}), frame({}, "tool_calls"), DONE]),
+            text_answer("sorry, flatter this time"),
+        )
+        chunks = await client.turn(user_message("s1", "read it"))
+        assert chunks[-2].assistant_message.content == "sorry, flatter this time"
+        told = model_server.requests[1]["messages"][-1]
+        assert told["role"] == "tool" and "nested deeper than 20 levels" in told["content"]
+        page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+        refused = page.messages[1].tool_calls[0]
+        assert (refused.call_id, refused.tool_name, dict(refused.arguments)) == (
+            "call_deep",
+            "read_file",
+            {},
+        )
+
+    async def test_implausible_usage_is_not_reported(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        usage = {"prompt_tokens": -1, "completion_tokens": 2**40}
+        model_server.enqueue(raw_sse([frame({"content": "ok"}, "stop", usage=usage), DONE]))
+        chunks = await client.turn(user_message("s1", "hello?"))
+        assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
+        assert chunks[-1].turn_completed.usage.total_tokens == 0
+
+    async def test_an_answer_over_its_limit_ends_the_turn(
+        self, client: Client, model_server: FakeModelServer, database_url: str
+    ) -> None:
+        model_server.enqueue(text_answer(" ".join(["word"] * 20_000)))  # 100 kB > 64 KiB
+        error = error_of(await client.turn(user_message("s1", "hello?")))
+        assert (error.code, error.reason, error.retryable) == (
+            "UNKNOWN",
+            "MODEL_ANSWER_TOO_LARGE",
+            False,
+        )
+        assert len(model_server.requests) == 1
+        assert await turn_rows(database_url) == [("failed", "MODEL_ANSWER_TOO_LARGE")]
+        await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+
+    async def test_an_html_page_with_200_is_a_bad_response_not_retried(
+        self, client: Client, model_server: FakeModelServer, database_url: str
+    ) -> None:
+        async def respond(request: RequestBody, out: ResponseWriter) -> None:
+            await out.send_body(200, b"<html>proxy login</html>", content_type="text/html")
+
+        model_server.default_response = ScriptedResponse(respond)
+        error = error_of(await client.turn(user_message("s1", "hello?")))
+        assert (error.code, error.reason, error.retryable) == (
+            "UNKNOWN",
+            "MODEL_BAD_RESPONSE",
+            False,
+        )
+        assert len(model_server.requests) == 1
+        assert await turn_rows(database_url) == [("failed", "MODEL_BAD_RESPONSE")]

@@ -14,13 +14,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
+import httpx
 import pytest
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http_exceptions import TransferEncodingError
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import (
@@ -31,11 +28,8 @@ from agent_runtime.domain.errors import (
 )
 from agent_runtime.domain.model import Message, Role
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
-from agent_runtime.infrastructure.llm.openai_compatible import (
-    OpenAICompatibleClient,
-    _readany,
-    create_http_client,
-)
+from agent_runtime.infrastructure.llm.http_client import HTTP_TRANSPORTS, create_http_client
+from agent_runtime.infrastructure.llm.openai_compatible import OpenAICompatibleClient
 from agent_runtime.infrastructure.llm.resilience import (
     ModelTimeouts,
     RetryPolicy,
@@ -99,12 +93,14 @@ async def server() -> AsyncIterator[FakeModelServer]:
     assert fake.errors == []  # no responder failed in an unexpected way
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+@pytest.fixture(params=HTTP_TRANSPORTS)
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """On each HTTP transport (AGENT_RUNTIME_LLM_HTTP_TRANSPORT)."""
     # A long read timeout: the client's own first-token and idle timeouts must act first.
-    client = create_http_client(connect_timeout=5.0, read_timeout=30.0)
-    yield client
-    await client.close()
+    async with create_http_client(
+        "http://127.0.0.1/v1", transport=request.param, connect_timeout=5.0, read_timeout=30.0
+    ) as client:
+        yield client
 
 
 @pytest.fixture
@@ -121,7 +117,7 @@ def closed_port() -> Iterator[int]:
 
 
 def make_client(
-    base_url: str, http: aiohttp.ClientSession, sleep: RecordingSleep, **options: Any
+    base_url: str, http: httpx.AsyncClient, sleep: RecordingSleep, **options: Any
 ) -> OpenAICompatibleClient:
     options.setdefault("random", lambda: 0.5)  # the middle of the jitter range: no jitter
     return OpenAICompatibleClient(
@@ -145,21 +141,14 @@ def deltas(events: list[ModelEvent]) -> list[str]:
     return [event.text for event in events if isinstance(event, TextDelta)]
 
 
-def count_requests(http: aiohttp.ClientSession) -> list[aiohttp.TraceRequestStartParams]:
+def count_requests(http: httpx.AsyncClient) -> list[httpx.Request]:
     """Every request the client starts, including those that never reach a server."""
-    sent: list[aiohttp.TraceRequestStartParams] = []
+    sent: list[httpx.Request] = []
 
-    async def record(
-        _session: aiohttp.ClientSession,
-        _context: SimpleNamespace,
-        params: aiohttp.TraceRequestStartParams,
-    ) -> None:
-        sent.append(params)
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
 
-    tracing = aiohttp.TraceConfig()
-    tracing.on_request_start.append(record)
-    tracing.freeze()
-    http.trace_configs.append(tracing)
+    http.event_hooks["request"].append(record)
     return sent
 
 
@@ -167,7 +156,7 @@ def count_requests(http: aiohttp.ClientSession) -> list[aiohttp.TraceRequestStar
 
 
 async def test_refused_connection_is_retried_then_fails_unreachable(
-    http: aiohttp.ClientSession, sleep: RecordingSleep, closed_port: int
+    http: httpx.AsyncClient, sleep: RecordingSleep, closed_port: int
 ) -> None:
     sent = count_requests(http)
     client = make_client(f"http://127.0.0.1:{closed_port}/v1", http, sleep)
@@ -182,7 +171,7 @@ async def test_refused_connection_is_retried_then_fails_unreachable(
 
 
 async def test_http_500_then_success_gives_one_clean_answer(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(500), text_answer("Hello there"))
     received: list[ModelEvent] = []
@@ -197,7 +186,7 @@ async def test_http_500_then_success_gives_one_clean_answer(
 
 
 async def test_retry_after_seconds_is_waited_instead_of_the_backoff(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(429, headers={"Retry-After": "2"}), text_answer("ok"))
     received: list[ModelEvent] = []
@@ -210,7 +199,7 @@ async def test_retry_after_seconds_is_waited_instead_of_the_backoff(
 
 
 async def test_retry_after_http_date_is_honoured(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=12), usegmt=True)
     server.enqueue(http_error(503, headers={"Retry-After": when}), text_answer("ok"))
@@ -222,7 +211,7 @@ async def test_retry_after_http_date_is_honoured(
 
 
 async def test_retry_after_over_the_cap_fails_at_once(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(429, headers={"Retry-After": "120"}))
     server.default_response = text_answer("must not be asked for")
@@ -242,7 +231,7 @@ async def test_retry_after_over_the_cap_fails_at_once(
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
 async def test_client_errors_other_than_429_are_not_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep, status: int
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep, status: int
 ) -> None:
     server.enqueue(http_error(status, '{"error": {"message": "bad request"}}'))
     server.default_response = text_answer("must not be asked for")
@@ -257,7 +246,7 @@ async def test_client_errors_other_than_429_are_not_retried(
 
 
 async def test_all_attempts_failing_raises_the_last_error(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(http_error(500), http_error(502), http_error(503))
 
@@ -270,7 +259,7 @@ async def test_all_attempts_failing_raises_the_last_error(
 
 
 async def test_backoff_grows_exponentially_and_is_capped(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.default_response = http_error(503)
     policy = RetryPolicy(max_attempts=6, base_delay=0.5, max_delay=3.0, jitter=0.2)
@@ -288,7 +277,7 @@ async def test_backoff_grows_exponentially_and_is_capped(
 
 
 async def test_connection_dropped_before_the_first_token_is_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(drop_connection_after("lost", 0), text_answer("second try"))
     received: list[ModelEvent] = []
@@ -301,7 +290,7 @@ async def test_connection_dropped_before_the_first_token_is_retried(
 
 
 async def test_an_answer_that_is_not_http_is_an_interrupted_stream_and_retried(
-    http: aiohttp.ClientSession, sleep: RecordingSleep
+    http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     # E.g. the base URL names another service's port: its greeting is no HTTP status line.
     async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -327,7 +316,7 @@ async def test_an_answer_that_is_not_http_is_an_interrupted_stream_and_retried(
 
 
 async def test_connection_cut_mid_stream_is_interrupted_and_not_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(drop_connection_after("one two three", 1))
     server.default_response = text_answer("a second answer")
@@ -343,24 +332,13 @@ async def test_connection_cut_mid_stream_is_interrupted_and_not_retried(
     assert sleep.delays == []
 
 
-async def test_a_read_after_aiohttp_dropped_the_body_is_a_payload_error() -> None:
-    # When a body's chunked framing breaks after the first event, aiohttp drops the body
-    # without failing its reader and closes the connection: the next read raises a bare
-    # RuntimeError, which would reach the turn as an unexpected (INTERNAL) error. It must be
-    # a ClientPayloadError, which the client maps to MODEL_STREAM_INTERRUPTED (tested above).
-    loop = asyncio.get_running_loop()
-    gone = BaseProtocol(loop)  # no transport: the connection aiohttp closed
-    body = aiohttp.StreamReader(gone, 2**16, loop=loop)
-    with pytest.raises(aiohttp.ClientPayloadError, match="closed before the end of the body"):
-        await _readany(body)
-
-
 async def test_a_read_waiting_when_the_chunked_framing_breaks_fails_at_once(
-    http: aiohttp.ClientSession, sleep: RecordingSleep
+    http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     # aiohttp's C parser drops a body whose framing broke and closes the connection without
     # failing the body's reader: a read already waiting then ended only at the idle deadline
-    # (here far beyond WITHIN), as a timeout. It must fail once the connection is lost.
+    # (here far beyond WITHIN), as a timeout. It must fail once the connection is lost (as
+    # it does on httpx's own transport).
     first_delta = asyncio.Event()
     frame = b'data: {"choices": [{"index": 0, "delta": {"content": "one "}}]}\n\n'
 
@@ -402,18 +380,8 @@ async def test_a_read_waiting_when_the_chunked_framing_breaks_fails_at_once(
     assert sleep.delays == []
 
 
-async def test_a_framing_error_raised_by_the_pure_python_parser_is_a_payload_error() -> None:
-    # Without aiohttp's C extension (AIOHTTP_NO_EXTENSIONS=1, no wheel for the platform) a
-    # broken chunk fails the body's reader with a raw TransferEncodingError, no ClientError.
-    loop = asyncio.get_running_loop()
-    body = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
-    body.set_exception(TransferEncodingError("Not enough data to satisfy transfer length"))
-    with pytest.raises(aiohttp.ClientPayloadError, match="the body is broken"):
-        await _readany(body)
-
-
 async def test_malformed_stream_is_a_protocol_error_and_not_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(raw_sse([b'data: {"choices": [\n\n']))
     server.default_response = text_answer("must not be asked for")
@@ -430,7 +398,7 @@ async def test_malformed_stream_is_a_protocol_error_and_not_retried(
 
 
 async def test_stall_before_the_first_token_times_out_and_is_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     released = Counter()
     server.default_response = stall_after("", on_disconnect=released)
@@ -451,7 +419,7 @@ async def test_stall_before_the_first_token_times_out_and_is_retried(
 
 
 async def test_first_token_timeout_then_success(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(stall_after(""), text_answer("finally"))
     client = make_client(server.base_url, http, sleep, timeouts=ModelTimeouts(first_token=SHORT))
@@ -464,7 +432,7 @@ async def test_first_token_timeout_then_success(
 
 
 async def test_keep_alive_comments_do_not_stop_the_first_token_clock(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     server.enqueue(stall_after("", ping_interval=SHORT / 10))
     client = make_client(
@@ -482,7 +450,7 @@ async def test_keep_alive_comments_do_not_stop_the_first_token_clock(
 
 
 async def test_first_token_timeout_covers_a_whole_non_streamed_answer(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     released = Counter()
     server.enqueue(hang_until_disconnect(released))
@@ -503,7 +471,7 @@ async def test_first_token_timeout_covers_a_whole_non_streamed_answer(
 
 
 async def test_stall_mid_stream_is_an_idle_timeout_and_not_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     released = Counter()
     server.enqueue(stall_after("Hello ", on_disconnect=released))
@@ -534,7 +502,7 @@ async def test_stall_mid_stream_is_an_idle_timeout_and_not_retried(
 )
 async def test_output_other_than_text_also_ends_the_first_token_wait(
     server: FakeModelServer,
-    http: aiohttp.ClientSession,
+    http: httpx.AsyncClient,
     sleep: RecordingSleep,
     first_delta: dict[str, Any],
 ) -> None:
@@ -561,7 +529,7 @@ async def test_output_other_than_text_also_ends_the_first_token_wait(
 
 
 async def test_keep_alive_comments_do_not_reset_the_idle_clock(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     # A proxy that keeps pinging for a model that has hung must not hold the session forever.
     server.enqueue(stall_after("Hello ", ping_interval=SHORT / 10))
@@ -578,7 +546,7 @@ async def test_keep_alive_comments_do_not_reset_the_idle_clock(
 
 
 async def test_a_slow_consumer_is_not_an_idle_model(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     idle = SHORT / 2
     gates = [asyncio.Event(), asyncio.Event()]
@@ -626,7 +594,7 @@ def unanswered_port() -> Iterator[int]:
 
 
 async def test_connect_timeout_is_the_clients_not_the_shared_sessions(
-    http: aiohttp.ClientSession, sleep: RecordingSleep, unanswered_port: int
+    http: httpx.AsyncClient, sleep: RecordingSleep, unanswered_port: int
 ) -> None:
     connect = 0.3  # the shared session's is 5 s
     client = make_client(
@@ -650,7 +618,7 @@ async def test_connect_timeout_is_the_clients_not_the_shared_sessions(
 
 
 async def test_cancelling_while_waiting_for_the_first_token_is_not_retried(
-    server: FakeModelServer, http: aiohttp.ClientSession, sleep: RecordingSleep
+    server: FakeModelServer, http: httpx.AsyncClient, sleep: RecordingSleep
 ) -> None:
     arrived = asyncio.Event()
     released = Counter()
@@ -673,7 +641,7 @@ async def test_cancelling_while_waiting_for_the_first_token_is_not_retried(
 
 
 async def test_cancelling_during_the_backoff_sends_no_further_request(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     waiting = asyncio.Event()
 
@@ -700,7 +668,7 @@ async def test_cancelling_during_the_backoff_sends_no_further_request(
 
 async def test_retries_are_logged_without_the_api_key(
     server: FakeModelServer,
-    http: aiohttp.ClientSession,
+    http: httpx.AsyncClient,
     sleep: RecordingSleep,
     closed_port: int,
     caplog: pytest.LogCaptureFixture,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 
 from agent_runtime import bootstrap
@@ -34,10 +35,12 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
-from agent_runtime.infrastructure.llm.openai_compatible import (
-    OpenAICompatibleClient,
+from agent_runtime.infrastructure.llm.http_client import (
+    HTTP_TRANSPORTS,
+    HttpTransport,
     create_http_client,
 )
+from agent_runtime.infrastructure.llm.openai_compatible import OpenAICompatibleClient
 from agent_runtime.infrastructure.llm.resilience import RetryPolicy
 from tests.support.certificates import make_certificates
 from tests.support.fake_model_server import (
@@ -56,6 +59,7 @@ API_KEY = "sk-test-0123456789abcdef-SECRET"
 # These tests are about what one response becomes; retries are in test_model_endpoint_faults.py.
 NO_RETRY = RetryPolicy(max_attempts=1)
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
+LOOPBACK = "http://127.0.0.1/v1"  # where the shared client's endpoint is (for its proxy)
 
 
 @pytest.fixture
@@ -64,15 +68,23 @@ async def server() -> AsyncIterator[FakeModelServer]:
         yield fake
 
 
+@pytest.fixture(params=HTTP_TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> HttpTransport:
+    """Each test runs on both HTTP transports (AGENT_RUNTIME_LLM_HTTP_TRANSPORT)."""
+    transport: HttpTransport = request.param
+    return transport
+
+
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    client = create_http_client(connect_timeout=5.0, read_timeout=10.0)
-    yield client
-    await client.close()
+async def http(transport: HttpTransport) -> AsyncIterator[httpx.AsyncClient]:
+    async with create_http_client(
+        LOOPBACK, transport=transport, connect_timeout=5.0, read_timeout=10.0
+    ) as client:
+        yield client
 
 
 def make_client(
-    server: FakeModelServer, http: aiohttp.ClientSession, **options: Any
+    server: FakeModelServer, http: httpx.AsyncClient, **options: Any
 ) -> OpenAICompatibleClient:
     options.setdefault("retry", NO_RETRY)
     return OpenAICompatibleClient(
@@ -149,7 +161,7 @@ def custom(respond: Any) -> ScriptedResponse:
 
 
 async def test_text_streams_as_deltas_then_one_response_with_usage(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(text_answer("Hello there, general Kenobi", usage=(11, 4)))
 
@@ -167,7 +179,7 @@ async def test_text_streams_as_deltas_then_one_response_with_usage(
 
 
 async def test_a_delta_is_yielded_before_the_rest_of_the_stream_exists(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     release = asyncio.Event()
 
@@ -189,9 +201,7 @@ async def test_a_delta_is_yielded_before_the_rest_of_the_stream_exists(
     assert final(rest).content == "first second"
 
 
-async def test_request_body_and_headers(
-    server: FakeModelServer, http: aiohttp.ClientSession
-) -> None:
+async def test_request_body_and_headers(server: FakeModelServer, http: httpx.AsyncClient) -> None:
     server.enqueue(text_answer("ok"))
     client = make_client(server, http, extra_headers={"X-Org": "acme", "X-Trace": "t-1"})
     history = [
@@ -253,7 +263,7 @@ async def test_request_body_and_headers(
 
 
 async def test_an_extra_header_replaces_a_default_one_whatever_its_case(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     # A provider with another auth scheme: its header replaces ours, never joins it.
     server.enqueue(text_answer("ok"))
@@ -265,7 +275,7 @@ async def test_an_extra_header_replaces_a_default_one_whatever_its_case(
 
 
 async def test_request_model_overrides_default_and_empty_parts_are_left_out(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(text_answer("ok"))
     client = OpenAICompatibleClient(http, base_url=server.base_url + "/", model="default-model")
@@ -280,7 +290,7 @@ async def test_request_model_overrides_default_and_empty_parts_are_left_out(
 
 
 async def test_every_request_carries_its_own_tools_whole(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     # The tools' JSON is encoded once per definition and reused: a later request with other
     # definitions (even one under the same name) must carry those, complete.
@@ -305,7 +315,7 @@ async def test_every_request_carries_its_own_tools_whole(
 
 
 async def test_tool_call_arguments_over_many_fragments_are_assembled(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     arguments = {"path": "src/main.py", "start_line": 10, "end_line": 20, "encoding": "utf-8"}
     server.enqueue(tool_call_answer("read_file", arguments, call_id="call_xyz"))
@@ -324,7 +334,7 @@ async def test_tool_call_arguments_over_many_fragments_are_assembled(
 
 
 async def test_two_tool_calls_by_index_after_some_text(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(
         tool_call_answer(
@@ -347,7 +357,7 @@ async def test_two_tool_calls_by_index_after_some_text(
 
 
 async def test_interleaved_tool_call_fragments_are_ordered_by_index_and_get_ids(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     def call(index: int, **fields: Any) -> dict[str, Any]:
         return chunk({"tool_calls": [{"index": index, **fields}]})
@@ -374,7 +384,7 @@ async def test_interleaved_tool_call_fragments_are_ordered_by_index_and_get_ids(
 
 
 async def test_frames_split_mid_line_and_mid_json_across_http_chunks(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     # The client reads whatever has arrived, so how the pieces group depends on TCP; every
     # split of the bytes is the SSE parser's unit tests' (tests/unit/test_sse_parser.py).
@@ -398,16 +408,18 @@ async def test_frames_split_mid_line_and_mid_json_across_http_chunks(
         )
 
 
-async def test_fake_server_keeps_raw_frames_split_as_given(
-    server: FakeModelServer, http: aiohttp.ClientSession
-) -> None:
+async def test_fake_server_keeps_raw_frames_split_as_given(server: FakeModelServer) -> None:
     # What the test above relies on: each frame is its own HTTP chunk.
     frames = [b"da", b"ta: {", b'"x": 1}\n', b"\n"]
     server.enqueue(raw_sse(frames))
 
     received: list[bytes] = []
     piece = b""
-    async with http.post(f"{server.base_url}/chat/completions", json={}) as response:
+    # aiohttp says where each HTTP chunk ends.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.base_url}/chat/completions", json={}) as response,
+    ):
         async for data, end_of_http_chunk in response.content.iter_chunks():
             piece += data
             if end_of_http_chunk:
@@ -418,7 +430,7 @@ async def test_fake_server_keeps_raw_frames_split_as_given(
 
 
 async def test_usage_chunk_with_empty_choices_and_nothing_read_after_done(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(
         raw_sse(
@@ -438,7 +450,7 @@ async def test_usage_chunk_with_empty_choices_and_nothing_read_after_done(
 
 
 async def test_stream_without_done_but_with_finish_reason_is_complete(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(raw_sse([sse(chunk({"content": "Hi"})), sse(chunk({}, "length"))]))
 
@@ -448,7 +460,7 @@ async def test_stream_without_done_but_with_finish_reason_is_complete(
 
 
 async def test_stream_ending_without_done_or_finish_reason_is_truncated(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(raw_sse([sse(chunk({"content": "Hi"}))]))
 
@@ -460,7 +472,7 @@ async def test_stream_ending_without_done_or_finish_reason_is_truncated(
 
 
 async def test_server_answering_json_to_a_stream_request_is_understood(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.send_json(
@@ -479,7 +491,7 @@ async def test_server_answering_json_to_a_stream_request_is_understood(
 
 
 async def test_http_400_is_rejected_with_the_providers_message(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(
         http_error(
@@ -499,7 +511,7 @@ async def test_http_400_is_rejected_with_the_providers_message(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 async def test_http_429_and_5xx_are_unavailable_and_retryable(
-    server: FakeModelServer, http: aiohttp.ClientSession, status: int
+    server: FakeModelServer, http: httpx.AsyncClient, status: int
 ) -> None:
     server.enqueue(http_error(status, "upstream " + "x" * 5000, headers={"Retry-After": "7"}))
 
@@ -515,7 +527,7 @@ async def test_http_429_and_5xx_are_unavailable_and_retryable(
 
 
 async def test_no_scripted_response_is_a_500(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     with pytest.raises(ModelUnavailable) as caught:
         await collect(make_client(server, http))
@@ -532,9 +544,7 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def test_connection_refused_is_unreachable(
-    http: aiohttp.ClientSession, closed_port: int
-) -> None:
+async def test_connection_refused_is_unreachable(http: httpx.AsyncClient, closed_port: int) -> None:
     client = OpenAICompatibleClient(
         http,
         base_url=f"http://127.0.0.1:{closed_port}/v1",
@@ -551,7 +561,7 @@ async def test_connection_refused_is_unreachable(
 
 
 async def test_connection_dropped_mid_stream_after_first_deltas(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     server.enqueue(drop_connection_after("one two three four", 2))
     received: list[ModelEvent] = []
@@ -565,14 +575,16 @@ async def test_connection_dropped_mid_stream_after_first_deltas(
     assert caught.value.retryable
 
 
-async def test_read_timeout_is_model_timeout(server: FakeModelServer) -> None:
+async def test_read_timeout_is_model_timeout(
+    server: FakeModelServer, transport: HttpTransport
+) -> None:
     never = asyncio.Event()
 
     async def hang(request: dict[str, Any]) -> None:
         await never.wait()  # cancelled by server.stop()
 
     server.on_request = hang
-    async with create_http_client(read_timeout=0.2) as http:
+    async with create_http_client(server.base_url, transport=transport, read_timeout=0.2) as http:
         with pytest.raises(ModelTimeout) as caught:
             await collect(make_client(server, http))
 
@@ -581,7 +593,7 @@ async def test_read_timeout_is_model_timeout(server: FakeModelServer) -> None:
 
 
 async def test_malformed_json_frame_is_a_protocol_error(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     seen = asyncio.Event()
 
@@ -617,7 +629,7 @@ async def test_malformed_json_frame_is_a_protocol_error(
 )
 async def test_error_object_in_the_stream(
     server: FakeModelServer,
-    http: aiohttp.ClientSession,
+    http: httpx.AsyncClient,
     error: object,
     expected: type[ModelError],
     reason: str | None,
@@ -633,7 +645,7 @@ async def test_error_object_in_the_stream(
 
 
 async def test_closing_the_stream_early_closes_the_http_response(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     disconnected = asyncio.Event()
 
@@ -653,7 +665,7 @@ async def test_closing_the_stream_early_closes_the_http_response(
 
 
 async def test_cancelling_the_consumer_closes_the_http_response(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     disconnected = asyncio.Event()
     first_seen = asyncio.Event()
@@ -691,7 +703,7 @@ def secret_echoing_failures() -> list[ScriptedResponse]:
 
 @pytest.mark.parametrize("index", range(len(secret_echoing_failures())))
 async def test_api_key_never_appears_in_an_error(
-    server: FakeModelServer, http: aiohttp.ClientSession, index: int
+    server: FakeModelServer, http: httpx.AsyncClient, index: int
 ) -> None:
     server.enqueue(secret_echoing_failures()[index])
 
@@ -703,9 +715,7 @@ async def test_api_key_never_appears_in_an_error(
     assert "[REDACTED]" in caught.value.message
 
 
-async def test_api_key_not_in_unreachable_error(
-    http: aiohttp.ClientSession, closed_port: int
-) -> None:
+async def test_api_key_not_in_unreachable_error(http: httpx.AsyncClient, closed_port: int) -> None:
     client = OpenAICompatibleClient(
         http,
         base_url=f"http://127.0.0.1:{closed_port}/v1",
@@ -723,7 +733,7 @@ async def test_api_key_not_in_unreachable_error(
 # --- non-streaming mode ---------------------------------------------------------------------
 
 
-async def test_non_streaming_text(server: FakeModelServer, http: aiohttp.ClientSession) -> None:
+async def test_non_streaming_text(server: FakeModelServer, http: httpx.AsyncClient) -> None:
     server.enqueue(text_answer("Hello there", usage=(9, 2)))
 
     events = await collect(make_client(server, http, stream=False))
@@ -737,9 +747,7 @@ async def test_non_streaming_text(server: FakeModelServer, http: aiohttp.ClientS
     assert "stream_options" not in body
 
 
-async def test_non_streaming_tool_calls(
-    server: FakeModelServer, http: aiohttp.ClientSession
-) -> None:
+async def test_non_streaming_tool_calls(server: FakeModelServer, http: httpx.AsyncClient) -> None:
     server.enqueue(
         tool_call_answer(
             "read_file", {"path": "a.py"}, extra_calls=[("delete_file", {"path": "b.py"})]
@@ -772,7 +780,7 @@ async def test_non_streaming_tool_calls(
     ],
 )
 async def test_non_streaming_malformed_answer_is_a_protocol_error(
-    server: FakeModelServer, http: aiohttp.ClientSession, body: bytes
+    server: FakeModelServer, http: httpx.AsyncClient, body: bytes
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.send_body(200, body)
@@ -784,7 +792,7 @@ async def test_non_streaming_malformed_answer_is_a_protocol_error(
 
 
 async def test_connection_is_reused_across_requests(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     # After [DONE] the rest of the body is read, so the connection goes back to the pool.
     server.enqueue(text_answer("one"), text_answer("two"), text_answer("three"))
@@ -797,7 +805,7 @@ async def test_connection_is_reused_across_requests(
 
 
 async def test_fake_server_stops_with_a_stream_still_open(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.start_stream()
@@ -817,7 +825,7 @@ async def test_fake_server_stops_with_a_stream_still_open(
 
 
 async def test_tokens_that_arrive_together_leave_as_one_delta(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     def frame(text: str) -> bytes:
         payload = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
@@ -847,7 +855,7 @@ async def test_tokens_that_arrive_together_leave_as_one_delta(
 
 
 async def test_a_gzip_compressed_stream_is_decoded_as_it_arrives(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     seen = asyncio.Event()
 
@@ -877,7 +885,7 @@ async def test_a_gzip_compressed_stream_is_decoded_as_it_arrives(
 
 
 async def test_the_connection_is_reused_when_the_body_ends_after_done(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     # The end of the chunked body comes in a read after [DONE]: the client reads it (up to
     # a bound) so the connection can serve the next request.
@@ -901,9 +909,7 @@ async def test_the_connection_is_reused_when_the_body_ends_after_done(
     assert server.connections_opened == 1
 
 
-async def test_a_redirect_is_not_followed(
-    server: FakeModelServer, http: aiohttp.ClientSession
-) -> None:
+async def test_a_redirect_is_not_followed(server: FakeModelServer, http: httpx.AsyncClient) -> None:
     # Following it would send the API key to wherever the Location points.
     async with FakeModelServer() as elsewhere:
         elsewhere.default_response = text_answer("must not be asked for")
@@ -928,7 +934,7 @@ def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
 async def test_a_proxy_named_by_the_environment_is_used(
     server: FakeModelServer,
-    http: aiohttp.ClientSession,
+    transport: HttpTransport,
     no_proxy_variables: pytest.MonkeyPatch,
     variable: str,
 ) -> None:
@@ -937,11 +943,13 @@ async def test_a_proxy_named_by_the_environment_is_used(
     proxy = server.base_url.removesuffix("/v1").replace("://", "://user:pass@")
     no_proxy_variables.setenv(variable, proxy)
     server.enqueue(text_answer("proxied"))
-    client = OpenAICompatibleClient(
-        http, base_url="http://model.invalid/v1", model="m", api_key=API_KEY, retry=NO_RETRY
-    )
+    model_url = "http://model.invalid/v1"
+    async with create_http_client(model_url, transport=transport) as http:
+        client = OpenAICompatibleClient(
+            http, base_url=model_url, model="m", api_key=API_KEY, retry=NO_RETRY
+        )
 
-    assert final(await collect(client)).content == "proxied"
+        assert final(await collect(client)).content == "proxied"
     assert server.targets == ["http://model.invalid/v1/chat/completions"]
     assert server.headers[0]["proxy-authorization"] == "Basic dXNlcjpwYXNz"  # user:pass
     assert server.headers[0]["authorization"] == f"Bearer {API_KEY}"
@@ -949,7 +957,7 @@ async def test_a_proxy_named_by_the_environment_is_used(
 
 async def test_no_proxy_exempts_a_host(
     server: FakeModelServer,
-    http: aiohttp.ClientSession,
+    transport: HttpTransport,
     no_proxy_variables: pytest.MonkeyPatch,
     closed_port: int,
 ) -> None:
@@ -957,17 +965,18 @@ async def test_no_proxy_exempts_a_host(
     no_proxy_variables.setenv("NO_PROXY", "localhost,127.0.0.1")
     server.enqueue(text_answer("direct"))
 
-    assert final(await collect(make_client(server, http))).content == "direct"
+    async with create_http_client(server.base_url, transport=transport) as http:
+        assert final(await collect(make_client(server, http))).content == "direct"
     assert server.targets == ["/v1/chat/completions"]
 
 
-async def test_a_proxy_that_is_not_http_is_refused_naming_it_without_its_credentials(
-    http: aiohttp.ClientSession, no_proxy_variables: pytest.MonkeyPatch
+def test_a_proxy_that_is_not_http_is_refused_naming_it_without_its_credentials(
+    no_proxy_variables: pytest.MonkeyPatch,
 ) -> None:
     # aiohttp would speak HTTP to a SOCKS proxy: every call would fail, and not say why.
     no_proxy_variables.setenv("ALL_PROXY", "socks5://user:secret@127.0.0.1:1080")
     with pytest.raises(ValueError, match=re.escape("socks5://127.0.0.1:1080")) as refused:
-        OpenAICompatibleClient(http, base_url="http://model.invalid/v1", model="m")
+        create_http_client("http://model.invalid/v1")
     assert "secret" not in str(refused.value)
 
 
@@ -986,7 +995,7 @@ async def test_start_up_stops_at_such_a_proxy_before_touching_the_database(
 
 
 async def test_tls_is_verified_against_the_systems_ca_bundle(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: HttpTransport
 ) -> None:
     ours, theirs = make_certificates(tmp_path / "ours"), make_certificates(tmp_path / "theirs")
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -997,11 +1006,11 @@ async def test_tls_is_verified_against_the_systems_ca_bundle(
         # SSL_CERT_FILE replaces the system's bundle (OpenSSL reads it): first one that
         # does not hold the server's CA, then one that does.
         monkeypatch.setenv("SSL_CERT_FILE", str(theirs.ca))
-        async with create_http_client() as http:
+        async with create_http_client(server.base_url, transport=transport) as http:
             with pytest.raises(ModelUnavailable) as caught:
                 await collect(make_client(server, http))
         monkeypatch.setenv("SSL_CERT_FILE", str(ours.ca))
-        async with create_http_client() as http:
+        async with create_http_client(server.base_url, transport=transport) as http:
             events = await collect(make_client(server, http))
 
     assert caught.value.reason == "MODEL_UNREACHABLE"
@@ -1030,11 +1039,13 @@ class HeldStreams:
 
 
 async def test_max_connections_bounds_the_model_streams_open_at_once(
-    server: FakeModelServer,
+    server: FakeModelServer, transport: HttpTransport
 ) -> None:
     held = HeldStreams()
     server.default_response = custom(held.respond)
-    async with create_http_client(max_connections=2, connect_timeout=5.0) as http:
+    async with create_http_client(
+        server.base_url, transport=transport, max_connections=2, connect_timeout=5.0
+    ) as http:
         client = make_client(server, http)
         calls = [asyncio.create_task(collect(client)) for _ in range(3)]
         async with asyncio.timeout(5):
@@ -1051,11 +1062,13 @@ async def test_max_connections_bounds_the_model_streams_open_at_once(
 
 
 async def test_waiting_longer_than_the_connect_timeout_for_a_connection_fails(
-    server: FakeModelServer,
+    server: FakeModelServer, transport: HttpTransport
 ) -> None:
     held = HeldStreams()
     server.default_response = custom(held.respond)
-    async with create_http_client(max_connections=1, connect_timeout=0.3) as http:
+    async with create_http_client(
+        server.base_url, transport=transport, max_connections=1, connect_timeout=0.3
+    ) as http:
         client = make_client(server, http)
         first = client.stream_chat(chat())
         assert await anext(first) == TextDelta("s0 ")
@@ -1072,7 +1085,7 @@ async def test_waiting_longer_than_the_connect_timeout_for_a_connection_fails(
 
 
 async def test_a_body_that_does_not_decompress_is_a_protocol_error(
-    server: FakeModelServer, http: aiohttp.ClientSession
+    server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.start_stream(headers={"Content-Encoding": "gzip"})
@@ -1089,7 +1102,7 @@ async def test_a_body_that_does_not_decompress_is_a_protocol_error(
 
 
 async def test_every_way_an_answer_ends_gives_its_connection_back(
-    server: FakeModelServer,
+    server: FakeModelServer, transport: HttpTransport
 ) -> None:
     # With one connection, a request that kept it would leave the next waiting in vain.
     server.enqueue(
@@ -1098,7 +1111,9 @@ async def test_every_way_an_answer_ends_gives_its_connection_back(
         drop_connection_after("cut off", 1),
         text_answer("still served"),
     )
-    async with create_http_client(max_connections=1, connect_timeout=2.0) as http:
+    async with create_http_client(
+        server.base_url, transport=transport, max_connections=1, connect_timeout=2.0
+    ) as http:
         client = make_client(server, http)
         stream = client.stream_chat(chat())
         assert isinstance(await anext(stream), TextDelta)
@@ -1110,3 +1125,18 @@ async def test_every_way_an_answer_ends_gives_its_connection_back(
         assert final(await collect(client)).content == "still served"
 
     assert len(server.requests) == 4
+
+
+@pytest.mark.parametrize("base_url", ["ftp://127.0.0.1/v1", "http://[::1/v1", "http://:80/v1"])
+async def test_an_unusable_base_url_is_rejected_not_retried(
+    http: httpx.AsyncClient, base_url: str
+) -> None:
+    client = OpenAICompatibleClient(
+        http, base_url=base_url, model="m", retry=RetryPolicy(max_attempts=3, base_delay=0.0)
+    )
+
+    with pytest.raises(ModelRequestRejected) as caught:
+        await collect(client)
+
+    assert caught.value.reason == "MODEL_BAD_URL"
+    assert not caught.value.retryable

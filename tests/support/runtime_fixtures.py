@@ -90,7 +90,7 @@ async def runtime(
     running = await bootstrap.start(settings)
     yield running
     await running.stop(grace=None)
-    assert running.http is None or running.http.closed  # the model session was closed
+    assert running.http is None or running.http.is_closed  # the model HTTP client was closed
 
 
 @pytest.fixture

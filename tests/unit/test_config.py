@@ -53,6 +53,34 @@ def test_bad_values_name_the_setting(name: str, value: str, mentions: str) -> No
     assert name in str(caught.value) and mentions in str(caught.value)
 
 
+def test_model_client_settings_are_read() -> None:
+    defaults = Settings.from_env({})
+    assert (
+        defaults.llm_http_transport,
+        defaults.max_answer_bytes,
+        defaults.max_tool_argument_bytes,
+        defaults.llm_max_event_bytes,
+    ) == ("aiohttp", 1024 * 1024, 512 * 1024, 4 * 1024 * 1024)
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_LLM_HTTP_TRANSPORT": " HTTPX ",
+            "AGENT_RUNTIME_MAX_ANSWER_BYTES": "2000",
+            "AGENT_RUNTIME_MAX_TOOL_ARGUMENT_BYTES": "1000",
+            "AGENT_RUNTIME_LLM_MAX_EVENT_BYTES": "8000",
+        }
+    )
+    assert (
+        settings.llm_http_transport,
+        settings.max_answer_bytes,
+        settings.max_tool_argument_bytes,
+        settings.llm_max_event_bytes,
+    ) == ("httpx", 2000, 1000, 8000)
+    with pytest.raises(ConfigError, match="AGENT_RUNTIME_LLM_HTTP_TRANSPORT must be aiohttp or"):
+        Settings.from_env({"AGENT_RUNTIME_LLM_HTTP_TRANSPORT": "requests"})
+    with pytest.raises(ConfigError, match="AGENT_RUNTIME_MAX_ANSWER_BYTES must be positive"):
+        Settings.from_env({"AGENT_RUNTIME_MAX_ANSWER_BYTES": "0"})
+
+
 def test_database_pool_size_is_read() -> None:
     settings = Settings.from_env({"AGENT_RUNTIME_DATABASE_POOL_SIZE": "25"})
     assert settings.database_pool_size == 25

@@ -101,6 +101,22 @@ class TestLLMResponseProcessor:
         assert isinstance(decision, RejectedToolCall)
         assert problem in decision.tool_error()
 
+    def test_arguments_the_model_client_refused_are_a_tool_error(self) -> None:
+        refused = RequestedToolCall(
+            "c1", "read_file", "", invalid_arguments="the arguments are nested too deep"
+        )
+        decision = self.processor.process(ModelResponse("", (refused,)), CODER)
+        assert isinstance(decision, RejectedToolCall)
+        assert decision.call == ToolCallRecord("c1", "read_file", {})
+        assert "the arguments are nested too deep" in decision.tool_error()
+
+    def test_arguments_too_deep_to_parse_are_a_tool_error(self) -> None:
+        # The model client refuses them first; another LLMClient might not.
+        deep = call("read_file", "[" * 100_000 + "]" * 100_000)
+        decision = self.processor.process(ModelResponse("", (deep,)), CODER)
+        assert isinstance(decision, RejectedToolCall)
+        assert "nest too deeply" in decision.tool_error()
+
     def test_architect_may_write_markdown_only(self) -> None:
         md = call("write_file", '{"path": "docs/plan.md", "content": "x"}')
         py = call("write_file", '{"path": "src/app.py", "content": "x"}')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEParser
+from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
 
 # Every rule at once: comments, event/id fields, multi-line data, one space stripped (not two),
 # \r\n, \n and lone \r endings, an event without data (not dispatched), a field without a colon,
@@ -161,3 +161,30 @@ def test_parser_is_usable_after_flush() -> None:
     parser.feed(b"data: a")
     assert parser.flush() == [SSEEvent("message", "a", None)]
     assert parser.feed(b"data: b\n\n") == [SSEEvent("message", "b", None)]
+
+
+def test_a_line_never_ended_stops_at_the_limit() -> None:
+    # Without a limit the buffer grew without bound (one turn added ~190 MB).
+    parser = SSEParser(max_chars=100)
+    assert parser.feed(b"data: " + b"x" * 90) == []
+    with pytest.raises(SSEEventTooLarge, match="longer than 100 characters"):
+        parser.feed(b"x" * 10)
+
+
+def test_a_long_line_ended_in_the_same_feed_is_refused_too() -> None:
+    parser = SSEParser(max_chars=100)
+    with pytest.raises(SSEEventTooLarge):
+        parser.feed(b"data: " + b"x" * 200 + b"\n\n")
+
+
+def test_an_event_of_many_short_data_lines_stops_at_the_limit() -> None:
+    parser = SSEParser(max_chars=100)
+    assert parser.feed(b"data: 0123456789\n" * 9) == []
+    with pytest.raises(SSEEventTooLarge):
+        parser.feed(b"data: 0123456789\n")
+
+
+def test_events_up_to_the_limit_pass_and_the_count_starts_again_for_each() -> None:
+    parser = SSEParser(max_chars=100)
+    line = b"data: " + b"x" * 90 + b"\n\n"
+    assert parser.feed(line * 3) == [SSEEvent("message", "x" * 90, None)] * 3

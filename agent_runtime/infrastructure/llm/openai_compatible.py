@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import logging
 import random
-import ssl
-import urllib.parse
-import urllib.request
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-import aiohttp
-from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+import httpx
 
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.domain.errors import (
@@ -33,14 +26,10 @@ from agent_runtime.domain.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from agent_runtime.domain.model import Message, Role, Usage
-from agent_runtime.domain.model_output import (
-    ModelEvent,
-    ModelResponse,
-    RequestedToolCall,
-    TextDelta,
-)
+from agent_runtime.domain.model import Message, Role
+from agent_runtime.domain.model_output import ModelEvent, TextDelta
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.infrastructure.llm.answer import Answer, error_text, excerpt
 from agent_runtime.infrastructure.llm.read_deadline import ReadDeadline, ReadDeadlineExceeded
 from agent_runtime.infrastructure.llm.resilience import (
     DEFAULT_RETRY_POLICY,
@@ -50,97 +39,25 @@ from agent_runtime.infrastructure.llm.resilience import (
     is_transient,
     retry_delay,
 )
-from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEParser
+from agent_runtime.infrastructure.llm.untrusted_output import (
+    DEFAULT_ANSWER_LIMITS,
+    AnswerLimits,
+    answer_too_large,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-_EXCERPT_CHARS = 500
 _ERROR_BODY_BYTES = 8192  # enough for any error message; a proxy's HTML page is not worth more
 # After [DONE] the rest of the body (normally just the chunked terminator) is read so the
 # connection can go back to the pool, but a misbehaving server must not delay the answer.
 _DRAIN_BYTES = 65536
 _DRAIN_SECONDS = 1.0
 
-# Words in an error's type/code that mean "your request is wrong", so retrying cannot help.
-_REJECTION_HINTS = (
-    "invalid",
-    "bad_request",
-    "authentication",
-    "unauthorized",
-    "permission",
-    "forbidden",
-    "not_found",
-    "context_length",
-    "unsupported",
-)
-
-# Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter...) stream their thinking. It is not
-# part of the answer, but it shows the model is working: it stops the first-token clock.
-_REASONING_KEYS = ("reasoning_content", "reasoning")
-
-Redactor = Callable[[str], str]
-
-
-def create_http_client(
-    *, connect_timeout: float = 10.0, read_timeout: float = 300.0, max_connections: int = 1000
-) -> aiohttp.ClientSession:
-    """The one HTTP session the process shares between model clients (the caller closes it,
-    `await session.close()`). Call it inside the running event loop, which the session keeps.
-
-    read_timeout bounds the silence between two bytes, not the whole answer: a model may
-    think for minutes before its first token, then stream for many more. Every streaming
-    turn holds a connection for its whole answer, so max_connections bounds how many turns
-    talk to the model at once (the others wait for a connection, up to connect_timeout).
-    aiohttp's pool takes and gives back a connection in constant time whatever its size
-    (no walk over the idle ones per request), so one pool holds them all.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=max_connections,
-        limit_per_host=0,  # every connection goes to the one model endpoint anyway
-        keepalive_timeout=30.0,
-        ssl=ssl.create_default_context(),  # the system's CA bundle (SSL_CERT_FILE/_DIR apply)
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=None,  # an answer may stream for many minutes
-            connect=connect_timeout,  # a free connection: waiting for one, then connecting
-            sock_connect=connect_timeout,
-            sock_read=read_timeout,
-        ),
-        # Off: with it aiohttp reads ~/.netrc and the proxy variables in a thread on every
-        # request, and would add netrc credentials to the model's requests. Each
-        # OpenAICompatibleClient reads the proxy variables itself, once (proxy_for).
-        trust_env=False,
-        # Answers may come gzip-compressed: the SSE parser must see the decompressed bytes.
-        auto_decompress=True,
-    )
-
-
-def proxy_for(url: str) -> str | None:
-    """The proxy that HTTP_PROXY, HTTPS_PROXY or ALL_PROXY name for `url`, unless NO_PROXY
-    exempts its host (the rules of urllib, which aiohttp's trust_env uses too). ValueError
-    for a proxy aiohttp cannot use (e.g. socks5://)."""
-    proxies = urllib.request.getproxies()
-    parsed = urllib.parse.urlsplit(url)
-    proxy = proxies.get(parsed.scheme) or proxies.get("all")
-    if not proxy or (parsed.hostname and urllib.request.proxy_bypass(parsed.hostname)):
-        return None
-    proxy = proxy if "://" in proxy else f"http://{proxy}"
-    named = urllib.parse.urlsplit(proxy)
-    if named.scheme not in ("http", "https"):
-        # aiohttp would send HTTP to it: every model call would fail, and not say why.
-        raise ValueError(
-            f"the proxy the environment names for {parsed.scheme}:// URLs "
-            f"({named.scheme}://{named.hostname}:{named.port}) is not an HTTP proxy; "
-            "only http:// and https:// proxies are supported"
-        )
-    return proxy
-
 
 class OpenAICompatibleClient:
-    """LLMClient over HTTP. Does not own `http`: whoever created it closes it.
+    """LLMClient over HTTP. Does not own `http` (create_http_client): whoever created it
+    closes it.
 
     A request that fails before the model produced any output is sent again (see
     RetryPolicy); once output has arrived, a failure ends the answer with that error.
@@ -148,7 +65,7 @@ class OpenAICompatibleClient:
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
+        http: httpx.AsyncClient,
         *,
         base_url: str,
         model: str,
@@ -157,6 +74,7 @@ class OpenAICompatibleClient:
         stream: bool = True,
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         timeouts: ModelTimeouts = DEFAULT_TIMEOUTS,
+        limits: AnswerLimits = DEFAULT_ANSWER_LIMITS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
     ) -> None:
@@ -167,29 +85,27 @@ class OpenAICompatibleClient:
         self._stream = stream
         self._retry = retry
         self._timeouts = timeouts
+        self._limits = limits
         self._sleep = sleep
         self._random = random
-        # The shared session's timeouts, but this client's connect timeout. Its read timeout
+        # The shared client's timeouts, but this client's connect timeout. Its read timeout
         # stays as a backstop; first_token and idle are enforced around each read instead.
         shared = http.timeout
-        self._http_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=shared.connect,
-            sock_connect=timeouts.connect,
-            sock_read=shared.sock_read,
+        self._http_timeout = httpx.Timeout(
+            connect=timeouts.connect, read=shared.read, write=shared.write, pool=shared.pool
         )
-        # Read from the environment once: the session does not (see create_http_client).
-        self._proxy = proxy_for(self._url)
-        headers = {
-            "Accept": "text/event-stream" if stream else "application/json",
-            # Said explicitly: aiohttp would call a bytes body application/octet-stream.
-            "Content-Type": "application/json",
-        }
+        headers = httpx.Headers(
+            {
+                "Accept": "text/event-stream" if stream else "application/json",
+                "Content-Type": "application/json",
+            }
+        )
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        # Last, so a provider needing another auth scheme (e.g. "api-key") can override.
-        # aiohttp merges names case-insensitively: "authorization" replaces "Authorization".
-        headers.update(extra_headers or {})
+        # Last, so a provider needing another auth scheme (e.g. "api-key") can override. One
+        # header per name, whatever its case: "authorization" replaces "Authorization".
+        for name, value in (extra_headers or {}).items():
+            headers[name] = value
         self._headers = headers
         self._tool_json = _ToolJson()
 
@@ -197,7 +113,7 @@ class OpenAICompatibleClient:
         # Serialised here, once for every attempt (json.dumps allows NaN, as before).
         body = self._request_json(request)
         for attempt in itertools.count(1):
-            answer = _Answer(self._redact)
+            answer = Answer(self._redact, self._limits)
             try:
                 # aclosing: an early exit (consumer's aclose, cancellation) closes the attempt,
                 # and with it the HTTP response, at once rather than whenever it is collected.
@@ -233,7 +149,7 @@ class OpenAICompatibleClient:
         )
         return decision.delay
 
-    async def _attempt(self, body: bytes, answer: _Answer) -> AsyncGenerator[ModelEvent, None]:
+    async def _attempt(self, body: bytes, answer: Answer) -> AsyncGenerator[ModelEvent, None]:
         """One request. `answer.output_started` tells the caller whether it may be retried."""
         clock = asyncio.get_running_loop()
         # Everything up to the model's first output (connecting, sending, the response head,
@@ -241,78 +157,68 @@ class OpenAICompatibleClient:
         first_output_by = clock.time() + self._timeouts.first_token
         streamed = False
         try:
-            response = await self._first_output(
-                first_output_by,
-                self._http.request(
-                    "POST",
-                    self._url,
-                    data=body,
-                    headers=self._headers,
-                    timeout=self._http_timeout,
-                    proxy=self._proxy,
-                    # A redirect means a wrong base_url; following it would resend the key
-                    # elsewhere. The 3xx is then an error like any other non-2xx answer.
-                    allow_redirects=False,
-                ),
+            request = self._http.build_request(
+                "POST", self._url, content=body, headers=self._headers, timeout=self._http_timeout
             )
-            stop_watching = _fail_body_when_connection_lost(response)
+            # Not followed (the client's default): a redirect means a wrong base_url, and
+            # following it would resend the key elsewhere. The 3xx is then an error like any
+            # other non-2xx answer.
+            response = await self._first_output(
+                first_output_by, self._http.send(request, stream=True, follow_redirects=False)
+            )
             try:
-                if not 200 <= response.status < 300:
+                if not 200 <= response.status_code < 300:
                     raise await self._first_output(first_output_by, self._status_error(response))
                 content_type = response.headers.get("content-type", "").lower()
                 # Some servers ignore "stream": true and answer one JSON document.
                 streamed = self._stream and not content_type.startswith("application/json")
+                if streamed and content_type and not content_type.startswith("text/event-stream"):
+                    # E.g. a proxy's HTML page with 200: not an answer, and not worth a retry.
+                    raise await self._first_output(
+                        first_output_by, self._not_an_answer(response, content_type)
+                    )
                 if streamed:
                     texts = self._read_stream(response, answer, first_output_by)
                     async with contextlib.aclosing(texts):
                         async for text in texts:
                             yield TextDelta(text)
                 else:
-                    raw = await self._first_output(first_output_by, response.read())
+                    raw = await self._first_output(first_output_by, self._read_whole(response))
                     answer.parse_completion(raw)
             finally:
-                stop_watching()  # before the connection can go back to the pool
-                if response.content.at_eof():
-                    response.release()  # the whole body was read: the connection is reusable
-                else:
-                    # Also on cancellation: a response closed before its end closes the
-                    # connection, which is how the endpoint learns to stop generating.
-                    response.close()
+                # Also on cancellation: a response closed before its end closes its
+                # connection, which is how the endpoint learns to stop generating.
+                await response.aclose()
         except (
-            aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake, the proxy unreachable
-            aiohttp.ClientHttpProxyError,  # the proxy refused the tunnel
-            aiohttp.ConnectionTimeoutError,  # no connection within the connect timeout
+            httpx.ConnectError,  # refused, DNS, TLS handshake, the proxy unreachable
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,  # no free connection within the connect timeout
+            httpx.ProxyError,  # the proxy refused the tunnel
         ) as exc:
             raise ModelUnavailable(
                 f"cannot reach the model endpoint: {self._describe(exc)}",
                 reason="MODEL_UNREACHABLE",
             ) from exc
-        except aiohttp.ServerTimeoutError as exc:  # the read timeout (a backstop)
+        except httpx.TimeoutException as exc:  # the read or write timeout (a backstop)
             raise ModelTimeout(
                 f"the model endpoint timed out ({type(exc).__name__}): {self._describe(exc)}"
             ) from exc
-        except aiohttp.InvalidURL as exc:  # also a scheme other than http(s)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise ModelRequestRejected(
                 f"the model endpoint URL is not usable: {self._describe(exc)}",
                 reason="MODEL_BAD_URL",
             ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            if isinstance(exc.__cause__, ContentEncodingError):
-                raise ModelProtocolError(
-                    f"the model endpoint sent an undecodable body: {self._describe(exc)}"
-                ) from exc
-            # The body ended early: the peer closed mid-body, a broken chunk...
+        except httpx.DecodingError as exc:
+            raise ModelProtocolError(
+                f"the model endpoint sent an undecodable body: {self._describe(exc)}"
+            ) from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            # The peer closed mid-body, a broken chunk, a reset, a response head not HTTP...
             raise ModelUnavailable(
                 f"the connection to the model endpoint was lost: {self._describe(exc)}",
                 reason="MODEL_STREAM_INTERRUPTED",
             ) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
-            # ServerDisconnectedError, a reset, an unreadable response head...
-            raise ModelUnavailable(
-                f"the connection to the model endpoint was lost: {self._describe(exc)}",
-                reason="MODEL_STREAM_INTERRUPTED",
-            ) from exc
-        except aiohttp.ClientError as exc:
+        except httpx.HTTPError as exc:
             raise ModelUnavailable(
                 f"the request to the model endpoint failed: {self._describe(exc)}"
             ) from exc
@@ -324,7 +230,7 @@ class OpenAICompatibleClient:
         yield result
 
     async def _read_stream(
-        self, response: aiohttp.ClientResponse, answer: _Answer, first_output_by: float
+        self, response: httpx.Response, answer: Answer, first_output_by: float
     ) -> AsyncGenerator[str, None]:
         """The text deltas of an event stream, each as soon as its bytes arrived.
 
@@ -334,42 +240,60 @@ class OpenAICompatibleClient:
         request was sent). After it, the idle clock restarts whenever we go back to waiting
         after a data event. SSE comments (": ping" keep-alives) restart neither clock: a
         proxy that keeps the connection warm for a model that has hung must not hold the
-        session forever. (The shared session's read timeout, reset by any byte, stays a
+        session forever. (The shared client's read timeout, reset by any byte, stays a
         backstop.)
         """
         clock = asyncio.get_running_loop()
-        # Whatever has arrived (decompressed), at once: every HTTP chunk that came in one
-        # network read leaves as one piece, and the first never waits for more.
-        read = functools.partial(_readany, response.content)
         deadline = first_output_by
-        try:
-            async with ReadDeadline() as reads:  # one timer for the body, not one per read
-                while True:
-                    reads.start(deadline)
-                    chunk = await read()
-                    reads.stop()
-                    if not chunk:  # the end of the body
-                        if texts := answer.flush():
+        # Whatever has arrived (decompressed), at once: every piece that came in one network
+        # read leaves as one piece, and the first never waits for more. A body that is not
+        # compressed skips httpx's decoding layer (a generator step and a call per read).
+        encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+        pieces = response.aiter_bytes() if encoded else response.aiter_raw()
+        # An async generator: closed here, not whenever it is collected.
+        body = cast(AsyncGenerator[bytes, None], pieces)
+        async with contextlib.aclosing(body) as chunks:
+            try:
+                async with ReadDeadline() as reads:  # one timer for the body, not one per read
+                    while True:
+                        reads.start(deadline)
+                        chunk = await anext(chunks, b"")
+                        reads.stop()
+                        if not chunk:  # the end of the body
+                            if texts := answer.flush():
+                                yield "".join(texts)
+                            return
+                        events_before = answer.events
+                        # Tokens that arrived together leave together: one delta per read,
+                        # not per token. Nothing waits for more (the turn's read-ahead merges
+                        # reads it was too busy for).
+                        if texts := answer.feed(chunk):
                             yield "".join(texts)
-                        return
-                    events_before = answer.events
-                    # Tokens that arrived together leave together: one delta per read, not
-                    # per token. Nothing waits for more (the turn's read-ahead merges reads
-                    # it was too busy for).
-                    if texts := answer.feed(chunk):
-                        yield "".join(texts)
-                    if answer.done:
-                        await _drain(response.content)
-                        return
-                    if answer.output_started and answer.events > events_before:
-                        deadline = clock.time() + self._timeouts.idle
-        except ReadDeadlineExceeded as exc:
-            if not answer.output_started:
-                raise self._first_token_timeout() from exc
-            raise ModelTimeout(
-                f"the model sent nothing for {self._timeouts.idle:g}s in the middle of its answer",
-                reason="MODEL_IDLE_TIMEOUT",
-            ) from exc
+                        if answer.done:
+                            await _drain(chunks)
+                            return
+                        if answer.output_started and answer.events > events_before:
+                            deadline = clock.time() + self._timeouts.idle
+            except ReadDeadlineExceeded as exc:
+                if not answer.output_started:
+                    raise self._first_token_timeout() from exc
+                raise ModelTimeout(
+                    f"the model sent nothing for {self._timeouts.idle:g}s in the middle of "
+                    "its answer",
+                    reason="MODEL_IDLE_TIMEOUT",
+                ) from exc
+
+    async def _read_whole(self, response: httpx.Response) -> bytes:
+        """A non-streamed answer's body, up to the event limit (it holds the whole answer)."""
+        raw = bytearray()
+        async for chunk in response.aiter_bytes():
+            raw += chunk
+            if len(raw) > self._limits.event:
+                raise answer_too_large(
+                    f"the model endpoint's answer is larger than the {self._limits.event}-byte "
+                    "limit (AGENT_RUNTIME_LLM_MAX_EVENT_BYTES)"
+                )
+        return bytes(raw)
 
     async def _first_output(self, deadline: float, step: Awaitable[_T]) -> _T:
         timeout = asyncio.timeout_at(deadline)
@@ -378,7 +302,7 @@ class OpenAICompatibleClient:
                 return await step
         except TimeoutError as exc:
             if not timeout.expired():
-                raise  # aiohttp's own timeouts are TimeoutErrors too: mapped by the caller
+                raise
             raise self._first_token_timeout() from exc
 
     def _first_token_timeout(self) -> ModelTimeout:
@@ -404,12 +328,12 @@ class OpenAICompatibleClient:
             encoded = f'{encoded[:-1]}, "tools": [{tools}]}}'
         return encoded.encode()
 
-    async def _status_error(self, response: aiohttp.ClientResponse) -> ModelError:
-        status = response.status
-        excerpt = await self._body_excerpt(response)
+    async def _status_error(self, response: httpx.Response) -> ModelError:
+        status = response.status_code
+        body = await self._body_excerpt(response)
         message = f"the model endpoint answered HTTP {status}"
-        if excerpt:
-            message = f"{message}: {excerpt}"
+        if body:
+            message = f"{message}: {body}"
         metadata = {"http_status": str(status)}
         retry_after = response.headers.get("retry-after")
         if retry_after:
@@ -419,23 +343,32 @@ class OpenAICompatibleClient:
             return ModelUnavailable(message, reason=reason, metadata=metadata)
         return ModelRequestRejected(message, reason=reason, metadata=metadata)
 
-    async def _body_excerpt(self, response: aiohttp.ClientResponse) -> str:
+    async def _not_an_answer(self, response: httpx.Response, content_type: str) -> ModelError:
+        body = await self._body_excerpt(response)
+        return ModelProtocolError(
+            f"the model endpoint answered HTTP {response.status_code} with {content_type!r}, "
+            f"not an event stream" + (f": {body}" if body else "")
+        )
+
+    async def _body_excerpt(self, response: httpx.Response) -> str:
         raw = bytearray()
         try:
-            while len(raw) < _ERROR_BODY_BYTES and (chunk := await _readany(response.content)):
+            async for chunk in response.aiter_bytes():
                 raw += chunk
-        except aiohttp.ClientError:
+                if len(raw) >= _ERROR_BODY_BYTES:
+                    break
+        except httpx.HTTPError:
             pass  # the status code already says what matters
         text = raw[:_ERROR_BODY_BYTES].decode("utf-8", errors="replace")
         try:
             payload: Any = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         # Prefer the provider's own message over the raw JSON around it.
-        return _excerpt(_error_text(payload) or text, self._redact)
+        return excerpt(error_text(payload) or text, self._redact)
 
     def _describe(self, exc: BaseException) -> str:
-        return _excerpt(str(exc) or type(exc).__name__, self._redact)
+        return excerpt(str(exc) or type(exc).__name__, self._redact)
 
     def _redact(self, text: str) -> str:
         # Proxies and some providers echo the Authorization header back in error bodies.
@@ -493,309 +426,13 @@ def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
     }
 
 
-def _fail_body_when_connection_lost(response: aiohttp.ClientResponse) -> Callable[[], None]:
-    """Makes a read waiting for `response`'s body fail as soon as its connection is lost,
-    until the returned function is called (call it before the connection can be reused).
-
-    When a body's chunked framing breaks (a chunk-size line that is not hex), aiohttp's C
-    parser (3.14) raises out of ResponseHandler.data_received after forgetting the body (its
-    own `_payload = None`): the connection is closed, but the body's reader is never failed
-    (aiohttp's pure-Python parser does fail it). A read already waiting would only end at
-    our idle deadline. The protocol's `closed` future, resolved by connection_lost, is the
-    signal; it costs a callback per response, nothing per read. `closed` is created lazily,
-    on first access, and is None when the connection was lost before anyone asked: then no
-    read can wait, it raises RuntimeError (see _readany). Without `closed` (another aiohttp)
-    this improvement is lost, nothing else.
-    """
-    connection = response.connection
-    protocol = connection.protocol if connection is not None else None
-    closed = getattr(protocol, "closed", None)
-    if protocol is None or not isinstance(closed, asyncio.Future):
-        return _nothing
-    content = response.content
-
-    def on_closed(future: asyncio.Future[None]) -> None:
-        if content.is_eof() or content.exception() is not None:
-            return  # the body was complete, or its reader already fails
-        # The parser's error (HttpProcessingError) if that is why the connection closed.
-        cause = protocol.exception()
-        if cause is None and not future.cancelled():
-            cause = future.exception()
-        error = aiohttp.ClientPayloadError(
-            "the connection closed before the end of the body"
-            + (f" ({cause})" if cause is not None else "")
-        )
-        error.__cause__ = cause
-        content.set_exception(error)
-
-    # Whoever first asks for `closed` creates it, and must retrieve its exception (a reset
-    # connection), or asyncio logs it when it is collected; one retriever per connection.
-    closed.remove_done_callback(_retrieve_exception)
-    closed.add_done_callback(_retrieve_exception)
-    closed.add_done_callback(on_closed)
-
-    def stop() -> None:
-        closed.remove_done_callback(on_closed)
-
-    return stop
-
-
-def _nothing() -> None:
-    pass
-
-
-def _retrieve_exception(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-async def _readany(content: aiohttp.StreamReader) -> bytes:
-    try:
-        return await content.readany()
-    # aiohttp (3.14) drops a body whose framing broke (a bad chunk size) without failing its
-    # reader, and closes the connection: a read then raises this, not a ClientPayloadError.
-    # (A read already waiting is failed by _fail_body_when_connection_lost.)
-    except RuntimeError as exc:
-        raise aiohttp.ClientPayloadError(
-            f"the connection closed before the end of the body ({exc})"
-        ) from exc
-    except HttpProcessingError as exc:  # the pure-Python parser's framing errors, raw
-        raise aiohttp.ClientPayloadError(f"the body is broken ({exc})") from exc
-
-
-async def _drain(content: aiohttp.StreamReader) -> None:
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
     received = 0
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            while chunk := await _readany(content):
+            async for chunk in chunks:
                 received += len(chunk)
                 if received > _DRAIN_BYTES:
                     return
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, httpx.HTTPError):
         pass  # the answer is complete; at worst the connection is not reused
-
-
-@dataclass(slots=True)
-class _PartialCall:
-    call_id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-class _Answer:
-    """Accumulates one answer from stream chunks (or a whole completion)."""
-
-    def __init__(self, redact: Redactor) -> None:
-        self._redact = redact
-        self._parser = SSEParser()
-        self._text: list[str] = []
-        self._calls: dict[int, _PartialCall] = {}
-        self._finish_reason: str | None = None
-        self._usage: Usage | None = None
-        self.done = False  # [DONE] received
-        self.events = 0  # data events received (SSE comments are not events)
-        # The model has produced something: text, a tool call or reasoning. From then on the
-        # answer is under way, and a failure is not worth a retry.
-        self.output_started = False
-
-    def feed(self, chunk: bytes) -> list[str]:
-        """Consume received bytes; return the text deltas they completed."""
-        return self._apply_events(self._parser.feed(chunk))
-
-    def flush(self) -> list[str]:
-        return self._apply_events(self._parser.flush())
-
-    def parse_completion(self, raw: bytes) -> None:
-        payload = self._load(raw, "the response")
-        choices = payload.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ModelProtocolError("the model endpoint answered a completion without choices")
-        if not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
-            raise ModelProtocolError("the model endpoint answered a choice without a message")
-        self._apply_chunk(payload, message_key="message")
-        self.done = True
-        self.output_started = True
-
-    def result(self) -> ModelResponse:
-        if not self.done and self._finish_reason is None:
-            raise ModelUnavailable(
-                "the model stream ended before the answer was complete",
-                reason="MODEL_STREAM_TRUNCATED",
-            )
-        return ModelResponse(
-            content="".join(self._text),
-            tool_calls=tuple(
-                self._finished_call(index, call) for index, call in sorted(self._calls.items())
-            ),
-            usage=self._usage,
-            finish_reason=self._finish_reason,
-        )
-
-    def _apply_events(self, events: list[SSEEvent]) -> list[str]:
-        deltas: list[str] = []
-        for event in events:
-            if self.done:
-                break  # anything after [DONE] is not part of the answer
-            self.events += 1
-            if event.data.strip() == "[DONE]":
-                self.done = True
-                continue
-            payload = self._load(event.data, "a stream event")
-            text = self._apply_chunk(payload, message_key="delta")
-            if text:
-                deltas.append(text)
-        return deltas
-
-    def _load(self, data: str | bytes, what: str) -> dict[str, Any]:
-        try:
-            payload = json.loads(data)
-        except ValueError as exc:
-            shown = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-            raise ModelProtocolError(
-                f"{what} from the model endpoint is not valid JSON: "
-                f"{_excerpt(shown, self._redact, 200)}"
-            ) from exc
-        if not isinstance(payload, dict):
-            raise ModelProtocolError(f"{what} from the model endpoint is not a JSON object")
-        if payload.get("error") is not None:
-            raise _payload_error(payload["error"], self._redact)
-        return payload
-
-    def _apply_chunk(self, payload: dict[str, Any], *, message_key: str) -> str:
-        usage = _usage(payload.get("usage"))
-        if usage is not None:
-            self._usage = usage
-        choices = payload.get("choices")
-        # The usage chunk comes with empty choices; other chunks may carry none either.
-        if not isinstance(choices, list) or not choices:
-            return ""
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise ModelProtocolError("a choice from the model endpoint is not a JSON object")
-        finish_reason = choice.get("finish_reason")
-        if isinstance(finish_reason, str) and finish_reason:
-            self._finish_reason = finish_reason
-        message = choice.get(message_key)
-        if not isinstance(message, dict):
-            return ""
-        tool_calls = message.get("tool_calls")
-        if tool_calls or any(message.get(key) for key in _REASONING_KEYS):
-            self.output_started = True
-        if isinstance(tool_calls, list):
-            for position, fragment in enumerate(tool_calls):
-                # A whole completion lists its calls without "index": their order is the index.
-                self._add_fragment(fragment, position if message_key == "message" else None)
-        text = _content_text(message.get("content"))
-        if text:
-            self.output_started = True
-            self._text.append(text)
-        return text
-
-    def _add_fragment(self, fragment: object, default_index: int | None) -> None:
-        if not isinstance(fragment, dict):
-            raise ModelProtocolError("a tool call from the model endpoint is not a JSON object")
-        raw_id = fragment.get("id")
-        call_id = raw_id if isinstance(raw_id, str) else ""
-        index = fragment.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
-            index = default_index if default_index is not None else self._index_for(call_id)
-        call = self._calls.setdefault(index, _PartialCall())
-        if call_id and not call.call_id:
-            call.call_id = call_id
-        function = fragment.get("function")
-        if not isinstance(function, dict):
-            return
-        name = function.get("name")
-        # Some servers repeat the name in every fragment: the first one is the name.
-        if isinstance(name, str) and name and not call.name:
-            call.name = name
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            call.arguments.append(arguments)
-        elif isinstance(arguments, dict):
-            call.arguments.append(json.dumps(arguments))  # a few servers send an object
-
-    def _index_for(self, call_id: str) -> int:
-        """Where a fragment without "index" belongs: its id's call, else a new or the last one."""
-        if call_id:
-            for index, call in self._calls.items():
-                if call.call_id == call_id:
-                    return index
-            return max(self._calls, default=-1) + 1
-        return max(self._calls, default=0)
-
-    @staticmethod
-    def _finished_call(index: int, call: _PartialCall) -> RequestedToolCall:
-        if not call.name:
-            raise ModelProtocolError(f"the model sent tool call #{index} without a function name")
-        return RequestedToolCall(
-            call_id=call.call_id or f"call_{uuid.uuid4().hex}",
-            tool_name=call.name,
-            arguments_json="".join(call.arguments),
-        )
-
-
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def _usage(raw: object) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-
-    def count(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
-
-
-def _error_text(payload: object) -> str:
-    """The human message in an error document: {"error": {"message": ...}} and variants."""
-    if not isinstance(payload, dict):
-        return ""
-    error = payload.get("error", payload)
-    if isinstance(error, str):
-        return error
-    if isinstance(error, dict):
-        for key in ("message", "detail"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return ""
-
-
-def _payload_error(error: object, redact: Redactor) -> ModelError:
-    """An error object sent with HTTP 200 (typically mid-stream)."""
-    message = _error_text({"error": error}) or json.dumps(error)
-    kind = ""
-    status: int | None = None
-    if isinstance(error, dict):
-        kind = " ".join(str(error.get(key, "")) for key in ("type", "code", "status")).lower()
-        for key in ("code", "status"):
-            value = error.get(key)
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                status = value
-                break
-    text = f"the model endpoint reported an error: {_excerpt(message, redact)}"
-    if status is not None and 400 <= status < 500 and status != 429:
-        return ModelRequestRejected(text)
-    if "rate" not in kind and any(hint in kind for hint in _REJECTION_HINTS):
-        return ModelRequestRejected(text)
-    return ModelUnavailable(text, reason="MODEL_STREAM_ERROR")
-
-
-def _excerpt(text: str, redact: Redactor, limit: int = _EXCERPT_CHARS) -> str:
-    # Redacted before truncating, so a key cut in half cannot survive.
-    text = redact(" ".join(text.split()))
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import codecs
 import re
+import sys
 from dataclasses import dataclass
 
 # Only these three end a line; str.splitlines() would also split on \v, \f, \x1c, U+2028...
 _LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class SSEEventTooLarge(ValueError):
+    """A line or an event of the stream is longer than the parser's limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +26,18 @@ class SSEParser:
     """Turns the bytes of an event stream, split anywhere, into complete events.
 
     Feed every received piece to feed(); call flush() once the stream has ended.
+    A line, or an event's data, longer than `max_chars` characters raises SSEEventTooLarge:
+    a stream that never ends its line must not grow the buffer without bound.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = sys.maxsize) -> None:
+        self._max_chars = max_chars
         # utf-8-sig drops the optional leading BOM, as the spec asks.
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
         self._pending = ""  # the start of a line whose end has not arrived yet
         self._skip_lf = False  # the last feed ended in \r: a \n starting the next one is its pair
         self._data: list[str] = []
+        self._data_chars = 0
         self._event = ""
         self._last_id: str | None = None
 
@@ -42,6 +51,8 @@ class SSEParser:
                 text = text[1:]
         if "\n" not in text and "\r" not in text:
             self._pending += text
+            if len(self._pending) > self._max_chars:
+                raise self._too_large()
             return []
         buffer = self._pending + text
         events: list[SSEEvent] = []
@@ -50,6 +61,8 @@ class SSEParser:
             self._line(buffer[start : match.start()], events)
             start = match.end()
         self._pending = buffer[start:]
+        if len(self._pending) > self._max_chars:
+            raise self._too_large()
         # A lone \r at the very end already ended its line; remember to swallow its \n.
         self._skip_lf = buffer[-1] == "\r"
         return events
@@ -78,6 +91,7 @@ class SSEParser:
                     SSEEvent(self._event or "message", "\n".join(self._data), self._last_id)
                 )
             self._data = []
+            self._data_chars = 0
             self._event = ""
             return
         if line[0] == ":":
@@ -87,9 +101,17 @@ class SSEParser:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_chars += len(value) + 1
+            if self._data_chars > self._max_chars:
+                raise self._too_large()
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
             # Per spec the last event id persists across events; a NUL makes the field ignored.
             self._last_id = value
         # "retry" and unknown fields are of no use to a client that never reconnects.
+
+    def _too_large(self) -> SSEEventTooLarge:
+        return SSEEventTooLarge(
+            f"a line or event of the stream is longer than {self._max_chars} characters"
+        )

@@ -1,0 +1,362 @@
+"""One model answer, assembled from chat-completion stream chunks (or a whole completion).
+
+Everything in it came from the model: it is checked and repaired as untrusted input on the
+way in (untrusted_output.py), so the ModelResponse it gives holds only what can be stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_runtime.domain.errors import (
+    ModelError,
+    ModelProtocolError,
+    ModelRequestRejected,
+    ModelUnavailable,
+)
+from agent_runtime.domain.model import Usage
+from agent_runtime.domain.model_output import ModelResponse, RequestedToolCall
+from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
+from agent_runtime.infrastructure.llm.untrusted_output import (
+    AnswerLimits,
+    StreamedText,
+    answer_too_large,
+    checked_arguments,
+    token_count,
+    utf8_size,
+    well_formed,
+)
+
+log = logging.getLogger(__name__)
+
+Redactor = Callable[[str], str]
+
+_EXCERPT_CHARS = 500
+_FINISH_REASON_CHARS = 64
+# Only the first call is used; this bounds what a model that never stops listing calls (each
+# with nothing in it yet) makes the client hold.
+_MAX_TOOL_CALLS = 128
+
+# Words in an error's type/code that mean "your request is wrong", so retrying cannot help.
+_REJECTION_HINTS = (
+    "invalid",
+    "bad_request",
+    "authentication",
+    "unauthorized",
+    "permission",
+    "forbidden",
+    "not_found",
+    "context_length",
+    "unsupported",
+)
+
+# Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter...) stream their thinking. It is not
+# part of the answer, but it shows the model is working: it stops the first-token clock.
+_REASONING_KEYS = ("reasoning_content", "reasoning")
+
+
+@dataclass(slots=True)
+class _PartialCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    arguments_bytes: int = 0  # all received, also those no longer kept
+
+
+class Answer:
+    """Accumulates one answer from stream chunks (or a whole completion)."""
+
+    def __init__(self, redact: Redactor, limits: AnswerLimits) -> None:
+        self._redact = redact
+        self._limits = limits
+        self._parser = SSEParser(max_chars=limits.event)
+        self._text: list[str] = []
+        self._streamed_text = StreamedText()
+        self._bytes = 0  # of the text and the tool calls so far
+        self._calls: dict[int, _PartialCall] = {}
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self.done = False  # [DONE] received
+        self.events = 0  # data events received (SSE comments are not events)
+        # The model has produced something: text, a tool call or reasoning. From then on the
+        # answer is under way, and a failure is not worth a retry.
+        self.output_started = False
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Consume received bytes; return the text deltas they completed."""
+        try:
+            events = self._parser.feed(chunk)
+        except SSEEventTooLarge as exc:
+            raise answer_too_large(
+                f"the model endpoint sent a stream line or event larger than the "
+                f"{self._limits.event}-byte limit (AGENT_RUNTIME_LLM_MAX_EVENT_BYTES)"
+            ) from exc
+        return self._apply_events(events)
+
+    def flush(self) -> list[str]:
+        """The body has ended: the text deltas of what was still pending."""
+        deltas = self._apply_events(self._parser.flush())
+        if tail := self._end_text():
+            deltas.append(tail)
+        return deltas
+
+    def parse_completion(self, raw: bytes) -> None:
+        payload = self._load(raw, "the response")
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ModelProtocolError("the model endpoint answered a completion without choices")
+        if not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+            raise ModelProtocolError("the model endpoint answered a choice without a message")
+        self._apply_chunk(payload, message_key="message")
+        self._end_text()
+        self.done = True
+        self.output_started = True
+
+    def result(self) -> ModelResponse:
+        if not self.done and self._finish_reason is None:
+            raise ModelUnavailable(
+                "the model stream ended before the answer was complete",
+                reason="MODEL_STREAM_TRUNCATED",
+            )
+        self._end_text()
+        return ModelResponse(
+            content="".join(self._text),
+            tool_calls=tuple(
+                self._finished_call(index, call) for index, call in sorted(self._calls.items())
+            ),
+            usage=self._usage,
+            finish_reason=self._finish_reason,
+        )
+
+    def _apply_events(self, events: list[SSEEvent]) -> list[str]:
+        deltas: list[str] = []
+        for event in events:
+            if self.done:
+                break  # anything after [DONE] is not part of the answer
+            self.events += 1
+            if event.data.strip() == "[DONE]":
+                self.done = True
+                if tail := self._end_text():
+                    deltas.append(tail)
+                continue
+            payload = self._load(event.data, "a stream event")
+            text = self._apply_chunk(payload, message_key="delta")
+            if text:
+                deltas.append(text)
+        return deltas
+
+    def _load(self, data: str | bytes, what: str) -> dict[str, Any]:
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            shown = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+            raise ModelProtocolError(
+                f"{what} from the model endpoint is {problem}: {excerpt(shown, self._redact, 200)}"
+            ) from exc
+        if not isinstance(payload, dict):
+            raise ModelProtocolError(f"{what} from the model endpoint is not a JSON object")
+        if payload.get("error") is not None:
+            raise payload_error(payload["error"], self._redact)
+        return payload
+
+    def _apply_chunk(self, payload: dict[str, Any], *, message_key: str) -> str:
+        usage = _usage(payload.get("usage"))
+        if usage is not None:
+            self._usage = usage
+        choices = payload.get("choices")
+        # The usage chunk comes with empty choices; other chunks may carry none either.
+        if not isinstance(choices, list) or not choices:
+            return ""
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise ModelProtocolError("a choice from the model endpoint is not a JSON object")
+        finish_reason = choice.get("finish_reason")
+        if isinstance(finish_reason, str) and finish_reason:
+            self._finish_reason = well_formed(finish_reason[:_FINISH_REASON_CHARS])
+        message = choice.get(message_key)
+        if not isinstance(message, dict):
+            return ""
+        tool_calls = message.get("tool_calls")
+        if tool_calls or any(message.get(key) for key in _REASONING_KEYS):
+            self.output_started = True
+        if isinstance(tool_calls, list):
+            for position, fragment in enumerate(tool_calls):
+                # A whole completion lists its calls without "index": their order is the index.
+                self._add_fragment(fragment, position if message_key == "message" else None)
+        received = _content_text(message.get("content"))
+        if not received:
+            return ""
+        self.output_started = True
+        return self._add_text(self._streamed_text.add(received))
+
+    def _add_text(self, text: str) -> str:
+        if text:  # once per stream event: the common case (ASCII) costs no call
+            self._bytes += len(text) if text.isascii() else utf8_size(text)
+            if self._bytes > self._limits.answer:
+                raise self._too_large()
+            self._text.append(text)
+        return text
+
+    def _end_text(self) -> str:
+        return self._add_text(self._streamed_text.end())
+
+    def _grow(self, size: int) -> None:
+        self._bytes += size
+        if self._bytes > self._limits.answer:
+            raise self._too_large()
+
+    def _too_large(self) -> ModelProtocolError:
+        return answer_too_large(
+            f"the model's answer is larger than the {self._limits.answer}-byte limit "
+            "(AGENT_RUNTIME_MAX_ANSWER_BYTES)"
+        )
+
+    def _add_fragment(self, fragment: object, default_index: int | None) -> None:
+        if not isinstance(fragment, dict):
+            raise ModelProtocolError("a tool call from the model endpoint is not a JSON object")
+        raw_id = fragment.get("id")
+        call_id = raw_id if isinstance(raw_id, str) else ""
+        index = fragment.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            index = default_index if default_index is not None else self._index_for(call_id)
+        call = self._calls.get(index)
+        if call is None:
+            if len(self._calls) >= _MAX_TOOL_CALLS:
+                raise ModelProtocolError(
+                    f"the model sent more than {_MAX_TOOL_CALLS} tool calls in one answer"
+                )
+            call = self._calls[index] = _PartialCall()
+        if call_id and not call.call_id:
+            self._grow(utf8_size(call_id))
+            call.call_id = well_formed(call_id)
+        function = fragment.get("function")
+        if not isinstance(function, dict):
+            return
+        name = function.get("name")
+        # Some servers repeat the name in every fragment: the first one is the name.
+        if isinstance(name, str) and name and not call.name:
+            self._grow(utf8_size(name))
+            call.name = well_formed(name)
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments)  # a few servers send an object
+        if isinstance(arguments, str) and arguments:
+            size = utf8_size(arguments)
+            self._grow(size)
+            call.arguments_bytes += size
+            if call.arguments_bytes <= self._limits.tool_arguments:
+                call.arguments.append(arguments)
+            else:
+                call.arguments.clear()  # never kept: no need to hold them
+
+    def _index_for(self, call_id: str) -> int:
+        """Where a fragment without "index" belongs: its id's call, else a new or the last one."""
+        if call_id:
+            for index, call in self._calls.items():
+                if call.call_id == call_id:
+                    return index
+            return max(self._calls, default=-1) + 1
+        return max(self._calls, default=0)
+
+    def _finished_call(self, index: int, call: _PartialCall) -> RequestedToolCall:
+        if not call.name:
+            raise ModelProtocolError(f"the model sent tool call #{index} without a function name")
+        if call.arguments_bytes > self._limits.tool_arguments:
+            arguments, problem = (
+                "",
+                (
+                    f"the arguments are {call.arguments_bytes} bytes, over the "
+                    f"{self._limits.tool_arguments}-byte limit"
+                ),
+            )
+        else:
+            arguments, problem = checked_arguments("".join(call.arguments))
+        if problem:
+            # The model's error: it reads the problem as the call's tool error.
+            log.warning(
+                "the model's call of %s refused (MODEL_BAD_RESPONSE): %s",
+                excerpt(call.name, self._redact, 100),
+                problem,
+            )
+        return RequestedToolCall(
+            call_id=call.call_id or f"call_{uuid.uuid4().hex}",
+            tool_name=call.name,
+            arguments_json=arguments,
+            invalid_arguments=problem,
+        )
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _usage(raw: object) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(
+        prompt_tokens=token_count(raw.get("prompt_tokens"), "prompt_tokens"),
+        completion_tokens=token_count(raw.get("completion_tokens"), "completion_tokens"),
+    )
+
+
+def error_text(payload: object) -> str:
+    """The human message in an error document: {"error": {"message": ...}} and variants."""
+    if not isinstance(payload, dict):
+        return ""
+    error = payload.get("error", payload)
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        for key in ("message", "detail"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return ""
+
+
+def payload_error(error: object, redact: Redactor) -> ModelError:
+    """An error object sent with HTTP 200 (typically mid-stream)."""
+    message = error_text({"error": error})
+    if not message:
+        try:
+            message = json.dumps(error)
+        except (ValueError, RecursionError):
+            message = "(unreadable)"
+    kind = ""
+    status: int | None = None
+    if isinstance(error, dict):
+        kind = " ".join(str(error.get(key, "")) for key in ("type", "code", "status")).lower()
+        for key in ("code", "status"):
+            value = error.get(key)
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                status = value
+                break
+    text = f"the model endpoint reported an error: {excerpt(message, redact)}"
+    if status is not None and 400 <= status < 500 and status != 429:
+        return ModelRequestRejected(text)
+    if "rate" not in kind and any(hint in kind for hint in _REJECTION_HINTS):
+        return ModelRequestRejected(text)
+    return ModelUnavailable(text, reason="MODEL_STREAM_ERROR")
+
+
+def excerpt(text: str, redact: Redactor, limit: int = _EXCERPT_CHARS) -> str:
+    """The start of `text`, on one line, redacted and well-formed (it ends up in errors)."""
+    # Redacted before truncating, so a key cut in half cannot survive.
+    text = well_formed(redact(" ".join(text.split())))
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
