@@ -395,7 +395,7 @@ def _model_client(settings: Settings) -> tuple[aiohttp.ClientSession | None, LLM
             "model (%s), not a real LLM",
             FAKE_MODEL_NAME,
         )
-        return None, FakeModelClient(), FAKE_MODEL_NAME
+        return None, FakeModelClient(settings.fake_model_word_delay_ms / 1000), FAKE_MODEL_NAME
     http = create_http_client(
         connect_timeout=settings.llm_connect_timeout,
         max_connections=settings.llm_max_connections,

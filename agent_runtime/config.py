@@ -46,6 +46,9 @@ class Settings:
     llm_max_attempts: int = 3
     llm_max_connections: int = 1000
     llm_retry_base_delay: float = 0.5
+    # The built-in fake model (no llm_base_url) streams its answers word by word, one word
+    # per this many milliseconds, so a person watching sees them arrive; 0: all at once.
+    fake_model_word_delay_ms: int = 20
     context_window_messages: int = 200
     max_message_bytes: int = 256 * 1024
     max_iterations: int = 8
@@ -159,6 +162,10 @@ class Settings:
             values["llm_extra_headers"] = parse_headers(raw, "AGENT_RUNTIME_LLM_EXTRA_HEADERS")
         if (raw := get("LLM_STREAM")) is not None:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
+        if (raw := get("FAKE_MODEL_WORD_DELAY_MS")) is not None:
+            values["fake_model_word_delay_ms"] = _parse_count(
+                raw, "AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS"
+            )
         values.update(_access_from_env(get))
         if (raw := get("LOG_FORMAT")) is not None:
             values["log_format"] = parse_log_format(raw, "AGENT_RUNTIME_LOG_FORMAT")
