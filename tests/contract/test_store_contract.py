@@ -355,7 +355,8 @@ async def test_abandoned_candidates_run_with_an_expired_lease_or_for_the_owner(
     async with uows(TENANT) as uow:
         found = await uow.turns.abandoned_candidates(NOW, "me")
         assert found == [turns[TENANT][0]]
-        assert await uow.turns.abandoned_candidates(NOW, "them") != []  # theirs, by owner
+        theirs = await uow.turns.abandoned_candidates(NOW, "them")  # by owner, leased or not
+        assert sorted(t.turn_id for t in theirs) == ["a-expired", "a-healthy", "a-unleased"]
     async with uows(OTHER_TENANT) as uow:
         assert [t.turn_id for t in await uow.turns.abandoned_candidates(NOW, "me")] == ["b-mine"]
     assert await uows.abandoned_turn_candidates(NOW, "me") == [
