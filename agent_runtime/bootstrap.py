@@ -473,7 +473,7 @@ def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClie
             "model (%s), not a real LLM",
             FAKE_MODEL_NAME,
         )
-        return None, FakeModelClient(), FAKE_MODEL_NAME
+        return None, FakeModelClient(settings.fake_model_word_delay_ms / 1000), FAKE_MODEL_NAME
     http = create_http_client(
         settings.llm_base_url,
         transport="httpx" if settings.llm_http_transport == "httpx" else "aiohttp",

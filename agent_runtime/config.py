@@ -55,6 +55,9 @@ class Settings:
     max_answer_bytes: int = 1024 * 1024
     # One tool call's arguments (UTF-8 bytes); larger ones are refused with a tool error.
     max_tool_argument_bytes: int = 512 * 1024
+    # The built-in fake model (no llm_base_url) streams its answers word by word, one word
+    # per this many milliseconds, so a person watching sees them arrive; 0: all at once.
+    fake_model_word_delay_ms: int = 20
     context_window_messages: int = 200
     max_message_bytes: int = 256 * 1024
     max_iterations: int = 8
@@ -171,6 +174,10 @@ class Settings:
         if (raw := get("LLM_HTTP_TRANSPORT")) is not None:
             values["llm_http_transport"] = parse_http_transport(
                 raw, "AGENT_RUNTIME_LLM_HTTP_TRANSPORT"
+            )
+        if (raw := get("FAKE_MODEL_WORD_DELAY_MS")) is not None:
+            values["fake_model_word_delay_ms"] = _parse_count(
+                raw, "AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS"
             )
         values.update(_access_from_env(get))
         if (raw := get("LOG_FORMAT")) is not None:

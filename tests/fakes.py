@@ -6,8 +6,9 @@ import asyncio
 import copy
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import TypeVar
 
 from agent_runtime.application.ports import (
     ApprovalRepository,
@@ -18,7 +19,7 @@ from agent_runtime.application.ports import (
     TurnRepository,
 )
 from agent_runtime.domain.chunks import Chunk
-from agent_runtime.domain.errors import DomainError
+from agent_runtime.domain.errors import DomainError, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
     AgentSwitch,
@@ -33,10 +34,12 @@ from agent_runtime.domain.model import (
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 
+T = TypeVar("T")
+
 
 @dataclass
-class FakeDatabase:
-    """Committed state. A FakeUnitOfWork works on a copy and writes it back on commit."""
+class FakeTables:
+    """The rows of one tenant's database."""
 
     sessions: dict[str, Session] = field(default_factory=dict)
     turns: dict[str, Turn] = field(default_factory=dict)
@@ -46,28 +49,95 @@ class FakeDatabase:
     events: list[StoredEvent] = field(default_factory=list)
     chunks: dict[str, list[Chunk]] = field(default_factory=dict)
     cancel_requested: set[str] = field(default_factory=set)
+
+
+_TABLES = tuple(f.name for f in fields(FakeTables))
+
+
+@dataclass
+class FakeDatabase(FakeTables):
+    """Committed rows. A FakeUnitOfWork works on a copy and writes it back on commit."""
+
     commits: int = 0
     commit_attempts: int = 0
     # The commit attempt (1 = the first ever) that raises instead of committing.
     failing_commits: dict[int, DomainError | Exception] = field(default_factory=dict)
     # Called as each commit starts: lets a test see what else had happened by then.
     before_commit: Callable[[], None] | None = None
+    # One writing unit of work at a time, as on SQLite (infrastructure/db/sqlite_writer.py):
+    # taken at its first statement, given back when its transaction ends.
+    writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+
+    def copy_tables(self) -> FakeTables:
+        return FakeTables(**{name: copy.deepcopy(getattr(self, name)) for name in _TABLES})
+
+    def take_tables(self, tables: FakeTables) -> None:
+        for name in _TABLES:
+            setattr(self, name, getattr(tables, name))
+
+
+class _Transaction:
+    """What one unit of work sees of a FakeDatabase, as the real stores show it.
+
+    Rows are read and written on a copy of the committed ones, taken at the first statement
+    and kept until the transaction ends. A writing unit of work first takes the database's
+    writer, so its copy is never stale and its commit loses no one else's rows; a reading one
+    takes a snapshot and cannot write. Events wait in `events` until the commit, unseen even
+    by their own unit of work, as the real outbox's do.
+    """
+
+    def __init__(self, db: FakeDatabase, *, writes: bool) -> None:
+        self.db = db
+        self.writes = writes
+        self.rows: FakeTables | None = None
+        self.events: list[Event] = []
+        self._holding = False
+
+    async def read(self) -> FakeTables:
+        if self.rows is None:
+            if self.writes:
+                await self.db.writer.acquire()
+                self._holding = True
+            self.rows = self.db.copy_tables()
+        return self.rows
+
+    async def write(self) -> FakeTables:
+        if not self.writes:
+            raise StorageUnavailable(
+                "the database is read-only here: a reading unit of work cannot write"
+            )
+        return await self.read()
+
+    def end(self) -> None:
+        self.rows = None
+        self.events.clear()
+        if self._holding:
+            self._holding = False
+            self.db.writer.release()
+
+
+def _duplicate(what: str) -> WriteConflict:
+    """What the real stores raise for a duplicate key (guarded_session.py)."""
+    return WriteConflict(f"a concurrent request wrote this first: {what} exists")
 
 
 class _FakeSessions:
-    def __init__(self, state: FakeDatabase) -> None:
-        self._s = state
+    def __init__(self, tx: _Transaction) -> None:
+        self._tx = tx
 
     async def get(self, session_id: str) -> Session | None:
-        found = self._s.sessions.get(session_id)
-        return replace(found) if found else None
+        return _copied((await self._tx.read()).sessions.get(session_id))
 
     async def add(self, session: Session) -> None:
-        assert session.session_id not in self._s.sessions
-        self._s.sessions[session.session_id] = replace(session)
+        rows = await self._tx.write()
+        if session.session_id in rows.sessions:
+            raise _duplicate(f"session {session.session_id}")
+        rows.sessions[session.session_id] = copy.deepcopy(session)
 
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
-        session = self._s.sessions[session_id]
+        session = (await self._tx.write()).sessions.get(session_id)
+        if session is None:
+            return ""  # as the real stores answer: not claimed, and no turn to name
         if session.running_turn_id is None:
             session.running_turn_id = turn_id
             return None
@@ -81,7 +151,9 @@ class _FakeSessions:
         message_count: int | None = None,
         release_turn: str | None = None,
     ) -> None:
-        session = self._s.sessions[session_id]
+        session = (await self._tx.write()).sessions.get(session_id)
+        if session is None:
+            return
         session.last_activity_at = at
         if message_count is not None:
             session.message_count = message_count
@@ -89,157 +161,202 @@ class _FakeSessions:
             session.running_turn_id = None
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
-        self._s.sessions[session_id].agent = switch.to_agent
-        self._s.switches.append((session_id, switch))
+        rows = await self._tx.write()
+        rows.sessions[session_id].agent = switch.to_agent
+        rows.switches.append((session_id, switch))
 
     async def agent_history(self, session_id: str) -> list[AgentSwitch]:
-        return [s for sid, s in self._s.switches if sid == session_id]
+        return [s for sid, s in (await self._tx.read()).switches if sid == session_id]
 
     async def mark_deleted(self, session_id: str, at: datetime) -> None:
-        self._s.sessions[session_id].deleted_at = at
+        session = (await self._tx.write()).sessions.get(session_id)
+        if session is not None:
+            session.deleted_at = at
 
     async def page_by_activity(
         self, after: tuple[datetime, str] | None, limit: int
     ) -> list[Session]:
         live = sorted(
-            (s for s in self._s.sessions.values() if s.deleted_at is None),
+            (s for s in (await self._tx.read()).sessions.values() if s.deleted_at is None),
             key=lambda s: (s.last_activity_at, s.session_id),
             reverse=True,
         )
         if after is not None:
             live = [s for s in live if (s.last_activity_at, s.session_id) < after]
-        return [replace(s) for s in live[:limit]]
+        return [copy.deepcopy(s) for s in live[:limit]]
 
 
 class _FakeTurns:
-    def __init__(self, state: FakeDatabase) -> None:
-        self._s = state
+    def __init__(self, tx: _Transaction) -> None:
+        self._tx = tx
 
     async def add(self, turn: Turn, log: list[Chunk] | None = None) -> None:
-        self._s.turns[turn.turn_id] = replace(turn)
-        self._s.chunks[turn.turn_id] = list(log or [])
+        rows = await self._tx.write()
+        if turn.turn_id in rows.turns:
+            raise _duplicate(f"turn {turn.turn_id}")
+        if turn.client_message_id is not None and any(
+            (t.session_id, t.client_message_id) == (turn.session_id, turn.client_message_id)
+            for t in rows.turns.values()
+        ):
+            raise _duplicate(f"a turn for client_message_id {turn.client_message_id}")
+        rows.turns[turn.turn_id] = copy.deepcopy(turn)
+        rows.chunks[turn.turn_id] = copy.deepcopy(log or [])
 
     async def get(self, turn_id: str) -> Turn | None:
-        found = self._s.turns.get(turn_id)
-        return replace(found) if found else None
+        return _copied((await self._tx.read()).turns.get(turn_id))
 
     async def save(self, turn: Turn, log: list[Chunk] | None = None) -> None:
-        assert turn.turn_id in self._s.turns
-        self._s.turns[turn.turn_id] = replace(turn)
+        rows = await self._tx.write()
+        if turn.turn_id not in rows.turns:
+            return  # an UPDATE that finds no row
+        rows.turns[turn.turn_id] = copy.deepcopy(turn)
         if log is not None:
-            self._s.chunks[turn.turn_id] = list(log)
+            rows.chunks[turn.turn_id] = copy.deepcopy(log)
 
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str
     ) -> Turn | None:
         return next(
             (
-                replace(t)
-                for t in self._s.turns.values()
+                copy.deepcopy(t)
+                for t in (await self._tx.read()).turns.values()
                 if t.session_id == session_id and t.client_message_id == client_message_id
             ),
             None,
         )
 
     async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
-        self._s.chunks[turn.turn_id] = list(log)
+        rows = await self._tx.write()
+        if turn.turn_id in rows.turns:
+            rows.chunks[turn.turn_id] = copy.deepcopy(log)
 
     async def chunks(self, turn: Turn) -> list[Chunk]:
-        return list(self._s.chunks.get(turn.turn_id, []))
+        return copy.deepcopy((await self._tx.read()).chunks.get(turn.turn_id, []))
 
     async def request_cancel(self, turn_id: str) -> None:
-        self._s.cancel_requested.add(turn_id)
+        rows = await self._tx.write()
+        if turn_id in rows.turns:
+            rows.cancel_requested.add(turn_id)
 
     async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
-        mine = [t for t in self._s.turns.values() if t.turn_id in turn_ids and t.running]
+        if not turn_ids:
+            return []
+        rows = await self._tx.write()
+        mine = [t for t in rows.turns.values() if t.turn_id in turn_ids and t.running]
         for turn in mine:
             turn.lease_expires_at = until
-        return [t.turn_id for t in mine if t.turn_id in self._s.cancel_requested]
+        return [t.turn_id for t in mine if t.turn_id in rows.cancel_requested]
 
     async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
-        return [
-            replace(t)
-            for t in self._s.turns.values()
-            if t.running and ((t.lease_expires_at or now) < now or t.owner == owner)
-        ]
+        return [copy.deepcopy(t) for t in _abandoned(await self._tx.read(), now, owner)]
 
     async def interrupt(self, turns: list[Turn], now: datetime) -> list[Turn]:
         interrupted = []
         for found in turns:
-            turn = self._s.turns[found.turn_id]
-            if turn.status is not TurnStatus.RUNNING:
+            rows = await self._tx.write()
+            turn = rows.turns.get(found.turn_id)
+            if turn is None or turn.status is not TurnStatus.RUNNING:
                 continue
             interrupted.append(found)
             turn.status = TurnStatus.INTERRUPTED
+            turn.finished_at = now
             found.status = TurnStatus.INTERRUPTED
-            session = self._s.sessions[turn.session_id]
-            if session.running_turn_id == turn.turn_id:
+            session = rows.sessions.get(turn.session_id)
+            if session is not None and session.running_turn_id == turn.turn_id:
                 session.running_turn_id = None
         return interrupted
 
 
+def _abandoned(rows: FakeTables, now: datetime, owner: str) -> list[Turn]:
+    return [
+        t
+        for t in rows.turns.values()
+        if t.running
+        and ((t.lease_expires_at is not None and t.lease_expires_at < now) or t.owner == owner)
+    ]
+
+
 class _FakeMessages:
-    def __init__(self, state: FakeDatabase) -> None:
-        self._s = state
+    def __init__(self, tx: _Transaction) -> None:
+        self._tx = tx
 
     async def add(self, message: Message) -> None:
-        assert all(
-            (m.session_id, m.position) != (message.session_id, message.position)
-            for m in self._s.messages
-        ), "position taken"
-        self._s.messages.append(replace(message))
+        rows = await self._tx.write()
+        for m in rows.messages:
+            if m.message_id == message.message_id:
+                raise _duplicate(f"message {message.message_id}")
+            if (m.session_id, m.position) == (message.session_id, message.position):
+                raise _duplicate(f"position {message.position} of session {message.session_id}")
+        rows.messages.append(copy.deepcopy(message))
 
-    def _of(self, session_id: str) -> list[Message]:
+    async def _of(self, session_id: str) -> list[Message]:
         return sorted(
-            (m for m in self._s.messages if m.session_id == session_id), key=lambda m: m.position
+            (m for m in (await self._tx.read()).messages if m.session_id == session_id),
+            key=lambda m: m.position,
         )
 
     async def recent(self, session_id: str, limit: int) -> list[Message]:
-        return [replace(m) for m in self._of(session_id)[-limit:]]
+        return copy.deepcopy((await self._of(session_id))[-limit:] if limit > 0 else [])
 
     async def page(self, session_id: str, after_position: int, limit: int) -> list[Message]:
-        return [replace(m) for m in self._of(session_id) if m.position > after_position][:limit]
+        later = [m for m in await self._of(session_id) if m.position > after_position]
+        return copy.deepcopy(later[:limit])
 
     async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
-        return next(
-            (
-                replace(m)
-                for m in self._of(session_id)
-                if m.requested_call and m.requested_call.call_id == call_id
-            ),
-            None,
+        return _copied(
+            next(
+                (
+                    m
+                    for m in await self._of(session_id)
+                    if m.requested_call and m.requested_call.call_id == call_id
+                ),
+                None,
+            )
         )
 
     async def find_tool_result(self, session_id: str, call_id: str) -> Message | None:
-        return next((replace(m) for m in self._of(session_id) if m.tool_call_id == call_id), None)
+        found = (m for m in await self._of(session_id) if m.tool_call_id == call_id)
+        return _copied(next(found, None))
 
     async def replace_tool_call(self, message_id: str, call: ToolCallRecord) -> None:
-        for message in self._s.messages:
+        for message in (await self._tx.write()).messages:
             if message.message_id == message_id:
-                message.tool_calls = (call,)
+                message.tool_calls = (copy.deepcopy(call),)
 
 
 class _FakeApprovals:
-    def __init__(self, state: FakeDatabase) -> None:
-        self._s = state
+    def __init__(self, tx: _Transaction) -> None:
+        self._tx = tx
 
     async def add(self, approval: Approval) -> None:
+        rows = await self._tx.write()
         key = (approval.session_id, approval.call_id)
-        assert key not in self._s.approvals
-        self._s.approvals[key] = replace(approval)
+        if key in rows.approvals:
+            raise _duplicate(f"an approval for call {approval.call_id}")
+        if any(a.approval_id == approval.approval_id for a in rows.approvals.values()):
+            raise _duplicate(f"approval {approval.approval_id}")
+        rows.approvals[key] = copy.deepcopy(approval)
 
     async def get(self, session_id: str, call_id: str) -> Approval | None:
-        found = self._s.approvals.get((session_id, call_id))
-        return replace(found) if found else None
+        return _copied((await self._tx.read()).approvals.get((session_id, call_id)))
 
     async def save(self, approval: Approval) -> None:
-        self._s.approvals[(approval.session_id, approval.call_id)] = replace(approval)
+        """Updates the approval with that approval_id, as the real stores do."""
+        rows = await self._tx.write()
+        stored = next(
+            (key for key, a in rows.approvals.items() if a.approval_id == approval.approval_id),
+            None,
+        )
+        if stored is None:
+            return  # an UPDATE that finds no row
+        del rows.approvals[stored]
+        rows.approvals[(approval.session_id, approval.call_id)] = copy.deepcopy(approval)
 
     async def open_for_session(self, session_id: str) -> list[Approval]:
         return [
-            replace(a)
-            for (sid, _), a in self._s.approvals.items()
-            if sid == session_id and a.status is ApprovalStatus.PENDING
+            copy.deepcopy(a)
+            for a in (await self._tx.read()).approvals.values()
+            if a.session_id == session_id and a.status is ApprovalStatus.PENDING
         ]
 
     async def pending_page(
@@ -248,119 +365,111 @@ class _FakeApprovals:
         found = sorted(
             (
                 a
-                for a in self._s.approvals.values()
+                for a in (await self._tx.read()).approvals.values()
                 if a.session_id == session_id and a.is_pending(now)
             ),
             key=lambda a: (a.created_at, a.call_id),
         )
         if after is not None:
             found = [a for a in found if (a.created_at, a.call_id) > after]
-        return [replace(a) for a in found[:limit]]
+        return copy.deepcopy(found[:limit])
 
     async def count_pending(self, session_id: str, now: datetime) -> int:
         return sum(
             1
-            for a in self._s.approvals.values()
+            for a in (await self._tx.read()).approvals.values()
             if a.session_id == session_id and a.is_pending(now)
         )
 
 
 class _FakeEvents:
-    def __init__(self, state: FakeDatabase) -> None:
-        self._s = state
+    def __init__(self, tx: _Transaction) -> None:
+        self._tx = tx
 
     async def add(self, event: Event) -> None:
-        self._s.events.append(StoredEvent(len(self._s.events) + 1, event))
+        self._tx.events.append(event)  # written by the commit, as the real outbox's
 
     async def after(
         self, event_id: int, *, session_id: str | None, types: frozenset[EventType], limit: int
     ) -> list[StoredEvent]:
         return [
             e
-            for e in self._s.events
+            for e in (await self._tx.read()).events
             if e.event_id > event_id
             and (not session_id or e.event.session_id == session_id)
             and (not types or e.event.type in types)
         ][:limit]
 
     async def last_id(self) -> int:
-        return len(self._s.events)
+        events = (await self._tx.read()).events
+        return events[-1].event_id if events else 0
 
 
-class FakeUnitOfWork:
+def _copied(found: T | None) -> T | None:
+    """A copy of what a read found: callers get rows, never the stored objects."""
+    return None if found is None else copy.deepcopy(found)
+
+
+class _FakeRepositories:
     sessions: SessionRepository
     turns: TurnRepository
     messages: MessageRepository
     approvals: ApprovalRepository
     events: EventRepository
 
-    def __init__(self, db: FakeDatabase) -> None:
+    def __init__(self, db: FakeDatabase, *, writes: bool) -> None:
         self._db = db
+        self._tx = _Transaction(db, writes=writes)
+        self.sessions = _FakeSessions(self._tx)
+        self.turns = _FakeTurns(self._tx)
+        self.messages = _FakeMessages(self._tx)
+        self.approvals = _FakeApprovals(self._tx)
+        self.events = _FakeEvents(self._tx)
         self.closed = False
 
-    def _begin(self) -> None:
-        self._work = copy.deepcopy(self._db)
-        self.sessions = _FakeSessions(self._work)
-        self.turns = _FakeTurns(self._work)
-        self.messages = _FakeMessages(self._work)
-        self.approvals = _FakeApprovals(self._work)
-        self.events = _FakeEvents(self._work)
-
-    async def __aenter__(self) -> FakeUnitOfWork:
-        self._begin()
-        return self
-
     async def __aexit__(self, *exc_info: object) -> None:
+        self._tx.end()  # rolls back whatever is uncommitted
         self.closed = True
 
+
+class FakeUnitOfWork(_FakeRepositories):
+    def __init__(self, db: FakeDatabase) -> None:
+        super().__init__(db, writes=True)
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        return self
+
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
-        if self._db.before_commit is not None:
-            self._db.before_commit()
-        self._db.commit_attempts += 1
-        if (error := self._db.failing_commits.pop(self._db.commit_attempts, None)) is not None:
+        db, tx = self._db, self._tx
+        if db.before_commit is not None:
+            db.before_commit()
+        db.commit_attempts += 1
+        if (error := db.failing_commits.pop(db.commit_attempts, None)) is not None:
             raise error
-        self._db.sessions = self._work.sessions
-        self._db.turns = self._work.turns
-        self._db.messages = self._work.messages
-        self._db.approvals = self._work.approvals
-        self._db.switches = self._work.switches
-        self._db.events = self._work.events
-        self._db.chunks = self._work.chunks
-        self._db.cancel_requested = self._work.cancel_requested
-        self._db.commits += 1
-        self._begin()
+        if tx.events:
+            rows = await tx.read()  # the outbox's write takes the writer, as any statement
+            for event in tx.events:
+                rows.events.append(StoredEvent(len(rows.events) + 1, event))
+        if tx.rows is not None:
+            db.take_tables(tx.rows)
+        db.commits += 1
+        tx.end()
         if on_committed is not None:
             on_committed()
 
     async def rollback(self) -> None:
-        self._begin()
+        self._tx.end()
 
 
-class FakeReadUnitOfWork:
-    """A read-only unit of work: reads a copy of the committed state; writes through its
-    repositories stay in that copy, and it has no commit."""
-
-    sessions: SessionRepository
-    turns: TurnRepository
-    messages: MessageRepository
-    approvals: ApprovalRepository
-    events: EventRepository
+class FakeReadUnitOfWork(_FakeRepositories):
+    """A read-only unit of work: one snapshot of the committed rows, taken at its first read;
+    its writes raise StorageUnavailable, as the real stores' do, and it has no commit."""
 
     def __init__(self, db: FakeDatabase) -> None:
-        self._reading = FakeUnitOfWork(db)
-        self.closed = False
+        super().__init__(db, writes=False)
 
     async def __aenter__(self) -> FakeReadUnitOfWork:
-        await self._reading.__aenter__()
-        self.sessions = self._reading.sessions
-        self.turns = self._reading.turns
-        self.messages = self._reading.messages
-        self.approvals = self._reading.approvals
-        self.events = self._reading.events
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.closed = True
 
 
 class FakeUnitOfWorkFactory:
@@ -390,12 +499,11 @@ class FakeUnitOfWorkFactory:
         return uow
 
     async def abandoned_turn_candidates(self, now: datetime, owner: str) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        for tenant, db in self.databases.items():
-            found += [
-                (tenant, t.turn_id) for t in await _FakeTurns(db).abandoned_candidates(now, owner)
-            ]
-        return sorted(found)
+        return sorted(
+            (tenant, turn.turn_id)
+            for tenant, db in self.databases.items()
+            for turn in _abandoned(db, now, owner)
+        )
 
     async def count_pending_approvals(self, now: datetime) -> int:
         return sum(

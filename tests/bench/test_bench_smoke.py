@@ -19,6 +19,8 @@ from tests.support.databases import POSTGRES_URL_VARIABLE
 REPO = Path(__file__).resolve().parents[2]
 
 
+# A whole benchmark run (20-30 s on a 2-core machine): past its own 180 s limit below.
+@pytest.mark.timeout(240)
 @pytest.mark.e2e
 @pytest.mark.parametrize("floor_client", HTTP_CLIENTS)
 def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_client: str) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -50,6 +52,28 @@ class Result:
         return objects
 
 
+async def run_grpcurl(executable: str, *args: str) -> Result:
+    """grpcurl with these arguments (a call that takes over 30 s fails)."""
+    process = await asyncio.create_subprocess_exec(
+        executable,
+        "-max-time",
+        "30",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"grpcurl {' '.join(args)} did not finish in 60 s") from None
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
 @dataclass(frozen=True)
 class Grpcurl:
     """The grpcurl executable and the address of the runtime under test."""
@@ -59,27 +83,13 @@ class Grpcurl:
 
     async def __call__(self, *args: str, data: dict[str, Any] | None = None) -> Result:
         request = ["-d", json.dumps(data)] if data is not None else []
-        process = await asyncio.create_subprocess_exec(
-            self.executable,
-            "-plaintext",
-            "-max-time",
-            "30",
-            *request,
-            self.address,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            async with asyncio.timeout(60):
-                out, err = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise AssertionError(f"grpcurl {' '.join(args)} did not finish in 60 s") from None
-        assert process.returncode is not None
-        return Result(process.returncode, out.decode(), err.decode())
+        return await run_grpcurl(self.executable, "-plaintext", *request, self.address, *args)
+
+
+def kind(chunk: dict[str, Any]) -> str:
+    """A StreamChunk's kind: its one field besides the ids and seq."""
+    (name,) = set(chunk) - {"session_id", "turn_id", "seq"}
+    return name
 
 
 def find_grpcurl() -> str | None:
@@ -127,11 +137,6 @@ async def test_a_streamed_turn_as_json(grpcurl: Grpcurl) -> None:
     )
     assert result.code == 0, result.err
     chunks = result.json_objects()
-
-    def kind(chunk: dict[str, Any]) -> str:
-        (name,) = set(chunk) - {"session_id", "turn_id", "seq"}
-        return name
-
     kinds = [kind(chunk) for chunk in chunks]
     assert kinds[0] == "turn_started"
     assert kinds[-2:] == ["assistant_message", "turn_completed"]
@@ -179,3 +184,123 @@ async def test_invalid_input_is_a_grpc_status_with_details(grpcurl: Grpcurl) -> 
     assert "EMPTY_MESSAGE" in result.err
     assert "user_message.content" in result.err
     assert result.out.strip() == ""
+
+
+# -- the README's grpcurl session, as README.md writes it -------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_ADDRESS = "127.0.0.1:50051"
+# Words this far apart leave as chunks of their own even on a busy machine: the runtime sends
+# a delta the moment it arrives, unless still busy sending the one before (then they merge).
+WORD_DELAY_MS = 150
+# Values the server makes up afresh: the README's are examples.
+GENERATED_IDS = frozenset({"turn_id", "input_message_id", "message_id"})
+# "… 11 more assistant_delta chunks, one per word …": chunks the README does not show.
+ELIDED = re.compile(r"^… (?P<count>\d+) more (?P<kind>[a-z_]+) chunks\b")
+
+
+@dataclass(frozen=True)
+class Elided:
+    count: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class ReadmeCommand:
+    args: list[str]  # as the README writes them, `grpcurl` first
+    sample: str  # the output the README shows under it ("" for none)
+
+    def sample_chunks(self) -> list[dict[str, Any] | Elided]:
+        """The sample as JSON objects, and the lines that stand for chunks not shown."""
+        decoder = json.JSONDecoder()
+        items: list[dict[str, Any] | Elided] = []
+        text = self.sample
+        while text:
+            if text.startswith("{"):
+                value, end = decoder.raw_decode(text)
+                items.append(value)
+                text = text[end:].lstrip()
+                continue
+            line, _, text = text.partition("\n")
+            elided = ELIDED.match(line)
+            assert elided is not None, f"README sample line neither JSON nor elision: {line!r}"
+            items.append(Elided(int(elided["count"]), elided["kind"]))
+            text = text.lstrip()
+        return items
+
+
+def readme_session() -> list[ReadmeCommand]:
+    """The commands of README.md's "A session with grpcurl", each with its sample output."""
+    section = README.read_text().split("\n## A session with grpcurl\n", 1)[1].split("\n## ")[0]
+    block = section.split("```console\n", 1)[1].split("\n```", 1)[0]
+    commands: list[ReadmeCommand] = []
+    for entry in ("\n" + block).split("\n$ ")[1:]:
+        command, _, sample = entry.partition("\n")
+        while command.endswith("\\"):  # continued on the next line
+            more, _, sample = sample.partition("\n")
+            command = command[:-1] + more.strip()
+        commands.append(ReadmeCommand(shlex.split(command), sample.strip()))
+    return commands
+
+
+def kinds_of(shown: list[dict[str, Any] | Elided]) -> list[str]:
+    """The kinds of the chunks a sample stands for, elided ones included, in order."""
+    kinds: list[str] = []
+    for item in shown:
+        kinds += [item.kind] * item.count if isinstance(item, Elided) else [kind(item)]
+    return kinds
+
+
+def without_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<id>" if k in GENERATED_IDS else without_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_ids(item) for item in value]
+    return value
+
+
+def test_the_readme_session_is_found_with_its_samples() -> None:
+    commands = readme_session()
+    assert [c.args[-1] for c in commands] == [
+        "list",
+        STREAM_MESSAGE,
+        STREAM_MESSAGE,
+        "agent_runtime.v1.SessionService/ListMessages",
+    ]
+    assert all(c.args[0] == "grpcurl" and README_ADDRESS in c.args for c in commands)
+    assert [len(c.sample_chunks()) for c in commands[1:]] == [5, 3, 0]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"llm_base_url": "", "fake_model_word_delay_ms": WORD_DELAY_MS}]
+)
+async def test_the_readme_session_prints_what_the_readme_shows(
+    grpcurl_executable: str, runtime: bootstrap.RunningRuntime
+) -> None:
+    address = f"127.0.0.1:{runtime.port}"
+    for command in readme_session():
+        args = [address if arg == README_ADDRESS else arg for arg in command.args[1:]]
+        result = await run_grpcurl(grpcurl_executable, *args)
+        assert result.code == 0, (command.args, result.err)
+        if not command.sample:  # no output shown: it answers, in JSON
+            assert result.json_objects(), command.args
+            continue
+        if not command.sample.startswith("{"):  # plain text
+            assert result.out.split() == command.sample.split()
+            continue
+        printed = result.json_objects()
+        shown = command.sample_chunks()
+        assert [kind(chunk) for chunk in printed] == kinds_of(shown), command.args
+        at = 0
+        for item in shown:  # what is shown is what is printed, ids aside
+            if isinstance(item, Elided):
+                at += item.count
+                continue
+            assert without_ids(printed[at]) == without_ids(item), command.args
+            at += 1
+        deltas = [c["assistant_delta"]["text"] for c in printed if kind(c) == "assistant_delta"]
+        answers = [c["assistant_message"]["content"] for c in printed if "assistant_message" in c]
+        if deltas:  # the fake model's words, each a chunk of its own
+            (answer,) = answers
+            assert "".join(deltas) == answer
+            assert len(deltas) == len(answer.split())

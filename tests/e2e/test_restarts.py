@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
@@ -86,6 +87,8 @@ async def run_script(
         assert await server.terminate() == 0, server.output()
 
 
+# Starts the server once per request (about 20 s on a 2-core machine with 2 workers).
+@pytest.mark.timeout(180)
 async def test_restart_between_every_two_requests_gives_the_same_history(
     tmp_path: Path,
 ) -> None:

@@ -295,6 +295,8 @@ async def model() -> AsyncIterator[FakeModelServer]:
         yield server
 
 
+# Kills and restarts the server again and again (about 13 s on a 2-core machine).
+@pytest.mark.timeout(150)
 async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     tmp_path: Path, model: FakeModelServer
 ) -> None:

@@ -85,6 +85,7 @@ async def runtime(
         "llm_base_url": model_server.base_url,
         "llm_api_key": "sk-test",
         "llm_retry_base_delay": 0.01,
+        "fake_model_word_delay_ms": 0,  # a test with the built-in fake model waits for nothing
     }
     settings = Settings(**(values | settings_overrides))
     running = await bootstrap.start(settings)

@@ -21,6 +21,8 @@ class ServerProcess:
             **os.environ,
             "AGENT_RUNTIME_LISTEN": "127.0.0.1:0",
             "AGENT_RUNTIME_DATABASE_URL": url,
+            # A test with the built-in fake model waits for nothing between its words.
+            "AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS": "0",
             **(env or {}),
         }
         self._process: asyncio.subprocess.Process | None = None

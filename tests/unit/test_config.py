@@ -45,6 +45,9 @@ def test_environment_is_read() -> None:
         ("AGENT_RUNTIME_LOG_FORMAT", "xml", "text or json"),
         ("AGENT_RUNTIME_OTEL_ENABLED", "sometimes", "true or false"),
         ("AGENT_RUNTIME_HEALTH_CHECK_INTERVAL_SECONDS", "0", "must be positive"),
+        ("AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS", "-1", "0 or more"),
+        ("AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS", "2.5", "whole number"),
+        ("AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS", "slow", "whole number"),
     ],
 )
 def test_bad_values_name_the_setting(name: str, value: str, mentions: str) -> None:
@@ -79,6 +82,13 @@ def test_model_client_settings_are_read() -> None:
         Settings.from_env({"AGENT_RUNTIME_LLM_HTTP_TRANSPORT": "requests"})
     with pytest.raises(ConfigError, match="AGENT_RUNTIME_MAX_ANSWER_BYTES must be positive"):
         Settings.from_env({"AGENT_RUNTIME_MAX_ANSWER_BYTES": "0"})
+
+
+def test_the_fake_models_word_delay_is_read_and_may_be_zero() -> None:
+    assert Settings.from_env({}).fake_model_word_delay_ms == 20
+    for raw, delay in (("0", 0), ("150", 150)):
+        env = {"AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS": raw}
+        assert Settings.from_env(env).fake_model_word_delay_ms == delay
 
 
 def test_database_pool_size_is_read() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,7 @@ from agent_runtime.infrastructure.db import commit_payload
 from agent_runtime.infrastructure.event_signal import RECENT, LocalEventSignal
 
 FOREVER = 3600.0
+SHORT_WAIT = 0.05
 TURN_X = CommitScope("tenant-a", "s1", "turn-x")
 TURN_Y = CommitScope("tenant-a", "s1", "turn-y")
 SESSION_1 = CommitScope("tenant-a", "s1")
@@ -20,6 +24,17 @@ SESSION_2 = CommitScope("tenant-a", "s2")
 TENANT_A = CommitScope("tenant-a")
 TENANT_B = CommitScope("tenant-b")
 WAITERS = (TURN_X, TURN_Y, SESSION_1, SESSION_2, TENANT_A, TENANT_B, EVERYTHING)
+
+
+def returns_without_waiting(wait: Coroutine[Any, Any, None]) -> bool:
+    """Whether the wait returns at once: runs it to its end without giving the event loop a
+    single turn. A wait that would wait is closed where it first yields, so no test hangs."""
+    try:
+        wait.send(None)
+    except StopIteration:
+        return True
+    wait.close()
+    return False
 
 
 async def _woken_by(scope: CommitScope) -> set[CommitScope]:
@@ -60,8 +75,9 @@ async def test_a_notification_wakes_the_waiters_of_its_scope(
 async def test_a_notification_between_the_query_and_the_wait_is_not_missed() -> None:
     signal = LocalEventSignal()
     generation = signal.generation()
+    assert not returns_without_waiting(signal.wait(generation, FOREVER, TURN_X))
     signal.notify(TURN_X)  # while the waiter queried
-    await signal.wait(generation, FOREVER, TURN_X)  # returns at once
+    assert returns_without_waiting(signal.wait(generation, FOREVER, TURN_X))
 
 
 async def test_one_for_another_scope_in_between_is_no_reason_to_read_again() -> None:
@@ -79,14 +95,22 @@ async def test_one_for_another_scope_in_between_is_no_reason_to_read_again() -> 
 async def test_a_waiter_further_behind_than_remembered_reads_again() -> None:
     signal = LocalEventSignal()
     generation = signal.generation()
-    for _ in range(RECENT + 1):
+    for _ in range(RECENT):
         signal.notify(TURN_Y)
-    await signal.wait(generation, FOREVER, TURN_X)  # cannot tell: returns at once
+    # All remembered, none of them for TURN_X: nothing to read again yet.
+    assert not returns_without_waiting(signal.wait(generation, FOREVER, TURN_X))
+    signal.notify(TURN_Y)
+    # One more: the oldest is forgotten, and it cannot tell: it returns at once.
+    assert returns_without_waiting(signal.wait(generation, FOREVER, TURN_X))
 
 
 async def test_without_a_notification_the_wait_ends_at_max_wait() -> None:
     signal = LocalEventSignal()
-    await signal.wait(signal.generation(), 0.0, TURN_X)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await signal.wait(signal.generation(), SHORT_WAIT, TURN_X)
+    # The loop may run a timer up to its clock's resolution early, never later than that.
+    assert loop.time() - started >= SHORT_WAIT - time.get_clock_info("monotonic").resolution
 
 
 def test_the_payload_of_the_longest_ids_is_far_under_the_notify_limit() -> None:

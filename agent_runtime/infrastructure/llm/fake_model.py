@@ -5,11 +5,13 @@ It lets a new user see every chunk type from grpcurl without any model at hand:
   /error              -> streams a few tokens, then fails like a broken endpoint
   anything else       -> an answer that echoes the message, streamed word by word
 After a tool result (or a rejection) it answers with what the tool returned, so a tool
-call always ends in a final answer.
+call always ends in a final answer. Its words come one at a time, `word_delay_seconds` apart
+(AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS), as a real model's tokens do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncGenerator
@@ -46,13 +48,16 @@ _EXAMPLE_ARGUMENTS: dict[str, dict[str, object]] = {
 class FakeModelClient:
     """Implements the LLMClient port without any network."""
 
+    def __init__(self, word_delay_seconds: float = 0.0) -> None:
+        self._word_delay = word_delay_seconds
+
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
         history = request.history
         prompt_tokens = sum(len(m.content.split()) for m in history)
         if history and history[-1].role is Role.TOOL:
             result = history[-1].content
             excerpt = result if len(result) <= 200 else result[:200] + "..."
-            async for event in _stream_text(f"The tool returned: {excerpt}", prompt_tokens):
+            async for event in self._stream_text(f"The tool returned: {excerpt}", prompt_tokens):
                 yield event
             return
 
@@ -73,19 +78,32 @@ class FakeModelClient:
             return
 
         if prompt == "/error":
-            for word in ("Starting", " an", " answer"):
+            for word in _words("Starting an answer"):
+                await self._pause()
                 yield TextDelta(word)
             raise ModelUnavailable(
                 "the fake model failed on purpose (/error)", reason="MODEL_STREAM_INTERRUPTED"
             )
 
         answer = f"This is the built-in fake model (no LLM configured). You said: {prompt}"
-        async for event in _stream_text(answer, prompt_tokens):
+        async for event in self._stream_text(answer, prompt_tokens):
             yield event
 
+    async def _stream_text(
+        self, answer: str, prompt_tokens: int
+    ) -> AsyncGenerator[ModelEvent, None]:
+        words = _words(answer)
+        for word in words:
+            await self._pause()
+            yield TextDelta(word)
+        yield ModelResponse(answer, (), Usage(prompt_tokens, len(words)), "stop")
 
-async def _stream_text(answer: str, prompt_tokens: int) -> AsyncGenerator[ModelEvent, None]:
-    words = re.findall(r"\S+\s*", answer)
-    for word in words:
-        yield TextDelta(word)
-    yield ModelResponse(answer, (), Usage(prompt_tokens, len(words)), "stop")
+    async def _pause(self) -> None:
+        """The time the model takes for a word."""
+        if self._word_delay > 0:
+            await asyncio.sleep(self._word_delay)
+
+
+def _words(text: str) -> list[str]:
+    """The text's words, each with the spaces after it."""
+    return re.findall(r"\S+\s*", text)
