@@ -20,8 +20,8 @@ from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Session, Turn
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
+from agent_runtime.infrastructure.db.event_repository import SqlAlchemyEventRepository
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
-from agent_runtime.infrastructure.db.repositories import SqlAlchemyEventRepository
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from tests.support.databases import database_for
 from tests.support.waiting import eventually

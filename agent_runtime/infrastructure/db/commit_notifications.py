@@ -25,7 +25,7 @@ import asyncpg
 from agent_runtime.infrastructure.db import commit_payload
 from agent_runtime.infrastructure.db.commit_payload import origin_of
 from agent_runtime.infrastructure.db.engine import normalise_database_url
-from agent_runtime.infrastructure.db.repositories import COMMIT_CHANNEL
+from agent_runtime.infrastructure.db.event_repository import COMMIT_CHANNEL
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 log = logging.getLogger(__name__)

@@ -22,22 +22,24 @@ from agent_runtime.application.ports import (
     TurnRepository,
 )
 from agent_runtime.domain.errors import StorageUnavailable
-from agent_runtime.infrastructure.db.commit_payload import origin_of
-from agent_runtime.infrastructure.db.engine import create_sqlite_reader_engine
-from agent_runtime.infrastructure.db.group_commit import BatchLost
-from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
-from agent_runtime.infrastructure.db.repositories import (
+from agent_runtime.infrastructure.db.approval_repository import (
     SqlAlchemyApprovalRepository,
-    SqlAlchemyEventRepository,
-    SqlAlchemyMessageRepository,
-    SqlAlchemySessionRepository,
-    SqlAlchemyTurnRepository,
-    abandoned_turn_candidates,
     count_pending_approvals,
 )
+from agent_runtime.infrastructure.db.commit_payload import origin_of
+from agent_runtime.infrastructure.db.engine import create_sqlite_reader_engine
+from agent_runtime.infrastructure.db.event_repository import SqlAlchemyEventRepository
+from agent_runtime.infrastructure.db.group_commit import BatchLost
+from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
+from agent_runtime.infrastructure.db.message_repository import SqlAlchemyMessageRepository
 from agent_runtime.infrastructure.db.run_to_completion import run_to_completion
+from agent_runtime.infrastructure.db.session_repository import SqlAlchemySessionRepository
 from agent_runtime.infrastructure.db.sqlite_writer import WAL_LIMIT_BYTES, SqliteWriter
 from agent_runtime.infrastructure.db.tables import turns
+from agent_runtime.infrastructure.db.turn_repository import (
+    SqlAlchemyTurnRepository,
+    abandoned_turn_candidates,
+)
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 

@@ -1,0 +1,162 @@
+"""SqlAlchemyApprovalRepository: tool calls waiting for a human's decision."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from agent_runtime.domain.model import (
+    Approval,
+    ApprovalStatus,
+)
+from agent_runtime.infrastructure.db.guarded_session import Database
+from agent_runtime.infrastructure.db.prepared_statements import prepared
+from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.tables import (
+    approvals,
+)
+
+_INSERT_APPROVAL = prepared(insert(approvals))
+_GET_APPROVAL = prepared(
+    select(approvals).where(
+        approvals.c.tenant_id == bindparam("key_tenant"),
+        approvals.c.session_id == bindparam("key_session"),
+        approvals.c.call_id == bindparam("key_call"),
+    )
+)
+_UPDATE_APPROVAL = prepared(
+    update(approvals).where(  # SET: the columns given
+        approvals.c.tenant_id == bindparam("key_tenant"),
+        approvals.c.approval_id == bindparam("key_approval"),
+    )
+)
+
+
+class SqlAlchemyApprovalRepository:
+    def __init__(self, db: Database, tenant_id: str) -> None:
+        self._db = db
+        self._tenant = tenant_id
+
+    async def add(self, approval: Approval) -> None:
+        await self._db.execute(
+            _INSERT_APPROVAL,
+            {**_approval_values(approval), **row(approvals, tenant_id=self._tenant)},
+        )
+
+    async def get(self, session_id: str, call_id: str) -> Approval | None:
+        key = {"key_tenant": self._tenant, "key_session": session_id, "key_call": call_id}
+        found = (await self._db.execute(_GET_APPROVAL, key)).first()
+        return None if found is None else _approval_from_row(found)
+
+    async def save(self, approval: Approval) -> None:
+        values = _approval_values(approval)
+        key = {"key_tenant": self._tenant, "key_approval": values.pop("approval_id")}
+        await self._db.execute(_UPDATE_APPROVAL, {**values, **key})
+
+    async def open_for_session(self, session_id: str) -> list[Approval]:
+        rows = (
+            await self._db.execute(
+                select(approvals).where(
+                    *self._session(session_id),
+                    approvals.c.status == ApprovalStatus.PENDING.value,
+                )
+            )
+        ).all()
+        return [_approval_from_row(found) for found in rows]
+
+    async def pending_page(
+        self, session_id: str, now: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Approval]:
+        query = select(approvals).where(
+            *self._session(session_id),
+            approvals.c.status == ApprovalStatus.PENDING.value,
+            approvals.c.expires_at > now,
+        )
+        if after is not None:
+            at, key = after
+            query = query.where(
+                or_(
+                    approvals.c.created_at > at,
+                    and_(approvals.c.created_at == at, approvals.c.call_id > key),
+                )
+            )
+        query = query.order_by(approvals.c.created_at, approvals.c.call_id).limit(limit)
+        return [_approval_from_row(found) for found in (await self._db.execute(query)).all()]
+
+    async def count_pending(self, session_id: str, now: datetime) -> int:
+        count = await self._db.scalar(
+            count_pending_approvals(now).where(*self._session(session_id))
+        )
+        return int(count or 0)
+
+    def _session(self, session_id: str) -> tuple[ColumnElement[bool], ...]:
+        return (approvals.c.tenant_id == self._tenant, approvals.c.session_id == session_id)
+
+
+def _approval_values(approval: Approval) -> dict[str, Any]:
+    return row(
+        approvals,
+        approval_id=approval.approval_id,
+        session_id=approval.session_id,
+        call_id=approval.call_id,
+        message_id=approval.message_id,
+        turn_id=approval.turn_id,
+        tool_name=approval.tool_name,
+        arguments=json.dumps(approval.arguments),
+        final_arguments=(
+            None if approval.final_arguments is None else json.dumps(approval.final_arguments)
+        ),
+        reason=approval.reason,
+        status=approval.status.value,
+        feedback=approval.feedback,
+        created_at=approval.created_at,
+        expires_at=approval.expires_at,
+        decided_at=approval.decided_at,
+    )
+
+
+def _approval_from_row(found: Row[Any]) -> Approval:
+    return Approval(
+        approval_id=found.approval_id,
+        session_id=found.session_id,
+        call_id=found.call_id,
+        message_id=found.message_id,
+        turn_id=found.turn_id,
+        tool_name=found.tool_name,
+        arguments=json.loads(found.arguments),
+        reason=found.reason,
+        created_at=found.created_at,
+        expires_at=found.expires_at,
+        status=ApprovalStatus(found.status),
+        final_arguments=None
+        if found.final_arguments is None
+        else json.loads(found.final_arguments),
+        feedback=found.feedback,
+        decided_at=found.decided_at,
+    )
+
+
+def count_pending_approvals(now: datetime) -> Select[int]:
+    """Approvals still waiting for a decision at `now`; narrow it with .where()."""
+    return (
+        select(func.count())
+        .select_from(approvals)
+        .where(
+            approvals.c.status == ApprovalStatus.PENDING.value,
+            approvals.c.expires_at > now,
+        )
+    )

@@ -1,0 +1,177 @@
+"""SqlAlchemySessionRepository: sessions and their agent switches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CursorResult,
+    Row,
+    and_,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from agent_runtime.domain.model import (
+    AgentSwitch,
+    Session,
+)
+from agent_runtime.infrastructure.db.guarded_session import Database
+from agent_runtime.infrastructure.db.prepared_statements import prepared
+from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.tables import (
+    agent_switches,
+    sessions,
+)
+
+# One session of the tenant: key_tenant, key_session.
+_THE_SESSION = (
+    sessions.c.tenant_id == bindparam("key_tenant"),
+    sessions.c.session_id == bindparam("key_session"),
+)
+_GET_SESSION = prepared(select(sessions).where(*_THE_SESSION))
+_INSERT_SESSION = prepared(insert(sessions))
+_UPDATE_SESSION = prepared(update(sessions).where(*_THE_SESSION))  # SET: the columns given
+_CLAIM_SESSION = prepared(
+    update(sessions)
+    .where(*_THE_SESSION, sessions.c.running_turn_id.is_(None))
+    .values(running_turn_id=bindparam("key_turn"))
+)
+_RUNNING_TURN = prepared(select(sessions.c.running_turn_id).where(*_THE_SESSION))
+# Frees the session only if turn key_turn still holds it; SET also the other columns given.
+_RELEASE_SESSION = prepared(
+    update(sessions)
+    .where(*_THE_SESSION)
+    .values(
+        running_turn_id=case(
+            (sessions.c.running_turn_id == bindparam("key_turn"), None),
+            else_=sessions.c.running_turn_id,
+        )
+    )
+)
+
+
+class SqlAlchemySessionRepository:
+    def __init__(self, db: Database, tenant_id: str) -> None:
+        self._db = db
+        self._tenant = tenant_id
+
+    async def get(self, session_id: str) -> Session | None:
+        found = (await self._db.execute(_GET_SESSION, self._key(session_id))).first()
+        return None if found is None else _session_from_row(found)
+
+    async def add(self, session: Session) -> None:
+        await self._db.execute(
+            _INSERT_SESSION,
+            row(
+                sessions,
+                tenant_id=self._tenant,
+                session_id=session.session_id,
+                agent=session.agent,
+                title=session.title,
+                message_count=session.message_count,
+                running_turn_id=session.running_turn_id,
+                created_at=session.created_at,
+                last_activity_at=session.last_activity_at,
+            ),
+        )
+
+    async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
+        result: CursorResult[Any] = await self._db.execute(
+            _CLAIM_SESSION, {**self._key(session_id), "key_turn": turn_id}
+        )
+        if result.rowcount == 1:
+            return None
+        running = await self._db.scalar(_RUNNING_TURN, self._key(session_id))
+        return str(running or "")
+
+    async def record_activity(
+        self,
+        session_id: str,
+        at: datetime,
+        *,
+        message_count: int | None = None,
+        release_turn: str | None = None,
+    ) -> None:
+        values = row(sessions, last_activity_at=at)
+        if message_count is not None:
+            values["message_count"] = message_count
+        values.update(self._key(session_id))
+        if release_turn is None:
+            await self._db.execute(_UPDATE_SESSION, values)
+        else:  # one statement: free the session only if this turn still holds it
+            await self._db.execute(_RELEASE_SESSION, {**values, "key_turn": release_turn})
+
+    async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
+        values = row(sessions, agent=switch.to_agent)
+        await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session_id)})
+        await self._db.execute(
+            insert(agent_switches).values(
+                tenant_id=self._tenant,
+                session_id=session_id,
+                from_agent=switch.from_agent,
+                to_agent=switch.to_agent,
+                reason=switch.reason,
+                turn_id=switch.turn_id,
+                switched_at=switch.switched_at,
+            )
+        )
+
+    async def agent_history(self, session_id: str) -> list[AgentSwitch]:
+        rows = (
+            await self._db.execute(
+                select(agent_switches)
+                .where(
+                    agent_switches.c.tenant_id == self._tenant,
+                    agent_switches.c.session_id == session_id,
+                )
+                .order_by(agent_switches.c.switch_id)
+            )
+        ).all()
+        return [
+            AgentSwitch(r.from_agent, r.to_agent, r.reason, r.switched_at, r.turn_id) for r in rows
+        ]
+
+    async def mark_deleted(self, session_id: str, at: datetime) -> None:
+        values = row(sessions, deleted_at=at)
+        await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session_id)})
+
+    async def page_by_activity(
+        self, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Session]:
+        query = select(sessions).where(
+            sessions.c.tenant_id == self._tenant, sessions.c.deleted_at.is_(None)
+        )
+        if after is not None:
+            at, key = after
+            query = query.where(
+                or_(
+                    sessions.c.last_activity_at < at,
+                    and_(sessions.c.last_activity_at == at, sessions.c.session_id < key),
+                )
+            )
+        query = query.order_by(
+            sessions.c.last_activity_at.desc(), sessions.c.session_id.desc()
+        ).limit(limit)
+        return [_session_from_row(found) for found in (await self._db.execute(query)).all()]
+
+    def _key(self, session_id: str) -> dict[str, Any]:
+        return {"key_tenant": self._tenant, "key_session": session_id}
+
+
+def _session_from_row(row: Row[Any]) -> Session:
+    return Session(
+        session_id=row.session_id,
+        agent=row.agent,
+        title=row.title,
+        message_count=row.message_count,
+        running_turn_id=row.running_turn_id,
+        created_at=row.created_at,
+        last_activity_at=row.last_activity_at,
+        deleted_at=row.deleted_at,
+    )
