@@ -24,25 +24,20 @@ from agent_runtime.domain.model import (
     ApprovalStatus,
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
-from agent_runtime.infrastructure.db.prepared_statements import prepared
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
     approvals,
 )
 
-_INSERT_APPROVAL = prepared(insert(approvals))
-_GET_APPROVAL = prepared(
-    select(approvals).where(
-        approvals.c.tenant_id == bindparam("key_tenant"),
-        approvals.c.session_id == bindparam("key_session"),
-        approvals.c.call_id == bindparam("key_call"),
-    )
+_INSERT_APPROVAL = insert(approvals)
+_GET_APPROVAL = select(approvals).where(
+    approvals.c.tenant_id == bindparam("key_tenant"),
+    approvals.c.session_id == bindparam("key_session"),
+    approvals.c.call_id == bindparam("key_call"),
 )
-_UPDATE_APPROVAL = prepared(
-    update(approvals).where(  # SET: the columns given
-        approvals.c.tenant_id == bindparam("key_tenant"),
-        approvals.c.approval_id == bindparam("key_approval"),
-    )
+_UPDATE_APPROVAL = update(approvals).where(  # SET: the columns given
+    approvals.c.tenant_id == bindparam("key_tenant"),
+    approvals.c.approval_id == bindparam("key_approval"),
 )
 
 

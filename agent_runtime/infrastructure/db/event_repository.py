@@ -15,7 +15,6 @@ from agent_runtime.application.ports import CommitScope
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.infrastructure.db import commit_payload
 from agent_runtime.infrastructure.db.guarded_session import Database
-from agent_runtime.infrastructure.db.prepared_statements import prepared
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
     events,
@@ -29,7 +28,7 @@ COMMIT_CHANNEL = "agent_runtime_commits"
 OUTBOX_LOCK_NAMESPACE = 0x61676E74
 
 
-_INSERT_EVENT = prepared(insert(events))
+_INSERT_EVENT = insert(events)
 
 
 class SqlAlchemyEventRepository:

@@ -20,7 +20,6 @@ from agent_runtime.domain.model import (
     ToolCallRecord,
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
-from agent_runtime.infrastructure.db.prepared_statements import prepared
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
     messages,
@@ -31,20 +30,18 @@ _SESSION_MESSAGES = (
     messages.c.tenant_id == bindparam("key_tenant"),
     messages.c.session_id == bindparam("key_session"),
 )
-_INSERT_MESSAGE = prepared(insert(messages))
-_RECENT_MESSAGES = prepared(
+_INSERT_MESSAGE = insert(messages)
+_RECENT_MESSAGES = (
     select(messages)
     .where(*_SESSION_MESSAGES)
     .order_by(messages.c.position.desc())
     .limit(bindparam("key_limit"))
 )
-_TOOL_CALL_MESSAGE = prepared(
-    select(messages).where(
-        *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
-    )
+_TOOL_CALL_MESSAGE = select(messages).where(
+    *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
 )
-_TOOL_RESULT_MESSAGE = prepared(
-    select(messages).where(*_SESSION_MESSAGES, messages.c.tool_call_id == bindparam("key_call"))
+_TOOL_RESULT_MESSAGE = select(messages).where(
+    *_SESSION_MESSAGES, messages.c.tool_call_id == bindparam("key_call")
 )
 
 

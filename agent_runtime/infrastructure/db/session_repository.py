@@ -22,7 +22,6 @@ from agent_runtime.domain.model import (
     Session,
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
-from agent_runtime.infrastructure.db.prepared_statements import prepared
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
@@ -34,17 +33,17 @@ _THE_SESSION = (
     sessions.c.tenant_id == bindparam("key_tenant"),
     sessions.c.session_id == bindparam("key_session"),
 )
-_GET_SESSION = prepared(select(sessions).where(*_THE_SESSION))
-_INSERT_SESSION = prepared(insert(sessions))
-_UPDATE_SESSION = prepared(update(sessions).where(*_THE_SESSION))  # SET: the columns given
-_CLAIM_SESSION = prepared(
+_GET_SESSION = select(sessions).where(*_THE_SESSION)
+_INSERT_SESSION = insert(sessions)
+_UPDATE_SESSION = update(sessions).where(*_THE_SESSION)  # SET: the columns given
+_CLAIM_SESSION = (
     update(sessions)
     .where(*_THE_SESSION, sessions.c.running_turn_id.is_(None))
     .values(running_turn_id=bindparam("key_turn"))
 )
-_RUNNING_TURN = prepared(select(sessions.c.running_turn_id).where(*_THE_SESSION))
+_RUNNING_TURN = select(sessions.c.running_turn_id).where(*_THE_SESSION)
 # Frees the session only if turn key_turn still holds it; SET also the other columns given.
-_RELEASE_SESSION = prepared(
+_RELEASE_SESSION = (
     update(sessions)
     .where(*_THE_SESSION)
     .values(

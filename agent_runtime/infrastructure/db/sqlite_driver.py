@@ -1,4 +1,4 @@
-"""What the SQLite writer and readers run on the driver's own connection (sqlite3, under a
+"""What the SQLite writer runs on the driver's own connection (sqlite3, under a
 SQLAlchemy Connection): BEGIN, COMMIT, SAVEPOINTs and PRAGMAs they issue themselves, with
 its errors wrapped as SQLAlchemy would wrap them, so that translate_error makes them domain
 errors."""
@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
+
+from agent_runtime.domain.errors import StorageUnavailable
 
 
 def raw_connection(connection: Connection) -> Any:
@@ -57,3 +59,20 @@ def end_transaction(connection: Connection | None) -> None:
     raw = raw_connection(connection)
     if raw is not None and raw.in_transaction:
         raw.rollback()
+
+
+def still_open(connection: Connection) -> Any:
+    """The driver's connection, if its transaction is still open."""
+    raw = raw_connection(connection)
+    if not raw.in_transaction:
+        # SQLite itself rolled the transaction back (after SQLITE_FULL, IOERR...): the
+        # driver's commit would do nothing and report success.
+        raise StorageUnavailable("the database rolled the transaction back before its commit")
+    return raw
+
+
+def commit_open_transaction(connection: Connection) -> None:
+    """The driver's COMMIT of the open transaction (StorageUnavailable if SQLite ended it)."""
+    raw = still_open(connection)
+    with driver_errors("COMMIT"):
+        raw.commit()

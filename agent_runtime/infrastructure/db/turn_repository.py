@@ -26,7 +26,6 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.infrastructure.db import chunk_codec
 from agent_runtime.infrastructure.db.guarded_session import Database
-from agent_runtime.infrastructure.db.prepared_statements import prepared
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
     sessions,
@@ -35,16 +34,14 @@ from agent_runtime.infrastructure.db.tables import (
 
 # One turn of the tenant: key_tenant, key_turn.
 _THE_TURN = (turns.c.tenant_id == bindparam("key_tenant"), turns.c.turn_id == bindparam("key_turn"))
-_INSERT_TURN = prepared(insert(turns))
-_GET_TURN = prepared(select(turns).where(*_THE_TURN))
-_UPDATE_TURN = prepared(update(turns).where(*_THE_TURN))  # SET: the columns given
-_TURN_CHUNKS = prepared(select(turns.c.chunks).where(*_THE_TURN))
-_TURN_BY_CLIENT_MESSAGE_ID = prepared(
-    select(turns).where(
-        turns.c.tenant_id == bindparam("key_tenant"),
-        turns.c.session_id == bindparam("key_session"),
-        turns.c.client_message_id == bindparam("key_client_message_id"),
-    )
+_INSERT_TURN = insert(turns)
+_GET_TURN = select(turns).where(*_THE_TURN)
+_UPDATE_TURN = update(turns).where(*_THE_TURN)  # SET: the columns given
+_TURN_CHUNKS = select(turns.c.chunks).where(*_THE_TURN)
+_TURN_BY_CLIENT_MESSAGE_ID = select(turns).where(
+    turns.c.tenant_id == bindparam("key_tenant"),
+    turns.c.session_id == bindparam("key_session"),
+    turns.c.client_message_id == bindparam("key_client_message_id"),
 )
 
 
