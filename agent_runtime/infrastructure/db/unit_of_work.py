@@ -204,7 +204,8 @@ class SqlAlchemyUnitOfWorkFactory:
             self._open_database = self._writer.session
             # Readers read beside it on aiosqlite connections of their own (WAL: they never
             # wait for the writer, nor it for them), and never take the writer's gate.
-            self._reader_engine = create_sqlite_reader_engine(engine.url)
+            pool_size = getattr(engine.pool, "size", lambda: 5)()  # the engine's own
+            self._reader_engine = create_sqlite_reader_engine(engine.url, pool_size=pool_size)
             sqlite_readers = async_sessionmaker(self._reader_engine, expire_on_commit=False)
             self._open_reader = lambda: GuardedSession(sqlite_readers())
         else:
