@@ -144,12 +144,7 @@ class _FakeSessions:
         return session.running_turn_id
 
     async def record_activity(
-        self,
-        session_id: str,
-        at: datetime,
-        *,
-        message_count: int | None = None,
-        release_turn: str | None = None,
+        self, session_id: str, at: datetime, *, message_count: int | None = None
     ) -> None:
         session = (await self._tx.write()).sessions.get(session_id)
         if session is None:
@@ -157,7 +152,13 @@ class _FakeSessions:
         session.last_activity_at = at
         if message_count is not None:
             session.message_count = message_count
-        if release_turn is not None and session.running_turn_id == release_turn:
+
+    async def release_turn(
+        self, session_id: str, turn_id: str, at: datetime, *, message_count: int | None = None
+    ) -> None:
+        await self.record_activity(session_id, at, message_count=message_count)
+        session = (await self._tx.write()).sessions.get(session_id)
+        if session is not None and session.running_turn_id == turn_id:
             session.running_turn_id = None
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:

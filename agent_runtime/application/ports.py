@@ -53,14 +53,16 @@ class SessionRepository(Protocol):
         ...
 
     async def record_activity(
-        self,
-        session_id: str,
-        at: datetime,
-        *,
-        message_count: int | None = None,
-        release_turn: str | None = None,
+        self, session_id: str, at: datetime, *, message_count: int | None = None
     ) -> None:
-        """Store last activity (and message_count); free the session if it runs `release_turn`."""
+        """Store the session's last activity (and message_count)."""
+        ...
+
+    async def release_turn(
+        self, session_id: str, turn_id: str, at: datetime, *, message_count: int | None = None
+    ) -> None:
+        """As record_activity, and free the session if `turn_id` still holds it (one
+        statement: a turn never frees a session another turn claimed meanwhile)."""
         ...
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:

@@ -245,12 +245,15 @@ class TurnRecorder:
             await self._uow.turns.add(self.turn, self.log)
         now = self._now()
         self.session.last_activity_at = now
-        await self._uow.sessions.record_activity(
-            self.session.session_id,
-            now,
-            message_count=self.session.message_count,
-            release_turn=self.turn.turn_id if self.finished else None,
-        )
+        count = self.session.message_count
+        if self.finished:  # the turn is over: free the session
+            await self._uow.sessions.release_turn(
+                self.session.session_id, self.turn.turn_id, now, message_count=count
+            )
+        else:
+            await self._uow.sessions.record_activity(
+                self.session.session_id, now, message_count=count
+            )
 
     def committed(self) -> None:
         """The commit after save() landed: that is what a rollback now returns to."""

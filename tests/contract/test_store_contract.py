@@ -171,14 +171,14 @@ async def test_a_claim_takes_a_free_session_only_and_a_release_frees_it_for_its_
         assert await uow.sessions.claim_turn("s1", "t2") == "t1"
     async with committing(uows) as uow:
         assert await uow.sessions.claim_turn("s1", "t2") == "t1"
-        await uow.sessions.record_activity("s1", LATER, release_turn="t2")  # not its turn
+        await uow.sessions.release_turn("s1", "t2", LATER)  # not its turn
     async with uows.reader(TENANT) as reader:
         held = await reader.sessions.get("s1")
     assert held is not None
     assert (held.running_turn_id, held.last_activity_at, held.message_count) == ("t1", LATER, 0)
 
     async with committing(uows) as uow:
-        await uow.sessions.record_activity("s1", LATER, message_count=4, release_turn="t1")
+        await uow.sessions.release_turn("s1", "t1", LATER, message_count=4)
     async with committing(uows) as uow:
         freed = await uow.sessions.get("s1")
         assert freed is not None and (freed.running_turn_id, freed.message_count) == (None, 4)
@@ -720,6 +720,7 @@ WRITES: dict[str, Write] = {
     "sessions.add": lambda u: u.sessions.add(Session("s2", "coder", NOW, NOW)),
     "sessions.claim_turn": lambda u: u.sessions.claim_turn("s1", "t9"),
     "sessions.record_activity": lambda u: u.sessions.record_activity("s1", LATER),
+    "sessions.release_turn": lambda u: u.sessions.release_turn("s1", "t1", LATER),
     "sessions.switch_agent": lambda u: u.sessions.switch_agent(
         "s1", AgentSwitch("architect", "coder", "why", LATER)
     ),

@@ -98,12 +98,12 @@ async def test_exactly_one_of_many_concurrent_claims_wins(engine: AsyncEngine) -
     assert all(r == winners[0] for r in results if r is not None)
 
     async with uows(DEFAULT_TENANT) as uow:
-        await uow.sessions.record_activity("s1", NOW, release_turn="not-the-runner")
+        await uow.sessions.release_turn("s1", "not-the-runner", NOW)
         await uow.commit()
     async with uows(DEFAULT_TENANT) as uow:
         session = await uow.sessions.get("s1")
         assert session is not None and session.running_turn_id == winners[0]
-        await uow.sessions.record_activity("s1", NOW, message_count=4, release_turn=winners[0])
+        await uow.sessions.release_turn("s1", winners[0], NOW, message_count=4)
         await uow.commit()
     async with uows(DEFAULT_TENANT) as uow:
         session = await uow.sessions.get("s1")

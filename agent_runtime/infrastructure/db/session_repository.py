@@ -90,21 +90,16 @@ class SqlAlchemySessionRepository:
         return str(running or "")
 
     async def record_activity(
-        self,
-        session_id: str,
-        at: datetime,
-        *,
-        message_count: int | None = None,
-        release_turn: str | None = None,
+        self, session_id: str, at: datetime, *, message_count: int | None = None
     ) -> None:
-        values = row(sessions, last_activity_at=at)
-        if message_count is not None:
-            values["message_count"] = message_count
-        values.update(self._key(session_id))
-        if release_turn is None:
-            await self._db.execute(_UPDATE_SESSION, values)
-        else:  # one statement: free the session only if this turn still holds it
-            await self._db.execute(_RELEASE_SESSION, {**values, "key_turn": release_turn})
+        values = _activity(at, message_count)
+        await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session_id)})
+
+    async def release_turn(
+        self, session_id: str, turn_id: str, at: datetime, *, message_count: int | None = None
+    ) -> None:
+        values = {**_activity(at, message_count), **self._key(session_id), "key_turn": turn_id}
+        await self._db.execute(_RELEASE_SESSION, values)
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         values = row(sessions, agent=switch.to_agent)
@@ -161,6 +156,12 @@ class SqlAlchemySessionRepository:
 
     def _key(self, session_id: str) -> dict[str, Any]:
         return {"key_tenant": self._tenant, "key_session": session_id}
+
+
+def _activity(at: datetime, message_count: int | None) -> dict[str, Any]:
+    if message_count is None:
+        return row(sessions, last_activity_at=at)
+    return row(sessions, last_activity_at=at, message_count=message_count)
 
 
 def _session_from_row(row: Row[Any]) -> Session:
