@@ -11,9 +11,10 @@ from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay
 from agent_runtime.domain.chunks import AssistantDelta, Chunk
 from agent_runtime.domain.errors import OutOfRange
 
-# Chunks kept per running turn; beyond it the oldest deltas are dropped (the final message
-# carries their text anyway), so a slow follower cannot make memory grow without bound.
-DEFAULT_MAX_BUFFERED = 10_000
+# Text of the deltas kept per running turn (characters, at most 4 bytes each); beyond it the
+# oldest deltas are dropped (the final message carries their text anyway), down to half of
+# it at once, so memory per turn stays bounded whatever its followers do.
+DEFAULT_MAX_BUFFERED_CHARS = 1024 * 1024
 INTERRUPT = "agent-runtime: turn interrupted"
 
 
@@ -23,14 +24,15 @@ class LiveTurn:
         tenant_id: str,
         session_id: str,
         turn_id: str,
-        max_buffered: int,
+        max_buffered_chars: int,
         relay: ChunkRelay | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.session_id = session_id
         self.turn_id = turn_id
         self._chunks: list[Chunk] = []
-        self._max_buffered = max_buffered
+        self._max_delta_chars = max_buffered_chars
+        self._delta_chars = 0
         # Followers on other replicas.
         self._relayed = (relay or NoChunkRelay()).publisher(tenant_id, session_id, turn_id)
         self._dropped_through = 0  # highest seq of a dropped delta
@@ -56,8 +58,10 @@ class LiveTurn:
 
     def publish(self, chunk: Chunk) -> None:
         self._chunks.append(chunk)
-        if len(self._chunks) > self._max_buffered:
-            self._drop_oldest_delta()
+        if isinstance(chunk.body, AssistantDelta):
+            self._delta_chars += len(chunk.body.text)
+            if self._delta_chars > self._max_delta_chars:
+                self._drop_oldest_deltas()
         self._wake()
         self._relayed.publish(chunk)
 
@@ -119,28 +123,36 @@ class LiveTurn:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
 
-    def _drop_oldest_delta(self) -> None:
-        for index, chunk in enumerate(self._chunks):
-            if isinstance(chunk.body, AssistantDelta):
+    def _drop_oldest_deltas(self) -> None:
+        """Down to half the limit, so that dropping costs one pass now and then."""
+        kept: list[Chunk] = []
+        for chunk in self._chunks:
+            body = chunk.body
+            if isinstance(body, AssistantDelta) and self._delta_chars > self._max_delta_chars // 2:
+                self._delta_chars -= len(body.text)
                 self._dropped_through = max(self._dropped_through, chunk.seq)
-                del self._chunks[index]
-                return
+            else:
+                kept.append(chunk)
+        self._chunks = kept
 
 
 class LiveTurnRegistry:
     """The turns running in this process, by turn id."""
 
     def __init__(
-        self, max_buffered: int = DEFAULT_MAX_BUFFERED, *, relay: ChunkRelay | None = None
+        self,
+        max_buffered_chars: int = DEFAULT_MAX_BUFFERED_CHARS,
+        *,
+        relay: ChunkRelay | None = None,
     ) -> None:
         self._turns: dict[str, LiveTurn] = {}
-        self._max_buffered = max_buffered
+        self._max_buffered_chars = max_buffered_chars
         self._relay = relay
         self._idle = asyncio.Event()
         self._idle.set()
 
     def open(self, session_id: str, turn_id: str, *, tenant_id: str) -> LiveTurn:
-        live = LiveTurn(tenant_id, session_id, turn_id, self._max_buffered, self._relay)
+        live = LiveTurn(tenant_id, session_id, turn_id, self._max_buffered_chars, self._relay)
         self._turns[turn_id] = live
         self._idle.clear()
         return live

@@ -9,9 +9,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.fake_model_server import FakeModelServer, stall_after, text_answer
+from tests.support.fake_model_server import (
+    FakeModelServer,
+    FloodingAnswer,
+    stall_after,
+    text_answer,
+)
 from tests.support.grpc_helpers import rich_error, user_message
 from tests.support.runtime_fixtures import Client
+from tests.support.waiting import eventually
 
 
 async def assert_serving(client: Client) -> None:
@@ -59,3 +65,30 @@ async def _ended(call: Any) -> None:
             pass
     except (grpc.aio.AioRpcError, asyncio.CancelledError):
         pass
+
+
+class TestAClientThatStopsReading:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"max_answer_bytes": 64 * 1024 * 1024}  # room for the flood below
+
+    async def test_slows_its_own_model_read_instead_of_filling_memory(
+        self, client: Client, model_server: FakeModelServer
+    ) -> None:
+        flood = FloodingAnswer(events=2_500, chars=16 * 1024)  # 40 MB of text
+        model_server.enqueue(flood.response())
+        call = client.runtime.StreamMessage(user_message("s1", "say a lot"))
+        first = await call.read()
+        assert first.HasField("turn_started")
+
+        # The client reads nothing more. gRPC's flow-control windows fill, the turn can
+        # send no more, the runtime stops taking the model's text, and the model's writes
+        # wait: the runtime holds a few megabytes of the answer, not 40.
+        async def model_waits() -> bool:
+            return flood.stalled() or flood.finished
+
+        await eventually(model_waits, within_seconds=30, what="the model's writes to wait")
+        assert not flood.finished
+        assert flood.written * flood.chars < 20 * 1024 * 1024
+        call.cancel()  # the client goes away: the model request is closed
+        await asyncio.wait_for(flood.closed.wait(), 10)

@@ -327,6 +327,43 @@ def text_answer(text: str, *, usage: tuple[int, int] | None = (5, 7)) -> Scripte
     return ScriptedResponse(respond, f"text_answer({text!r})")
 
 
+class FloodingAnswer:
+    """A long answer written as fast as the reader takes it: `events` deltas of `chars`
+    characters each. It notes how far it got, and whether it has been waiting for the
+    reader (blocked in drain) for at least `stall_seconds`: a reader that stopped."""
+
+    def __init__(self, events: int, chars: int, *, stall_seconds: float = 0.5) -> None:
+        self.events = events
+        self.chars = chars
+        self.written = 0  # deltas the socket took
+        self.finished = False
+        self.closed = asyncio.Event()  # the reader went away before the end
+        self._stall_seconds = stall_seconds
+        self._waiting_since: float | None = None
+
+    def stalled(self) -> bool:
+        since = self._waiting_since
+        return since is not None and time.monotonic() - since >= self._stall_seconds
+
+    def response(self) -> ScriptedResponse:
+        async def respond(request: RequestBody, out: ResponseWriter) -> None:
+            await out.start_stream()
+            text = "x" * (self.chars - 1) + " "
+            try:
+                for _ in range(self.events):
+                    self._waiting_since = time.monotonic()
+                    await out.send_event(_chunk(request, {"content": text}))
+                    self._waiting_since = None
+                    self.written += 1
+                await _finish_stream(request, out, "stop", (5, 7))
+                self.finished = True
+            except ConnectionError:
+                self.closed.set()
+                out.abort()
+
+        return ScriptedResponse(respond, f"FloodingAnswer({self.events}x{self.chars})")
+
+
 def tool_call_answer(
     tool_name: str,
     arguments: dict[str, Any],

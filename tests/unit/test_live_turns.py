@@ -38,7 +38,8 @@ async def test_followers_get_everything_whatever_the_interleaving() -> None:
 
 
 async def test_a_cursor_in_dropped_deltas_is_out_of_range() -> None:
-    live = LiveTurnRegistry(max_buffered=10).open("s", "t", tenant_id=DEFAULT_TENANT)
+    # Each delta is its seq as text: 2-3 characters, so 20 characters hold about 8 of them.
+    live = LiveTurnRegistry(max_buffered_chars=20).open("s", "t", tenant_id=DEFAULT_TENANT)
     live.publish(chunks.Chunk("s", "t", 1, chunks.TurnStarted("coder", "m")))
     for seq in range(2, 30):
         live.publish(delta(seq))
@@ -48,3 +49,19 @@ async def test_a_cursor_in_dropped_deltas_is_out_of_range() -> None:
             pass
     kept = [c.seq async for c in live.follow(25)]
     assert kept == [26, 27, 28, 29]
+
+
+async def test_the_buffer_is_bounded_by_the_deltas_text_not_their_number() -> None:
+    live = LiveTurnRegistry(max_buffered_chars=1000).open("s", "t", tenant_id=DEFAULT_TENANT)
+    live.publish(chunks.Chunk("s", "t", 1, chunks.TurnStarted("coder", "m")))
+    for seq in range(2, 102):  # 100 deltas of 100 characters: ten times the bound
+        live.publish(chunks.Chunk("s", "t", seq, chunks.AssistantDelta("x" * 100)))
+    live.finish()
+    with pytest.raises(OutOfRange) as too_old:
+        async for _ in live.follow(0):
+            pass
+    first = int(too_old.value.metadata["first_available_seq"])
+    kept = [c async for c in live.follow(first - 1)]
+    text = sum(len(c.body.text) for c in kept if isinstance(c.body, chunks.AssistantDelta))
+    assert 500 <= text <= 1000  # dropped down to half the bound, never over it
+    assert [c.seq for c in kept] == list(range(first, 102))  # the newest, none missing
