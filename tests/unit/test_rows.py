@@ -23,5 +23,6 @@ def test_a_key_that_names_no_column_is_refused() -> None:
 def test_sqlalchemy_would_drop_it_silently() -> None:
     # Why row() exists: compiling with an unknown key raises nothing, the key is dropped.
     dialect = create_async_engine("sqlite+aiosqlite://").dialect  # never connects
-    compiled = insert(sessions).compile(dialect=dialect, column_keys=["session_id", "titel"])
+    keys = ["tenant_id", "session_id", "titel"]
+    compiled = insert(sessions).compile(dialect=dialect, column_keys=keys)
     assert "titel" not in str(compiled)
