@@ -245,6 +245,7 @@ async def start(
             transport=_transport(settings),
             tls=tls,
             max_concurrent_streams=settings.max_concurrent_streams,
+            max_streams_per_tenant=settings.max_streams_per_tenant,
             metrics=prometheus,
             tracer_provider=tracer_provider,
         )

@@ -65,6 +65,8 @@ class Settings:
     agents_file: str = ""
     turn_timeout_seconds: float = 900.0
     max_concurrent_streams: int = 2000
+    # Open streams one tenant may have at most; None: as many as the process allows.
+    max_streams_per_tenant: int | None = None
     # Names this process as the owner of its turns; each replica on one database needs its
     # own. A restarted process reclaims at once the turns its earlier life left running.
     instance_id: str = DEFAULT_INSTANCE_ID
@@ -202,6 +204,7 @@ class Settings:
             ("APPROVAL_TTL_SECONDS", "approval_ttl_seconds", float),
             ("TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", float),
             ("MAX_CONCURRENT_STREAMS", "max_concurrent_streams", int),
+            ("MAX_STREAMS_PER_TENANT", "max_streams_per_tenant", int),
             ("LEASE_SECONDS", "lease_seconds", float),
             ("SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", float),
             ("GRPC_MAX_RECEIVE_MESSAGE_BYTES", "grpc_max_receive_message_bytes", int),

@@ -13,6 +13,7 @@ from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import abort, internal_error, unary_errors
 from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import chunk_to_proto
+from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.application.commands import (
     DecideApproval,
     SendUserMessage,
@@ -24,7 +25,7 @@ from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_handler import TurnHandler
 from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.domain.chunks import Chunk
-from agent_runtime.domain.errors import DomainError, InvalidInput, Overloaded
+from agent_runtime.domain.errors import DomainError, InvalidInput
 from agent_runtime.domain.model import ApprovalVerdict
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
@@ -36,38 +37,18 @@ _VERDICTS = {
 }
 
 
-class StreamLimit:
-    """At most `limit` open streams; the next one is refused, never queued."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-
-    def acquire(self) -> None:
-        if self.open >= self.limit:
-            raise Overloaded(
-                f"the server is at its limit of {self.limit} concurrent streams",
-                reason="TOO_MANY_STREAMS",
-                metadata={"limit": str(self.limit)},
-            )
-        self.open += 1
-
-    def release(self) -> None:
-        self.open -= 1
-
-
 class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
     def __init__(
         self,
         turns: TurnHandler,
         streams: TurnStreams,
         canceller: TurnCanceller,
-        limit: StreamLimit,
+        limits: StreamLimits,
     ) -> None:
         self._turns = turns
         self._streams = streams
         self._canceller = canceller
-        self._limit = limit
+        self._limits = limits
 
     async def StreamMessage(
         self, request: rt.StreamMessageRequest, context: Any
@@ -103,7 +84,7 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
         """Map chunks to protobuf; errors before the first chunk become a status."""
         try:
             check_decoded(request)
-            self._limit.acquire()
+            slot = self._limits.hold(caller_tenant(), context)
         except DomainError as error:
             await abort(context, error)
         try:
@@ -119,7 +100,7 @@ class AgentRuntimeServicer(rt_grpc.AgentRuntimeServiceServicer):
         except Exception as exc:
             await abort(context, internal_error(exc))
         finally:
-            self._limit.release()
+            slot.release()
 
 
 def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:

@@ -86,6 +86,18 @@ def to_status(error: errors.DomainError) -> grpc.Status:
                 ]
             )
         )
+    if isinstance(error, errors.Overloaded) and error.quota_violations:
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=_clip(v.subject, MAX_DETAIL_CHARS),
+                        description=_clip(v.description, MAX_DETAIL_CHARS * 2),
+                    )
+                    for v in error.quota_violations
+                ]
+            )
+        )
     if error.retryable:
         details.append(
             error_details_pb2.RetryInfo(

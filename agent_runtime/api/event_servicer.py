@@ -12,6 +12,7 @@ from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import abort, internal_error
 from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import EVENT_TYPES_FROM_PROTO, event_to_proto
+from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.application.commands import WatchEvents
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.domain.errors import DomainError, InvalidInput
@@ -22,8 +23,9 @@ CURSOR_METADATA = "x-event-cursor"
 
 
 class EventServicer(ev_grpc.EventServiceServicer):
-    def __init__(self, watcher: EventWatcher) -> None:
+    def __init__(self, watcher: EventWatcher, limits: StreamLimits) -> None:
         self._watcher = watcher
+        self._limits = limits
 
     async def WatchEvents(
         self, request: ev.WatchEventsRequest, context: Any
@@ -31,6 +33,10 @@ class EventServicer(ev_grpc.EventServiceServicer):
         try:
             check_decoded(request)
             query = _to_query(request, caller_tenant())
+            slot = self._limits.hold(query.tenant_id, context)
+        except DomainError as error:
+            await abort(context, error)
+        try:
             cursor = await self._watcher.start_cursor(query)
             # Tells the client where the stream starts (and that it is live from here on).
             await context.send_initial_metadata(((CURSOR_METADATA, str(cursor)),))
@@ -43,6 +49,8 @@ class EventServicer(ev_grpc.EventServiceServicer):
             raise
         except Exception as exc:
             await abort(context, internal_error(exc))
+        finally:
+            slot.release()
 
 
 def _to_query(request: ev.WatchEventsRequest, tenant_id: str) -> WatchEvents:

@@ -9,13 +9,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer, StreamLimit
+from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer
 from agent_runtime.api.agent_servicer import AgentServicer
 from agent_runtime.api.auth import ApiKeyInterceptor, ApiKeys
 from agent_runtime.api.event_servicer import EventServicer
 from agent_runtime.api.interceptors import MalformedRequestInterceptor
 from agent_runtime.api.rpc_observer import RpcMetrics, RpcObserver
 from agent_runtime.api.session_servicer import SessionServicer
+from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.readiness import Readiness
@@ -97,6 +98,7 @@ async def start_grpc_server(
     transport: Transport | None = None,
     tls: TlsFiles | None = None,
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
+    max_streams_per_tenant: int | None = None,
     metrics: RpcMetrics | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> GrpcServer:
@@ -104,8 +106,11 @@ async def start_grpc_server(
 
     `api_keys` empty means development mode: every call acts for the default tenant (the
     composition root allows that on loopback addresses only). Health starts NOT_SERVING:
-    readiness_changed() says when the runtime is ready.
+    readiness_changed() says when the runtime is ready. At most `max_concurrent_streams`
+    streaming calls are open at once, `max_streams_per_tenant` of them (None: no lower
+    limit) for any one tenant.
     """
+    stream_limits = StreamLimits(max_concurrent_streams, max_streams_per_tenant)
     credentials = tls.server_credentials() if tls is not None else None
     server = grpc.aio.server(
         # The observer first: it sees the final status of every call, refusals included.
@@ -122,7 +127,7 @@ async def start_grpc_server(
             use_cases.turns,
             use_cases.turn_streams,
             use_cases.turn_canceller,
-            StreamLimit(max_concurrent_streams),
+            stream_limits,
         ),
         server,
     )
@@ -130,7 +135,9 @@ async def start_grpc_server(
         SessionServicer(use_cases.sessions), server
     )
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(use_cases.agents), server)
-    event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(use_cases.events), server)
+    event_pb2_grpc.add_EventServiceServicer_to_server(
+        EventServicer(use_cases.events, stream_limits), server
+    )
 
     health_servicer = health.aio.HealthServicer()
     await _set_health(health_servicer, serving=False)

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 
 from agent_runtime.application.commands import WatchEvents
 from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
+from agent_runtime.application.session_lookup import session_deleted
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.events import StoredEvent
 from agent_runtime.domain.model import validate_session_id
@@ -24,14 +25,22 @@ class EventWatcher:
         self._poll_seconds = poll_seconds
 
     async def start_cursor(self, query: WatchEvents) -> int:
-        """The event id the watch starts after: the request's cursor, or the newest event."""
+        """The event id the watch starts after: the request's cursor, or the newest event.
+
+        A session that does not exist yet may be watched (its events come once it does); a
+        deleted one is NOT_FOUND, as everywhere else.
+        """
         if query.session_id:
             validate_session_id(query.session_id)
-        if query.after_event_id is not None:
-            if not 0 <= query.after_event_id < MAX_EVENT_ID:
-                raise InvalidInput.field("after_event_id", f"must be below {MAX_EVENT_ID}")
-            return query.after_event_id
+        if query.after_event_id is not None and not 0 <= query.after_event_id < MAX_EVENT_ID:
+            raise InvalidInput.field("after_event_id", f"must be below {MAX_EVENT_ID}")
         async with self._uow_factory.reader(query.tenant_id) as uow:
+            if query.session_id:
+                session = await uow.sessions.get(query.session_id)
+                if session is not None and session.deleted_at is not None:
+                    raise session_deleted(session)
+            if query.after_event_id is not None:
+                return query.after_event_id
             return await uow.events.last_id()
 
     async def watch(self, query: WatchEvents, cursor: int) -> AsyncGenerator[StoredEvent, None]:

@@ -14,8 +14,9 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.ports import ReadUnitOfWork, UnitOfWorkFactory
+from agent_runtime.application.session_lookup import live_session, session_id_retired
 from agent_runtime.domain.agents import AgentCatalogue
-from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy, WriteConflict
+from agent_runtime.domain.errors import AlreadyExists, SessionBusy, WriteConflict
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
@@ -78,7 +79,10 @@ class SessionHandler:
         async with self._uow_factory(cmd.tenant_id) as uow:
             # Scoped to the caller's tenant: another tenant's session with this id is not
             # seen here, and does not stop this one from existing alongside it.
-            if await uow.sessions.get(session.session_id) is not None:
+            existing = await uow.sessions.get(session.session_id)
+            if existing is not None and existing.deleted_at is not None:
+                raise session_id_retired(existing)
+            if existing is not None:
                 raise exists
             try:
                 await uow.sessions.add(session)
@@ -90,7 +94,7 @@ class SessionHandler:
     async def get(self, session_id: str, *, tenant_id: str) -> SessionDetails:
         validate_session_id(session_id)
         async with self._uow_factory.reader(tenant_id) as uow:
-            session = await _live_session(uow, session_id)
+            session = await live_session(uow, session_id)
             return await self._details(uow, session)
 
     async def list(self, query: ListSessions) -> Page[SessionDetails]:
@@ -110,7 +114,7 @@ class SessionHandler:
     async def delete(self, session_id: str, *, tenant_id: str) -> None:
         validate_session_id(session_id)
         async with self._uow_factory(tenant_id) as uow:
-            session = await _live_session(uow, session_id)
+            session = await live_session(uow, session_id)
             if session.running_turn_id:
                 raise SessionBusy(
                     f"session {session_id} is running turn {session.running_turn_id}",
@@ -124,7 +128,7 @@ class SessionHandler:
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_position_token(query.page_token)
         async with self._uow_factory.reader(query.tenant_id) as uow:
-            await _live_session(uow, query.session_id)
+            await live_session(uow, query.session_id)
             # One extra row tells whether another page exists without a count query.
             rows = await uow.messages.page(query.session_id, after, limit + 1)
         messages = rows[:limit]
@@ -136,7 +140,7 @@ class SessionHandler:
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_time_key_token(query.page_token, _APPROVALS_TOKEN)
         async with self._uow_factory.reader(query.tenant_id) as uow:
-            await _live_session(uow, query.session_id)
+            await live_session(uow, query.session_id)
             rows = await uow.approvals.pending_page(query.session_id, self._now(), after, limit + 1)
         items = rows[:limit]
         token = ""
@@ -150,14 +154,3 @@ class SessionHandler:
         history = await uow.sessions.agent_history(session.session_id)
         pending = await uow.approvals.count_pending(session.session_id, self._now())
         return SessionDetails(session, history, pending)
-
-
-async def _live_session(uow: ReadUnitOfWork, session_id: str) -> Session:
-    session = await uow.sessions.get(session_id)
-    if session is None or session.deleted_at is not None:
-        raise NotFound(
-            f"session {session_id} not found",
-            reason="SESSION_NOT_FOUND",
-            metadata={"session_id": session_id},
-        )
-    return session

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.session_lookup import live_session
 from agent_runtime.domain.errors import NotFound, PreconditionFailed
 from agent_runtime.domain.model import validate_id, validate_session_id
 
@@ -31,6 +32,7 @@ class TurnCanceller:
                     metadata={"turn_id": turn_id},
                 )
             if not turn.running:
+                await live_session(uow, session_id)  # a deleted session's turns: NOT_FOUND
                 raise PreconditionFailed(
                     f"turn {turn_id} is not running ({turn.status.value})",
                     reason="TURN_NOT_RUNNING",

@@ -15,12 +15,13 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.session_lookup import session_deleted, session_not_found
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.application.turn_validation import fingerprint
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentCatalogue, AgentProfile
-from agent_runtime.domain.errors import InvalidInput, NotFound, SessionBusy, WriteConflict
+from agent_runtime.domain.errors import InvalidInput, SessionBusy, WriteConflict
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import Session, Turn
 
@@ -88,7 +89,8 @@ class TurnOpener:
         log_context.bind(session_id=session_id, turn_id=turn_id)
         session = await uow.sessions.get(session_id)
         if session is not None and session.deleted_at is not None:
-            raise session_not_found(session_id)
+            # Its id is not used again, whatever the input (session_lookup.py says why).
+            raise session_deleted(session)
         history = []
         if session is None:
             if isinstance(cmd, SubmitToolResult | DecideApproval):
@@ -186,11 +188,3 @@ def _input_kind(cmd: TurnCommand) -> str:
             return "approval_decision"
         case _:
             return "switch_agent"
-
-
-def session_not_found(session_id: str) -> NotFound:
-    return NotFound(
-        f"session {session_id} not found",
-        reason="SESSION_NOT_FOUND",
-        metadata={"session_id": session_id},
-    )

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay, RelayedChunks
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
+from agent_runtime.application.session_lookup import live_session
 from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import InvalidInput, NotFound
 from agent_runtime.domain.model import Turn, validate_id, validate_session_id
@@ -115,6 +116,8 @@ class TurnStreams:
             turn = await uow.turns.get(turn_id)
             if turn is None or turn.session_id != session_id:
                 raise _turn_not_found(session_id, turn_id)
+            if not turn.running:  # a deleted session's turns (all finished) are not served
+                await live_session(uow, session_id)
             return turn, await uow.turns.chunks(turn)
 
     async def _next_relayed(

@@ -6,13 +6,21 @@ the machine-readable UPPER_SNAKE_CASE value clients switch on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
     field: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """A limit that was hit: `subject` says whose use it counts (e.g. "tenant:team-a")."""
+
+    subject: str
     description: str
 
 
@@ -102,6 +110,17 @@ class Overloaded(DomainError):
 
     default_reason = "RESOURCE_EXHAUSTED"
     default_retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        quota_violations: Sequence[QuotaViolation] = (),
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.quota_violations = tuple(quota_violations)
 
 
 class Unsupported(DomainError):

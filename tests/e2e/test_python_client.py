@@ -158,7 +158,7 @@ async def test_sessions_are_listed_across_pages_and_deleted(api: AgentRuntimeCli
     with pytest.raises(AgentRuntimeError) as raised:
         await api.get_session("s3")
     assert raised.value.code == grpc.StatusCode.NOT_FOUND
-    assert raised.value.reason == "SESSION_NOT_FOUND"
+    assert raised.value.reason == "SESSION_DELETED"
     assert raised.value.domain == "agent-runtime"
 
 

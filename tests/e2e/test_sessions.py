@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
 import grpc
 import pytest
 
+from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import FakeModelServer, text_answer
-from tests.support.grpc_helpers import rich_error, user_message
+from tests.support.grpc_helpers import (
+    RichError,
+    rich_error,
+    switch_agent,
+    tool_result,
+    user_message,
+)
 from tests.support.runtime_fixtures import Client
 
 
@@ -136,15 +147,57 @@ async def test_list_sessions_by_recent_activity_and_delete(
     await client.sessions.DeleteSession(ses.DeleteSessionRequest(session_id="a"))
     listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
     assert [s.session_id for s in listed.sessions] == ["c", "b"]
+
+
+async def test_a_deleted_session_is_not_found_everywhere_and_its_id_is_never_reused(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("reply"))
+    first = user_message("gone", "hello", client_message_id="m1")
+    turn_id = (await client.turn(first))[0].turn_id
+    await client.sessions.DeleteSession(ses.DeleteSessionRequest(session_id="gone"))
+
+    def events() -> Any:
+        request = ev.WatchEventsRequest(session_id="gone", after_event_id=0)
+        return _drain(client.events.WatchEvents(request))
+
     for call in (
-        client.sessions.GetSession(ses.GetSessionRequest(session_id="a")),
-        client.sessions.ListMessages(ses.ListMessagesRequest(session_id="a")),
-        client.sessions.DeleteSession(ses.DeleteSessionRequest(session_id="a")),
-        client.turn(user_message("a", "hello?")),
+        client.sessions.GetSession(ses.GetSessionRequest(session_id="gone")),
+        client.sessions.ListMessages(ses.ListMessagesRequest(session_id="gone")),
+        client.sessions.ListPendingApprovals(ses.ListPendingApprovalsRequest(session_id="gone")),
+        client.sessions.DeleteSession(ses.DeleteSessionRequest(session_id="gone")),
+        client.turn(user_message("gone", "hello again")),
+        client.turn(first),  # a retry of the turn it ran
+        client.turn(tool_result("gone", "call_1", "out")),
+        client.turn(switch_agent("gone", "architect")),
+        _drain(
+            client.runtime.ResumeStream(rt.ResumeStreamRequest(session_id="gone", turn_id=turn_id))
+        ),
+        client.runtime.CancelTurn(rt.CancelTurnRequest(session_id="gone", turn_id=turn_id)),
+        events(),
     ):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    with pytest.raises(grpc.aio.AioRpcError) as taken:
-        await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="a"))
-    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        error = await _failure(call)
+        assert error.code == grpc.StatusCode.NOT_FOUND, error
+        assert error.error_info is not None and error.error_info.reason == "SESSION_DELETED"
+        assert error.error_info.metadata["session_id"] == "gone"
+        assert error.error_info.metadata["deleted_at"]
+
+    error = await _failure(
+        client.sessions.CreateSession(ses.CreateSessionRequest(session_id="gone"))
+    )
+    assert error.code == grpc.StatusCode.ALREADY_EXISTS
+    assert error.error_info is not None and error.error_info.reason == "SESSION_ID_RETIRED"
+    assert "deleted" in error.message
+    assert model_server.requests and len(model_server.requests) == 1  # only the first turn
+    listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
+    assert list(listed.sessions) == []
+
+
+async def _drain(stream: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in stream]
+
+
+async def _failure(call: Awaitable[object]) -> RichError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return rich_error(caught.value)

@@ -91,7 +91,7 @@ async def test_delete_removes_the_session_and_errors_name_the_reason(
     again = await run_cli("sessions", "delete", "doomed", "--target", target)
     assert again.returncode == 1
     assert (
-        again.stderr == "agent-runtime: NOT_FOUND (SESSION_NOT_FOUND): session doomed not found\n"
+        again.stderr == "agent-runtime: NOT_FOUND (SESSION_DELETED): session doomed was deleted\n"
     )
     missing = await run_cli("sessions", "show", "nope", "--target", target)
     assert missing.returncode == 1 and "SESSION_NOT_FOUND" in missing.stderr

@@ -18,6 +18,8 @@ class RichError:
     error_info: error_details_pb2.ErrorInfo | None = None
     field_violations: list[tuple[str, str]] = field(default_factory=list)
     retry_info: error_details_pb2.RetryInfo | None = None
+    # google.rpc.QuotaFailure: (subject, description) of each limit that was hit.
+    quota_violations: list[tuple[str, str]] = field(default_factory=list)
 
 
 def rich_error(error: grpc.aio.AioRpcError) -> RichError:
@@ -37,6 +39,10 @@ def rich_error(error: grpc.aio.AioRpcError) -> RichError:
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 result.retry_info = error_details_pb2.RetryInfo()
                 detail.Unpack(result.retry_info)
+            elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                quota = error_details_pb2.QuotaFailure()
+                detail.Unpack(quota)
+                result.quota_violations = [(v.subject, v.description) for v in quota.violations]
     return result
 
 

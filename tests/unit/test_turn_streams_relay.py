@@ -16,7 +16,7 @@ from agent_runtime.domain.chunks import (
     TurnCompleted,
     TurnStarted,
 )
-from agent_runtime.domain.model import StopReason, Turn, TurnStatus, Usage
+from agent_runtime.domain.model import Session, StopReason, Turn, TurnStatus, Usage
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from tests.fakes import FakeChunkRelay, FakeUnitOfWorkFactory
 
@@ -31,6 +31,7 @@ def chunk(seq: int, body: ChunkBody) -> Chunk:
 def uow_factory() -> FakeUnitOfWorkFactory:
     factory = FakeUnitOfWorkFactory()
     now = datetime(2026, 1, 1, tzinfo=UTC)
+    factory.db.sessions["s1"] = Session("s1", "coder", now, now, running_turn_id="t1")
     factory.db.turns["t1"] = Turn("t1", "s1", agent="coder", model="m", started_at=now)
     factory.db.chunks["t1"] = [chunk(1, TurnStarted("coder", "m1"))]
     return factory
