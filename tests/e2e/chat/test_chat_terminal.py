@@ -257,7 +257,7 @@ async def test_a_command_the_policy_lets_through_still_needs_the_users_yes(
         chat = open_chat(server, workspace)
         await chat.expect(PROMPT)
         chat.type("touch a file")
-        await chat.expect(r"run `touch ran.txt` in the workspace\? \[y/N\] ")
+        await chat.expect(r'run "touch ran.txt" in the workspace\? \[y/N\] ')
         chat.type("n")
         await chat.expect("assistant> You declined, fine")
         assert "declined" in tool_answer_sent(model_server, 1)["content"]
