@@ -10,6 +10,9 @@ Without a workspace nothing touches the disk: a file or command tool is answered
 error saying so ("no workspace"), and one that needs approval is rejected with that feedback,
 so the model can carry on without it. attempt_completion and ask_followup_question need no
 workspace and work either way.
+
+What the model sends is untrusted: the console shows control characters as escapes, and a
+call is shown whole before any decision on it, a long one paged, never cut.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ COMPLETION_SEEN = "the user has seen the result"
 # (the runtime acts on it).
 CONVERSATION_TOOLS = frozenset({"attempt_completion", "ask_followup_question"})
 RUNTIME_TOOLS = frozenset({"switch_mode"})
+# A tool call's arguments longer than this are cut where the call streams by; the whole call
+# is shown (paged when long) before the user decides on it.
 SHOWN_ARGUMENT_CHARS = 400
+# A command up to this long is repeated in the [y/N] question.
+ASKED_COMMAND_CHARS = 200
 SHOWN_RESULT_CHARS = 200
 HELP = (
     "Type a message and press Enter. /quit or Ctrl-D leaves; Ctrl-C stops a running turn "
@@ -242,6 +249,8 @@ class Chat:
         if self._workspace is None and call.tool_name in WORKSPACE_TOOLS:
             self._console.line("  rejected: no workspace to run it in (see --workspace)")
             return reject(call.call_id, feedback=NO_WORKSPACE)
+        if not await self._shown_whole(call):
+            return None
         reason = f": {call.approval_reason}" if call.approval_reason else ""
         self._console.line(f"  this call needs your approval{reason}")
         while (
@@ -264,7 +273,8 @@ class Chat:
         return None
 
     async def _edited_arguments(self, call: rt.ToolCall) -> dict[str, Any] | None:
-        self._console.line(f"  current arguments: {json.dumps(arguments_of(call), sort_keys=True)}")
+        if not await self._console.page(f"  current arguments: {_arguments(call)}"):
+            return None
         while True:
             line = await self._console.read_line("  new arguments (JSON object, empty: back): ")
             if not line or not line.strip():
@@ -292,16 +302,24 @@ class Chat:
             return ToolOutcome(f"the terminal client cannot run {name!r}", is_error=True)
         if self._workspace is None:
             return ToolOutcome(NO_WORKSPACE, is_error=True)
-        if name == "execute_command" and call.call_id not in self._approved:
-            command = arguments.get("command", "")
-            answer = await self._console.read_line(f"  run `{command}` in the workspace? [y/N] ")
-            if (answer or "").strip().lower() not in ("y", "yes"):
-                return ToolOutcome("not executed: the user declined to run it", is_error=True)
+        asked = name == "execute_command" and call.call_id not in self._approved
+        if asked and not await self._user_runs(call):
+            return ToolOutcome("not executed: the user declined to run it", is_error=True)
         return await self._workspace.run(name, arguments)
+
+    async def _user_runs(self, call: rt.ToolCall) -> bool:
+        """Whether the user says yes to a command no approval rule put to them."""
+        if not await self._shown_whole(call):
+            return False
+        command = json.dumps(arguments_of(call).get("command", ""), ensure_ascii=False)
+        what = command if len(command) <= ASKED_COMMAND_CHARS else "the command above"
+        answer = await self._console.read_line(f"  run {what} in the workspace? [y/N] ")
+        return (answer or "").strip().lower() in ("y", "yes")
 
     async def _ask_user(self, arguments: dict[str, Any]) -> ToolOutcome:
         self._console.line(f"[question] {arguments.get('question', '')}")
-        suggestions = [str(s) for s in arguments.get("suggestions") or []]
+        offered = arguments.get("suggestions")
+        suggestions = [str(s) for s in offered] if isinstance(offered, list) else []
         for number, suggestion in enumerate(suggestions, 1):
             self._console.line(f"  {number}. {suggestion}")
         answer = await self._console.read_line("  your answer: ")
@@ -313,17 +331,34 @@ class Chat:
         return ToolOutcome(choice)
 
     def _show_call(self, call: rt.ToolCall) -> None:
-        shown = json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)
+        shown = _arguments(call)
         if len(shown) > SHOWN_ARGUMENT_CHARS:
-            shown = shown[:SHOWN_ARGUMENT_CHARS] + "..."
+            more = len(shown) - SHOWN_ARGUMENT_CHARS
+            shown = f"{shown[:SHOWN_ARGUMENT_CHARS]} [... {more} more characters]"
         label = "approved" if call.call_id in self._approved else "tool call"
         self._console.line(f"[{label}] {call.tool_name} {shown}")
 
+    async def _shown_whole(self, call: rt.ToolCall) -> bool:
+        """Before the user decides on `call`: all of it on the screen (a short one is, where
+        the call streamed by, just above). False if input ended."""
+        shown = _arguments(call)
+        if len(shown) <= SHOWN_ARGUMENT_CHARS:
+            return True
+        whole = f"  the whole call ({len(shown)} characters):\n{call.tool_name} {shown}"
+        return await self._console.page(whole)
+
     def _show_result(self, result: ToolOutcome) -> None:
-        lines = result.content.splitlines() or [""]
+        # Only newlines end a line here: a carriage return is shown, not obeyed.
+        lines = result.content.removesuffix("\n").split("\n")
         first = lines[0][:SHOWN_RESULT_CHARS]
         more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
         self._console.line(f"  -> {'error' if result.is_error else 'ok'}: {first}{more}")
+
+
+def _arguments(call: rt.ToolCall) -> str:
+    """The call's arguments as JSON: every string quoted, its newlines and C0 controls escaped
+    (the console escapes the rest)."""
+    return json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)
 
 
 def add_parser(commands: Any) -> None:

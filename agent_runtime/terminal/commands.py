@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from typing import Any
@@ -23,6 +24,10 @@ def is_terminal_command(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 the server refused or could not be reached, 2 bad flags."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Text the terminal's encoding cannot show (a model's emoji on an ASCII terminal) is
+        # printed as escapes, not a crash.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         code: int = args.run(args)
     except UsageError as error:

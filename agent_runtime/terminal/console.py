@@ -4,6 +4,9 @@ Lines are read by a thread with os.read on the file descriptor, so the event loo
 running (streaming tokens, answering Ctrl-C) while the user types, and the terminal keeps
 its ordinary line editing. Ctrl-C is routed to a callback instead of raising
 KeyboardInterrupt at an arbitrary point.
+
+Everything written is passed through visible(): text from the model or a tool can neither
+redraw a prompt nor drive the terminal. page() shows a long text whole, a screenful at a time.
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import TextIO
+
+from agent_runtime.terminal.visible import screen_lines, visible
+
+# A screenful of a paged text leaves room for the pager's question and the line it was on.
+PAGER_ROWS_LEFT = 2
 
 
 class Console:
@@ -49,8 +58,23 @@ class Console:
         """Show a notice on its own line, then the prompt being waited on again."""
         self.write(f"\n{notice}\n{self._prompt}")
 
+    async def page(self, text: str) -> bool:
+        """Show `text` whole: at once when it fits on the screen, else a screenful at a time,
+        the next one when the user presses Enter. False if input ended before the last one."""
+        columns, rows = shutil.get_terminal_size()
+        lines = screen_lines(visible(text), columns)
+        per_page = max(rows - PAGER_ROWS_LEFT, 1)
+        for start in range(0, len(lines), per_page):
+            end = min(start + per_page, len(lines))
+            self.write("".join(f"{line}\n" for line in lines[start:end]))
+            if end < len(lines):
+                shown = f"lines {start + 1}-{end} of {len(lines)}"
+                if await self.read_line(f"-- more: {shown}; Enter for the next page --") is None:
+                    return False
+        return True
+
     def write(self, text: str) -> None:
-        self._out.write(text)
+        self._out.write(visible(text))
         self._out.flush()
 
     def line(self, text: str = "") -> None:

@@ -13,6 +13,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from agent_runtime.client import AgentRuntimeClient, arguments_of
 from agent_runtime.terminal.options import add_connection_arguments, connect
+from agent_runtime.terminal.visible import visible
 from agent_runtime.v1 import session_pb2 as ses
 
 _ROLES = {
@@ -63,10 +64,10 @@ async def _list(client: AgentRuntimeClient, *, as_json: bool) -> None:
     sessions = [s async for s in client.list_sessions()]
     if as_json:
         json.dump([_as_dict(s) for s in sessions], sys.stdout, indent=2)
-        print()
+        _print()
         return
     if not sessions:
-        print("no sessions")
+        _print("no sessions")
         return
     rows = [("SESSION", "AGENT", "MESSAGES", "LAST ACTIVITY", "TITLE")]
     rows += [
@@ -81,7 +82,7 @@ async def _list(client: AgentRuntimeClient, *, as_json: bool) -> None:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print(
+        _print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]
         )
 
@@ -92,23 +93,23 @@ async def _show(client: AgentRuntimeClient, session_id: str, *, as_json: bool) -
     if as_json:
         document = {"session": _as_dict(session), "messages": [_as_dict(m) for m in messages]}
         json.dump(document, sys.stdout, indent=2)
-        print()
+        _print()
         return
-    print(f"session {session.session_id}" + (f" - {session.title}" if session.title else ""))
-    print(f"  agent: {session.agent}")
-    print(
+    _print(f"session {session.session_id}" + (f" - {session.title}" if session.title else ""))
+    _print(f"  agent: {session.agent}")
+    _print(
         f"  created: {_time(session.created_at)}, last activity: {_time(session.last_activity_at)}"
     )
-    print(
+    _print(
         f"  messages: {session.message_count}, pending approvals: {session.pending_approvals_count}"
     )
     if session.running_turn_id:
-        print(f"  running turn: {session.running_turn_id}")
+        _print(f"  running turn: {session.running_turn_id}")
     for switch in session.agent_history:
-        print(f"  agent switch: {switch.from_agent} -> {switch.to_agent} ({switch.reason})")
-    print()
+        _print(f"  agent switch: {switch.from_agent} -> {switch.to_agent} ({switch.reason})")
+    _print()
     for message in messages:
-        print(_message_line(message))
+        _print(_message_line(message))
 
 
 def _message_line(message: ses.Message) -> str:
@@ -123,6 +124,12 @@ def _message_line(message: ses.Message) -> str:
         arguments = json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)
         parts.append(f"-> {call.tool_name} {arguments} [{call.call_id}]")
     return f"{head}: {' '.join(parts)}".rstrip().replace("\n", "\n    ")
+
+
+def _print(*parts: str) -> None:
+    """Text the model wrote (titles, messages, tool output) with its control characters shown
+    as escapes: it cannot drive the terminal."""
+    print(*(visible(part) for part in parts))
 
 
 def _time(stamp: Any) -> str:

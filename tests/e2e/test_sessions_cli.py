@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent_runtime import bootstrap
-from agent_runtime.client import AgentRuntimeClient, AgentRuntimeError, reject
+from agent_runtime.client import AgentRuntimeClient, AgentRuntimeError, reject, tool_result
 from tests.support.cli_process import run_cli
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
 
@@ -104,3 +104,23 @@ async def test_bad_tls_flags_are_refused_before_connecting(target: str) -> None:
     unreadable = await run_cli("sessions", "list", "--tls-ca", "/nonexistent/ca.pem")
     assert unreadable.returncode == 2
     assert "cannot read /nonexistent/ca.pem" in unreadable.stderr
+
+
+async def test_show_prints_control_characters_from_the_model_as_escapes(
+    api: AgentRuntimeClient, target: str, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("read_file", {"path": "a\x1b[2K\u202eb"}),
+        text_answer("done\r\x1b]52;c;ZWNobw==\x07\x9b2J"),
+    )
+    [c async for c in api.stream_message("s1", "read it")]
+    [c async for c in api.stream_message("s1", tool_result("call_1", "x\x1b[31my"))]
+
+    shown = await run_cli("sessions", "show", "s1", "--target", target)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[5:] == [
+        "#1 user: read it",
+        r'#2 assistant: -> read_file {"path": "a\u001b[2K\u202eb"} [call_1]',
+        r"#3 tool [call_1]: x\u001b[31my",
+        r"#4 assistant: done\r\u001b]52;c;ZWNobw==\u0007\u009b2J",
+    ]

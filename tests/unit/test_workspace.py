@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent_runtime.domain.tools import TOOL_CATALOGUE
 from agent_runtime.terminal.chat import CONVERSATION_TOOLS, RUNTIME_TOOLS
-from agent_runtime.terminal.workspace import (
-    WORKSPACE_TOOLS,
-    ToolOutcome,
-    Workspace,
-    truncated,
-)
+from agent_runtime.terminal.clipped import NOTICE_ROOM, Clipped, truncated
+from agent_runtime.terminal.workspace import WORKSPACE_TOOLS, ToolOutcome, Workspace
 from tests.support.waiting import eventually
 
 
@@ -142,10 +140,29 @@ async def test_bad_arguments_are_tool_errors(ws: Workspace) -> None:
     assert await ws.run("teleport", {}) == ToolOutcome("unknown tool 'teleport'", is_error=True)
 
 
-def test_truncated_keeps_head_and_tail() -> None:
-    text = "a" * 50 + "b" * 50
-    assert truncated(text, 20) == "a" * 10 + "\n[... 80 characters cut ...]\n" + "b" * 10
+def test_truncated_keeps_head_and_tail_within_the_limit() -> None:
+    text = "a" * 150 + "b" * 150
+    assert truncated(text, 200) == "a" * 76 + "\n[... 148 characters cut ...]\n" + "b" * 76
+    assert len(truncated(text, 200)) <= 200
     assert truncated("short", 20) == "short"
+
+
+@given(st.lists(st.text(max_size=300)), st.integers(min_value=0, max_value=400))
+def test_text_clipped_piece_by_piece_is_the_whole_text_truncated(
+    pieces: list[str], limit: int
+) -> None:
+    clipped = Clipped(limit)
+    for piece in pieces:
+        clipped.add(piece)
+    whole = "".join(pieces)
+    assert clipped.text() == truncated(whole, limit)
+    assert len(clipped.text()) <= max(limit, NOTICE_ROOM)
+    if len(whole) <= limit:
+        assert clipped.text() == whole
+    else:
+        kept = max(limit - NOTICE_ROOM, 0) // 2
+        assert clipped.text().startswith(whole[:kept])
+        assert clipped.text().endswith(f"characters cut ...]\n{whole[len(whole) - kept :]}")
 
 
 async def test_a_cancelled_command_is_killed_with_its_children(ws: Workspace, root: Path) -> None:

@@ -4,19 +4,22 @@ server process whose model endpoint is the scripted FakeModelServer."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pexpect
-import pytest
 
 from agent_runtime.client import AgentRuntimeClient
 from agent_runtime.v1 import session_pb2 as ses
+from tests.support.chat_terminal import (
+    APPROVAL_PROMPT,
+    PROMPT,
+    Terminal,
+    open_chat,
+    serving,
+    tool_answer_sent,
+)
 from tests.support.cli_process import run_cli
 from tests.support.fake_model_server import (
     FakeModelServer,
@@ -27,89 +30,6 @@ from tests.support.fake_model_server import (
 )
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import eventually
-
-APPROVAL_PROMPT = r"\[a\]pprove, \[e\]dit, \[r\]eject\? "
-PROMPT = "you> "
-
-
-class Terminal:
-    """`agent-runtime chat` in a pseudo-terminal. expect() runs in a thread, so the event loop
-    (and the scripted model server on it) keeps serving while we wait for the screen."""
-
-    def __init__(self, *args: str) -> None:
-        self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "agent_runtime", "chat", *args],
-            encoding="utf-8",
-            timeout=20,
-            dimensions=(50, 200),
-        )
-
-    async def expect(self, pattern: str) -> str:
-        await asyncio.to_thread(self.child.expect, pattern)
-        return str(self.child.before) + str(self.child.after)
-
-    def type(self, line: str) -> None:
-        self.child.sendline(line)
-
-    async def leave(self, how: str = "ctrl-d") -> int:
-        if how == "ctrl-d":
-            self.child.sendeof()  # at the prompt
-        else:
-            self.type(how)
-        await asyncio.to_thread(self.child.expect, pexpect.EOF)
-        self.child.close()
-        return int(self.child.exitstatus or 0)
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    model_server: FakeModelServer, tmp_path: Path, **env: str
-) -> AsyncIterator[ServerProcess]:
-    process = ServerProcess(
-        tmp_path / "runtime.db",
-        env={
-            "AGENT_RUNTIME_LLM_BASE_URL": model_server.base_url,
-            "AGENT_RUNTIME_LLM_API_KEY": "sk-test",
-            **env,
-        },
-    )
-    await process.start()
-    try:
-        yield process
-    finally:
-        await process.terminate()
-
-
-@pytest.fixture
-async def server(model_server: FakeModelServer, tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    async with serving(model_server, tmp_path) as process:
-        yield process
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "workspace"
-    path.mkdir()
-    return path.resolve()
-
-
-@pytest.fixture
-async def api(server: ServerProcess) -> AsyncIterator[AgentRuntimeClient]:
-    async with AgentRuntimeClient(server.address) as client:
-        yield client
-
-
-def open_chat(server: ServerProcess, workspace: Path | None) -> Terminal:
-    args = ["--target", server.address, "--session", "s1"]
-    return Terminal(*args, *(["--workspace", str(workspace)] if workspace else []))
-
-
-def tool_answer_sent(model_server: FakeModelServer, request_index: int) -> dict[str, Any]:
-    """The tool message the runtime sent the model in its `request_index`-th request."""
-    message: dict[str, Any] = model_server.requests[request_index]["messages"][-1]
-    assert message["role"] == "tool"
-    return message
 
 
 async def test_tokens_are_shown_as_they_stream(
@@ -337,7 +257,7 @@ async def test_a_command_the_policy_lets_through_still_needs_the_users_yes(
         chat = open_chat(server, workspace)
         await chat.expect(PROMPT)
         chat.type("touch a file")
-        await chat.expect(r"run `touch ran.txt` in the workspace\? \[y/N\] ")
+        await chat.expect(r'run "touch ran.txt" in the workspace\? \[y/N\] ')
         chat.type("n")
         await chat.expect("assistant> You declined, fine")
         assert "declined" in tool_answer_sent(model_server, 1)["content"]
