@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer, StreamLimit
 from agent_runtime.api.agent_servicer import AgentServicer
@@ -99,12 +99,14 @@ async def start_grpc_server(
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
     metrics: RpcMetrics | None = None,
     tracer_provider: TracerProvider | None = None,
+    reflection: bool = True,
 ) -> GrpcServer:
     """Serve on `listen`: with `tls`, only over TLS (mTLS when it names a client CA).
 
     `api_keys` empty means development mode: every call acts for the default tenant (the
     composition root allows that on loopback addresses only). Health starts NOT_SERVING:
-    readiness_changed() says when the runtime is ready.
+    readiness_changed() says when the runtime is ready. `reflection` False keeps the schema
+    private: the reflection service is not registered (UNIMPLEMENTED).
     """
     credentials = tls.server_credentials() if tls is not None else None
     server = grpc.aio.server(
@@ -135,14 +137,15 @@ async def start_grpc_server(
     health_servicer = health.aio.HealthServicer()
     await _set_health(health_servicer, serving=False)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if reflection:
+        grpc_reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                grpc_reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     if credentials is None:
         port = server.add_insecure_port(listen)
     else:

@@ -100,7 +100,7 @@ def find_grpcurl() -> str | None:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"llm_base_url": ""}  # the built-in deterministic fake model
+    return {"model": {"base_url": ""}}  # the built-in deterministic fake model
 
 
 @pytest.fixture
@@ -272,7 +272,8 @@ def test_the_readme_session_is_found_with_its_samples() -> None:
 
 
 @pytest.mark.parametrize(
-    "settings_overrides", [{"llm_base_url": "", "fake_model_word_delay_ms": WORD_DELAY_MS}]
+    "settings_overrides",
+    [{"model": {"base_url": ""}, "fake_model": {"word_delay_ms": WORD_DELAY_MS}}],
 )
 async def test_the_readme_session_prints_what_the_readme_shows(
     grpcurl_executable: str, runtime: bootstrap.RunningRuntime

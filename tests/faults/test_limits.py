@@ -33,7 +33,7 @@ async def test_a_request_over_the_transport_limit_is_resource_exhausted(
 class TestStreamLimit:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"max_concurrent_streams": 2}
+        return {"server": {"max_concurrent_streams": 2}}
 
     async def test_one_stream_too_many_is_refused_with_retry_info(
         self, client: Client, model_server: FakeModelServer

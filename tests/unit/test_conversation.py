@@ -22,7 +22,7 @@ from agent_runtime.application.turn_inputs import (
     SUPERSEDED_TOOL_RESULT,
 )
 from agent_runtime.application.turn_settings import TurnSettings
-from agent_runtime.bootstrap import build_turns
+from agent_runtime.application.wiring import build_turns
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
@@ -55,7 +55,8 @@ class Conversation:
             self.uows,
             self.model,
             default_agents(),
-            TurnSettings(default_model="m", **settings),
+            TurnSettings(**settings),
+            default_model="m",
             clock=self.clock,
         ).handler
 
@@ -217,7 +218,7 @@ async def test_an_expired_approval_behaves_as_rejected() -> None:
     convo = Conversation(
         tool_answer("delete_file", '{"path": "old.py"}', "call_d"),
         text_answer("OK, left it."),
-        approval_ttl=timedelta(minutes=10),
+        approval_ttl_seconds=600,
     )
     await convo.say("delete old.py")
     convo.clock.now += timedelta(minutes=11)
