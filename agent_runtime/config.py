@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from pydantic.fields import FieldInfo
 
 from agent_runtime.access_config import ApiKeySettings, is_loopback
+from agent_runtime.api.server import DEFAULT_MAX_CONCURRENT_STREAMS
 from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.environment import ConfigError, Env
@@ -29,11 +30,14 @@ __all__ = ["ConfigError", "DatabaseSettings", "ServerSettings", "Settings", "con
 
 
 class ServerSettings(BaseModel):
+    """This process as a server: where it listens, how many streams it carries, whether its
+    schema is public, how it stops, which agents it serves and where it relays chunks."""
+
     model_config = ConfigDict(frozen=True)
 
     listen: str = "127.0.0.1:50051"
     # Open streaming calls at most; one more gets RESOURCE_EXHAUSTED.
-    max_concurrent_streams: PositiveInt = 2000
+    max_concurrent_streams: PositiveInt = DEFAULT_MAX_CONCURRENT_STREAMS
     # The reflection service (grpcurl list/describe); off keeps the schema private.
     reflection: bool = True
     # On SIGTERM/SIGINT, how long running calls may finish.
@@ -46,7 +50,8 @@ class ServerSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    url: str = DEFAULT_DATABASE_URL
+    # May hold a password: never shown.
+    url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
     # Connections kept open per process (as many again for bursts): one per transaction in
     # flight, not per open stream, as no transaction spans a model call.
     pool_size: PositiveInt = 10
@@ -69,7 +74,8 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, overrides: Mapping[str, str] | None = None) -> Settings:
         """Every concern from the environment; `overrides` (variables by name: the `serve`
-        flags) win over it. ConfigError names the variables that are wrong."""
+        flags) win over it. ConfigError names the variables that are wrong; the rules across
+        them are check()'s, which `serve` applies (`migrate` needs no server rules)."""
         given = dict(overrides or {})
         if unknown := set(given) - set(variables()):
             raise ConfigError(f"not a setting: {', '.join(sorted(unknown))}")
@@ -81,9 +87,7 @@ class Settings(BaseModel):
                 problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems)) from None
-        settings = cls.model_validate(read)
-        settings.check()
-        return settings
+        return cls.model_validate(read)
 
     @property
     def grpc_transport(self) -> Transport:

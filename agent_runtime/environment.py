@@ -62,8 +62,8 @@ _ALLOWED = {
 @cache
 def _source(model: type[M], env: Env) -> type[M]:
     class FromEnvironment(model, BaseSettings):  # type: ignore[valid-type,misc]
-        # Empty means unset (unless empty_is_error: _read refuses it first); decoding off: a
-        # field parses its own text (JSON headers, key=tenant lists).
+        # Empty means unset (unless empty_is_error: Env.read refuses it first); decoding off:
+        # a field parses its own text (JSON headers, key=tenant lists).
         model_config = SettingsConfigDict(
             env_prefix=f"AGENT_RUNTIME_{env.prefix}",
             env_ignore_empty=True,

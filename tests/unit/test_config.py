@@ -19,6 +19,7 @@ from agent_runtime.config import (
     DatabaseSettings,
     ServerSettings,
     Settings,
+    concerns,
     variables,
 )
 from agent_runtime.infrastructure.db.engine import normalise_database_url
@@ -54,6 +55,8 @@ def shown(info: FieldInfo) -> str | None:
 
 def test_the_readme_documents_every_variable_with_its_default() -> None:
     in_readme, in_models = documented(), variables()
+    fields = sum(len(model.model_fields) for _, model, _ in concerns())
+    assert len(in_models) == fields, "two fields read the same variable"
     assert sorted(in_readme) == sorted(in_models)
     for name, cell in in_readme.items():
         default = shown(in_models[name])
