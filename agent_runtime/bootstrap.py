@@ -132,7 +132,8 @@ async def start(
     except OSError as exc:
         raise ConfigError(f"cannot read a TLS file: {exc}") from None
     log_access_mode(settings.api_keys, settings.server.listen, settings.tls)
-    agents = load_agents(settings.server.agents_file) if settings.server.agents_file else None
+    agents_file = settings.server.agents_file
+    agents = load_agents(agents_file) if agents_file else default_agents()
     env = os.environ if env is None else env
     async with AsyncExitStack() as stack:
         try:
@@ -168,7 +169,7 @@ async def start(
             commits=uows.signal,
             llm=llm,
             default_model=model_name,
-            agents=agents or default_agents(),
+            agents=agents,
             live=live,
             relay=relay,
             metrics=prometheus or NoMetrics(),
