@@ -9,15 +9,68 @@ Error messages name the setting and the entry's position, never the key.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent_runtime.domain.tenants import is_valid_tenant_id
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+from agent_runtime.domain.tenants import DEFAULT_TENANT, is_valid_tenant_id
+
+if TYPE_CHECKING:
+    from agent_runtime.api.transport import TlsFiles
+
+log = logging.getLogger("agent_runtime")
 
 LOOPBACK_NAMES = frozenset({"localhost"})
+KEYS_VARIABLE = "AGENT_RUNTIME_API_KEYS"
+KEYS_FILE_VARIABLE = "AGENT_RUNTIME_API_KEYS_FILE"
 
 
 class AccessConfigError(ValueError):
     """An API key entry or listen address the server cannot accept (message names where)."""
+
+
+class ApiKeySettings(BaseModel):
+    """Where the API keys come from; neither set: development mode. config.py reads it from
+    AGENT_RUNTIME_API_<FIELD>. The keys are read (the file too) when the settings are made,
+    so a bad entry stops start-up."""
+
+    model_config = ConfigDict(frozen=True, ignored_types=(cached_property,))
+
+    keys: SecretStr | None = None
+    keys_file: str | None = None
+
+    @property
+    def development_mode(self) -> bool:
+        return self.keys is None and self.keys_file is None
+
+    @cached_property
+    def by_key(self) -> dict[str, str]:
+        """API key -> tenant, from both sources (AccessConfigError naming what is wrong)."""
+        inline = self.keys.get_secret_value() if self.keys is not None else None
+        return merge_api_keys(
+            parse_api_keys(inline, KEYS_VARIABLE) if inline is not None else {},
+            load_api_keys_file(self.keys_file, KEYS_FILE_VARIABLE) if self.keys_file else {},
+        )
+
+    @model_validator(mode="after")
+    def _readable(self) -> ApiKeySettings:
+        self.by_key  # noqa: B018 (read now: a bad entry is a settings error)
+        return self
+
+
+def load_api_keys_file(path: str, setting: str) -> dict[str, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AccessConfigError(f"{setting}: cannot read {path}: {exc}") from None
+    try:
+        return parse_api_keys_file(text, setting)
+    except AccessConfigError as exc:
+        raise AccessConfigError(f"{exc} (file {path})") from None
 
 
 def parse_api_keys(raw: str, setting: str) -> dict[str, str]:
@@ -42,7 +95,7 @@ def merge_api_keys(*sources: Mapping[str, str]) -> dict[str, str]:
         for key, tenant in source.items():
             if merged.get(key, tenant) != tenant:
                 raise AccessConfigError(
-                    "AGENT_RUNTIME_API_KEYS and AGENT_RUNTIME_API_KEYS_FILE give the same key to "
+                    f"{KEYS_VARIABLE} and {KEYS_FILE_VARIABLE} give the same key to "
                     f"two tenants ({merged[key]!r} and {tenant!r}); each key belongs to one tenant"
                 )
             merged[key] = tenant
@@ -96,3 +149,26 @@ def is_loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # "", 0.0.0.0-like wildcards are addresses; other names may be anything
+
+
+def log_access_mode(keys: ApiKeySettings, listen: str, tls: TlsFiles) -> None:
+    """Says at start-up who may call: anyone (development mode), or holders of API keys."""
+    if keys.development_mode:
+        log.warning(
+            "development mode: no API keys configured, so there is no authentication and every "
+            "call acts for tenant %r; listening on loopback only",
+            DEFAULT_TENANT,
+        )
+        return
+    log.info(
+        "API keys configured: %d keys for %d tenants%s",
+        len(keys.by_key),
+        len(set(keys.by_key.values())),
+        ", mutual TLS" if tls.client_ca_file else ", TLS" if tls.enabled else "",
+    )
+    if not tls.enabled and not is_loopback(listen):
+        log.warning(
+            "serving %s without TLS: API keys cross the network in clear text unless a "
+            "proxy in front terminates TLS (AGENT_RUNTIME_TLS_CERT_FILE/_KEY_FILE)",
+            listen,
+        )

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from agent_runtime import bootstrap
-from agent_runtime.config import ConfigError, Settings, load_api_keys_file, parse_headers
+from agent_runtime.config import ConfigError, Settings, variables
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.agents_file import AgentsFileError
 from agent_runtime.infrastructure.observability.logs import configure_logging
@@ -83,26 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(os.environ)
-    extra = getattr(args, "llm_extra_headers", None)
-    stream = getattr(args, "llm_stream", None)
-    keys_file = getattr(args, "api_keys_file", None)
-    return settings.with_overrides(
-        api_keys=load_api_keys_file(keys_file, "--api-keys-file") if keys_file else None,
-        tls_cert_file=getattr(args, "tls_cert_file", None),
-        tls_key_file=getattr(args, "tls_key_file", None),
-        tls_client_ca_file=getattr(args, "tls_client_ca_file", None),
-        listen=getattr(args, "listen", None),
-        database_url=args.database_url,
-        llm_base_url=getattr(args, "llm_base_url", None),
-        llm_api_key=getattr(args, "llm_api_key", None),
-        llm_model=getattr(args, "llm_model", None),
-        llm_extra_headers=parse_headers(extra, "--llm-extra-headers") if extra else None,
-        llm_stream=None if stream is None else stream == "true",
-        log_level=getattr(args, "log_level", None),
-        log_format=getattr(args, "log_format", None),
-        metrics_listen=getattr(args, "metrics_listen", None),
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment's settings; a flag given wins over the variable it is named after."""
+    known = variables()
+    flags = {f"AGENT_RUNTIME_{dest.upper()}": value for dest, value in vars(args).items()}
+    return Settings.from_env(
+        {name: value for name, value in flags.items() if name in known and value is not None}
     )
 
 
@@ -111,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if terminal.is_terminal_command(args):
         return terminal.run(args)
     try:
-        settings = _settings(args)
+        settings = settings_from(args)
     except ConfigError as exc:
         print(f"agent-runtime: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.observability.log_level, settings.observability.log_format)
     try:
         if args.command == "migrate":
             asyncio.run(bootstrap.migrate(settings))

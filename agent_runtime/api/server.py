@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from agent_runtime.api.agent_runtime_servicer import AgentRuntimeServicer
 from agent_runtime.api.agent_servicer import AgentServicer
@@ -101,6 +101,7 @@ async def start_grpc_server(
     max_streams_per_tenant: int | None = None,
     metrics: RpcMetrics | None = None,
     tracer_provider: TracerProvider | None = None,
+    reflection: bool = True,
 ) -> GrpcServer:
     """Serve on `listen`: with `tls`, only over TLS (mTLS when it names a client CA).
 
@@ -108,7 +109,8 @@ async def start_grpc_server(
     composition root allows that on loopback addresses only). Health starts NOT_SERVING:
     readiness_changed() says when the runtime is ready. At most `max_concurrent_streams`
     streaming calls are open at once, `max_streams_per_tenant` of them (None: no lower
-    limit) for any one tenant.
+    limit) for any one tenant. `reflection` False keeps
+    the schema private: the reflection service is not registered (UNIMPLEMENTED).
     """
     stream_limits = StreamLimits(max_concurrent_streams, max_streams_per_tenant)
     credentials = tls.server_credentials() if tls is not None else None
@@ -142,14 +144,15 @@ async def start_grpc_server(
     health_servicer = health.aio.HealthServicer()
     await _set_health(health_servicer, serving=False)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if reflection:
+        grpc_reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                grpc_reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     if credentials is None:
         port = server.add_insecure_port(listen)
     else:

@@ -1,23 +1,35 @@
-"""How the gRPC server talks on the wire: TLS credentials and HTTP/2 transport options."""
+"""How the gRPC server talks on the wire: TLS credentials and HTTP/2 transport options.
+
+Plain pydantic models: config.py reads TlsFiles from AGENT_RUNTIME_TLS_<FIELD> and Transport
+from AGENT_RUNTIME_GRPC_<FIELD>, so a field's name is the rest of its variable's name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
 
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """PEM files. With a client CA, clients must present a certificate it signed (mTLS)."""
+class TlsFiles(BaseModel):
+    """PEM files; without a certificate, no TLS. With a client CA, clients must present a
+    certificate it signed (mTLS)."""
 
-    cert_file: str
-    key_file: str
-    client_ca_file: str = ""
+    model_config = ConfigDict(frozen=True)
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Reads the files now; an unreadable one raises OSError naming it."""
+        if self.cert_file is None or self.key_file is None:
+            raise ValueError("TLS needs a certificate and its key")
         key = Path(self.key_file).read_bytes()
         chain = Path(self.cert_file).read_bytes()
         client_ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
@@ -28,8 +40,11 @@ class TlsFiles:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Transport:
+# gRPC's own default for one message.
+MIN_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class Transport(BaseModel):
     """HTTP/2 settings of the server; the defaults suit long-lived streams.
 
     Keepalive: the server pings a connection that has been quiet for `keepalive_time_ms` and
@@ -40,21 +55,38 @@ class Transport:
     `min_ping_interval_ms` and, if `permit_without_calls`, with no call open.
     """
 
-    max_receive_message_bytes: int = 4 * 1024 * 1024
-    max_send_message_bytes: int = 4 * 1024 * 1024
-    keepalive_time_ms: int = 60_000
-    keepalive_timeout_ms: int = 20_000
+    model_config = ConfigDict(frozen=True)
+
+    # None: room for the largest allowed content (with_room_for), at least MIN_MESSAGE_BYTES.
+    max_receive_message_bytes: PositiveInt | None = None
+    max_send_message_bytes: PositiveInt | None = None
+    keepalive_time_ms: PositiveInt = 60_000
+    keepalive_timeout_ms: PositiveInt = 20_000
     keepalive_permit_without_calls: bool = True
-    min_ping_interval_ms: int = 10_000
-    max_pings_without_data: int = 0
+    min_ping_interval_ms: PositiveInt = 10_000
+    # 0: no limit.
+    max_pings_without_data: NonNegativeInt = 0
     # Streams one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
     # the client queues beyond it). None: gRPC's default, no limit per connection.
-    max_concurrent_streams_per_connection: int | None = None
+    max_concurrent_streams_per_connection: PositiveInt | None = None
+
+    def with_room_for(self, content_bytes: int) -> Transport:
+        """The message limits left unset made at least 4 MiB and twice `content_bytes` (the
+        largest user message: a request carries its content and more)."""
+        room = max(MIN_MESSAGE_BYTES, content_bytes * 2)
+        return self.model_copy(
+            update={
+                "max_receive_message_bytes": self.max_receive_message_bytes or room,
+                "max_send_message_bytes": self.max_send_message_bytes or room,
+            }
+        )
 
     def options(self) -> list[tuple[str, int]]:
+        receive = self.max_receive_message_bytes or MIN_MESSAGE_BYTES
+        send = self.max_send_message_bytes or MIN_MESSAGE_BYTES
         options = [
-            ("grpc.max_receive_message_length", self.max_receive_message_bytes),
-            ("grpc.max_send_message_length", self.max_send_message_bytes),
+            ("grpc.max_receive_message_length", receive),
+            ("grpc.max_send_message_length", send),
             ("grpc.keepalive_time_ms", self.keepalive_time_ms),
             ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", int(self.keepalive_permit_without_calls)),

@@ -1,22 +1,42 @@
-"""The limits and defaults every turn runs with."""
+"""The limits every turn runs with, and who owns the turns of this process.
+
+A plain pydantic model: config.py reads it from AGENT_RUNTIME_<FIELD> (e.g.
+AGENT_RUNTIME_MAX_ITERATIONS), so a field's name is its variable's name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-@dataclass(frozen=True, slots=True)
-class TurnSettings:
-    default_model: str
+# The owner name of a process left unnamed: fine alone, wrong for replicas sharing a database.
+DEFAULT_INSTANCE_ID = "local"
+
+
+class TurnSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     # Messages sent to the model at most (oldest dropped first); bounds per-turn cost.
-    context_window_messages: int = 200
-    max_message_bytes: int = 256 * 1024
+    context_window_messages: PositiveInt = 200
+    # One user message (UTF-8 bytes).
+    max_message_bytes: PositiveInt = 256 * 1024
     # Model calls one turn may make (tool-error retries, reject-then-continue, switch_mode).
-    max_iterations: int = 8
-    approval_ttl: timedelta = timedelta(minutes=10)
+    max_iterations: PositiveInt = 8
+    # How long a pending approval waits; older ones behave as rejected.
+    approval_ttl_seconds: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     # The longest a turn may run; None: no limit beyond the model client's own timeouts.
-    turn_timeout: float | None = 900.0
-    # Who runs the turns of this process, and how long a turn's claim lasts unrenewed.
-    owner: str = "local"
-    lease: timedelta = timedelta(seconds=30)
+    turn_timeout_seconds: float | None = Field(default=900.0, gt=0)
+    # Names this process as the owner of its turns; each replica on one database needs its
+    # own. A restarted process reclaims at once the turns its earlier life left running.
+    instance_id: str = Field(default=DEFAULT_INSTANCE_ID, min_length=1)
+    # A running turn's claim lasts this long unrenewed (renewed every third of it).
+    lease_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+
+    @property
+    def approval_ttl(self) -> timedelta:
+        return timedelta(seconds=self.approval_ttl_seconds)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)

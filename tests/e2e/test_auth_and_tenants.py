@@ -45,7 +45,8 @@ A, B, C = bearer(KEY_A), bearer(KEY_B), api_key(KEY_C)
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     # The built-in fake model: it answers at once and can ask for an approval on request.
-    return {"api_keys": KEYS, "llm_base_url": ""}
+    keys = ",".join(f"{key}={tenant}" for key, tenant in KEYS.items())
+    return {"api_keys": {"keys": keys}, "model": {"base_url": ""}}
 
 
 async def failure(call: Callable[[], Awaitable[object]]) -> RichError:

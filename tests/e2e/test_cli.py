@@ -12,9 +12,10 @@ import pytest
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_RUNTIME_")}
     return subprocess.run(
         [sys.executable, "-m", "agent_runtime", *args],
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -24,7 +25,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     db = tmp_path / "nested" / "runtime.db"
-    result = run_cli("migrate", "--database-url", f"sqlite+aiosqlite:///{db}")
+    # The server's rules are not migrate's: no keys and a public address are fine here.
+    result = run_cli(
+        "migrate",
+        "--database-url",
+        f"sqlite+aiosqlite:///{db}",
+        env={"AGENT_RUNTIME_LISTEN": "0.0.0.0:50051"},
+    )
     assert result.returncode == 0, result.stderr
     tables = {
         row[0]
@@ -70,11 +77,7 @@ def test_serve_without_keys_refuses_a_non_loopback_address(tmp_path: Path) -> No
         "serve",
         "--listen",
         "0.0.0.0:0",
-        env={
-            "AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
-            "AGENT_RUNTIME_API_KEYS": "",
-            "AGENT_RUNTIME_API_KEYS_FILE": "",
-        },
+        env={"AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"},
     )
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0:0: no API keys are configured" in result.stderr
@@ -101,5 +104,37 @@ def test_serve_reads_the_keys_file_flag_and_names_a_bad_line(tmp_path: Path) -> 
         env={"AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"},
     )
     assert result.returncode == 2
-    assert "--api-keys-file, line 2: expected key=tenant" in result.stderr
+    assert "AGENT_RUNTIME_API_KEYS_FILE, line 2: expected key=tenant" in result.stderr
     assert "secret-without-tenant" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["AGENT_RUNTIME_API_KEYS", "AGENT_RUNTIME_TLS_CERT_FILE"])
+def test_an_auth_variable_set_but_empty_stops_serve(tmp_path: Path, name: str) -> None:
+    # Before: AGENT_RUNTIME_API_KEYS="" meant no keys, so development mode and no
+    # authentication, without a word.
+    result = run_cli(
+        "serve",
+        env={"AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db", name: ""},
+    )
+    assert result.returncode == 2
+    assert f"agent-runtime: {name} is set but empty" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_bad_value_is_one_line_naming_variable_and_value_never_a_secret(
+    tmp_path: Path,
+) -> None:
+    result = run_cli(
+        "serve",
+        "--llm-api-key",
+        "sk-very-secret",
+        env={
+            "AGENT_RUNTIME_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+            "AGENT_RUNTIME_LLM_MAX_ATTEMPTS": "zero",
+        },
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "agent-runtime: AGENT_RUNTIME_LLM_MAX_ATTEMPTS='zero': must be a whole number\n"
+    )

@@ -211,7 +211,7 @@ async def test_list_agents(client: Client) -> None:
 class TestExpiry:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"approval_ttl_seconds": 0.05}
+        return {"turns": {"approval_ttl_seconds": 0.05}}
 
     async def test_expired_approval_behaves_as_rejected(
         self, client: Client, model_server: FakeModelServer
@@ -247,7 +247,7 @@ class TestAgentsFile:
             'system_prompt = "You are a meticulous reviewer."\n'
             'allowed_tools = ["read_file"]\n'
         )
-        return {"agents_file": str(path)}
+        return {"server": {"agents_file": str(path)}}
 
     async def test_agents_from_the_file_are_served(
         self, client: Client, model_server: FakeModelServer

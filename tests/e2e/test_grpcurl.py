@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent_runtime import bootstrap
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +101,7 @@ def find_grpcurl() -> str | None:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"llm_base_url": ""}  # the built-in deterministic fake model
+    return {"model": {"base_url": ""}}  # the built-in deterministic fake model
 
 
 @pytest.fixture
@@ -117,6 +118,34 @@ def grpcurl_executable() -> str:
 @pytest.fixture
 def grpcurl(grpcurl_executable: str, runtime: bootstrap.RunningRuntime) -> Grpcurl:
     return Grpcurl(grpcurl_executable, f"127.0.0.1:{runtime.port}")
+
+
+@pytest.mark.parametrize("reflection", ["true", "false"])
+async def test_reflection_can_be_turned_off(
+    grpcurl_executable: str, tmp_path: Path, reflection: str
+) -> None:
+    server = ServerProcess(tmp_path / "rt.db", env={"AGENT_RUNTIME_REFLECTION": reflection})
+    await server.start()
+    try:
+        run = Grpcurl(grpcurl_executable, server.address)
+        listed = await run("list")
+        protos = Path(__file__).parents[2] / "protos"
+        # Without reflection, a client that has the protos still calls every service.
+        with_protos = await run_grpcurl(
+            grpcurl_executable,
+            "-plaintext",
+            *("-import-path", str(protos), "-proto", "agent_runtime/v1/session.proto"),
+            *("-d", "{}", server.address, "agent_runtime.v1.SessionService/ListSessions"),
+        )
+    finally:
+        assert await server.terminate() == 0, server.output()
+    assert with_protos.code == 0, with_protos.err
+    if reflection == "true":
+        assert listed.code == 0, listed.err
+        assert set(listed.out.split()) >= RUNTIME_SERVICES
+    else:
+        assert listed.code != 0
+        assert "does not support the reflection API" in listed.err, listed.err
 
 
 async def test_reflection_lists_the_services(grpcurl: Grpcurl) -> None:
@@ -272,7 +301,8 @@ def test_the_readme_session_is_found_with_its_samples() -> None:
 
 
 @pytest.mark.parametrize(
-    "settings_overrides", [{"llm_base_url": "", "fake_model_word_delay_ms": WORD_DELAY_MS}]
+    "settings_overrides",
+    [{"model": {"base_url": ""}, "fake_model": {"word_delay_ms": WORD_DELAY_MS}}],
 )
 async def test_the_readme_session_prints_what_the_readme_shows(
     grpcurl_executable: str, runtime: bootstrap.RunningRuntime

@@ -26,7 +26,12 @@ WAIT_SECONDS = 10.0
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"health_check_interval_seconds": 0.05, "health_check_timeout_seconds": 0.5}
+    return {
+        "observability": {
+            "health_check_interval_seconds": 0.05,
+            "health_check_timeout_seconds": 0.5,
+        }
+    }
 
 
 @pytest.fixture

@@ -35,7 +35,9 @@ GET_SESSION = "/agent_runtime.v1.SessionService/GetSession"
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"metrics_listen": "127.0.0.1:0", "health_check_interval_seconds": 0.05}
+    return {
+        "observability": {"metrics_listen": "127.0.0.1:0", "health_check_interval_seconds": 0.05}
+    }
 
 
 class Scraper:

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from agent_runtime import bootstrap
-from agent_runtime.config import Settings
+from agent_runtime.config import DatabaseSettings, ServerSettings, Settings
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc, session_pb2_grpc
 from agent_runtime.v1 import session_pb2 as ses
@@ -109,7 +109,8 @@ async def test_a_crash_mid_turn_keeps_the_input_and_frees_the_session(
 
 async def test_reflection_health_and_builtin_fake_model(tmp_path: Path) -> None:
     settings = Settings(
-        listen="127.0.0.1:0", database_url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
     )
     runtime = await bootstrap.start(settings)
     address = f"127.0.0.1:{runtime.port}"

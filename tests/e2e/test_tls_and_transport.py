@@ -6,13 +6,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
+from pydantic import SecretStr
 
 from agent_runtime import bootstrap
-from agent_runtime.config import Settings
+from agent_runtime.access_config import ApiKeySettings
+from agent_runtime.api.transport import TlsFiles, Transport
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.config import DatabaseSettings, ServerSettings, Settings
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc
@@ -49,15 +52,15 @@ async def running(settings: Settings) -> AsyncIterator[bootstrap.RunningRuntime]
         await runtime.stop(grace=None)
 
 
-def tls_settings(tmp_path: Path, certs: Certificates, **more: Any) -> Settings:
-    values: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}",
-        "api_keys": {KEY: "tenant-a"},
-        "tls_cert_file": str(certs.server_cert),
-        "tls_key_file": str(certs.server_key),
-    }
-    return Settings(**(values | more))
+def tls_settings(tmp_path: Path, certs: Certificates, **tls: str) -> Settings:
+    return Settings(
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
+        api_keys=ApiKeySettings(keys=SecretStr(f"{KEY}=tenant-a")),
+        tls=TlsFiles.model_validate(
+            {"cert_file": str(certs.server_cert), "key_file": str(certs.server_key)} | tls
+        ),
+    )
 
 
 def channel_credentials(
@@ -111,7 +114,7 @@ async def test_tls_serves_secure_channels_and_refuses_plaintext(
 async def test_mutual_tls_needs_a_client_certificate_signed_by_the_client_ca(
     tmp_path: Path, certs: Certificates, other_certs: Certificates
 ) -> None:
-    settings = tls_settings(tmp_path, certs, tls_client_ca_file=str(certs.ca))
+    settings = tls_settings(tmp_path, certs, client_ca_file=str(certs.ca))
     async with running(settings) as runtime:
         address = f"127.0.0.1:{runtime.port}"
         for credentials in (
@@ -129,7 +132,7 @@ async def test_mutual_tls_needs_a_client_certificate_signed_by_the_client_ca(
 async def test_an_unreadable_tls_file_stops_start_up_naming_it(
     tmp_path: Path, certs: Certificates
 ) -> None:
-    settings = tls_settings(tmp_path, certs, tls_key_file=str(tmp_path / "no-such.key"))
+    settings = tls_settings(tmp_path, certs, key_file=str(tmp_path / "no-such.key"))
     with pytest.raises(ValueError, match=r"cannot read a TLS file.*no-such\.key"):
         await bootstrap.start(settings)
 
@@ -139,7 +142,8 @@ async def test_development_mode_says_so_in_the_log(
 ) -> None:
     caplog.set_level(logging.INFO)
     settings = Settings(
-        listen="127.0.0.1:0", database_url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
     )
     async with running(settings):
         pass
@@ -177,12 +181,14 @@ async def test_message_size_limits_apply_and_normal_traffic_flows(
     tmp_path: Path,
 ) -> None:
     settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}",
-        max_message_bytes=1000,
-        grpc_max_receive_message_bytes=4000,
-        grpc_keepalive_time_ms=30_000,
-        grpc_max_concurrent_streams_per_connection=4,
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
+        turns=TurnSettings(max_message_bytes=1000),
+        transport=Transport(
+            max_receive_message_bytes=4000,
+            keepalive_time_ms=30_000,
+            max_concurrent_streams_per_connection=4,
+        ),
     )
     async with (
         running(settings) as runtime,
@@ -218,11 +224,13 @@ class Http2PingCounter:
 
 async def test_the_server_sends_keepalive_pings_on_a_quiet_stream(tmp_path: Path) -> None:
     settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}",
-        grpc_keepalive_time_ms=100,
-        grpc_keepalive_timeout_ms=5_000,
-        grpc_max_pings_without_data=0,  # keep pinging through a long silence
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
+        transport=Transport(
+            keepalive_time_ms=100,
+            keepalive_timeout_ms=5_000,
+            max_pings_without_data=0,  # keep pinging through a long silence
+        ),
     )
     counter = Http2PingCounter()
     async with running(settings) as runtime, TcpProxy("127.0.0.1", runtime.port) as proxy:

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_runtime import bootstrap
-from agent_runtime.config import Settings
+from agent_runtime.config import DatabaseSettings, ServerSettings, Settings
+from agent_runtime.infrastructure.llm.endpoint import ModelEndpoint
 from agent_runtime.v1 import agent_pb2
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import FakeModelServer, stall_after, text_answer
@@ -55,9 +56,9 @@ async def traced_client(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"sqlite+aiosqlite:///{db_path}",
-        llm_base_url=model_server.base_url,
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{db_path}"),
+        model=ModelEndpoint(base_url=model_server.base_url),
     )
     runtime = await bootstrap.start(settings, tracer_provider=provider, env={})
     try:

@@ -123,12 +123,16 @@ class Runtime:
         await self._model.start()
         self._model.default_response = text_answer("ok")
         self._running = await bootstrap.start(
-            Settings(
-                listen="127.0.0.1:0",
-                database_url=f"sqlite+aiosqlite:///{self.db_path}",
-                llm_base_url=self._model.base_url,
-                llm_api_key="sk-test",
-                llm_retry_base_delay=0.01,
+            Settings.model_validate(
+                {
+                    "server": {"listen": "127.0.0.1:0"},
+                    "database": {"url": f"sqlite+aiosqlite:///{self.db_path}"},
+                    "model": {
+                        "base_url": self._model.base_url,
+                        "api_key": "sk-test",
+                        "retry_base_delay": 0.01,
+                    },
+                }
             )
         )
         self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{self._running.port}")

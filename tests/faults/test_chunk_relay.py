@@ -12,7 +12,9 @@ import grpc
 import pytest
 
 from agent_runtime import bootstrap
-from agent_runtime.config import ConfigError, Settings
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.config import ConfigError, DatabaseSettings, ServerSettings, Settings
+from agent_runtime.infrastructure.llm.endpoint import ModelEndpoint
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from tests.support.databases import postgres_admin_url, scratch_postgres
 from tests.support.fake_model_server import FakeModelServer, gated_answer
@@ -26,9 +28,8 @@ async def test_start_up_fails_naming_the_setting_when_nats_is_unreachable(
     tmp_path: Path,
 ) -> None:
     settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}",
-        nats_url="nats://127.0.0.1:1",  # nothing listens there
+        server=ServerSettings(listen="127.0.0.1:0", nats_url="nats://127.0.0.1:1"),  # no NATS
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}"),
     )
     with pytest.raises(ConfigError, match="AGENT_RUNTIME_NATS_URL") as raised:
         await bootstrap.start(settings)
@@ -38,9 +39,9 @@ async def test_start_up_fails_naming_the_setting_when_nats_is_unreachable(
 
 async def test_a_failed_start_up_leaves_no_relay_or_database_behind() -> None:
     settings = Settings(
-        listen="127.0.0.1:0",
-        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/test",  # nothing listens there
-        nats_url=nats_url(),
+        server=ServerSettings(listen="127.0.0.1:0", nats_url=nats_url()),
+        # Nothing listens there.
+        database=DatabaseSettings(url="postgresql+asyncpg://postgres@127.0.0.1:1/test"),
     )
     before = asyncio.all_tasks()
     with pytest.raises(OSError):  # connection refused
@@ -63,11 +64,10 @@ async def two_replicas(model_server: FakeModelServer) -> AsyncIterator[TwoReplic
     async with scratch_postgres(postgres_admin_url()) as database, AsyncExitStack() as stack:
         for name in ("replica-a", "replica-b"):
             settings = Settings(
-                listen="127.0.0.1:0",
-                database_url=database,
-                llm_base_url=model_server.base_url,
-                instance_id=name,
-                nats_url=url,
+                server=ServerSettings(listen="127.0.0.1:0", nats_url=url),
+                database=DatabaseSettings(url=database),
+                model=ModelEndpoint(base_url=model_server.base_url),
+                turns=TurnSettings(instance_id=name),
             )
             running = await bootstrap.start(settings)
             stack.push_async_callback(running.stop, None)

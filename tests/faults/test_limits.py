@@ -115,7 +115,7 @@ async def admitted_again(client: Client, count: int, metadata: Metadata = ()) ->
 class TestStreamLimit:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"max_concurrent_streams": 2}
+        return {"server": {"max_concurrent_streams": 2}}
 
     async def test_one_stream_too_many_is_refused_with_quota_failure_and_retry_info(
         self, client: Client, model_server: FakeModelServer
@@ -218,7 +218,11 @@ class TestStreamLimit:
 class TestStreamLimitPerTenant:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"api_keys": KEYS, "max_concurrent_streams": 4, "max_streams_per_tenant": 2}
+        keys = ",".join(f"{key}={tenant}" for key, tenant in KEYS.items())
+        return {
+            "api_keys": {"keys": keys},
+            "server": {"max_concurrent_streams": 4, "max_streams_per_tenant": 2},
+        }
 
     async def test_a_tenant_at_its_limit_is_refused_and_the_others_are_served(
         self, client: Client, model_server: FakeModelServer
@@ -253,7 +257,7 @@ async def _ended(call: Any) -> None:
 class TestAClientThatStopsReading:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"max_answer_bytes": 64 * 1024 * 1024}  # room for the flood below
+        return {"answers": {"max_answer_bytes": 64 * 1024 * 1024}}  # room for the flood below
 
     async def test_slows_its_own_model_read_instead_of_filling_memory(
         self, client: Client, model_server: FakeModelServer

@@ -4,9 +4,15 @@ recorded; the session is free; the process exits 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from pathlib import Path
 
 import grpc
+import pytest
 
+from agent_runtime import bootstrap
+from agent_runtime.config import DatabaseSettings, ServerSettings, Settings
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from tests.support.databases import query
 from tests.support.fake_model_server import FakeModelServer, stall_after, text_answer
@@ -60,3 +66,31 @@ async def test_sigterm_cancels_running_turns_cleanly_after_the_grace_period(
             assert chunks[-2].assistant_message.content == "done now"
         finally:
             assert await restarted.terminate() == 0
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """The files in `folder` this process holds open (Linux: /proc/self/fd)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed since it was listed
+            target = os.readlink(fd)
+            if target.startswith(str(folder)):
+                held.append(target)
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+async def test_stop_closes_every_handle_on_the_database(tmp_path: Path) -> None:
+    # The SQLite file is read and written on several connections: the writer, the readers,
+    # the engine's pool and the readiness probe's own. Stopping closes them all.
+    settings = Settings(
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
+    )
+    runtime = await bootstrap.start(settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+        chunks = await connect(channel).turn(user_message("s1", "hello"))
+        assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
+    assert open_files_under(tmp_path)  # the runtime works on the file...
+    await runtime.stop(grace=None)
+    assert open_files_under(tmp_path) == []  # ...and lets go of it when stopped

@@ -28,7 +28,7 @@ from tests.support.fake_model_server import (
 from tests.support.grpc_helpers import kinds, user_message
 from tests.support.runtime_fixtures import Client
 
-FAST = {"llm_first_token_timeout": 0.3, "llm_idle_timeout": 0.3, "llm_retry_base_delay": 0.01}
+FAST = {"first_token_timeout": 0.3, "idle_timeout": 0.3, "retry_base_delay": 0.01}
 
 
 async def turn_rows(database_url: str) -> list[tuple[Any, ...]]:
@@ -54,7 +54,7 @@ def error_of(chunks: list[rt.StreamChunk]) -> rt.Error:
 class TestTimeouts:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {**FAST, "llm_max_attempts": 2}
+        return {"model": {**FAST, "max_attempts": 2}}
 
     async def test_stall_before_the_first_token(
         self, client: Client, model_server: FakeModelServer, database_url: str
@@ -86,7 +86,7 @@ class TestTimeouts:
 class TestTurnDeadline:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"turn_timeout_seconds": 0.5, "llm_idle_timeout": 30.0}
+        return {"turns": {"turn_timeout_seconds": 0.5}, "model": {"idle_timeout": 30.0}}
 
     async def test_a_turn_never_outlives_its_deadline(
         self, client: Client, model_server: FakeModelServer, database_url: str
@@ -105,7 +105,7 @@ class TestRefused:
         with socket.socket() as sock:  # a port nobody listens on
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        return {**FAST, "llm_base_url": f"http://127.0.0.1:{port}/v1"}
+        return {"model": {**FAST, "base_url": f"http://127.0.0.1:{port}/v1"}}
 
     async def test_refused_connection(self, client: Client, database_url: str) -> None:
         error = error_of(await client.turn(user_message("s1", "hello?")))
@@ -123,7 +123,7 @@ class TestEachHttpTransport:
         self, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
     ) -> dict[str, Any]:
         caplog.set_level(logging.INFO, logger="agent_runtime")  # start-up's log
-        return {**FAST, "llm_http_transport": request.param}
+        return {"model": {**FAST, "http_transport": request.param}}
 
     async def test_answers_and_faults_over_the_transport(
         self,
@@ -133,7 +133,7 @@ class TestEachHttpTransport:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         started = " ".join(record.getMessage() for record in caplog.get_records("setup"))
-        assert f"(HTTP transport {settings_overrides['llm_http_transport']})" in started
+        assert f"(HTTP transport {settings_overrides['model']['http_transport']})" in started
         model_server.enqueue(text_answer("over the wire"), drop_connection_after("cut off", 1))
         chunks = await client.turn(user_message("s1", "hello?"))
         assert chunks[-2].assistant_message.content == "over the wire"
@@ -144,7 +144,7 @@ class TestEachHttpTransport:
 class TestFaultsThatEndTheTurn:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return FAST
+        return {"model": FAST}
 
     async def test_500_then_success_is_retried(
         self, client: Client, model_server: FakeModelServer
@@ -208,7 +208,7 @@ class TestUntrustedModelOutput:
 
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {**FAST, "max_answer_bytes": 64 * 1024}
+        return {"model": FAST, "answers": {"max_answer_bytes": 64 * 1024}}
 
     async def test_lone_and_split_surrogates_are_stored_readable(
         self, client: Client, model_server: FakeModelServer

@@ -19,7 +19,7 @@ import pytest
 
 from agent_runtime import bootstrap
 from agent_runtime.application.ports import ChatRequest, LLMClient
-from agent_runtime.config import ConfigError, Settings
+from agent_runtime.config import ConfigError, DatabaseSettings, ServerSettings, Settings
 from agent_runtime.domain.errors import (
     ModelError,
     ModelProtocolError,
@@ -35,6 +35,7 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
+from agent_runtime.infrastructure.llm.endpoint import ModelEndpoint
 from agent_runtime.infrastructure.llm.http_client import (
     HTTP_TRANSPORTS,
     HttpTransport,
@@ -985,9 +986,9 @@ async def test_start_up_stops_at_such_a_proxy_before_touching_the_database(
 ) -> None:
     no_proxy_variables.setenv("HTTPS_PROXY", "socks5h://127.0.0.1:1080")
     settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}",
-        llm_base_url="https://model.invalid/v1",
+        server=ServerSettings(listen="127.0.0.1:0"),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}"),
+        model=ModelEndpoint(base_url="https://model.invalid/v1"),
     )
     with pytest.raises(ConfigError, match="not an HTTP proxy"):
         await bootstrap.start(settings)

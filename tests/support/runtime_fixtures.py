@@ -6,6 +6,7 @@ Registered for every test by tests/conftest.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,24 +71,41 @@ async def database_url(request: pytest.FixtureRequest, db_path: Path) -> AsyncIt
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    """Override in a test module to change the runtime's settings."""
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The process environment without the runtime's variables (AGENT_RUNTIME_*, the test
+    suite's own AGENT_RUNTIME_TEST_* aside), to set the ones a test reads."""
+    for name in os.environ:
+        if name.startswith("AGENT_RUNTIME_") and not name.startswith("AGENT_RUNTIME_TEST_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, dict[str, Any]]:
+    """Override in a test module to change the runtime's settings: concern -> field -> value,
+    e.g. {"model": {"max_attempts": 2}} (the concerns are the fields of config.Settings)."""
     return {}
 
 
 @pytest.fixture
 async def runtime(
-    model_server: FakeModelServer, database_url: str, settings_overrides: dict[str, Any]
+    model_server: FakeModelServer,
+    database_url: str,
+    settings_overrides: dict[str, dict[str, Any]],
 ) -> AsyncIterator[bootstrap.RunningRuntime]:
-    values: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "database_url": database_url,
-        "llm_base_url": model_server.base_url,
-        "llm_api_key": "sk-test",
-        "llm_retry_base_delay": 0.01,
-        "fake_model_word_delay_ms": 0,  # a test with the built-in fake model waits for nothing
+    values: dict[str, dict[str, Any]] = {
+        "server": {"listen": "127.0.0.1:0"},
+        "database": {"url": database_url},
+        "model": {
+            "base_url": model_server.base_url,
+            "api_key": "sk-test",
+            "retry_base_delay": 0.01,
+        },
+        "fake_model": {"word_delay_ms": 0},  # a test with the built-in fake model waits for nothing
     }
-    settings = Settings(**(values | settings_overrides))
+    for concern, fields in settings_overrides.items():
+        values[concern] = values.get(concern, {}) | fields
+    settings = Settings.model_validate(values)
     running = await bootstrap.start(settings)
     yield running
     await running.stop(grace=None)

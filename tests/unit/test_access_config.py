@@ -5,13 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from agent_runtime.access_config import is_loopback
+from agent_runtime.access_config import ApiKeySettings, is_loopback
 from agent_runtime.api.auth import ApiKeys, presented_key
-from agent_runtime.api.transport import Transport
-from agent_runtime.config import ConfigError, Settings
+from agent_runtime.api.transport import TlsFiles, Transport
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.config import ConfigError, ServerSettings, Settings
 
 SECRET = "s3cret-key-value-0123456789"
+
+# Every test here reads the settings from a clean environment (no AGENT_RUNTIME_* of the
+# machine's); Settings.from_env(overrides) then reads only what the test gives.
+pytestmark = pytest.mark.usefixtures("environment")
 
 
 def test_keys_from_the_variable_and_the_file_are_merged(tmp_path: Path) -> None:
@@ -29,13 +35,13 @@ def test_keys_from_the_variable_and_the_file_are_merged(tmp_path: Path) -> None:
             "AGENT_RUNTIME_API_KEYS_FILE": str(keys_file),
         }
     )
-    assert settings.api_keys == {
+    assert settings.api_keys.by_key == {
         "key1": "tenant-a",
         "key2": "tenant-a",
         "file-key-1": "tenant-b",
         "padded-key==": "tenant-c",
     }
-    assert not settings.development_mode
+    assert not settings.api_keys.development_mode
     assert "key1" not in repr(settings) and "file-key-1" not in repr(settings)
 
 
@@ -94,58 +100,45 @@ def test_loopback_addresses(listen: str, loopback: bool) -> None:
 
 
 def test_development_mode_refuses_non_loopback_addresses() -> None:
-    Settings(listen="127.0.0.1:0").validate()
+    Settings(server=ServerSettings(listen="127.0.0.1:0")).check()
     with pytest.raises(ConfigError) as caught:
-        Settings(listen="0.0.0.0:0").validate()
+        Settings(server=ServerSettings(listen="0.0.0.0:0")).check()
     assert "no API keys are configured" in str(caught.value)
     assert "loopback" in str(caught.value)
     # With keys, any address: whether TLS is needed too is the deployment's call (a proxy or
     # mesh may terminate it); the server warns when it is missing.
-    Settings(listen="0.0.0.0:0", api_keys={SECRET: "tenant-a"}).validate()
+    keys = ApiKeySettings(keys=SecretStr(f"{SECRET}=tenant-a"))
+    Settings(server=ServerSettings(listen="0.0.0.0:0"), api_keys=keys).check()
 
 
 @pytest.mark.parametrize(
     ("tls", "mentions"),
     [
-        ({"tls_cert_file": "c.pem"}, "set both or neither"),
-        ({"tls_key_file": "k.pem"}, "set both or neither"),
-        ({"tls_client_ca_file": "ca.pem"}, "mutual TLS"),
+        ({"cert_file": "c.pem"}, "set both or neither"),
+        ({"key_file": "k.pem"}, "set both or neither"),
+        ({"client_ca_file": "ca.pem"}, "mutual TLS"),
     ],
 )
 def test_tls_settings_go_together(tls: dict[str, str], mentions: str) -> None:
     with pytest.raises(ConfigError, match=mentions):
-        Settings(**tls).validate()  # type: ignore[arg-type]
+        Settings(tls=TlsFiles.model_validate(tls)).check()
 
 
-def test_transport_settings_are_read_and_checked() -> None:
-    settings = Settings.from_env(
+def test_the_receive_limit_must_exceed_the_largest_message() -> None:
+    settings = Settings(
+        turns=TurnSettings(max_message_bytes=1000),
+        transport=Transport(max_receive_message_bytes=1000),
+    )
+    with pytest.raises(ConfigError, match="larger than AGENT_RUNTIME_MAX_MESSAGE_BYTES"):
+        settings.check()
+    read = Settings.from_env(
         {
-            "AGENT_RUNTIME_GRPC_KEEPALIVE_TIME_MS": "30000",
-            "AGENT_RUNTIME_GRPC_KEEPALIVE_TIMEOUT_MS": "5000",
-            "AGENT_RUNTIME_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS": "false",
-            "AGENT_RUNTIME_GRPC_MIN_PING_INTERVAL_MS": "1000",
-            "AGENT_RUNTIME_GRPC_MAX_PINGS_WITHOUT_DATA": "0",
-            "AGENT_RUNTIME_GRPC_MAX_RECEIVE_MESSAGE_BYTES": "8388608",
-            "AGENT_RUNTIME_GRPC_MAX_CONCURRENT_STREAMS_PER_CONNECTION": "100",
+            "AGENT_RUNTIME_MAX_MESSAGE_BYTES": "1000",
+            "AGENT_RUNTIME_GRPC_MAX_RECEIVE_MESSAGE_BYTES": "1000",
         }
     )
-    assert (settings.grpc_keepalive_time_ms, settings.grpc_keepalive_timeout_ms) == (30000, 5000)
-    assert settings.grpc_keepalive_permit_without_calls is False
-    assert (settings.grpc_min_ping_interval_ms, settings.grpc_max_pings_without_data) == (1000, 0)
-    assert settings.grpc_max_concurrent_streams_per_connection == 100
-    # Receive as set; send derived from the content limit (256 KiB -> at least 4 MiB).
-    assert settings.grpc_message_limits() == (8 * 1024 * 1024, 4 * 1024 * 1024)
-
-    for name, value in (
-        ("GRPC_KEEPALIVE_TIME_MS", "0"),
-        ("GRPC_MAX_PINGS_WITHOUT_DATA", "-1"),
-        ("GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS", "maybe"),
-        ("GRPC_MAX_CONCURRENT_STREAMS_PER_CONNECTION", "lots"),
-    ):
-        with pytest.raises(ConfigError, match=f"AGENT_RUNTIME_{name}"):
-            Settings.from_env({f"AGENT_RUNTIME_{name}": value})
     with pytest.raises(ConfigError, match="larger than AGENT_RUNTIME_MAX_MESSAGE_BYTES"):
-        Settings(grpc_max_receive_message_bytes=1000, max_message_bytes=1000).validate()
+        read.check()
 
 
 def test_transport_options_name_the_grpc_arguments() -> None:
@@ -198,3 +191,27 @@ def test_keys_asked_for_but_absent_stop_start_up_instead_of_disabling_auth(
     env = {k: str(empty) if v == "EMPTY" else v for k, v in env.items()}
     with pytest.raises(ConfigError, match=f"{named} is set but holds no key=tenant entry"):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AGENT_RUNTIME_API_KEYS",
+        "AGENT_RUNTIME_API_KEYS_FILE",
+        "AGENT_RUNTIME_TLS_CERT_FILE",
+        "AGENT_RUNTIME_TLS_KEY_FILE",
+        "AGENT_RUNTIME_TLS_CLIENT_CA_FILE",
+    ],
+)
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_auth_or_tls_variable_set_but_empty_stops_start_up(
+    environment: pytest.MonkeyPatch, name: str, empty: str
+) -> None:
+    # In the environment, as a deployment sets it (an unpopulated secret, say)...
+    environment.setenv(name, empty)
+    with pytest.raises(ConfigError, match=f"^{name} is set but empty"):
+        Settings.from_env()
+    environment.delenv(name)
+    # ...or as a flag.
+    with pytest.raises(ConfigError, match=f"^{name} is set but empty"):
+        Settings.from_env({name: empty})

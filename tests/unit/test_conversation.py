@@ -22,7 +22,6 @@ from agent_runtime.application.turn_inputs import (
     SUPERSEDED_TOOL_RESULT,
 )
 from agent_runtime.application.turn_settings import TurnSettings
-from agent_runtime.bootstrap import build_turns
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
@@ -30,6 +29,7 @@ from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.object_graph import build_turns
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 from tests.support.history import history_problems
 
@@ -55,7 +55,8 @@ class Conversation:
             self.uows,
             self.model,
             default_agents(),
-            TurnSettings(default_model="m", **settings),
+            TurnSettings(**settings),
+            default_model="m",
             clock=self.clock,
         ).handler
 
@@ -217,7 +218,7 @@ async def test_an_expired_approval_behaves_as_rejected() -> None:
     convo = Conversation(
         tool_answer("delete_file", '{"path": "old.py"}', "call_d"),
         text_answer("OK, left it."),
-        approval_ttl=timedelta(minutes=10),
+        approval_ttl_seconds=600,
     )
     await convo.say("delete old.py")
     convo.clock.now += timedelta(minutes=11)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +18,6 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.application.turn_settings import TurnSettings
-from agent_runtime.bootstrap import build_turns
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import DomainError, ModelUnavailable
 from agent_runtime.domain.model import ApprovalVerdict
@@ -30,6 +28,7 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.object_graph import build_turns
 from tests.fakes import FakeUnitOfWorkFactory
 from tests.support.history import history_problems
 
@@ -89,7 +88,8 @@ async def _run(data: st.DataObject) -> None:
         uows,
         DrawnModel(data),
         default_agents(),
-        TurnSettings(default_model="m", max_iterations=4, approval_ttl=timedelta(hours=1)),
+        TurnSettings(max_iterations=4, approval_ttl_seconds=3600),
+        default_model="m",
     ).handler
     steps = data.draw(st.integers(min_value=1, max_value=12), label="steps")
     for _ in range(steps):

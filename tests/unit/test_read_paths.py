@@ -13,17 +13,21 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_settings import TurnSettings
-from agent_runtime.bootstrap import build_turns
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.chunks import TurnStarted
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
+from agent_runtime.object_graph import build_turns
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
 
 async def _finished_turn(uows: FakeUnitOfWorkFactory) -> tuple[str, str]:
     handler = build_turns(
-        uows, ScriptedModel(text_answer("hi")), default_agents(), TurnSettings(default_model="m")
+        uows,
+        ScriptedModel(text_answer("hi")),
+        default_agents(),
+        TurnSettings(),
+        default_model="m",
     ).handler
     stream = [c async for c in handler.handle(SendUserMessage("s1", "hello", tenant_id=TENANT))]
     assert any(isinstance(c.body, TurnStarted) for c in stream)
@@ -33,7 +37,7 @@ async def _finished_turn(uows: FakeUnitOfWorkFactory) -> tuple[str, str]:
 async def test_reading_use_cases_open_only_readers_scoped_to_the_tenant() -> None:
     uows = FakeUnitOfWorkFactory()
     session_id, turn_id = await _finished_turn(uows)
-    turns = build_turns(uows, ScriptedModel(), default_agents(), TurnSettings(default_model="m"))
+    turns = build_turns(uows, ScriptedModel(), default_agents(), TurnSettings(), default_model="m")
     sessions = SessionHandler(uows, default_agents())
     watcher = EventWatcher(uows, LocalEventSignal())
     writers_before = len(uows.opened) - len(uows.readers_for)

@@ -59,8 +59,8 @@ def test_no_count_is_kept_for_a_tenant_with_no_stream_open() -> None:
 
 
 def test_the_per_tenant_limit_is_a_setting() -> None:
-    assert Settings.from_env({}).max_streams_per_tenant is None
+    assert Settings.from_env({}).server.max_streams_per_tenant is None
     env = {"AGENT_RUNTIME_MAX_STREAMS_PER_TENANT": "50"}
-    assert Settings.from_env(env).max_streams_per_tenant == 50
+    assert Settings.from_env(env).server.max_streams_per_tenant == 50
     with pytest.raises(ConfigError, match="AGENT_RUNTIME_MAX_STREAMS_PER_TENANT"):
         Settings.from_env({"AGENT_RUNTIME_MAX_STREAMS_PER_TENANT": "0"})

@@ -16,7 +16,6 @@ from agent_runtime.application.turn_inputs import (
     SUPERSEDED_TOOL_RESULT,
 )
 from agent_runtime.application.turn_settings import TurnSettings
-from agent_runtime.bootstrap import build_turns
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import (
@@ -33,6 +32,7 @@ from agent_runtime.domain.model_output import (
     TextDelta,
 )
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.object_graph import build_turns
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
 
@@ -40,7 +40,7 @@ def make_handler(
     model: LLMClient, uows: FakeUnitOfWorkFactory | None = None, **settings: Any
 ) -> tuple[TurnHandler, FakeUnitOfWorkFactory]:
     uows = uows or FakeUnitOfWorkFactory()
-    turns = build_turns(uows, model, default_agents(), TurnSettings(default_model="m", **settings))
+    turns = build_turns(uows, model, default_agents(), TurnSettings(**settings), default_model="m")
     return turns.handler, uows
 
 
@@ -149,7 +149,7 @@ async def test_a_client_gone_mid_answer_closes_the_request_before_recording_the_
     model, metrics = HangingModel(), _CallMetrics()
     uows = FakeUnitOfWorkFactory()
     turns = build_turns(
-        uows, model, default_agents(), TurnSettings(default_model="m"), metrics=metrics
+        uows, model, default_agents(), TurnSettings(), default_model="m", metrics=metrics
     )
     stream = turns.handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
     await anext(stream)  # TurnStarted
@@ -167,7 +167,7 @@ async def test_a_client_gone_mid_answer_closes_the_request_before_recording_the_
 async def test_cancel_turn_mid_answer_closes_the_request_before_the_end_is_sent() -> None:
     model = HangingModel()
     uows = FakeUnitOfWorkFactory()
-    turns = build_turns(uows, model, default_agents(), TurnSettings(default_model="m"))
+    turns = build_turns(uows, model, default_agents(), TurnSettings(), default_model="m")
     stream = turns.handler.handle(SendUserMessage("s1", "hi", tenant_id=DEFAULT_TENANT))
     started = await anext(stream)
     await anext(stream)  # the first delta: the request is open

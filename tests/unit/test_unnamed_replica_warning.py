@@ -6,14 +6,14 @@ import logging
 
 import pytest
 
-from agent_runtime.bootstrap import _warn_if_unnamed_replica
-from agent_runtime.config import DEFAULT_INSTANCE_ID, Settings
+from agent_runtime.application.turn_settings import DEFAULT_INSTANCE_ID
+from agent_runtime.background import warn_if_unnamed_replica
 
 
 def warnings_for(caplog: pytest.LogCaptureFixture, instance_id: str, dialect: str) -> list[str]:
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="agent_runtime"):
-        _warn_if_unnamed_replica(Settings(instance_id=instance_id), dialect)
+        warn_if_unnamed_replica(instance_id, dialect)
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 

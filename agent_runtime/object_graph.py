@@ -1,0 +1,135 @@
+"""The object graph the servicers call, built from the settings and the ports: the pure half
+of the composition root (bootstrap opens the ports, starts the server and stops it all), so
+tests build the same graph without a server. build_turns wires the turn use cases from
+their collaborators (the TurnHandler builds none of its own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent_runtime.api.server import UseCases
+from agent_runtime.application.agent_routing import AgentRouter
+from agent_runtime.application.answer_recorder import AnswerRecorder
+from agent_runtime.application.chunk_relay import ChunkRelay
+from agent_runtime.application.event_watcher import EventWatcher
+from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
+from agent_runtime.application.live_turns import LiveTurnRegistry
+from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
+from agent_runtime.application.model_step import ModelStep
+from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
+from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.turn_cancellation import TurnCanceller
+from agent_runtime.application.turn_endings import TurnEndings
+from agent_runtime.application.turn_handler import TurnCollaborators, TurnHandler
+from agent_runtime.application.turn_inputs import TurnInputs
+from agent_runtime.application.turn_opening import OpeningSettings, TurnOpener
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.application.turn_streams import TurnStreams
+from agent_runtime.application.turn_validation import TurnValidator
+from agent_runtime.config import Settings
+from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.response_processor import LLMResponseProcessor
+from agent_runtime.domain.tool_filter import ToolFilterService
+
+
+@dataclass(frozen=True, slots=True)
+class Turns:
+    """The turn use cases: StreamMessage, ResumeStream and CancelTurn."""
+
+    handler: TurnHandler
+    streams: TurnStreams
+    canceller: TurnCanceller
+
+
+def build_turns(
+    uow_factory: UnitOfWorkFactory,
+    llm: LLMClient,
+    agents: AgentCatalogue,
+    settings: TurnSettings,
+    *,
+    default_model: str,
+    registry: LiveTurnRegistry | None = None,
+    commits: EventSignal | None = None,
+    relay: ChunkRelay | None = None,
+    metrics: RuntimeMetrics | None = None,
+    clock: Clock = utc_now,
+    ids: IdFactory = new_id,
+) -> Turns:
+    """The turn use cases and every collaborator of the TurnHandler, wired. `default_model`
+    names the model of a request that names none."""
+    registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
+    metrics = metrics or NoMetrics()
+    tools = ToolFilterService()
+    model = ModelStep(llm, tools, metrics, context_window_messages=settings.context_window_messages)
+    router = AgentRouter(agents, model)
+    streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
+    opener = TurnOpener(
+        agents,
+        TurnInputs(agents, tools, clock),
+        OpeningSettings(
+            default_model=default_model,
+            history_messages=settings.context_window_messages,
+            owner=settings.instance_id,
+            lease=settings.lease,
+        ),
+        clock=clock,
+        ids=ids,
+    )
+    answers = AnswerRecorder(
+        LLMResponseProcessor(tools),
+        router,
+        max_iterations=settings.max_iterations,
+        approval_ttl=settings.approval_ttl,
+        clock=clock,
+        ids=ids,
+    )
+    collaborators = TurnCollaborators(
+        validator=TurnValidator(agents, settings.max_message_bytes),
+        opener=opener,
+        model=model,
+        router=router,
+        answers=answers,
+        endings=TurnEndings(ids, settings.turn_timeout_seconds),
+        registry=registry,
+        streams=streams,
+        metrics=metrics,
+    )
+    handler = TurnHandler(uow_factory, collaborators, turn_timeout=settings.turn_timeout_seconds)
+    return Turns(handler, streams, TurnCanceller(uow_factory, registry))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ports:
+    """What the use cases run on: storage, the model, and what start-up loaded."""
+
+    uows: UnitOfWorkFactory
+    commits: EventSignal
+    llm: LLMClient
+    default_model: str
+    agents: AgentCatalogue
+    live: LiveTurnRegistry
+    relay: ChunkRelay | None = None
+    metrics: RuntimeMetrics = field(default_factory=NoMetrics)
+
+
+def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
+    """The object graph the servicers call: pure, so tests build it without a server."""
+    turns = build_turns(
+        ports.uows,
+        ports.llm,
+        ports.agents,
+        settings.turns,
+        default_model=ports.default_model,
+        registry=ports.live,
+        commits=ports.commits,
+        relay=ports.relay,
+        metrics=ports.metrics,
+    )
+    return UseCases(
+        turns=turns.handler,
+        turn_streams=turns.streams,
+        turn_canceller=turns.canceller,
+        sessions=SessionHandler(ports.uows, ports.agents),
+        agents=ports.agents,
+        events=EventWatcher(ports.uows, ports.commits),
+    )
