@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 from pydantic.fields import FieldInfo
 
 from agent_runtime.access_config import ApiKeySettings, is_loopback
@@ -22,7 +22,7 @@ from agent_runtime.api.server import DEFAULT_MAX_CONCURRENT_STREAMS
 from agent_runtime.api.transport import TlsFiles, Transport
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.environment import ConfigError, Env
-from agent_runtime.infrastructure.db.engine import DEFAULT_DATABASE_URL
+from agent_runtime.infrastructure.db.engine import DEFAULT_DATABASE_URL, is_in_memory_sqlite
 from agent_runtime.infrastructure.llm.endpoint import AnswerSizes, FakeModelSettings, ModelEndpoint
 from agent_runtime.infrastructure.observability.settings import ObservabilitySettings
 
@@ -54,6 +54,16 @@ class DatabaseSettings(BaseModel):
 
     # May hold a password: never shown.
     url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _a_file_not_memory(cls, url: str) -> str:
+        if is_in_memory_sqlite(url):
+            # The writer and the readers open connections of their own: each would see
+            # another, empty, database.
+            raise ValueError("must name a SQLite file (or PostgreSQL), not an in-memory database")
+        return url
+
     # Connections kept open per process (as many again for bursts): one per transaction in
     # flight, not per open stream, as no transaction spans a model call.
     pool_size: PositiveInt = 10

@@ -89,7 +89,7 @@ def build_turns(
         model=model,
         router=router,
         answers=answers,
-        endings=TurnEndings(ids, settings.turn_timeout_seconds),
+        endings=TurnEndings(ids),
         registry=registry,
         streams=streams,
         metrics=metrics,

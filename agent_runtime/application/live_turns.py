@@ -16,6 +16,10 @@ from agent_runtime.domain.errors import OutOfRange
 # it at once, so memory per turn stays bounded whatever its followers do.
 DEFAULT_MAX_BUFFERED_CHARS = 1024 * 1024
 INTERRUPT = "agent-runtime: turn interrupted"
+# A stop (CancelTurn, the deadline, shutdown) is acted on at the turn's next model read. A turn
+# that has not got there this long after it was asked to stop, and waits to send a chunk
+# (its client reads nothing), is stopped where it waits.
+STALLED_SEND_SECONDS = 5.0
 
 
 class LiveTurn:
@@ -41,14 +45,18 @@ class LiveTurn:
         self.done = False
         self.cancel_requested = False
         self.timed_out = False
-        # The task running the turn, and whether it is waiting for the model right now: only
-        # then may an interrupt cancel it (never in the middle of a commit or a send).
+        # The task running the turn, and whether it waits for the model, or to send a chunk,
+        # right now: only then may an interrupt cancel it (never in the middle of a commit).
         self._task: asyncio.Task[object] | None = None
         self.in_model_read = False
+        self.waiting_to_send = False
+        self.deadline_seconds: float | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled_check: asyncio.TimerHandle | None = None
 
     def attach(self, task: asyncio.Task[object] | None, deadline_seconds: float | None) -> None:
         self._task = task
+        self.deadline_seconds = deadline_seconds
         if deadline_seconds is not None:
             self._deadline = asyncio.get_running_loop().call_later(deadline_seconds, self.expire)
 
@@ -67,8 +75,9 @@ class LiveTurn:
 
     def finish(self) -> None:
         self.done = True
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._stalled_check):
+            if timer is not None:
+                timer.cancel()
         self._task = None
         self._wake()
 
@@ -83,8 +92,23 @@ class LiveTurn:
         self._interrupt()
 
     def _interrupt(self) -> None:
-        if self.in_model_read and self._task is not None and not self.done:
+        if self._task is None or self.done:
+            return
+        if self.in_model_read:
             self._task.cancel(INTERRUPT)
+        elif self._stalled_check is None:
+            loop = asyncio.get_running_loop()
+            self._stalled_check = loop.call_later(STALLED_SEND_SECONDS, self._stop_stalled_send)
+
+    def _stop_stalled_send(self) -> None:
+        """The turn has not reached a model read since it was asked to stop."""
+        self._stalled_check = None
+        if self._task is None or self.done:
+            return
+        if self.waiting_to_send or self.in_model_read:
+            self._task.cancel(INTERRUPT)  # the stream ends; the turn records its end
+        else:  # committing, or busy: look again later
+            self._interrupt()
 
     async def follow(self, after_seq: int) -> AsyncGenerator[Chunk, None]:
         """Every chunk with seq > after_seq, then the new ones as they come, until done."""

@@ -58,11 +58,9 @@ class ModelStep:
         `answer`: the text is the assistant's answer to the user: it counts as one of the
         turn's iterations, and is kept as an incomplete message if the turn ends early.
         """
-        if live.stop_requested:
+        turn.model_call_started(answer=answer)
+        if live.stop_requested:  # the commit before was recording MODEL_REQUEST_STARTED
             raise TurnInterrupted
-        turn.model_call_started()
-        if answer:
-            turn.model_calls += 1
         started = time.monotonic()
         first_output = True
         outcome = "error"
@@ -76,7 +74,7 @@ class ModelStep:
                         self._metrics.model_first_token(time.monotonic() - started)
                     if isinstance(event, TextDelta):
                         if answer:
-                            turn.partial_text.append(event.text)
+                            turn.streamed(event.text)
                     else:
                         response = event
                     yield event
@@ -90,7 +88,7 @@ class ModelStep:
             raise ModelProtocolError("the model stream ended without a final response")
         usage = response.usage or Usage()
         self._metrics.tokens_used(usage.prompt_tokens, usage.completion_tokens)
-        turn.usage = turn.usage + usage
+        turn.used(usage)
 
 
 async def _next_event(ahead: ModelReadAhead, live: LiveTurn) -> ModelEvent | None:

@@ -9,6 +9,7 @@ this file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -20,8 +21,9 @@ from agent_runtime.application.answer_recorder import AnswerRecorder
 from agent_runtime.application.commands import TurnCommand
 from agent_runtime.application.live_turns import LiveTurn, LiveTurnRegistry
 from agent_runtime.application.metrics import RuntimeMetrics
-from agent_runtime.application.model_step import ModelStep, TurnInterrupted
+from agent_runtime.application.model_step import ModelStep
 from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
+from agent_runtime.application.run_to_completion import run_to_completion
 from agent_runtime.application.turn_endings import TurnEndings
 from agent_runtime.application.turn_opening import Replay, TurnOpener
 from agent_runtime.application.turn_recorder import TurnRecorder
@@ -94,7 +96,9 @@ class TurnHandler:
                 async with aclosing(self._run(uow, opened, live)) as run:
                     async for chunk in run:
                         live.publish(chunk)
+                        live.waiting_to_send = True  # a client that reads nothing waits here
                         yield chunk
+                        live.waiting_to_send = False
             finally:
                 self._registry.close(live)
                 if opened.persisted:
@@ -134,22 +138,13 @@ class TurnHandler:
                 for chunk in turn.chunks_to_send():  # AssistantMessage | ToolCall, TurnCompleted
                     yield chunk
             return
-        except TurnInterrupted:
-            ending = await self._endings.interrupted(uow, turn, live)
-        except DomainError as error:
-            if not turn.persisted:
-                raise  # COMMIT #1 failed: the client gets a status, nothing was sent
-            ending = await self._endings.failed(uow, turn, error)
-        except Exception as exc:
-            if not turn.persisted:
-                raise
-            ending = await self._endings.crashed(uow, turn, exc)
-        except (asyncio.CancelledError, GeneratorExit):
-            if turn.persisted and not turn.finished:
-                for chunk in await self._endings.cancelled(uow, turn):
-                    live.publish(chunk)  # the client is gone; followers still hear the end
-            raise
-        for chunk in ending:
+        except (Exception, asyncio.CancelledError, GeneratorExit) as stopped:
+            if not turn.persisted or turn.durably_finished:
+                raise  # before COMMIT #1 (the client gets a status), or after the end
+            ending = await self._ending(uow, turn, live, stopped)
+            if not isinstance(stopped, Exception):
+                raise  # the client is gone; the followers got the ending
+        for chunk in ending:  # Error and TurnCompleted, or TurnCompleted{CANCELLED}
             yield chunk
 
     async def _commit(self, uow: UnitOfWork, turn: TurnRecorder) -> None:
@@ -157,6 +152,38 @@ class TurnHandler:
         The recorder learns that the commit landed even if the client goes away meanwhile."""
         await turn.save()
         await uow.commit(on_committed=turn.committed)
+
+    async def _ending(
+        self, uow: UnitOfWork, turn: TurnRecorder, live: LiveTurn, stopped: BaseException
+    ) -> list[chunks.Chunk]:
+        """Record and commit how the turn ended, through the RPC's own unit of work, to the
+        end even if the client goes away meanwhile (then the followers get the chunks that
+        end the stream; else the caller sends them). If the database refuses, the chunks
+        still go out, and the lease keeper reclaims the turn once the database is back."""
+        ending: list[chunks.Chunk] = []
+
+        async def record() -> None:
+            try:
+                await self._endings.record(turn, live, stopped)
+                await self._commit(uow, turn)
+            except DomainError as exc:
+                log.error(
+                    "turn %s: could not record its end (%s); the lease keeper will reclaim it",
+                    turn.turn.turn_id,
+                    exc.reason,
+                )
+                with contextlib.suppress(DomainError):
+                    await uow.rollback()  # hold no lock while the chunks wait to be read
+            ending.extend(turn.chunks_to_send())
+
+        try:
+            await run_to_completion(record())
+        except asyncio.CancelledError:
+            _publish(live, ending)
+            raise
+        if not isinstance(stopped, Exception):
+            _publish(live, ending)
+        return ending
 
     def _turn_ended(self, turn: TurnRecorder, seconds: float) -> None:
         stop = turn.turn.stop_reason
@@ -170,3 +197,8 @@ class TurnHandler:
             turn.usage.prompt_tokens,
             turn.usage.completion_tokens,
         )
+
+
+def _publish(live: LiveTurn, ending: list[chunks.Chunk]) -> None:
+    for chunk in ending:
+        live.publish(chunk)

@@ -19,7 +19,6 @@ from agent_runtime.application.session_lookup import session_deleted, session_no
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.application.turn_validation import fingerprint
-from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentCatalogue, AgentProfile
 from agent_runtime.domain.errors import InvalidInput, SessionBusy, WriteConflict
 from agent_runtime.domain.events import EventType
@@ -133,10 +132,7 @@ class TurnOpener:
         )
         await recorder.event(EventType.TURN_STARTED, input=_input_kind(cmd))
         opening = await self._inputs.open(uow, recorder, cmd)
-        turn.input_message_id = opening.input_message_id or None
-        recorder.chunk(chunks.TurnStarted(agent.name, opening.input_message_id))
-        for body in opening.chunks:
-            recorder.chunk(body)
+        recorder.opened(opening.input_message_id, *opening.chunks)
         if not opening.run_model:
             await recorder.finish(opening.stop_reason)
         return recorder
@@ -148,6 +144,10 @@ class TurnOpener:
             await self._check_retry(uow, session_id, cmd)
         running = await uow.sessions.claim_turn(session_id, turn_id)
         if running is None:
+            if cmd.client_message_id:
+                # On PostgreSQL the claim may have waited for a turn that committed after the
+                # check above, freeing the session: the one this retry is looking for.
+                await self._check_retry(uow, session_id, cmd)
             return
         if cmd.client_message_id:
             # On PostgreSQL the claim waited for the running turn to commit, after the check

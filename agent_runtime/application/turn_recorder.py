@@ -1,7 +1,7 @@
 """TurnRecorder: one running turn's state, and everything the turn writes in the RPC's unit
 of work (messages, events, agent switches, its row and replay log).
 
-Only the recorder changes the turn's state. Every chunk a client will see after a commit is
+Only the recorder's methods change the turn's state. Every chunk a client will see after a commit is
 made here (its seq allocated, added to the replay log) before that commit, and handed out by
 `chunks_to_send()` only after it: the replay log and the stream always agree.
 """
@@ -72,12 +72,12 @@ class TurnRecorder:
         # The model call in flight: when it started and the text it streamed so far (kept as
         # an incomplete message if the turn ends before its answer is recorded).
         self._call_started: float | None = None
-        self.partial_text: list[str] = []
+        self._partial_text: list[str] = []
         # A model answer recorded but not yet committed: if that commit fails, the ending
-        # records its outcome again, and its text (partial_text) as an incomplete message.
+        # records its outcome again, and its text (_partial_text) as an incomplete message.
         self._model_outcome: dict[str, Any] | None = None
         self.log: list[chunks.Chunk] = []  # every chunk but the deltas: the replay log
-        self._unsent = 0  # how many of the log's last chunks wait for a commit to be sent
+        self._handed_out = 0  # the log's chunks chunks_to_send() has given out
         self._next_seq = 1
         self._last_delta_seq = 0
         self._inserted = False
@@ -92,6 +92,18 @@ class TurnRecorder:
         """The turn's first commit (COMMIT #1) has landed."""
         return self._inserted
 
+    @property
+    def durably_finished(self) -> bool:
+        """The commit that ended the turn has landed (`finished` may be only recorded)."""
+        return not self._committed.turn.running
+
+    def opened(self, input_message_id: str, *bodies: chunks.ChunkBody) -> None:
+        """The input is recorded: TurnStarted, then the chunks the input itself makes."""
+        self.turn.input_message_id = input_message_id or None
+        self.chunk(chunks.TurnStarted(self.agent.name, input_message_id))
+        for body in bodies:
+            self.chunk(body)
+
     # -- chunks ---------------------------------------------------------------------------
 
     def chunk(self, body: chunks.ChunkBody) -> chunks.Chunk:
@@ -103,13 +115,13 @@ class TurnRecorder:
             self._last_delta_seq = chunk.seq
         else:
             self.log.append(chunk)
-            self._unsent += 1
         return chunk
 
     def chunks_to_send(self) -> list[chunks.Chunk]:
         """The chunks recorded since the last call: to send once their commit has landed."""
-        unsent, self._unsent = self._unsent, 0
-        return self.log[len(self.log) - unsent :] if unsent else []
+        out = self.log[self._handed_out :]
+        self._handed_out = len(self.log)
+        return out
 
     # -- what the turn writes -------------------------------------------------------------
 
@@ -193,18 +205,30 @@ class TurnRecorder:
             await self.event(
                 EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self._call_ms()
             )
-        partial = "".join(self.partial_text)
+        partial = "".join(self._partial_text)
         if partial:
             await self.append(Role.ASSISTANT, partial, incomplete=True)
         self._call_started = None
         self._model_outcome = None
-        self.partial_text.clear()
+        self._partial_text.clear()
 
     # -- the model calls ------------------------------------------------------------------
 
-    def model_call_started(self) -> None:
+    def model_call_started(self, *, answer: bool) -> None:
+        """A model call goes out; `answer`: it is one of the turn's iterations (its text is
+        the assistant's answer, kept as an incomplete message if the turn ends early)."""
         self._call_started = time.monotonic()
-        self.partial_text.clear()
+        self._partial_text.clear()
+        if answer:
+            self.model_calls += 1
+
+    def streamed(self, text: str) -> None:
+        """Answer text the client was sent."""
+        self._partial_text.append(text)
+
+    def used(self, usage: Usage) -> None:
+        """Tokens a model call reported (counted even if what it answered is rolled back)."""
+        self.usage = self.usage + usage
 
     async def model_answered(self, response: ModelResponse) -> None:
         """Record the model call's completion (its usage is counted already)."""
@@ -223,7 +247,7 @@ class TurnRecorder:
         """A call whose failure the turn survives (the orchestrator's routing call)."""
         await self.event(EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self._call_ms())
         self._call_started = None
-        self.partial_text.clear()
+        self._partial_text.clear()
 
     def _call_ms(self) -> int:
         if self._call_started is None:
@@ -259,7 +283,7 @@ class TurnRecorder:
         """The commit after save() landed: that is what a rollback now returns to."""
         self._inserted = True
         self._model_outcome = None
-        self.partial_text.clear()  # the answer it streamed is recorded now
+        self._partial_text.clear()  # the answer it streamed is recorded now
         self._committed = self._snapshot()
 
     async def roll_back(self) -> None:
@@ -275,7 +299,9 @@ class TurnRecorder:
             self.session.message_count = committed.message_count
             del self.history[committed.history :]
             del self.log[committed.log :]
-            self._unsent = 0
+            # A committed chunk the client never got (it went away as the commit landed) is
+            # still to be given out, to the followers at least.
+            self._handed_out = min(self._handed_out, len(self.log))
             # What the model streamed or answered since then stays known: an ending
             # records it (_end_model_call).
             last_logged = self.log[-1].seq if self.log else 0

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent_runtime.api.event_servicer import CURSOR_METADATA
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
+from tests.support.databases import query
 from tests.support.fake_model_server import (
     FakeModelServer,
     FloodingAnswer,
@@ -279,3 +280,35 @@ class TestAClientThatStopsReading:
         assert flood.written * flood.chars < 20 * 1024 * 1024
         call.cancel()  # the client goes away: the model request is closed
         await asyncio.wait_for(flood.closed.wait(), 10)
+
+
+class TestAClientThatStopsReadingPastTheDeadline:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {
+            "answers": {"max_answer_bytes": 64 * 1024 * 1024},
+            "turns": {"turn_timeout_seconds": 1.0},
+        }
+
+    @pytest.mark.parametrize("stop", ["deadline", "CancelTurn"])
+    async def test_its_turn_still_ends_and_frees_the_session(
+        self, client: Client, model_server: FakeModelServer, database_url: str, stop: str
+    ) -> None:
+        # A turn waiting to send to a client that reads nothing is stopped where it waits
+        # (a few seconds after its deadline or CancelTurn), as one waiting for the model is.
+        flood = FloodingAnswer(events=2_500, chars=16 * 1024)
+        model_server.enqueue(flood.response())
+        call = client.runtime.StreamMessage(user_message("s1", "say a lot"))
+        turn_id = (await call.read()).turn_id
+        if stop == "CancelTurn":
+            await client.runtime.CancelTurn(rt.CancelTurnRequest(session_id="s1", turn_id=turn_id))
+
+        async def session_free() -> bool:
+            rows = await query(database_url, "SELECT running_turn_id FROM sessions")
+            return rows == [(None,)]
+
+        await eventually(session_free, within_seconds=30, what="the stalled turn to end")
+        await asyncio.wait_for(flood.closed.wait(), 10)  # its model request was closed
+        expected = ("cancelled", None) if stop == "CancelTurn" else ("failed", "TURN_TIMEOUT")
+        assert await query(database_url, "SELECT status, error_reason FROM turns") == [expected]
+        call.cancel()

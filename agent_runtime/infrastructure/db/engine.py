@@ -31,6 +31,14 @@ def normalise_database_url(url: str) -> URL:
     return parsed.set(drivername=driver) if driver else parsed
 
 
+def is_in_memory_sqlite(url: str | URL) -> bool:
+    parsed = normalise_database_url(url) if isinstance(url, str) else url
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        not database or database == ":memory:" or "mode=memory" in database
+    )
+
+
 def create_engine(
     url: str = DEFAULT_DATABASE_URL,
     *,

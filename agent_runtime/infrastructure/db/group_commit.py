@@ -16,7 +16,7 @@ by itself (SQLITE_FULL, an I/O error), every member's commit() raises StorageUna
 statement of that unit of work until it rolls back. A unit of work alone at the gate
 commits at once, as before: group commit costs nothing when there is no queue.
 
-Readers (sqlite_readers.py) are on other connections: they see a batch's rows only once it
+Readers (aiosqlite, unit_of_work.py) are on other connections: they see a batch's rows only once it
 is committed. A member does see the rows of the members before it, uncommitted, as a
 transaction sees its own writes, so its outcome is tied to theirs: one that commits commits
 with them, and one that rolls back (say it found the session it was to create already
@@ -91,10 +91,6 @@ class CommitBatch:
     def failed(self, reason: str) -> None:
         if not self._durable.done():
             self._durable.set_exception(BatchLost(reason))
-
-    @property
-    def done(self) -> bool:
-        return self._durable.done()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

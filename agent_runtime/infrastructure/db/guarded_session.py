@@ -1,4 +1,5 @@
-"""The AsyncSession the repositories use, with database failures turned into domain errors.
+"""The AsyncSession the repositories use (PostgreSQL, and the SQLite readers), with database
+failures turned into domain errors.
 
 A full disk, a read-only file, a lost or refused connection or an exhausted pool must reach
 the client as UNAVAILABLE with a clear message, not as an internal error. A duplicate key is
@@ -45,7 +46,8 @@ class Database(Protocol):
 
 
 class GuardedSession:
-    """An AsyncSession (PostgreSQL) whose failures come out as domain errors."""
+    """An AsyncSession (PostgreSQL, or an aiosqlite reader) whose failures come out as domain
+    errors."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session

@@ -28,6 +28,9 @@ from agent_runtime.infrastructure.db.tables import (
     sessions,
 )
 
+# A claim that finds the session freed between its UPDATE and its SELECT tries again.
+_CLAIM_ATTEMPTS = 3
+
 # One session of the tenant: key_tenant, key_session.
 _THE_SESSION = (
     sessions.c.tenant_id == bindparam("key_tenant"),
@@ -81,12 +84,17 @@ class SqlAlchemySessionRepository:
         )
 
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
-        result: CursorResult[Any] = await self._db.execute(
-            _CLAIM_SESSION, {**self._key(session_id), "key_turn": turn_id}
-        )
-        if result.rowcount == 1:
-            return None
-        running = await self._db.scalar(_RUNNING_TURN, self._key(session_id))
+        running = None
+        for _ in range(_CLAIM_ATTEMPTS):
+            result: CursorResult[Any] = await self._db.execute(
+                _CLAIM_SESSION, {**self._key(session_id), "key_turn": turn_id}
+            )
+            if result.rowcount == 1:
+                return None
+            running = await self._db.scalar(_RUNNING_TURN, self._key(session_id))
+            if running:
+                return str(running)
+            # PostgreSQL (READ COMMITTED): the running turn ended between the two statements.
         return str(running or "")
 
     async def record_activity(

@@ -28,13 +28,13 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
+from agent_runtime.application.run_to_completion import run_to_completion
 from agent_runtime.infrastructure.db.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_sqlite_writer_engine,
 )
 from agent_runtime.infrastructure.db.group_commit import CommitBatch, WriterGate
 from agent_runtime.infrastructure.db.guarded_session import guard_sync as _guarded
-from agent_runtime.infrastructure.db.run_to_completion import run_to_completion
 from agent_runtime.infrastructure.db.sqlite_driver import (
     commit_open_transaction,
     end_transaction,

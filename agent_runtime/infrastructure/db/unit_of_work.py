@@ -21,18 +21,18 @@ from agent_runtime.application.ports import (
     SessionRepository,
     TurnRepository,
 )
+from agent_runtime.application.run_to_completion import run_to_completion
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.db.approval_repository import (
     SqlAlchemyApprovalRepository,
     count_pending_approvals,
 )
 from agent_runtime.infrastructure.db.commit_payload import origin_of
-from agent_runtime.infrastructure.db.engine import create_sqlite_reader_engine
+from agent_runtime.infrastructure.db.engine import create_sqlite_reader_engine, is_in_memory_sqlite
 from agent_runtime.infrastructure.db.event_repository import SqlAlchemyEventRepository
 from agent_runtime.infrastructure.db.group_commit import BatchLost
 from agent_runtime.infrastructure.db.guarded_session import Database, GuardedSession
 from agent_runtime.infrastructure.db.message_repository import SqlAlchemyMessageRepository
-from agent_runtime.infrastructure.db.run_to_completion import run_to_completion
 from agent_runtime.infrastructure.db.session_repository import SqlAlchemySessionRepository
 from agent_runtime.infrastructure.db.sqlite_writer import WAL_LIMIT_BYTES, SqliteWriter
 from agent_runtime.infrastructure.db.tables import turns
@@ -195,8 +195,12 @@ class SqlAlchemyUnitOfWorkFactory:
         # The SQLite file, for a read that must not leave the event loop (readiness.py).
         self.sqlite_path: str | None = None
         if engine.dialect.name == "sqlite":
-            database = engine.url.database
-            self.sqlite_path = None if not database or database == ":memory:" else database
+            if is_in_memory_sqlite(engine.url):
+                raise ValueError(
+                    "the runtime needs a SQLite file: its readers and writer each "
+                    "open connections, and would see different in-memory databases"
+                )
+            self.sqlite_path = engine.url.database
             # SQLite has one writer at a time: every unit of work takes its turn on the
             # process's one connection (sqlite_writer.py), in order, rather than colliding
             # in SQLite, whose busy handler sleeps in growing steps between retries.
