@@ -15,15 +15,15 @@ from agent_runtime.application.commands import (
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import (
+    MAX_MODEL_NAME,
     ApprovalVerdict,
     validate_id,
     validate_session_id,
     validate_short_text,
 )
 
-# The widths of the columns they are stored in (turns.client_message_id, turns.model).
+# The width of the column it is stored in (turns.client_message_id).
 MAX_CLIENT_MESSAGE_ID = 128
-MAX_MODEL_NAME = 256
 
 
 class TurnValidator:

@@ -25,6 +25,8 @@ def validate_session_id(session_id: str) -> None:
 
 
 MAX_ID_LENGTH = 128
+# A model name, as a request, an agent or the settings give it (the turns.model column).
+MAX_MODEL_NAME = 256
 
 
 def is_valid_id(value: str) -> bool:
