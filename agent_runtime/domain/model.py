@@ -185,6 +185,13 @@ class Turn:
         self.usage = usage
         self.finished_at = now
 
+    def interrupt(self, error: TurnError, now: datetime) -> None:
+        """The process running it stopped: the turn ends as failed, marked interrupted."""
+        self.status = TurnStatus.INTERRUPTED
+        self.stop_reason = StopReason.ERROR
+        self.error = error
+        self.finished_at = now
+
 
 @dataclass(frozen=True, slots=True)
 class AgentSwitch:
