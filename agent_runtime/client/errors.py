@@ -97,7 +97,7 @@ class TurnInterrupted(AgentRuntimeError):
     def from_chunk(
         cls, code_name: str, message: str, *, session_id: str, turn_id: str
     ) -> TurnInterrupted:
-        code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNAVAILABLE)
+        code = grpc.StatusCode.__members__.get(code_name, grpc.StatusCode.UNAVAILABLE)
         return cls(
             code,
             message,
