@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
@@ -29,10 +30,12 @@ from agent_runtime.domain.model import (
     Session,
     ToolCallRecord,
     Turn,
+    TurnError,
     TurnStatus,
 )
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.domain.text import storable
 
 T = TypeVar("T")
 
@@ -132,7 +135,7 @@ class _FakeSessions:
         rows = await self._tx.write()
         if session.session_id in rows.sessions:
             raise _duplicate(f"session {session.session_id}")
-        rows.sessions[session.session_id] = copy.deepcopy(session)
+        rows.sessions[session.session_id] = _stored(session)
 
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
         session = (await self._tx.write()).sessions.get(session_id)
@@ -164,7 +167,7 @@ class _FakeSessions:
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         rows = await self._tx.write()
         rows.sessions[session_id].agent = switch.to_agent
-        rows.switches.append((session_id, switch))
+        rows.switches.append((session_id, _stored(switch)))
 
     async def agent_history(self, session_id: str) -> list[AgentSwitch]:
         return [s for sid, s in (await self._tx.read()).switches if sid == session_id]
@@ -200,7 +203,7 @@ class _FakeTurns:
             for t in rows.turns.values()
         ):
             raise _duplicate(f"a turn for client_message_id {turn.client_message_id}")
-        rows.turns[turn.turn_id] = copy.deepcopy(turn)
+        rows.turns[turn.turn_id] = _stored(turn)
         rows.chunks[turn.turn_id] = copy.deepcopy(log or [])
 
     async def get(self, turn_id: str) -> Turn | None:
@@ -210,7 +213,7 @@ class _FakeTurns:
         rows = await self._tx.write()
         if turn.turn_id not in rows.turns:
             return  # an UPDATE that finds no row
-        rows.turns[turn.turn_id] = copy.deepcopy(turn)
+        rows.turns[turn.turn_id] = _stored(turn)
         if log is not None:
             rows.chunks[turn.turn_id] = copy.deepcopy(log)
 
@@ -221,15 +224,10 @@ class _FakeTurns:
             (
                 copy.deepcopy(t)
                 for t in (await self._tx.read()).turns.values()
-                if t.session_id == session_id and t.client_message_id == client_message_id
+                if t.session_id == session_id and t.client_message_id == storable(client_message_id)
             ),
             None,
         )
-
-    async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
-        rows = await self._tx.write()
-        if turn.turn_id in rows.turns:
-            rows.chunks[turn.turn_id] = copy.deepcopy(log)
 
     async def chunks(self, turn: Turn) -> list[Chunk]:
         return copy.deepcopy((await self._tx.read()).chunks.get(turn.turn_id, []))
@@ -288,7 +286,7 @@ class _FakeMessages:
                 raise _duplicate(f"message {message.message_id}")
             if (m.session_id, m.position) == (message.session_id, message.position):
                 raise _duplicate(f"position {message.position} of session {message.session_id}")
-        rows.messages.append(copy.deepcopy(message))
+        rows.messages.append(_stored(message))
 
     async def _of(self, session_id: str) -> list[Message]:
         return sorted(
@@ -309,14 +307,15 @@ class _FakeMessages:
                 (
                     m
                     for m in await self._of(session_id)
-                    if m.requested_call and m.requested_call.call_id == call_id
+                    # The stores look the call up by its id's own column.
+                    if m.requested_call and storable(m.requested_call.call_id) == storable(call_id)
                 ),
                 None,
             )
         )
 
     async def find_tool_result(self, session_id: str, call_id: str) -> Message | None:
-        found = (m for m in await self._of(session_id) if m.tool_call_id == call_id)
+        found = (m for m in await self._of(session_id) if m.tool_call_id == storable(call_id))
         return _copied(next(found, None))
 
     async def replace_tool_call(self, message_id: str, call: ToolCallRecord) -> None:
@@ -331,15 +330,16 @@ class _FakeApprovals:
 
     async def add(self, approval: Approval) -> None:
         rows = await self._tx.write()
+        approval = _stored(approval)
         key = (approval.session_id, approval.call_id)
         if key in rows.approvals:
             raise _duplicate(f"an approval for call {approval.call_id}")
         if any(a.approval_id == approval.approval_id for a in rows.approvals.values()):
             raise _duplicate(f"approval {approval.approval_id}")
-        rows.approvals[key] = copy.deepcopy(approval)
+        rows.approvals[key] = approval
 
     async def get(self, session_id: str, call_id: str) -> Approval | None:
-        return _copied((await self._tx.read()).approvals.get((session_id, call_id)))
+        return _copied((await self._tx.read()).approvals.get((session_id, storable(call_id))))
 
     async def save(self, approval: Approval) -> None:
         """Updates the approval with that approval_id, as the real stores do."""
@@ -351,7 +351,8 @@ class _FakeApprovals:
         if stored is None:
             return  # an UPDATE that finds no row
         del rows.approvals[stored]
-        rows.approvals[(approval.session_id, approval.call_id)] = copy.deepcopy(approval)
+        approval = _stored(approval)
+        rows.approvals[(approval.session_id, approval.call_id)] = approval
 
     async def open_for_session(self, session_id: str) -> list[Approval]:
         return [
@@ -404,6 +405,20 @@ class _FakeEvents:
     async def last_id(self) -> int:
         events = (await self._tx.read()).events
         return events[-1].event_id if events else 0
+
+
+def _stored(row: T) -> T:
+    """A copy of `row` as the real stores keep it: its text columns as domain/text.py says
+    (U+0000 as U+FFFD); what they keep as JSON (tool calls, arguments, event data, replay
+    logs) as it is."""
+    changes: dict[str, object] = {}
+    for column in dataclasses.fields(row):  # type: ignore[arg-type]
+        value = getattr(row, column.name)
+        if isinstance(value, str):
+            changes[column.name] = storable(value)
+        elif isinstance(value, TurnError):  # the turn's error_reason and error_message
+            changes[column.name] = _stored(value)
+    return dataclasses.replace(copy.deepcopy(row), **changes)  # type: ignore[type-var]
 
 
 def _copied(found: T | None) -> T | None:

@@ -37,6 +37,7 @@ _STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.TurnAbandoned: grpc.StatusCode.UNAVAILABLE,
     errors.ModelTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ModelRequestRejected: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelProtocolError: grpc.StatusCode.UNKNOWN,

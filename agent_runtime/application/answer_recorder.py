@@ -19,7 +19,7 @@ from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import ModelProtocolError
 from agent_runtime.domain.events import EventType
-from agent_runtime.domain.model import Approval, Role, StopReason, ToolCallRecord
+from agent_runtime.domain.model import Approval, Role, StopReason, ToolCallRecord, is_valid_id
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.response_processor import (
     FinalAnswer,
@@ -134,14 +134,17 @@ class AnswerRecorder:
     async def _unique_call_id(
         self, uow: UnitOfWork, turn: TurnRecorder, decision: _CallDecision
     ) -> _CallDecision:
-        """Give the call an id of our own if the model reused one this session already has.
+        """Give the call an id of our own if the model reused one this session already has,
+        or sent one a client could not answer (over 128 characters, or with control
+        characters: what a tool result's call_id may be).
 
         Clients answer by call id, so ids must be unique per session; some servers count
         from call_0 in every response.
         """
         call = decision.call
-        found = await uow.messages.find_tool_call(turn.session.session_id, call.call_id)
-        if found is None:
-            return decision
+        if is_valid_id(call.call_id):
+            found = await uow.messages.find_tool_call(turn.session.session_id, call.call_id)
+            if found is None:
+                return decision
         unique = ToolCallRecord(self._ids("call"), call.tool_name, call.arguments)
         return dataclasses.replace(decision, call=unique)

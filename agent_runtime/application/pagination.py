@@ -9,9 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.text import short_text_problem
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Message positions are 32-bit integers in the schema (PostgreSQL refuses a larger cursor).
+MAX_POSITION = 2**31 - 1
+# The key of a (time, key) cursor is a session or call id.
+MAX_KEY_CHARS = 256
 
 
 def page_size(requested: int) -> int:
@@ -46,7 +51,11 @@ def decode_position_token(token: str) -> int:
     if not token:
         return 0
     (position,) = _decode(token, "pos", 1)
-    if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < 2**63:
+    if (
+        isinstance(position, int)
+        and not isinstance(position, bool)
+        and 0 <= position <= MAX_POSITION
+    ):
         return position
     raise InvalidInput.field("page_token", "is malformed", reason="INVALID_PAGE_TOKEN")
 
@@ -61,7 +70,11 @@ def decode_time_key_token(token: str, kind: str) -> tuple[datetime, str] | None:
         return None
     at, key = _decode(token, kind, 2)
     try:
-        if isinstance(at, str) and isinstance(key, str) and len(key) <= 256:
+        if (
+            isinstance(at, str)
+            and isinstance(key, str)
+            and short_text_problem(key, MAX_KEY_CHARS) is None
+        ):
             moment = datetime.fromisoformat(at)
             if moment.tzinfo is not None:
                 return moment.astimezone(UTC), key

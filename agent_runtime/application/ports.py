@@ -95,10 +95,6 @@ class TurnRepository(Protocol):
         self, session_id: str, client_message_id: str
     ) -> Turn | None: ...
 
-    async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
-        """Store the turn's replay log: every chunk but the deltas, with its seq."""
-        ...
-
     async def chunks(self, turn: Turn) -> list[Chunk]: ...
 
     async def request_cancel(self, turn_id: str) -> None:

@@ -23,8 +23,11 @@ from agent_runtime.domain.model import (
     Message,
     Session,
     validate_session_id,
+    validate_short_text,
 )
 
+# A title is a line of text naming the session, not a message.
+MAX_TITLE_CHARS = 1024
 _SESSIONS_TOKEN = "ses"
 _APPROVALS_TOKEN = "apr"
 
@@ -62,6 +65,7 @@ class SessionHandler:
     async def create(self, cmd: CreateSession) -> SessionDetails:
         if cmd.session_id:
             validate_session_id(cmd.session_id)
+        validate_short_text("title", cmd.title, MAX_TITLE_CHARS)
         agent = self._agents.get(cmd.agent)
         now = self._now()
         session = Session(

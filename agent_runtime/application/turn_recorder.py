@@ -31,6 +31,7 @@ from agent_runtime.domain.model import (
     Usage,
 )
 from agent_runtime.domain.model_output import ModelResponse
+from agent_runtime.domain.text import storable
 
 ModelFor = Callable[[AgentProfile], str]
 
@@ -126,13 +127,16 @@ class TurnRecorder:
     # -- what the turn writes -------------------------------------------------------------
 
     async def append(self, role: Role, content: str, **fields: Any) -> Message:
+        """Add a message to the history. Its text is kept as the store keeps it (U+0000 as
+        U+FFFD, domain/text.py): the model and the client's chunks read what ListMessages
+        will."""
         self.session.message_count += 1
         message = Message(
             self._ids("msg"),
             self.session.session_id,
             self.session.message_count,
             role,
-            content,
+            storable(content),
             created_at=self._now(),
             turn_id=self.turn.turn_id,
             **fields,
@@ -154,6 +158,7 @@ class TurnRecorder:
 
     async def switch_agent(self, target: AgentProfile, reason: str) -> chunks.AgentSwitched:
         """Move the session to `target`; returns the chunk that tells the client."""
+        reason = storable(reason)  # as the store keeps it, in the chunk too
         switch = AgentSwitch(self.agent.name, target.name, reason, self._now(), self.turn.turn_id)
         await self._uow.sessions.switch_agent(self.session.session_id, switch)
         await self.event(

@@ -2,8 +2,9 @@
 
 A running turn's lease is extended every interval by the process running it (one UPDATE for
 all its turns). A turn whose lease ran out belongs to a dead process: any process marks it
-INTERRUPTED and frees its session. The same renewal carries CancelTurn requests made
-through another process.
+INTERRUPTED, ends its replay log as a failed turn's ends (Error{TURN_INTERRUPTED, retryable}
+and TurnCompleted{ERROR}, so every replay, follower and retry sees the end) and frees its
+session. The same renewal carries CancelTurn requests made through another process.
 
 Reclaiming runs every interval too, so it costs one read across tenants when nothing is
 abandoned: a tenant's transaction is opened only for a tenant that has a candidate turn
@@ -14,15 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from agent_runtime.application.ids import Clock, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
-from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
+from agent_runtime.domain import chunks
+from agent_runtime.domain.errors import TurnAbandoned
 from agent_runtime.domain.events import Event, EventType
-from agent_runtime.domain.model import Turn
+from agent_runtime.domain.model import StopReason, Turn, TurnError
 
 log = logging.getLogger(__name__)
+
+# How far after the last persisted chunk an interrupted turn's end comes. Deltas are never
+# persisted, so a client may have seen seqs beyond the log's last chunk; this is more than a
+# turn streams between two of its commits (the deltas of one model call, each at least one
+# character of an answer AGENT_RUNTIME_MAX_ANSWER_BYTES bounds), so a client that resumes
+# after the last delta it saw still gets the end. Far below 2**53: JavaScript numbers hold it.
+INTERRUPTION_SEQ_GAP = 2**32
+INTERRUPTED_MESSAGE = "the process running the turn stopped before the turn ended"
 
 
 class TurnRecovery:
@@ -63,20 +74,10 @@ class TurnRecovery:
             # a snapshot taken earlier would look abandoned while it runs. (A turn registers
             # itself as live before its first commit.)
             abandoned = [t for t in candidates if not self._runs_here(tenant_id, t.turn_id)]
-            turns = await uow.turns.interrupt(abandoned, now)
-            for turn in turns:
-                await uow.events.add(
-                    Event(
-                        EventType.TURN_FAILED,
-                        turn.session_id,
-                        now,
-                        turn.turn_id,
-                        {
-                            "reason": "TURN_INTERRUPTED",
-                            "message": "the process running the turn stopped",
-                        },
-                    )
-                )
+            turns = [
+                await _end_interrupted(uow, turn, now)
+                for turn in await uow.turns.interrupt(abandoned, now)
+            ]
             await uow.commit()
         for turn in turns:
             log.warning(
@@ -117,3 +118,37 @@ class TurnRecovery:
                 await self.recover()
             except Exception:  # keep going: a failed round is retried at the next interval
                 log.exception("lease renewal failed; retrying in %.1fs", interval)
+
+
+async def _end_interrupted(uow: UnitOfWork, claimed: Turn, now: datetime) -> Turn:
+    """The turn `interrupt` claimed, recorded as ended: its row says why, and its replay log
+    ends as a failed turn's does."""
+    turn = await uow.turns.get(claimed.turn_id) or claimed  # as its last commit left it
+    replay_log = await uow.turns.chunks(turn)
+    error = TurnAbandoned(INTERRUPTED_MESSAGE)
+    turn.interrupt(TurnError(error.reason, error.message), now)
+    await uow.turns.save(turn, [*replay_log, *interruption_ending(turn, replay_log, error)])
+    await uow.events.add(
+        Event(
+            EventType.TURN_FAILED,
+            turn.session_id,
+            now,
+            turn.turn_id,
+            {"reason": error.reason, "message": error.message},
+        )
+    )
+    return turn
+
+
+def interruption_ending(
+    turn: Turn, replay_log: list[chunks.Chunk], error: TurnAbandoned
+) -> list[chunks.Chunk]:
+    """Error and TurnCompleted{ERROR}, INTERRUPTION_SEQ_GAP after the log's last chunk."""
+    seq = (replay_log[-1].seq if replay_log else 0) + INTERRUPTION_SEQ_GAP
+    ending: list[chunks.ChunkBody] = [
+        chunks.TurnError(error),
+        chunks.TurnCompleted(StopReason.ERROR, turn.usage),
+    ]
+    return [
+        chunks.Chunk(turn.session_id, turn.turn_id, at, body) for at, body in enumerate(ending, seq)
+    ]

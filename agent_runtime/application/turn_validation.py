@@ -14,8 +14,15 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
-from agent_runtime.domain.model import ApprovalVerdict, validate_id, validate_session_id
+from agent_runtime.domain.model import (
+    MAX_MODEL_NAME,
+    ApprovalVerdict,
+    validate_id,
+    validate_session_id,
+    validate_short_text,
+)
 
+# The width of the column it is stored in (turns.client_message_id).
 MAX_CLIENT_MESSAGE_ID = 128
 
 
@@ -29,10 +36,9 @@ class TurnValidator:
             validate_session_id(cmd.session_id)
         elif not isinstance(cmd, SendUserMessage | SwitchAgent):
             raise InvalidInput.field("session_id", "is required for this input")
-        if len(cmd.client_message_id) > MAX_CLIENT_MESSAGE_ID:
-            raise InvalidInput.field(
-                "client_message_id", f"must be at most {MAX_CLIENT_MESSAGE_ID} characters"
-            )
+        validate_short_text("client_message_id", cmd.client_message_id, MAX_CLIENT_MESSAGE_ID)
+        if not isinstance(cmd, SwitchAgent):
+            validate_short_text("model", cmd.model, MAX_MODEL_NAME)
         if cmd.client_message_id and not cmd.session_id:
             raise InvalidInput.field(
                 "session_id", "is required with client_message_id (keys are per session)"
@@ -63,6 +69,7 @@ class TurnValidator:
             case SwitchAgent():
                 if not cmd.agent:
                     raise InvalidInput.field("switch_agent.agent", "must name an agent")
+                self._check_size("switch_agent.reason", cmd.reason)
                 try:
                     self._agents.get(cmd.agent)
                 except InvalidInput as exc:

@@ -15,7 +15,7 @@ from agent_runtime.client.blocking import BlockingAgentRuntimeClient
 from agent_runtime.client.calls import new_client_message_id, new_session_id
 from agent_runtime.client.client import AgentRuntimeClient
 from agent_runtime.client.connection import TlsConfig
-from agent_runtime.client.errors import AgentRuntimeError, FieldViolation
+from agent_runtime.client.errors import AgentRuntimeError, FieldViolation, TurnInterrupted
 from agent_runtime.client.inputs import (
     TurnInput,
     approve,
@@ -38,6 +38,7 @@ __all__ = [
     "RetryPolicy",
     "TlsConfig",
     "TurnInput",
+    "TurnInterrupted",
     "approve",
     "arguments_of",
     "edit",

@@ -66,8 +66,9 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         generated. If the stream breaks, the rest of the turn is fetched with ResumeStream
         after the last seq received, so no chunk is yielded twice and none is skipped (a turn
         that ended meanwhile is replayed from what was persisted: its final message, without
-        deltas). Close the iterator (aclose(), or contextlib.aclosing around the loop) or
-        cancel the task to cancel the call: the server then cancels the turn.
+        deltas). A turn interrupted by the death of the server process running it raises
+        TurnInterrupted. Close the iterator (aclose(), or contextlib.aclosing around the
+        loop) or cancel the task to cancel the call: the server then cancels the turn.
         """
         turn = self._turn(session_id, turn_input, client_message_id, agent, model, timeout)
         return self._follow(turn)
@@ -75,7 +76,8 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
     def resume_stream(
         self, session_id: str, turn_id: str, after_seq: int = 0, *, timeout: float | None = None
     ) -> AsyncGenerator[rt.StreamChunk, None]:
-        """A turn's chunks after `after_seq`, then live until it ends."""
+        """A turn's chunks after `after_seq`, then live until it ends (TurnInterrupted if it
+        was interrupted)."""
         return self._follow(self._resumed_turn(session_id, turn_id, after_seq, timeout))
 
     async def cancel_turn(

@@ -8,6 +8,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+ERROR_DOMAIN = "agent-runtime"
 _REQUEST_ID_KEY = "x-request-id"
 
 
@@ -81,3 +82,26 @@ class AgentRuntimeError(Exception):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
                 self.retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
+
+
+class TurnInterrupted(AgentRuntimeError):
+    """A turn a stream followed ended interrupted: the server process running it stopped (a
+    crash, a kill -9) before the turn ended, and the runtime marked it so (the stream's
+    Error chunk said TURN_INTERRUPTED). Its input is stored; no answer is. Sending the input
+    again with a new client_message_id starts a new turn; the same key replays this one.
+    `metadata` names the session_id and turn_id."""
+
+    REASON = "TURN_INTERRUPTED"
+
+    @classmethod
+    def from_chunk(
+        cls, code_name: str, message: str, *, session_id: str, turn_id: str
+    ) -> TurnInterrupted:
+        code = grpc.StatusCode.__members__.get(code_name, grpc.StatusCode.UNAVAILABLE)
+        return cls(
+            code,
+            message,
+            reason=cls.REASON,
+            domain=ERROR_DOMAIN,
+            metadata={"session_id": session_id, "turn_id": turn_id},
+        )

@@ -15,6 +15,7 @@ import grpc
 
 from agent_runtime.client.attempts import Attempts
 from agent_runtime.client.calls import Metadata, Stubs
+from agent_runtime.client.errors import TurnInterrupted
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2
 
@@ -52,7 +53,8 @@ class ResumableStream(ABC, Generic[_Response, _Item]):
 class TurnStream(ResumableStream[rt.StreamChunk, rt.StreamChunk]):
     """A turn's chunks. Until the first chunk the turn is (re)started with the same
     StreamMessage request: its client_message_id makes the server attach a repeat to the turn
-    the first attempt started. After it, ResumeStream fetches what follows the last seq."""
+    the first attempt started. After it, ResumeStream fetches what follows the last seq.
+    A turn that turns out interrupted (its process died) raises TurnInterrupted."""
 
     def __init__(
         self,
@@ -80,6 +82,13 @@ class TurnStream(ResumableStream[rt.StreamChunk, rt.StreamChunk]):
         if chunk.turn_id == self.turn_id and chunk.seq <= self.last_seq:
             return None  # replayed by ResumeStream
         self.session_id, self.turn_id, self.last_seq = chunk.session_id, chunk.turn_id, chunk.seq
+        if chunk.HasField("error") and chunk.error.reason == TurnInterrupted.REASON:
+            raise TurnInterrupted.from_chunk(
+                chunk.error.code,
+                chunk.error.message,
+                session_id=chunk.session_id,
+                turn_id=chunk.turn_id,
+            )
         return chunk
 
     def _can_reopen(self) -> bool:

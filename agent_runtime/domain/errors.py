@@ -134,6 +134,14 @@ class StorageUnavailable(DomainError):
     default_retryable = True
 
 
+class TurnAbandoned(DomainError):
+    """The process running the turn stopped (a crash, a kill, a lost lease) before the turn
+    ended. Its input is stored: sending it again, with a new client_message_id, may work."""
+
+    default_reason = "TURN_INTERRUPTED"
+    default_retryable = True
+
+
 class ModelError(DomainError):
     """The model endpoint failed. Subclasses say how."""
 

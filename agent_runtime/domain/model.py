@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.text import short_text_problem
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -24,12 +25,29 @@ def validate_session_id(session_id: str) -> None:
 
 
 MAX_ID_LENGTH = 128
+# A model name, as a request, an agent or the settings give it (the turns.model column).
+MAX_MODEL_NAME = 256
+
+
+def is_valid_id(value: str) -> bool:
+    """An id a client can name (turn, call, message ids): 1-128 characters, no control
+    characters."""
+    return bool(value) and short_text_problem(value, MAX_ID_LENGTH) is None
 
 
 def validate_id(field: str, value: str) -> None:
     """Ids the server issued (turn, call, message ids): never empty, never huge."""
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidInput.field(field, f"must be 1-{MAX_ID_LENGTH} characters")
+    if not is_valid_id(value):
+        raise InvalidInput.field(
+            field, f"must be 1-{MAX_ID_LENGTH} characters, with no control characters"
+        )
+
+
+def validate_short_text(field: str, value: str, max_chars: int) -> None:
+    """A short field a client names (a key, a model, a title): see domain/text.py."""
+    problem = short_text_problem(value, max_chars)
+    if problem is not None:
+        raise InvalidInput.field(field, problem)
 
 
 class Role(Enum):
@@ -165,6 +183,13 @@ class Turn:
         self.status = TurnStatus.CANCELLED
         self.stop_reason = StopReason.CANCELLED
         self.usage = usage
+        self.finished_at = now
+
+    def interrupt(self, error: TurnError, now: datetime) -> None:
+        """The process running it stopped: the turn ends as failed, marked interrupted."""
+        self.status = TurnStatus.INTERRUPTED
+        self.stop_reason = StopReason.ERROR
+        self.error = error
         self.finished_at = now
 
 

@@ -38,6 +38,8 @@ from agent_runtime.domain.agents import (
     PathRestriction,
 )
 from agent_runtime.domain.approval import ApprovalPolicy
+from agent_runtime.domain.model import MAX_MODEL_NAME
+from agent_runtime.domain.text import short_text_problem
 from agent_runtime.domain.tools import TOOL_CATALOGUE
 
 _TOP_KEYS = {"default_agent", "replace_builtin", "approval", "agents"}
@@ -183,6 +185,8 @@ class _Parser:
                 if not isinstance(table[key], str):
                     self.fail(f"{key} must be a string", table=where, key=key)
                 changes[key] = table[key]
+        if problem := short_text_problem(changes.get("model", ""), MAX_MODEL_NAME):
+            self.fail(f"model {problem}", table=where, key="model")
         if "allowed_tools" in table:
             tools = self._strings(table["allowed_tools"], where, "allowed_tools")
             for tool in tools:

@@ -262,7 +262,11 @@ class SwitchAgent(message.Message):
 
 @typing.final
 class StreamChunk(message.Message):
-    """One streamed piece of a turn. seq starts at 1 in each turn and grows by one per chunk."""
+    """One streamed piece of a turn. seq starts at 1 in each turn and grows by one per chunk
+    while the turn streams. A replay skips the deltas' seqs (they are not persisted), and the
+    Error and TurnCompleted of a turn interrupted by a crash come 2^32 after its last persisted
+    chunk, so that a client resuming after the last delta it saw still receives them.
+    """
 
     DESCRIPTOR: descriptor.Descriptor
 

@@ -261,7 +261,7 @@ async def test_a_turn_reads_back_as_added_and_as_saved(uows: UnitOfWorkFactory) 
         assert await reader.turns.get("t1") == turn
 
 
-async def test_a_turns_replay_log_is_kept_by_add_save_and_save_chunks(
+async def test_a_turns_replay_log_is_kept_by_add_and_save(
     uows: UnitOfWorkFactory,
 ) -> None:
     await add_sessions(uows, "s1")
@@ -278,7 +278,7 @@ async def test_a_turns_replay_log_is_kept_by_add_save_and_save_chunks(
         await uow.turns.save(turn, second)
     async with committing(uows) as uow:
         assert comparable(await uow.turns.chunks(turn)) == comparable(second)
-        await uow.turns.save_chunks(turn, third)
+        await uow.turns.save(turn, third)
     async with uows.reader(TENANT) as reader:
         assert comparable(await reader.turns.chunks(turn)) == comparable(third)
 
@@ -564,6 +564,75 @@ async def test_events_are_seen_once_committed_in_commit_order_and_filtered(
     assert all(isinstance(s, StoredEvent) for s in stored)
 
 
+# -- text as every store keeps it (domain/text.py) --------------------------------------------
+
+WITH_NUL = "before\x00after ✓"
+AS_STORED = "before\ufffdafter ✓"
+
+
+async def test_u0000_is_stored_as_u_fffd_in_every_text_field_and_kept_in_json(
+    uows: UnitOfWorkFactory,
+) -> None:
+    """PostgreSQL's text cannot hold U+0000: every store keeps it as U+FFFD, and finds a row by
+    the text as given. Values kept as JSON (tool arguments, event data, the replay log) read
+    back as they were."""
+    call = ToolCallRecord("call-\x00", "read_file", {"path": WITH_NUL, WITH_NUL: [WITH_NUL]})
+    turn = a_turn("t1", client_message_id=WITH_NUL, input_hash="h")
+    turn.model = WITH_NUL
+    turn.fail(TurnError("MODEL_ERROR", WITH_NUL), Usage(1, 2), LATER)
+    log = [
+        c.Chunk("s1", "t1", 1, c.AssistantMessage("m1", WITH_NUL)),
+        c.Chunk("s1", "t1", 2, c.AgentSwitched("coder", "architect", WITH_NUL)),
+        c.Chunk("s1", "t1", 3, c.TurnError(ModelUnavailable(WITH_NUL, metadata={"k": WITH_NUL}))),
+    ]
+    history = [
+        Message("m1", "s1", 1, Role.USER, WITH_NUL, NOW),
+        Message("m2", "s1", 2, Role.ASSISTANT, WITH_NUL, NOW, turn_id="t1", tool_calls=(call,)),
+        Message("m3", "s1", 3, Role.TOOL, WITH_NUL, NOW, tool_call_id=call.call_id),
+    ]
+    approval = an_approval(
+        call.call_id, arguments=dict(call.arguments), reason=WITH_NUL, feedback=WITH_NUL
+    )
+    approval.final_arguments = {"content": WITH_NUL}
+    switch = AgentSwitch("coder", "architect", WITH_NUL, NOW, "t1")
+    event = Event(EventType.MESSAGE_PERSISTED, "s1", NOW, "t1", {"text": WITH_NUL})
+    async with committing(uows) as uow:
+        await uow.sessions.add(Session("s1", "coder", NOW, NOW, title=WITH_NUL))
+        await uow.turns.add(turn, log)
+        for message in history:
+            await uow.messages.add(message)
+        await uow.approvals.add(approval)
+        await uow.sessions.switch_agent("s1", switch)
+        await uow.events.add(event)
+
+    async with uows.reader(TENANT) as reader:
+        session = await reader.sessions.get("s1")
+        assert session is not None and session.title == AS_STORED
+        stored = await reader.turns.get("t1")
+        assert stored is not None
+        assert (stored.model, stored.client_message_id) == (AS_STORED, AS_STORED)
+        assert stored.error == TurnError("MODEL_ERROR", AS_STORED)
+        assert await reader.turns.find_by_client_message_id("s1", WITH_NUL) == stored
+        assert comparable(await reader.turns.chunks(stored)) == comparable(log)
+
+        messages = await reader.messages.recent("s1", 10)
+        assert [m.content for m in messages] == [AS_STORED] * 3
+        assert messages[1].tool_calls == (call,)  # JSON: as it was
+        assert messages[2].tool_call_id == "call-\ufffd"
+        found_call = await reader.messages.find_tool_call("s1", call.call_id)
+        found_result = await reader.messages.find_tool_result("s1", call.call_id)
+        assert found_call is not None and found_call.message_id == "m2"
+        assert found_result is not None and found_result.message_id == "m3"
+
+        kept = await reader.approvals.get("s1", call.call_id)
+        assert kept is not None
+        assert (kept.call_id, kept.reason, kept.feedback) == ("call-\ufffd", AS_STORED, AS_STORED)
+        assert (kept.arguments, kept.final_arguments) == (call.arguments, {"content": WITH_NUL})
+        assert [s.reason for s in await reader.sessions.agent_history("s1")] == [AS_STORED]
+        events = await reader.events.after(0, session_id="s1", types=frozenset(), limit=10)
+        assert [e.event.data for e in events] == [{"text": WITH_NUL}]
+
+
 # -- commit and rollback ---------------------------------------------------------------------
 
 
@@ -688,7 +757,6 @@ async def test_another_tenant_changes_nothing_of_a_tenants_rows(uows: UnitOfWork
         await uow.sessions.record_activity("s1", LATER, message_count=7)
         await uow.sessions.mark_deleted("s1", LATER)
         await uow.turns.save(t1, [])
-        await uow.turns.save_chunks(t1, [])
         await uow.turns.request_cancel("t1")
         assert await uow.turns.renew_leases(["t1"], LATER) == []
         assert await uow.turns.interrupt([a_turn("t1")], LATER) == []
@@ -727,7 +795,6 @@ WRITES: dict[str, Write] = {
     "sessions.mark_deleted": lambda u: u.sessions.mark_deleted("s1", LATER),
     "turns.add": lambda u: u.turns.add(a_turn("t9")),
     "turns.save": lambda u: u.turns.save(a_turn("t1", status=TurnStatus.FAILED)),
-    "turns.save_chunks": lambda u: u.turns.save_chunks(a_turn("t1"), []),
     "turns.request_cancel": lambda u: u.turns.request_cancel("t1"),
     "turns.renew_leases": lambda u: u.turns.renew_leases(["t1"], LATER),
     "turns.interrupt": lambda u: u.turns.interrupt([a_turn("t1")], LATER),

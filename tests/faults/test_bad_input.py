@@ -1,8 +1,8 @@
 """Fault injection: bad input. Whatever a client sends, the runtime answers with a status it
 means (never INTERNAL or UNKNOWN), keeps serving, and a refused request changes nothing.
 
-Two fuzzers against one real runtime (real gRPC port, real SQLite file, real HTTP model
-endpoint answering "ok"):
+Two fuzzers against one real runtime (real gRPC port, a real SQLite file or PostgreSQL
+schema, real HTTP model endpoint answering "ok"):
 (a) hypothesis-built, well-typed requests for every RPC: odd strings (empty, NUL, unicode,
     ~300 KB), ids that exist and ids that do not, undefined enum numbers, forged page tokens,
     extreme page sizes and cursors;
@@ -10,7 +10,7 @@ endpoint answering "ok"):
     through a generic client.
 
 The runtime runs in a background thread with its own event loop; the synchronous
-hypothesis tests hand it coroutines (the client calls) and read the database with sqlite3.
+hypothesis tests hand it coroutines (the client calls, and the reads that count the rows).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,10 +33,13 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime import bootstrap
 from agent_runtime.config import Settings
 from agent_runtime.domain.model import SESSION_ID_PATTERN
+from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import (
@@ -44,7 +48,8 @@ from agent_runtime.v1 import (
 )
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
-from tests.faults.checks import row_counts
+from tests.faults.checks import TABLES
+from tests.support.databases import BACKENDS, database_for
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
 
 T = TypeVar("T")
@@ -88,8 +93,11 @@ SEEDED_TURNS: list[str] = []  # filled in by the seeding
 class Runtime:
     """A runtime and a client channel on a loop running in a background thread."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
+    def __init__(self, backend: str, db_path: Path) -> None:
+        self._backend = backend
+        self._db_path = db_path
+        self._resources = AsyncExitStack()
+        self._engine: AsyncEngine | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="fuzzed-runtime", daemon=True
@@ -120,13 +128,16 @@ class Runtime:
             self.loop.close()
 
     async def _start(self) -> None:
+        url = await self._resources.enter_async_context(
+            database_for(self._backend, str(self._db_path))
+        )
         await self._model.start()
         self._model.default_response = text_answer("ok")
         self._running = await bootstrap.start(
             Settings.model_validate(
                 {
                     "server": {"listen": "127.0.0.1:0"},
-                    "database": {"url": f"sqlite+aiosqlite:///{self.db_path}"},
+                    "database": {"url": url},
                     "model": {
                         "base_url": self._model.base_url,
                         "api_key": "sk-test",
@@ -136,6 +147,7 @@ class Runtime:
             )
         )
         self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{self._running.port}")
+        self._engine = create_engine(url)
         await self._seed()
 
     async def _stop(self) -> None:
@@ -143,7 +155,20 @@ class Runtime:
             await self._channel.close()
         if self._running is not None:
             await self._running.stop(grace=None)
+        if self._engine is not None:
+            await self._engine.dispose()
         await self._model.stop()
+        await self._resources.aclose()
+
+    async def row_counts(self) -> dict[str, int]:
+        assert self._engine is not None
+        async with self._engine.connect() as connection:
+            return {
+                table: int(
+                    (await connection.execute(text(f"SELECT count(*) FROM {table}"))).one()[0]
+                )
+                for table in TABLES
+            }
 
     async def _seed(self) -> None:
         """A session per state a turn can leave: answered, tool call out, approval pending,
@@ -176,9 +201,11 @@ class Runtime:
             await sessions.CreateSession(ses.CreateSessionRequest(session_id=spare, title="t"))
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    running = Runtime(tmp_path_factory.mktemp("bad_input") / "runtime.db")
+@pytest.fixture(scope="module", params=BACKENDS)
+def fuzzed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
+    running = Runtime(request.param, tmp_path_factory.mktemp("bad_input") / "runtime.db")
     try:
         running.start()
         yield running
@@ -263,7 +290,7 @@ async def _serving(channel: grpc.aio.Channel) -> int:
 
 def check(runtime: Runtime, method: str, payload: bytes) -> None:
     """The properties: a meant status, still serving, and a refusal wrote nothing."""
-    before = row_counts(runtime.db_path)
+    before = runtime.run(runtime.row_counts())
     outcome = runtime.run(_call(runtime.channel, method, payload))
     event(outcome.code.name)  # --hypothesis-show-statistics: which paths the fuzzing reached
     assert outcome.code in ALLOWED, f"{outcome.code.name}: {outcome.details}"
@@ -273,7 +300,7 @@ def check(runtime: Runtime, method: str, payload: bytes) -> None:
     assert "metadata size exceeds" not in outcome.details, outcome.details
     assert runtime.run(_serving(runtime.channel)) == health_pb2.HealthCheckResponse.SERVING
     if outcome.code not in (Code.OK, Code.CANCELLED):
-        after = row_counts(runtime.db_path)
+        after = runtime.run(runtime.row_counts())
         assert after == before, f"refused with {outcome.code.name} but wrote {before} -> {after}"
 
 

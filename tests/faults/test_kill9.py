@@ -8,6 +8,8 @@ What a crash must never do, checked after every restart and at the end:
   or store anything twice (a retried request, same client_message_id, must not duplicate
   its message);
 - leave a session busy or a turn RUNNING once the restarted server is up;
+- leave a turn without its end: a retry of a turn the kill interrupted replays it ending with
+  Error{TURN_INTERRUPTED} and TurnCompleted;
 - leave a history an OpenAI-style provider would refuse (a tool call without its result, a
   result without its call), or with holes or repeats in its positions.
 """
@@ -154,7 +156,7 @@ class Record:
     approvals: int = 0
     completed: int = 0
     cut: int = 0  # requests a kill broke off
-    replayed_unfinished: int = 0  # retries that replayed an interrupted turn (no TurnCompleted)
+    replayed_interrupted: int = 0  # retries that replayed a turn the kill interrupted
     problems: list[str] = field(default_factory=list)
 
 
@@ -186,7 +188,7 @@ async def send(
                     record.answers[chunk.assistant_message.message_id] = request.session_id
                 elif chunk.HasField("tool_call"):
                     record.answers[chunk.tool_call.message_id] = request.session_id
-                elif chunk.HasField("error"):
+                elif chunk.HasField("error") and chunk.error.reason != "TURN_INTERRUPTED":
                     record.problems.append(f"{request.client_message_id}: error chunk {chunk}")
         except grpc.aio.AioRpcError as error:
             if servers.generation != generation or not servers.ready.is_set():
@@ -196,13 +198,16 @@ async def send(
                 f"{request.client_message_id}: {error.code().name} {error.details()} with no kill"
             )
             return chunks
-        if chunks and chunks[-1].HasField("turn_completed"):
-            record.completed += 1
-        elif attempt > 0:
-            record.replayed_unfinished += 1  # a retry of a turn the kill interrupted
-        else:
-            kinds = [c.WhichOneof("chunk") for c in chunks]
+        kinds = [c.WhichOneof("chunk") for c in chunks]
+        interrupted = [c for c in chunks if c.error.reason == "TURN_INTERRUPTED"]
+        if not chunks or kinds[-1] != "turn_completed":
             record.problems.append(f"{request.client_message_id}: no TurnCompleted: {kinds}")
+        elif not interrupted:
+            record.completed += 1
+        elif attempt > 0 and kinds[-2:] == ["error", "turn_completed"]:
+            record.replayed_interrupted += 1  # a retry of a turn the kill interrupted
+        else:
+            record.problems.append(f"{request.client_message_id}: interrupted: {kinds}")
         return chunks
     record.problems.append(f"{request.client_message_id}: cut off on every attempt")
     return []
@@ -332,7 +337,7 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
 
     summary = (
         f"{record.completed} turns completed, {len(record.started)} TurnStarted received, "
-        f"{record.cut} requests cut by {KILLS} kills, {record.replayed_unfinished} retries "
+        f"{record.cut} requests cut by {KILLS} kills, {record.replayed_interrupted} retries "
         f"replayed an interrupted turn, {record.approvals} approvals, "
         f"{time.monotonic() - began:.1f}s"
     )

@@ -2,7 +2,8 @@
 
 What holds on one SQLite file must hold here: one running turn per session, idempotent
 retries that reach another replica, ResumeStream and WatchEvents served by a replica that
-does not run the turn, and a replica's kill -9 cleaned up by the others after its lease.
+does not run the turn, and a replica's kill -9 cleaned up by the others after its lease (its
+turn's followers elsewhere seeing it end).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from agent_runtime.client import AgentRuntimeClient, TurnInterrupted
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
@@ -237,3 +239,47 @@ async def test_a_killed_replicas_turn_is_interrupted_by_another_after_its_lease(
     model.enqueue(text_answer("back"))
     chunks = await replicas.clients[2].turn(user_message("s1", "still there?"))
     assert chunks[-2].assistant_message.content == "back"
+
+
+async def test_a_follower_on_another_replica_sees_a_killed_replicas_turn_end(
+    relayed_replicas: Replicas, model: FakeModelServer
+) -> None:
+    """The follower saw deltas (relayed, never persisted) with seqs past the turn's persisted
+    log; when the replica running the turn dies, the end comes after them all the same."""
+    more = asyncio.Event()
+    model.enqueue(stepped_answer([["Hel"], ["lo ", "wor"]], [more], then_stall=True))
+    runner, other = relayed_replicas.clients
+    original = runner.runtime.StreamMessage(user_message("s1", "greet", client_message_id="k1"))
+    started = await original.read()
+    assert isinstance(started, rt.StreamChunk) and started.HasField("turn_started")
+    resumed = other.runtime.ResumeStream(
+        rt.ResumeStreamRequest(session_id="s1", turn_id=started.turn_id, after_seq=0)
+    )
+    assert await asyncio.wait_for(resumed.read(), 10) == started
+    # And a Python client following it there too.
+    followed: list[rt.StreamChunk] = []
+    following = asyncio.Event()
+
+    async def python_follower() -> None:
+        address = relayed_replicas.servers[1].address
+        async with AgentRuntimeClient(address) as client:
+            async for chunk in client.resume_stream("s1", started.turn_id):
+                followed.append(chunk)
+                following.set()
+
+    python = asyncio.create_task(python_follower())
+    await asyncio.wait_for(following.wait(), 10)
+    more.set()
+    deltas = await _deltas_until(resumed, "lo wor")
+    last_seen = deltas[-1].seq
+
+    await relayed_replicas.servers[0].kill_hard()
+    ending = await asyncio.wait_for(read_rest(resumed), LEASE_SECONDS * 20)
+
+    assert kinds(ending) == ["error", "turn_completed"]
+    assert (ending[0].error.reason, ending[0].error.retryable) == ("TURN_INTERRUPTED", True)
+    assert ending[1].turn_completed.stop_reason == rt.STOP_REASON_ERROR
+    assert last_seen < ending[0].seq < ending[1].seq
+    with pytest.raises(TurnInterrupted):
+        await asyncio.wait_for(python, 10)
+    assert followed[0] == started

@@ -23,7 +23,7 @@ from sqlalchemy.types import TypeEngine
 
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
-from agent_runtime.infrastructure.db.tables import metadata
+from agent_runtime.infrastructure.db.tables import StoredText, metadata
 from tests.support.databases import database_for
 
 Schema = dict[str, dict[str, Any]]
@@ -140,3 +140,15 @@ async def test_replicas_starting_together_migrate_one_at_a_time(tmp_path: Path) 
         finally:
             for engine in engines:
                 await engine.dispose()
+
+
+def test_every_text_column_keeps_text_as_every_store_does() -> None:
+    """A text column added without StoredText would take U+0000 as it is on SQLite and fail
+    on PostgreSQL (domain/text.py)."""
+    plain = [
+        f"{table.name}.{column.name}"
+        for table in metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, String) and not isinstance(column.type, StoredText)
+    ]
+    assert plain == []

@@ -422,9 +422,12 @@ def gated_answer(words: list[str], gate: asyncio.Event) -> ScriptedResponse:
     return stepped_answer([words[:1], words[1:]], [gate])
 
 
-def stepped_answer(steps: list[list[str]], gates: list[asyncio.Event]) -> ScriptedResponse:
+def stepped_answer(
+    steps: list[list[str]], gates: list[asyncio.Event], *, then_stall: bool = False
+) -> ScriptedResponse:
     """Streams the words of steps[0] (one chunk each), waits for gates[0], streams those of
-    steps[1], and so on (one gate between two steps), then finishes."""
+    steps[1], and so on (one gate between two steps), then finishes; or, `then_stall`, sends
+    nothing more until the client closes the connection (a model hung mid-answer)."""
     assert len(gates) == len(steps) - 1
 
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
@@ -434,7 +437,10 @@ def stepped_answer(steps: list[list[str]], gates: list[asyncio.Event]) -> Script
                 await gates[index - 1].wait()
             for word in step:
                 await out.send_event(_chunk(request, {"content": word}))
-        await _finish_stream(request, out, "stop", None)
+        if then_stall:
+            await _wait_for_disconnect(out, None)
+        else:
+            await _finish_stream(request, out, "stop", None)
 
     return ScriptedResponse(respond, f"stepped_answer({len(steps)} steps)")
 

@@ -68,6 +68,8 @@ def test_replace_builtin_keeps_only_the_files_agents() -> None:
         ),
         ("[agents.coder\n", 1, "not valid TOML"),
         ("[agents.coder]\nmodel = 3\n", 2, "model must be a string"),
+        (f'[agents.coder]\nmodel = "{"m" * 257}"\n', 2, "model must be at most 256 characters"),
+        ('[agents.coder]\nmodel = "gpt\\u0000"\n', 2, "model must not contain control"),
     ],
 )
 def test_problems_name_the_line(text: str, line: int, problem: str) -> None:

@@ -1,9 +1,18 @@
 from datetime import UTC, datetime, timedelta
 
 from agent_runtime.application.live_turns import LiveTurnRegistry
-from agent_runtime.application.turn_recovery import TurnRecovery
+from agent_runtime.application.turn_recovery import INTERRUPTION_SEQ_GAP, TurnRecovery
+from agent_runtime.application.turn_streams import TurnStreams
+from agent_runtime.domain.chunks import (
+    AgentSwitched,
+    Chunk,
+    TurnCompleted,
+    TurnError,
+    TurnStarted,
+)
+from agent_runtime.domain.errors import TurnAbandoned
 from agent_runtime.domain.events import EventType
-from agent_runtime.domain.model import Session, Turn, TurnStatus
+from agent_runtime.domain.model import Session, StopReason, Turn, TurnStatus, Usage
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from tests.fakes import FakeDatabase, FakeUnitOfWorkFactory
 
@@ -93,3 +102,48 @@ async def test_running_but_healthy_turns_open_no_tenant_transaction() -> None:
     interrupted = await recovery.recover()
     assert [t.turn_id for t in interrupted] == ["tenant-b-theirs"]
     assert uows.opened_for == ["tenant-b"]
+
+
+async def test_an_interrupted_turn_ends_like_a_failed_one_after_every_seq_a_client_saw() -> None:
+    uows = FakeUnitOfWorkFactory()
+    expired = NOW - timedelta(seconds=1)
+    uows.db.sessions["s1"] = Session("s1", "coder", NOW, NOW, running_turn_id="t1")
+    uows.db.turns["t1"] = Turn(
+        "t1", "s1", "coder", "m", NOW, usage=Usage(3, 4), owner="them", lease_expires_at=expired
+    )
+    persisted = [
+        Chunk("s1", "t1", 1, TurnStarted("coder", "msg-1")),
+        Chunk("s1", "t1", 2, AgentSwitched("coder", "architect", "plans first")),
+    ]
+    uows.db.chunks["t1"] = list(persisted)
+    recovery = TurnRecovery(
+        uows, LiveTurnRegistry(), owner="me", lease=timedelta(30), clock=lambda: NOW
+    )
+
+    [interrupted] = await recovery.recover()
+
+    stored = uows.db.turns["t1"]
+    assert interrupted == stored
+    assert (stored.status, stored.stop_reason, stored.finished_at) == (
+        TurnStatus.INTERRUPTED,
+        StopReason.ERROR,
+        NOW,
+    )
+    assert stored.error is not None and stored.error.reason == "TURN_INTERRUPTED"
+    log = uows.db.chunks["t1"]
+    assert log[:2] == persisted
+    error, completed = log[2:]
+    assert [error.seq, completed.seq] == [2 + INTERRUPTION_SEQ_GAP, 3 + INTERRUPTION_SEQ_GAP]
+    assert isinstance(error.body, TurnError) and isinstance(error.body.error, TurnAbandoned)
+    assert (error.body.error.reason, error.body.error.retryable) == ("TURN_INTERRUPTED", True)
+    assert completed.body == TurnCompleted(StopReason.ERROR, Usage(3, 4))
+    assert await recovery.recover() == []  # ended once
+    assert len(uows.db.chunks["t1"]) == 4
+
+    # A client that saw deltas up to seq 1000 (never persisted) still gets the end.
+    streams = TurnStreams(uows, LiveTurnRegistry())
+    resumed = [c async for c in streams.follow("s1", "t1", 1000, tenant_id=DEFAULT_TENANT)]
+    assert [(c.seq, type(c.body)) for c in resumed] == [
+        (error.seq, TurnError),
+        (completed.seq, TurnCompleted),
+    ]

@@ -21,6 +21,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from agent_runtime.domain.text import storable
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every engine (SQLite would otherwise hand back naive ones)."""
@@ -39,11 +41,35 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class StoredText(TypeDecorator[str]):
+    """Text columns store text as every store keeps it (domain/text.py): U+0000 as U+FFFD, on
+    SQLite as on PostgreSQL, whose text types cannot hold it. Applied to every value bound to
+    the column, in writes and in the lookups that compare with it alike."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable(value)
+
+
+class UnboundedText(StoredText):
+    impl = Text
+    cache_ok = True  # asked of each class itself
+
+
+class BoundedText(StoredText):
+    """At most `length` characters (a VARCHAR: PostgreSQL refuses longer ones, so the use cases
+    check the lengths first)."""
+
+    impl = String
+    cache_ok = True
+
+
 metadata = MetaData()
 
 
 def _tenant() -> Column[str]:
-    return Column("tenant_id", String(64), nullable=False)
+    return Column("tenant_id", BoundedText(64), nullable=False)
 
 
 def _session_ref(table: str) -> ForeignKeyConstraint:
@@ -59,13 +85,13 @@ def _session_ref(table: str) -> ForeignKeyConstraint:
 sessions = Table(
     "sessions",
     metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("session_id", String(128), primary_key=True),
-    Column("agent", String(64), nullable=False),
-    Column("title", Text, nullable=False, default=""),
+    Column("tenant_id", BoundedText(64), primary_key=True),
+    Column("session_id", BoundedText(128), primary_key=True),
+    Column("agent", BoundedText(64), nullable=False),
+    Column("title", UnboundedText(), nullable=False, default=""),
     Column("message_count", Integer, nullable=False, default=0),
     # The one running turn; a conditional UPDATE claims it, so it holds across processes.
-    Column("running_turn_id", String(64), nullable=True),
+    Column("running_turn_id", BoundedText(64), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_activity_at", UTCDateTime(), nullable=False),
     # Soft delete: the row stays (its id stays taken) but the session is NOT_FOUND everywhere.
@@ -76,25 +102,25 @@ sessions = Table(
 turns = Table(
     "turns",
     metadata,
-    Column("turn_id", String(64), primary_key=True),
+    Column("turn_id", BoundedText(64), primary_key=True),
     _tenant(),
-    Column("session_id", String(128), nullable=False),
-    Column("agent", String(64), nullable=False),
-    Column("model", String(256), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("stop_reason", String(32), nullable=True),
-    Column("input_message_id", String(64), nullable=True),
-    Column("client_message_id", String(128), nullable=True),
+    Column("session_id", BoundedText(128), nullable=False),
+    Column("agent", BoundedText(64), nullable=False),
+    Column("model", BoundedText(256), nullable=False),
+    Column("status", BoundedText(16), nullable=False),
+    Column("stop_reason", BoundedText(32), nullable=True),
+    Column("input_message_id", BoundedText(64), nullable=True),
+    Column("client_message_id", BoundedText(128), nullable=True),
     Column("prompt_tokens", Integer, nullable=False, default=0),
     Column("completion_tokens", Integer, nullable=False, default=0),
-    Column("error_reason", String(64), nullable=True),
-    Column("error_message", Text, nullable=True),
+    Column("error_reason", BoundedText(64), nullable=True),
+    Column("error_message", UnboundedText(), nullable=True),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime(), nullable=True),
-    Column("input_hash", String(64), nullable=True),
+    Column("input_hash", BoundedText(64), nullable=True),
     # The chunks a replay serves (all but deltas), with their original seq numbers: JSON.
-    Column("chunks", Text, nullable=False, default="[]"),
-    Column("owner", String(128), nullable=False, default=""),
+    Column("chunks", UnboundedText(), nullable=False, default="[]"),
+    Column("owner", BoundedText(128), nullable=False, default=""),
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Index("ix_turns_session_id", "session_id"),
@@ -109,21 +135,23 @@ turns = Table(
 messages = Table(
     "messages",
     metadata,
-    Column("message_id", String(64), primary_key=True),
+    Column("message_id", BoundedText(64), primary_key=True),
     _tenant(),
-    Column("session_id", String(128), nullable=False),
+    Column("session_id", BoundedText(128), nullable=False),
     # 1-based, dense, append-only: a turn inserts rows, it never rewrites the history.
     Column("position", Integer, nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("content", Text, nullable=False),
-    Column("tool_calls", Text, nullable=True),  # JSON list of {call_id, tool_name, arguments}
-    Column("tool_call_id", String(128), nullable=True),
-    Column("turn_id", String(64), nullable=True),
+    Column("role", BoundedText(16), nullable=False),
+    Column("content", UnboundedText(), nullable=False),
+    Column(
+        "tool_calls", UnboundedText(), nullable=True
+    ),  # JSON list of {call_id, tool_name, arguments}
+    Column("tool_call_id", BoundedText(128), nullable=True),
+    Column("turn_id", BoundedText(64), nullable=True),
     Column("incomplete", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("is_error", Boolean, nullable=False, default=False),
     # The call an assistant message requests (one tool at a time), to find it by call id.
-    Column("requested_call_id", String(128), nullable=True),
+    Column("requested_call_id", BoundedText(128), nullable=True),
     UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
     _session_ref("messages"),
     Index("ix_messages_requested_call", "session_id", "requested_call_id"),
@@ -133,18 +161,20 @@ messages = Table(
 approvals = Table(
     "approvals",
     metadata,
-    Column("approval_id", String(64), primary_key=True),
+    Column("approval_id", BoundedText(64), primary_key=True),
     _tenant(),
-    Column("session_id", String(128), nullable=False),
-    Column("call_id", String(128), nullable=False),
-    Column("message_id", String(64), nullable=False),
-    Column("turn_id", String(64), nullable=False),
-    Column("tool_name", String(64), nullable=False),
-    Column("arguments", Text, nullable=False),  # JSON, as the model asked: kept for the record
-    Column("final_arguments", Text, nullable=True),  # JSON, what was approved to run
-    Column("reason", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("feedback", Text, nullable=False, default=""),
+    Column("session_id", BoundedText(128), nullable=False),
+    Column("call_id", BoundedText(128), nullable=False),
+    Column("message_id", BoundedText(64), nullable=False),
+    Column("turn_id", BoundedText(64), nullable=False),
+    Column("tool_name", BoundedText(64), nullable=False),
+    Column(
+        "arguments", UnboundedText(), nullable=False
+    ),  # JSON, as the model asked: kept for the record
+    Column("final_arguments", UnboundedText(), nullable=True),  # JSON, what was approved to run
+    Column("reason", UnboundedText(), nullable=False),
+    Column("status", BoundedText(16), nullable=False),
+    Column("feedback", UnboundedText(), nullable=False, default=""),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("decided_at", UTCDateTime(), nullable=True),
@@ -163,11 +193,11 @@ agent_switches = Table(
         autoincrement=True,
     ),
     _tenant(),
-    Column("session_id", String(128), nullable=False),
-    Column("from_agent", String(64), nullable=False),
-    Column("to_agent", String(64), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("turn_id", String(64), nullable=True),
+    Column("session_id", BoundedText(128), nullable=False),
+    Column("from_agent", BoundedText(64), nullable=False),
+    Column("to_agent", BoundedText(64), nullable=False),
+    Column("reason", UnboundedText(), nullable=False),
+    Column("turn_id", BoundedText(64), nullable=True),
     Column("switched_at", UTCDateTime(), nullable=False),
     Index("ix_agent_switches_session", "session_id"),
     _session_ref("agent_switches"),
@@ -183,11 +213,11 @@ events = Table(
         primary_key=True,
         autoincrement=True,
     ),
-    Column("type", String(48), nullable=False),
+    Column("type", BoundedText(48), nullable=False),
     _tenant(),
-    Column("session_id", String(128), nullable=False),
-    Column("turn_id", String(64), nullable=True),
-    Column("data", Text, nullable=False),  # JSON object
+    Column("session_id", BoundedText(128), nullable=False),
+    Column("turn_id", BoundedText(64), nullable=True),
+    Column("data", UnboundedText(), nullable=False),  # JSON object
     Column("occurred_at", UTCDateTime(), nullable=False),
     Index("ix_events_session", "session_id", "event_id"),
     Index("ix_events_tenant", "tenant_id", "event_id"),

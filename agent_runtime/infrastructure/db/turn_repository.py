@@ -81,11 +81,6 @@ class SqlAlchemyTurnRepository:
         found = (await self._db.execute(_TURN_BY_CLIENT_MESSAGE_ID, key)).first()
         return None if found is None else _turn_from_row(found)
 
-    async def save_chunks(self, turn: Turn, log: list[Chunk]) -> None:
-        await self._db.execute(
-            _UPDATE_TURN, {**row(turns, chunks=chunk_codec.encode(log)), **self._key(turn.turn_id)}
-        )
-
     async def chunks(self, turn: Turn) -> list[Chunk]:
         raw = await self._db.scalar(_TURN_CHUNKS, self._key(turn.turn_id))
         return chunk_codec.decode(raw or "[]", turn.session_id, turn.turn_id)

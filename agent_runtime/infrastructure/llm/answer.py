@@ -21,6 +21,7 @@ from agent_runtime.domain.errors import (
 )
 from agent_runtime.domain.model import Usage
 from agent_runtime.domain.model_output import ModelResponse, RequestedToolCall
+from agent_runtime.domain.text import storable
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
 from agent_runtime.infrastructure.llm.untrusted_output import (
     AnswerLimits,
@@ -356,7 +357,8 @@ def payload_error(error: object, redact: Redactor) -> ModelError:
 
 
 def excerpt(text: str, redact: Redactor, limit: int = _EXCERPT_CHARS) -> str:
-    """The start of `text`, on one line, redacted and well-formed (it ends up in errors)."""
+    """The start of `text`, on one line, redacted and well-formed, U+0000 as stored (it ends
+    up in errors, and in the turn's record)."""
     # Redacted before truncating, so a key cut in half cannot survive.
-    text = well_formed(redact(" ".join(text.split())))
+    text = storable(well_formed(redact(" ".join(text.split()))))
     return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -4,6 +4,8 @@ so that nothing of an answer reaches the store or protobuf that cannot be read b
 - Text is made well-formed Unicode, as browsers' JSON decoders do: a surrogate pair (even one
   split across two stream events) becomes its character, a lone surrogate U+FFFD. A lone
   surrogate cannot be encoded as UTF-8: stored, it made every later read of the session fail.
+- The answer's text, and error texts, have U+0000 replaced by U+FFFD as they come, as every
+  store keeps text (domain/text.py): the deltas a client sees add up to the message stored.
 - Tool-call arguments nested deeper than MAX_ARGUMENT_DEPTH, or larger than the limit, are
   not kept: the call reaches the domain marked invalid, which refuses it with a tool error
   the model reads (and may retry).
@@ -20,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from agent_runtime.domain.errors import ModelProtocolError
+from agent_runtime.domain.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ def utf8_size(text: str) -> int:
 class StreamedText:
     """Text deltas made well-formed, a surrogate pair split across two deltas joined: a high
     surrogate that ends a delta is held back until the next one (or the end) says what it is.
+    U+0000 becomes U+FFFD (domain/text.py).
     """
 
     __slots__ = ("_held",)
@@ -91,6 +95,7 @@ class StreamedText:
         self._held = ""
 
     def add(self, text: str) -> str:
+        text = storable(text)
         if self._held:
             text, self._held = self._held + text, ""
         if text.isascii() or _SURROGATE.search(text) is None:
