@@ -26,7 +26,7 @@ from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
-from agent_runtime.application.model_step import ModelStep
+from agent_runtime.application.model_step import ContextSettings, ModelStep
 from agent_runtime.application.periodic import Bounded, every
 from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
 from agent_runtime.application.readiness import ReadinessMonitor
@@ -211,6 +211,8 @@ async def start(
         TurnSettings(
             default_model=model,
             context_window_messages=settings.context_window_messages,
+            context_window_tokens=settings.context_window_tokens,
+            context_max_tool_result_share=settings.context_max_tool_result_share,
             max_message_bytes=settings.max_message_bytes,
             max_iterations=settings.max_iterations,
             approval_ttl=timedelta(seconds=settings.approval_ttl_seconds),
@@ -332,7 +334,12 @@ def build_turns(
     registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
     metrics = metrics or NoMetrics()
     tools = ToolFilterService()
-    model = ModelStep(llm, tools, metrics, context_window_messages=settings.context_window_messages)
+    context = ContextSettings(
+        window_messages=settings.context_window_messages,
+        window_tokens=settings.context_window_tokens,
+        max_tool_result_share=settings.context_max_tool_result_share,
+    )
+    model = ModelStep(llm, tools, metrics, context=context)
     router = AgentRouter(agents, model)
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
@@ -346,6 +353,7 @@ def build_turns(
         ),
         clock=clock,
         ids=ids,
+        tools=tools,
     )
     answers = AnswerRecorder(
         LLMResponseProcessor(tools),
@@ -504,6 +512,8 @@ def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClie
             tool_arguments=settings.max_tool_argument_bytes,
             event=settings.llm_max_event_bytes,
         ),
+        parallel_tool_calls_field=settings.llm_send_parallel_tool_calls,
+        max_tokens_field=settings.llm_max_tokens_field,
     )
     log.info(
         "model endpoint %s, model %s (HTTP transport %s)",

@@ -59,6 +59,17 @@ class Settings:
     # per this many milliseconds, so a person watching sees them arrive; 0: all at once.
     fake_model_word_delay_ms: int = 20
     context_window_messages: int = 200
+    # Tokens (estimated) sent to the model per call at most, unless an agent sets its own.
+    context_window_tokens: int = 100_000
+    # One tool result over this share of the token window is cut in the middle (in what the
+    # model is sent; the stored result stays whole). Above 0, at most 1.
+    context_max_tool_result_share: float = 0.25
+    # Send `parallel_tool_calls: false` with the tools (the runtime runs one at a time);
+    # false for endpoints that reject the field.
+    llm_send_parallel_tool_calls: bool = True
+    # Where the output token limit (GenerationConfig.max_output_tokens) goes in the request:
+    # "max_completion_tokens" (OpenAI) or "max_tokens" (llama.cpp, Ollama, older servers).
+    llm_max_tokens_field: str = "max_completion_tokens"
     max_message_bytes: int = 256 * 1024
     max_iterations: int = 8
     approval_ttl_seconds: float = 600.0
@@ -171,6 +182,18 @@ class Settings:
             values["llm_extra_headers"] = parse_headers(raw, "AGENT_RUNTIME_LLM_EXTRA_HEADERS")
         if (raw := get("LLM_STREAM")) is not None:
             values["llm_stream"] = _parse_bool(raw, "AGENT_RUNTIME_LLM_STREAM")
+        if (raw := get("LLM_SEND_PARALLEL_TOOL_CALLS")) is not None:
+            values["llm_send_parallel_tool_calls"] = _parse_bool(
+                raw, "AGENT_RUNTIME_LLM_SEND_PARALLEL_TOOL_CALLS"
+            )
+        if (raw := get("LLM_MAX_TOKENS_FIELD")) is not None:
+            values["llm_max_tokens_field"] = parse_max_tokens_field(
+                raw, "AGENT_RUNTIME_LLM_MAX_TOKENS_FIELD"
+            )
+        if (raw := get("CONTEXT_MAX_TOOL_RESULT_SHARE")) is not None:
+            values["context_max_tool_result_share"] = parse_share(
+                raw, "AGENT_RUNTIME_CONTEXT_MAX_TOOL_RESULT_SHARE"
+            )
         if (raw := get("LLM_HTTP_TRANSPORT")) is not None:
             values["llm_http_transport"] = parse_http_transport(
                 raw, "AGENT_RUNTIME_LLM_HTTP_TRANSPORT"
@@ -197,6 +220,7 @@ class Settings:
             ("MAX_ANSWER_BYTES", "max_answer_bytes", int),
             ("MAX_TOOL_ARGUMENT_BYTES", "max_tool_argument_bytes", int),
             ("CONTEXT_WINDOW_MESSAGES", "context_window_messages", int),
+            ("CONTEXT_WINDOW_TOKENS", "context_window_tokens", int),
             ("MAX_MESSAGE_BYTES", "max_message_bytes", int),
             ("MAX_ITERATIONS", "max_iterations", int),
             ("APPROVAL_TTL_SECONDS", "approval_ttl_seconds", float),
@@ -302,6 +326,24 @@ def parse_http_transport(raw: str, setting: str) -> str:
     if lowered not in ("aiohttp", "httpx"):
         raise ConfigError(f"{setting} must be aiohttp or httpx, not {raw!r}")
     return lowered
+
+
+def parse_max_tokens_field(raw: str, setting: str) -> str:
+    lowered = raw.strip().lower()
+    if lowered not in ("max_completion_tokens", "max_tokens"):
+        raise ConfigError(f"{setting} must be max_completion_tokens or max_tokens, not {raw!r}")
+    return lowered
+
+
+def parse_share(raw: str, setting: str) -> float:
+    """A share: above 0, at most 1."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{setting} must be a number, not {raw!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{setting} must be above 0 and at most 1, not {raw!r}")
+    return value
 
 
 def _parse_bool(raw: str, setting: str) -> bool:

@@ -8,7 +8,7 @@ import bisect
 from collections.abc import AsyncGenerator
 
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay
-from agent_runtime.domain.chunks import AssistantDelta, Chunk
+from agent_runtime.domain.chunks import DELTAS, Chunk
 from agent_runtime.domain.errors import OutOfRange
 
 # Chunks kept per running turn; beyond it the oldest deltas are dropped (the final message
@@ -121,7 +121,7 @@ class LiveTurn:
 
     def _drop_oldest_delta(self) -> None:
         for index, chunk in enumerate(self._chunks):
-            if isinstance(chunk.body, AssistantDelta):
+            if isinstance(chunk.body, DELTAS):
                 self._dropped_through = max(self._dropped_through, chunk.seq)
                 del self._chunks[index]
                 return

@@ -15,6 +15,8 @@ from agent_runtime.application.commands import (
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import ApprovalVerdict, validate_id, validate_session_id
+from agent_runtime.domain.tool_schemas import check_declared_tools
+from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 MAX_CLIENT_MESSAGE_ID = 128
 
@@ -37,6 +39,10 @@ class TurnValidator:
             raise InvalidInput.field(
                 "session_id", "is required with client_message_id (keys are per session)"
             )
+        if not isinstance(cmd, SwitchAgent):
+            cmd.generation.validate("generation")
+            if cmd.tools:
+                check_declared_tools(cmd.tools, "tools", reserved=TOOL_CATALOGUE)
         match cmd:
             case SendUserMessage():
                 if not cmd.content.strip():
@@ -102,5 +108,15 @@ def fingerprint(cmd: TurnCommand) -> str:
             ]
         case SwitchAgent():
             parts = ["switch_agent", cmd.agent, cmd.reason]
+    if not isinstance(cmd, SwitchAgent):
+        # Only when set: the fingerprints of inputs without them stay what they were.
+        if not cmd.generation.is_empty:
+            parts.append({"generation": cmd.generation.to_dict()})
+        if cmd.tools:
+            parts.append({"tools": [_tool_fingerprint(tool) for tool in cmd.tools]})
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _tool_fingerprint(tool: ToolDefinition) -> list[object]:
+    return [tool.name, tool.description, tool.parameters, tool.requires_approval]

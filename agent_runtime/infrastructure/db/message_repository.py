@@ -72,6 +72,7 @@ class SqlAlchemyMessageRepository:
                 created_at=message.created_at,
                 is_error=message.is_error,
                 requested_call_id=call.call_id if call else None,
+                reasoning=message.reasoning or None,
             ),
         )
 
@@ -145,4 +146,5 @@ def _message_from_row(found: Row[Any]) -> Message:
         tool_call_id=found.tool_call_id,
         incomplete=bool(found.incomplete),
         is_error=bool(found.is_error),
+        reasoning=found.reasoning or "",
     )
