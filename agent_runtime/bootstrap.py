@@ -229,7 +229,9 @@ async def start(
         turns=turns.handler,
         turn_streams=turns.streams,
         turn_canceller=turns.canceller,
-        sessions=SessionHandler(uow_factory, agents),
+        sessions=SessionHandler(
+            uow_factory, agents, max_instructions_bytes=settings.max_message_bytes
+        ),
         agents=agents,
         events=EventWatcher(uow_factory, uow_factory.signal),
     )

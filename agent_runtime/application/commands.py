@@ -81,17 +81,14 @@ class CreateSession:
     tenant_id: str = field(kw_only=True)
 
 
-# The fields of a session UpdateSession may change (AIP-134 update mask paths).
-SESSION_UPDATE_FIELDS = ("title", "instructions", "agent", "tools", "generation")
-
-
 @dataclass(frozen=True, slots=True)
 class UpdateSession:
-    """Set `fields` (names from SESSION_UPDATE_FIELDS, or "generation.<field>") of the session
-    to the values given; a field named but left at its empty value is cleared."""
+    """Set the session's fields named by `paths` (an AIP-134 update mask: "title",
+    "instructions", "agent", "tools", "generation", "generation.<field>", or "*" for all) to
+    the values given here; a field named but left empty is cleared."""
 
     session_id: str
-    fields: frozenset[str]
+    paths: tuple[str, ...]
     title: str = ""
     instructions: str = ""
     agent: str = ""

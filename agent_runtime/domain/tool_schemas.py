@@ -28,12 +28,14 @@ from agent_runtime.domain.tools import ToolDefinition
 MAX_DECLARED_TOOLS = 128  # a session's and a request's together (OpenAI's limit per request)
 MAX_DESCRIPTION_CHARS = 4096
 MAX_SCHEMA_BYTES = 64 * 1024  # one tool's schema, as compact JSON
-MAX_SCHEMA_DEPTH = 32  # objects and arrays inside one another
+# Objects and arrays inside one another: as the model's arguments may nest (untrusted_output.py).
+MAX_SCHEMA_DEPTH = 20
 MAX_PROBLEMS = 5  # argument problems told to the model, at most
 _MAX_PROBLEM_CHARS = 300  # a message quotes the offending value: bounded
 _ROOT = "urn:agent-runtime:tool-schema"
 # validator_for's answer for a "$schema" it does not know.
 _UNKNOWN_DRAFT = cast(type[Validator], object())
+_DRAFT: type[Validator] = Draft202012Validator
 
 EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -137,7 +139,7 @@ def schema_problem(schema: object) -> str | None:
         return f"the schema is not JSON: {exc}"
     if size > MAX_SCHEMA_BYTES:
         return f"the schema is {size} bytes; at most {MAX_SCHEMA_BYTES}"
-    cls = validator_for(schema, default=_UNKNOWN_DRAFT)
+    cls = validator_for(schema, default=_UNKNOWN_DRAFT if "$schema" in schema else _DRAFT)
     if cls is _UNKNOWN_DRAFT:
         return f"unknown $schema '{str(schema.get('$schema'))[:100]}' (use Draft 2020-12)"
     try:
@@ -160,7 +162,7 @@ def argument_problems(tool: ToolDefinition, arguments: dict[str, Any]) -> list[s
 
 
 def _validator(schema: dict[str, Any]) -> Validator:
-    cls: type[Validator] = validator_for(schema, default=Draft202012Validator)
+    cls: type[Validator] = validator_for(schema, default=_DRAFT)
     return cls(schema)  # no format checker: "format" is an annotation, as the spec says
 
 
