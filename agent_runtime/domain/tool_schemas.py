@@ -134,7 +134,7 @@ def schema_problem(schema: object) -> str | None:
     if _depth(schema) > MAX_SCHEMA_DEPTH:
         return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
     try:
-        size = len(json.dumps(schema, separators=(",", ":")))
+        size = len(json.dumps(schema, separators=(",", ":"), allow_nan=False))
     except (TypeError, ValueError) as exc:  # NaN or Infinity, which JSON cannot hold
         return f"the schema is not JSON: {exc}"
     if size > MAX_SCHEMA_BYTES:

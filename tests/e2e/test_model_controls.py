@@ -5,6 +5,7 @@ asserts exactly what the model received."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests.support.fake_model_server import (
     text_answer,
     tool_call_answer,
 )
-from tests.support.grpc_helpers import kinds, rich_error, tool_result, user_message
+from tests.support.grpc_helpers import kinds, read_rest, rich_error, tool_result, user_message
 from tests.support.runtime_fixtures import Client
 
 AGENTS = """
@@ -540,3 +541,52 @@ async def test_the_estimate_is_calibrated_by_the_prompt_tokens_the_model_reports
     calibrated = model_server.requests[-1]["messages"]
     assert len(calibrated) < uncalibrated
     assert calibrated[-1]["content"] == "question 5"
+
+
+async def test_update_session_waits_for_no_turn_it_is_refused_while_one_runs(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(_body: dict[str, Any]) -> None:
+        model_asked.set()
+        await release.wait()
+
+    model_server.on_request = hold
+    model_server.enqueue(text_answer("slow"))
+    running = client.runtime.StreamMessage(user_message("s1", "go"))
+    started = await running.read()
+    await model_asked.wait()
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.sessions.UpdateSession(
+            ses.UpdateSessionRequest(session=ses.Session(session_id="s1", instructions="x"))
+        )
+    release.set()
+    await read_rest(running)
+
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.ABORTED
+    assert error.error_info is not None and error.error_info.reason == "SESSION_BUSY"
+    assert error.error_info.metadata["turn_id"] == started.turn_id
+
+
+async def test_the_same_key_with_other_settings_is_another_input(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("once"))
+    first = user_message("s1", "hi", client_message_id="k1")
+    first.generation.temperature = 0.5
+    original = await collect(client, first)
+
+    retried = await collect(client, first)  # the same input: the same turn, replayed
+    changed = user_message("s1", "hi", client_message_id="k1")
+    changed.generation.temperature = 0.6
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(client, changed)
+
+    assert retried[0].turn_id == original[0].turn_id
+    assert len(model_server.requests) == 1
+    error = rich_error(caught.value)
+    assert error.error_info is not None and error.error_info.reason == "IDEMPOTENCY_KEY_REUSED"

@@ -48,6 +48,11 @@ def test_environment_is_read() -> None:
         ("AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS", "-1", "0 or more"),
         ("AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS", "2.5", "whole number"),
         ("AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS", "slow", "whole number"),
+        ("AGENT_RUNTIME_CONTEXT_WINDOW_TOKENS", "0", "must be positive"),
+        ("AGENT_RUNTIME_CONTEXT_MAX_TOOL_RESULT_SHARE", "1.5", "above 0 and at most 1"),
+        ("AGENT_RUNTIME_CONTEXT_MAX_TOOL_RESULT_SHARE", "half", "must be a number"),
+        ("AGENT_RUNTIME_LLM_SEND_PARALLEL_TOOL_CALLS", "perhaps", "true or false"),
+        ("AGENT_RUNTIME_LLM_MAX_TOKENS_FIELD", "max_output_tokens", "max_completion_tokens or"),
     ],
 )
 def test_bad_values_name_the_setting(name: str, value: str, mentions: str) -> None:
@@ -136,3 +141,27 @@ def test_observability_settings() -> None:
     )
     assert settings.health_check_interval_seconds == 2.5
     assert settings.health_check_timeout_seconds == 1.0
+
+
+def test_model_control_settings_are_read() -> None:
+    defaults = Settings.from_env({})
+    assert (
+        defaults.context_window_tokens,
+        defaults.context_max_tool_result_share,
+        defaults.llm_send_parallel_tool_calls,
+        defaults.llm_max_tokens_field,
+    ) == (100_000, 0.25, True, "max_completion_tokens")
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_CONTEXT_WINDOW_TOKENS": "8000",
+            "AGENT_RUNTIME_CONTEXT_MAX_TOOL_RESULT_SHARE": "0.5",
+            "AGENT_RUNTIME_LLM_SEND_PARALLEL_TOOL_CALLS": "false",
+            "AGENT_RUNTIME_LLM_MAX_TOKENS_FIELD": "max_tokens",
+        }
+    )
+    assert (
+        settings.context_window_tokens,
+        settings.context_max_tool_result_share,
+        settings.llm_send_parallel_tool_calls,
+        settings.llm_max_tokens_field,
+    ) == (8000, 0.5, False, "max_tokens")
