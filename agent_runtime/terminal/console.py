@@ -56,6 +56,14 @@ class Console:
     def line(self, text: str = "") -> None:
         self.write(text + "\n")
 
+    def dim(self, text: str) -> str:
+        """`text` shown faint on a terminal (ANSI SGR 2), as it is elsewhere."""
+        return f"\x1b[2m{text}\x1b[0m" if self._is_terminal() else text
+
+    def _is_terminal(self) -> bool:
+        isatty = getattr(self._out, "isatty", None)
+        return bool(isatty and isatty())
+
     def _read_lines(self, loop: asyncio.AbstractEventLoop) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pending = ""
