@@ -5,7 +5,8 @@ It lets a new user see every chunk type from grpcurl without any model at hand:
                          arguments streamed in pieces of up to 16 characters first
   /think TEXT         -> TEXT streamed word by word as reasoning, then an echo of it
   /error              -> streams a few tokens, then fails like a broken endpoint
-  anything else       -> an answer that echoes the message, streamed word by word
+  anything else       -> an answer that echoes the message, streamed word by word, and
+                         what the request set: its generation settings, the client's tools
 After a tool result (or a rejection) it answers with what the tool returned, so a tool
 call always ends in a final answer. Its words come one at a time, `word_delay_seconds` apart
 (AGENT_RUNTIME_FAKE_MODEL_WORD_DELAY_MS), as a real model's tokens do.
@@ -107,6 +108,7 @@ class FakeModelClient:
             )
 
         answer = f"This is the built-in fake model (no LLM configured). You said: {prompt}"
+        answer += _what_was_set(request)
         async for event in self._stream_text(answer, prompt_tokens):
             yield event
 
@@ -125,6 +127,19 @@ class FakeModelClient:
         """The time the model takes for a word."""
         if self._word_delay > 0:
             await asyncio.sleep(self._word_delay)
+
+
+def _what_was_set(request: ChatRequest) -> str:
+    """The request's generation settings and the client's tools, so a client sees they
+    arrived (nothing when there are none)."""
+    said = ""
+    settings = request.generation.to_dict()
+    if settings:
+        said += f" [generation: {json.dumps(settings, sort_keys=True)}]"
+    declared = [tool.name for tool in request.tools if tool.declared]
+    if declared:
+        said += f" [client tools: {', '.join(declared)}]"
+    return said
 
 
 def _words(text: str) -> list[str]:
