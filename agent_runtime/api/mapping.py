@@ -143,7 +143,9 @@ def chunk_to_proto(chunk: chunks.Chunk) -> rt.StreamChunk:
     return out
 
 
-def session_to_proto(details: SessionDetails) -> ses.Session:
+def session_to_proto(details: SessionDetails, *, with_tools: bool = True) -> ses.Session:
+    """`with_tools`: False leaves the declared tools out (a page of sessions would otherwise
+    carry every session's schemas)."""
     session = details.session
     return ses.Session(
         session_id=session.session_id,
@@ -165,7 +167,7 @@ def session_to_proto(details: SessionDetails) -> ses.Session:
         ],
         pending_approvals_count=details.pending_approvals,
         instructions=session.instructions,
-        tools=[tool_to_proto(tool) for tool in session.tools],
+        tools=[tool_to_proto(tool) for tool in session.tools] if with_tools else [],
         generation=None if session.generation.is_empty else generation_to_proto(session.generation),
     )
 

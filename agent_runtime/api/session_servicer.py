@@ -80,7 +80,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
             ListSessions(request.page_size, request.page_token, tenant_id=caller_tenant())
         )
         return ses.ListSessionsResponse(
-            sessions=[session_to_proto(d) for d in page.items],
+            sessions=[session_to_proto(d, with_tools=False) for d in page.items],
             next_page_token=page.next_page_token,
         )
 

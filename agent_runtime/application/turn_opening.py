@@ -26,7 +26,7 @@ from agent_runtime.domain.events import EventType
 from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Session, Turn
 from agent_runtime.domain.tool_filter import ToolFilterService
-from agent_runtime.domain.tool_schemas import check_not_declared_twice
+from agent_runtime.domain.tool_schemas import check_beside_the_session
 from agent_runtime.domain.tools import ToolDefinition
 
 # A concurrent request can insert the same session or idempotency key first (PostgreSQL runs
@@ -187,7 +187,7 @@ class TurnOpener:
         turn's agent is not offered."""
         if isinstance(cmd, SwitchAgent):
             return session.tools, session.generation
-        check_not_declared_twice(cmd.tools, "tools", {tool.name for tool in session.tools})
+        check_beside_the_session(cmd.tools, "tools", session.tools)
         declared = session.tools + cmd.tools
         generation = cmd.generation.over(session.generation)
         choice = generation.tool_choice

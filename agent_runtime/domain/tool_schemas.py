@@ -28,6 +28,9 @@ from agent_runtime.domain.tools import ToolDefinition
 MAX_DECLARED_TOOLS = 128  # a session's and a request's together (OpenAI's limit per request)
 MAX_DESCRIPTION_CHARS = 4096
 MAX_SCHEMA_BYTES = 64 * 1024  # one tool's schema, as compact JSON
+# All declared tools of a turn (the session's and the request's): names, descriptions and
+# schemas. They are stored with the session, shown by GetSession and sent with every call.
+MAX_DECLARED_TOOLS_BYTES = 256 * 1024
 # Objects and arrays inside one another: as the model's arguments may nest (untrusted_output.py).
 MAX_SCHEMA_DEPTH = 20
 MAX_PROBLEMS = 5  # argument problems told to the model, at most
@@ -41,22 +44,11 @@ EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 def check_declared_tools(
-    tools: Sequence[ToolDefinition],
-    field: str,
-    *,
-    reserved: Collection[str],
-    taken: Collection[str] = (),
+    tools: Sequence[ToolDefinition], field: str, *, reserved: Collection[str]
 ) -> None:
-    """Raise InvalidInput naming each tool that cannot be declared: a bad name or schema
-    (INVALID_TOOL_DEFINITION), or a name that clashes with a built-in tool, one in `taken`
-    (declared elsewhere) or another in the list (TOOL_NAME_CLASH)."""
-    if len(tools) + len(taken) > MAX_DECLARED_TOOLS:
-        raise InvalidInput.field(
-            field,
-            f"at most {MAX_DECLARED_TOOLS} tools may be declared (the session's and the "
-            f"request's together), not {len(tools) + len(taken)}",
-            reason="INVALID_TOOL_DEFINITION",
-        )
+    """Raise InvalidInput naming each tool that cannot be declared: a bad name, description
+    or schema, or too many or too large together (INVALID_TOOL_DEFINITION); a name that is a
+    built-in tool's (`reserved`) or another's in the list (TOOL_NAME_CLASH)."""
     clashes: list[FieldViolation] = []
     problems: list[FieldViolation] = []
     seen: set[str] = set()
@@ -72,12 +64,6 @@ def check_declared_tools(
             clashes.append(
                 FieldViolation(f"{where}.name", f"tool '{shown}' is the name of a built-in tool")
             )
-        elif tool.name in taken:
-            clashes.append(
-                FieldViolation(
-                    f"{where}.name", f"tool '{shown}' is declared on the session already"
-                )
-            )
         elif tool.name in seen:
             clashes.append(FieldViolation(f"{where}.name", f"tool '{shown}' is declared twice"))
         seen.add(tool.name)
@@ -90,40 +76,62 @@ def check_declared_tools(
             )
         if (problem := schema_problem(tool.parameters)) is not None:
             problems.append(FieldViolation(f"{where}.parameters", f"tool '{shown}': {problem}"))
-    if problems or clashes:
-        found = problems + clashes
-        raise InvalidInput(
-            "; ".join(f"{v.field}: {v.description}" for v in found),
-            violations=found,
-            reason="INVALID_TOOL_DEFINITION" if problems else "TOOL_NAME_CLASH",
-        )
+    if not problems:
+        problems += _too_many(tools, field)
+    _raise(problems + clashes, "INVALID_TOOL_DEFINITION" if problems else "TOOL_NAME_CLASH")
 
 
-def check_not_declared_twice(
-    tools: Sequence[ToolDefinition], field: str, taken: Collection[str]
+def check_beside_the_session(
+    tools: Sequence[ToolDefinition], field: str, session_tools: Sequence[ToolDefinition]
 ) -> None:
-    """Raise InvalidInput (TOOL_NAME_CLASH) naming the tools of `tools` (checked already by
-    check_declared_tools) whose names are `taken` by the session's declared tools."""
-    clashes = [
-        FieldViolation(
-            f"{field}[{index}].name", f"tool '{tool.name}' is declared on the session already"
-        )
-        for index, tool in enumerate(tools)
-        if tool.name in taken
-    ]
-    if len(tools) + len(taken) > MAX_DECLARED_TOOLS:
-        clashes.append(
+    """Raise InvalidInput for a request's tools (checked already by check_declared_tools)
+    that the session declares too (TOOL_NAME_CLASH), or that are too many or too large with
+    the session's (INVALID_TOOL_DEFINITION)."""
+    if not tools:
+        return
+    taken = {tool.name for tool in session_tools}
+    _raise(
+        [
+            FieldViolation(
+                f"{field}[{index}].name", f"tool '{tool.name}' is declared on the session already"
+            )
+            for index, tool in enumerate(tools)
+            if tool.name in taken
+        ],
+        "TOOL_NAME_CLASH",
+    )
+    _raise(_too_many((*session_tools, *tools), field), "INVALID_TOOL_DEFINITION")
+
+
+def _too_many(tools: Sequence[ToolDefinition], field: str) -> list[FieldViolation]:
+    together = "(the session's and the request's together)"
+    if len(tools) > MAX_DECLARED_TOOLS:
+        return [
             FieldViolation(
                 field,
-                f"at most {MAX_DECLARED_TOOLS} tools may be declared (the session's and the "
-                f"request's together), not {len(tools) + len(taken)}",
+                f"at most {MAX_DECLARED_TOOLS} tools may be declared {together}, not {len(tools)}",
             )
-        )
-    if clashes:
+        ]
+    size = sum(
+        len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters)) for tool in tools
+    )
+    if size > MAX_DECLARED_TOOLS_BYTES:
+        return [
+            FieldViolation(
+                field,
+                f"the declared tools take {size} bytes {together}; "
+                f"at most {MAX_DECLARED_TOOLS_BYTES}",
+            )
+        ]
+    return []
+
+
+def _raise(violations: list[FieldViolation], reason: str) -> None:
+    if violations:
         raise InvalidInput(
-            "; ".join(f"{v.field}: {v.description}" for v in clashes),
-            violations=clashes,
-            reason="TOOL_NAME_CLASH",
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations=violations,
+            reason=reason,
         )
 
 

@@ -80,7 +80,9 @@ class Session(message.Message):
 
     @builtins.property
     def tools(self) -> containers.RepeatedCompositeFieldContainer[model_controls_pb2.ToolDefinition]:
-        """Tools the client declared for every turn of the session."""
+        """Tools the client declared for every turn of the session. Left out by ListSessions
+        (GetSession, CreateSession and UpdateSession have them).
+        """
 
     @builtins.property
     def generation(self) -> model_controls_pb2.GenerationConfig:

@@ -590,3 +590,14 @@ async def test_the_same_key_with_other_settings_is_another_input(
     assert len(model_server.requests) == 1
     error = rich_error(caught.value)
     assert error.error_info is not None and error.error_info.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_a_page_of_sessions_leaves_the_declared_tools_out(client: Client) -> None:
+    await create(client, "s1", tools=[tool("ide_lint", LINT_SCHEMA)], instructions="brief")
+
+    listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
+    got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
+
+    (summary,) = listed.sessions
+    assert (summary.instructions, list(summary.tools)) == ("brief", [])
+    assert [t.name for t in got.session.tools] == ["ide_lint"]

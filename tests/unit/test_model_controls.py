@@ -12,6 +12,7 @@ from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolCh
 from agent_runtime.domain.tool_schemas import (
     MAX_PROBLEMS,
     argument_problems,
+    check_beside_the_session,
     check_declared_tools,
     schema_problem,
 )
@@ -148,6 +149,18 @@ def test_declared_tools_are_checked_together_and_each_problem_names_its_tool() -
         check_declared_tools(
             [declared_tool(f"t{i}", "", OBJECT) for i in range(129)], "tools", reserved=()
         )
+    # 60 KiB each is a valid schema; five of them are more than a turn may carry.
+    big = {"type": "object", "description": "x" * 60_000}
+    large = [declared_tool(f"t{i}", "", big) for i in range(5)]
+    with pytest.raises(InvalidInput, match=r"bytes .* at most 262144") as caught:
+        check_declared_tools(large, "tools", reserved=())
+    assert caught.value.reason == "INVALID_TOOL_DEFINITION"
+    check_declared_tools(large[:2], "tools", reserved=())
+    with pytest.raises(InvalidInput, match="at most 262144"):
+        check_beside_the_session(large[:2], "tools", large[2:])
+    with pytest.raises(InvalidInput, match="declared on the session already") as clash:
+        check_beside_the_session(large[:1], "tools", large[:1])
+    assert clash.value.reason == "TOOL_NAME_CLASH"
 
 
 def test_arguments_are_checked_against_the_schema_and_the_problems_bounded() -> None:
