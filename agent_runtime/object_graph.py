@@ -15,7 +15,7 @@ from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
-from agent_runtime.application.model_step import ModelStep
+from agent_runtime.application.model_step import ContextSettings, ModelStep
 from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_cancellation import TurnCanceller
@@ -60,7 +60,12 @@ def build_turns(
     registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
     metrics = metrics or NoMetrics()
     tools = ToolFilterService()
-    model = ModelStep(llm, tools, metrics, context_window_messages=settings.context_window_messages)
+    context = ContextSettings(
+        window_messages=settings.context_window_messages,
+        window_tokens=settings.context_window_tokens,
+        max_tool_result_share=settings.context_max_tool_result_share,
+    )
+    model = ModelStep(llm, tools, metrics, context=context)
     router = AgentRouter(agents, model)
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
@@ -74,6 +79,7 @@ def build_turns(
         ),
         clock=clock,
         ids=ids,
+        tools=tools,
     )
     answers = AnswerRecorder(
         LLMResponseProcessor(tools),
@@ -129,7 +135,9 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
         turns=turns.handler,
         turn_streams=turns.streams,
         turn_canceller=turns.canceller,
-        sessions=SessionHandler(ports.uows, ports.agents),
+        sessions=SessionHandler(
+            ports.uows, ports.agents, max_instructions_bytes=settings.turns.max_message_bytes
+        ),
         agents=ports.agents,
         events=EventWatcher(ports.uows, ports.commits),
     )

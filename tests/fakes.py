@@ -169,6 +169,13 @@ class _FakeSessions:
         rows.sessions[session_id].agent = switch.to_agent
         rows.switches.append((session_id, _stored(switch)))
 
+    async def update_settings(self, session: Session) -> None:
+        stored = (await self._tx.write()).sessions[session.session_id]
+        stored.title = session.title
+        stored.instructions = session.instructions
+        stored.tools = session.tools
+        stored.generation = session.generation
+
     async def agent_history(self, session_id: str) -> list[AgentSwitch]:
         return [s for sid, s in (await self._tx.read()).switches if sid == session_id]
 

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import abort, internal_error, unary_errors
 from agent_runtime.api.interceptors import check_decoded
-from agent_runtime.api.mapping import chunk_to_proto
+from agent_runtime.api.mapping import chunk_to_proto, generation_from_proto, tools_from_proto
 from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.application.commands import (
     DecideApproval,
@@ -109,7 +109,12 @@ def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:
         "client_message_id": request.client_message_id,
         "tenant_id": tenant_id,
     }
-    match request.WhichOneof("input"):
+    kind = request.WhichOneof("input")
+    if kind in ("user_message", "tool_result", "approval_decision"):
+        # What this request sets for the model calls of its turn.
+        common["generation"] = generation_from_proto(request.generation)
+        common["tools"] = tools_from_proto(request.tools, "tools")
+    match kind:
         case "user_message":
             return SendUserMessage(
                 content=request.user_message.content,

@@ -6,12 +6,19 @@ from typing import Any
 
 from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import unary_errors
-from agent_runtime.api.mapping import approval_to_proto, message_to_proto, session_to_proto
+from agent_runtime.api.mapping import (
+    approval_to_proto,
+    generation_from_proto,
+    message_to_proto,
+    session_to_proto,
+    tools_from_proto,
+)
 from agent_runtime.application.commands import (
     CreateSession,
     ListMessages,
     ListPendingApprovals,
     ListSessions,
+    UpdateSession,
 )
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.v1 import session_pb2 as ses
@@ -28,10 +35,35 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     ) -> ses.CreateSessionResponse:
         details = await self._sessions.create(
             CreateSession(
-                request.session_id, request.title, request.agent, tenant_id=caller_tenant()
+                request.session_id,
+                request.title,
+                request.agent,
+                instructions=request.instructions,
+                tools=tools_from_proto(request.tools, "tools"),
+                generation=generation_from_proto(request.generation),
+                tenant_id=caller_tenant(),
             )
         )
         return ses.CreateSessionResponse(session=session_to_proto(details))
+
+    @unary_errors
+    async def UpdateSession(
+        self, request: ses.UpdateSessionRequest, context: Any
+    ) -> ses.UpdateSessionResponse:
+        session = request.session
+        details = await self._sessions.update(
+            UpdateSession(
+                session.session_id,
+                _update_paths(request),
+                title=session.title,
+                instructions=session.instructions,
+                agent=session.agent,
+                tools=tools_from_proto(session.tools, "session.tools"),
+                generation=generation_from_proto(session.generation),
+                tenant_id=caller_tenant(),
+            )
+        )
+        return ses.UpdateSessionResponse(session=session_to_proto(details))
 
     @unary_errors
     async def GetSession(
@@ -48,7 +80,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
             ListSessions(request.page_size, request.page_token, tenant_id=caller_tenant())
         )
         return ses.ListSessionsResponse(
-            sessions=[session_to_proto(d) for d in page.items],
+            sessions=[session_to_proto(d, with_tools=False) for d in page.items],
             next_page_token=page.next_page_token,
         )
 
@@ -92,3 +124,19 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
             approvals=[approval_to_proto(a) for a in page.items],
             next_page_token=page.next_page_token,
         )
+
+
+def _update_paths(request: ses.UpdateSessionRequest) -> tuple[str, ...]:
+    """The update mask's paths; without a mask, every updatable field that is populated
+    (AIP-134)."""
+    if request.HasField("update_mask"):
+        return tuple(request.update_mask.paths)
+    session = request.session
+    populated = {
+        "title": bool(session.title),
+        "instructions": bool(session.instructions),
+        "agent": bool(session.agent),
+        "tools": bool(session.tools),
+        "generation": session.HasField("generation"),
+    }
+    return tuple(path for path, is_set in populated.items() if is_set)

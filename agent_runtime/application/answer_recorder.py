@@ -56,20 +56,24 @@ class AnswerRecorder:
         """Record the answer. Afterwards the turn is finished (its final chunks recorded),
         or the model is to be called again. Raises ModelProtocolError for an answer that
         cannot be used at all."""
-        decision = self._processor.process(response, turn.agent)
+        decision = self._processor.process(response, turn.agent, turn.declared_tools)
         if isinstance(decision, InvalidAnswer):
             raise ModelProtocolError(decision.message, reason=decision.reason)
         await turn.model_answered(response)
+        # Kept for the client if the agent says so; never sent back to the model.
+        reasoning = response.reasoning if turn.agent.store_reasoning else ""
 
         if isinstance(decision, FinalAnswer):
-            message = await turn.append(Role.ASSISTANT, decision.content)
+            message = await turn.append(Role.ASSISTANT, decision.content, reasoning=reasoning)
             answer = chunks.AssistantMessage(message.message_id, message.content)
             await turn.finish(StopReason.END_TURN, answer)
             return
 
         decision = await self._unique_call_id(uow, turn, decision)
         call = decision.call
-        message = await turn.append(Role.ASSISTANT, decision.content, tool_calls=(call,))
+        message = await turn.append(
+            Role.ASSISTANT, decision.content, tool_calls=(call,), reasoning=reasoning
+        )
         if decision.dropped_calls:
             log.info(
                 "turn %s: kept the first of %d tool calls",

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.domain.events import EventType
+from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import ApprovalVerdict
+from agent_runtime.domain.tools import ToolDefinition
 
 # Every command and query names the tenant it acts for; the api layer always sets it from the
 # caller's API key, and everything it reads or writes is scoped to that tenant. tenant_id has no
@@ -21,6 +23,9 @@ class SendUserMessage:
     client_message_id: str = ""
     agent: str = ""
     model: str = ""
+    # This request's generation settings and declared tools (for its turn only).
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tools: tuple[ToolDefinition, ...] = ()
     tenant_id: str = field(kw_only=True)
 
 
@@ -32,6 +37,9 @@ class SubmitToolResult:
     is_error: bool = False
     client_message_id: str = ""
     model: str = ""
+    # This request's generation settings and declared tools (for its turn only).
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tools: tuple[ToolDefinition, ...] = ()
     tenant_id: str = field(kw_only=True)
 
 
@@ -44,6 +52,9 @@ class DecideApproval:
     feedback: str = ""
     client_message_id: str = ""
     model: str = ""
+    # This request's generation settings and declared tools (for its turn only).
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tools: tuple[ToolDefinition, ...] = ()
     tenant_id: str = field(kw_only=True)
 
 
@@ -64,6 +75,25 @@ class CreateSession:
     session_id: str = ""
     title: str = ""
     agent: str = ""
+    instructions: str = ""
+    tools: tuple[ToolDefinition, ...] = ()
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSession:
+    """Set the session's fields named by `paths` (an AIP-134 update mask: "title",
+    "instructions", "agent", "tools", "generation", "generation.<field>", or "*" for all) to
+    the values given here; a field named but left empty is cleared."""
+
+    session_id: str
+    paths: tuple[str, ...]
+    title: str = ""
+    instructions: str = ""
+    agent: str = ""
+    tools: tuple[ToolDefinition, ...] = ()
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     tenant_id: str = field(kw_only=True)
 
 

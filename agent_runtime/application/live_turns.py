@@ -8,7 +8,13 @@ import bisect
 from collections.abc import AsyncGenerator
 
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay
-from agent_runtime.domain.chunks import AssistantDelta, Chunk
+from agent_runtime.domain.chunks import (
+    AssistantDelta,
+    Chunk,
+    ChunkBody,
+    ReasoningDelta,
+    ToolCallDelta,
+)
 from agent_runtime.domain.errors import OutOfRange
 
 # Text of the deltas kept per running turn (characters, at most 4 bytes each); beyond it the
@@ -66,8 +72,9 @@ class LiveTurn:
 
     def publish(self, chunk: Chunk) -> None:
         self._chunks.append(chunk)
-        if isinstance(chunk.body, AssistantDelta):
-            self._delta_chars += len(chunk.body.text)
+        size = _delta_chars(chunk.body)
+        if size is not None:
+            self._delta_chars += size
             if self._delta_chars > self._max_delta_chars:
                 self._drop_oldest_deltas()
         self._wake()
@@ -151,9 +158,9 @@ class LiveTurn:
         """Down to half the limit, so that dropping costs one pass now and then."""
         kept: list[Chunk] = []
         for chunk in self._chunks:
-            body = chunk.body
-            if isinstance(body, AssistantDelta) and self._delta_chars > self._max_delta_chars // 2:
-                self._delta_chars -= len(body.text)
+            size = _delta_chars(chunk.body)
+            if size is not None and self._delta_chars > self._max_delta_chars // 2:
+                self._delta_chars -= size
                 self._dropped_through = max(self._dropped_through, chunk.seq)
             else:
                 kept.append(chunk)
@@ -206,3 +213,12 @@ class LiveTurnRegistry:
 
 def _seq(chunk: Chunk) -> int:
     return chunk.seq
+
+
+def _delta_chars(body: ChunkBody) -> int | None:
+    """The text a delta carries; None for a chunk that is not a delta (never dropped)."""
+    if isinstance(body, AssistantDelta | ReasoningDelta):
+        return len(body.text)
+    if isinstance(body, ToolCallDelta):
+        return len(body.arguments_fragment)
+    return None

@@ -8,22 +8,49 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, replace
 
-from agent_runtime.application.context_window import fit_context_window
+from agent_runtime.application.context_window import (
+    ContextBudget,
+    fit_context_window,
+    raw_tokens,
+    raw_tools_tokens,
+)
 from agent_runtime.application.live_turns import LiveTurn
 from agent_runtime.application.metrics import RuntimeMetrics
 from agent_runtime.application.model_read_ahead import ModelReadAhead
 from agent_runtime.application.ports import ChatRequest, LLMClient
+from agent_runtime.application.token_calibration import TokenCalibration
 from agent_runtime.application.turn_recorder import TurnRecorder
+from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import ModelProtocolError
+from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Usage
-from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
+from agent_runtime.domain.model_output import (
+    ModelEvent,
+    ModelResponse,
+    ReasoningText,
+    StreamedOutput,
+    TextDelta,
+)
 from agent_runtime.domain.tool_filter import ToolFilterService
+from agent_runtime.domain.tools import ToolDefinition
 
 
 class TurnInterrupted(Exception):
     """CancelTurn or the turn's deadline stopped the turn while it waited for the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSettings:
+    """The context window every agent gets unless it sets its own token budget."""
+
+    # Messages sent to the model at most (an upper bound on top of the tokens).
+    window_messages: int = 200
+    window_tokens: int = 100_000
+    # A single tool result larger than this share of the token budget is cut in the middle.
+    max_tool_result_share: float = 0.25
 
 
 class ModelStep:
@@ -33,21 +60,52 @@ class ModelStep:
         tools: ToolFilterService,
         metrics: RuntimeMetrics,
         *,
-        context_window_messages: int,
+        context: ContextSettings,
+        calibration: TokenCalibration | None = None,
     ) -> None:
         self._llm = llm
         self._tools = tools
         self._metrics = metrics
-        self._window = context_window_messages
+        self._context = context
+        self._calibration = calibration or TokenCalibration()
 
-    def answer_request(self, turn: TurnRecorder) -> ChatRequest:
-        """What the agent's next answer is asked with: its prompt, history and tools."""
+    def answer_request(self, turn: TurnRecorder, live: LiveTurn) -> ChatRequest:
+        """What the agent's next answer is asked with: its prompt (with the session's
+        instructions), the history that fits its context window, its tools (with the
+        client's), and the generation settings (the request's over the session's over the
+        agent's)."""
+        agent = turn.agent
+        tools = self._tools.tools_for(agent, turn.declared_tools)
+        system_prompt = agent.prompt_with(turn.session.instructions)
+        budget = ContextBudget(
+            max_tokens=agent.context_window_tokens or self._context.window_tokens,
+            max_messages=self._context.window_messages,
+            max_tool_result_share=self._context.max_tool_result_share,
+        )
+        fixed = raw_tokens(system_prompt) + raw_tools_tokens(tools)
+        window = fit_context_window(
+            turn.history,
+            budget,
+            fixed_raw_tokens=fixed,
+            ratio=self._calibration.ratio(live.tenant_id, live.session_id),
+        )
         return ChatRequest(
             model=turn.turn.model,
-            system_prompt=turn.agent.system_prompt,
-            history=fit_context_window(turn.history, self._window),
-            tools=self._tools.tools_for(turn.agent),
+            system_prompt=system_prompt,
+            history=window.messages,
+            tools=tools,
+            generation=_applicable(turn.generation.over(agent.generation), tools),
+            prompt_estimate=fixed + window.raw_tokens,
         )
+
+    @staticmethod
+    def delta(turn: TurnRecorder, output: StreamedOutput) -> chunks.ChunkBody | None:
+        """The chunk that streams this piece of the answer to the client, if any."""
+        if isinstance(output, TextDelta):
+            return chunks.AssistantDelta(output.text)
+        if isinstance(output, ReasoningText):
+            return chunks.ReasoningDelta(output.text) if turn.agent.stream_reasoning else None
+        return chunks.ToolCallDelta(output.call_id, output.tool_name, output.arguments)
 
     async def stream(
         self, turn: TurnRecorder, live: LiveTurn, request: ChatRequest, *, answer: bool = True
@@ -72,11 +130,10 @@ class ModelStep:
                     if first_output:
                         first_output = False
                         self._metrics.model_first_token(time.monotonic() - started)
-                    if isinstance(event, TextDelta):
-                        if answer:
-                            turn.streamed(event.text)
-                    else:
+                    if isinstance(event, ModelResponse):
                         response = event
+                    elif answer and isinstance(event, TextDelta):
+                        turn.streamed(event.text)
                     yield event
             outcome = "ok"
         except (asyncio.CancelledError, GeneratorExit, TurnInterrupted):
@@ -89,6 +146,23 @@ class ModelStep:
         usage = response.usage or Usage()
         self._metrics.tokens_used(usage.prompt_tokens, usage.completion_tokens)
         turn.used(usage)
+        if answer:
+            self._calibration.observe(
+                live.tenant_id, live.session_id, request.prompt_estimate, usage.prompt_tokens
+            )
+
+
+def _applicable(generation: GenerationConfig, tools: Sequence[ToolDefinition]) -> GenerationConfig:
+    """Without tools there is no tool choice; a named one only while that tool is offered
+    (an agent switch mid-turn may have taken it away)."""
+    choice = generation.tool_choice
+    if choice is None:
+        return generation
+    if not tools or (
+        choice.mode is ToolChoiceMode.TOOL and all(t.name != choice.tool_name for t in tools)
+    ):
+        return replace(generation, tool_choice=None)
+    return generation
 
 
 async def _next_event(ahead: ModelReadAhead, live: LiveTurn) -> ModelEvent | None:

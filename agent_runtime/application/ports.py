@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
+from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
@@ -27,10 +28,18 @@ class ChatRequest:
     system_prompt: str
     history: Sequence[Message]
     tools: Sequence[ToolDefinition]
+    # Only the fields set here reach the model. A tool_choice only goes with tools, and a
+    # named one only when that tool is among them (ModelStep makes sure).
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # The runtime's own estimate of the prompt's tokens (uncalibrated; 0: not estimated),
+    # compared with what the model reports to calibrate the next estimates.
+    prompt_estimate: int = 0
 
 
 class LLMClient(Protocol):
-    """A chat model. Yields TextDelta events as tokens arrive and one ModelResponse last.
+    """A chat model. Yields TextDelta events as tokens arrive (ReasoningText while it
+    reasons, ToolCallFragment while it writes a tool call's arguments) and one ModelResponse
+    last.
 
     Failures raise a domain ModelError subclass; nothing else escapes.
     """
@@ -67,6 +76,11 @@ class SessionRepository(Protocol):
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         """Set the session's agent and append the switch to its agent history."""
+        ...
+
+    async def update_settings(self, session: Session) -> None:
+        """Store what the client sets: the session's title, instructions, tools and
+        generation settings."""
         ...
 
     async def agent_history(self, session_id: str) -> list[AgentSwitch]: ...

@@ -1,4 +1,5 @@
-"""Session use cases: create, read, list, delete, and page through history and approvals."""
+"""Session use cases: create, read, update, list, delete, and page through history and
+approvals."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from agent_runtime.application.commands import (
     ListMessages,
     ListPendingApprovals,
     ListSessions,
+    UpdateSession,
 )
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.application.session_lookup import live_session, session_id_retired
+from agent_runtime.application.session_settings import SessionSettings
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import AlreadyExists, SessionBusy, WriteConflict
+from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
@@ -25,6 +29,11 @@ from agent_runtime.domain.model import (
     validate_session_id,
     validate_short_text,
 )
+from agent_runtime.domain.tool_filter import ToolFilterService
+
+# What UpdateSession records as the reason when it moves a session to another agent.
+UPDATE_SWITCH_REASON = "changed by UpdateSession"
+DEFAULT_MAX_INSTRUCTIONS_BYTES = 256 * 1024
 
 # A title is a line of text naming the session, not a message.
 MAX_TITLE_CHARS = 1024
@@ -56,11 +65,16 @@ class SessionHandler:
         *,
         clock: Clock = utc_now,
         ids: IdFactory = new_id,
+        tools: ToolFilterService | None = None,
+        max_instructions_bytes: int = DEFAULT_MAX_INSTRUCTIONS_BYTES,
     ) -> None:
         self._uow_factory = uow_factory
         self._agents = agents
         self._now = clock
         self._ids = ids
+        self._settings = SessionSettings(
+            agents, tools or ToolFilterService(), max_instructions_bytes=max_instructions_bytes
+        )
 
     async def create(self, cmd: CreateSession) -> SessionDetails:
         if cmd.session_id:
@@ -74,7 +88,11 @@ class SessionHandler:
             created_at=now,
             last_activity_at=now,
             title=cmd.title,
+            instructions=cmd.instructions,
+            tools=cmd.tools,
+            generation=cmd.generation,
         )
+        self._settings.check(session)
         exists = AlreadyExists(
             f"session {session.session_id} already exists",
             reason="SESSION_EXISTS",
@@ -100,6 +118,40 @@ class SessionHandler:
         async with self._uow_factory.reader(tenant_id) as uow:
             session = await live_session(uow, session_id)
             return await self._details(uow, session)
+
+    async def update(self, cmd: UpdateSession) -> SessionDetails:
+        """Change what the mask names; refused while a turn runs (it read the settings at its
+        start, and the agent may not change under it)."""
+        validate_session_id(cmd.session_id)
+        async with self._uow_factory(cmd.tenant_id) as uow:
+            session = await live_session(uow, cmd.session_id)
+            changed = self._settings.updated(session, cmd)
+            if session.running_turn_id:
+                raise SessionBusy(
+                    f"session {cmd.session_id} is running turn {session.running_turn_id}",
+                    metadata={"session_id": cmd.session_id, "turn_id": session.running_turn_id},
+                )
+            await uow.sessions.update_settings(changed)
+            if changed.agent != session.agent:
+                now = self._now()
+                switch = AgentSwitch(session.agent, changed.agent, UPDATE_SWITCH_REASON, now)
+                await uow.sessions.switch_agent(cmd.session_id, switch)
+                await uow.events.add(
+                    Event(
+                        EventType.AGENT_SWITCHED,
+                        cmd.session_id,
+                        now,
+                        None,
+                        {
+                            "from_agent": switch.from_agent,
+                            "to_agent": switch.to_agent,
+                            "reason": switch.reason,
+                        },
+                    )
+                )
+            details = await self._details(uow, changed)
+            await uow.commit()
+        return details
 
     async def list(self, query: ListSessions) -> Page[SessionDetails]:
         limit = pagination.page_size(query.page_size)

@@ -31,7 +31,7 @@ from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.application.turn_validation import TurnValidator
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import DomainError
-from agent_runtime.domain.model_output import ModelResponse, TextDelta
+from agent_runtime.domain.model_output import ModelResponse
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,13 @@ class TurnHandler:
             while not turn.finished:
                 # 3. The model step: its text streams out as it comes.
                 response: ModelResponse | None = None
-                request = self._model.answer_request(turn)
+                request = self._model.answer_request(turn, live)
                 async with aclosing(self._model.stream(turn, live, request)) as events:
                     async for event in events:
-                        if isinstance(event, TextDelta):
-                            yield turn.chunk(chunks.AssistantDelta(event.text))
-                        else:
+                        if isinstance(event, ModelResponse):
                             response = event
+                        elif (delta := self._model.delta(turn, event)) is not None:
+                            yield turn.chunk(delta)  # text, reasoning, a call's arguments
                 assert response is not None  # stream() raises without one
                 # 4-5. The domain decides what the answer means; record it.
                 await self._answers.record(uow, turn, response)

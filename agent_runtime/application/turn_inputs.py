@@ -154,7 +154,7 @@ class TurnInputs:
         status = ApprovalStatus.APPROVED
         if cmd.verdict is ApprovalVerdict.EDIT:
             call = ToolCallRecord(call.call_id, call.tool_name, dict(cmd.edited_arguments or {}))
-            problems = self._tools.problems(turn.agent, call)
+            problems = self._tools.problems(turn.agent, call, turn.declared_tools)
             if problems:
                 raise InvalidInput.field(
                     "approval_decision.edited_arguments",

@@ -11,6 +11,7 @@ from agent_runtime.application.commands import (
     DecideApproval,
     SendUserMessage,
     SubmitToolResult,
+    SwitchAgent,
     TurnCommand,
 )
 from agent_runtime.application.ids import Clock, IdFactory
@@ -22,7 +23,11 @@ from agent_runtime.application.turn_validation import fingerprint
 from agent_runtime.domain.agents import AgentCatalogue, AgentProfile
 from agent_runtime.domain.errors import InvalidInput, SessionBusy, WriteConflict
 from agent_runtime.domain.events import EventType
+from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Session, Turn
+from agent_runtime.domain.tool_filter import ToolFilterService
+from agent_runtime.domain.tool_schemas import check_beside_the_session
+from agent_runtime.domain.tools import ToolDefinition
 
 # A concurrent request can insert the same session or idempotency key first (PostgreSQL runs
 # transactions side by side; SQLite queues them). Starting over then reads what it wrote.
@@ -60,10 +65,12 @@ class TurnOpener:
         *,
         clock: Clock,
         ids: IdFactory,
+        tools: ToolFilterService | None = None,
     ) -> None:
         self._agents = agents
         self._inputs = inputs
         self._settings = settings
+        self._tools = tools or ToolFilterService()
         self._now = clock
         self._ids = ids
 
@@ -107,6 +114,7 @@ class TurnOpener:
             history = await uow.messages.recent(session_id, self._settings.history_messages)
 
         agent = self._agents.get(_requested_agent(cmd) or session.agent)
+        declared, generation = self._client_controls(cmd, session, agent)
         model = getattr(cmd, "model", "")
         turn = Turn(
             turn_id,
@@ -129,6 +137,8 @@ class TurnOpener:
             clock=self._now,
             ids=self._ids,
             model_for=lambda profile: self._model_for(profile, model),
+            declared_tools=declared,
+            generation=generation,
         )
         await recorder.event(EventType.TURN_STARTED, input=_input_kind(cmd))
         opening = await self._inputs.open(uow, recorder, cmd)
@@ -169,6 +179,31 @@ class TurnOpener:
                 reason="IDEMPOTENCY_KEY_REUSED",
             )
         raise _FoundRetry(existing)
+
+    def _client_controls(
+        self, cmd: TurnCommand, session: Session, agent: AgentProfile
+    ) -> tuple[tuple[ToolDefinition, ...], GenerationConfig]:
+        """The tools the client declares for this turn (the session's, then the request's)
+        and its generation settings (the request's over the session's). Raises InvalidInput
+        for a request tool the session declares too, or a tool_choice naming a tool the
+        turn's agent is not offered."""
+        if isinstance(cmd, SwitchAgent):
+            return session.tools, session.generation
+        check_beside_the_session(cmd.tools, "tools", session.tools)
+        declared = session.tools + cmd.tools
+        generation = cmd.generation.over(session.generation)
+        choice = generation.tool_choice
+        if choice is not None and choice.mode is ToolChoiceMode.TOOL:
+            offered = {tool.name for tool in self._tools.tools_for(agent, declared)}
+            if choice.tool_name not in offered:
+                where = "generation" if cmd.generation.tool_choice else "session.generation"
+                raise InvalidInput.field(
+                    f"{where}.tool_choice.tool_name",
+                    f"tool '{choice.tool_name}' is not offered to agent '{agent.name}' in this "
+                    "turn",
+                    reason="INVALID_GENERATION_CONFIG",
+                )
+        return declared, generation
 
     def _model_for(self, agent: AgentProfile, requested: str) -> str:
         return requested or agent.model or self._settings.default_model

@@ -20,6 +20,7 @@ from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.errors import DomainError
 from agent_runtime.domain.events import Event, EventType
+from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
     AgentSwitch,
     Message,
@@ -32,6 +33,7 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.text import storable
+from agent_runtime.domain.tools import ToolDefinition
 
 ModelFor = Callable[[AgentProfile], str]
 
@@ -59,12 +61,19 @@ class TurnRecorder:
         clock: Clock,
         ids: IdFactory,
         model_for: ModelFor,
+        declared_tools: tuple[ToolDefinition, ...] = (),
+        generation: GenerationConfig | None = None,
     ) -> None:
         self._uow = uow
         self.session = session
         self.turn = turn
         self.agent = agent
         self.history = history
+        # The client's tools for this turn (the session's and the request's) and its
+        # generation settings (the request's over the session's; the agent's go under them
+        # at each model call, as the agent may change).
+        self.declared_tools = declared_tools
+        self.generation = generation or GenerationConfig()
         self._now = clock
         self._ids = ids
         self._model_for = model_for
@@ -112,7 +121,7 @@ class TurnRecorder:
         the replay log and out with chunks_to_send() once committed."""
         chunk = chunks.Chunk(self.session.session_id, self.turn.turn_id, self._next_seq, body)
         self._next_seq += 1
-        if isinstance(body, chunks.AssistantDelta):
+        if isinstance(body, chunks.DELTAS):
             self._last_delta_seq = chunk.seq
         else:
             self.log.append(chunk)

@@ -19,6 +19,11 @@ class TurnSettings(BaseModel):
 
     # Messages sent to the model at most (oldest dropped first); bounds per-turn cost.
     context_window_messages: PositiveInt = 200
+    # Tokens (estimated) of history, system prompt and tools sent to the model at most,
+    # unless the agent sets its own; and the share of it one tool result may take before it
+    # is cut in the middle.
+    context_window_tokens: PositiveInt = 100_000
+    context_max_tool_result_share: float = Field(default=0.25, gt=0, le=1)
     # One user message (UTF-8 bytes).
     max_message_bytes: PositiveInt = 256 * 1024
     # Model calls one turn may make (tool-error retries, reject-then-continue, switch_mode).

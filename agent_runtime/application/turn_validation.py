@@ -21,6 +21,8 @@ from agent_runtime.domain.model import (
     validate_session_id,
     validate_short_text,
 )
+from agent_runtime.domain.tool_schemas import check_declared_tools
+from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 # The width of the column it is stored in (turns.client_message_id).
 MAX_CLIENT_MESSAGE_ID = 128
@@ -43,6 +45,10 @@ class TurnValidator:
             raise InvalidInput.field(
                 "session_id", "is required with client_message_id (keys are per session)"
             )
+        if not isinstance(cmd, SwitchAgent):
+            cmd.generation.validate("generation")
+            if cmd.tools:
+                check_declared_tools(cmd.tools, "tools", reserved=TOOL_CATALOGUE)
         match cmd:
             case SendUserMessage():
                 if not cmd.content.strip():
@@ -109,5 +115,15 @@ def fingerprint(cmd: TurnCommand) -> str:
             ]
         case SwitchAgent():
             parts = ["switch_agent", cmd.agent, cmd.reason]
+    if not isinstance(cmd, SwitchAgent):
+        # Only when set: the fingerprints of inputs without them stay what they were.
+        if not cmd.generation.is_empty:
+            parts.append({"generation": cmd.generation.to_dict()})
+        if cmd.tools:
+            parts.append({"tools": [_tool_fingerprint(tool) for tool in cmd.tools]})
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _tool_fingerprint(tool: ToolDefinition) -> list[object]:
+    return [tool.name, tool.description, tool.parameters, tool.requires_approval]

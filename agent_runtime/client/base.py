@@ -13,6 +13,7 @@ from agent_runtime.client.inputs import TurnInput, stream_request
 from agent_runtime.client.retry import RetryPolicy
 from agent_runtime.client.streams import EventWatch, TurnStream
 from agent_runtime.v1 import event_pb2
+from agent_runtime.v1 import model_controls_pb2 as mc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
@@ -61,6 +62,8 @@ class ClientBase(Generic[_Channel]):
         agent: str,
         model: str,
         timeout: float | None,
+        generation: mc.GenerationConfig | None = None,
+        tools: Sequence[mc.ToolDefinition] = (),
     ) -> TurnStream:
         """A new turn. An empty session_id gets a fresh client-chosen id (so that a repeat
         cannot create a second session); without a client_message_id one is generated."""
@@ -70,6 +73,8 @@ class ClientBase(Generic[_Channel]):
             client_message_id=client_message_id or new_client_message_id(),
             agent=agent,
             model=model,
+            generation=generation,
+            tools=tools,
         )
         return TurnStream(Attempts(self._retry, timeout), request.session_id, start=request)
 

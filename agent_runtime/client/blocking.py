@@ -16,6 +16,7 @@ from agent_runtime.client.inputs import TurnInput
 from agent_runtime.client.streams import ResumableStream
 from agent_runtime.v1 import agent_pb2, event_pb2
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 
 _Result = TypeVar("_Result")
@@ -57,11 +58,15 @@ class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
         client_message_id: str | None = None,
         agent: str = "",
         model: str = "",
+        generation: mc.GenerationConfig | None = None,
+        tools: Sequence[mc.ToolDefinition] = (),
         timeout: float | None = None,
     ) -> Generator[rt.StreamChunk, None, None]:
         """As AgentRuntimeClient.stream_message: the chunks of the turn this input starts,
         resumed after the last seq received if the stream breaks."""
-        turn = self._turn(session_id, turn_input, client_message_id, agent, model, timeout)
+        turn = self._turn(
+            session_id, turn_input, client_message_id, agent, model, timeout, generation, tools
+        )
         return self._follow(turn)
 
     def resume_stream(
@@ -80,9 +85,44 @@ class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
         *,
         title: str = "",
         agent: str = "",
+        instructions: str = "",
+        tools: Sequence[mc.ToolDefinition] = (),
+        generation: mc.GenerationConfig | None = None,
         timeout: float | None = None,
     ) -> ses.Session:
-        return self._call(calls.create_session(session_id, title, agent), timeout)
+        """`instructions`, `tools`, `generation`: what every turn of the session gets (its
+        requests' own generation fields win over these)."""
+        call = calls.create_session(
+            session_id,
+            title,
+            agent,
+            instructions=instructions,
+            tools=tools,
+            generation=generation,
+        )
+        return self._call(call, timeout)
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        title: str | None = None,
+        instructions: str | None = None,
+        agent: str | None = None,
+        tools: Sequence[mc.ToolDefinition] | None = None,
+        generation: mc.GenerationConfig | None = None,
+        timeout: float | None = None,
+    ) -> ses.Session:
+        """Change the fields given (None: left as they are; an empty value clears)."""
+        call = calls.update_session(
+            session_id,
+            title=title,
+            instructions=instructions,
+            agent=agent,
+            tools=tools,
+            generation=generation,
+        )
+        return self._call(call, timeout)
 
     def get_session(self, session_id: str, *, timeout: float | None = None) -> ses.Session:
         return self._call(calls.get_session(session_id), timeout)

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from agent_runtime.v1 import agent_pb2, agent_pb2_grpc, event_pb2_grpc
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
+from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc as ses_grpc
 
@@ -88,13 +89,56 @@ def cancel_turn(session_id: str, turn_id: str) -> UnaryCall[None]:
     return UnaryCall(lambda s: s.runtime.CancelTurn, request, _nothing, repeatable=False)
 
 
-def create_session(session_id: str, title: str, agent: str) -> UnaryCall[ses.Session]:
+def create_session(
+    session_id: str,
+    title: str,
+    agent: str,
+    *,
+    instructions: str = "",
+    tools: Iterable[mc.ToolDefinition] = (),
+    generation: mc.GenerationConfig | None = None,
+) -> UnaryCall[ses.Session]:
     """Not repeated: a repeat after a lost answer would fail with ALREADY_EXISTS (or create a
     second session when the server picks the id)."""
-    request = ses.CreateSessionRequest(session_id=session_id, title=title, agent=agent)
+    request = ses.CreateSessionRequest(
+        session_id=session_id,
+        title=title,
+        agent=agent,
+        instructions=instructions,
+        tools=list(tools),
+        generation=generation,
+    )
     return UnaryCall(
         lambda s: s.sessions.CreateSession, request, lambda r: r.session, repeatable=False
     )
+
+
+def update_session(
+    session_id: str,
+    *,
+    title: str | None = None,
+    instructions: str | None = None,
+    agent: str | None = None,
+    tools: Iterable[mc.ToolDefinition] | None = None,
+    generation: mc.GenerationConfig | None = None,
+) -> UnaryCall[ses.Session]:
+    """Sets the fields given (not None; an empty value clears), and only those: the update
+    mask names them. Repeatable: setting the same values twice leaves the same session."""
+    session = ses.Session(session_id=session_id)
+    paths = []
+    for name, value in (("title", title), ("instructions", instructions), ("agent", agent)):
+        if value is not None:
+            setattr(session, name, value)
+            paths.append(name)
+    if tools is not None:
+        session.tools.extend(tools)
+        paths.append("tools")
+    if generation is not None:
+        session.generation.CopyFrom(generation)
+        paths.append("generation")
+    request = ses.UpdateSessionRequest(session=session)
+    request.update_mask.paths.extend(paths)
+    return UnaryCall(lambda s: s.sessions.UpdateSession, request, lambda r: r.session)
 
 
 def get_session(session_id: str) -> UnaryCall[ses.Session]:

@@ -15,6 +15,7 @@ from agent_runtime.client.inputs import TurnInput
 from agent_runtime.client.streams import ResumableStream
 from agent_runtime.v1 import agent_pb2, event_pb2
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 
 _Result = TypeVar("_Result")
@@ -57,6 +58,8 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         client_message_id: str | None = None,
         agent: str = "",
         model: str = "",
+        generation: mc.GenerationConfig | None = None,
+        tools: Sequence[mc.ToolDefinition] = (),
         timeout: float | None = None,
     ) -> AsyncGenerator[rt.StreamChunk, None]:
         """Send one input (a str is a user message) and yield the chunks of the turn it starts.
@@ -70,7 +73,9 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         TurnInterrupted. Close the iterator (aclose(), or contextlib.aclosing around the
         loop) or cancel the task to cancel the call: the server then cancels the turn.
         """
-        turn = self._turn(session_id, turn_input, client_message_id, agent, model, timeout)
+        turn = self._turn(
+            session_id, turn_input, client_message_id, agent, model, timeout, generation, tools
+        )
         return self._follow(turn)
 
     def resume_stream(
@@ -93,9 +98,44 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         *,
         title: str = "",
         agent: str = "",
+        instructions: str = "",
+        tools: Sequence[mc.ToolDefinition] = (),
+        generation: mc.GenerationConfig | None = None,
         timeout: float | None = None,
     ) -> ses.Session:
-        return await self._call(calls.create_session(session_id, title, agent), timeout)
+        """`instructions`, `tools`, `generation`: what every turn of the session gets (its
+        requests' own generation fields win over these)."""
+        call = calls.create_session(
+            session_id,
+            title,
+            agent,
+            instructions=instructions,
+            tools=tools,
+            generation=generation,
+        )
+        return await self._call(call, timeout)
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        title: str | None = None,
+        instructions: str | None = None,
+        agent: str | None = None,
+        tools: Sequence[mc.ToolDefinition] | None = None,
+        generation: mc.GenerationConfig | None = None,
+        timeout: float | None = None,
+    ) -> ses.Session:
+        """Change the fields given (None: left as they are; an empty value clears)."""
+        call = calls.update_session(
+            session_id,
+            title=title,
+            instructions=instructions,
+            agent=agent,
+            tools=tools,
+            generation=generation,
+        )
+        return await self._call(call, timeout)
 
     async def get_session(self, session_id: str, *, timeout: float | None = None) -> ses.Session:
         return await self._call(calls.get_session(session_id), timeout)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 
 TurnInput = rt.UserMessage | rt.ToolResult | rt.ApprovalDecision | rt.SwitchAgent
@@ -40,6 +41,23 @@ def switch_agent(agent: str, *, reason: str = "") -> rt.SwitchAgent:
     return rt.SwitchAgent(agent=agent, reason=reason)
 
 
+def declared_tool(
+    name: str,
+    description: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    requires_approval: bool | None = None,
+) -> mc.ToolDefinition:
+    """A tool the client declares and runs itself; `parameters` is its arguments' JSON Schema
+    (an object schema). `requires_approval=True`: every call waits for a human's approval."""
+    tool = mc.ToolDefinition(name=name, description=description)
+    if parameters is not None:
+        tool.parameters.update(dict(parameters))
+    if requires_approval is not None:
+        tool.requires_approval = requires_approval
+    return tool
+
+
 def stream_request(
     session_id: str,
     turn_input: TurnInput | str,
@@ -47,10 +65,17 @@ def stream_request(
     client_message_id: str,
     agent: str = "",
     model: str = "",
+    generation: mc.GenerationConfig | None = None,
+    tools: Sequence[mc.ToolDefinition] = (),
 ) -> rt.StreamMessageRequest:
     """A StreamMessageRequest; a str input is a user message."""
     request = rt.StreamMessageRequest(
-        session_id=session_id, client_message_id=client_message_id, agent=agent, model=model
+        session_id=session_id,
+        client_message_id=client_message_id,
+        agent=agent,
+        model=model,
+        generation=generation,
+        tools=list(tools),
     )
     match turn_input:
         case str():

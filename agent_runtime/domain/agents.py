@@ -8,11 +8,15 @@ from fnmatch import fnmatchcase
 
 from agent_runtime.domain.approval import ApprovalPolicy
 from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.tools import TOOL_CATALOGUE
 
 WRITE_TOOLS = ("write_file", "delete_file", "move_file", "create_directory")
 READ_TOOLS = ("read_file", "list_files", "search_in_code")
 CONVERSATION_TOOLS = ("switch_mode", "attempt_completion", "ask_followup_question")
+
+# Introduces a session's instructions in the system prompt.
+CLIENT_INSTRUCTIONS_HEADING = "## Instructions from the client application"
 
 _SHARED_RULES = (
     "Call at most one tool at a time and wait for its result. "
@@ -50,6 +54,29 @@ class AgentProfile:
     routing_keywords: tuple[str, ...] = ()
     # True for the orchestrator: it routes the first message instead of answering it.
     routes: bool = False
+    # Glob patterns over the names of tools a client declares: the ones this agent is offered
+    # (its built-in ones are allowed_tools).
+    client_tools: tuple[str, ...] = ("*",)
+    # Generation defaults; a session's and a request's own settings win over them.
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # Tokens of context the model is sent at most; None: the runtime's default.
+    context_window_tokens: int | None = None
+    # The model's reasoning: streamed to the client (ReasoningDelta), and stored with the
+    # answer. Never sent back to the model either way.
+    stream_reasoning: bool = True
+    store_reasoning: bool = False
+
+    def prompt_with(self, instructions: str) -> str:
+        """The system prompt, with a client's instructions appended under a heading that
+        says where they come from."""
+        if not instructions:
+            return self.system_prompt
+        section = f"{CLIENT_INSTRUCTIONS_HEADING}\n\n{instructions}"
+        return f"{self.system_prompt}\n\n{section}" if self.system_prompt else section
+
+    def may_use_declared(self, tool_name: str) -> bool:
+        """Whether a client-declared tool of this name is offered to this agent."""
+        return any(fnmatchcase(tool_name, pattern) for pattern in self.client_tools)
 
 
 CODER = AgentProfile(
@@ -142,6 +169,7 @@ ORCHESTRATOR = AgentProfile(
     ),
     allowed_tools=(),
     routes=True,
+    client_tools=(),
 )
 
 BUILTIN_AGENTS = (CODER, ARCHITECT, DEBUG, ASK, ORCHESTRATOR)

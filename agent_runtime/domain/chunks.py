@@ -21,6 +21,22 @@ class AssistantDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call's arguments while the model writes them (not persisted)."""
+
+    call_id: str
+    tool_name: str
+    arguments_fragment: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning while it thinks (not persisted here)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class AssistantMessage:
     message_id: str
     content: str
@@ -59,12 +75,19 @@ class TurnCompleted:
 ChunkBody = (
     TurnStarted
     | AssistantDelta
+    | ToolCallDelta
+    | ReasoningDelta
     | AssistantMessage
     | ToolCall
     | AgentSwitched
     | TurnError
     | TurnCompleted
 )
+
+
+# Sent while the model streams: never in a turn's replay log, the first dropped from a full
+# buffer.
+DELTAS = (AssistantDelta, ToolCallDelta, ReasoningDelta)
 
 
 @dataclass(frozen=True, slots=True)

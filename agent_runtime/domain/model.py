@@ -9,7 +9,9 @@ from enum import Enum
 from typing import Any
 
 from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.text import short_text_problem
+from agent_runtime.domain.tools import ToolDefinition
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -112,6 +114,8 @@ class Message:
     tool_call_id: str | None = None
     incomplete: bool = False
     is_error: bool = False
+    # An assistant message's reasoning, when its agent stores it; never sent to the model.
+    reasoning: str = ""
 
     @property
     def requested_call(self) -> ToolCallRecord | None:
@@ -129,6 +133,11 @@ class Session:
     message_count: int = 0
     running_turn_id: str | None = None
     deleted_at: datetime | None = None
+    # What the client set for every turn: instructions appended to the agent's system
+    # prompt, tools it declares, generation defaults.
+    instructions: str = ""
+    tools: tuple[ToolDefinition, ...] = ()
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def next_position(self) -> int:
         """Positions are 1-based and dense; only the turn holding the session appends."""

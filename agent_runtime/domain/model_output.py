@@ -15,6 +15,23 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningText:
+    """A piece of the model's reasoning ("reasoning_content" / "reasoning"), as it thinks."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFragment:
+    """A piece of the arguments (JSON text) of the answer's first tool call, as the model
+    writes them: all fragments of a call concatenate to its arguments."""
+
+    call_id: str
+    tool_name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class RequestedToolCall:
     """A tool call as the model produced it: arguments are still raw JSON text.
 
@@ -37,6 +54,10 @@ class ModelResponse:
     tool_calls: tuple[RequestedToolCall, ...] = ()
     usage: Usage | None = None
     finish_reason: str | None = None
+    # The model's reasoning before it answered, if it streamed one.
+    reasoning: str = ""
 
 
-ModelEvent = TextDelta | ModelResponse
+ModelEvent = TextDelta | ReasoningText | ToolCallFragment | ModelResponse
+# What is streamed while the model writes (everything but the final response).
+StreamedOutput = TextDelta | ReasoningText | ToolCallFragment

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.model import ToolCallRecord
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.tool_filter import ToolFilterService
+from agent_runtime.domain.tools import ToolDefinition
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,13 @@ class LLMResponseProcessor:
     def __init__(self, tool_filter: ToolFilterService | None = None) -> None:
         self._tools = tool_filter or ToolFilterService()
 
-    def process(self, response: ModelResponse, agent: AgentProfile) -> Decision:
+    def process(
+        self,
+        response: ModelResponse,
+        agent: AgentProfile,
+        declared: Sequence[ToolDefinition] = (),
+    ) -> Decision:
+        """`declared`: the tools the client declared for this turn (beside the built-in ones)."""
         if not response.tool_calls:
             if not response.content.strip():
                 return InvalidAnswer(
@@ -95,11 +103,14 @@ class LLMResponseProcessor:
                 "arguments are not a JSON object",
             )
         call = ToolCallRecord(first.call_id, first.tool_name, arguments)
-        problems = self._tools.problems(agent, call)
+        problems = self._tools.problems(agent, call, declared)
         if problems:
             return RejectedToolCall(response.content, call, tuple(problems), dropped)
 
         approval_reason = agent.approval_policy.reason_for(first.tool_name)
+        tool = self._tools.offered(agent, first.tool_name, declared)
+        if approval_reason is None and tool is not None and tool.requires_approval:
+            approval_reason = f"the client declared {first.tool_name} as needing approval"
         return ToolCallDecision(
             content=response.content,
             call=call,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.model import ToolCallRecord
-from agent_runtime.domain.schema import schema_problems
+from agent_runtime.domain.tool_schemas import argument_problems
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 
@@ -12,20 +14,31 @@ class ToolFilterService:
     def __init__(self, catalogue: dict[str, ToolDefinition] | None = None) -> None:
         self._catalogue = TOOL_CATALOGUE if catalogue is None else catalogue
 
-    def tools_for(self, agent: AgentProfile) -> list[ToolDefinition]:
-        """The tools offered to the model: the agent's allowed tools, in catalogue order."""
+    @property
+    def builtin_names(self) -> frozenset[str]:
+        """Names a client may not declare a tool under."""
+        return frozenset(self._catalogue)
+
+    def tools_for(
+        self, agent: AgentProfile, declared: Sequence[ToolDefinition] = ()
+    ) -> list[ToolDefinition]:
+        """The tools offered to the model: the agent's allowed built-in tools, in catalogue
+        order, then the client's declared tools its client_tools patterns match."""
         allowed = set(agent.allowed_tools)
-        return [tool for name, tool in self._catalogue.items() if name in allowed]
+        offered = [tool for name, tool in self._catalogue.items() if name in allowed]
+        return offered + [tool for tool in declared if agent.may_use_declared(tool.name)]
 
-    def is_allowed(self, agent: AgentProfile, tool_name: str) -> bool:
-        return tool_name in self._catalogue and tool_name in agent.allowed_tools
-
-    def problems(self, agent: AgentProfile, call: ToolCallRecord) -> list[str]:
+    def problems(
+        self,
+        agent: AgentProfile,
+        call: ToolCallRecord,
+        declared: Sequence[ToolDefinition] = (),
+    ) -> list[str]:
         """Why the agent may not make this call; empty when it may."""
-        tool = self._catalogue.get(call.tool_name)
-        if tool is None or call.tool_name not in agent.allowed_tools:
+        tool = self.offered(agent, call.tool_name, declared)
+        if tool is None:
             return [f"agent '{agent.name}' may not call tool '{call.tool_name}'"]
-        problems = schema_problems(tool.parameters, call.arguments)
+        problems = argument_problems(tool, call.arguments)
         for restriction in agent.path_restrictions:
             if not restriction.applies_to(tool.name):
                 continue
@@ -37,3 +50,13 @@ class ToolFilterService:
                         + (f": {restriction.description}" if restriction.description else "")
                     )
         return problems
+
+    def offered(
+        self, agent: AgentProfile, name: str, declared: Sequence[ToolDefinition]
+    ) -> ToolDefinition | None:
+        if name in self._catalogue:
+            return self._catalogue[name] if name in agent.allowed_tools else None
+        for tool in declared:
+            if tool.name == name:
+                return tool if agent.may_use_declared(name) else None
+        return None

@@ -1,4 +1,5 @@
-"""The tool catalogue: every tool a model may be offered, with its JSON schema."""
+"""The tool catalogue: every built-in tool a model may be offered, with its JSON schema; and
+the shape of a tool a client declares (its schema checked by tool_schemas.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,20 @@ class ToolDefinition:
     parameters: dict[str, Any]
     # Names of arguments that are filesystem paths (agent path restrictions apply to them).
     path_arguments: tuple[str, ...] = ()
+    # Declared by a client (which runs it), not one of the runtime's built-in tools.
+    declared: bool = False
+    # Declared tools only: the client wants a human's approval for every call (otherwise the
+    # agent's approval rules decide, as for built-in tools).
+    requires_approval: bool = False
+
+
+def declared_tool(
+    name: str, description: str, parameters: dict[str, Any], *, requires_approval: bool = False
+) -> ToolDefinition:
+    """A client's tool as received (check it with tool_schemas.check_declared_tools)."""
+    return ToolDefinition(
+        name, description, parameters, declared=True, requires_approval=requires_approval
+    )
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:

@@ -13,6 +13,18 @@
     approval_rules = ["execute_command"]    # optional, overrides [approval]
     model = ""                              # optional
     routing_keywords = ["review"]           # optional, for the orchestrator's fallback
+    client_tools = ["*"]                    # optional: globs over client-declared tools
+    context_window_tokens = 64000           # optional: else AGENT_RUNTIME_CONTEXT_WINDOW_TOKENS
+    stream_reasoning = true                 # optional: stream the model's reasoning
+    store_reasoning = false                 # optional: keep it with the answer
+
+    [agents.reviewer.generation]            # optional: defaults a session or request overrides
+    temperature = 0.2
+    max_output_tokens = 4096
+    stop = ["<END>"]
+    seed = 7
+    reasoning_effort = "low"
+    tool_choice = "auto"                    # "auto", "none", "required" or { tool = "NAME" }
 
     [[agents.reviewer.path_restrictions]]
     tools = ["write_file"]
@@ -38,6 +50,7 @@ from agent_runtime.domain.agents import (
     PathRestriction,
 )
 from agent_runtime.domain.approval import ApprovalPolicy
+from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
 from agent_runtime.domain.model import MAX_MODEL_NAME
 from agent_runtime.domain.text import short_text_problem
 from agent_runtime.domain.tools import TOOL_CATALOGUE
@@ -51,8 +64,25 @@ _AGENT_KEYS = {
     "path_restrictions",
     "model",
     "routing_keywords",
+    "client_tools",
+    "context_window_tokens",
+    "stream_reasoning",
+    "store_reasoning",
+    "generation",
 }
 _RESTRICTION_KEYS = {"tools", "allowed_path_regex", "description"}
+_GENERATION_KEYS = {
+    "temperature",
+    "top_p",
+    "max_output_tokens",
+    "stop",
+    "seed",
+    "reasoning_effort",
+    "tool_choice",
+}
+_TOOL_CHOICE_MODES = {
+    mode.value: mode for mode in ToolChoiceMode if mode is not ToolChoiceMode.TOOL
+}
 
 
 class AgentsFileError(ValueError):
@@ -207,7 +237,86 @@ class _Parser:
             )
         if "path_restrictions" in table:
             changes["path_restrictions"] = self._restrictions(table["path_restrictions"], where)
+        if "client_tools" in table:
+            changes["client_tools"] = tuple(
+                self._strings(table["client_tools"], where, "client_tools")
+            )
+        for key in ("stream_reasoning", "store_reasoning"):
+            if key in table:
+                if not isinstance(table[key], bool):
+                    self.fail(f"{key} must be true or false", table=where, key=key)
+                changes[key] = table[key]
+        if "context_window_tokens" in table:
+            tokens = table["context_window_tokens"]
+            if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
+                self.fail(
+                    "context_window_tokens must be a positive whole number",
+                    table=where,
+                    key="context_window_tokens",
+                )
+            changes["context_window_tokens"] = tokens
+        if "generation" in table:
+            changes["generation"] = self._generation(table["generation"], f"{where}.generation")
         return replace(profile, **changes)
+
+    def _generation(self, value: Any, table: str) -> GenerationConfig:
+        if not isinstance(value, dict):
+            self.fail(f"[{table}] must be a table", table=table)
+        for key in value:
+            if key not in _GENERATION_KEYS:
+                self.fail(
+                    f"unknown setting '{key}' in [{table}] "
+                    f"(known: {', '.join(sorted(_GENERATION_KEYS))})",
+                    table=table,
+                    key=key,
+                )
+        numbers: dict[str, Any] = {}
+        for key, kind in (
+            ("temperature", float),
+            ("top_p", float),
+            ("max_output_tokens", int),
+            ("seed", int),
+        ):
+            if key not in value:
+                continue
+            number = value[key]
+            wrong_kind = isinstance(number, bool) or not isinstance(
+                number, (int, float) if kind is float else int
+            )
+            if wrong_kind:
+                self.fail(
+                    f"{key} must be a {'number' if kind is float else 'whole number'}",
+                    table=table,
+                    key=key,
+                )
+            numbers[key] = kind(number)
+        effort = value.get("reasoning_effort", "")
+        if not isinstance(effort, str):
+            self.fail("reasoning_effort must be a string", table=table, key="reasoning_effort")
+        config = GenerationConfig(
+            **numbers,
+            stop=tuple(self._strings(value.get("stop", []), table, "stop")),
+            reasoning_effort=effort,
+            tool_choice=self._tool_choice(value["tool_choice"], table)
+            if "tool_choice" in value
+            else None,
+        )
+        for violation in config.violations("generation"):
+            key = violation.field.removeprefix("generation.").split(".")[0].split("[")[0]
+            self.fail(f"{violation.field}: {violation.description}", table=table, key=key)
+        return config
+
+    def _tool_choice(self, value: Any, table: str) -> ToolChoice:
+        if isinstance(value, str) and value in _TOOL_CHOICE_MODES:
+            return ToolChoice(_TOOL_CHOICE_MODES[value])
+        if isinstance(value, dict) and set(value) == {"tool"} and isinstance(value["tool"], str):
+            return ToolChoice.named(value["tool"])
+        self.fail(
+            'tool_choice must be "auto", "none", "required" or { tool = "NAME" }',
+            table=table,
+            key="tool_choice",
+        )
+        raise AssertionError("unreachable")
 
     def _restrictions(self, value: Any, where: str) -> tuple[PathRestriction, ...]:
         table = f"{where}.path_restrictions"

@@ -1,6 +1,8 @@
 """`agent-runtime chat`: a conversation with the runtime in a terminal.
 
-Tokens are printed as they stream. A tool call that needs approval is put to the user
+Tokens are printed as they stream; so are the model's reasoning (dimmed) and a tool call's
+arguments while the model writes them (up to SHOWN_ARGUMENT_CHARS, dimmed; the call itself is
+shown once the runtime has recorded it). A tool call that needs approval is put to the user
 (approve / edit the JSON arguments / reject with feedback). With a workspace the client runs
 the file tools itself, strictly inside it, and execute_command only after the user approved it
 (through the runtime's approval, or asked here when the agent's policy did not require one);
@@ -62,6 +64,12 @@ HELP = (
 )
 
 _Result = TypeVar("_Result")
+
+
+@dataclass(slots=True)
+class _Line:
+    kind: str = ""  # "reasoning", "call <id>", or "" when no delta line is open
+    shown: int = 0  # characters shown on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +194,7 @@ class Chat:
 
     async def _turn(self, turn_input: TurnInput | str) -> TurnOutcome:
         streamed = ""  # the assistant text printed so far on the current line
+        line = _Line()  # what the current line streams: reasoning or a call's arguments
         tool_call = None
         stop_reason = rt.STOP_REASON_UNSPECIFIED
         chunks = self._client.stream_message(
@@ -193,6 +202,15 @@ class Chat:
         )
         async for chunk in chunks:
             kind = chunk.WhichOneof("chunk")
+            if kind in ("reasoning_delta", "tool_call_delta"):
+                if streamed:
+                    self._console.line()
+                    streamed = ""
+                self._show_delta(line, chunk)
+                continue
+            if line.kind:
+                self._console.line()
+                line = _Line()
             if kind == "assistant_delta":
                 if not streamed:
                     self._console.write("assistant> ")
@@ -217,6 +235,29 @@ class Chat:
             elif kind == "turn_completed":
                 stop_reason = chunk.turn_completed.stop_reason
         return TurnOutcome(stop_reason, tool_call)
+
+    def _show_delta(self, line: _Line, chunk: rt.StreamChunk) -> None:
+        """Reasoning, dimmed after "thinking> "; a call's arguments after "[writing NAME]",
+        dimmed, the first SHOWN_ARGUMENT_CHARS of them."""
+        if chunk.HasField("reasoning_delta"):
+            key, head, text = "reasoning", "thinking> ", chunk.reasoning_delta.text
+        else:
+            delta = chunk.tool_call_delta
+            key, head = f"call {delta.call_id}", f"[writing {delta.tool_name}] "
+            text = delta.arguments_fragment
+        if line.kind != key:
+            if line.kind:
+                self._console.line()
+            line.kind, line.shown = key, 0
+            self._console.write(head)
+        if key != "reasoning":
+            room = SHOWN_ARGUMENT_CHARS - line.shown
+            if room <= 0:
+                return
+            if len(text) > room:
+                text = text[:room] + "..."
+        line.shown += len(text)
+        self._console.write_dim(text)
 
     def _finish_text(self, streamed: str, content: str) -> None:
         """The final message: what the deltas did not show yet (a resumed stream may have

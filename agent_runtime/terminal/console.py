@@ -80,6 +80,19 @@ class Console:
     def line(self, text: str = "") -> None:
         self.write(text + "\n")
 
+    def write_dim(self, text: str) -> None:
+        """`text` shown faint on a terminal (ANSI SGR 2), as it is elsewhere. Only the style
+        is ours: what is in `text` is made visible as anything written is."""
+        if not self._is_terminal():
+            self.write(text)
+            return
+        self._out.write(f"\x1b[2m{visible(text)}\x1b[0m")
+        self._out.flush()
+
+    def _is_terminal(self) -> bool:
+        isatty = getattr(self._out, "isatty", None)
+        return bool(isatty and isatty())
+
     def _read_lines(self, loop: asyncio.AbstractEventLoop) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pending = ""

@@ -3,9 +3,12 @@
 isort:skip_file
 """
 
+from agent_runtime.v1 import model_controls_pb2 as model_controls_pb2
+from collections import abc as abc
 from google.protobuf import descriptor as descriptor
 from google.protobuf import message as message
 from google.protobuf import struct_pb2 as struct_pb2
+from google.protobuf.internal import containers as containers
 from google.protobuf.internal import enum_type_wrapper as enum_type_wrapper
 import builtins as builtins
 import sys
@@ -129,6 +132,8 @@ class StreamMessageRequest(message.Message):
     SWITCH_AGENT_FIELD_NUMBER: builtins.int
     AGENT_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
+    GENERATION_FIELD_NUMBER: builtins.int
+    TOOLS_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     """Created on first use. Empty: a new session with a server-chosen id
     (read it from the chunks' session_id).
@@ -147,6 +152,19 @@ class StreamMessageRequest(message.Message):
     def approval_decision(self) -> ApprovalDecision: ...
     @builtins.property
     def switch_agent(self) -> SwitchAgent: ...
+    @builtins.property
+    def generation(self) -> model_controls_pb2.GenerationConfig:
+        """Optional generation settings for this request's model calls; each field set here wins
+        over the session's and the agent's.
+        """
+
+    @builtins.property
+    def tools(self) -> containers.RepeatedCompositeFieldContainer[model_controls_pb2.ToolDefinition]:
+        """Tools the client declares for this request's model calls only, beside the session's and
+        the agent's built-in ones (send them again with the tool result or approval decision
+        that continues the turn).
+        """
+
     def __init__(
         self,
         *,
@@ -158,10 +176,12 @@ class StreamMessageRequest(message.Message):
         switch_agent: SwitchAgent | None = ...,
         agent: builtins.str = ...,
         model: builtins.str = ...,
+        generation: model_controls_pb2.GenerationConfig | None = ...,
+        tools: abc.Iterable[model_controls_pb2.ToolDefinition] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["approval_decision", b"approval_decision", "input", b"input", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["approval_decision", b"approval_decision", "generation", b"generation", "input", b"input", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "approval_decision", b"approval_decision", "client_message_id", b"client_message_id", "input", b"input", "model", b"model", "session_id", b"session_id", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "approval_decision", b"approval_decision", "client_message_id", b"client_message_id", "generation", b"generation", "input", b"input", "model", b"model", "session_id", b"session_id", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "tools", b"tools", "user_message", b"user_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_input: _TypeAlias = typing.Literal["user_message", "tool_result", "approval_decision", "switch_agent"]  # noqa: Y015
     _WhichOneofArgType_input: _TypeAlias = typing.Literal["input", b"input"]  # noqa: Y015
@@ -280,6 +300,8 @@ class StreamChunk(message.Message):
     AGENT_SWITCHED_FIELD_NUMBER: builtins.int
     ERROR_FIELD_NUMBER: builtins.int
     TURN_COMPLETED_FIELD_NUMBER: builtins.int
+    TOOL_CALL_DELTA_FIELD_NUMBER: builtins.int
+    REASONING_DELTA_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     turn_id: builtins.str
     seq: builtins.int
@@ -297,6 +319,10 @@ class StreamChunk(message.Message):
     def error(self) -> Error: ...
     @builtins.property
     def turn_completed(self) -> TurnCompleted: ...
+    @builtins.property
+    def tool_call_delta(self) -> ToolCallDelta: ...
+    @builtins.property
+    def reasoning_delta(self) -> ReasoningDelta: ...
     def __init__(
         self,
         *,
@@ -310,12 +336,14 @@ class StreamChunk(message.Message):
         agent_switched: AgentSwitched | None = ...,
         error: Error | None = ...,
         turn_completed: TurnCompleted | None = ...,
+        tool_call_delta: ToolCallDelta | None = ...,
+        reasoning_delta: ReasoningDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["agent_switched", b"agent_switched", "assistant_delta", b"assistant_delta", "assistant_message", b"assistant_message", "chunk", b"chunk", "error", b"error", "tool_call", b"tool_call", "turn_completed", b"turn_completed", "turn_started", b"turn_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["agent_switched", b"agent_switched", "assistant_delta", b"assistant_delta", "assistant_message", b"assistant_message", "chunk", b"chunk", "error", b"error", "reasoning_delta", b"reasoning_delta", "tool_call", b"tool_call", "tool_call_delta", b"tool_call_delta", "turn_completed", b"turn_completed", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent_switched", b"agent_switched", "assistant_delta", b"assistant_delta", "assistant_message", b"assistant_message", "chunk", b"chunk", "error", b"error", "seq", b"seq", "session_id", b"session_id", "tool_call", b"tool_call", "turn_completed", b"turn_completed", "turn_id", b"turn_id", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent_switched", b"agent_switched", "assistant_delta", b"assistant_delta", "assistant_message", b"assistant_message", "chunk", b"chunk", "error", b"error", "reasoning_delta", b"reasoning_delta", "seq", b"seq", "session_id", b"session_id", "tool_call", b"tool_call", "tool_call_delta", b"tool_call_delta", "turn_completed", b"turn_completed", "turn_id", b"turn_id", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_chunk: _TypeAlias = typing.Literal["turn_started", "assistant_delta", "assistant_message", "tool_call", "agent_switched", "error", "turn_completed"]  # noqa: Y015
+    _WhichOneofReturnType_chunk: _TypeAlias = typing.Literal["turn_started", "assistant_delta", "assistant_message", "tool_call", "agent_switched", "error", "turn_completed", "tool_call_delta", "reasoning_delta"]  # noqa: Y015
     _WhichOneofArgType_chunk: _TypeAlias = typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_chunk) -> _WhichOneofReturnType_chunk | None: ...
 
@@ -347,6 +375,56 @@ class TurnStarted(message.Message):
 @typing.final
 class AssistantDelta(message.Message):
     """A token or a small batch of tokens of the assistant's answer."""
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: builtins.int
+    text: builtins.str
+    def __init__(
+        self,
+        *,
+        text: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ToolCallDelta(message.Message):
+    """A piece of a tool call's arguments (JSON text) while the model writes them; not persisted,
+    not replayed. Only the ToolCall chunk (after commit #2) counts: the call may still be
+    refused (its arguments break the tool's schema, the agent may not call it) and never come.
+    call_id is the model's; the ToolCall keeps it unless the session already used it.
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: builtins.int
+    TOOL_NAME_FIELD_NUMBER: builtins.int
+    ARGUMENTS_FRAGMENT_FIELD_NUMBER: builtins.int
+    call_id: builtins.str
+    tool_name: builtins.str
+    arguments_fragment: builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: builtins.str = ...,
+        tool_name: builtins.str = ...,
+        arguments_fragment: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["arguments_fragment", b"arguments_fragment", "call_id", b"call_id", "tool_name", b"tool_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ReasoningDelta(message.Message):
+    """A piece of the model's reasoning ("reasoning_content" / "reasoning" in the model's
+    stream), while it thinks; not replayed, never sent back to the model.
+    """
 
     DESCRIPTOR: descriptor.Descriptor
 

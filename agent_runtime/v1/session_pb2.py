@@ -22,53 +22,59 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agent_runtime.v1 import model_controls_pb2 as agent__runtime_dot_v1_dot_model__controls__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gent_runtime/v1/session.proto\x12\x10\x61gent_runtime.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x15\n\rmessage_count\x18\x04 \x01(\x04\x12\x17\n\x0frunning_turn_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_activity_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ragent_history\x18\x08 \x03(\x0b\x32\x1d.agent_runtime.v1.AgentSwitch\x12\x1f\n\x17pending_approvals_count\x18\t \x01(\r\"\x85\x01\n\x0b\x41gentSwitch\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bswitched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\"a\n\x0fMessageToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x9a\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.agent_runtime.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x35\n\ntool_calls\x18\x04 \x03(\x0b\x32!.agent_runtime.v1.MessageToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x04\x12\x12\n\nincomplete\x18\t \x01(\x08\x12\x10\n\x08is_error\x18\n \x01(\x08\"\xf6\x01\n\x0fPendingApproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07turn_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"X\n\x1bListPendingApprovalsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1cListPendingApprovalsResponse\x12\x34\n\tapprovals\x18\x01 \x03(\x0b\x32!.agent_runtime.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\xe2\x04\n\x0eSessionService\x12`\n\rCreateSession\x12&.agent_runtime.v1.CreateSessionRequest\x1a\'.agent_runtime.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.agent_runtime.v1.GetSessionRequest\x1a$.agent_runtime.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.agent_runtime.v1.ListSessionsRequest\x1a&.agent_runtime.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.agent_runtime.v1.DeleteSessionRequest\x1a\'.agent_runtime.v1.DeleteSessionResponse\x12]\n\x0cListMessages\x12%.agent_runtime.v1.ListMessagesRequest\x1a&.agent_runtime.v1.ListMessagesResponse\x12u\n\x14ListPendingApprovals\x12-.agent_runtime.v1.ListPendingApprovalsRequest\x1a..agent_runtime.v1.ListPendingApprovalsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gent_runtime/v1/session.proto\x12\x10\x61gent_runtime.v1\x1a%agent_runtime/v1/model_controls.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x15\n\rmessage_count\x18\x04 \x01(\x04\x12\x17\n\x0frunning_turn_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_activity_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ragent_history\x18\x08 \x03(\x0b\x32\x1d.agent_runtime.v1.AgentSwitch\x12\x1f\n\x17pending_approvals_count\x18\t \x01(\r\x12\x14\n\x0cinstructions\x18\n \x01(\t\x12/\n\x05tools\x18\x0b \x03(\x0b\x32 .agent_runtime.v1.ToolDefinition\x12\x36\n\ngeneration\x18\x0c \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\"\x85\x01\n\x0b\x41gentSwitch\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bswitched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\"a\n\x0fMessageToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xad\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.agent_runtime.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x35\n\ntool_calls\x18\x04 \x03(\x0b\x32!.agent_runtime.v1.MessageToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x04\x12\x12\n\nincomplete\x18\t \x01(\x08\x12\x10\n\x08is_error\x18\n \x01(\x08\x12\x11\n\treasoning\x18\x0b \x01(\t\"\xf6\x01\n\x0fPendingApproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07turn_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12/\n\x05tools\x18\x05 \x03(\x0b\x32 .agent_runtime.v1.ToolDefinition\x12\x36\n\ngeneration\x18\x06 \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"s\n\x14UpdateSessionRequest\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x15UpdateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"X\n\x1bListPendingApprovalsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1cListPendingApprovalsResponse\x12\x34\n\tapprovals\x18\x01 \x03(\x0b\x32!.agent_runtime.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\xc4\x05\n\x0eSessionService\x12`\n\rCreateSession\x12&.agent_runtime.v1.CreateSessionRequest\x1a\'.agent_runtime.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.agent_runtime.v1.GetSessionRequest\x1a$.agent_runtime.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.agent_runtime.v1.ListSessionsRequest\x1a&.agent_runtime.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.agent_runtime.v1.DeleteSessionRequest\x1a\'.agent_runtime.v1.DeleteSessionResponse\x12]\n\x0cListMessages\x12%.agent_runtime.v1.ListMessagesRequest\x1a&.agent_runtime.v1.ListMessagesResponse\x12u\n\x14ListPendingApprovals\x12-.agent_runtime.v1.ListPendingApprovalsRequest\x1a..agent_runtime.v1.ListPendingApprovalsResponse\x12`\n\rUpdateSession\x12&.agent_runtime.v1.UpdateSessionRequest\x1a\'.agent_runtime.v1.UpdateSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_runtime.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2035
-  _globals['_ROLE']._serialized_end=2130
-  _globals['_SESSION']._serialized_start=116
-  _globals['_SESSION']._serialized_end=412
-  _globals['_AGENTSWITCH']._serialized_start=415
-  _globals['_AGENTSWITCH']._serialized_end=548
-  _globals['_MESSAGETOOLCALL']._serialized_start=550
-  _globals['_MESSAGETOOLCALL']._serialized_end=647
-  _globals['_MESSAGE']._serialized_start=650
-  _globals['_MESSAGE']._serialized_end=932
-  _globals['_PENDINGAPPROVAL']._serialized_start=935
-  _globals['_PENDINGAPPROVAL']._serialized_end=1181
-  _globals['_CREATESESSIONREQUEST']._serialized_start=1183
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1255
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=1257
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=1324
-  _globals['_GETSESSIONREQUEST']._serialized_start=1326
-  _globals['_GETSESSIONREQUEST']._serialized_end=1365
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1367
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1431
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1433
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1513
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1515
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1607
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1609
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1669
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1671
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1763
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1765
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1807
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1809
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1832
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=1834
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=1922
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=1924
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=2033
-  _globals['_SESSIONSERVICE']._serialized_start=2133
-  _globals['_SESSIONSERVICE']._serialized_end=2743
+  _globals['_ROLE']._serialized_start=2568
+  _globals['_ROLE']._serialized_end=2663
+  _globals['_SESSION']._serialized_start=189
+  _globals['_SESSION']._serialized_end=612
+  _globals['_AGENTSWITCH']._serialized_start=615
+  _globals['_AGENTSWITCH']._serialized_end=748
+  _globals['_MESSAGETOOLCALL']._serialized_start=750
+  _globals['_MESSAGETOOLCALL']._serialized_end=847
+  _globals['_MESSAGE']._serialized_start=850
+  _globals['_MESSAGE']._serialized_end=1151
+  _globals['_PENDINGAPPROVAL']._serialized_start=1154
+  _globals['_PENDINGAPPROVAL']._serialized_end=1400
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1403
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1602
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=1604
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=1671
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1673
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1788
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1790
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1857
+  _globals['_GETSESSIONREQUEST']._serialized_start=1859
+  _globals['_GETSESSIONREQUEST']._serialized_end=1898
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1900
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1964
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1966
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=2046
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2048
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2140
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2142
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2202
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2204
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2296
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2298
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2340
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2342
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2365
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=2367
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=2455
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=2457
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=2566
+  _globals['_SESSIONSERVICE']._serialized_start=2666
+  _globals['_SESSIONSERVICE']._serialized_end=3374
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from agent_runtime.v1 import model_controls_pb2 as model_controls_pb2
 from collections import abc as abc
 from google.protobuf import descriptor as descriptor
+from google.protobuf import field_mask_pb2 as field_mask_pb2
 from google.protobuf import message as message
 from google.protobuf import struct_pb2 as struct_pb2
 from google.protobuf import timestamp_pb2 as timestamp_pb2
@@ -54,6 +56,9 @@ class Session(message.Message):
     LAST_ACTIVITY_AT_FIELD_NUMBER: builtins.int
     AGENT_HISTORY_FIELD_NUMBER: builtins.int
     PENDING_APPROVALS_COUNT_FIELD_NUMBER: builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: builtins.int
+    TOOLS_FIELD_NUMBER: builtins.int
+    GENERATION_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     title: builtins.str
     agent: builtins.str
@@ -61,6 +66,10 @@ class Session(message.Message):
     running_turn_id: builtins.str
     """The turn that is running now; empty when the session is idle."""
     pending_approvals_count: builtins.int
+    instructions: builtins.str
+    """The client's instructions, appended to the agent's system prompt under a heading that
+    says they come from the client.
+    """
     @builtins.property
     def created_at(self) -> timestamp_pb2.Timestamp: ...
     @builtins.property
@@ -68,6 +77,16 @@ class Session(message.Message):
     @builtins.property
     def agent_history(self) -> containers.RepeatedCompositeFieldContainer[AgentSwitch]:
         """Every agent change, oldest first."""
+
+    @builtins.property
+    def tools(self) -> containers.RepeatedCompositeFieldContainer[model_controls_pb2.ToolDefinition]:
+        """Tools the client declared for every turn of the session. Left out by ListSessions
+        (GetSession, CreateSession and UpdateSession have them).
+        """
+
+    @builtins.property
+    def generation(self) -> model_controls_pb2.GenerationConfig:
+        """The session's generation defaults (a request's own fields win over them)."""
 
     def __init__(
         self,
@@ -81,10 +100,13 @@ class Session(message.Message):
         last_activity_at: timestamp_pb2.Timestamp | None = ...,
         agent_history: abc.Iterable[AgentSwitch] | None = ...,
         pending_approvals_count: builtins.int = ...,
+        instructions: builtins.str = ...,
+        tools: abc.Iterable[model_controls_pb2.ToolDefinition] | None = ...,
+        generation: model_controls_pb2.GenerationConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "last_activity_at", b"last_activity_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "generation", b"generation", "last_activity_at", b"last_activity_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "created_at", b"created_at", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "created_at", b"created_at", "generation", b"generation", "instructions", b"instructions", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,6 +181,7 @@ class Message(message.Message):
     POSITION_FIELD_NUMBER: builtins.int
     INCOMPLETE_FIELD_NUMBER: builtins.int
     IS_ERROR_FIELD_NUMBER: builtins.int
+    REASONING_FIELD_NUMBER: builtins.int
     message_id: builtins.str
     role: Role.ValueType
     content: builtins.str
@@ -171,6 +194,8 @@ class Message(message.Message):
     """True for an assistant message cut short (e.g. by cancellation)."""
     is_error: builtins.bool
     """For ROLE_TOOL: the client reported that the tool failed."""
+    reasoning: builtins.str
+    """For ROLE_ASSISTANT: the model's reasoning, when the agent stores it (store_reasoning)."""
     @builtins.property
     def tool_calls(self) -> containers.RepeatedCompositeFieldContainer[MessageToolCall]: ...
     @builtins.property
@@ -188,10 +213,11 @@ class Message(message.Message):
         position: builtins.int = ...,
         incomplete: builtins.bool = ...,
         is_error: builtins.bool = ...,
+        reasoning: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "created_at", b"created_at", "incomplete", b"incomplete", "is_error", b"is_error", "message_id", b"message_id", "position", b"position", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "created_at", b"created_at", "incomplete", b"incomplete", "is_error", b"is_error", "message_id", b"message_id", "position", b"position", "reasoning", b"reasoning", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,26 +271,89 @@ class CreateSessionRequest(message.Message):
     SESSION_ID_FIELD_NUMBER: builtins.int
     TITLE_FIELD_NUMBER: builtins.int
     AGENT_FIELD_NUMBER: builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: builtins.int
+    TOOLS_FIELD_NUMBER: builtins.int
+    GENERATION_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     """Optional client-chosen id; empty: the server picks one."""
     title: builtins.str
     agent: builtins.str
     """Optional agent profile; empty: the default agent."""
+    instructions: builtins.str
+    """Optional instructions for every turn (see Session.instructions)."""
+    @builtins.property
+    def tools(self) -> containers.RepeatedCompositeFieldContainer[model_controls_pb2.ToolDefinition]:
+        """Optional client-declared tools for every turn."""
+
+    @builtins.property
+    def generation(self) -> model_controls_pb2.GenerationConfig:
+        """Optional generation defaults for every turn."""
+
     def __init__(
         self,
         *,
         session_id: builtins.str = ...,
         title: builtins.str = ...,
         agent: builtins.str = ...,
+        instructions: builtins.str = ...,
+        tools: abc.Iterable[model_controls_pb2.ToolDefinition] | None = ...,
+        generation: model_controls_pb2.GenerationConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "session_id", b"session_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "generation", b"generation", "instructions", b"instructions", "session_id", b"session_id", "title", b"title", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 @typing.final
 class CreateSessionResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: builtins.int
+    @builtins.property
+    def session(self) -> Session: ...
+    def __init__(
+        self,
+        *,
+        session: Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class UpdateSessionRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: builtins.int
+    UPDATE_MASK_FIELD_NUMBER: builtins.int
+    @builtins.property
+    def session(self) -> Session:
+        """The session to change, by session_id, with the new values."""
+
+    @builtins.property
+    def update_mask(self) -> field_mask_pb2.FieldMask:
+        """Paths among title, instructions, agent, tools, generation and generation.<field>.
+        Unset: every one of them that is populated in `session`. "*": all of them, unset ones
+        cleared. Other paths are INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        session: Session | None = ...,
+        update_mask: field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["session", b"session", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["session", b"session", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class UpdateSessionResponse(message.Message):
     DESCRIPTOR: descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: builtins.int

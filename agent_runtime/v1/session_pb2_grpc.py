@@ -65,6 +65,11 @@ class SessionServiceStub:
                 request_serializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsRequest.SerializeToString,
                 response_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsResponse.FromString,
                 _registered_method=True)
+        self.UpdateSession = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/UpdateSession',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -112,6 +117,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSession(self, request, context):
+        """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
+        the fields named in update_mask, or every populated one when it is unset; "*" replaces
+        them all. ABORTED (SESSION_BUSY) while a turn runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +158,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListPendingApprovals,
                     request_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsRequest.FromString,
                     response_serializer=agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsResponse.SerializeToString,
+            ),
+            'UpdateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSession,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +328,33 @@ class SessionService:
             '/agent_runtime.v1.SessionService/ListPendingApprovals',
             agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsRequest.SerializeToString,
             agent__runtime_dot_v1_dot_session__pb2.ListPendingApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/UpdateSession',
+            agent__runtime_dot_v1_dot_session__pb2.UpdateSessionRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.UpdateSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,11 @@ class SessionServiceStub:
     """The session's messages in conversation order, one page at a time."""
     ListPendingApprovals: grpc.UnaryUnaryMultiCallable[session_pb2.ListPendingApprovalsRequest, session_pb2.ListPendingApprovalsResponse]
     """Tool calls waiting for a human's decision (expired ones are not listed)."""
+    UpdateSession: grpc.UnaryUnaryMultiCallable[session_pb2.UpdateSessionRequest, session_pb2.UpdateSessionResponse]
+    """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
+    the fields named in update_mask, or every populated one when it is unset; "*" replaces
+    them all. ABORTED (SESSION_BUSY) while a turn runs.
+    """
 
 @typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -61,6 +66,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """The session's messages in conversation order, one page at a time."""
     ListPendingApprovals: aio.UnaryUnaryMultiCallable[session_pb2.ListPendingApprovalsRequest, session_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
     """Tool calls waiting for a human's decision (expired ones are not listed)."""
+    UpdateSession: aio.UnaryUnaryMultiCallable[session_pb2.UpdateSessionRequest, session_pb2.UpdateSessionResponse]  # type: ignore[assignment]
+    """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
+    the fields named in update_mask, or every populated one when it is unset; "*" replaces
+    them all. ABORTED (SESSION_BUSY) while a turn runs.
+    """
 
 class SessionServiceServicer(metaclass=abc_1.ABCMeta):
     """Conversation sessions and their persisted history."""
@@ -111,5 +121,16 @@ class SessionServiceServicer(metaclass=abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[session_pb2.ListPendingApprovalsResponse, abc.Awaitable[session_pb2.ListPendingApprovalsResponse]]:
         """Tool calls waiting for a human's decision (expired ones are not listed)."""
+
+    @abc_1.abstractmethod
+    def UpdateSession(
+        self,
+        request: session_pb2.UpdateSessionRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.UpdateSessionResponse, abc.Awaitable[session_pb2.UpdateSessionResponse]]:
+        """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
+        the fields named in update_mask, or every populated one when it is unset; "*" replaces
+        them all. ABORTED (SESSION_BUSY) while a turn runs.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: typing.Union[grpc.Server, aio.Server]) -> None: ...

@@ -42,14 +42,50 @@ const fromValue = (v) =>
   : v[v.kind];
 const fromStruct = (s) =>
   Object.fromEntries(Object.entries((s && s.fields) || {}).map(([k, v]) => [k, fromValue(v)]));
+// ...and a plain object (a tool's JSON Schema) goes out the same way.
+const toValue = (v) =>
+  v === null ? { nullValue: "NULL_VALUE" }
+  : Array.isArray(v) ? { listValue: { values: v.map(toValue) } }
+  : typeof v === "object" ? { structValue: toStruct(v) }
+  : typeof v === "number" ? { numberValue: v }
+  : typeof v === "boolean" ? { boolValue: v }
+  : { stringValue: String(v) };
+const toStruct = (o) =>
+  ({ fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])) });
+
+// A tool of the client's own, as an IDE declares its MCP servers' tools: the runtime offers
+// it to the model beside the agent's built-in tools, checks the model's arguments against its
+// JSON Schema, and sends the call here to run (examples/mcp/ shows a whole bridge).
+const lintTool = {
+  name: "ide_lint",
+  description: "Run the IDE's linter on one file and return its findings",
+  parameters: toStruct({
+    type: "object",
+    properties: { path: { type: "string" }, max_problems: { type: "integer", minimum: 1 } },
+    required: ["path"],
+    additionalProperties: false,
+  }),
+};
 
 // The client_message_id is the idempotency key: sending the same request again (same key)
 // replays the original turn instead of starting a second one.
-const request = { session_id: sessionId, client_message_id: randomUUID(), user_message: { content } };
+// Generation settings for this request (each one set wins over the session's and the agent's),
+// and the client's tools for this request's turn.
+const request = {
+  session_id: sessionId,
+  client_message_id: randomUUID(),
+  user_message: { content },
+  generation: { temperature: 0.2, max_output_tokens: 1024 },
+  tools: [lintTool],
+};
 let stopReason = null;
 let failed = false;
-let midLine = false; // deltas are written without a newline
-const say = (text, out = console.log) => { if (midLine) console.log(); midLine = false; out(text); };
+let midLine = null; // what the current line streams ("text", "reasoning", a call id), or null
+const say = (text, out = console.log) => { if (midLine) console.log(); midLine = null; out(text); };
+const stream = (kind, head, text) => { // deltas are written inline, one line per kind
+  if (midLine !== kind) { if (midLine) console.log(); process.stdout.write(head); midLine = kind; }
+  process.stdout.write(text);
+};
 const finish = (code) => { process.exitCode = code; runtime.close(); sessions.close(); };
 const call = runtime.StreamMessage(request, { deadline: deadline() });
 
@@ -60,8 +96,13 @@ call.on("data", (chunk) => {
       say(`[${chunk.seq}] turn_started ${body.turn_id} (agent ${body.agent})`);
       break;
     case "assistant_delta": // tokens: print them inline as they come
-      process.stdout.write(body.text);
-      midLine = true;
+      stream("text", "", body.text);
+      break;
+    case "reasoning_delta": // the model's reasoning, when it streams one
+      stream("reasoning", "(thinking) ", body.text);
+      break;
+    case "tool_call_delta": // a call's arguments while the model writes them (the call follows)
+      stream(body.call_id, `[writing ${body.tool_name}] `, body.arguments_fragment);
       break;
     case "assistant_message":
       say(`[${chunk.seq}] assistant_message ${body.message_id}: ${body.content}`);

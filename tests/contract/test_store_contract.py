@@ -24,6 +24,7 @@ from agent_runtime.application.ports import (
 from agent_runtime.domain import chunks as c
 from agent_runtime.domain.errors import ModelUnavailable, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
+from agent_runtime.domain.generation import GenerationConfig, ToolChoice
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
@@ -38,6 +39,7 @@ from agent_runtime.domain.model import (
     TurnStatus,
     Usage,
 )
+from agent_runtime.domain.tools import declared_tool
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -147,6 +149,58 @@ async def test_a_session_reads_back_as_it_was_added(uows: UnitOfWorkFactory) -> 
     async with uows.reader(TENANT) as reader:
         assert await reader.sessions.get("s1") == session
         assert await reader.sessions.get("missing") is None
+
+
+LINT = declared_tool(
+    "lint",
+    "Lint a file ✓",
+    {"type": "object", "properties": {"path": {"type": "string", "maxLength": 4}}},
+    requires_approval=True,
+)
+GENERATION = GenerationConfig(
+    temperature=0.0, max_output_tokens=100, stop=("END",), tool_choice=ToolChoice.named("lint")
+)
+
+
+async def test_what_the_client_sets_on_a_session_reads_back(uows: UnitOfWorkFactory) -> None:
+    session = Session(
+        "s1",
+        "coder",
+        NOW,
+        NOW,
+        instructions="Answer in French.",
+        tools=(LINT,),
+        generation=GENERATION,
+    )
+    async with committing(uows) as uow:
+        await uow.sessions.add(session)
+    async with uows.reader(TENANT) as reader:
+        assert await reader.sessions.get("s1") == session
+
+
+async def test_settings_are_updated_and_cleared(uows: UnitOfWorkFactory) -> None:
+    await add_sessions(uows, "s1", "s2")
+    changed = Session(
+        "s1",
+        "coder",
+        NOW,
+        NOW,
+        title="new",
+        instructions="Be brief.",
+        tools=(LINT,),
+        generation=GENERATION,
+    )
+    async with committing(uows) as uow:
+        await uow.sessions.update_settings(changed)
+    async with uows.reader(TENANT) as reader:
+        assert await reader.sessions.get("s1") == changed
+        untouched = await reader.sessions.get("s2")
+        assert untouched is not None and untouched.tools == () and untouched.instructions == ""
+    cleared = Session("s1", "coder", NOW, NOW)
+    async with committing(uows) as uow:
+        await uow.sessions.update_settings(cleared)
+    async with uows.reader(TENANT) as reader:
+        assert await reader.sessions.get("s1") == cleared
 
 
 async def test_a_session_id_taken_is_a_write_conflict_and_the_first_stays(
@@ -409,6 +463,7 @@ async def test_messages_read_back_by_position_oldest_first(uows: UnitOfWorkFacto
             "m3", "s1", 3, Role.TOOL, "no such file", NOW, tool_call_id="call-1", is_error=True
         ),
         Message("m4", "s1", 4, Role.ASSISTANT, "half an ans", LATER, turn_id="t1", incomplete=True),
+        Message("m5", "s1", 5, Role.ASSISTANT, "done", LATER, reasoning="first, think ✓"),
     ]
     async with committing(uows) as uow:
         for message in reversed(history):  # the order of the rows is not the order read
@@ -416,11 +471,11 @@ async def test_messages_read_back_by_position_oldest_first(uows: UnitOfWorkFacto
         await uow.messages.add(a_message("other", 1, "s2"))
     async with uows.reader(TENANT) as reader:
         assert await reader.messages.recent("s1", 10) == history
-        assert await reader.messages.recent("s1", 2) == history[2:]
+        assert await reader.messages.recent("s1", 2) == history[3:]
         assert await reader.messages.recent("s1", 0) == []
         assert await reader.messages.page("s1", 0, 10) == history
         assert await reader.messages.page("s1", 1, 2) == history[1:3]
-        assert await reader.messages.page("s1", 4, 10) == []
+        assert await reader.messages.page("s1", 5, 10) == []
         assert await reader.messages.recent("missing", 10) == []
 
 

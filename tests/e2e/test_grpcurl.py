@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent_runtime import bootstrap
+from tests.support.fake_model_server import FakeModelServer, tool_call_answer
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -215,6 +216,49 @@ async def test_invalid_input_is_a_grpc_status_with_details(grpcurl: Grpcurl) -> 
     assert result.out.strip() == ""
 
 
+@pytest.mark.parametrize("settings_overrides", [{}])  # the scripted endpoint: it records bodies
+async def test_generation_settings_and_a_declared_tool_reach_the_model(
+    grpcurl_executable: str, runtime: bootstrap.RunningRuntime, model_server: FakeModelServer
+) -> None:
+    grpcurl = Grpcurl(grpcurl_executable, f"127.0.0.1:{runtime.port}")
+    lint = {
+        "name": "ide_lint",
+        "description": "Lint a file in the IDE",
+        "parameters": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "required": ["path"],
+        },
+    }
+    model_server.enqueue(tool_call_answer("ide_lint", {"path": "a.py"}, call_id="c1"))
+
+    result = await grpcurl(
+        STREAM_MESSAGE,
+        data={
+            "session_id": "g4",
+            "generation": {
+                "temperature": 0.2,
+                "max_output_tokens": 100,
+                "tool_choice": {"mode": "TOOL_CHOICE_MODE_REQUIRED"},
+            },
+            "tools": [lint],
+            "user_message": {"content": "lint a.py"},
+        },
+    )
+
+    assert result.code == 0, result.err
+    body = model_server.requests[0]
+    assert (body["temperature"], body["max_completion_tokens"]) == (0.2, 100)
+    assert body["tool_choice"] == "required"
+    assert body["tools"][-1]["function"] == lint
+    chunks = result.json_objects()
+    written = "".join(c["tool_call_delta"]["arguments_fragment"] for c in chunks[1:-2])
+    assert json.loads(written) == {"path": "a.py"}
+    assert chunks[-2]["tool_call"]["tool_name"] == "ide_lint"
+    assert chunks[-2]["tool_call"]["arguments"] == {"path": "a.py"}
+    assert chunks[-1]["turn_completed"]["stop_reason"] == "STOP_REASON_TOOL_CALL"
+
+
 # -- the README's grpcurl session, as README.md writes it -------------------------------------
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -294,10 +338,12 @@ def test_the_readme_session_is_found_with_its_samples() -> None:
         "list",
         STREAM_MESSAGE,
         STREAM_MESSAGE,
+        STREAM_MESSAGE,
+        "agent_runtime.v1.SessionService/UpdateSession",
         "agent_runtime.v1.SessionService/ListMessages",
     ]
     assert all(c.args[0] == "grpcurl" and README_ADDRESS in c.args for c in commands)
-    assert [len(c.sample_chunks()) for c in commands[1:]] == [5, 3, 0]
+    assert [len(c.sample_chunks()) for c in commands[1:]] == [5, 5, 4, 0, 0]
 
 
 @pytest.mark.parametrize(

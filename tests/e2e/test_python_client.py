@@ -15,6 +15,7 @@ from agent_runtime.client import (
     RetryPolicy,
     approve,
     arguments_of,
+    declared_tool,
     edit,
     reject,
     switch_agent,
@@ -23,6 +24,7 @@ from agent_runtime.client import (
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2
 from agent_runtime.v1 import session_pb2 as ses
+from agent_runtime.v1.model_controls_pb2 import GenerationConfig
 from tests.support.broken_stream import (
     assert_resumed_without_duplicates,
     break_after_the_turn_ends,
@@ -285,3 +287,36 @@ async def test_events_replay_from_a_cursor(
     assert {e.session_id for e in seen} == {"s1"}
     ids = [e.event_id for e in seen]
     assert ids == sorted(set(ids))
+
+
+async def test_session_settings_and_a_requests_controls_reach_the_model(
+    api: AgentRuntimeClient, model_server: FakeModelServer
+) -> None:
+    lint = declared_tool("ide_lint", "Lint a file", {"type": "object", "properties": {}})
+    created = await api.create_session(
+        "py-ctl", instructions="Be brief.", tools=[lint], generation=GenerationConfig(seed=3)
+    )
+    assert (created.instructions, [t.name for t in created.tools]) == ("Be brief.", ["ide_lint"])
+    updated = await api.update_session("py-ctl", title="renamed")  # only what is given
+    assert (updated.title, updated.instructions, updated.generation.seed) == (
+        "renamed",
+        "Be brief.",
+        3,
+    )
+    fmt = declared_tool("ide_format", "Format a file", requires_approval=True)
+    model_server.enqueue(text_answer("ok"))
+
+    chunks = [
+        c
+        async for c in api.stream_message(
+            "py-ctl", "hi", generation=GenerationConfig(temperature=0.5), tools=[fmt]
+        )
+    ]
+
+    assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
+    body = model_server.requests[0]
+    assert (body["temperature"], body["seed"]) == (0.5, 3)
+    assert [t["function"]["name"] for t in body["tools"]][-2:] == ["ide_lint", "ide_format"]
+    assert body["messages"][0]["content"].endswith("Be brief.")
+    cleared = await api.update_session("py-ctl", instructions="", tools=[])
+    assert (cleared.instructions, list(cleared.tools)) == ("", [])

@@ -134,9 +134,12 @@ async def test_reflection_health_and_builtin_fake_model(tmp_path: Path) -> None:
 
         text = await stream(address, user_message("demo", "hello"))
         assert "built-in fake model" in text[-2].assistant_message.content
-        tool = await stream(
+        streamed = await stream(
             address, user_message("demo", '/tool write_file {"path": "a.md", "content": "hi"}')
         )
+        written = "".join(c.tool_call_delta.arguments_fragment for c in streamed[1:-2])
+        assert written == '{"path": "a.md", "content": "hi"}'  # streamed as it was written
+        tool = [c for c in streamed if not c.HasField("tool_call_delta")]
         assert kinds(tool) == ["turn_started", "tool_call", "turn_completed"]
         assert tool[1].tool_call.requires_approval is True
         approved = await stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -146,18 +147,34 @@ async def test_tool_call_message_is_committed_before_the_chunk_arrives(
         )
     )
     seen_at_arrival: list[tuple[Any, ...]] = []
-    chunks: list[rt.StreamChunk] = []
+    seen_at_first_delta: list[tuple[Any, ...]] | None = None
+    received: list[rt.StreamChunk] = []
     async for chunk in client.runtime.StreamMessage(user_message("s1", "write the file")):
+        # Synchronous on purpose: the in-process server cannot run while we look.
+        if chunk.HasField("tool_call_delta") and seen_at_first_delta is None:
+            seen_at_first_delta = sqlite_rows(
+                db_path, "SELECT role FROM messages WHERE role = ?", "assistant"
+            )
         if chunk.HasField("tool_call"):
-            # Synchronous on purpose: the in-process server cannot run while we look.
             seen_at_arrival = sqlite_rows(
                 db_path,
                 "SELECT role, tool_calls FROM messages WHERE message_id = ?",
                 chunk.tool_call.message_id,
             )
-        chunks.append(chunk)
+        received.append(chunk)
 
+    # The arguments streamed while the model wrote them, before anything was stored...
+    deltas = [c.tool_call_delta for c in received if c.HasField("tool_call_delta")]
+    assert {(d.call_id, d.tool_name) for d in deltas} == {("call_w1", "write_file")}
+    assert json.loads("".join(d.arguments_fragment for d in deltas)) == {
+        "path": "src/app.py",
+        "content": "x=1\n",
+    }
+    assert seen_at_first_delta == []
+    # ...and the call itself only once it was committed.
+    chunks = [c for c in received if not c.HasField("tool_call_delta")]
     assert kinds(chunks) == ["turn_started", "tool_call", "turn_completed"]
+    assert kinds(received)[-2:] == ["tool_call", "turn_completed"]
     call = chunks[1].tool_call
     assert (call.call_id, call.tool_name, call.requires_approval) == ("call_w1", "write_file", True)
     assert "write_file" in call.approval_reason
@@ -174,7 +191,8 @@ async def test_read_only_tool_needs_no_approval(
     client: Client, model_server: FakeModelServer
 ) -> None:
     model_server.enqueue(tool_call_answer("read_file", {"path": "README.md"}))
-    chunks = await collect(client, user_message("s1", "read the readme"))
+    received = await collect(client, user_message("s1", "read the readme"))
+    chunks = [c for c in received if not c.HasField("tool_call_delta")]
     assert chunks[1].tool_call.requires_approval is False
     assert chunks[2].turn_completed.stop_reason == rt.STOP_REASON_TOOL_CALL
 

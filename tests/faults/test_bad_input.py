@@ -5,7 +5,8 @@ Two fuzzers against one real runtime (real gRPC port, a real SQLite file or Post
 schema, real HTTP model endpoint answering "ok"):
 (a) hypothesis-built, well-typed requests for every RPC: odd strings (empty, NUL, unicode,
     ~300 KB), ids that exist and ids that do not, undefined enum numbers, forged page tokens,
-    extreme page sizes and cursors;
+    extreme page sizes and cursors, generation settings out of every range, declared tools
+    with hostile names and JSON Schemas, update masks naming anything;
 (b) random bytes (and mangled valid encodings) as the serialized request of every method,
     through a generic client.
 
@@ -47,6 +48,7 @@ from agent_runtime.v1 import (
     session_pb2_grpc,
 )
 from agent_runtime.v1 import event_pb2 as ev
+from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 from tests.faults.checks import TABLES
 from tests.support.databases import BACKENDS, database_for
@@ -232,6 +234,10 @@ METHODS: dict[str, tuple[str, Any]] = {
     ),
     "SessionService/CreateSession": ("unary", ses.CreateSessionRequest(session_id="x", title="t")),
     "SessionService/GetSession": ("unary", ses.GetSessionRequest(session_id="fz-text")),
+    "SessionService/UpdateSession": (
+        "unary",
+        ses.UpdateSessionRequest(session=ses.Session(session_id="fz-spare-2", title="t")),
+    ),
     "SessionService/ListSessions": ("unary", ses.ListSessionsRequest(page_size=2)),
     "SessionService/DeleteSession": ("unary", ses.DeleteSessionRequest(session_id="fz-spare-1")),
     "SessionService/ListMessages": (
@@ -428,11 +434,113 @@ def _approval(
     return {"approval_decision": decision}
 
 
+def _generation(
+    temperature: float | None,
+    top_p: float | None,
+    max_output_tokens: int | None,
+    stop: list[str],
+    seed: int | None,
+    reasoning_effort: str,
+    tool_choice: int | str | None,
+) -> mc.GenerationConfig:
+    config = mc.GenerationConfig(
+        temperature=temperature,
+        top_p=top_p,
+        max_output_tokens=max_output_tokens,
+        stop=stop,
+        seed=seed,
+        reasoning_effort=reasoning_effort,
+    )
+    if isinstance(tool_choice, int):
+        config.tool_choice.mode = mc.ToolChoiceMode.ValueType(tool_choice)
+    elif tool_choice is not None:
+        config.tool_choice.tool_name = tool_choice
+    return config
+
+
+doubles = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 0.5, 1.0, 2.0, 1e308])
+)
+generations = st.builds(
+    _generation,
+    st.none() | doubles,
+    st.none() | doubles,
+    st.none() | uint32s,
+    st.lists(mostly(st.sampled_from(["END", "\n\n"]), strings), max_size=6),
+    st.none() | st.integers(-(2**63), 2**63 - 1),
+    mostly(st.sampled_from(["", "low", "high"]), strings),
+    st.none() | enum_numbers | mostly(st.sampled_from(["ide_lint", "read_file"]), strings),
+)
+
+
+def _huge_schema() -> struct_pb2.Struct:
+    """Over the 64 KiB a declared schema may have (built here: a strategy's repr stays short)."""
+    return _struct({"type": "object", "description": "x" * 70_000})
+
+
+def _schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    node = schema
+    for _ in range(depth):
+        child: dict[str, Any] = {"type": "object"}
+        node["properties"] = {"x": child}
+        node = child
+    return schema
+
+
+_SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    {"type": "objekt"},
+    {"type": "array"},
+    {"type": "object", "$ref": "https://example.com/schema.json"},
+    {"type": "object", "properties": {"p": {"$ref": "#/$defs/missing"}}},
+    {"type": "object", "properties": {"p": {"type": "string", "pattern": "("}}},
+    {"$schema": "http://example.com/not-a-draft", "type": "object"},
+    _schema(10),  # 21 levels: one past the limit, within what protobuf carries
+]
+schemas = st.one_of(
+    st.none(), structs, st.sampled_from(_SCHEMAS).map(_struct), st.builds(_huge_schema)
+)
+
+
+def _tool(
+    name: str, description: str, parameters: struct_pb2.Struct | None, approval: bool | None
+) -> mc.ToolDefinition:
+    tool = mc.ToolDefinition(name=name, description=description, requires_approval=approval)
+    if parameters is not None:
+        tool.parameters.CopyFrom(parameters)
+    return tool
+
+
+declared_tools = st.lists(
+    st.builds(
+        _tool,
+        mostly(st.sampled_from(["ide_lint", "ide_open", "read_file"]), strings),
+        mostly(st.just("a tool"), strings),
+        schemas,
+        st.none() | st.booleans(),
+    ),
+    max_size=4,
+)
+
+
 def _stream_message(
-    session_id: str, cmid: str, agent: str, model: str, chosen: dict[str, Any]
+    session_id: str,
+    cmid: str,
+    agent: str,
+    model: str,
+    chosen: dict[str, Any],
+    generation: mc.GenerationConfig | None = None,
+    tools: list[mc.ToolDefinition] | None = None,
 ) -> rt.StreamMessageRequest:
     return rt.StreamMessageRequest(
-        session_id=session_id, client_message_id=cmid, agent=agent, model=model, **chosen
+        session_id=session_id,
+        client_message_id=cmid,
+        agent=agent,
+        model=model,
+        generation=generation,
+        tools=tools,
+        **chosen,
     )
 
 
@@ -456,6 +564,8 @@ stream_message_requests = st.builds(
     agent_names,
     mostly(st.just(""), strings),  # model
     inputs,
+    mostly(st.none(), generations),
+    mostly(st.none(), declared_tools),
 )
 
 
@@ -511,6 +621,62 @@ def test_cancel_turn(fuzzed: Runtime, request: rt.CancelTurnRequest) -> None:
 @example(request=ses.CreateSessionRequest(agent="a" * 20_000))
 def test_create_session(fuzzed: Runtime, request: ses.CreateSessionRequest) -> None:
     check(fuzzed, "SessionService/CreateSession", request.SerializeToString())
+
+
+def _update_session(
+    session_id: str,
+    title: str,
+    instructions: str,
+    agent: str,
+    tools: list[mc.ToolDefinition],
+    generation: mc.GenerationConfig | None,
+    paths: list[str] | None,
+) -> ses.UpdateSessionRequest:
+    request = ses.UpdateSessionRequest(
+        session=ses.Session(
+            session_id=session_id,
+            title=title,
+            instructions=instructions,
+            agent=agent,
+            tools=tools,
+            generation=generation,
+        )
+    )
+    if paths is not None:
+        request.update_mask.paths.extend(paths)
+    return request
+
+
+mask_paths = st.lists(
+    mostly(
+        st.sampled_from(
+            ["title", "instructions", "agent", "tools", "generation", "generation.seed", "*"]
+        ),
+        st.one_of(st.sampled_from(["message_count", "generation.top_k", "session_id"]), strings),
+    ),
+    max_size=4,
+)
+
+
+@FUZZ
+@given(
+    request=st.builds(
+        _update_session,
+        # The spares only: the other fuzzers need the seeded sessions as they were.
+        mostly(st.sampled_from(["fz-spare-1", "fz-spare-2", "fz-deleted"]), session_ids),
+        contents,
+        contents,
+        agent_names,
+        declared_tools,
+        st.none() | generations,
+        st.none() | mask_paths,
+    )
+)
+@example(
+    request=_update_session("fz-spare-2", "", "", "", [], None, ["instructions", "*", "x" * 20_000])
+)
+def test_update_session(fuzzed: Runtime, request: ses.UpdateSessionRequest) -> None:
+    check(fuzzed, "SessionService/UpdateSession", request.SerializeToString())
 
 
 @FUZZ

@@ -59,8 +59,12 @@ async def _resumed(client: Client, session_id: str, turn_id: str) -> list[rt.Str
     return [chunk async for chunk in client.runtime.ResumeStream(request)]
 
 
+_DELTAS = ("assistant_delta", "tool_call_delta", "reasoning_delta")
+
+
 def _finals(chunks: list[rt.StreamChunk]) -> list[rt.StreamChunk]:
-    return [c for c in chunks if not c.HasField("assistant_delta")]
+    """What a replay holds: every chunk but the deltas."""
+    return [c for c in chunks if c.WhichOneof("chunk") not in _DELTAS]
 
 
 async def _stored_rows(database_url: str) -> list[tuple[Any, ...]]:

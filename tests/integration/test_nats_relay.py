@@ -13,7 +13,9 @@ from agent_runtime.domain.chunks import (
     AssistantMessage,
     Chunk,
     ChunkBody,
+    ReasoningDelta,
     ToolCall,
+    ToolCallDelta,
     TurnCompleted,
     TurnStarted,
 )
@@ -52,9 +54,11 @@ def publish(relay: NatsChunkRelay, tenant_id: str, chunk: Chunk) -> None:
 def turn_chunks(session_id: str, turn_id: str) -> list[Chunk]:
     bodies: list[ChunkBody] = [
         TurnStarted("coder", "msg-1"),
+        ReasoningDelta("think ✓"),
         AssistantDelta("Hel"),
         AssistantDelta("lo ✓"),
         AssistantMessage("msg-2", "Hello ✓"),
+        ToolCallDelta("call-1", "read_file", '{"path": "a'),
         ToolCall("msg-3", "call-1", "read_file", {"path": "a.py", "n": [1, 2]}, False, ""),
         TurnCompleted(StopReason.END_TURN, Usage(5, 7)),
     ]

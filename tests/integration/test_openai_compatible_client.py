@@ -254,6 +254,8 @@ async def test_request_body_and_headers(server: FakeModelServer, http: httpx.Asy
             ],
             "stream": True,
             "stream_options": {"include_usage": True},
+            # One tool at a time: the model is asked for one call.
+            "parallel_tool_calls": False,
         }
     ]
     headers = server.headers[0]

@@ -417,6 +417,33 @@ def tool_call_answer(
     return ScriptedResponse(respond, f"tool_call_answer({tool_name!r})")
 
 
+def reasoning_answer(
+    reasoning: str,
+    text: str,
+    *,
+    key: str = "reasoning_content",
+    usage: tuple[int, int] | None = (5, 7),
+) -> ScriptedResponse:
+    """A reasoning model's answer: `reasoning` streamed word by word under `key`
+    ("reasoning_content" as vLLM and DeepSeek send it, "reasoning" as OpenRouter does), then
+    `text` as the answer. Not streamed: one completion with both."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        if not request.get("stream"):
+            message = {"role": "assistant", "content": text, key: reasoning}
+            await out.send_json(200, _completion(request, message, "stop", usage))
+            return
+        await out.start_stream()
+        await out.send_event(_chunk(request, {"role": "assistant", "content": ""}))
+        for word in words(reasoning):
+            await out.send_event(_chunk(request, {key: word, "content": None}))
+        for word in words(text):
+            await out.send_event(_chunk(request, {"content": word}))
+        await _finish_stream(request, out, "stop", usage)
+
+    return ScriptedResponse(respond, f"reasoning_answer({reasoning!r}, {text!r})")
+
+
 def gated_answer(words: list[str], gate: asyncio.Event) -> ScriptedResponse:
     """Streams the first word, waits for `gate`, then streams the rest and finishes."""
     return stepped_answer([words[:1], words[1:]], [gate])

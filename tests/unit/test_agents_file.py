@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.domain.generation import GenerationConfig, ToolChoice
 from agent_runtime.infrastructure.agents_file import AgentsFileError, load_agents, parse_agents
 
 GOOD = """
@@ -70,6 +71,23 @@ def test_replace_builtin_keeps_only_the_files_agents() -> None:
         ("[agents.coder]\nmodel = 3\n", 2, "model must be a string"),
         (f'[agents.coder]\nmodel = "{"m" * 257}"\n', 2, "model must be at most 256 characters"),
         ('[agents.coder]\nmodel = "gpt\\u0000"\n', 2, "model must not contain control"),
+        (
+            "[agents.coder]\n\n[agents.coder.generation]\ntemperature = 3.5\n",
+            4,
+            "generation.temperature: must be between 0 and 2",
+        ),
+        (
+            "[agents.coder]\n\n[agents.coder.generation]\ntop_k = 3\n",
+            4,
+            "unknown setting 'top_k'",
+        ),
+        (
+            '[agents.coder]\n\n[agents.coder.generation]\ntool_choice = "always"\n',
+            4,
+            "tool_choice must be",
+        ),
+        ("[agents.coder]\ncontext_window_tokens = 0\n", 2, "positive whole number"),
+        ('[agents.coder]\nstore_reasoning = "yes"\n', 2, "store_reasoning must be true or false"),
     ],
 )
 def test_problems_name_the_line(text: str, line: int, problem: str) -> None:
@@ -83,3 +101,40 @@ def test_problems_name_the_line(text: str, line: int, problem: str) -> None:
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AgentsFileError, match="cannot read the agents file"):
         load_agents(tmp_path / "nope.toml")
+
+
+def test_an_agent_sets_its_model_controls() -> None:
+    catalogue = parse_agents(
+        """
+[agents.coder]
+client_tools = ["ide_*"]
+context_window_tokens = 8000
+stream_reasoning = false
+store_reasoning = true
+
+[agents.coder.generation]
+temperature = 0
+max_output_tokens = 512
+stop = ["<END>"]
+seed = 7
+reasoning_effort = "low"
+tool_choice = { tool = "read_file" }
+"""
+    )
+    coder = catalogue.get("coder")
+    assert coder.client_tools == ("ide_*",)
+    assert coder.may_use_declared("ide_lint") and not coder.may_use_declared("lint")
+    assert (coder.context_window_tokens, coder.stream_reasoning, coder.store_reasoning) == (
+        8000,
+        False,
+        True,
+    )
+    assert coder.generation == GenerationConfig(
+        temperature=0.0,
+        max_output_tokens=512,
+        stop=("<END>",),
+        seed=7,
+        reasoning_effort="low",
+        tool_choice=ToolChoice.named("read_file"),
+    )
+    assert catalogue.get("ask").generation.is_empty  # the others keep their defaults

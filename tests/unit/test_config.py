@@ -252,6 +252,15 @@ def test_an_empty_variable_means_unset(environment: pytest.MonkeyPatch) -> None:
         ("GRPC_MAX_PINGS_WITHOUT_DATA", "-1", "must be greater than or equal to 0"),
         ("GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS", "maybe", "must be true or false"),
         ("GRPC_MAX_CONCURRENT_STREAMS_PER_CONNECTION", "lots", "must be a whole number"),
+        ("CONTEXT_WINDOW_TOKENS", "0", "must be greater than 0"),
+        ("CONTEXT_MAX_TOOL_RESULT_SHARE", "1.5", "must be less than or equal to 1"),
+        ("CONTEXT_MAX_TOOL_RESULT_SHARE", "half", "must be a number"),
+        ("LLM_SEND_PARALLEL_TOOL_CALLS", "perhaps", "must be true or false"),
+        (
+            "LLM_MAX_TOKENS_FIELD",
+            "max_output_tokens",
+            "must be 'max_completion_tokens' or 'max_tokens'",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable_the_value_and_what_is_allowed(
@@ -355,3 +364,27 @@ def test_an_unknown_override_is_refused() -> None:
 )
 def test_database_urls_without_a_driver_get_the_async_one(given: str, used: str) -> None:
     assert normalise_database_url(given).render_as_string(False) == used
+
+
+def test_model_control_settings_are_read() -> None:
+    defaults = Settings.from_env({})
+    assert (
+        defaults.turns.context_window_tokens,
+        defaults.turns.context_max_tool_result_share,
+        defaults.model.send_parallel_tool_calls,
+        defaults.model.max_tokens_field,
+    ) == (100_000, 0.25, True, "max_completion_tokens")
+    settings = Settings.from_env(
+        {
+            "AGENT_RUNTIME_CONTEXT_WINDOW_TOKENS": "8000",
+            "AGENT_RUNTIME_CONTEXT_MAX_TOOL_RESULT_SHARE": "0.5",
+            "AGENT_RUNTIME_LLM_SEND_PARALLEL_TOOL_CALLS": "false",
+            "AGENT_RUNTIME_LLM_MAX_TOKENS_FIELD": "MAX_TOKENS",
+        }
+    )
+    assert (
+        settings.turns.context_window_tokens,
+        settings.turns.context_max_tool_result_share,
+        settings.model.send_parallel_tool_calls,
+        settings.model.max_tokens_field,
+    ) == (8000, 0.5, False, "max_tokens")

@@ -10,7 +10,13 @@ import pytest
 
 from agent_runtime.application.model_read_ahead import ModelReadAhead
 from agent_runtime.domain.errors import ModelUnavailable
-from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
+from agent_runtime.domain.model_output import (
+    ModelEvent,
+    ModelResponse,
+    ReasoningText,
+    TextDelta,
+    ToolCallFragment,
+)
 
 
 async def test_text_that_arrived_while_the_turn_was_busy_is_one_take_then_the_response() -> None:
@@ -116,3 +122,64 @@ async def test_leaving_the_block_closes_the_model_stream() -> None:
     async with ModelReadAhead(model()) as ahead:
         assert await ahead.next() == TextDelta("partial ")
     assert closed.is_set()
+
+
+async def test_reasoning_text_and_tool_arguments_are_gathered_by_kind_in_order() -> None:
+    all_read = asyncio.Event()
+
+    async def model() -> AsyncGenerator[ModelEvent, None]:
+        yield ReasoningText("let me ")
+        yield ReasoningText("think")
+        yield TextDelta("I will ")
+        yield TextDelta("read it.")
+        yield ToolCallFragment("c1", "read_file", '{"path"')
+        yield ToolCallFragment("c1", "read_file", ': "a"}')
+        all_read.set()
+        yield ModelResponse("I will read it.")
+
+    async with ModelReadAhead(model()) as ahead:
+        await all_read.wait()  # all of it arrived while the turn was busy
+        assert await ahead.next() == ReasoningText("let me think")
+        assert await ahead.next() == TextDelta("I will read it.")
+        assert await ahead.next() == ToolCallFragment("c1", "read_file", '{"path": "a"}')
+        assert await ahead.next() == ModelResponse("I will read it.")
+
+
+async def test_fragments_of_different_calls_are_not_joined() -> None:
+    all_read = asyncio.Event()
+
+    async def model() -> AsyncGenerator[ModelEvent, None]:
+        yield ToolCallFragment("c1", "read_file", "{}")
+        yield ToolCallFragment("c2", "read_file", "{}")
+        all_read.set()
+        yield ModelResponse("")
+
+    async with ModelReadAhead(model()) as ahead:
+        await all_read.wait()
+        assert await ahead.next() == ToolCallFragment("c1", "read_file", "{}")
+        assert await ahead.next() == ToolCallFragment("c2", "read_file", "{}")
+
+
+async def test_the_pending_cap_counts_every_kind_of_output() -> None:
+    produced = 0
+    cap_reached = asyncio.Event()
+
+    async def model() -> AsyncGenerator[ModelEvent, None]:
+        nonlocal produced
+        for kind in (ReasoningText, TextDelta) * 5:
+            produced += 1
+            if produced == 2:
+                cap_reached.set()
+            yield kind("ab")
+        yield ModelResponse("ab" * 5)
+
+    async with ModelReadAhead(model(), max_pending_chars=4) as ahead:
+        await cap_reached.wait()  # the turn is busy while the reader fills up to the cap
+        assert produced == 2  # reasoning and text together reached it: the reader waits
+        assert await ahead.next() == ReasoningText("ab")
+        assert await ahead.next() == TextDelta("ab")
+        kinds = []
+        while not isinstance(event := await ahead.next(), ModelResponse):
+            assert event is not None
+            kinds.append(type(event))
+        assert kinds == [ReasoningText, TextDelta] * 4

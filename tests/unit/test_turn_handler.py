@@ -28,8 +28,10 @@ from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage
 from agent_runtime.domain.model_output import (
     ModelEvent,
     ModelResponse,
+    ReasoningText,
     RequestedToolCall,
     TextDelta,
+    ToolCallFragment,
 )
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.object_graph import build_turns
@@ -394,3 +396,53 @@ async def test_cancellation_keeps_partial_text_and_frees_the_session() -> None:
     assert uows.db.sessions["s1"].running_turn_id is None
     partial = uows.db.messages[-1]
     assert (partial.role, partial.content, partial.incomplete) == (Role.ASSISTANT, "partial ", True)
+
+
+async def test_reasoning_and_tool_arguments_stream_as_deltas_with_no_database_work() -> None:
+    all_sent = asyncio.Event()
+    during_the_stream: list[tuple[bool, int]] = []
+
+    class ReasoningCaller:
+        async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
+            yield ReasoningText("I should ")
+            yield ReasoningText("read it.")
+            yield TextDelta("Reading.")
+            yield ToolCallFragment("c1", "read_file", '{"path": ')
+            yield ToolCallFragment("c1", "read_file", '"a.py"}')
+            await all_sent.wait()  # the client has every delta: what did the database do?
+            during_the_stream.append((uows.db.writer.locked(), uows.db.commits))
+            call = RequestedToolCall("c1", "read_file", '{"path": "a.py"}')
+            yield ModelResponse("Reading.", (call,), reasoning="I should read it.")
+
+    handler, uows = make_handler(ReasoningCaller())
+    stream: list[chunks.Chunk] = []
+    async for chunk in handler.handle(SendUserMessage("s1", "go", tenant_id=DEFAULT_TENANT)):
+        stream.append(chunk)
+        if isinstance(chunk.body, chunks.ToolCallDelta) and chunk.body.arguments_fragment.endswith(
+            "}"
+        ):
+            all_sent.set()
+
+    # Only COMMIT #1 had happened, and no transaction was open, while the deltas went out.
+    assert during_the_stream == [(False, 1)]
+    kinds = [type(c.body) for c in stream]
+    first_of = {kind: kinds.index(kind) for kind in kinds}
+    assert (
+        first_of[chunks.TurnStarted]
+        < first_of[chunks.ReasoningDelta]
+        < first_of[chunks.AssistantDelta]
+        < first_of[chunks.ToolCallDelta]
+        < first_of[chunks.ToolCall]
+        < first_of[chunks.TurnCompleted]
+    )
+    reasoning = "".join(c.body.text for c in stream if isinstance(c.body, chunks.ReasoningDelta))
+    arguments = "".join(
+        c.body.arguments_fragment for c in stream if isinstance(c.body, chunks.ToolCallDelta)
+    )
+    assert (reasoning, arguments) == ("I should read it.", '{"path": "a.py"}')
+    assert [c.seq for c in stream] == list(range(1, len(stream) + 1))
+    # The replay log holds no delta; the reasoning is not stored (the default agent's rule).
+    logged = [type(c.body) for c in uows.db.chunks[stream[0].turn_id]]
+    assert logged == [chunks.TurnStarted, chunks.ToolCall, chunks.TurnCompleted]
+    assert uows.db.messages[-1].reasoning == ""
+    assert uows.db.commits == 2

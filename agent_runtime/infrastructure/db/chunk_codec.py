@@ -43,6 +43,14 @@ def _encode(chunk: chunks.Chunk) -> dict[str, Any]:
             data: dict[str, Any] = {"agent": body.agent, "input": body.input_message_id}
         case chunks.AssistantDelta():
             data = {"text": body.text}
+        case chunks.ToolCallDelta():
+            data = {
+                "call_id": body.call_id,
+                "tool_name": body.tool_name,
+                "fragment": body.arguments_fragment,
+            }
+        case chunks.ReasoningDelta():
+            data = {"text": body.text}
         case chunks.AssistantMessage():
             data = {"message_id": body.message_id, "content": body.content}
         case chunks.ToolCall():
@@ -80,6 +88,10 @@ def _decode_body(item: dict[str, Any]) -> chunks.ChunkBody:
             return chunks.TurnStarted(item["agent"], item["input"])
         case "AssistantDelta":
             return chunks.AssistantDelta(item["text"])
+        case "ToolCallDelta":
+            return chunks.ToolCallDelta(item["call_id"], item["tool_name"], item["fragment"])
+        case "ReasoningDelta":
+            return chunks.ReasoningDelta(item["text"])
         case "AssistantMessage":
             return chunks.AssistantMessage(item["message_id"], item["content"])
         case "ToolCall":

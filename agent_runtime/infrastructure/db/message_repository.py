@@ -69,6 +69,7 @@ class SqlAlchemyMessageRepository:
                 created_at=message.created_at,
                 is_error=message.is_error,
                 requested_call_id=call.call_id if call else None,
+                reasoning=message.reasoning or None,
             ),
         )
 
@@ -142,4 +143,5 @@ def _message_from_row(found: Row[Any]) -> Message:
         tool_call_id=found.tool_call_id,
         incomplete=bool(found.incomplete),
         is_error=bool(found.is_error),
+        reasoning=found.reasoning or "",
     )

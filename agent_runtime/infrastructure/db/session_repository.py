@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +18,12 @@ from sqlalchemy import (
     update,
 )
 
+from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
     AgentSwitch,
     Session,
 )
+from agent_runtime.domain.tools import ToolDefinition, declared_tool
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
@@ -80,8 +83,13 @@ class SqlAlchemySessionRepository:
                 running_turn_id=session.running_turn_id,
                 created_at=session.created_at,
                 last_activity_at=session.last_activity_at,
+                **_settings_row(session),
             ),
         )
+
+    async def update_settings(self, session: Session) -> None:
+        values = row(sessions, title=session.title, **_settings_row(session))
+        await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session.session_id)})
 
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
         running = None
@@ -182,4 +190,55 @@ def _session_from_row(row: Row[Any]) -> Session:
         created_at=row.created_at,
         last_activity_at=row.last_activity_at,
         deleted_at=row.deleted_at,
+        instructions=row.instructions,
+        tools=tools_from_json(row.tools),
+        generation=(
+            GenerationConfig.from_dict(json.loads(row.generation))
+            if row.generation
+            else GenerationConfig()
+        ),
+    )
+
+
+def _settings_row(session: Session) -> dict[str, Any]:
+    return {
+        "instructions": session.instructions,
+        "tools": tools_json(session.tools),
+        "generation": (
+            None
+            if session.generation.is_empty
+            else json.dumps(session.generation.to_dict(), separators=(",", ":"))
+        ),
+    }
+
+
+def tools_json(tools: tuple[ToolDefinition, ...]) -> str | None:
+    if not tools:
+        return None
+    return json.dumps(
+        [
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+                "requires_approval": tool.requires_approval,
+            }
+            for tool in tools
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def tools_from_json(raw: str | None) -> tuple[ToolDefinition, ...]:
+    if not raw:
+        return ()
+    return tuple(
+        declared_tool(
+            item["name"],
+            item["description"],
+            item["parameters"],
+            requires_approval=item["requires_approval"],
+        )
+        for item in json.loads(raw)
     )

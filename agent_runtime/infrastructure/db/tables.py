@@ -96,6 +96,11 @@ sessions = Table(
     Column("last_activity_at", UTCDateTime(), nullable=False),
     # Soft delete: the row stays (its id stays taken) but the session is NOT_FOUND everywhere.
     Column("deleted_at", UTCDateTime(), nullable=True),
+    # What the client set for every turn (migration 0006): instructions, declared tools (JSON
+    # list) and generation settings (JSON object of the fields set).
+    Column("instructions", UnboundedText(), nullable=False, default=""),
+    Column("tools", UnboundedText(), nullable=True),
+    Column("generation", UnboundedText(), nullable=True),
     Index("ix_sessions_tenant_activity", "tenant_id", "last_activity_at", "session_id"),
 )
 
@@ -152,6 +157,8 @@ messages = Table(
     Column("is_error", Boolean, nullable=False, default=False),
     # The call an assistant message requests (one tool at a time), to find it by call id.
     Column("requested_call_id", BoundedText(128), nullable=True),
+    # An assistant message's reasoning, when its agent stores it (migration 0006).
+    Column("reasoning", UnboundedText(), nullable=True),
     UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
     _session_ref("messages"),
     Index("ix_messages_requested_call", "session_id", "requested_call_id"),

@@ -20,7 +20,14 @@ from agent_runtime.domain.errors import (
     ModelUnavailable,
 )
 from agent_runtime.domain.model import Usage
-from agent_runtime.domain.model_output import ModelResponse, RequestedToolCall
+from agent_runtime.domain.model_output import (
+    ModelResponse,
+    ReasoningText,
+    RequestedToolCall,
+    StreamedOutput,
+    TextDelta,
+    ToolCallFragment,
+)
 from agent_runtime.domain.text import storable
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
 from agent_runtime.infrastructure.llm.untrusted_output import (
@@ -56,8 +63,9 @@ _REJECTION_HINTS = (
     "unsupported",
 )
 
-# Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter...) stream their thinking. It is not
-# part of the answer, but it shows the model is working: it stops the first-token clock.
+# Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter, LiteLLM...) stream their thinking.
+# It is not part of the answer, but it shows the model is working: it stops the first-token
+# clock, and it is streamed (ReasoningText).
 _REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
@@ -67,6 +75,13 @@ class _PartialCall:
     name: str = ""
     arguments: list[str] = field(default_factory=list)
     arguments_bytes: int = 0  # all received, also those no longer kept
+    # The first call's argument fragments as streamed (well-formed, a split pair joined).
+    streamed: StreamedText | None = None
+
+
+# What was received since the last take, in order: (kind, its call, its text pieces). Pieces
+# of one kind (and call) in a row leave as one event.
+_Output = tuple[type[StreamedOutput], _PartialCall | None, list[str]]
 
 
 class Answer:
@@ -78,8 +93,12 @@ class Answer:
         self._parser = SSEParser(max_chars=limits.event)
         self._text: list[str] = []
         self._streamed_text = StreamedText()
-        self._bytes = 0  # of the text and the tool calls so far
+        self._reasoning: list[str] = []
+        self._streamed_reasoning = StreamedText()
+        self._bytes = 0  # of the text, the reasoning and the tool calls so far
         self._calls: dict[int, _PartialCall] = {}
+        self._first_call: _PartialCall | None = None  # the call whose arguments are streamed
+        self._out: list[_Output] = []
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
         self.done = False  # [DONE] received
@@ -88,8 +107,9 @@ class Answer:
         # answer is under way, and a failure is not worth a retry.
         self.output_started = False
 
-    def feed(self, chunk: bytes) -> list[str]:
-        """Consume received bytes; return the text deltas they completed."""
+    def feed(self, chunk: bytes) -> list[StreamedOutput]:
+        """Consume received bytes; return what they completed (text, reasoning, the first
+        tool call's arguments), pieces of one kind in a row joined."""
         try:
             events = self._parser.feed(chunk)
         except SSEEventTooLarge as exc:
@@ -97,14 +117,14 @@ class Answer:
                 f"the model endpoint sent a stream line or event larger than the "
                 f"{self._limits.event}-byte limit (AGENT_RUNTIME_LLM_MAX_EVENT_BYTES)"
             ) from exc
-        return self._apply_events(events)
+        self._apply_events(events)
+        return self._take()
 
-    def flush(self) -> list[str]:
-        """The body has ended: the text deltas of what was still pending."""
-        deltas = self._apply_events(self._parser.flush())
-        if tail := self._end_text():
-            deltas.append(tail)
-        return deltas
+    def flush(self) -> list[StreamedOutput]:
+        """The body has ended: what was still pending."""
+        self._apply_events(self._parser.flush())
+        self._end_streams()
+        return self._take()
 
     def parse_completion(self, raw: bytes) -> None:
         payload = self._load(raw, "the response")
@@ -114,7 +134,8 @@ class Answer:
         if not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
             raise ModelProtocolError("the model endpoint answered a choice without a message")
         self._apply_chunk(payload, message_key="message")
-        self._end_text()
+        self._end_streams()
+        self._out.clear()  # a whole completion streams nothing: result() holds it all
         self.done = True
         self.output_started = True
 
@@ -124,7 +145,7 @@ class Answer:
                 "the model stream ended before the answer was complete",
                 reason="MODEL_STREAM_TRUNCATED",
             )
-        self._end_text()
+        self._end_streams()
         return ModelResponse(
             content="".join(self._text),
             tool_calls=tuple(
@@ -132,24 +153,45 @@ class Answer:
             ),
             usage=self._usage,
             finish_reason=self._finish_reason,
+            reasoning="".join(self._reasoning),
         )
 
-    def _apply_events(self, events: list[SSEEvent]) -> list[str]:
-        deltas: list[str] = []
+    def _apply_events(self, events: list[SSEEvent]) -> None:
         for event in events:
             if self.done:
                 break  # anything after [DONE] is not part of the answer
             self.events += 1
             if event.data.strip() == "[DONE]":
                 self.done = True
-                if tail := self._end_text():
-                    deltas.append(tail)
+                self._end_streams()
                 continue
             payload = self._load(event.data, "a stream event")
-            text = self._apply_chunk(payload, message_key="delta")
-            if text:
-                deltas.append(text)
-        return deltas
+            self._apply_chunk(payload, message_key="delta")
+
+    def _emit(
+        self, kind: type[StreamedOutput], text: str, call: _PartialCall | None = None
+    ) -> None:
+        out = self._out
+        if out and out[-1][0] is kind and out[-1][1] is call:
+            out[-1][2].append(text)
+        else:
+            out.append((kind, call, [text]))
+
+    def _take(self) -> list[StreamedOutput]:
+        """What was received since the last take, as events."""
+        if not self._out:
+            return []
+        taken: list[StreamedOutput] = []
+        for kind, call, parts in self._out:
+            text = parts[0] if len(parts) == 1 else "".join(parts)
+            if kind is TextDelta:
+                taken.append(TextDelta(text))
+            elif kind is ReasoningText:
+                taken.append(ReasoningText(text))
+            elif call is not None:
+                taken.append(ToolCallFragment(call.call_id, call.name, text))
+        self._out = []
+        return taken
 
     def _load(self, data: str | bytes, what: str) -> dict[str, Any]:
         try:
@@ -184,8 +226,15 @@ class Answer:
         if not isinstance(message, dict):
             return ""
         tool_calls = message.get("tool_calls")
-        if tool_calls or any(message.get(key) for key in _REASONING_KEYS):
+        if tool_calls:
             self.output_started = True
+        for key in _REASONING_KEYS:
+            reasoning = message.get(key)
+            if reasoning:
+                self.output_started = True
+                if isinstance(reasoning, str):
+                    self._add_reasoning(self._streamed_reasoning.add(reasoning))
+                break  # a server sending both sends the same text twice
         if isinstance(tool_calls, list):
             for position, fragment in enumerate(tool_calls):
                 # A whole completion lists its calls without "index": their order is the index.
@@ -202,10 +251,24 @@ class Answer:
             if self._bytes > self._limits.answer:
                 raise self._too_large()
             self._text.append(text)
+            self._emit(TextDelta, text)
         return text
 
-    def _end_text(self) -> str:
-        return self._add_text(self._streamed_text.end())
+    def _add_reasoning(self, text: str) -> None:
+        if text:
+            self._grow(utf8_size(text))
+            self._reasoning.append(text)
+            self._emit(ReasoningText, text)
+
+    def _end_streams(self) -> None:
+        """The end of the answer: what the well-formed streams still held back."""
+        self._add_reasoning(self._streamed_reasoning.end())
+        self._add_text(self._streamed_text.end())
+        call = self._first_call
+        if call is not None and call.streamed is not None:
+            if tail := call.streamed.end():
+                self._emit(ToolCallFragment, tail, call)
+            call.streamed = None
 
     def _grow(self, size: int) -> None:
         self._bytes += size
@@ -233,6 +296,9 @@ class Answer:
                     f"the model sent more than {_MAX_TOOL_CALLS} tool calls in one answer"
                 )
             call = self._calls[index] = _PartialCall()
+            if self._first_call is None:
+                self._first_call = call
+                call.streamed = StreamedText()
         if call_id and not call.call_id:
             self._grow(utf8_size(call_id))
             call.call_id = well_formed(call_id)
@@ -253,8 +319,20 @@ class Answer:
             call.arguments_bytes += size
             if call.arguments_bytes <= self._limits.tool_arguments:
                 call.arguments.append(arguments)
+                if call.streamed is not None:
+                    self._stream_fragment(call, arguments)
             else:
                 call.arguments.clear()  # never kept: no need to hold them
+                call.streamed = None  # nor streamed further: the call will be refused
+
+    def _stream_fragment(self, call: _PartialCall, arguments: str) -> None:
+        """Hand the first call's arguments out as they come (the call id fixed now, so the
+        fragments and the call agree)."""
+        if not call.call_id:
+            call.call_id = f"call_{uuid.uuid4().hex}"
+        assert call.streamed is not None
+        if fragment := call.streamed.add(arguments):
+            self._emit(ToolCallFragment, fragment, call)
 
     def _index_for(self, call_id: str) -> int:
         """Where a fragment without "index" belongs: its id's call, else a new or the last one."""

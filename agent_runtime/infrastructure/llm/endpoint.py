@@ -25,7 +25,10 @@ from pydantic import (
 from agent_runtime.application.ports import LLMClient
 from agent_runtime.infrastructure.llm.fake_model import FAKE_MODEL_NAME, FakeModelClient
 from agent_runtime.infrastructure.llm.http_client import HttpTransport, create_http_client
-from agent_runtime.infrastructure.llm.openai_compatible import OpenAICompatibleClient
+from agent_runtime.infrastructure.llm.openai_compatible import (
+    MaxTokensField,
+    OpenAICompatibleClient,
+)
 from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPolicy
 from agent_runtime.infrastructure.llm.untrusted_output import AnswerLimits
 
@@ -82,6 +85,12 @@ class ModelEndpoint(BaseModel):
     http_transport: Annotated[HttpTransport, BeforeValidator(_lower)] = "aiohttp"
     # One SSE line or event from the model, or a whole non-streamed completion (bytes).
     max_event_bytes: PositiveInt = 4 * 1024 * 1024
+    # Send `parallel_tool_calls: false` with the tools (the runtime runs one at a time);
+    # false for endpoints that reject the field.
+    send_parallel_tool_calls: bool = True
+    # Where the output token limit (GenerationConfig.max_output_tokens) goes in the request:
+    # "max_completion_tokens" (OpenAI) or "max_tokens" (llama.cpp, Ollama, older servers).
+    max_tokens_field: Annotated[MaxTokensField, BeforeValidator(_lower)] = "max_completion_tokens"
 
     @property
     def is_fake(self) -> bool:
@@ -148,6 +157,8 @@ def open_model_client(
             tool_arguments=sizes.max_tool_argument_bytes,
             event=endpoint.max_event_bytes,
         ),
+        parallel_tool_calls_field=endpoint.send_parallel_tool_calls,
+        max_tokens_field=endpoint.max_tokens_field,
     )
     log.info(
         "model endpoint %s, model %s (HTTP transport %s)",

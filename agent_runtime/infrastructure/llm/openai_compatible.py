@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import httpx
 
@@ -26,8 +26,9 @@ from agent_runtime.domain.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
+from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Message, Role
-from agent_runtime.domain.model_output import ModelEvent, TextDelta
+from agent_runtime.domain.model_output import ModelEvent, ReasoningText, StreamedOutput, TextDelta
 from agent_runtime.domain.tools import ToolDefinition
 from agent_runtime.infrastructure.llm.answer import Answer, error_text, excerpt
 from agent_runtime.infrastructure.llm.read_deadline import ReadDeadline, ReadDeadlineExceeded
@@ -54,6 +55,11 @@ _ERROR_BODY_BYTES = 8192  # enough for any error message; a proxy's HTML page is
 _DRAIN_BYTES = 65536
 _DRAIN_SECONDS = 1.0
 
+# Where the output token limit goes: OpenAI's current name, or the older one that llama.cpp,
+# Ollama and other local servers read (AGENT_RUNTIME_LLM_MAX_TOKENS_FIELD).
+MaxTokensField = Literal["max_completion_tokens", "max_tokens"]
+MAX_TOKENS_FIELDS: tuple[MaxTokensField, ...] = get_args(MaxTokensField)
+
 
 class OpenAICompatibleClient:
     """LLMClient over HTTP. Does not own `http` (create_http_client): whoever created it
@@ -75,6 +81,8 @@ class OpenAICompatibleClient:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         timeouts: ModelTimeouts = DEFAULT_TIMEOUTS,
         limits: AnswerLimits = DEFAULT_ANSWER_LIMITS,
+        parallel_tool_calls_field: bool = True,
+        max_tokens_field: str = "max_completion_tokens",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
     ) -> None:
@@ -86,6 +94,12 @@ class OpenAICompatibleClient:
         self._retry = retry
         self._timeouts = timeouts
         self._limits = limits
+        # The runtime runs one tool at a time: `parallel_tool_calls: false` asks the model for
+        # one call, unless the endpoint rejects the field.
+        self._parallel_tool_calls_field = parallel_tool_calls_field
+        if max_tokens_field not in MAX_TOKENS_FIELDS:
+            raise ValueError(f"max_tokens_field must be one of {MAX_TOKENS_FIELDS}")
+        self._max_tokens_field = max_tokens_field
         self._sleep = sleep
         self._random = random
         # The shared client's timeouts, but this client's connect timeout. Its read timeout
@@ -178,10 +192,10 @@ class OpenAICompatibleClient:
                         first_output_by, self._not_an_answer(response, content_type)
                     )
                 if streamed:
-                    texts = self._read_stream(response, answer, first_output_by)
-                    async with contextlib.aclosing(texts):
-                        async for text in texts:
-                            yield TextDelta(text)
+                    outputs = self._read_stream(response, answer, first_output_by)
+                    async with contextlib.aclosing(outputs):
+                        async for output in outputs:
+                            yield output
                 else:
                     raw = await self._first_output(first_output_by, self._read_whole(response))
                     answer.parse_completion(raw)
@@ -225,14 +239,17 @@ class OpenAICompatibleClient:
 
         # Yielded once the response is closed: nothing is held while the consumer works.
         result = answer.result()
+        if not streamed and result.reasoning:
+            yield ReasoningText(result.reasoning)
         if not streamed and result.content:
             yield TextDelta(result.content)
         yield result
 
     async def _read_stream(
         self, response: httpx.Response, answer: Answer, first_output_by: float
-    ) -> AsyncGenerator[str, None]:
-        """The text deltas of an event stream, each as soon as its bytes arrived.
+    ) -> AsyncGenerator[StreamedOutput, None]:
+        """The output of an event stream (text, reasoning, the first tool call's arguments),
+        each as soon as its bytes arrived.
 
         The timeouts are applied around each read, never across a yield: time the consumer
         spends on a delta is not the model's silence, and a timeout must not fire inside the
@@ -260,15 +277,15 @@ class OpenAICompatibleClient:
                         chunk = await anext(chunks, b"")
                         reads.stop()
                         if not chunk:  # the end of the body
-                            if texts := answer.flush():
-                                yield "".join(texts)
+                            for output in answer.flush():
+                                yield output
                             return
                         events_before = answer.events
-                        # Tokens that arrived together leave together: one delta per read,
-                        # not per token. Nothing waits for more (the turn's read-ahead merges
-                        # reads it was too busy for).
-                        if texts := answer.feed(chunk):
-                            yield "".join(texts)
+                        # Tokens that arrived together leave together: one delta per read
+                        # (and kind), not per token. Nothing waits for more (the turn's
+                        # read-ahead merges reads it was too busy for).
+                        for output in answer.feed(chunk):
+                            yield output
                         if answer.done:
                             await _drain(chunks)
                             return
@@ -317,16 +334,44 @@ class OpenAICompatibleClient:
             messages.append({"role": "system", "content": request.system_prompt})
         messages.extend(_wire_message(message) for message in request.history)
         body: dict[str, Any] = {"model": request.model or self._model, "messages": messages}
+        self._add_generation(body, request.generation)
         if self._stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         else:
             body["stream"] = False
+        if request.tools:
+            choice = request.generation.tool_choice
+            if choice is not None:
+                body["tool_choice"] = (
+                    {"type": "function", "function": {"name": choice.tool_name}}
+                    if choice.mode is ToolChoiceMode.TOOL
+                    else choice.mode.value
+                )
+            if self._parallel_tool_calls_field:
+                body["parallel_tool_calls"] = False
         encoded = json.dumps(body, ensure_ascii=False)
         if request.tools:  # the same every turn, and most of the body: encoded once each
             tools = ", ".join(self._tool_json.encoded(tool) for tool in request.tools)
             encoded = f'{encoded[:-1]}, "tools": [{tools}]}}'
         return encoded.encode()
+
+    def _add_generation(self, body: dict[str, Any], generation: GenerationConfig) -> None:
+        """The generation settings that are set, under their OpenAI names."""
+        if generation.is_empty:
+            return
+        if generation.temperature is not None:
+            body["temperature"] = generation.temperature
+        if generation.top_p is not None:
+            body["top_p"] = generation.top_p
+        if generation.max_output_tokens is not None:
+            body[self._max_tokens_field] = generation.max_output_tokens
+        if generation.stop:
+            body["stop"] = list(generation.stop)
+        if generation.seed is not None:
+            body["seed"] = generation.seed
+        if generation.reasoning_effort:
+            body["reasoning_effort"] = generation.reasoning_effort
 
     async def _status_error(self, response: httpx.Response) -> ModelError:
         status = response.status_code

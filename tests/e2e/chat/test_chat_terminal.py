@@ -24,6 +24,7 @@ from tests.support.cli_process import run_cli
 from tests.support.fake_model_server import (
     FakeModelServer,
     gated_answer,
+    reasoning_answer,
     stall_after,
     text_answer,
     tool_call_answer,
@@ -46,6 +47,40 @@ async def test_tokens_are_shown_as_they_stream(
     await chat.expect("token by token")
     await chat.expect(PROMPT)
     assert await chat.leave("/quit") == 0
+
+
+async def test_reasoning_is_shown_dimmed_and_tool_arguments_as_they_are_written(
+    server: ServerProcess, model_server: FakeModelServer, workspace: Path
+) -> None:
+    model_server.enqueue(
+        reasoning_answer("The user wants a file. ", "Writing it now."),
+        tool_call_answer("write_file", {"path": "a.txt", "content": "streamed content"}),
+        text_answer("Fine, no file."),
+    )
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("think first")
+    screen = await chat.expect(r"assistant> Writing it now\.")
+    assert re.search(r"thinking> (\x1b\[2m[^\x1b]*\x1b\[0m)+", screen)
+    assert "The user wants a file." in _without_styles(screen)
+    await chat.expect(PROMPT)
+    chat.type("write it")
+    screen = await chat.expect(APPROVAL_PROMPT)
+    shown = _without_styles(screen)
+    # The arguments, dimmed, as the model wrote them; then the call, once recorded.
+    assert '[writing write_file] {"path": "a.txt", "content": "streamed content"}' in shown
+    assert "\x1b[2m" in screen.split("[writing write_file]")[1]
+    assert shown.index("[writing write_file]") < shown.index("[tool call] write_file")
+    chat.type("r")
+    await chat.expect("feedback")
+    chat.type("")
+    await chat.expect("assistant> Fine, no file.")
+    await chat.expect(PROMPT)
+    assert await chat.leave() == 0
+
+
+def _without_styles(screen: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", screen)
 
 
 async def test_an_approved_write_lands_in_the_workspace_and_the_result_goes_back(

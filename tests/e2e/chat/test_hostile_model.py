@@ -30,8 +30,15 @@ ESCAPED_HIDING = r"\r\u001b[2K\u009b1A\u202e"
 CLIPBOARD = "\x1b]52;c;ZWNobyBwd25lZA==\x07"
 
 
+# The client's own styles (dim, and back to normal): the only escapes it writes itself.
+OWN_STYLES = ("\x1b[2m", "\x1b[0m")
+
+
 def raw_control_characters(screen: str) -> set[str]:
-    """Control characters in what the client printed (the terminal's own \r\n aside)."""
+    """Control characters in what the client printed (the terminal's own \r\n and the
+    client's own styles aside)."""
+    for style in OWN_STYLES:
+        screen = screen.replace(style, "")
     return {c for c in screen.replace("\r\n", "\n") if c in "\r\x1b\x07\x9b\u202e"}
 
 

@@ -1,0 +1,234 @@
+"""JSON Schemas of tool arguments, with jsonschema: the checks of the tools a client declares
+(names, sizes, and the schema itself), and of the model's arguments against a tool's schema.
+
+Schemas are JSON Schema Draft 2020-12 unless their "$schema" names another draft jsonschema
+knows (MCP servers often still write draft-07). Nothing is ever fetched: a "$ref" must point
+inside the schema. A declared schema is bounded in size and depth, since a client may be
+hostile: it is stored with the session and checked against every call of the tool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator, Sequence
+from itertools import islice
+from typing import Any, cast
+
+from jsonschema import Draft202012Validator, SchemaError, ValidationError
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
+from agent_runtime.domain.errors import FieldViolation, InvalidInput
+from agent_runtime.domain.generation import TOOL_NAME_PATTERN
+from agent_runtime.domain.tools import ToolDefinition
+
+MAX_DECLARED_TOOLS = 128  # a session's and a request's together (OpenAI's limit per request)
+MAX_DESCRIPTION_CHARS = 4096
+MAX_SCHEMA_BYTES = 64 * 1024  # one tool's schema, as compact JSON
+# All declared tools of a turn (the session's and the request's): names, descriptions and
+# schemas. They are stored with the session, shown by GetSession and sent with every call.
+MAX_DECLARED_TOOLS_BYTES = 256 * 1024
+# Objects and arrays inside one another: as the model's arguments may nest (untrusted_output.py).
+MAX_SCHEMA_DEPTH = 20
+MAX_PROBLEMS = 5  # argument problems told to the model, at most
+_MAX_PROBLEM_CHARS = 300  # a message quotes the offending value: bounded
+_ROOT = "urn:agent-runtime:tool-schema"
+# validator_for's answer for a "$schema" it does not know.
+_UNKNOWN_DRAFT = cast(type[Validator], object())
+_DRAFT: type[Validator] = Draft202012Validator
+
+EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def check_declared_tools(
+    tools: Sequence[ToolDefinition], field: str, *, reserved: Collection[str]
+) -> None:
+    """Raise InvalidInput naming each tool that cannot be declared: a bad name, description
+    or schema, or too many or too large together (INVALID_TOOL_DEFINITION); a name that is a
+    built-in tool's (`reserved`) or another's in the list (TOOL_NAME_CLASH)."""
+    clashes: list[FieldViolation] = []
+    problems: list[FieldViolation] = []
+    seen: set[str] = set()
+    for index, tool in enumerate(tools):
+        where = f"{field}[{index}]"
+        shown = tool.name[:64]
+        if not TOOL_NAME_PATTERN.fullmatch(tool.name):
+            problems.append(
+                FieldViolation(f"{where}.name", f"tool '{shown}': must be 1 to 64 of [A-Za-z0-9_-]")
+            )
+            continue
+        if tool.name in reserved:
+            clashes.append(
+                FieldViolation(f"{where}.name", f"tool '{shown}' is the name of a built-in tool")
+            )
+        elif tool.name in seen:
+            clashes.append(FieldViolation(f"{where}.name", f"tool '{shown}' is declared twice"))
+        seen.add(tool.name)
+        if len(tool.description) > MAX_DESCRIPTION_CHARS:
+            problems.append(
+                FieldViolation(
+                    f"{where}.description",
+                    f"tool '{shown}': at most {MAX_DESCRIPTION_CHARS} characters",
+                )
+            )
+        if (problem := schema_problem(tool.parameters)) is not None:
+            problems.append(FieldViolation(f"{where}.parameters", f"tool '{shown}': {problem}"))
+    if not problems:
+        problems += _too_many(tools, field)
+    _raise(problems + clashes, "INVALID_TOOL_DEFINITION" if problems else "TOOL_NAME_CLASH")
+
+
+def check_beside_the_session(
+    tools: Sequence[ToolDefinition], field: str, session_tools: Sequence[ToolDefinition]
+) -> None:
+    """Raise InvalidInput for a request's tools (checked already by check_declared_tools)
+    that the session declares too (TOOL_NAME_CLASH), or that are too many or too large with
+    the session's (INVALID_TOOL_DEFINITION)."""
+    if not tools:
+        return
+    taken = {tool.name for tool in session_tools}
+    _raise(
+        [
+            FieldViolation(
+                f"{field}[{index}].name", f"tool '{tool.name}' is declared on the session already"
+            )
+            for index, tool in enumerate(tools)
+            if tool.name in taken
+        ],
+        "TOOL_NAME_CLASH",
+    )
+    _raise(_too_many((*session_tools, *tools), field), "INVALID_TOOL_DEFINITION")
+
+
+def _too_many(tools: Sequence[ToolDefinition], field: str) -> list[FieldViolation]:
+    together = "(the session's and the request's together)"
+    if len(tools) > MAX_DECLARED_TOOLS:
+        return [
+            FieldViolation(
+                field,
+                f"at most {MAX_DECLARED_TOOLS} tools may be declared {together}, not {len(tools)}",
+            )
+        ]
+    size = sum(
+        len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters)) for tool in tools
+    )
+    if size > MAX_DECLARED_TOOLS_BYTES:
+        return [
+            FieldViolation(
+                field,
+                f"the declared tools take {size} bytes {together}; "
+                f"at most {MAX_DECLARED_TOOLS_BYTES}",
+            )
+        ]
+    return []
+
+
+def _raise(violations: list[FieldViolation], reason: str) -> None:
+    if violations:
+        raise InvalidInput(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations=violations,
+            reason=reason,
+        )
+
+
+def schema_problem(schema: object) -> str | None:
+    """Why `schema` cannot be a declared tool's parameters; None when it can."""
+    if not isinstance(schema, dict):
+        return "the schema must be a JSON object"
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+    try:
+        size = len(json.dumps(schema, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError) as exc:  # NaN or Infinity, which JSON cannot hold
+        return f"the schema is not JSON: {exc}"
+    if size > MAX_SCHEMA_BYTES:
+        return f"the schema is {size} bytes; at most {MAX_SCHEMA_BYTES}"
+    cls = validator_for(schema, default=_UNKNOWN_DRAFT if "$schema" in schema else _DRAFT)
+    if cls is _UNKNOWN_DRAFT:
+        return f"unknown $schema '{str(schema.get('$schema'))[:100]}' (use Draft 2020-12)"
+    try:
+        cls.check_schema(schema)  # its format checker also checks every "pattern" compiles
+    except SchemaError as exc:
+        return f"not a valid JSON Schema at {exc.json_path}: {_bounded(exc.message)}"
+    if schema.get("type", "object") != "object":
+        return 'the schema must describe an object ("type": "object")'
+    return _reference_problem(schema)
+
+
+def argument_problems(tool: ToolDefinition, arguments: dict[str, Any]) -> list[str]:
+    """How `arguments` break the tool's schema (at most MAX_PROBLEMS); empty when they fit."""
+    validator = _validator(tool.parameters)
+    try:
+        errors = list(islice(validator.iter_errors(arguments), MAX_PROBLEMS))
+    except Unresolvable as exc:  # a built-in schema is never like this; declared ones checked
+        return [f"the tool's schema cannot be used: {_bounded(str(exc))}"]
+    return [_describe(error) for error in errors]
+
+
+def _validator(schema: dict[str, Any]) -> Validator:
+    cls: type[Validator] = validator_for(schema, default=_DRAFT)
+    return cls(schema)  # no format checker: "format" is an annotation, as the spec says
+
+
+def _describe(error: ValidationError) -> str:
+    path = "arguments" + "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+    )
+    return f"{path}: {_bounded(error.message)}"
+
+
+def _reference_problem(schema: dict[str, Any]) -> str | None:
+    """Every "$ref" points inside the schema and resolves; no embedded resource ("$id"
+    below the root) changes what "#" means. Only subschemas are looked at (the draft's own
+    keywords say which), not data such as "default" or "enum" values."""
+    root = Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = Registry().with_resource(_ROOT, root).resolver(base_uri=_ROOT)
+    pending = list(root.subresources())
+    for resource in (root, *_all(pending)):
+        contents = resource.contents
+        if not isinstance(contents, dict):
+            continue
+        if resource is not root and "$id" in contents:
+            return '"$id" is allowed only at the root of the schema'
+        for key in ("$ref", "$dynamicRef"):
+            value = contents.get(key)
+            if not isinstance(value, str):
+                continue
+            if not value.startswith("#"):
+                return f"{key} '{value[:100]}' points outside the schema (nothing is fetched)"
+            if key == "$ref":
+                try:
+                    resolver.lookup(value)
+                except Unresolvable:
+                    return f"$ref '{value[:100]}' does not resolve within the schema"
+    return None
+
+
+def _all(pending: list[Resource[Any]]) -> Iterator[Resource[Any]]:
+    while pending:
+        resource = pending.pop()
+        yield resource
+        pending.extend(resource.subresources())
+
+
+def _depth(node: object) -> int:
+    """Objects and arrays inside one another (iterative: a hostile schema is not recursed)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(node, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_SCHEMA_DEPTH:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_PROBLEM_CHARS else f"{text[: _MAX_PROBLEM_CHARS - 3]}..."
