@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.approval import ApprovalGrant, ApprovalOutcome, RuleAction
 from agent_runtime.domain.model import ToolCallRecord
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.tool_filter import ToolFilterService
@@ -25,6 +27,8 @@ class ToolCallDecision:
     requires_approval: bool
     approval_reason: str
     dropped_calls: int
+    # The rule that asked (or the grant that allowed a call the rule asks about).
+    approval: ApprovalOutcome = field(default_factory=lambda: ApprovalOutcome(RuleAction.ALLOW))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,13 @@ class LLMResponseProcessor:
     def __init__(self, tool_filter: ToolFilterService | None = None) -> None:
         self._tools = tool_filter or ToolFilterService()
 
-    def process(self, response: ModelResponse, agent: AgentProfile) -> Decision:
+    def process(
+        self,
+        response: ModelResponse,
+        agent: AgentProfile,
+        grants: Sequence[ApprovalGrant] = (),
+    ) -> Decision:
+        """`grants`: the session's APPROVE_ALWAYS grants."""
         if not response.tool_calls:
             if not response.content.strip():
                 return InvalidAnswer(
@@ -99,13 +109,22 @@ class LLMResponseProcessor:
         if problems:
             return RejectedToolCall(response.content, call, tuple(problems), dropped)
 
-        approval_reason = agent.approval_policy.reason_for(first.tool_name)
+        outcome = agent.approval_policy.decide(
+            call.tool_name,
+            call.arguments,
+            path_arguments=self._tools.path_arguments(call.tool_name),
+            grants=grants,
+        )
+        if outcome.action is RuleAction.DENY:
+            return RejectedToolCall(response.content, call, (outcome.reason,), dropped)
+        asks = outcome.action is RuleAction.ASK
         return ToolCallDecision(
             content=response.content,
             call=call,
-            requires_approval=approval_reason is not None,
-            approval_reason=approval_reason or "",
+            requires_approval=asks,
+            approval_reason=outcome.reason if asks else "",
             dropped_calls=dropped,
+            approval=outcome,
         )
 
     @staticmethod

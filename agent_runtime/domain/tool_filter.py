@@ -17,6 +17,12 @@ class ToolFilterService:
         allowed = set(agent.allowed_tools)
         return [tool for name, tool in self._catalogue.items() if name in allowed]
 
+    def path_arguments(self, tool_name: str) -> tuple[str, ...]:
+        """The arguments of `tool_name` that are filesystem paths (none for a tool not in
+        the catalogue)."""
+        tool = self._catalogue.get(tool_name)
+        return tool.path_arguments if tool is not None else ()
+
     def is_allowed(self, agent: AgentProfile, tool_name: str) -> bool:
         return tool_name in self._catalogue and tool_name in agent.allowed_tools
 
