@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as abc
 from google.protobuf import descriptor as descriptor
 from google.protobuf import message as message
 from google.protobuf import struct_pb2 as struct_pb2
+from google.protobuf.internal import containers as containers
 from google.protobuf.internal import enum_type_wrapper as enum_type_wrapper
 import builtins as builtins
 import sys
@@ -28,6 +30,10 @@ class _DecisionEnumTypeWrapper(enum_type_wrapper._EnumTypeWrapper[_Decision.Valu
     DECISION_APPROVE: _Decision.ValueType  # 1
     DECISION_EDIT: _Decision.ValueType  # 2
     DECISION_REJECT: _Decision.ValueType  # 3
+    DECISION_APPROVE_ALWAYS: _Decision.ValueType  # 4
+    """Approves this call and, for the rest of the session, every later call to the same tool
+    whose arguments match `always_when` (every call to the tool when it is empty).
+    """
 
 class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper): ...
 
@@ -35,6 +41,10 @@ DECISION_UNSPECIFIED: Decision.ValueType  # 0
 DECISION_APPROVE: Decision.ValueType  # 1
 DECISION_EDIT: Decision.ValueType  # 2
 DECISION_REJECT: Decision.ValueType  # 3
+DECISION_APPROVE_ALWAYS: Decision.ValueType  # 4
+"""Approves this call and, for the rest of the session, every later call to the same tool
+whose arguments match `always_when` (every call to the tool when it is empty).
+"""
 
 class _StopReason:
     ValueType = typing.NewType("ValueType", builtins.int)
@@ -127,6 +137,8 @@ class StreamMessageRequest(message.Message):
     TOOL_RESULT_FIELD_NUMBER: builtins.int
     APPROVAL_DECISION_FIELD_NUMBER: builtins.int
     SWITCH_AGENT_FIELD_NUMBER: builtins.int
+    REGENERATE_FIELD_NUMBER: builtins.int
+    EDIT_MESSAGE_FIELD_NUMBER: builtins.int
     AGENT_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
     session_id: builtins.str
@@ -147,6 +159,14 @@ class StreamMessageRequest(message.Message):
     def approval_decision(self) -> ApprovalDecision: ...
     @builtins.property
     def switch_agent(self) -> SwitchAgent: ...
+    @builtins.property
+    def regenerate(self) -> Regenerate:
+        """Runs the session's last user message again (the model gets a new chance to answer)."""
+
+    @builtins.property
+    def edit_message(self) -> EditMessage:
+        """Replaces an earlier user message of this session and continues from it."""
+
     def __init__(
         self,
         *,
@@ -156,14 +176,16 @@ class StreamMessageRequest(message.Message):
         tool_result: ToolResult | None = ...,
         approval_decision: ApprovalDecision | None = ...,
         switch_agent: SwitchAgent | None = ...,
+        regenerate: Regenerate | None = ...,
+        edit_message: EditMessage | None = ...,
         agent: builtins.str = ...,
         model: builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["approval_decision", b"approval_decision", "input", b"input", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["approval_decision", b"approval_decision", "edit_message", b"edit_message", "input", b"input", "regenerate", b"regenerate", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "approval_decision", b"approval_decision", "client_message_id", b"client_message_id", "input", b"input", "model", b"model", "session_id", b"session_id", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "approval_decision", b"approval_decision", "client_message_id", b"client_message_id", "edit_message", b"edit_message", "input", b"input", "model", b"model", "regenerate", b"regenerate", "session_id", b"session_id", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_input: _TypeAlias = typing.Literal["user_message", "tool_result", "approval_decision", "switch_agent"]  # noqa: Y015
+    _WhichOneofReturnType_input: _TypeAlias = typing.Literal["user_message", "tool_result", "approval_decision", "switch_agent", "regenerate", "edit_message"]  # noqa: Y015
     _WhichOneofArgType_input: _TypeAlias = typing.Literal["input", b"input"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_input) -> _WhichOneofReturnType_input | None: ...
 
@@ -215,16 +237,45 @@ class ApprovalDecision(message.Message):
 
     DESCRIPTOR: descriptor.Descriptor
 
+    @typing.final
+    class AlwaysWhenEntry(message.Message):
+        DESCRIPTOR: descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CALL_ID_FIELD_NUMBER: builtins.int
     DECISION_FIELD_NUMBER: builtins.int
     EDITED_ARGUMENTS_FIELD_NUMBER: builtins.int
     FEEDBACK_FIELD_NUMBER: builtins.int
+    ALWAYS_WHEN_FIELD_NUMBER: builtins.int
     call_id: builtins.str
     decision: Decision.ValueType
     feedback: builtins.str
+    """Reaches the model with the tool's result (or with the rejection)."""
     @builtins.property
     def edited_arguments(self) -> struct_pb2.Struct:
         """Only with DECISION_EDIT: the arguments that will actually run."""
+
+    @builtins.property
+    def always_when(self) -> containers.ScalarMap[builtins.str, builtins.str]:
+        """Only with DECISION_APPROVE_ALWAYS: globs over the tool's top-level string arguments that
+        later calls must match to be approved too, e.g. {"command": "git *"}; this call must match
+        them. Empty: every later call to the tool.
+        """
 
     def __init__(
         self,
@@ -233,10 +284,53 @@ class ApprovalDecision(message.Message):
         decision: Decision.ValueType = ...,
         edited_arguments: struct_pb2.Struct | None = ...,
         feedback: builtins.str = ...,
+        always_when: abc.Mapping[builtins.str, builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["edited_arguments", b"edited_arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id", "decision", b"decision", "edited_arguments", b"edited_arguments", "feedback", b"feedback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["always_when", b"always_when", "call_id", b"call_id", "decision", b"decision", "edited_arguments", b"edited_arguments", "feedback", b"feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class Regenerate(message.Message):
+    """Runs the session's last user message again. Its answer, and everything after it, is kept
+    but superseded: marked with this turn's id and never sent to the model again.
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class EditMessage(message.Message):
+    """Replaces user message `message_id` with `content` and runs the model from there. The old
+    message and everything after it are kept but superseded (marked with this turn's id); the
+    new content is a new user message at the end of the history.
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: builtins.int
+    CONTENT_FIELD_NUMBER: builtins.int
+    message_id: builtins.str
+    content: builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: builtins.str = ...,
+        content: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "message_id", b"message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

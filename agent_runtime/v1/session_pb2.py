@@ -22,53 +22,79 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agent_runtime.v1 import agent_pb2 as agent__runtime_dot_v1_dot_agent__pb2
+from agent_runtime.v1 import agent_runtime_pb2 as agent__runtime_dot_v1_dot_agent__runtime__pb2
+from agent_runtime.v1 import usage_pb2 as agent__runtime_dot_v1_dot_usage__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gent_runtime/v1/session.proto\x12\x10\x61gent_runtime.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x15\n\rmessage_count\x18\x04 \x01(\x04\x12\x17\n\x0frunning_turn_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_activity_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ragent_history\x18\x08 \x03(\x0b\x32\x1d.agent_runtime.v1.AgentSwitch\x12\x1f\n\x17pending_approvals_count\x18\t \x01(\r\"\x85\x01\n\x0b\x41gentSwitch\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bswitched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\"a\n\x0fMessageToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x9a\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.agent_runtime.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x35\n\ntool_calls\x18\x04 \x03(\x0b\x32!.agent_runtime.v1.MessageToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x04\x12\x12\n\nincomplete\x18\t \x01(\x08\x12\x10\n\x08is_error\x18\n \x01(\x08\"\xf6\x01\n\x0fPendingApproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07turn_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"X\n\x1bListPendingApprovalsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1cListPendingApprovalsResponse\x12\x34\n\tapprovals\x18\x01 \x03(\x0b\x32!.agent_runtime.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\xe2\x04\n\x0eSessionService\x12`\n\rCreateSession\x12&.agent_runtime.v1.CreateSessionRequest\x1a\'.agent_runtime.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.agent_runtime.v1.GetSessionRequest\x1a$.agent_runtime.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.agent_runtime.v1.ListSessionsRequest\x1a&.agent_runtime.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.agent_runtime.v1.DeleteSessionRequest\x1a\'.agent_runtime.v1.DeleteSessionResponse\x12]\n\x0cListMessages\x12%.agent_runtime.v1.ListMessagesRequest\x1a&.agent_runtime.v1.ListMessagesResponse\x12u\n\x14ListPendingApprovals\x12-.agent_runtime.v1.ListPendingApprovalsRequest\x1a..agent_runtime.v1.ListPendingApprovalsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gent_runtime/v1/session.proto\x12\x10\x61gent_runtime.v1\x1a\x1c\x61gent_runtime/v1/agent.proto\x1a$agent_runtime/v1/agent_runtime.proto\x1a\x1c\x61gent_runtime/v1/usage.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x15\n\rmessage_count\x18\x04 \x01(\x04\x12\x17\n\x0frunning_turn_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_activity_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ragent_history\x18\x08 \x03(\x0b\x32\x1d.agent_runtime.v1.AgentSwitch\x12\x1f\n\x17pending_approvals_count\x18\t \x01(\r\x12,\n\x05usage\x18\x0f \x01(\x0b\x32\x1d.agent_runtime.v1.UsageTotals\x12\x38\n\x0f\x61pproval_grants\x18\x10 \x03(\x0b\x32\x1f.agent_runtime.v1.ApprovalGrant\"\xec\x01\n\rApprovalGrant\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x37\n\x04when\x18\x03 \x03(\x0b\x32).agent_runtime.v1.ApprovalGrant.WhenEntry\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\x12.\n\ngranted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tWhenEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x0b\x41gentSwitch\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bswitched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\"a\n\x0fMessageToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb9\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.agent_runtime.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x35\n\ntool_calls\x18\x04 \x03(\x0b\x32!.agent_runtime.v1.MessageToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x04\x12\x12\n\nincomplete\x18\t \x01(\x08\x12\x10\n\x08is_error\x18\n \x01(\x08\x12\x1d\n\x15superseded_by_turn_id\x18\r \x01(\t\"\xb8\x02\n\x0fPendingApproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07turn_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x04rule\x18\t \x01(\x0b\x32\x1e.agent_runtime.v1.ApprovalRule\x12\x12\n\nrule_index\x18\n \x01(\r\"H\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"l\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1a\n\x12include_superseded\x18\x04 \x01(\x08\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"X\n\x1bListPendingApprovalsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1cListPendingApprovalsResponse\x12\x34\n\tapprovals\x18\x01 \x03(\x0b\x32!.agent_runtime.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf1\x03\n\x04Turn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x18\n\x10input_message_id\x18\x05 \x01(\t\x12*\n\x05state\x18\x06 \x01(\x0e\x32\x1b.agent_runtime.v1.TurnState\x12\x31\n\x0bstop_reason\x18\x07 \x01(\x0e\x32\x1c.agent_runtime.v1.StopReason\x12\x14\n\x0c\x65rror_reason\x18\x08 \x01(\t\x12\x15\n\rerror_message\x18\t \x01(\t\x12&\n\x05usage\x18\n \x01(\x0b\x32\x17.agent_runtime.v1.Usage\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x13time_to_first_token\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmodel_calls\x18\x0e \x01(\r\x12\x12\n\ntool_calls\x18\x0f \x01(\r\x12\x19\n\x11\x63lient_message_id\x18\x10 \x01(\t\"5\n\x0eGetTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"7\n\x0fGetTurnResponse\x12$\n\x04turn\x18\x01 \x01(\x0b\x32\x16.agent_runtime.v1.Turn\"M\n\x10ListTurnsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x11ListTurnsResponse\x12%\n\x05turns\x18\x01 \x03(\x0b\x32\x16.agent_runtime.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1aRevokeApprovalGrantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\"\x1d\n\x1bRevokeApprovalGrantResponse*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xa6\x01\n\tTurnState\x12\x1a\n\x16TURN_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TURN_STATE_RUNNING\x10\x01\x12\x18\n\x14TURN_STATE_COMPLETED\x10\x02\x12\x15\n\x11TURN_STATE_FAILED\x10\x03\x12\x18\n\x14TURN_STATE_CANCELLED\x10\x04\x12\x1a\n\x16TURN_STATE_INTERRUPTED\x10\x05\x32\xfc\x06\n\x0eSessionService\x12`\n\rCreateSession\x12&.agent_runtime.v1.CreateSessionRequest\x1a\'.agent_runtime.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.agent_runtime.v1.GetSessionRequest\x1a$.agent_runtime.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.agent_runtime.v1.ListSessionsRequest\x1a&.agent_runtime.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.agent_runtime.v1.DeleteSessionRequest\x1a\'.agent_runtime.v1.DeleteSessionResponse\x12]\n\x0cListMessages\x12%.agent_runtime.v1.ListMessagesRequest\x1a&.agent_runtime.v1.ListMessagesResponse\x12u\n\x14ListPendingApprovals\x12-.agent_runtime.v1.ListPendingApprovalsRequest\x1a..agent_runtime.v1.ListPendingApprovalsResponse\x12N\n\x07GetTurn\x12 .agent_runtime.v1.GetTurnRequest\x1a!.agent_runtime.v1.GetTurnResponse\x12T\n\tListTurns\x12\".agent_runtime.v1.ListTurnsRequest\x1a#.agent_runtime.v1.ListTurnsResponse\x12r\n\x13RevokeApprovalGrant\x12,.agent_runtime.v1.RevokeApprovalGrantRequest\x1a-.agent_runtime.v1.RevokeApprovalGrantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_runtime.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2035
-  _globals['_ROLE']._serialized_end=2130
-  _globals['_SESSION']._serialized_start=116
-  _globals['_SESSION']._serialized_end=412
-  _globals['_AGENTSWITCH']._serialized_start=415
-  _globals['_AGENTSWITCH']._serialized_end=548
-  _globals['_MESSAGETOOLCALL']._serialized_start=550
-  _globals['_MESSAGETOOLCALL']._serialized_end=647
-  _globals['_MESSAGE']._serialized_start=650
-  _globals['_MESSAGE']._serialized_end=932
-  _globals['_PENDINGAPPROVAL']._serialized_start=935
-  _globals['_PENDINGAPPROVAL']._serialized_end=1181
-  _globals['_CREATESESSIONREQUEST']._serialized_start=1183
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1255
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=1257
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=1324
-  _globals['_GETSESSIONREQUEST']._serialized_start=1326
-  _globals['_GETSESSIONREQUEST']._serialized_end=1365
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1367
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1431
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1433
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1513
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1515
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1607
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1609
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1669
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1671
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1763
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1765
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1807
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1809
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1832
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=1834
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=1922
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=1924
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=2033
-  _globals['_SESSIONSERVICE']._serialized_start=2133
-  _globals['_SESSIONSERVICE']._serialized_end=2743
+  _globals['_APPROVALGRANT_WHENENTRY']._loaded_options = None
+  _globals['_APPROVALGRANT_WHENENTRY']._serialized_options = b'8\001'
+  _globals['_ROLE']._serialized_start=3508
+  _globals['_ROLE']._serialized_end=3603
+  _globals['_TURNSTATE']._serialized_start=3606
+  _globals['_TURNSTATE']._serialized_end=3772
+  _globals['_SESSION']._serialized_start=246
+  _globals['_SESSION']._serialized_end=646
+  _globals['_APPROVALGRANT']._serialized_start=649
+  _globals['_APPROVALGRANT']._serialized_end=885
+  _globals['_APPROVALGRANT_WHENENTRY']._serialized_start=842
+  _globals['_APPROVALGRANT_WHENENTRY']._serialized_end=885
+  _globals['_AGENTSWITCH']._serialized_start=888
+  _globals['_AGENTSWITCH']._serialized_end=1021
+  _globals['_MESSAGETOOLCALL']._serialized_start=1023
+  _globals['_MESSAGETOOLCALL']._serialized_end=1120
+  _globals['_MESSAGE']._serialized_start=1123
+  _globals['_MESSAGE']._serialized_end=1436
+  _globals['_PENDINGAPPROVAL']._serialized_start=1439
+  _globals['_PENDINGAPPROVAL']._serialized_end=1751
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1753
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1825
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=1827
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=1894
+  _globals['_GETSESSIONREQUEST']._serialized_start=1896
+  _globals['_GETSESSIONREQUEST']._serialized_end=1935
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1937
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2001
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=2003
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=2111
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2113
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2205
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2207
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2267
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2269
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2361
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2363
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2405
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2407
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2430
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=2432
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=2520
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=2522
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=2631
+  _globals['_TURN']._serialized_start=2634
+  _globals['_TURN']._serialized_end=3131
+  _globals['_GETTURNREQUEST']._serialized_start=3133
+  _globals['_GETTURNREQUEST']._serialized_end=3186
+  _globals['_GETTURNRESPONSE']._serialized_start=3188
+  _globals['_GETTURNRESPONSE']._serialized_end=3243
+  _globals['_LISTTURNSREQUEST']._serialized_start=3245
+  _globals['_LISTTURNSREQUEST']._serialized_end=3322
+  _globals['_LISTTURNSRESPONSE']._serialized_start=3324
+  _globals['_LISTTURNSRESPONSE']._serialized_end=3407
+  _globals['_REVOKEAPPROVALGRANTREQUEST']._serialized_start=3409
+  _globals['_REVOKEAPPROVALGRANTREQUEST']._serialized_end=3475
+  _globals['_REVOKEAPPROVALGRANTRESPONSE']._serialized_start=3477
+  _globals['_REVOKEAPPROVALGRANTRESPONSE']._serialized_end=3506
+  _globals['_SESSIONSERVICE']._serialized_start=3775
+  _globals['_SESSIONSERVICE']._serialized_end=4667
 # @@protoc_insertion_point(module_scope)
