@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CursorResult,
     Row,
     and_,
@@ -20,6 +21,8 @@ from sqlalchemy import (
 from agent_runtime.domain.model import (
     AgentSwitch,
     Session,
+    Usage,
+    UsageTotals,
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.prepared_statements import prepared
@@ -44,14 +47,21 @@ _CLAIM_SESSION = prepared(
 )
 _RUNNING_TURN = prepared(select(sessions.c.running_turn_id).where(*_THE_SESSION))
 # Frees the session only if turn key_turn still holds it; SET also the other columns given.
-_RELEASE_SESSION = prepared(
+_RELEASED = case(
+    (sessions.c.running_turn_id == bindparam("key_turn"), None),
+    else_=sessions.c.running_turn_id,
+)
+_RELEASE_SESSION = prepared(update(sessions).where(*_THE_SESSION).values(running_turn_id=_RELEASED))
+# The same, for the commit that ends a turn: its tokens are added to the session's totals.
+_RELEASE_AND_COUNT = prepared(
     update(sessions)
     .where(*_THE_SESSION)
     .values(
-        running_turn_id=case(
-            (sessions.c.running_turn_id == bindparam("key_turn"), None),
-            else_=sessions.c.running_turn_id,
-        )
+        running_turn_id=_RELEASED,
+        prompt_tokens=sessions.c.prompt_tokens + bindparam("add_prompt", type_=BigInteger),
+        completion_tokens=sessions.c.completion_tokens
+        + bindparam("add_completion", type_=BigInteger),
+        counted_turns=sessions.c.counted_turns + 1,
     )
 )
 
@@ -97,12 +107,23 @@ class SqlAlchemySessionRepository:
         *,
         message_count: int | None = None,
         release_turn: str | None = None,
+        count_usage: Usage | None = None,
     ) -> None:
         values = row(sessions, last_activity_at=at)
         if message_count is not None:
             values["message_count"] = message_count
         values.update(self._key(session_id))
-        if release_turn is None:
+        if count_usage is not None:  # one statement: free the session and count the turn
+            await self._db.execute(
+                _RELEASE_AND_COUNT,
+                {
+                    **values,
+                    "key_turn": release_turn or "",
+                    "add_prompt": count_usage.prompt_tokens,
+                    "add_completion": count_usage.completion_tokens,
+                },
+            )
+        elif release_turn is None:
             await self._db.execute(_UPDATE_SESSION, values)
         else:  # one statement: free the session only if this turn still holds it
             await self._db.execute(_RELEASE_SESSION, {**values, "key_turn": release_turn})
@@ -174,4 +195,5 @@ def _session_from_row(row: Row[Any]) -> Session:
         created_at=row.created_at,
         last_activity_at=row.last_activity_at,
         deleted_at=row.deleted_at,
+        usage=UsageTotals(row.prompt_tokens, row.completion_tokens, row.counted_turns),
     )

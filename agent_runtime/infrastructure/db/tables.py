@@ -70,6 +70,10 @@ sessions = Table(
     Column("last_activity_at", UTCDateTime(), nullable=False),
     # Soft delete: the row stays (its id stays taken) but the session is NOT_FOUND everywhere.
     Column("deleted_at", UTCDateTime(), nullable=True),
+    # Tokens of the ended turns, added in the commit that ends each turn (migration 0007).
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("counted_turns", Integer, nullable=False, default=0),
     Index("ix_sessions_tenant_activity", "tenant_id", "last_activity_at", "session_id"),
 )
 
@@ -97,8 +101,16 @@ turns = Table(
     Column("owner", String(128), nullable=False, default=""),
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # What the turn did (migration 0007).
+    Column("model_calls", Integer, nullable=False, default=0),
+    Column("tool_calls", Integer, nullable=False, default=0),
+    Column("first_token_ms", Integer, nullable=True),
     Index("ix_turns_session_id", "session_id"),
     Index("ix_turns_status", "status"),
+    # ListTurns pages; usage by end time; the turns started in the last minute (quotas).
+    Index("ix_turns_tenant_session_started", "tenant_id", "session_id", "started_at", "turn_id"),
+    Index("ix_turns_tenant_finished", "tenant_id", "finished_at"),
+    Index("ix_turns_tenant_started", "tenant_id", "started_at"),
     # Idempotency: one turn per client_message_id and session (NULLs never collide).
     UniqueConstraint(
         "tenant_id", "session_id", "client_message_id", name="uq_turns_client_message"
@@ -124,6 +136,8 @@ messages = Table(
     Column("is_error", Boolean, nullable=False, default=False),
     # The call an assistant message requests (one tool at a time), to find it by call id.
     Column("requested_call_id", String(128), nullable=True),
+    # Set when a regenerate or an edit dropped it from what the model sees (migration 0007).
+    Column("superseded_by_turn_id", String(64), nullable=True),
     UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
     _session_ref("messages"),
     Index("ix_messages_requested_call", "session_id", "requested_call_id"),
@@ -148,9 +162,41 @@ approvals = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("decided_at", UTCDateTime(), nullable=True),
+    # The agent's rule that asked: JSON {tool, when, action}, and its 1-based position.
+    Column("rule", Text, nullable=True),
+    Column("rule_index", Integer, nullable=False, default=0),
     UniqueConstraint("tenant_id", "session_id", "call_id", name="uq_approvals_session_call"),
     _session_ref("approvals"),
     Index("ix_approvals_session_status", "session_id", "status"),
+)
+
+# APPROVE_ALWAYS: "allow for the rest of this session" (migration 0007).
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    _tenant(),
+    Column("session_id", String(128), nullable=False),
+    Column("tool_name", String(128), nullable=False),
+    Column("when_globs", Text, nullable=False),  # JSON list of [argument, glob]
+    Column("call_id", String(128), nullable=False),
+    Column("turn_id", String(64), nullable=False),
+    Column("granted_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    _session_ref("approval_grants"),
+    Index("ix_approval_grants_session", "tenant_id", "session_id"),
+)
+
+# Tokens per tenant and UTC day, added in the commit that ends each turn: what the daily token
+# quota is checked against (migration 0007).
+tenant_usage_days = Table(
+    "tenant_usage_days",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("turns", Integer, nullable=False, default=0),
 )
 
 agent_switches = Table(
