@@ -36,10 +36,12 @@ from agent_runtime.application.turn_endings import TurnEndings
 from agent_runtime.application.turn_handler import TurnCollaborators, TurnHandler
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_opening import OpeningSettings, TurnOpener
+from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.application.turn_validation import TurnValidator
+from agent_runtime.application.usage_queries import UsageQueries
 from agent_runtime.config import DEFAULT_INSTANCE_ID, ConfigError, Settings
 from agent_runtime.domain.agents import AgentCatalogue, default_agents
 from agent_runtime.domain.response_processor import LLMResponseProcessor
@@ -228,6 +230,8 @@ async def start(
         turn_streams=turns.streams,
         turn_canceller=turns.canceller,
         sessions=SessionHandler(uow_factory, agents),
+        turn_queries=TurnQueries(uow_factory),
+        usage=UsageQueries(uow_factory),
         agents=agents,
         events=EventWatcher(uow_factory, uow_factory.signal),
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalVerdict
+from agent_runtime.domain.usage import UsageGroupBy
 
 # Every command and query names the tenant it acts for; the api layer always sets it from the
 # caller's API key, and everything it reads or writes is scoped to that tenant. tenant_id has no
@@ -72,6 +74,8 @@ class ListMessages:
     session_id: str
     page_size: int = 0
     page_token: str = ""
+    # Also the messages a regenerate or an edit superseded.
+    include_superseded: bool = False
     tenant_id: str = field(kw_only=True)
 
 
@@ -96,4 +100,21 @@ class WatchEvents:
     types: frozenset[EventType] = field(default_factory=frozenset)
     # None: only events committed from now on.
     after_event_id: int | None = None
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ListTurns:
+    session_id: str
+    page_size: int = 0
+    page_token: str = ""
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class GetUsage:
+    # None: from the beginning / until now.
+    start: datetime | None = None
+    end: datetime | None = None
+    group_by: UsageGroupBy = UsageGroupBy.NONE
     tenant_id: str = field(kw_only=True)

@@ -74,6 +74,7 @@ class ModelStep:
                     if first_output:
                         first_output = False
                         self._metrics.model_first_token(time.monotonic() - started)
+                        turn.model_output_arrived()
                     if isinstance(event, TextDelta):
                         if answer:
                             turn.partial_text.append(event.text)

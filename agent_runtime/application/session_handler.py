@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from agent_runtime.application import pagination
@@ -15,12 +15,14 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy, WriteConflict
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
     Message,
     Session,
+    validate_id,
     validate_session_id,
 )
 
@@ -33,6 +35,7 @@ class SessionDetails:
     session: Session
     agent_history: list[AgentSwitch]
     pending_approvals: int
+    grants: list[ApprovalGrant] = field(default_factory=list)  # APPROVE_ALWAYS, in force
 
 
 T = TypeVar("T")
@@ -90,7 +93,7 @@ class SessionHandler:
     async def get(self, session_id: str, *, tenant_id: str) -> SessionDetails:
         validate_session_id(session_id)
         async with self._uow_factory.reader(tenant_id) as uow:
-            session = await _live_session(uow, session_id)
+            session = await live_session(uow, session_id)
             return await self._details(uow, session)
 
     async def list(self, query: ListSessions) -> Page[SessionDetails]:
@@ -110,7 +113,7 @@ class SessionHandler:
     async def delete(self, session_id: str, *, tenant_id: str) -> None:
         validate_session_id(session_id)
         async with self._uow_factory(tenant_id) as uow:
-            session = await _live_session(uow, session_id)
+            session = await live_session(uow, session_id)
             if session.running_turn_id:
                 raise SessionBusy(
                     f"session {session_id} is running turn {session.running_turn_id}",
@@ -124,9 +127,11 @@ class SessionHandler:
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_position_token(query.page_token)
         async with self._uow_factory.reader(query.tenant_id) as uow:
-            await _live_session(uow, query.session_id)
+            await live_session(uow, query.session_id)
             # One extra row tells whether another page exists without a count query.
-            rows = await uow.messages.page(query.session_id, after, limit + 1)
+            rows = await uow.messages.page(
+                query.session_id, after, limit + 1, include_superseded=query.include_superseded
+            )
         messages = rows[:limit]
         token = pagination.encode_position_token(messages[-1].position) if len(rows) > limit else ""
         return Page(messages, token)
@@ -136,7 +141,7 @@ class SessionHandler:
         limit = pagination.page_size(query.page_size)
         after = pagination.decode_time_key_token(query.page_token, _APPROVALS_TOKEN)
         async with self._uow_factory.reader(query.tenant_id) as uow:
-            await _live_session(uow, query.session_id)
+            await live_session(uow, query.session_id)
             rows = await uow.approvals.pending_page(query.session_id, self._now(), after, limit + 1)
         items = rows[:limit]
         token = ""
@@ -146,13 +151,30 @@ class SessionHandler:
             )
         return Page(items, token)
 
+    async def revoke_grant(self, session_id: str, grant_id: str, *, tenant_id: str) -> None:
+        """End an APPROVE_ALWAYS grant: the calls it allowed are asked about again (from the
+        next turn on)."""
+        validate_session_id(session_id)
+        validate_id("grant_id", grant_id)
+        async with self._uow_factory(tenant_id) as uow:
+            await live_session(uow, session_id)
+            if not await uow.approvals.revoke_grant(session_id, grant_id, self._now()):
+                raise NotFound(
+                    f"no approval grant {grant_id} in force in session {session_id}",
+                    reason="APPROVAL_GRANT_NOT_FOUND",
+                    metadata={"session_id": session_id, "grant_id": grant_id},
+                )
+            await uow.commit()
+
     async def _details(self, uow: ReadUnitOfWork, session: Session) -> SessionDetails:
         history = await uow.sessions.agent_history(session.session_id)
         pending = await uow.approvals.count_pending(session.session_id, self._now())
-        return SessionDetails(session, history, pending)
+        grants = await uow.approvals.grants(session.session_id)
+        return SessionDetails(session, history, pending, grants)
 
 
-async def _live_session(uow: ReadUnitOfWork, session_id: str) -> Session:
+async def live_session(uow: ReadUnitOfWork, session_id: str) -> Session:
+    """The session, unless it does not exist or was deleted (SESSION_NOT_FOUND)."""
     session = await uow.sessions.get(session_id)
     if session is None or session.deleted_at is not None:
         raise NotFound(

@@ -90,6 +90,7 @@ class TurnOpener:
         if session is not None and session.deleted_at is not None:
             raise session_not_found(session_id)
         history = []
+        grants = []
         if session is None:
             if isinstance(cmd, SubmitToolResult | DecideApproval):
                 raise session_not_found(session_id)
@@ -104,6 +105,7 @@ class TurnOpener:
         else:
             await self._claim(uow, session_id, turn_id, cmd)
             history = await uow.messages.recent(session_id, self._settings.history_messages)
+            grants = await uow.approvals.grants(session_id)
 
         agent = self._agents.get(_requested_agent(cmd) or session.agent)
         model = getattr(cmd, "model", "")
@@ -128,6 +130,8 @@ class TurnOpener:
             clock=self._now,
             ids=self._ids,
             model_for=lambda profile: self._model_for(profile, model),
+            grants=grants,
+            history_limit=self._settings.history_messages,
         )
         await recorder.event(EventType.TURN_STARTED, input=_input_kind(cmd))
         opening = await self._inputs.open(uow, recorder, cmd)
