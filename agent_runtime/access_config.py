@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from agent_runtime.domain.tenants import is_valid_tenant_id
+from agent_runtime.quota_config import is_quota_line
 
 LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -27,11 +28,12 @@ def parse_api_keys(raw: str, setting: str) -> dict[str, str]:
 
 
 def parse_api_keys_file(text: str, setting: str) -> dict[str, str]:
-    """One `key=tenant` per line; `#` starts a comment line; blank lines are skipped."""
+    """One `key=tenant` per line; `#` starts a comment line; blank lines are skipped, and so
+    are quota lines (quota_config.py reads those)."""
     entries = [
         (f"line {n}", line)
         for n, line in enumerate(text.splitlines(), 1)
-        if line.strip() and not line.lstrip().startswith("#")
+        if line.strip() and not line.lstrip().startswith("#") and not is_quota_line(line.strip())
     ]
     return _collect(entries, setting)
 

@@ -29,6 +29,7 @@ from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
 from agent_runtime.application.model_step import ModelStep
 from agent_runtime.application.periodic import Bounded, every
 from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
+from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.readiness import ReadinessMonitor
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_cancellation import TurnCanceller
@@ -44,6 +45,7 @@ from agent_runtime.application.turn_validation import TurnValidator
 from agent_runtime.application.usage_queries import UsageQueries
 from agent_runtime.config import DEFAULT_INSTANCE_ID, ConfigError, Settings
 from agent_runtime.domain.agents import AgentCatalogue, default_agents
+from agent_runtime.domain.quotas import TenantQuota
 from agent_runtime.domain.response_processor import LLMResponseProcessor
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.domain.tool_filter import ToolFilterService
@@ -224,6 +226,7 @@ async def start(
         commits=uow_factory.signal,
         relay=relay,
         metrics=metrics,
+        quotas=settings.tenant_quotas,
     )
     use_cases = UseCases(
         turns=turns.handler,
@@ -329,6 +332,7 @@ def build_turns(
     commits: EventSignal | None = None,
     relay: ChunkRelay | None = None,
     metrics: RuntimeMetrics | None = None,
+    quotas: Mapping[str, TenantQuota] | None = None,
     clock: Clock = utc_now,
     ids: IdFactory = new_id,
 ) -> Turns:
@@ -348,6 +352,7 @@ def build_turns(
             owner=settings.owner,
             lease=settings.lease,
         ),
+        quotas=QuotaGate(quotas or {}, clock),
         clock=clock,
         ids=ids,
     )

@@ -15,7 +15,13 @@ import logging
 import sys
 
 from agent_runtime import bootstrap
-from agent_runtime.config import ConfigError, Settings, load_api_keys_file, parse_headers
+from agent_runtime.config import (
+    ConfigError,
+    Settings,
+    load_api_keys_file,
+    load_tenant_quotas_file,
+    parse_headers,
+)
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.infrastructure.agents_file import AgentsFileError
 from agent_runtime.infrastructure.observability.logs import configure_logging
@@ -90,6 +96,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     keys_file = getattr(args, "api_keys_file", None)
     return settings.with_overrides(
         api_keys=load_api_keys_file(keys_file, "--api-keys-file") if keys_file else None,
+        tenant_quotas=load_tenant_quotas_file(keys_file, "--api-keys-file") if keys_file else None,
         tls_cert_file=getattr(args, "tls_cert_file", None),
         tls_key_file=getattr(args, "tls_key_file", None),
         tls_client_ca_file=getattr(args, "tls_client_ca_file", None),

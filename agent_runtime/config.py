@@ -15,7 +15,9 @@ from agent_runtime.access_config import (
     parse_api_keys,
     parse_api_keys_file,
 )
+from agent_runtime.domain.quotas import TenantQuota
 from agent_runtime.infrastructure.db.engine import DEFAULT_DATABASE_URL
+from agent_runtime.quota_config import QuotaConfigError, check_quota_tenants, parse_tenant_quotas
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,8 @@ class Settings:
     # -- authentication, TLS, transport ---------------------------------------------------
     # API key -> tenant. Empty: development mode (one default tenant, loopback only).
     api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    # Tenant -> its quotas: the `quota` lines of the API keys file (quota_config.py).
+    tenant_quotas: dict[str, TenantQuota] = field(default_factory=dict)
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
@@ -139,6 +143,10 @@ class Settings:
                 "without authentication serves loopback addresses only (127.0.0.1, ::1, "
                 "localhost). Configure API keys to listen on other addresses."
             )
+        try:
+            check_quota_tenants(self.tenant_quotas, self.api_keys)
+        except QuotaConfigError as exc:
+            raise ConfigError(f"AGENT_RUNTIME_API_KEYS_FILE: {exc}") from None
         receive, _ = self.grpc_message_limits()
         if receive <= self.max_message_bytes:
             raise ConfigError(
@@ -245,6 +253,8 @@ def _access_from_env(get: Callable[[str], str | None]) -> dict[str, Any]:
             )
         except AccessConfigError as exc:
             raise ConfigError(str(exc)) from None
+        if path is not None:
+            values["tenant_quotas"] = load_tenant_quotas_file(path, "AGENT_RUNTIME_API_KEYS_FILE")
     if (raw := get("GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS")) is not None:
         values["grpc_keepalive_permit_without_calls"] = _parse_bool(
             raw, "AGENT_RUNTIME_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS"
@@ -264,6 +274,18 @@ def load_api_keys_file(path: str, setting: str) -> dict[str, str]:
     try:
         return parse_api_keys_file(text, setting)
     except AccessConfigError as exc:
+        raise ConfigError(f"{exc} (file {path})") from None
+
+
+def load_tenant_quotas_file(path: str, setting: str) -> dict[str, TenantQuota]:
+    """The `quota` lines of the API keys file at `path`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc}") from None
+    try:
+        return parse_tenant_quotas(text, setting)
+    except QuotaConfigError as exc:
         raise ConfigError(f"{exc} (file {path})") from None
 
 

@@ -15,6 +15,7 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.application.turn_validation import fingerprint
@@ -58,12 +59,14 @@ class TurnOpener:
         inputs: TurnInputs,
         settings: OpeningSettings,
         *,
+        quotas: QuotaGate,
         clock: Clock,
         ids: IdFactory,
     ) -> None:
         self._agents = agents
         self._inputs = inputs
         self._settings = settings
+        self._quotas = quotas
         self._now = clock
         self._ids = ids
 
@@ -86,6 +89,7 @@ class TurnOpener:
         turn_id = self._ids("turn")
         session_id = cmd.session_id or self._ids("ses")
         log_context.bind(session_id=session_id, turn_id=turn_id)
+        await self._quotas.hold(uow, cmd.tenant_id)
         session = await uow.sessions.get(session_id)
         if session is not None and session.deleted_at is not None:
             raise session_not_found(session_id)
@@ -94,6 +98,7 @@ class TurnOpener:
         if session is None:
             if isinstance(cmd, SubmitToolResult | DecideApproval):
                 raise session_not_found(session_id)
+            await self._quotas.admit(uow, cmd.tenant_id)
             session = Session(
                 session_id,
                 self._agents.get(_requested_agent(cmd)).name,
@@ -150,6 +155,8 @@ class TurnOpener:
             await self._check_retry(uow, session_id, cmd)
         running = await uow.sessions.claim_turn(session_id, turn_id)
         if running is None:
+            # Past a quota, the claim is rolled back with everything else.
+            await self._quotas.admit(uow, cmd.tenant_id)
             return
         if cmd.client_message_id:
             # On PostgreSQL the claim waited for the running turn to commit, after the check
