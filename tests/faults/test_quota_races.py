@@ -139,7 +139,7 @@ async def test_n_turns_at_once_against_k_concurrent_turns_admit_exactly_k(
         index, _ = admitted[0]
         _, retried = await first_chunk(clients[(index + 1) % 2], requests[index])
         assert isinstance(retried, rt.StreamChunk)
-        assert retried.turn_id == results[index][1].turn_id  # type: ignore[union-attr]
+        assert retried.turn_id == results[index][1].turn_id
         # A refused turn left nothing behind: its new session does not exist.
         refused_index = next(i for i, (_, got) in enumerate(results) if _refused(got))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
