@@ -15,6 +15,8 @@ from agent_runtime.api.interceptors import check_decoded
 from agent_runtime.api.mapping import chunk_to_proto
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     SwitchAgent,
@@ -160,10 +162,21 @@ def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:
             return SwitchAgent(
                 agent=request.switch_agent.agent, reason=request.switch_agent.reason, **common
             )
+        case "regenerate":
+            return Regenerate(model=request.model, **common)
+        case "edit_message":
+            replacement = request.edit_message
+            return EditMessage(
+                message_id=replacement.message_id,
+                content=replacement.content,
+                model=request.model,
+                **common,
+            )
         case _:
             raise InvalidInput.field(
                 "input",
-                "set one of user_message, tool_result, approval_decision, switch_agent",
+                "set one of user_message, tool_result, approval_decision, switch_agent, "
+                "regenerate, edit_message",
                 reason="MISSING_INPUT",
             )
 

@@ -58,7 +58,32 @@ class SwitchAgent:
     tenant_id: str = field(kw_only=True)
 
 
-TurnCommand = SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    """Run the session's last user message again; what answered it is superseded."""
+
+    session_id: str
+    client_message_id: str = ""
+    model: str = ""
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EditMessage:
+    """Replace user message `message_id` with `content` and continue from there; it and
+    everything after it are superseded."""
+
+    session_id: str
+    message_id: str
+    content: str
+    client_message_id: str = ""
+    model: str = ""
+    tenant_id: str = field(kw_only=True)
+
+
+TurnCommand = (
+    SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent | Regenerate | EditMessage
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     SwitchAgent,
@@ -63,6 +65,10 @@ class TurnInputs:
             case SwitchAgent():
                 switched = await turn.switch_agent(self._agents.get(cmd.agent), cmd.reason)
                 return Opening(chunks=(switched,), run_model=False)
+            case Regenerate():
+                return await self._regenerate(uow, turn)
+            case EditMessage():
+                return await self._edit_message(uow, turn, cmd)
 
     async def _user_message(
         self, uow: UnitOfWork, turn: TurnRecorder, cmd: SendUserMessage
@@ -70,6 +76,60 @@ class TurnInputs:
         await self._close_open_calls(uow, turn)
         message = await turn.append(Role.USER, cmd.content)
         return Opening(message.message_id)
+
+    async def _regenerate(self, uow: UnitOfWork, turn: TurnRecorder) -> Opening:
+        """The last user message is answered again: what followed it is superseded."""
+        session_id = turn.session.session_id
+        last = await uow.messages.last_user_message(session_id)
+        if last is None:
+            raise PreconditionFailed(
+                f"session {session_id} has no user message to answer again",
+                reason="NOTHING_TO_REGENERATE",
+                metadata={"session_id": session_id},
+            )
+        await self._supersede(uow, turn, last.position + 1)
+        return Opening(last.message_id)
+
+    async def _edit_message(
+        self, uow: UnitOfWork, turn: TurnRecorder, cmd: EditMessage
+    ) -> Opening:
+        """The edited message and everything after it are superseded; the new content is
+        a new user message at the end."""
+        session_id = turn.session.session_id
+        message = await uow.messages.get(session_id, cmd.message_id)
+        if message is None:
+            raise NotFound(
+                f"no message {cmd.message_id} in session {session_id}",
+                reason="MESSAGE_NOT_FOUND",
+                metadata={"message_id": cmd.message_id},
+            )
+        if message.role is not Role.USER:
+            raise InvalidInput.field(
+                "edit_message.message_id",
+                f"names a {message.role.value} message: only user messages can be edited",
+                reason="NOT_A_USER_MESSAGE",
+            )
+        if message.superseded_by_turn_id is not None:
+            raise PreconditionFailed(
+                f"message {cmd.message_id} was already superseded "
+                f"(by turn {message.superseded_by_turn_id})",
+                reason="MESSAGE_SUPERSEDED",
+                metadata={
+                    "message_id": cmd.message_id,
+                    "turn_id": message.superseded_by_turn_id,
+                },
+            )
+        await self._supersede(uow, turn, message.position)
+        edited = await turn.append(Role.USER, cmd.content)
+        return Opening(edited.message_id)
+
+    async def _supersede(self, uow: UnitOfWork, turn: TurnRecorder, position: int) -> None:
+        """Drop the messages from `position` on from what the model sees, kept for audit and
+        marked with this turn. A call left open among them is answered first (and its
+        approval closed), as a new message would: the record stays a valid history too."""
+        await self._close_open_calls(uow, turn)
+        await uow.messages.supersede_from(turn.session.session_id, position, turn.turn.turn_id)
+        await turn.reload_history()
 
     async def _close_open_calls(self, uow: UnitOfWork, turn: TurnRecorder) -> None:
         """Answer an unanswered tool call and close its approval, so history stays valid."""

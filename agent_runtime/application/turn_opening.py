@@ -9,6 +9,8 @@ from datetime import timedelta
 from agent_runtime.application import log_context
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     TurnCommand,
@@ -96,7 +98,7 @@ class TurnOpener:
         history = []
         grants = []
         if session is None:
-            if isinstance(cmd, SubmitToolResult | DecideApproval):
+            if isinstance(cmd, SubmitToolResult | DecideApproval | Regenerate | EditMessage):
                 raise session_not_found(session_id)
             await self._quotas.admit(uow, cmd.tenant_id)
             session = Session(
@@ -195,6 +197,10 @@ def _input_kind(cmd: TurnCommand) -> str:
             return "tool_result"
         case DecideApproval():
             return "approval_decision"
+        case Regenerate():
+            return "regenerate"
+        case EditMessage():
+            return "edit_message"
         case _:
             return "switch_agent"
 

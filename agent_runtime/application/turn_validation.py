@@ -7,6 +7,8 @@ import json
 
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     SwitchAgent,
@@ -60,6 +62,15 @@ class TurnValidator:
                         "approval_decision.edited_arguments", "is required with EDIT"
                     )
                 self._check_size("approval_decision.feedback", cmd.feedback)
+            case EditMessage():
+                validate_id("edit_message.message_id", cmd.message_id)
+                if not cmd.content.strip():
+                    raise InvalidInput.field(
+                        "edit_message.content", "must not be empty", reason="EMPTY_MESSAGE"
+                    )
+                self._check_size("edit_message.content", cmd.content)
+            case Regenerate():
+                pass  # nothing but the session, required above
             case SwitchAgent():
                 if not cmd.agent:
                     raise InvalidInput.field("switch_agent.agent", "must name an agent")
@@ -102,5 +113,9 @@ def fingerprint(cmd: TurnCommand) -> str:
             ]
         case SwitchAgent():
             parts = ["switch_agent", cmd.agent, cmd.reason]
+        case Regenerate():
+            parts = ["regenerate", cmd.model]
+        case EditMessage():
+            parts = ["edit_message", cmd.message_id, cmd.content, cmd.model]
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
