@@ -345,7 +345,7 @@ def build_turns(
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
         agents,
-        TurnInputs(agents, tools, clock),
+        TurnInputs(agents, tools, clock, ids),
         OpeningSettings(
             default_model=settings.default_model,
             history_messages=settings.context_window_messages,

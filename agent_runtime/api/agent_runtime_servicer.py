@@ -35,6 +35,7 @@ _VERDICTS = {
     rt.DECISION_APPROVE: ApprovalVerdict.APPROVE,
     rt.DECISION_EDIT: ApprovalVerdict.EDIT,
     rt.DECISION_REJECT: ApprovalVerdict.REJECT,
+    rt.DECISION_APPROVE_ALWAYS: ApprovalVerdict.APPROVE_ALWAYS,
 }
 
 
@@ -156,6 +157,7 @@ def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:
                 edited_arguments=edited,
                 feedback=decision.feedback,
                 model=request.model,
+                always_when=dict(decision.always_when),
                 **common,
             )
         case "switch_agent":

@@ -46,6 +46,9 @@ class DecideApproval:
     feedback: str = ""
     client_message_id: str = ""
     model: str = ""
+    # Only with APPROVE_ALWAYS: argument -> glob that later calls to the tool must match to
+    # be approved too (empty: every later call to it).
+    always_when: dict[str, str] = field(default_factory=dict)
     tenant_id: str = field(kw_only=True)
 
 

@@ -19,6 +19,9 @@ from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import ApprovalVerdict, validate_id, validate_session_id
 
 MAX_CLIENT_MESSAGE_ID = 128
+# An APPROVE_ALWAYS rule: at most this many argument globs, each this long at most.
+MAX_GRANT_GLOBS = 16
+MAX_GRANT_GLOB_CHARS = 1024
 
 
 class TurnValidator:
@@ -55,13 +58,15 @@ class TurnValidator:
                 _require_call_id("approval_decision.call_id", cmd.call_id)
                 if cmd.verdict is None:
                     raise InvalidInput.field(
-                        "approval_decision.decision", "must be APPROVE, EDIT or REJECT"
+                        "approval_decision.decision",
+                        "must be APPROVE, EDIT, REJECT or APPROVE_ALWAYS",
                     )
                 if cmd.verdict is ApprovalVerdict.EDIT and cmd.edited_arguments is None:
                     raise InvalidInput.field(
                         "approval_decision.edited_arguments", "is required with EDIT"
                     )
                 self._check_size("approval_decision.feedback", cmd.feedback)
+                _check_always_when(cmd)
             case EditMessage():
                 validate_id("edit_message.message_id", cmd.message_id)
                 if not cmd.content.strip():
@@ -91,6 +96,21 @@ class TurnValidator:
             )
 
 
+def _check_always_when(cmd: DecideApproval) -> None:
+    field = "approval_decision.always_when"
+    if cmd.always_when and cmd.verdict is not ApprovalVerdict.APPROVE_ALWAYS:
+        raise InvalidInput.field(field, "is only for APPROVE_ALWAYS")
+    if len(cmd.always_when) > MAX_GRANT_GLOBS:
+        raise InvalidInput.field(field, f"may hold at most {MAX_GRANT_GLOBS} arguments")
+    for name, glob in cmd.always_when.items():
+        if not name or not glob or len(name) > 128 or len(glob) > MAX_GRANT_GLOB_CHARS:
+            raise InvalidInput.field(
+                field,
+                "maps argument names (1-128 characters) to globs "
+                f"(1-{MAX_GRANT_GLOB_CHARS} characters)",
+            )
+
+
 def _require_call_id(field: str, call_id: str) -> None:
     validate_id(field, call_id)
 
@@ -110,6 +130,7 @@ def fingerprint(cmd: TurnCommand) -> str:
                 cmd.edited_arguments,
                 cmd.feedback,
                 cmd.model,
+                *([cmd.always_when] if cmd.always_when else []),  # older keys hash as before
             ]
         case SwitchAgent():
             parts = ["switch_agent", cmd.agent, cmd.reason]
