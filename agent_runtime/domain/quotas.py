@@ -41,8 +41,8 @@ def too_many_running(tenant_id: str, limit: int, running: int) -> QuotaExceeded 
         "concurrent_turns",
         limit,
         f"{running} turns running, the limit is {limit}",
-        "CONCURRENT_TURNS_QUOTA_EXCEEDED",
-        CONCURRENCY_RETRY_SECONDS,
+        reason="CONCURRENT_TURNS_QUOTA_EXCEEDED",
+        retry_after=CONCURRENCY_RETRY_SECONDS,
     )
 
 
@@ -58,8 +58,8 @@ def too_many_requests(
         "requests_per_minute",
         limit,
         f"{started} turns started in the last minute, the limit is {limit}",
-        "REQUEST_RATE_QUOTA_EXCEEDED",
-        max((frees_at - now).total_seconds(), 0.0),
+        reason="REQUEST_RATE_QUOTA_EXCEEDED",
+        retry_after=max((frees_at - now).total_seconds(), 0.0),
     )
 
 
@@ -73,13 +73,13 @@ def too_many_tokens(
         "tokens_per_day",
         limit,
         f"{used_today} tokens used today (UTC), the limit is {limit}",
-        "TOKEN_QUOTA_EXCEEDED",
-        (next_day_start(now) - now).total_seconds(),
+        reason="TOKEN_QUOTA_EXCEEDED",
+        retry_after=(next_day_start(now) - now).total_seconds(),
     )
 
 
 def _exceeded(
-    tenant_id: str, quota: str, limit: int, what: str, reason: str, retry_after: float
+    tenant_id: str, quota: str, limit: int, what: str, *, reason: str, retry_after: float
 ) -> QuotaExceeded:
     return QuotaExceeded(
         f"tenant {tenant_id} is over its {quota} quota: {what}",
