@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
+from agent_runtime.domain.quotas import TenantQuota
 from agent_runtime.domain.tenants import DEFAULT_TENANT, is_valid_tenant_id
+from agent_runtime.quota_config import (
+    QuotaConfigError,
+    check_quota_tenants,
+    is_quota_line,
+    parse_tenant_quotas,
+)
 
 if TYPE_CHECKING:
     from agent_runtime.api.transport import TlsFiles
@@ -38,7 +45,7 @@ class ApiKeySettings(BaseModel):
     AGENT_RUNTIME_API_<FIELD>. The keys are read (the file too) when the settings are made,
     so a bad entry stops start-up."""
 
-    model_config = ConfigDict(frozen=True, ignored_types=(cached_property,))
+    model_config = ConfigDict(frozen=True, extra="forbid", ignored_types=(cached_property,))
 
     keys: SecretStr | None = None
     keys_file: str | None = None
@@ -56,9 +63,26 @@ class ApiKeySettings(BaseModel):
             load_api_keys_file(self.keys_file, KEYS_FILE_VARIABLE) if self.keys_file else {},
         )
 
+    @cached_property
+    def tenant_quotas(self) -> dict[str, TenantQuota]:
+        """Tenant -> its quotas: the `quota` lines of the keys file (quota_config.py)."""
+        if not self.keys_file:
+            return {}
+        try:
+            text = Path(self.keys_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AccessConfigError(f"{KEYS_FILE_VARIABLE}: cannot read it: {exc}") from None
+        quotas = parse_tenant_quotas(text, KEYS_FILE_VARIABLE)
+        try:
+            check_quota_tenants(quotas, self.by_key)
+        except QuotaConfigError as exc:
+            raise QuotaConfigError(f"{KEYS_FILE_VARIABLE}: {exc}") from None
+        return quotas
+
     @model_validator(mode="after")
     def _readable(self) -> ApiKeySettings:
         self.by_key  # noqa: B018 (read now: a bad entry is a settings error)
+        self.tenant_quotas  # noqa: B018
         return self
 
 
@@ -80,11 +104,12 @@ def parse_api_keys(raw: str, setting: str) -> dict[str, str]:
 
 
 def parse_api_keys_file(text: str, setting: str) -> dict[str, str]:
-    """One `key=tenant` per line; `#` starts a comment line; blank lines are skipped."""
+    """One `key=tenant` per line; `#` starts a comment line; blank lines are skipped, and so
+    are quota lines (quota_config.py reads those)."""
     entries = [
         (f"line {n}", line)
         for n, line in enumerate(text.splitlines(), 1)
-        if line.strip() and not line.lstrip().startswith("#")
+        if line.strip() and not line.lstrip().startswith("#") and not is_quota_line(line.strip())
     ]
     return _collect(entries, setting)
 

@@ -1,4 +1,5 @@
-"""The command line: `serve` and `migrate` for the server; `chat` and `sessions` as a client."""
+"""The command line: `serve` and `migrate` for the server; `chat`, `sessions` and `usage` as a
+client."""
 
 from __future__ import annotations
 

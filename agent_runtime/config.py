@@ -33,7 +33,7 @@ class ServerSettings(BaseModel):
     """This process as a server: where it listens, how many streams it carries, whether its
     schema is public, how it stops, which agents it serves and where it relays chunks."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     listen: str = "127.0.0.1:50051"
     # Open streaming calls at most; one more gets RESOURCE_EXHAUSTED.
@@ -50,7 +50,7 @@ class ServerSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # May hold a password: never shown.
     url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
@@ -70,7 +70,7 @@ class DatabaseSettings(BaseModel):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     server: Annotated[ServerSettings, Env("")] = ServerSettings()
     database: Annotated[DatabaseSettings, Env("DATABASE_")] = DatabaseSettings()

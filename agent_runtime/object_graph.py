@@ -5,6 +5,7 @@ their collaborators (the TurnHandler builds none of its own)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent_runtime.api.server import UseCases
@@ -17,17 +18,21 @@ from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
 from agent_runtime.application.model_step import ContextSettings, ModelStep
 from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
+from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_endings import TurnEndings
 from agent_runtime.application.turn_handler import TurnCollaborators, TurnHandler
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_opening import OpeningSettings, TurnOpener
+from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.application.turn_streams import TurnStreams
 from agent_runtime.application.turn_validation import TurnValidator
+from agent_runtime.application.usage_queries import UsageQueries
 from agent_runtime.config import Settings
 from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.quotas import TenantQuota
 from agent_runtime.domain.response_processor import LLMResponseProcessor
 from agent_runtime.domain.tool_filter import ToolFilterService
 
@@ -52,11 +57,12 @@ def build_turns(
     commits: EventSignal | None = None,
     relay: ChunkRelay | None = None,
     metrics: RuntimeMetrics | None = None,
+    quotas: Mapping[str, TenantQuota] | None = None,
     clock: Clock = utc_now,
     ids: IdFactory = new_id,
 ) -> Turns:
     """The turn use cases and every collaborator of the TurnHandler, wired. `default_model`
-    names the model of a request that names none."""
+    names the model of a request that names none; `quotas`: the tenants' (none: no limit)."""
     registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
     metrics = metrics or NoMetrics()
     tools = ToolFilterService()
@@ -70,13 +76,14 @@ def build_turns(
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
         agents,
-        TurnInputs(agents, tools, clock),
+        TurnInputs(agents, tools, clock, ids),
         OpeningSettings(
             default_model=default_model,
             history_messages=settings.context_window_messages,
             owner=settings.instance_id,
             lease=settings.lease,
         ),
+        quotas=QuotaGate(quotas or {}, clock),
         clock=clock,
         ids=ids,
         tools=tools,
@@ -130,6 +137,7 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
         commits=ports.commits,
         relay=ports.relay,
         metrics=ports.metrics,
+        quotas=settings.api_keys.tenant_quotas,
     )
     return UseCases(
         turns=turns.handler,
@@ -138,6 +146,8 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
         sessions=SessionHandler(
             ports.uows, ports.agents, max_instructions_bytes=settings.turns.max_message_bytes
         ),
+        turn_queries=TurnQueries(ports.uows),
+        usage=UsageQueries(ports.uows),
         agents=ports.agents,
         events=EventWatcher(ports.uows, ports.commits),
     )

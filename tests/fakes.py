@@ -18,7 +18,9 @@ from agent_runtime.application.ports import (
     MessageRepository,
     SessionRepository,
     TurnRepository,
+    UsageRepository,
 )
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import DomainError, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
@@ -27,15 +29,19 @@ from agent_runtime.domain.model import (
     Approval,
     ApprovalStatus,
     Message,
+    Role,
     Session,
     ToolCallRecord,
     Turn,
     TurnError,
     TurnStatus,
+    Usage,
+    UsageTotals,
 )
 from agent_runtime.domain.model_output import ModelEvent, ModelResponse, TextDelta
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.domain.text import storable
+from agent_runtime.domain.usage import UsageGroup, UsageGroupBy, UsageReport, usage_day
 
 T = TypeVar("T")
 
@@ -52,6 +58,8 @@ class FakeTables:
     events: list[StoredEvent] = field(default_factory=list)
     chunks: dict[str, list[Chunk]] = field(default_factory=dict)
     cancel_requested: set[str] = field(default_factory=set)
+    grants: list[ApprovalGrant] = field(default_factory=list)
+    usage_days: dict[str, UsageTotals] = field(default_factory=dict)
 
 
 _TABLES = tuple(f.name for f in fields(FakeTables))
@@ -157,12 +165,22 @@ class _FakeSessions:
             session.message_count = message_count
 
     async def release_turn(
-        self, session_id: str, turn_id: str, at: datetime, *, message_count: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        at: datetime,
+        *,
+        message_count: int | None = None,
+        count_usage: Usage | None = None,
     ) -> None:
         await self.record_activity(session_id, at, message_count=message_count)
         session = (await self._tx.write()).sessions.get(session_id)
-        if session is not None and session.running_turn_id == turn_id:
+        if session is None:
+            return
+        if session.running_turn_id == turn_id:
             session.running_turn_id = None
+        if count_usage is not None:
+            session.usage = session.usage.counting(count_usage)
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         rows = await self._tx.write()
@@ -236,6 +254,17 @@ class _FakeTurns:
             None,
         )
 
+    async def page(
+        self, session_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Turn]:
+        found = sorted(
+            (t for t in (await self._tx.read()).turns.values() if t.session_id == session_id),
+            key=lambda t: (t.started_at, t.turn_id),
+        )
+        if after is not None:
+            found = [t for t in found if (t.started_at, t.turn_id) > after]
+        return copy.deepcopy(found[:limit])
+
     async def chunks(self, turn: Turn) -> list[Chunk]:
         return copy.deepcopy((await self._tx.read()).chunks.get(turn.turn_id, []))
 
@@ -301,12 +330,46 @@ class _FakeMessages:
             key=lambda m: m.position,
         )
 
-    async def recent(self, session_id: str, limit: int) -> list[Message]:
-        return copy.deepcopy((await self._of(session_id))[-limit:] if limit > 0 else [])
+    async def _visible(self, session_id: str) -> list[Message]:
+        return [m for m in await self._of(session_id) if m.superseded_by_turn_id is None]
 
-    async def page(self, session_id: str, after_position: int, limit: int) -> list[Message]:
-        later = [m for m in await self._of(session_id) if m.position > after_position]
+    async def recent(self, session_id: str, limit: int) -> list[Message]:
+        return copy.deepcopy((await self._visible(session_id))[-limit:] if limit > 0 else [])
+
+    async def page(
+        self,
+        session_id: str,
+        after_position: int,
+        limit: int,
+        *,
+        include_superseded: bool = False,
+    ) -> list[Message]:
+        listed = (
+            await self._of(session_id) if include_superseded else await self._visible(session_id)
+        )
+        later = [m for m in listed if m.position > after_position]
         return copy.deepcopy(later[:limit])
+
+    async def get(self, session_id: str, message_id: str) -> Message | None:
+        found = (m for m in await self._of(session_id) if m.message_id == message_id)
+        return _copied(next(found, None))
+
+    async def last_user_message(self, session_id: str) -> Message | None:
+        users = [m for m in await self._visible(session_id) if m.role is Role.USER]
+        return _copied(users[-1] if users else None)
+
+    async def supersede_from(self, session_id: str, position: int, turn_id: str) -> int:
+        rows = await self._tx.write()
+        dropped = [
+            m
+            for m in rows.messages
+            if m.session_id == session_id
+            and m.position >= position
+            and m.superseded_by_turn_id is None
+        ]
+        for message in dropped:
+            message.superseded_by_turn_id = turn_id
+        return len(dropped)
 
     async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
         return _copied(
@@ -390,6 +453,86 @@ class _FakeApprovals:
             if a.session_id == session_id and a.is_pending(now)
         )
 
+    async def add_grant(self, grant: ApprovalGrant) -> None:
+        rows = await self._tx.write()
+        if any(g.grant_id == grant.grant_id for g in rows.grants):
+            raise _duplicate(f"grant {grant.grant_id}")
+        rows.grants.append(grant)
+
+    async def grants(self, session_id: str) -> list[ApprovalGrant]:
+        return sorted(
+            (
+                g
+                for g in (await self._tx.read()).grants
+                if g.session_id == session_id and g.revoked_at is None
+            ),
+            key=lambda g: (g.granted_at, g.grant_id),
+        )
+
+    async def revoke_grant(self, session_id: str, grant_id: str, at: datetime) -> bool:
+        rows = await self._tx.write()
+        for index, grant in enumerate(rows.grants):
+            if (grant.session_id, grant.grant_id) == (session_id, grant_id) and (
+                grant.revoked_at is None
+            ):
+                rows.grants[index] = dataclasses.replace(grant, revoked_at=at)
+                return True
+        return False
+
+
+_ENDED = (TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED)
+
+
+class _FakeUsage:
+    def __init__(self, tx: _Transaction) -> None:
+        self._tx = tx
+
+    async def lock_admissions(self) -> None:
+        await self._tx.write()  # the writer: one writing unit of work at a time, as on SQLite
+
+    async def running_turns(self) -> int:
+        return sum(1 for t in (await self._tx.read()).turns.values() if t.running)
+
+    async def turns_started_since(self, since: datetime) -> tuple[int, datetime | None]:
+        started = [t.started_at for t in (await self._tx.read()).turns.values()]
+        recent = [at for at in started if at >= since]
+        return len(recent), min(recent, default=None)
+
+    async def tokens_on(self, day: str) -> int:
+        return (await self._tx.read()).usage_days.get(day, UsageTotals()).total_tokens
+
+    async def count_turn(self, day: str, usage: Usage) -> None:
+        days = (await self._tx.write()).usage_days
+        days[day] = days.get(day, UsageTotals()).counting(usage)
+
+    async def report(
+        self, start: datetime | None, end: datetime | None, group_by: UsageGroupBy
+    ) -> UsageReport:
+        ended = [
+            t
+            for t in (await self._tx.read()).turns.values()
+            if t.status in _ENDED
+            and t.finished_at is not None
+            and (start is None or t.finished_at >= start)
+            and (end is None or t.finished_at < end)
+        ]
+        total = UsageTotals()
+        groups: dict[str, UsageTotals] = {}
+        for turn in ended:
+            total = total.counting(turn.usage)
+            match group_by:
+                case UsageGroupBy.MODEL:
+                    key: str | None = turn.model
+                case UsageGroupBy.SESSION:
+                    key = turn.session_id
+                case UsageGroupBy.DAY:
+                    key = usage_day(turn.finished_at)  # type: ignore[arg-type]
+                case _:
+                    key = None
+            if key is not None:
+                groups[key] = groups.get(key, UsageTotals()).counting(turn.usage)
+        return UsageReport(total, [UsageGroup(k, groups[k]) for k in sorted(groups)])
+
 
 class _FakeEvents:
     def __init__(self, tx: _Transaction) -> None:
@@ -439,6 +582,7 @@ class _FakeRepositories:
     messages: MessageRepository
     approvals: ApprovalRepository
     events: EventRepository
+    usage: UsageRepository
 
     def __init__(self, db: FakeDatabase, *, writes: bool) -> None:
         self._db = db
@@ -448,6 +592,7 @@ class _FakeRepositories:
         self.messages = _FakeMessages(self._tx)
         self.approvals = _FakeApprovals(self._tx)
         self.events = _FakeEvents(self._tx)
+        self.usage = _FakeUsage(self._tx)
         self.closed = False
 
     async def __aexit__(self, *exc_info: object) -> None:

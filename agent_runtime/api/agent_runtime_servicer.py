@@ -16,6 +16,8 @@ from agent_runtime.api.mapping import chunk_to_proto, generation_from_proto, too
 from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     SwitchAgent,
@@ -34,6 +36,7 @@ _VERDICTS = {
     rt.DECISION_APPROVE: ApprovalVerdict.APPROVE,
     rt.DECISION_EDIT: ApprovalVerdict.EDIT,
     rt.DECISION_REJECT: ApprovalVerdict.REJECT,
+    rt.DECISION_APPROVE_ALWAYS: ApprovalVerdict.APPROVE_ALWAYS,
 }
 
 
@@ -140,16 +143,28 @@ def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:
                 edited_arguments=edited,
                 feedback=decision.feedback,
                 model=request.model,
+                always_when=dict(decision.always_when),
                 **common,
             )
         case "switch_agent":
             return SwitchAgent(
                 agent=request.switch_agent.agent, reason=request.switch_agent.reason, **common
             )
+        case "regenerate":
+            return Regenerate(model=request.model, **common)
+        case "edit_message":
+            replacement = request.edit_message
+            return EditMessage(
+                message_id=replacement.message_id,
+                content=replacement.content,
+                model=request.model,
+                **common,
+            )
         case _:
             raise InvalidInput.field(
                 "input",
-                "set one of user_message, tool_result, approval_decision, switch_agent",
+                "set one of user_message, tool_result, approval_decision, switch_agent, "
+                "regenerate, edit_message",
                 reason="MISSING_INPUT",
             )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
@@ -99,10 +100,13 @@ def to_status(error: errors.DomainError) -> grpc.Status:
                 ]
             )
         )
+    delay: float = RETRY_DELAY_SECONDS
+    if isinstance(error, errors.QuotaExceeded):
+        delay = error.retry_after  # until the quota's window lets one more in
     if error.retryable:
         details.append(
             error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_SECONDS)
+                retry_delay=duration_pb2.Duration(seconds=max(1, math.ceil(delay)))
             )
         )
     packed = []

@@ -6,23 +6,35 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from agent_runtime.api.errors import code_name
 from agent_runtime.application.session_handler import SessionDetails
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.approval import ApprovalGrant, ApprovalRule, RuleAction
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.events import EventType, StoredEvent
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
-from agent_runtime.domain.model import Approval, Message, Role, StopReason, Usage
+from agent_runtime.domain.model import (
+    Approval,
+    Message,
+    Role,
+    StopReason,
+    Turn,
+    TurnStatus,
+    Usage,
+    UsageTotals,
+)
 from agent_runtime.domain.tool_schemas import EMPTY_OBJECT_SCHEMA
 from agent_runtime.domain.tools import ToolDefinition, declared_tool
+from agent_runtime.domain.usage import UsageGroupBy, UsageReport
 from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
+from agent_runtime.v1 import usage_pb2 as us
 
 _STOP_REASONS = {
     StopReason.END_TURN: rt.STOP_REASON_END_TURN,
@@ -57,6 +69,27 @@ _TOOL_CHOICE_MODES = {
 _TOOL_CHOICE_MODES_TO_PROTO = {value: key for key, value in _TOOL_CHOICE_MODES.items()}
 _EXACT_INTEGERS = 2**53  # beyond, a double is no longer an exact whole number anyway
 
+_TURN_STATES = {
+    TurnStatus.RUNNING: ses.TURN_STATE_RUNNING,
+    TurnStatus.COMPLETED: ses.TURN_STATE_COMPLETED,
+    TurnStatus.FAILED: ses.TURN_STATE_FAILED,
+    TurnStatus.CANCELLED: ses.TURN_STATE_CANCELLED,
+    TurnStatus.INTERRUPTED: ses.TURN_STATE_INTERRUPTED,
+}
+
+_RULE_ACTIONS = {
+    RuleAction.ALLOW: ag.RULE_ACTION_ALLOW,
+    RuleAction.ASK: ag.RULE_ACTION_ASK,
+    RuleAction.DENY: ag.RULE_ACTION_DENY,
+}
+
+USAGE_GROUPS_FROM_PROTO = {
+    us.USAGE_GROUP_BY_UNSPECIFIED: UsageGroupBy.NONE,
+    us.USAGE_GROUP_BY_MODEL: UsageGroupBy.MODEL,
+    us.USAGE_GROUP_BY_DAY: UsageGroupBy.DAY,
+    us.USAGE_GROUP_BY_SESSION: UsageGroupBy.SESSION,
+}
+
 _ROLES = {
     Role.SYSTEM: ses.ROLE_SYSTEM,
     Role.USER: ses.ROLE_USER,
@@ -82,6 +115,15 @@ def _usage(usage: Usage) -> rt.Usage:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+    )
+
+
+def _usage_totals(totals: UsageTotals) -> us.UsageTotals:
+    return us.UsageTotals(
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        total_tokens=totals.total_tokens,
+        turns=totals.turns,
     )
 
 
@@ -169,6 +211,59 @@ def session_to_proto(details: SessionDetails, *, with_tools: bool = True) -> ses
         instructions=session.instructions,
         tools=[tool_to_proto(tool) for tool in session.tools] if with_tools else [],
         generation=None if session.generation.is_empty else generation_to_proto(session.generation),
+        usage=_usage_totals(session.usage),
+        approval_grants=[grant_to_proto(g) for g in details.grants],
+    )
+
+
+def grant_to_proto(grant: ApprovalGrant) -> ses.ApprovalGrant:
+    return ses.ApprovalGrant(
+        grant_id=grant.grant_id,
+        tool_name=grant.tool_name,
+        when=dict(grant.when),
+        call_id=grant.call_id,
+        turn_id=grant.turn_id,
+        granted_at=to_timestamp(grant.granted_at),
+    )
+
+
+def rule_to_proto(rule: ApprovalRule) -> ag.ApprovalRule:
+    return ag.ApprovalRule(tool=rule.tool, when=dict(rule.when), action=_RULE_ACTIONS[rule.action])
+
+
+def turn_to_proto(turn: Turn) -> ses.Turn:
+    out = ses.Turn(
+        turn_id=turn.turn_id,
+        session_id=turn.session_id,
+        agent=turn.agent,
+        model=turn.model,
+        input_message_id=turn.input_message_id or "",
+        state=_TURN_STATES[turn.status],
+        error_reason=turn.error.reason if turn.error else "",
+        error_message=turn.error.message if turn.error else "",
+        usage=_usage(turn.usage),
+        started_at=to_timestamp(turn.started_at),
+        model_calls=turn.model_calls,
+        tool_calls=turn.tool_calls,
+        client_message_id=turn.client_message_id or "",
+    )
+    if turn.stop_reason is not None:
+        out.stop_reason = _STOP_REASONS[turn.stop_reason]
+    if turn.finished_at is not None:
+        out.ended_at.CopyFrom(to_timestamp(turn.finished_at))
+    if turn.first_token_ms is not None:
+        out.time_to_first_token.CopyFrom(
+            duration_pb2.Duration(
+                seconds=turn.first_token_ms // 1000, nanos=turn.first_token_ms % 1000 * 1_000_000
+            )
+        )
+    return out
+
+
+def usage_report_to_proto(report: UsageReport) -> us.GetUsageResponse:
+    return us.GetUsageResponse(
+        total=_usage_totals(report.total),
+        groups=[us.UsageGroup(key=g.key, usage=_usage_totals(g.usage)) for g in report.groups],
     )
 
 
@@ -182,6 +277,8 @@ def approval_to_proto(approval: Approval) -> ses.PendingApproval:
         turn_id=approval.turn_id,
         created_at=to_timestamp(approval.created_at),
         expires_at=to_timestamp(approval.expires_at),
+        rule=None if approval.rule is None else rule_to_proto(approval.rule),
+        rule_index=approval.rule_index,
     )
 
 
@@ -201,6 +298,7 @@ def agent_to_proto(profile: AgentProfile, *, is_default: bool) -> ag.Agent:
         ],
         model=profile.model,
         is_default=is_default,
+        rules=[rule_to_proto(r) for r in profile.approval_policy.rules],
     )
 
 
@@ -234,6 +332,7 @@ def message_to_proto(message: Message) -> ses.Message:
         incomplete=message.incomplete,
         is_error=message.is_error,
         reasoning=message.reasoning,
+        superseded_by_turn_id=message.superseded_by_turn_id or "",
     )
 
 

@@ -18,12 +18,15 @@ from agent_runtime.api.rpc_observer import RpcMetrics, RpcObserver
 from agent_runtime.api.session_servicer import SessionServicer
 from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.api.transport import TlsFiles, Transport
+from agent_runtime.api.usage_servicer import UsageServicer
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.readiness import Readiness
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_handler import TurnHandler
+from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.application.turn_streams import TurnStreams
+from agent_runtime.application.usage_queries import UsageQueries
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.v1 import (
     agent_pb2,
@@ -34,6 +37,8 @@ from agent_runtime.v1 import (
     event_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
 
 SERVICE_NAMES = tuple(
     service.full_name
-    for module in (agent_runtime_pb2, session_pb2, agent_pb2, event_pb2)
+    for module in (agent_runtime_pb2, session_pb2, agent_pb2, event_pb2, usage_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 
@@ -56,6 +61,8 @@ class UseCases:
     turn_streams: TurnStreams
     turn_canceller: TurnCanceller
     sessions: SessionHandler
+    turn_queries: TurnQueries
+    usage: UsageQueries
     agents: AgentCatalogue
     events: EventWatcher
 
@@ -134,8 +141,9 @@ async def start_grpc_server(
         server,
     )
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(use_cases.sessions), server
+        SessionServicer(use_cases.sessions, use_cases.turn_queries), server
     )
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(use_cases.usage), server)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(use_cases.agents), server)
     event_pb2_grpc.add_EventServiceServicer_to_server(
         EventServicer(use_cases.events, stream_limits), server

@@ -12,22 +12,26 @@ from agent_runtime.api.mapping import (
     message_to_proto,
     session_to_proto,
     tools_from_proto,
+    turn_to_proto,
 )
 from agent_runtime.application.commands import (
     CreateSession,
     ListMessages,
     ListPendingApprovals,
     ListSessions,
+    ListTurns,
     UpdateSession,
 )
 from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc as ses_grpc
 
 
 class SessionServicer(ses_grpc.SessionServiceServicer):
-    def __init__(self, sessions: SessionHandler) -> None:
+    def __init__(self, sessions: SessionHandler, turns: TurnQueries) -> None:
         self._sessions = sessions
+        self._turns = turns
 
     @unary_errors
     async def CreateSession(
@@ -100,6 +104,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
                 request.session_id,
                 request.page_size,
                 request.page_token,
+                include_superseded=request.include_superseded,
                 tenant_id=caller_tenant(),
             )
         )
@@ -124,6 +129,34 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
             approvals=[approval_to_proto(a) for a in page.items],
             next_page_token=page.next_page_token,
         )
+
+    @unary_errors
+    async def GetTurn(self, request: ses.GetTurnRequest, context: Any) -> ses.GetTurnResponse:
+        turn = await self._turns.get(request.session_id, request.turn_id, tenant_id=caller_tenant())
+        return ses.GetTurnResponse(turn=turn_to_proto(turn))
+
+    @unary_errors
+    async def ListTurns(self, request: ses.ListTurnsRequest, context: Any) -> ses.ListTurnsResponse:
+        page = await self._turns.list(
+            ListTurns(
+                request.session_id,
+                request.page_size,
+                request.page_token,
+                tenant_id=caller_tenant(),
+            )
+        )
+        return ses.ListTurnsResponse(
+            turns=[turn_to_proto(t) for t in page.items], next_page_token=page.next_page_token
+        )
+
+    @unary_errors
+    async def RevokeApprovalGrant(
+        self, request: ses.RevokeApprovalGrantRequest, context: Any
+    ) -> ses.RevokeApprovalGrantResponse:
+        await self._sessions.revoke_grant(
+            request.session_id, request.grant_id, tenant_id=caller_tenant()
+        )
+        return ses.RevokeApprovalGrantResponse()
 
 
 def _update_paths(request: ses.UpdateSessionRequest) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ class TlsFiles(BaseModel):
     """PEM files; without a certificate, no TLS. With a client CA, clients must present a
     certificate it signed (mTLS)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     cert_file: str | None = None
     key_file: str | None = None
@@ -55,7 +55,7 @@ class Transport(BaseModel):
     `min_ping_interval_ms` and, if `permit_without_calls`, with no call open.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # None: room for the largest allowed content (with_room_for), at least MIN_MESSAGE_BYTES.
     max_receive_message_bytes: PositiveInt | None = None

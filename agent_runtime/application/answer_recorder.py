@@ -56,7 +56,7 @@ class AnswerRecorder:
         """Record the answer. Afterwards the turn is finished (its final chunks recorded),
         or the model is to be called again. Raises ModelProtocolError for an answer that
         cannot be used at all."""
-        decision = self._processor.process(response, turn.agent, turn.declared_tools)
+        decision = self._processor.process(response, turn.agent, turn.declared_tools, turn.grants)
         if isinstance(decision, InvalidAnswer):
             raise ModelProtocolError(decision.message, reason=decision.reason)
         await turn.model_answered(response)
@@ -107,6 +107,8 @@ class AnswerRecorder:
                 decision.approval_reason,
                 self._now(),
                 self._approval_ttl,
+                rule=decision.approval.rule,
+                rule_index=decision.approval.rule_index,
             )
             await uow.approvals.add(approval)
             await turn.event(
@@ -117,8 +119,14 @@ class AnswerRecorder:
             )
             stop = StopReason.AWAITING_APPROVAL
         else:
+            allowed = decision.approval
             await turn.event(
-                EventType.TOOL_EXECUTION_REQUESTED, call_id=call.call_id, tool_name=call.tool_name
+                EventType.TOOL_EXECUTION_REQUESTED,
+                call_id=call.call_id,
+                tool_name=call.tool_name,
+                # Which rule (or the session's grant) let it run without asking.
+                **({"rule_index": allowed.rule_index} if allowed.rule_index else {}),
+                **({"grant_id": allowed.grant_id} if allowed.grant_id else {}),
             )
             stop = StopReason.TOOL_CALL
         body = chunks.ToolCall(

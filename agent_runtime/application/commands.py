@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import ApprovalVerdict
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.domain.usage import UsageGroupBy
 
 # Every command and query names the tenant it acts for; the api layer always sets it from the
 # caller's API key, and everything it reads or writes is scoped to that tenant. tenant_id has no
@@ -55,6 +57,9 @@ class DecideApproval:
     # This request's generation settings and declared tools (for its turn only).
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     tools: tuple[ToolDefinition, ...] = ()
+    # Only with APPROVE_ALWAYS: argument -> glob that later calls to the tool must match to
+    # be approved too (empty: every later call to it).
+    always_when: dict[str, str] = field(default_factory=dict)
     tenant_id: str = field(kw_only=True)
 
 
@@ -67,7 +72,38 @@ class SwitchAgent:
     tenant_id: str = field(kw_only=True)
 
 
-TurnCommand = SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    """Run the session's last user message again; what answered it is superseded."""
+
+    session_id: str
+    client_message_id: str = ""
+    model: str = ""
+    # This request's generation settings and declared tools (for its turn only).
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tools: tuple[ToolDefinition, ...] = ()
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EditMessage:
+    """Replace user message `message_id` with `content` and continue from there; it and
+    everything after it are superseded."""
+
+    session_id: str
+    message_id: str
+    content: str
+    client_message_id: str = ""
+    model: str = ""
+    # This request's generation settings and declared tools (for its turn only).
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tools: tuple[ToolDefinition, ...] = ()
+    tenant_id: str = field(kw_only=True)
+
+
+TurnCommand = (
+    SendUserMessage | SubmitToolResult | DecideApproval | SwitchAgent | Regenerate | EditMessage
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +138,8 @@ class ListMessages:
     session_id: str
     page_size: int = 0
     page_token: str = ""
+    # Also the messages a regenerate or an edit superseded.
+    include_superseded: bool = False
     tenant_id: str = field(kw_only=True)
 
 
@@ -126,4 +164,21 @@ class WatchEvents:
     types: frozenset[EventType] = field(default_factory=frozenset)
     # None: only events committed from now on.
     after_event_id: int | None = None
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ListTurns:
+    session_id: str
+    page_size: int = 0
+    page_token: str = ""
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class GetUsage:
+    # None: from the beginning / until now.
+    start: datetime | None = None
+    end: datetime | None = None
+    group_by: UsageGroupBy = UsageGroupBy.NONE
     tenant_id: str = field(kw_only=True)

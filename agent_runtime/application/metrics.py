@@ -20,6 +20,10 @@ class RuntimeMetrics(Protocol):
 
     def tokens_used(self, prompt: int, completion: int) -> None: ...
 
+    def usage_counted(self, tenant_id: str, model: str, prompt: int, completion: int) -> None:
+        """A turn ended and its tokens were counted (committed): once per turn."""
+        ...
+
     def pending_approvals(self, count: int) -> None:
         """Approvals waiting for a human's decision now, in the whole database."""
         ...
@@ -38,6 +42,9 @@ class NoMetrics:
         pass
 
     def tokens_used(self, prompt: int, completion: int) -> None:
+        pass
+
+    def usage_counted(self, tenant_id: str, model: str, prompt: int, completion: int) -> None:
         pass
 
     def pending_approvals(self, count: int) -> None:

@@ -130,6 +130,7 @@ class ModelStep:
                     if first_output:
                         first_output = False
                         self._metrics.model_first_token(time.monotonic() - started)
+                        turn.model_output_arrived()
                     if isinstance(event, ModelResponse):
                         response = event
                     elif answer and isinstance(event, TextDelta):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.generation import GenerationConfig
@@ -17,9 +18,11 @@ from agent_runtime.domain.model import (
     Session,
     ToolCallRecord,
     Turn,
+    Usage,
 )
 from agent_runtime.domain.model_output import ModelEvent
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.domain.usage import UsageGroupBy, UsageReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +71,17 @@ class SessionRepository(Protocol):
         ...
 
     async def release_turn(
-        self, session_id: str, turn_id: str, at: datetime, *, message_count: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        at: datetime,
+        *,
+        message_count: int | None = None,
+        count_usage: Usage | None = None,
     ) -> None:
         """As record_activity, and free the session if `turn_id` still holds it (one
-        statement: a turn never frees a session another turn claimed meanwhile)."""
+        statement: a turn never frees a session another turn claimed meanwhile); add
+        `count_usage` (the turn that ended) to the session's usage totals."""
         ...
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
@@ -109,6 +119,13 @@ class TurnRepository(Protocol):
         self, session_id: str, client_message_id: str
     ) -> Turn | None: ...
 
+    async def page(
+        self, session_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Turn]:
+        """The session's turns, oldest first (by start, then id), strictly after the
+        (started_at, turn_id) cursor."""
+        ...
+
     async def chunks(self, turn: Turn) -> list[Chunk]: ...
 
     async def request_cancel(self, turn_id: str) -> None:
@@ -135,11 +152,30 @@ class MessageRepository(Protocol):
     async def add(self, message: Message) -> None: ...
 
     async def recent(self, session_id: str, limit: int) -> list[Message]:
-        """The last `limit` messages of the session, oldest first."""
+        """The last `limit` messages of the session the model sees (none superseded),
+        oldest first."""
         ...
 
-    async def page(self, session_id: str, after_position: int, limit: int) -> list[Message]:
+    async def page(
+        self,
+        session_id: str,
+        after_position: int,
+        limit: int,
+        *,
+        include_superseded: bool = False,
+    ) -> list[Message]:
         """Up to `limit` messages with position > after_position, oldest first."""
+        ...
+
+    async def get(self, session_id: str, message_id: str) -> Message | None: ...
+
+    async def last_user_message(self, session_id: str) -> Message | None:
+        """The newest user message not superseded."""
+        ...
+
+    async def supersede_from(self, session_id: str, position: int, turn_id: str) -> int:
+        """Mark the messages at `position` and after, not yet superseded, as superseded by
+        `turn_id`; returns how many."""
         ...
 
     async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
@@ -173,6 +209,45 @@ class ApprovalRepository(Protocol):
         ...
 
     async def count_pending(self, session_id: str, now: datetime) -> int: ...
+
+    async def add_grant(self, grant: ApprovalGrant) -> None: ...
+
+    async def grants(self, session_id: str) -> list[ApprovalGrant]:
+        """The session's grants in force (not revoked), oldest first."""
+        ...
+
+    async def revoke_grant(self, session_id: str, grant_id: str, at: datetime) -> bool:
+        """End a grant in force; False if the session has no such grant in force."""
+        ...
+
+
+class UsageRepository(Protocol):
+    """The tenant's token usage, and what its quotas are checked against."""
+
+    async def lock_admissions(self) -> None:
+        """Until this transaction ends, no other transaction of the tenant passes this call:
+        what the quota checks read next cannot change under them (across processes)."""
+        ...
+
+    async def running_turns(self) -> int: ...
+
+    async def turns_started_since(self, since: datetime) -> tuple[int, datetime | None]:
+        """How many turns started at `since` or later, and when the first of them did."""
+        ...
+
+    async def tokens_on(self, day: str) -> int:
+        """Tokens of the turns that ended on UTC day `day` (YYYY-MM-DD)."""
+        ...
+
+    async def count_turn(self, day: str, usage: Usage) -> None:
+        """Add a turn that ended on `day` to the tenant's daily totals."""
+        ...
+
+    async def report(
+        self, start: datetime | None, end: datetime | None, group_by: UsageGroupBy
+    ) -> UsageReport:
+        """Totals of the turns that ended in [start, end), grouped (groups by key)."""
+        ...
 
 
 class EventRepository(Protocol):
@@ -208,6 +283,7 @@ class ReadUnitOfWork(Protocol):
     messages: MessageRepository
     approvals: ApprovalRepository
     events: EventRepository
+    usage: UsageRepository
 
     async def __aenter__(self) -> ReadUnitOfWork: ...
 
@@ -226,6 +302,7 @@ class UnitOfWork(Protocol):
     messages: MessageRepository
     approvals: ApprovalRepository
     events: EventRepository
+    usage: UsageRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

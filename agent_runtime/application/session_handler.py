@@ -3,7 +3,7 @@ approvals."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from agent_runtime.application import pagination
@@ -19,13 +19,15 @@ from agent_runtime.application.ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.application.session_lookup import live_session, session_id_retired
 from agent_runtime.application.session_settings import SessionSettings
 from agent_runtime.domain.agents import AgentCatalogue
-from agent_runtime.domain.errors import AlreadyExists, SessionBusy, WriteConflict
+from agent_runtime.domain.approval import ApprovalGrant
+from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy, WriteConflict
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import (
     AgentSwitch,
     Approval,
     Message,
     Session,
+    validate_id,
     validate_session_id,
     validate_short_text,
 )
@@ -46,6 +48,7 @@ class SessionDetails:
     session: Session
     agent_history: list[AgentSwitch]
     pending_approvals: int
+    grants: list[ApprovalGrant] = field(default_factory=list)  # APPROVE_ALWAYS, in force
 
 
 T = TypeVar("T")
@@ -186,7 +189,9 @@ class SessionHandler:
         async with self._uow_factory.reader(query.tenant_id) as uow:
             await live_session(uow, query.session_id)
             # One extra row tells whether another page exists without a count query.
-            rows = await uow.messages.page(query.session_id, after, limit + 1)
+            rows = await uow.messages.page(
+                query.session_id, after, limit + 1, include_superseded=query.include_superseded
+            )
         messages = rows[:limit]
         token = pagination.encode_position_token(messages[-1].position) if len(rows) > limit else ""
         return Page(messages, token)
@@ -206,7 +211,23 @@ class SessionHandler:
             )
         return Page(items, token)
 
+    async def revoke_grant(self, session_id: str, grant_id: str, *, tenant_id: str) -> None:
+        """End an APPROVE_ALWAYS grant: the calls it allowed are asked about again (from the
+        next turn on)."""
+        validate_session_id(session_id)
+        validate_id("grant_id", grant_id)
+        async with self._uow_factory(tenant_id) as uow:
+            await live_session(uow, session_id)
+            if not await uow.approvals.revoke_grant(session_id, grant_id, self._now()):
+                raise NotFound(
+                    f"no approval grant {grant_id} in force in session {session_id}",
+                    reason="APPROVAL_GRANT_NOT_FOUND",
+                    metadata={"session_id": session_id, "grant_id": grant_id},
+                )
+            await uow.commit()
+
     async def _details(self, uow: ReadUnitOfWork, session: Session) -> SessionDetails:
         history = await uow.sessions.agent_history(session.session_id)
         pending = await uow.approvals.count_pending(session.session_id, self._now())
-        return SessionDetails(session, history, pending)
+        grants = await uow.approvals.grants(session.session_id)
+        return SessionDetails(session, history, pending, grants)

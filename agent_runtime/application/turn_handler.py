@@ -102,7 +102,7 @@ class TurnHandler:
             finally:
                 self._registry.close(live)
                 if opened.persisted:
-                    self._turn_ended(opened, time.monotonic() - started)
+                    self._turn_ended(opened, time.monotonic() - started, cmd.tenant_id)
 
     async def _run(
         self, uow: UnitOfWork, turn: TurnRecorder, live: LiveTurn
@@ -185,10 +185,15 @@ class TurnHandler:
             _publish(live, ending)
         return ending
 
-    def _turn_ended(self, turn: TurnRecorder, seconds: float) -> None:
+    def _turn_ended(self, turn: TurnRecorder, seconds: float, tenant_id: str) -> None:
         stop = turn.turn.stop_reason
         outcome = stop.name if stop is not None else "UNFINISHED"
         self._metrics.turn_finished(outcome, seconds)
+        if turn.usage_counted:  # what the database counted, as it counted it: once
+            usage = turn.turn.usage
+            self._metrics.usage_counted(
+                tenant_id, turn.turn.model, usage.prompt_tokens, usage.completion_tokens
+            )
         log.info(
             "turn %s ended: %s after %.3fs (tokens in %d, out %d)",
             turn.turn.turn_id,

@@ -9,6 +9,8 @@ from datetime import timedelta
 from agent_runtime.application import log_context
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     SwitchAgent,
@@ -16,6 +18,7 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.session_lookup import session_deleted, session_not_found
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_recorder import TurnRecorder
@@ -63,6 +66,7 @@ class TurnOpener:
         inputs: TurnInputs,
         settings: OpeningSettings,
         *,
+        quotas: QuotaGate,
         clock: Clock,
         ids: IdFactory,
         tools: ToolFilterService | None = None,
@@ -71,6 +75,7 @@ class TurnOpener:
         self._inputs = inputs
         self._settings = settings
         self._tools = tools or ToolFilterService()
+        self._quotas = quotas
         self._now = clock
         self._ids = ids
 
@@ -93,14 +98,17 @@ class TurnOpener:
         turn_id = self._ids("turn")
         session_id = cmd.session_id or self._ids("ses")
         log_context.bind(session_id=session_id, turn_id=turn_id)
+        await self._quotas.hold(uow, cmd.tenant_id)
         session = await uow.sessions.get(session_id)
         if session is not None and session.deleted_at is not None:
             # Its id is not used again, whatever the input (session_lookup.py says why).
             raise session_deleted(session)
         history = []
+        grants = []
         if session is None:
-            if isinstance(cmd, SubmitToolResult | DecideApproval):
+            if isinstance(cmd, SubmitToolResult | DecideApproval | Regenerate | EditMessage):
                 raise session_not_found(session_id)
+            await self._quotas.admit(uow, cmd.tenant_id)
             session = Session(
                 session_id,
                 self._agents.get(_requested_agent(cmd)).name,
@@ -112,6 +120,7 @@ class TurnOpener:
         else:
             await self._claim(uow, session_id, turn_id, cmd)
             history = await uow.messages.recent(session_id, self._settings.history_messages)
+            grants = await uow.approvals.grants(session_id)
 
         agent = self._agents.get(_requested_agent(cmd) or session.agent)
         declared, generation = self._client_controls(cmd, session, agent)
@@ -139,6 +148,8 @@ class TurnOpener:
             model_for=lambda profile: self._model_for(profile, model),
             declared_tools=declared,
             generation=generation,
+            grants=grants,
+            history_limit=self._settings.history_messages,
         )
         await recorder.event(EventType.TURN_STARTED, input=_input_kind(cmd))
         opening = await self._inputs.open(uow, recorder, cmd)
@@ -158,6 +169,8 @@ class TurnOpener:
                 # On PostgreSQL the claim may have waited for a turn that committed after the
                 # check above, freeing the session: the one this retry is looking for.
                 await self._check_retry(uow, session_id, cmd)
+            # Past a quota, the claim is rolled back with everything else.
+            await self._quotas.admit(uow, cmd.tenant_id)
             return
         if cmd.client_message_id:
             # On PostgreSQL the claim waited for the running turn to commit, after the check
@@ -221,5 +234,9 @@ def _input_kind(cmd: TurnCommand) -> str:
             return "tool_result"
         case DecideApproval():
             return "approval_decision"
+        case Regenerate():
+            return "regenerate"
+        case EditMessage():
+            return "edit_message"
         case _:
             return "switch_agent"

@@ -18,6 +18,7 @@ from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.ports import UnitOfWork
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import DomainError
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.generation import GenerationConfig
@@ -34,6 +35,7 @@ from agent_runtime.domain.model import (
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.text import storable
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.domain.usage import usage_day
 
 ModelFor = Callable[[AgentProfile], str]
 
@@ -63,6 +65,8 @@ class TurnRecorder:
         model_for: ModelFor,
         declared_tools: tuple[ToolDefinition, ...] = (),
         generation: GenerationConfig | None = None,
+        grants: list[ApprovalGrant] | None = None,
+        history_limit: int | None = None,
     ) -> None:
         self._uow = uow
         self.session = session
@@ -74,11 +78,25 @@ class TurnRecorder:
         # at each model call, as the agent may change).
         self.declared_tools = declared_tools
         self.generation = generation or GenerationConfig()
+        # How many messages of history were read (None: all of them were given).
+        self._history_limit = history_limit
+        # The session's APPROVE_ALWAYS grants in force when the turn started.
+        self.grants = grants or []
         self._now = clock
         self._ids = ids
         self._model_for = model_for
         self.usage = Usage()
+        # Model calls that answer (the iterations max_iterations bounds); every model call,
+        # the orchestrator's routing call too; tool calls the model made; and the time from
+        # the turn's start to the model's first output. Kept here, not in `turn`, so that a
+        # rollback forgets none of them; save() writes them into the turn's row.
         self.model_calls = 0
+        self.model_requests = 0
+        self.tool_calls = 0
+        self._started = time.monotonic()
+        self._first_output_ms: int | None = None
+        # The commit that ended the turn, with its usage counted, has landed.
+        self.usage_counted = False
         # The model call in flight: when it started and the text it streamed so far (kept as
         # an incomplete message if the turn ends before its answer is recorded).
         self._call_started: float | None = None
@@ -139,6 +157,7 @@ class TurnRecorder:
         """Add a message to the history. Its text is kept as the store keeps it (U+0000 as
         U+FFFD, domain/text.py): the model and the client's chunks read what ListMessages
         will."""
+        self.tool_calls += len(fields.get("tool_calls", ()))
         self.session.message_count += 1
         message = Message(
             self._ids("msg"),
@@ -232,6 +251,7 @@ class TurnRecorder:
         """A model call goes out; `answer`: it is one of the turn's iterations (its text is
         the assistant's answer, kept as an incomplete message if the turn ends early)."""
         self._call_started = time.monotonic()
+        self.model_requests += 1
         self._partial_text.clear()
         if answer:
             self.model_calls += 1
@@ -243,6 +263,17 @@ class TurnRecorder:
     def used(self, usage: Usage) -> None:
         """Tokens a model call reported (counted even if what it answered is rolled back)."""
         self.usage = self.usage + usage
+
+    def model_output_arrived(self) -> None:
+        """A model call produced its first output (the turn's first one sets its time to
+        first token)."""
+        if self._first_output_ms is None:
+            self._first_output_ms = round((time.monotonic() - self._started) * 1000)
+
+    async def reload_history(self) -> None:
+        """Read the history the model sees again (after messages were superseded)."""
+        limit = len(self.history) if self._history_limit is None else self._history_limit
+        self.history[:] = await self._uow.messages.recent(self.session.session_id, limit)
 
     async def model_answered(self, response: ModelResponse) -> None:
         """Record the model call's completion (its usage is counted already)."""
@@ -272,29 +303,47 @@ class TurnRecorder:
 
     async def save(self) -> None:
         """Write what every commit of the turn carries: its row with the replay log, and the
-        session's activity (freeing the session once the turn is over)."""
+        session's activity (freeing the session once the turn is over). The save that ends
+        the turn also counts its usage, for the session and the tenant's day: once, as only
+        one commit can end it (a rollback returns to a running turn)."""
         if not self.finished:  # a model call follows every commit of a running turn
             await self.event(
                 EventType.MODEL_REQUEST_STARTED, model=self.turn.model, agent=self.agent.name
             )
+        turn = self.turn
+        turn.model_calls, turn.tool_calls = self.model_requests, self.tool_calls
+        turn.first_token_ms = self._first_output_ms
         if self._inserted:
-            await self._uow.turns.save(self.turn, self.log)
+            await self._uow.turns.save(turn, self.log)
         else:
-            await self._uow.turns.add(self.turn, self.log)
+            await self._uow.turns.add(turn, self.log)
         now = self._now()
         self.session.last_activity_at = now
         count = self.session.message_count
-        if self.finished:  # the turn is over: free the session
+        ending = self._ends_turn()
+        if self.finished:  # the turn is over: free the session, and count its usage once
             await self._uow.sessions.release_turn(
-                self.session.session_id, self.turn.turn_id, now, message_count=count
+                self.session.session_id,
+                turn.turn_id,
+                now,
+                message_count=count,
+                count_usage=turn.usage if ending else None,
             )
         else:
             await self._uow.sessions.record_activity(
                 self.session.session_id, now, message_count=count
             )
+        if ending:
+            await self._uow.usage.count_turn(usage_day(turn.finished_at or now), turn.usage)
+
+    def _ends_turn(self) -> bool:
+        """The turn is over, and was still running as of the last commit."""
+        return self.finished and self._committed.turn.running
 
     def committed(self) -> None:
         """The commit after save() landed: that is what a rollback now returns to."""
+        if self._ends_turn():
+            self.usage_counted = True
         self._inserted = True
         self._model_outcome = None
         self._partial_text.clear()  # the answer it streamed is recorded now

@@ -15,7 +15,7 @@ DEFAULT_INSTANCE_ID = "local"
 
 
 class TurnSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Messages sent to the model at most (oldest dropped first); bounds per-turn cost.
     context_window_messages: PositiveInt = 200

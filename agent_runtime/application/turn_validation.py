@@ -7,6 +7,8 @@ import json
 
 from agent_runtime.application.commands import (
     DecideApproval,
+    EditMessage,
+    Regenerate,
     SendUserMessage,
     SubmitToolResult,
     SwitchAgent,
@@ -26,6 +28,9 @@ from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 # The width of the column it is stored in (turns.client_message_id).
 MAX_CLIENT_MESSAGE_ID = 128
+# An APPROVE_ALWAYS rule: at most this many argument globs, each this long at most.
+MAX_GRANT_GLOBS = 16
+MAX_GRANT_GLOB_CHARS = 1024
 
 
 class TurnValidator:
@@ -65,13 +70,24 @@ class TurnValidator:
                 _require_call_id("approval_decision.call_id", cmd.call_id)
                 if cmd.verdict is None:
                     raise InvalidInput.field(
-                        "approval_decision.decision", "must be APPROVE, EDIT or REJECT"
+                        "approval_decision.decision",
+                        "must be APPROVE, EDIT, REJECT or APPROVE_ALWAYS",
                     )
                 if cmd.verdict is ApprovalVerdict.EDIT and cmd.edited_arguments is None:
                     raise InvalidInput.field(
                         "approval_decision.edited_arguments", "is required with EDIT"
                     )
                 self._check_size("approval_decision.feedback", cmd.feedback)
+                _check_always_when(cmd)
+            case EditMessage():
+                validate_id("edit_message.message_id", cmd.message_id)
+                if not cmd.content.strip():
+                    raise InvalidInput.field(
+                        "edit_message.content", "must not be empty", reason="EMPTY_MESSAGE"
+                    )
+                self._check_size("edit_message.content", cmd.content)
+            case Regenerate():
+                pass  # nothing but the session, required above
             case SwitchAgent():
                 if not cmd.agent:
                     raise InvalidInput.field("switch_agent.agent", "must name an agent")
@@ -90,6 +106,21 @@ class TurnValidator:
                 field,
                 f"is {size} bytes; the limit is {self._max_bytes}",
                 reason="MESSAGE_TOO_LARGE",
+            )
+
+
+def _check_always_when(cmd: DecideApproval) -> None:
+    field = "approval_decision.always_when"
+    if cmd.always_when and cmd.verdict is not ApprovalVerdict.APPROVE_ALWAYS:
+        raise InvalidInput.field(field, "is only for APPROVE_ALWAYS")
+    if len(cmd.always_when) > MAX_GRANT_GLOBS:
+        raise InvalidInput.field(field, f"may hold at most {MAX_GRANT_GLOBS} arguments")
+    for name, glob in cmd.always_when.items():
+        if not name or not glob or len(name) > 128 or len(glob) > MAX_GRANT_GLOB_CHARS:
+            raise InvalidInput.field(
+                field,
+                "maps argument names (1-128 characters) to globs "
+                f"(1-{MAX_GRANT_GLOB_CHARS} characters)",
             )
 
 
@@ -112,9 +143,14 @@ def fingerprint(cmd: TurnCommand) -> str:
                 cmd.edited_arguments,
                 cmd.feedback,
                 cmd.model,
+                *([cmd.always_when] if cmd.always_when else []),  # older keys hash as before
             ]
         case SwitchAgent():
             parts = ["switch_agent", cmd.agent, cmd.reason]
+        case Regenerate():
+            parts = ["regenerate", cmd.model]
+        case EditMessage():
+            parts = ["edit_message", cmd.message_id, cmd.content, cmd.model]
     if not isinstance(cmd, SwitchAgent):
         # Only when set: the fingerprints of inputs without them stay what they were.
         if not cmd.generation.is_empty:

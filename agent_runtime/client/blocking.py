@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -18,6 +19,7 @@ from agent_runtime.v1 import agent_pb2, event_pb2
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
+from agent_runtime.v1 import usage_pb2 as us
 
 _Result = TypeVar("_Result")
 _Item = TypeVar("_Item")
@@ -149,9 +151,35 @@ class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
         return self._call(calls.list_messages_page(session_id, page_size, page_token), timeout)
 
     def list_messages(
-        self, session_id: str, *, page_size: int = 0
+        self, session_id: str, *, page_size: int = 0, include_superseded: bool = False
     ) -> Generator[ses.Message, None, None]:
-        return self._every(calls.every_message(session_id, page_size))
+        """The session's messages in conversation order, fetched a page at a time; with
+        include_superseded, also those a regenerate or an edit superseded."""
+        return self._every(calls.every_message(session_id, page_size, include_superseded))
+
+    def get_turn(self, session_id: str, turn_id: str, *, timeout: float | None = None) -> ses.Turn:
+        return self._call(calls.get_turn(session_id, turn_id), timeout)
+
+    def list_turns(self, session_id: str, *, page_size: int = 0) -> Generator[ses.Turn, None, None]:
+        """The session's turns, oldest first, fetched a page at a time."""
+        return self._every(calls.every_turn(session_id, page_size))
+
+    def revoke_approval_grant(
+        self, session_id: str, grant_id: str, *, timeout: float | None = None
+    ) -> None:
+        """End an APPROVE_ALWAYS grant (GetSession lists them)."""
+        self._call(calls.revoke_approval_grant(session_id, grant_id), timeout)
+
+    def get_usage(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        group_by: us.UsageGroupBy.ValueType = us.USAGE_GROUP_BY_UNSPECIFIED,
+        timeout: float | None = None,
+    ) -> us.GetUsageResponse:
+        """The tenant's token totals of the turns that ended in [start, end), grouped."""
+        return self._call(calls.get_usage(start, end, group_by), timeout)
 
     def list_pending_approvals(
         self, session_id: str, *, page_size: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -19,6 +20,8 @@ from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc as ses_grpc
+from agent_runtime.v1 import usage_pb2 as us
+from agent_runtime.v1 import usage_pb2_grpc as us_grpc
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -47,6 +50,7 @@ class Stubs:
     sessions: ses_grpc.SessionServiceStub
     agents: agent_pb2_grpc.AgentServiceStub
     events: event_pb2_grpc.EventServiceStub
+    usage: us_grpc.UsageServiceStub
 
     @classmethod
     def over(cls, channel: grpc.Channel | grpc.aio.Channel) -> Stubs:
@@ -55,6 +59,7 @@ class Stubs:
             ses_grpc.SessionServiceStub(channel),
             agent_pb2_grpc.AgentServiceStub(channel),
             event_pb2_grpc.EventServiceStub(channel),
+            us_grpc.UsageServiceStub(channel),
         )
 
 
@@ -163,19 +168,57 @@ def every_session(page_size: int) -> Pages[ses.Session]:
 
 
 def list_messages_page(
-    session_id: str, page_size: int, page_token: str
+    session_id: str, page_size: int, page_token: str, include_superseded: bool = False
 ) -> UnaryCall[ses.ListMessagesResponse]:
     request = ses.ListMessagesRequest(
-        session_id=session_id, page_size=page_size, page_token=page_token
+        session_id=session_id,
+        page_size=page_size,
+        page_token=page_token,
+        include_superseded=include_superseded,
     )
     return UnaryCall(lambda s: s.sessions.ListMessages, request, _itself)
 
 
-def every_message(session_id: str, page_size: int) -> Pages[ses.Message]:
-    """In conversation order."""
+def every_message(
+    session_id: str, page_size: int, include_superseded: bool = False
+) -> Pages[ses.Message]:
+    """In conversation order (with include_superseded, the superseded ones in their places)."""
     return Pages(
-        lambda token: list_messages_page(session_id, page_size, token), lambda r: r.messages
+        lambda token: list_messages_page(session_id, page_size, token, include_superseded),
+        lambda r: r.messages,
     )
+
+
+def get_turn(session_id: str, turn_id: str) -> UnaryCall[ses.Turn]:
+    request = ses.GetTurnRequest(session_id=session_id, turn_id=turn_id)
+    return UnaryCall(lambda s: s.sessions.GetTurn, request, lambda r: r.turn)
+
+
+def every_turn(session_id: str, page_size: int) -> Pages[ses.Turn]:
+    """Oldest first."""
+
+    def page(token: str) -> UnaryCall[ses.ListTurnsResponse]:
+        request = ses.ListTurnsRequest(session_id=session_id, page_size=page_size, page_token=token)
+        return UnaryCall(lambda s: s.sessions.ListTurns, request, _itself)
+
+    return Pages(page, lambda r: r.turns)
+
+
+def revoke_approval_grant(session_id: str, grant_id: str) -> UnaryCall[None]:
+    """Not repeated: a repeat after a lost answer would fail with APPROVAL_GRANT_NOT_FOUND."""
+    request = ses.RevokeApprovalGrantRequest(session_id=session_id, grant_id=grant_id)
+    return UnaryCall(lambda s: s.sessions.RevokeApprovalGrant, request, _nothing, repeatable=False)
+
+
+def get_usage(
+    start: datetime | None, end: datetime | None, group_by: us.UsageGroupBy.ValueType
+) -> UnaryCall[us.GetUsageResponse]:
+    request = us.GetUsageRequest(group_by=group_by)
+    if start is not None:
+        request.start_time.FromDatetime(start)
+    if end is not None:
+        request.end_time.FromDatetime(end)
+    return UnaryCall(lambda s: s.usage.GetUsage, request, _itself)
 
 
 def every_pending_approval(session_id: str, page_size: int) -> Pages[ses.PendingApproval]:

@@ -11,7 +11,14 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 
-TurnInput = rt.UserMessage | rt.ToolResult | rt.ApprovalDecision | rt.SwitchAgent
+TurnInput = (
+    rt.UserMessage
+    | rt.ToolResult
+    | rt.ApprovalDecision
+    | rt.SwitchAgent
+    | rt.Regenerate
+    | rt.EditMessage
+)
 
 
 def user_message(content: str) -> rt.UserMessage:
@@ -31,6 +38,28 @@ def edit(call_id: str, arguments: Mapping[str, Any], *, feedback: str = "") -> r
     decision = rt.ApprovalDecision(call_id=call_id, decision=rt.DECISION_EDIT, feedback=feedback)
     decision.edited_arguments.update(dict(arguments))
     return decision
+
+
+def approve_always(
+    call_id: str, *, when: Mapping[str, str] | None = None, feedback: str = ""
+) -> rt.ApprovalDecision:
+    """Approve the call, and for the rest of the session every call to the same tool whose
+    string arguments match the globs of `when` (every call to the tool without it)."""
+    decision = rt.ApprovalDecision(
+        call_id=call_id, decision=rt.DECISION_APPROVE_ALWAYS, feedback=feedback
+    )
+    decision.always_when.update(dict(when or {}))
+    return decision
+
+
+def regenerate() -> rt.Regenerate:
+    """Answer the session's last user message again."""
+    return rt.Regenerate()
+
+
+def edit_message(message_id: str, content: str) -> rt.EditMessage:
+    """Replace an earlier user message and continue from it."""
+    return rt.EditMessage(message_id=message_id, content=content)
 
 
 def reject(call_id: str, *, feedback: str = "") -> rt.ApprovalDecision:
@@ -88,6 +117,10 @@ def stream_request(
             request.approval_decision.CopyFrom(turn_input)
         case rt.SwitchAgent():
             request.switch_agent.CopyFrom(turn_input)
+        case rt.Regenerate():
+            request.regenerate.CopyFrom(turn_input)
+        case rt.EditMessage():
+            request.edit_message.CopyFrom(turn_input)
         case _:
             raise TypeError(f"not a turn input: {type(turn_input).__name__}")
     return request

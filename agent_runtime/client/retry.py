@@ -16,7 +16,9 @@ class RetryPolicy:
 
     Only a status that says the request did not take effect and may succeed later is retried:
     UNAVAILABLE always; RESOURCE_EXHAUSTED and ABORTED only when the server attached RetryInfo
-    (e.g. SESSION_BUSY, TOO_MANY_STREAMS), after at least the delay it asks for.
+    (e.g. SESSION_BUSY, TOO_MANY_STREAMS), after at least the delay it asks for, unless that
+    delay is longer than max_backoff (a tenant's token quota until midnight): the caller gets
+    the error, with its retry_delay, at once.
     """
 
     # Attempts in all, the first included, without progress in between; 1 disables retries.
@@ -35,9 +37,11 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1`; None: do not retry."""
         if attempt >= self.max_attempts or not is_retryable(error):
             return None
+        if error.retry_delay is not None and error.retry_delay > self.max_backoff:
+            return None
         backoff = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         jittered = backoff * random.uniform(0.8, 1.0)  # spread a crowd of clients apart
-        return max(jittered, min(error.retry_delay or 0.0, self.max_backoff))
+        return max(jittered, error.retry_delay or 0.0)
 
 
 NO_RETRIES = RetryPolicy(max_attempts=1)

@@ -176,3 +176,22 @@ class InternalError(DomainError):
     """A bug. The message carries an error id that is also in the log."""
 
     default_reason = "INTERNAL"
+
+
+class QuotaExceeded(Overloaded):
+    """The tenant is past one of its quotas; retry once `retry_after` seconds have passed."""
+
+    default_reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        violation: QuotaViolation,
+        retry_after: float,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata, quota_violations=(violation,))
+        self.violation = violation
+        self.retry_after = retry_after

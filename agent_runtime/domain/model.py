@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from agent_runtime.domain.approval import ApprovalRule
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.text import short_text_problem
@@ -93,6 +94,27 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Tokens added up over several turns (a session's, a tenant's over a time range)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    turns: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def counting(self, usage: Usage) -> UsageTotals:
+        """These totals with one more turn that used `usage`."""
+        return UsageTotals(
+            self.prompt_tokens + usage.prompt_tokens,
+            self.completion_tokens + usage.completion_tokens,
+            self.turns + 1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallRecord:
     """A tool call as it stands in the history (arguments already validated as an object)."""
 
@@ -116,6 +138,8 @@ class Message:
     is_error: bool = False
     # An assistant message's reasoning, when its agent stores it; never sent to the model.
     reasoning: str = ""
+    # The turn (a regenerate or an edit) that dropped this message from what the model sees.
+    superseded_by_turn_id: str | None = None
 
     @property
     def requested_call(self) -> ToolCallRecord | None:
@@ -138,6 +162,8 @@ class Session:
     instructions: str = ""
     tools: tuple[ToolDefinition, ...] = ()
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # The tokens of its ended turns, counted once per turn in the commit that ends it.
+    usage: UsageTotals = field(default_factory=UsageTotals)
 
     def next_position(self) -> int:
         """Positions are 1-based and dense; only the turn holding the session appends."""
@@ -170,6 +196,11 @@ class Turn:
     # The process running the turn and how long its claim lasts unless renewed.
     owner: str = ""
     lease_expires_at: datetime | None = None
+    # What the turn did: model calls, tool calls the model made, and the milliseconds from
+    # its start to the model's first output (None before any).
+    model_calls: int = 0
+    tool_calls: int = 0
+    first_token_ms: int | None = None
 
     @property
     def running(self) -> bool:
@@ -218,12 +249,14 @@ class ApprovalStatus(Enum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
+    APPROVED_ALWAYS = "approved_always"
 
 
 class ApprovalVerdict(Enum):
     APPROVE = "approve"
     EDIT = "edit"
     REJECT = "reject"
+    APPROVE_ALWAYS = "approve_always"
 
 
 @dataclass(slots=True)
@@ -244,6 +277,9 @@ class Approval:
     final_arguments: dict[str, Any] | None = None
     feedback: str = ""
     decided_at: datetime | None = None
+    # The agent's rule that asked, and its 1-based position among the agent's rules.
+    rule: ApprovalRule | None = None
+    rule_index: int = 0
 
     @classmethod
     def open(
@@ -256,6 +292,9 @@ class Approval:
         reason: str,
         now: datetime,
         ttl: timedelta,
+        *,
+        rule: ApprovalRule | None = None,
+        rule_index: int = 0,
     ) -> Approval:
         return cls(
             approval_id,
@@ -268,6 +307,8 @@ class Approval:
             reason,
             now,
             now + ttl,
+            rule=rule,
+            rule_index=rule_index,
         )
 
     def is_pending(self, now: datetime) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.approval import ApprovalGrant, ApprovalOutcome, RuleAction
 from agent_runtime.domain.model import ToolCallRecord
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.tool_filter import ToolFilterService
@@ -27,6 +28,8 @@ class ToolCallDecision:
     requires_approval: bool
     approval_reason: str
     dropped_calls: int
+    # The rule that asked (or the grant that allowed a call the rule asks about).
+    approval: ApprovalOutcome = field(default_factory=lambda: ApprovalOutcome(RuleAction.ALLOW))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +65,10 @@ class LLMResponseProcessor:
         response: ModelResponse,
         agent: AgentProfile,
         declared: Sequence[ToolDefinition] = (),
+        grants: Sequence[ApprovalGrant] = (),
     ) -> Decision:
-        """`declared`: the tools the client declared for this turn (beside the built-in ones)."""
+        """`declared`: the tools the client declared for this turn (beside the built-in ones);
+        `grants`: the session's APPROVE_ALWAYS grants."""
         if not response.tool_calls:
             if not response.content.strip():
                 return InvalidAnswer(
@@ -107,16 +112,27 @@ class LLMResponseProcessor:
         if problems:
             return RejectedToolCall(response.content, call, tuple(problems), dropped)
 
-        approval_reason = agent.approval_policy.reason_for(first.tool_name)
-        tool = self._tools.offered(agent, first.tool_name, declared)
-        if approval_reason is None and tool is not None and tool.requires_approval:
-            approval_reason = f"the client declared {first.tool_name} as needing approval"
+        outcome = agent.approval_policy.decide(
+            call.tool_name,
+            call.arguments,
+            path_arguments=self._tools.path_arguments(call.tool_name),
+            grants=grants,
+        )
+        if outcome.action is RuleAction.DENY:
+            return RejectedToolCall(response.content, call, (outcome.reason,), dropped)
+        asks = outcome.action is RuleAction.ASK
+        tool = self._tools.offered(agent, call.tool_name, declared)
+        if not asks and outcome.grant_id == "" and tool is not None and tool.requires_approval:
+            # The client declared the tool as needing a human: asked, unless a grant allows it.
+            outcome = _declared_as_risky(call, grants, self._tools.path_arguments(call.tool_name))
+            asks = outcome.action is RuleAction.ASK
         return ToolCallDecision(
             content=response.content,
             call=call,
-            requires_approval=approval_reason is not None,
-            approval_reason=approval_reason or "",
+            requires_approval=asks,
+            approval_reason=outcome.reason if asks else "",
             dropped_calls=dropped,
+            approval=outcome,
         )
 
     @staticmethod
@@ -131,3 +147,16 @@ class LLMResponseProcessor:
         return RejectedToolCall(
             response.content, ToolCallRecord(call_id, tool_name, arguments), (problem,), dropped
         )
+
+
+def _declared_as_risky(
+    call: ToolCallRecord, grants: Sequence[ApprovalGrant], path_arguments: Collection[str]
+) -> ApprovalOutcome:
+    granted = next(
+        (g for g in grants if g.matches(call.tool_name, call.arguments, path_arguments)), None
+    )
+    if granted is not None:
+        reason = f"allowed for this session by grant {granted.grant_id}"
+        return ApprovalOutcome(RuleAction.ALLOW, reason, grant_id=granted.grant_id)
+    reason = f"the client declared {call.tool_name} as needing approval"
+    return ApprovalOutcome(RuleAction.ASK, reason)

@@ -10,7 +10,12 @@
     description = "Reviews code without changing it"
     system_prompt = "You review code..."
     allowed_tools = ["read_file", "list_files", "search_in_code"]
-    approval_rules = ["execute_command"]    # optional, overrides [approval]
+    approval_rules = [                      # optional, overrides [approval]; first match wins
+      {tool = "execute_command", when.command = "git status*", action = "allow"},
+      {tool = "execute_command", when.command = "rm *", action = "deny"},
+      {tool = "write_file", when.path = "docs/*", action = "allow"},
+      "execute_command",                    # a plain glob: {tool = "...", action = "ask"}
+    ]
     model = ""                              # optional
     routing_keywords = ["review"]           # optional, for the orchestrator's fallback
     client_tools = ["*"]                    # optional: globs over client-declared tools
@@ -31,6 +36,13 @@
     allowed_path_regex = "\\.md$"
     description = "reviews are Markdown"
 
+Approval rules (in `approval_rules` and in `[approval] require`) are ordered; the first whose
+`tool` glob matches a call, and whose `when` globs all match its top-level string arguments,
+decides: "allow" (runs at once), "ask" (the default: a human decides first) or "deny" (never
+sent to the client; the model reads that it was refused). A path argument is matched as the
+workspace-relative path it names ("./src/../docs/a.md" is "docs/a.md"); one that leaves the
+workspace matches no `when` glob. A call no rule matches runs at once.
+
 Fields left out of a built-in agent's table keep their built-in values. Any problem stops
 start-up with the file, the line and what is wrong.
 """
@@ -49,7 +61,7 @@ from agent_runtime.domain.agents import (
     AgentProfile,
     PathRestriction,
 )
-from agent_runtime.domain.approval import ApprovalPolicy
+from agent_runtime.domain.approval import ApprovalPolicy, ApprovalRule, RuleAction
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
 from agent_runtime.domain.model import MAX_MODEL_NAME
 from agent_runtime.domain.text import short_text_problem
@@ -83,6 +95,8 @@ _GENERATION_KEYS = {
 _TOOL_CHOICE_MODES = {
     mode.value: mode for mode in ToolChoiceMode if mode is not ToolChoiceMode.TOOL
 }
+_RULE_KEYS = {"tool", "when", "action"}
+_ACTIONS = {action.value: action for action in RuleAction}
 
 
 class AgentsFileError(ValueError):
@@ -159,9 +173,7 @@ class _Parser:
                     key=key,
                 )
         if "require" in approval:
-            policy = ApprovalPolicy(
-                tuple(self._strings(approval["require"], "approval", "require"))
-            )
+            policy = ApprovalPolicy(self._rules(approval["require"], "approval", "require"))
 
         profiles: dict[str, AgentProfile] = {}
         if not replace_builtin:
@@ -229,7 +241,7 @@ class _Parser:
             changes["allowed_tools"] = tuple(tools)
         if "approval_rules" in table:
             changes["approval_policy"] = ApprovalPolicy(
-                tuple(self._strings(table["approval_rules"], where, "approval_rules"))
+                self._rules(table["approval_rules"], where, "approval_rules")
             )
         if "routing_keywords" in table:
             changes["routing_keywords"] = tuple(
@@ -355,6 +367,53 @@ class _Parser:
             tools = tuple(self._strings(item.get("tools", ["*"]), table, "tools"))
             result.append(PathRestriction(tools, regex, description))
         return tuple(result)
+
+    def _rules(self, value: Any, table: str, key: str) -> tuple[ApprovalRule, ...]:
+        """Approval rules: each a tool glob (it asks) or {tool, when, action}."""
+        if not isinstance(value, list):
+            self.fail(
+                f"{key} must be a list of tool globs or {{tool, when, action}} tables",
+                table=table,
+                key=key,
+            )
+        rules = []
+        for number, item in enumerate(value, 1):
+            if isinstance(item, str):
+                rules.append(ApprovalRule(item))
+                continue
+            where = f"{key} #{number}"
+            if not isinstance(item, dict):
+                self.fail(f"{where} must be a tool glob or a table", table=table, key=key)
+            for name in item:
+                if name not in _RULE_KEYS:
+                    self.fail(
+                        f"unknown setting '{name}' in {where} "
+                        f"(known: {', '.join(sorted(_RULE_KEYS))})",
+                        table=table,
+                        key=key,
+                    )
+            tool = item.get("tool")
+            if not isinstance(tool, str) or not tool:
+                self.fail(f'{where} needs tool = "<glob over tool names>"', table=table, key=key)
+            action = item.get("action", RuleAction.ASK.value)
+            if action not in _ACTIONS:
+                self.fail(
+                    f"{where}: action must be one of {', '.join(_ACTIONS)}, not {action!r}",
+                    table=table,
+                    key=key,
+                )
+            when = item.get("when", {})
+            if not isinstance(when, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in when.items()
+            ):
+                self.fail(
+                    f"{where}: when must map argument names to globs, "
+                    'e.g. when.command = "git status*"',
+                    table=table,
+                    key=key,
+                )
+            rules.append(ApprovalRule(tool, _ACTIONS[action], tuple(when.items())))
+        return tuple(rules)
 
     def _strings(self, value: Any, table: str, key: str) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

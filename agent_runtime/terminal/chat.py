@@ -3,7 +3,9 @@
 Tokens are printed as they stream; so are the model's reasoning (dimmed) and a tool call's
 arguments while the model writes them (up to SHOWN_ARGUMENT_CHARS, dimmed; the call itself is
 shown once the runtime has recorded it). A tool call that needs approval is put to the user
-(approve / edit the JSON arguments / reject with feedback). With a workspace the client runs
+(approve / always for this session / edit the JSON arguments / reject with feedback).
+/regenerate asks for the last answer again; /edit N replaces the N-th message the user sent
+(/edit alone lists them) and continues from there. With a workspace the client runs
 the file tools itself, strictly inside it, and execute_command only after the user approved it
 (through the runtime's approval, or asked here when the agent's policy did not require one);
 each result goes back to the runtime, until the turn ends.
@@ -24,6 +26,7 @@ import asyncio
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,9 +35,12 @@ from agent_runtime.client import (
     AgentRuntimeError,
     TurnInput,
     approve,
+    approve_always,
     arguments_of,
     edit,
+    edit_message,
     new_session_id,
+    regenerate,
     reject,
     tool_result,
 )
@@ -42,6 +48,7 @@ from agent_runtime.terminal.console import Console
 from agent_runtime.terminal.options import UsageError, add_connection_arguments, connect
 from agent_runtime.terminal.workspace import WORKSPACE_TOOLS, ToolOutcome, Workspace
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import session_pb2 as ses
 
 NO_WORKSPACE = (
     "not executed: the terminal client runs without a workspace "
@@ -59,9 +66,12 @@ SHOWN_ARGUMENT_CHARS = 400
 ASKED_COMMAND_CHARS = 200
 SHOWN_RESULT_CHARS = 200
 HELP = (
-    "Type a message and press Enter. /quit or Ctrl-D leaves; Ctrl-C stops a running turn "
-    "(the runtime cancels it) or a running tool."
+    "Type a message and press Enter. /regenerate asks for the last answer again; /edit N "
+    "replaces your N-th message and goes on from there (/edit lists them). /quit or Ctrl-D "
+    "leaves; Ctrl-C stops a running turn (the runtime cancels it) or a running tool."
 )
+APPROVAL_CHOICES = "  [a]pprove, a[l]ways, [e]dit, [r]eject? "
+SHOWN_MESSAGE_CHARS = 70
 
 _Result = TypeVar("_Result")
 
@@ -102,6 +112,9 @@ class Chat:
         self._busy: asyncio.Future[Any] | None = None
         # Calls a human approved here (the runtime's approval, or ours for execute_command).
         self._approved: set[str] = set()
+        # What the human approved for the rest of the session here ("always"): the tool and
+        # its argument globs. A command they match runs without asking again.
+        self._always: list[tuple[str, dict[str, str]]] = []
 
     async def run(self) -> int:
         self._console.start(self._interrupt)
@@ -114,6 +127,10 @@ class Chat:
                     return 0
                 if text == "/help":
                     self._console.line(HELP)
+                elif text == "/regenerate":
+                    await self._converse(regenerate())
+                elif text == "/edit" or text.startswith("/edit "):
+                    await self._edit(text.removeprefix("/edit").strip())
                 elif text:
                     await self._converse(text)
             self._console.line()
@@ -179,6 +196,32 @@ class Chat:
             if decision is None:
                 return
             await self._converse(decision)
+
+    async def _edit(self, which: str) -> None:
+        """/edit N: the user's N-th message (as /edit lists them), replaced by what they type."""
+        try:
+            sent = [
+                m
+                async for m in self._client.list_messages(self._session_id)
+                if m.role == ses.ROLE_USER
+            ]
+        except AgentRuntimeError as error:
+            self._console.line(f"error: {error}")
+            return
+        if not sent:
+            self._console.line("  no message of yours to edit yet")
+            return
+        if not which.isdigit() or not 1 <= int(which) <= len(sent):
+            for number, message in enumerate(sent, 1):
+                shown = " ".join(message.content.split())
+                if len(shown) > SHOWN_MESSAGE_CHARS:
+                    shown = shown[:SHOWN_MESSAGE_CHARS] + "..."
+                self._console.line(f"  {number}. {shown}")
+            self._console.line(f"  /edit N (1-{len(sent)}) replaces that message")
+            return
+        content = await self._console.read_line("  new text (empty: keep it): ")
+        if content and content.strip():
+            await self._converse(edit_message(sent[int(which) - 1].message_id, content.strip()))
 
     async def _converse(self, first: TurnInput | str) -> None:
         """One input, then the tool results and decisions it leads to, until the turn ends."""
@@ -294,14 +337,18 @@ class Chat:
             return None
         reason = f": {call.approval_reason}" if call.approval_reason else ""
         self._console.line(f"  this call needs your approval{reason}")
-        while (
-            answer := await self._console.read_line("  [a]pprove, [e]dit, [r]eject? ")
-        ) is not None:
+        while (answer := await self._console.read_line(APPROVAL_CHOICES)) is not None:
             choice = answer.strip().lower()
             if choice in ("a", "approve", "y", "yes"):
                 self._approved.add(call.call_id)
                 return approve(call.call_id)
-            if choice in ("e", "edit"):
+            if choice in ("l", "always"):
+                when = await self._always_which(call)
+                if when is not None:
+                    self._approved.add(call.call_id)
+                    self._always.append((call.tool_name, when))
+                    return approve_always(call.call_id, when=when)
+            elif choice in ("e", "edit"):
                 arguments = await self._edited_arguments(call)
                 if arguments is not None:
                     self._approved.add(call.call_id)
@@ -310,8 +357,25 @@ class Chat:
                 feedback = await self._console.read_line("  feedback for the model (optional): ")
                 return reject(call.call_id, feedback=(feedback or "").strip())
             else:
-                self._console.line("  please answer a, e or r")
+                self._console.line("  please answer a, l, e or r")
         return None
+
+    async def _always_which(self, call: rt.ToolCall) -> dict[str, str] | None:
+        """Which later calls to the tool need no approval in this session: all of them, or
+        those whose argument matches a glob (e.g. command=git *). None: back to the choice."""
+        while True:
+            line = await self._console.read_line(
+                f"  approve which {call.tool_name} calls from now on? "
+                "(Enter: all; or argument=glob, e.g. command=git *; - : back) "
+            )
+            if line is None or line.strip() == "-":
+                return None
+            if not line.strip():
+                return {}
+            name, equals, glob = line.strip().partition("=")
+            if equals and name.strip() and glob.strip():
+                return {name.strip(): glob.strip()}
+            self._console.line("  answer argument=glob, e.g. command=git *")
 
     async def _edited_arguments(self, call: rt.ToolCall) -> dict[str, Any] | None:
         if not await self._console.page(f"  current arguments: {_arguments(call)}"):
@@ -343,10 +407,24 @@ class Chat:
             return ToolOutcome(f"the terminal client cannot run {name!r}", is_error=True)
         if self._workspace is None:
             return ToolOutcome(NO_WORKSPACE, is_error=True)
-        asked = name == "execute_command" and call.call_id not in self._approved
+        asked = (
+            name == "execute_command"
+            and call.call_id not in self._approved
+            and not self._approved_always(name, arguments)
+        )
         if asked and not await self._user_runs(call):
             return ToolOutcome("not executed: the user declined to run it", is_error=True)
         return await self._workspace.run(name, arguments)
+
+    def _approved_always(self, tool_name: str, arguments: dict[str, Any]) -> bool:
+        return any(
+            tool == tool_name
+            and all(
+                isinstance(arguments.get(name), str) and fnmatchcase(arguments[name], glob)
+                for name, glob in when.items()
+            )
+            for tool, when in self._always
+        )
 
     async def _user_runs(self, call: rt.ToolCall) -> bool:
         """Whether the user says yes to a command no approval rule put to them."""

@@ -9,13 +9,14 @@ import sys
 from typing import Any
 
 from agent_runtime.client import AgentRuntimeError
-from agent_runtime.terminal import chat, sessions
+from agent_runtime.terminal import chat, sessions, usage
 from agent_runtime.terminal.options import UsageError
 
 
 def add_parsers(commands: Any) -> None:
     chat.add_parser(commands)
     sessions.add_parser(commands)
+    usage.add_parser(commands)
 
 
 def is_terminal_command(args: argparse.Namespace) -> bool:

@@ -1,4 +1,5 @@
-"""`agent-runtime sessions list|show|delete`: sessions and their history from the terminal."""
+"""`agent-runtime sessions list|show|delete|revoke-grant`: sessions, their history, turns and
+usage from the terminal."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from google.protobuf.message import Message as ProtoMessage
 from agent_runtime.client import AgentRuntimeClient, arguments_of
 from agent_runtime.terminal.options import add_connection_arguments, connect
 from agent_runtime.terminal.visible import visible
+from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
 
 _ROLES = {
@@ -32,14 +34,26 @@ def add_parser(commands: Any) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON array")
     add_connection_arguments(listing)
 
-    show = actions.add_parser("show", help="a session and its messages")
+    show = actions.add_parser("show", help="a session, its usage, turns and messages")
     show.add_argument("session_id")
     show.add_argument("--json", action="store_true", help="one JSON object")
+    show.add_argument(
+        "--all",
+        action="store_true",
+        help="also the messages a regenerate or an edit superseded",
+    )
     add_connection_arguments(show)
 
     delete = actions.add_parser("delete", help="delete a session")
     delete.add_argument("session_id")
     add_connection_arguments(delete)
+
+    revoke = actions.add_parser(
+        "revoke-grant", help="end an 'always' approval (`sessions show` lists them)"
+    )
+    revoke.add_argument("session_id")
+    revoke.add_argument("grant_id")
+    add_connection_arguments(revoke)
 
     sessions.set_defaults(run=run)
 
@@ -53,7 +67,10 @@ async def _run(args: argparse.Namespace) -> int:
         if args.action == "list":
             await _list(client, as_json=args.json)
         elif args.action == "show":
-            await _show(client, args.session_id, as_json=args.json)
+            await _show(client, args.session_id, as_json=args.json, everything=args.all)
+        elif args.action == "revoke-grant":
+            await client.revoke_approval_grant(args.session_id, args.grant_id)
+            print(f"revoked grant {args.grant_id} of session {args.session_id}")
         else:
             await client.delete_session(args.session_id)
             print(f"deleted session {args.session_id}")
@@ -69,29 +86,33 @@ async def _list(client: AgentRuntimeClient, *, as_json: bool) -> None:
     if not sessions:
         _print("no sessions")
         return
-    rows = [("SESSION", "AGENT", "MESSAGES", "LAST ACTIVITY", "TITLE")]
-    rows += [
-        (
-            s.session_id,
-            s.agent,
-            str(s.message_count),
-            _time(s.last_activity_at),
-            s.title,
-        )
-        for s in sessions
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        _print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]
-        )
+    print_table(
+        ("SESSION", "AGENT", "MESSAGES", "LAST ACTIVITY", "TITLE"),
+        [
+            (
+                s.session_id,
+                s.agent,
+                str(s.message_count),
+                _time(s.last_activity_at),
+                s.title,
+            )
+            for s in sessions
+        ],
+    )
 
 
-async def _show(client: AgentRuntimeClient, session_id: str, *, as_json: bool) -> None:
+async def _show(
+    client: AgentRuntimeClient, session_id: str, *, as_json: bool, everything: bool
+) -> None:
     session = await client.get_session(session_id)
-    messages = [m async for m in client.list_messages(session_id)]
+    turns = [t async for t in client.list_turns(session_id)]
+    messages = [m async for m in client.list_messages(session_id, include_superseded=everything)]
     if as_json:
-        document = {"session": _as_dict(session), "messages": [_as_dict(m) for m in messages]}
+        document = {
+            "session": _as_dict(session),
+            "turns": [_as_dict(t) for t in turns],
+            "messages": [_as_dict(m) for m in messages],
+        }
         json.dump(document, sys.stdout, indent=2)
         _print()
         return
@@ -107,9 +128,54 @@ async def _show(client: AgentRuntimeClient, session_id: str, *, as_json: bool) -
         _print(f"  running turn: {session.running_turn_id}")
     for switch in session.agent_history:
         _print(f"  agent switch: {switch.from_agent} -> {switch.to_agent} ({switch.reason})")
+    usage = session.usage
+    _print(
+        f"  usage: {usage.total_tokens} tokens ({usage.prompt_tokens} prompt, "
+        f"{usage.completion_tokens} completion) in {usage.turns} turns"
+    )
+    for grant in session.approval_grants:
+        when = ", ".join(f"{k}={v!r}" for k, v in sorted(grant.when.items())) or "every call"
+        _print(f"  always approved: {grant.tool_name} ({when}) [{grant.grant_id}]")
+    if turns:
+        _print()
+        print_table(
+            ("TURN", "STARTED", "OUTCOME", "MODEL", "TOKENS", "CALLS", "FIRST TOKEN"),
+            [_turn_row(turn) for turn in turns],
+        )
     _print()
     for message in messages:
         _print(_message_line(message))
+
+
+def _turn_row(turn: ses.Turn) -> tuple[str, ...]:
+    outcome = ses.TurnState.Name(turn.state).removeprefix("TURN_STATE_").lower()
+    if turn.stop_reason:
+        outcome = rt.StopReason.Name(turn.stop_reason).removeprefix("STOP_REASON_").lower()
+    if turn.error_reason:
+        outcome += f" ({turn.error_reason})"
+    first_token = (
+        f"{turn.time_to_first_token.ToTimedelta().total_seconds():.2f}s"
+        if turn.HasField("time_to_first_token")
+        else "-"
+    )
+    return (
+        turn.turn_id,
+        _time(turn.started_at),
+        outcome,
+        turn.model,
+        str(turn.usage.total_tokens),
+        f"{turn.model_calls} model, {turn.tool_calls} tool",
+        first_token,
+    )
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell; the last one is not padded."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        _print("  ".join([*cells, row[-1]]))
 
 
 def _message_line(message: ses.Message) -> str:
@@ -119,6 +185,8 @@ def _message_line(message: ses.Message) -> str:
         head += f" [{message.tool_call_id}{', error' if message.is_error else ''}]"
     if message.incomplete:
         head += " [incomplete]"
+    if message.superseded_by_turn_id:
+        head += f" [superseded by {message.superseded_by_turn_id}]"
     parts = [message.content] if message.content else []
     for call in message.tool_calls:
         arguments = json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)

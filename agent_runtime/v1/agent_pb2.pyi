@@ -7,6 +7,7 @@ from collections import abc as abc
 from google.protobuf import descriptor as descriptor
 from google.protobuf import message as message
 from google.protobuf.internal import containers as containers
+from google.protobuf.internal import enum_type_wrapper as enum_type_wrapper
 import builtins as builtins
 import sys
 import typing as typing
@@ -17,6 +18,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: descriptor.FileDescriptor
+
+class _RuleAction:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RuleActionEnumTypeWrapper(enum_type_wrapper._EnumTypeWrapper[_RuleAction.ValueType], builtins.type):
+    DESCRIPTOR: descriptor.EnumDescriptor
+    RULE_ACTION_UNSPECIFIED: _RuleAction.ValueType  # 0
+    RULE_ACTION_ALLOW: _RuleAction.ValueType  # 1
+    """The client runs the call at once."""
+    RULE_ACTION_ASK: _RuleAction.ValueType  # 2
+    """A human approves, edits or rejects it first."""
+    RULE_ACTION_DENY: _RuleAction.ValueType  # 3
+    """Never sent to the client: the model reads that it was refused."""
+
+class RuleAction(_RuleAction, metaclass=_RuleActionEnumTypeWrapper): ...
+
+RULE_ACTION_UNSPECIFIED: RuleAction.ValueType  # 0
+RULE_ACTION_ALLOW: RuleAction.ValueType  # 1
+"""The client runs the call at once."""
+RULE_ACTION_ASK: RuleAction.ValueType  # 2
+"""A human approves, edits or rejects it first."""
+RULE_ACTION_DENY: RuleAction.ValueType  # 3
+"""Never sent to the client: the model reads that it was refused."""
 
 @typing.final
 class PathRestriction(message.Message):
@@ -47,6 +72,55 @@ class PathRestriction(message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 @typing.final
+class ApprovalRule(message.Message):
+    """One approval rule: it matches a call to a tool matching `tool` whose top-level string
+    arguments match every glob of `when` (path arguments as paths inside the workspace).
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    @typing.final
+    class WhenEntry(message.Message):
+        DESCRIPTOR: descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TOOL_FIELD_NUMBER: builtins.int
+    WHEN_FIELD_NUMBER: builtins.int
+    ACTION_FIELD_NUMBER: builtins.int
+    tool: builtins.str
+    """Glob over tool names."""
+    action: RuleAction.ValueType
+    @builtins.property
+    def when(self) -> containers.ScalarMap[builtins.str, builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        tool: builtins.str = ...,
+        when: abc.Mapping[builtins.str, builtins.str] | None = ...,
+        action: RuleAction.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["action", b"action", "tool", b"tool", "when", b"when"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
 class Agent(message.Message):
     DESCRIPTOR: descriptor.Descriptor
 
@@ -57,6 +131,7 @@ class Agent(message.Message):
     PATH_RESTRICTIONS_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
     IS_DEFAULT_FIELD_NUMBER: builtins.int
+    RULES_FIELD_NUMBER: builtins.int
     name: builtins.str
     description: builtins.str
     model: builtins.str
@@ -67,10 +142,16 @@ class Agent(message.Message):
     def allowed_tools(self) -> containers.RepeatedScalarFieldContainer[builtins.str]: ...
     @builtins.property
     def approval_rules(self) -> containers.RepeatedScalarFieldContainer[builtins.str]:
-        """Glob patterns over tool names; a matching call needs a human's approval."""
+        """The tool globs of the rules that ask (see `rules` for the whole policy)."""
 
     @builtins.property
     def path_restrictions(self) -> containers.RepeatedCompositeFieldContainer[PathRestriction]: ...
+    @builtins.property
+    def rules(self) -> containers.RepeatedCompositeFieldContainer[ApprovalRule]:
+        """The approval policy: ordered, the first rule that matches a call decides; a call no rule
+        matches runs at once.
+        """
+
     def __init__(
         self,
         *,
@@ -81,10 +162,11 @@ class Agent(message.Message):
         path_restrictions: abc.Iterable[PathRestriction] | None = ...,
         model: builtins.str = ...,
         is_default: builtins.bool = ...,
+        rules: abc.Iterable[ApprovalRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["allowed_tools", b"allowed_tools", "approval_rules", b"approval_rules", "description", b"description", "is_default", b"is_default", "model", b"model", "name", b"name", "path_restrictions", b"path_restrictions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["allowed_tools", b"allowed_tools", "approval_rules", b"approval_rules", "description", b"description", "is_default", b"is_default", "model", b"model", "name", b"name", "path_restrictions", b"path_restrictions", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

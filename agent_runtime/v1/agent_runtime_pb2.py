@@ -26,17 +26,19 @@ from agent_runtime.v1 import model_controls_pb2 as agent__runtime_dot_v1_dot_mod
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agent_runtime/v1/agent_runtime.proto\x12\x10\x61gent_runtime.v1\x1a%agent_runtime/v1/model_controls.proto\x1a\x1cgoogle/protobuf/struct.proto\"M\n\x13ResumeStreamRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\"8\n\x11\x43\x61ncelTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"\x14\n\x12\x43\x61ncelTurnResponse\"\xb9\x03\n\x14StreamMessageRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x02 \x01(\t\x12\x35\n\x0cuser_message\x18\x03 \x01(\x0b\x32\x1d.agent_runtime.v1.UserMessageH\x00\x12\x33\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1c.agent_runtime.v1.ToolResultH\x00\x12?\n\x11\x61pproval_decision\x18\x05 \x01(\x0b\x32\".agent_runtime.v1.ApprovalDecisionH\x00\x12\x35\n\x0cswitch_agent\x18\x06 \x01(\x0b\x32\x1d.agent_runtime.v1.SwitchAgentH\x00\x12\r\n\x05\x61gent\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x36\n\ngeneration\x18\t \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\x12/\n\x05tools\x18\n \x03(\x0b\x32 .agent_runtime.v1.ToolDefinitionB\x07\n\x05input\"\x1e\n\x0bUserMessage\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"@\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"\x96\x01\n\x10\x41pprovalDecision\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12,\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1a.agent_runtime.v1.Decision\x12\x31\n\x10\x65\x64ited_arguments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x01(\t\",\n\x0bSwitchAgent\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc7\x04\n\x0bStreamChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x35\n\x0cturn_started\x18\n \x01(\x0b\x32\x1d.agent_runtime.v1.TurnStartedH\x00\x12;\n\x0f\x61ssistant_delta\x18\x0b \x01(\x0b\x32 .agent_runtime.v1.AssistantDeltaH\x00\x12?\n\x11\x61ssistant_message\x18\x0c \x01(\x0b\x32\".agent_runtime.v1.AssistantMessageH\x00\x12/\n\ttool_call\x18\r \x01(\x0b\x32\x1a.agent_runtime.v1.ToolCallH\x00\x12\x39\n\x0e\x61gent_switched\x18\x0e \x01(\x0b\x32\x1f.agent_runtime.v1.AgentSwitchedH\x00\x12(\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.agent_runtime.v1.ErrorH\x00\x12\x39\n\x0eturn_completed\x18\x10 \x01(\x0b\x32\x1f.agent_runtime.v1.TurnCompletedH\x00\x12:\n\x0ftool_call_delta\x18\x11 \x01(\x0b\x32\x1f.agent_runtime.v1.ToolCallDeltaH\x00\x12;\n\x0freasoning_delta\x18\x12 \x01(\x0b\x32 .agent_runtime.v1.ReasoningDeltaH\x00\x42\x07\n\x05\x63hunk\"G\n\x0bTurnStarted\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x18\n\x10input_message_id\x18\x03 \x01(\t\"\x1e\n\x0e\x41ssistantDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\rToolCallDelta\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x1a\n\x12\x61rguments_fragment\x18\x03 \x01(\t\"\x1e\n\x0eReasoningDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"7\n\x10\x41ssistantMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa2\x01\n\x08ToolCall\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x11requires_approval\x18\x05 \x01(\x08\x12\x17\n\x0f\x61pproval_reason\x18\x06 \x01(\t\"E\n\rAgentSwitched\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"j\n\rTurnCompleted\x12\x31\n\x0bstop_reason\x18\x01 \x01(\x0e\x32\x1c.agent_runtime.v1.StopReason\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.agent_runtime.v1.Usage*b\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x11\n\rDECISION_EDIT\x10\x02\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x03*\xd3\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_END_TURN\x10\x01\x12\x19\n\x15STOP_REASON_TOOL_CALL\x10\x02\x12!\n\x1dSTOP_REASON_AWAITING_APPROVAL\x10\x03\x12\x15\n\x11STOP_REASON_ERROR\x10\x04\x12\x19\n\x15STOP_REASON_CANCELLED\x10\x05\x12\x1e\n\x1aSTOP_REASON_MAX_ITERATIONS\x10\x06\x32\xa0\x02\n\x13\x41gentRuntimeService\x12X\n\rStreamMessage\x12&.agent_runtime.v1.StreamMessageRequest\x1a\x1d.agent_runtime.v1.StreamChunk0\x01\x12V\n\x0cResumeStream\x12%.agent_runtime.v1.ResumeStreamRequest\x1a\x1d.agent_runtime.v1.StreamChunk0\x01\x12W\n\nCancelTurn\x12#.agent_runtime.v1.CancelTurnRequest\x1a$.agent_runtime.v1.CancelTurnResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agent_runtime/v1/agent_runtime.proto\x12\x10\x61gent_runtime.v1\x1a%agent_runtime/v1/model_controls.proto\x1a\x1cgoogle/protobuf/struct.proto\"M\n\x13ResumeStreamRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\"8\n\x11\x43\x61ncelTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"\x14\n\x12\x43\x61ncelTurnResponse\"\xa4\x04\n\x14StreamMessageRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x19\n\x11\x63lient_message_id\x18\x02 \x01(\t\x12\x35\n\x0cuser_message\x18\x03 \x01(\x0b\x32\x1d.agent_runtime.v1.UserMessageH\x00\x12\x33\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1c.agent_runtime.v1.ToolResultH\x00\x12?\n\x11\x61pproval_decision\x18\x05 \x01(\x0b\x32\".agent_runtime.v1.ApprovalDecisionH\x00\x12\x35\n\x0cswitch_agent\x18\x06 \x01(\x0b\x32\x1d.agent_runtime.v1.SwitchAgentH\x00\x12\x32\n\nregenerate\x18\x14 \x01(\x0b\x32\x1c.agent_runtime.v1.RegenerateH\x00\x12\x35\n\x0c\x65\x64it_message\x18\x15 \x01(\x0b\x32\x1d.agent_runtime.v1.EditMessageH\x00\x12\r\n\x05\x61gent\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x36\n\ngeneration\x18\t \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\x12/\n\x05tools\x18\n \x03(\x0b\x32 .agent_runtime.v1.ToolDefinitionB\x07\n\x05input\"\x1e\n\x0bUserMessage\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"@\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"\x92\x02\n\x10\x41pprovalDecision\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12,\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1a.agent_runtime.v1.Decision\x12\x31\n\x10\x65\x64ited_arguments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x01(\t\x12G\n\x0b\x61lways_when\x18\x05 \x03(\x0b\x32\x32.agent_runtime.v1.ApprovalDecision.AlwaysWhenEntry\x1a\x31\n\x0f\x41lwaysWhenEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x0c\n\nRegenerate\"2\n\x0b\x45\x64itMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\",\n\x0bSwitchAgent\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc7\x04\n\x0bStreamChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x35\n\x0cturn_started\x18\n \x01(\x0b\x32\x1d.agent_runtime.v1.TurnStartedH\x00\x12;\n\x0f\x61ssistant_delta\x18\x0b \x01(\x0b\x32 .agent_runtime.v1.AssistantDeltaH\x00\x12?\n\x11\x61ssistant_message\x18\x0c \x01(\x0b\x32\".agent_runtime.v1.AssistantMessageH\x00\x12/\n\ttool_call\x18\r \x01(\x0b\x32\x1a.agent_runtime.v1.ToolCallH\x00\x12\x39\n\x0e\x61gent_switched\x18\x0e \x01(\x0b\x32\x1f.agent_runtime.v1.AgentSwitchedH\x00\x12(\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.agent_runtime.v1.ErrorH\x00\x12\x39\n\x0eturn_completed\x18\x10 \x01(\x0b\x32\x1f.agent_runtime.v1.TurnCompletedH\x00\x12:\n\x0ftool_call_delta\x18\x11 \x01(\x0b\x32\x1f.agent_runtime.v1.ToolCallDeltaH\x00\x12;\n\x0freasoning_delta\x18\x12 \x01(\x0b\x32 .agent_runtime.v1.ReasoningDeltaH\x00\x42\x07\n\x05\x63hunk\"G\n\x0bTurnStarted\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x18\n\x10input_message_id\x18\x03 \x01(\t\"\x1e\n\x0e\x41ssistantDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\rToolCallDelta\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x1a\n\x12\x61rguments_fragment\x18\x03 \x01(\t\"\x1e\n\x0eReasoningDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"7\n\x10\x41ssistantMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa2\x01\n\x08ToolCall\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x11requires_approval\x18\x05 \x01(\x08\x12\x17\n\x0f\x61pproval_reason\x18\x06 \x01(\t\"E\n\rAgentSwitched\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"j\n\rTurnCompleted\x12\x31\n\x0bstop_reason\x18\x01 \x01(\x0e\x32\x1c.agent_runtime.v1.StopReason\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.agent_runtime.v1.Usage*\x7f\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x11\n\rDECISION_EDIT\x10\x02\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x03\x12\x1b\n\x17\x44\x45\x43ISION_APPROVE_ALWAYS\x10\x04*\xd3\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_END_TURN\x10\x01\x12\x19\n\x15STOP_REASON_TOOL_CALL\x10\x02\x12!\n\x1dSTOP_REASON_AWAITING_APPROVAL\x10\x03\x12\x15\n\x11STOP_REASON_ERROR\x10\x04\x12\x19\n\x15STOP_REASON_CANCELLED\x10\x05\x12\x1e\n\x1aSTOP_REASON_MAX_ITERATIONS\x10\x06\x32\xa0\x02\n\x13\x41gentRuntimeService\x12X\n\rStreamMessage\x12&.agent_runtime.v1.StreamMessageRequest\x1a\x1d.agent_runtime.v1.StreamChunk0\x01\x12V\n\x0cResumeStream\x12%.agent_runtime.v1.ResumeStreamRequest\x1a\x1d.agent_runtime.v1.StreamChunk0\x01\x12W\n\nCancelTurn\x12#.agent_runtime.v1.CancelTurnRequest\x1a$.agent_runtime.v1.CancelTurnResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_runtime.v1.agent_runtime_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=2388
-  _globals['_DECISION']._serialized_end=2486
-  _globals['_STOPREASON']._serialized_start=2489
-  _globals['_STOPREASON']._serialized_end=2700
+  _globals['_APPROVALDECISION_ALWAYSWHENENTRY']._loaded_options = None
+  _globals['_APPROVALDECISION_ALWAYSWHENENTRY']._serialized_options = b'8\001'
+  _globals['_DECISION']._serialized_start=2685
+  _globals['_DECISION']._serialized_end=2812
+  _globals['_STOPREASON']._serialized_start=2815
+  _globals['_STOPREASON']._serialized_end=3026
   _globals['_RESUMESTREAMREQUEST']._serialized_start=127
   _globals['_RESUMESTREAMREQUEST']._serialized_end=204
   _globals['_CANCELTURNREQUEST']._serialized_start=206
@@ -44,37 +46,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELTURNRESPONSE']._serialized_start=264
   _globals['_CANCELTURNRESPONSE']._serialized_end=284
   _globals['_STREAMMESSAGEREQUEST']._serialized_start=287
-  _globals['_STREAMMESSAGEREQUEST']._serialized_end=728
-  _globals['_USERMESSAGE']._serialized_start=730
-  _globals['_USERMESSAGE']._serialized_end=760
-  _globals['_TOOLRESULT']._serialized_start=762
-  _globals['_TOOLRESULT']._serialized_end=826
-  _globals['_APPROVALDECISION']._serialized_start=829
-  _globals['_APPROVALDECISION']._serialized_end=979
-  _globals['_SWITCHAGENT']._serialized_start=981
-  _globals['_SWITCHAGENT']._serialized_end=1025
-  _globals['_STREAMCHUNK']._serialized_start=1028
-  _globals['_STREAMCHUNK']._serialized_end=1611
-  _globals['_TURNSTARTED']._serialized_start=1613
-  _globals['_TURNSTARTED']._serialized_end=1684
-  _globals['_ASSISTANTDELTA']._serialized_start=1686
-  _globals['_ASSISTANTDELTA']._serialized_end=1716
-  _globals['_TOOLCALLDELTA']._serialized_start=1718
-  _globals['_TOOLCALLDELTA']._serialized_end=1797
-  _globals['_REASONINGDELTA']._serialized_start=1799
-  _globals['_REASONINGDELTA']._serialized_end=1829
-  _globals['_ASSISTANTMESSAGE']._serialized_start=1831
-  _globals['_ASSISTANTMESSAGE']._serialized_end=1886
-  _globals['_TOOLCALL']._serialized_start=1889
-  _globals['_TOOLCALL']._serialized_end=2051
-  _globals['_AGENTSWITCHED']._serialized_start=2053
-  _globals['_AGENTSWITCHED']._serialized_end=2122
-  _globals['_ERROR']._serialized_start=2124
-  _globals['_ERROR']._serialized_end=2197
-  _globals['_USAGE']._serialized_start=2199
-  _globals['_USAGE']._serialized_end=2278
-  _globals['_TURNCOMPLETED']._serialized_start=2280
-  _globals['_TURNCOMPLETED']._serialized_end=2386
-  _globals['_AGENTRUNTIMESERVICE']._serialized_start=2703
-  _globals['_AGENTRUNTIMESERVICE']._serialized_end=2991
+  _globals['_STREAMMESSAGEREQUEST']._serialized_end=835
+  _globals['_USERMESSAGE']._serialized_start=837
+  _globals['_USERMESSAGE']._serialized_end=867
+  _globals['_TOOLRESULT']._serialized_start=869
+  _globals['_TOOLRESULT']._serialized_end=933
+  _globals['_APPROVALDECISION']._serialized_start=936
+  _globals['_APPROVALDECISION']._serialized_end=1210
+  _globals['_APPROVALDECISION_ALWAYSWHENENTRY']._serialized_start=1161
+  _globals['_APPROVALDECISION_ALWAYSWHENENTRY']._serialized_end=1210
+  _globals['_REGENERATE']._serialized_start=1212
+  _globals['_REGENERATE']._serialized_end=1224
+  _globals['_EDITMESSAGE']._serialized_start=1226
+  _globals['_EDITMESSAGE']._serialized_end=1276
+  _globals['_SWITCHAGENT']._serialized_start=1278
+  _globals['_SWITCHAGENT']._serialized_end=1322
+  _globals['_STREAMCHUNK']._serialized_start=1325
+  _globals['_STREAMCHUNK']._serialized_end=1908
+  _globals['_TURNSTARTED']._serialized_start=1910
+  _globals['_TURNSTARTED']._serialized_end=1981
+  _globals['_ASSISTANTDELTA']._serialized_start=1983
+  _globals['_ASSISTANTDELTA']._serialized_end=2013
+  _globals['_TOOLCALLDELTA']._serialized_start=2015
+  _globals['_TOOLCALLDELTA']._serialized_end=2094
+  _globals['_REASONINGDELTA']._serialized_start=2096
+  _globals['_REASONINGDELTA']._serialized_end=2126
+  _globals['_ASSISTANTMESSAGE']._serialized_start=2128
+  _globals['_ASSISTANTMESSAGE']._serialized_end=2183
+  _globals['_TOOLCALL']._serialized_start=2186
+  _globals['_TOOLCALL']._serialized_end=2348
+  _globals['_AGENTSWITCHED']._serialized_start=2350
+  _globals['_AGENTSWITCHED']._serialized_end=2419
+  _globals['_ERROR']._serialized_start=2421
+  _globals['_ERROR']._serialized_end=2494
+  _globals['_USAGE']._serialized_start=2496
+  _globals['_USAGE']._serialized_end=2575
+  _globals['_TURNCOMPLETED']._serialized_start=2577
+  _globals['_TURNCOMPLETED']._serialized_end=2683
+  _globals['_AGENTRUNTIMESERVICE']._serialized_start=3029
+  _globals['_AGENTRUNTIMESERVICE']._serialized_end=3317
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,10 @@ class _DecisionEnumTypeWrapper(enum_type_wrapper._EnumTypeWrapper[_Decision.Valu
     DECISION_APPROVE: _Decision.ValueType  # 1
     DECISION_EDIT: _Decision.ValueType  # 2
     DECISION_REJECT: _Decision.ValueType  # 3
+    DECISION_APPROVE_ALWAYS: _Decision.ValueType  # 4
+    """Approves this call and, for the rest of the session, every later call to the same tool
+    whose arguments match `always_when` (every call to the tool when it is empty).
+    """
 
 class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper): ...
 
@@ -38,6 +42,10 @@ DECISION_UNSPECIFIED: Decision.ValueType  # 0
 DECISION_APPROVE: Decision.ValueType  # 1
 DECISION_EDIT: Decision.ValueType  # 2
 DECISION_REJECT: Decision.ValueType  # 3
+DECISION_APPROVE_ALWAYS: Decision.ValueType  # 4
+"""Approves this call and, for the rest of the session, every later call to the same tool
+whose arguments match `always_when` (every call to the tool when it is empty).
+"""
 
 class _StopReason:
     ValueType = typing.NewType("ValueType", builtins.int)
@@ -130,6 +138,8 @@ class StreamMessageRequest(message.Message):
     TOOL_RESULT_FIELD_NUMBER: builtins.int
     APPROVAL_DECISION_FIELD_NUMBER: builtins.int
     SWITCH_AGENT_FIELD_NUMBER: builtins.int
+    REGENERATE_FIELD_NUMBER: builtins.int
+    EDIT_MESSAGE_FIELD_NUMBER: builtins.int
     AGENT_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
     GENERATION_FIELD_NUMBER: builtins.int
@@ -153,6 +163,14 @@ class StreamMessageRequest(message.Message):
     @builtins.property
     def switch_agent(self) -> SwitchAgent: ...
     @builtins.property
+    def regenerate(self) -> Regenerate:
+        """Runs the session's last user message again (the model gets a new chance to answer)."""
+
+    @builtins.property
+    def edit_message(self) -> EditMessage:
+        """Replaces an earlier user message of this session and continues from it."""
+
+    @builtins.property
     def generation(self) -> model_controls_pb2.GenerationConfig:
         """Optional generation settings for this request's model calls; each field set here wins
         over the session's and the agent's.
@@ -174,16 +192,18 @@ class StreamMessageRequest(message.Message):
         tool_result: ToolResult | None = ...,
         approval_decision: ApprovalDecision | None = ...,
         switch_agent: SwitchAgent | None = ...,
+        regenerate: Regenerate | None = ...,
+        edit_message: EditMessage | None = ...,
         agent: builtins.str = ...,
         model: builtins.str = ...,
         generation: model_controls_pb2.GenerationConfig | None = ...,
         tools: abc.Iterable[model_controls_pb2.ToolDefinition] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["approval_decision", b"approval_decision", "generation", b"generation", "input", b"input", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["approval_decision", b"approval_decision", "edit_message", b"edit_message", "generation", b"generation", "input", b"input", "regenerate", b"regenerate", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "user_message", b"user_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "approval_decision", b"approval_decision", "client_message_id", b"client_message_id", "generation", b"generation", "input", b"input", "model", b"model", "session_id", b"session_id", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "tools", b"tools", "user_message", b"user_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "approval_decision", b"approval_decision", "client_message_id", b"client_message_id", "edit_message", b"edit_message", "generation", b"generation", "input", b"input", "model", b"model", "regenerate", b"regenerate", "session_id", b"session_id", "switch_agent", b"switch_agent", "tool_result", b"tool_result", "tools", b"tools", "user_message", b"user_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_input: _TypeAlias = typing.Literal["user_message", "tool_result", "approval_decision", "switch_agent"]  # noqa: Y015
+    _WhichOneofReturnType_input: _TypeAlias = typing.Literal["user_message", "tool_result", "approval_decision", "switch_agent", "regenerate", "edit_message"]  # noqa: Y015
     _WhichOneofArgType_input: _TypeAlias = typing.Literal["input", b"input"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_input) -> _WhichOneofReturnType_input | None: ...
 
@@ -235,16 +255,45 @@ class ApprovalDecision(message.Message):
 
     DESCRIPTOR: descriptor.Descriptor
 
+    @typing.final
+    class AlwaysWhenEntry(message.Message):
+        DESCRIPTOR: descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CALL_ID_FIELD_NUMBER: builtins.int
     DECISION_FIELD_NUMBER: builtins.int
     EDITED_ARGUMENTS_FIELD_NUMBER: builtins.int
     FEEDBACK_FIELD_NUMBER: builtins.int
+    ALWAYS_WHEN_FIELD_NUMBER: builtins.int
     call_id: builtins.str
     decision: Decision.ValueType
     feedback: builtins.str
+    """Reaches the model with the tool's result (or with the rejection)."""
     @builtins.property
     def edited_arguments(self) -> struct_pb2.Struct:
         """Only with DECISION_EDIT: the arguments that will actually run."""
+
+    @builtins.property
+    def always_when(self) -> containers.ScalarMap[builtins.str, builtins.str]:
+        """Only with DECISION_APPROVE_ALWAYS: globs over the tool's top-level string arguments that
+        later calls must match to be approved too, e.g. {"command": "git *"}; this call must match
+        them. Empty: every later call to the tool.
+        """
 
     def __init__(
         self,
@@ -253,10 +302,53 @@ class ApprovalDecision(message.Message):
         decision: Decision.ValueType = ...,
         edited_arguments: struct_pb2.Struct | None = ...,
         feedback: builtins.str = ...,
+        always_when: abc.Mapping[builtins.str, builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["edited_arguments", b"edited_arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id", "decision", b"decision", "edited_arguments", b"edited_arguments", "feedback", b"feedback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["always_when", b"always_when", "call_id", b"call_id", "decision", b"decision", "edited_arguments", b"edited_arguments", "feedback", b"feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class Regenerate(message.Message):
+    """Runs the session's last user message again. Its answer, and everything after it, is kept
+    but superseded: marked with this turn's id and never sent to the model again.
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class EditMessage(message.Message):
+    """Replaces user message `message_id` with `content` and runs the model from there. The old
+    message and everything after it are kept but superseded (marked with this turn's id); the
+    new content is a new user message at the end of the history.
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: builtins.int
+    CONTENT_FIELD_NUMBER: builtins.int
+    message_id: builtins.str
+    content: builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: builtins.str = ...,
+        content: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "message_id", b"message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

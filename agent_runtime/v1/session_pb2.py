@@ -22,59 +22,85 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agent_runtime.v1 import agent_pb2 as agent__runtime_dot_v1_dot_agent__pb2
+from agent_runtime.v1 import agent_runtime_pb2 as agent__runtime_dot_v1_dot_agent__runtime__pb2
 from agent_runtime.v1 import model_controls_pb2 as agent__runtime_dot_v1_dot_model__controls__pb2
+from agent_runtime.v1 import usage_pb2 as agent__runtime_dot_v1_dot_usage__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gent_runtime/v1/session.proto\x12\x10\x61gent_runtime.v1\x1a%agent_runtime/v1/model_controls.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x15\n\rmessage_count\x18\x04 \x01(\x04\x12\x17\n\x0frunning_turn_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_activity_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ragent_history\x18\x08 \x03(\x0b\x32\x1d.agent_runtime.v1.AgentSwitch\x12\x1f\n\x17pending_approvals_count\x18\t \x01(\r\x12\x14\n\x0cinstructions\x18\n \x01(\t\x12/\n\x05tools\x18\x0b \x03(\x0b\x32 .agent_runtime.v1.ToolDefinition\x12\x36\n\ngeneration\x18\x0c \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\"\x85\x01\n\x0b\x41gentSwitch\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bswitched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\"a\n\x0fMessageToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xad\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.agent_runtime.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x35\n\ntool_calls\x18\x04 \x03(\x0b\x32!.agent_runtime.v1.MessageToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x04\x12\x12\n\nincomplete\x18\t \x01(\x08\x12\x10\n\x08is_error\x18\n \x01(\x08\x12\x11\n\treasoning\x18\x0b \x01(\t\"\xf6\x01\n\x0fPendingApproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07turn_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12/\n\x05tools\x18\x05 \x03(\x0b\x32 .agent_runtime.v1.ToolDefinition\x12\x36\n\ngeneration\x18\x06 \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"s\n\x14UpdateSessionRequest\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x15UpdateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"X\n\x1bListPendingApprovalsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1cListPendingApprovalsResponse\x12\x34\n\tapprovals\x18\x01 \x03(\x0b\x32!.agent_runtime.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\xc4\x05\n\x0eSessionService\x12`\n\rCreateSession\x12&.agent_runtime.v1.CreateSessionRequest\x1a\'.agent_runtime.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.agent_runtime.v1.GetSessionRequest\x1a$.agent_runtime.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.agent_runtime.v1.ListSessionsRequest\x1a&.agent_runtime.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.agent_runtime.v1.DeleteSessionRequest\x1a\'.agent_runtime.v1.DeleteSessionResponse\x12]\n\x0cListMessages\x12%.agent_runtime.v1.ListMessagesRequest\x1a&.agent_runtime.v1.ListMessagesResponse\x12u\n\x14ListPendingApprovals\x12-.agent_runtime.v1.ListPendingApprovalsRequest\x1a..agent_runtime.v1.ListPendingApprovalsResponse\x12`\n\rUpdateSession\x12&.agent_runtime.v1.UpdateSessionRequest\x1a\'.agent_runtime.v1.UpdateSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gent_runtime/v1/session.proto\x12\x10\x61gent_runtime.v1\x1a\x1c\x61gent_runtime/v1/agent.proto\x1a$agent_runtime/v1/agent_runtime.proto\x1a%agent_runtime/v1/model_controls.proto\x1a\x1c\x61gent_runtime/v1/usage.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x04\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x15\n\rmessage_count\x18\x04 \x01(\x04\x12\x17\n\x0frunning_turn_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_activity_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ragent_history\x18\x08 \x03(\x0b\x32\x1d.agent_runtime.v1.AgentSwitch\x12\x1f\n\x17pending_approvals_count\x18\t \x01(\r\x12\x14\n\x0cinstructions\x18\n \x01(\t\x12/\n\x05tools\x18\x0b \x03(\x0b\x32 .agent_runtime.v1.ToolDefinition\x12\x36\n\ngeneration\x18\x0c \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\x12,\n\x05usage\x18\x0f \x01(\x0b\x32\x1d.agent_runtime.v1.UsageTotals\x12\x38\n\x0f\x61pproval_grants\x18\x10 \x03(\x0b\x32\x1f.agent_runtime.v1.ApprovalGrant\"\xec\x01\n\rApprovalGrant\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x37\n\x04when\x18\x03 \x03(\x0b\x32).agent_runtime.v1.ApprovalGrant.WhenEntry\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\x12.\n\ngranted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tWhenEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x0b\x41gentSwitch\x12\x12\n\nfrom_agent\x18\x01 \x01(\t\x12\x10\n\x08to_agent\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bswitched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\"a\n\x0fMessageToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xcc\x02\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.agent_runtime.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x35\n\ntool_calls\x18\x04 \x03(\x0b\x32!.agent_runtime.v1.MessageToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07turn_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\x04\x12\x12\n\nincomplete\x18\t \x01(\x08\x12\x10\n\x08is_error\x18\n \x01(\x08\x12\x11\n\treasoning\x18\x0b \x01(\t\x12\x1d\n\x15superseded_by_turn_id\x18\r \x01(\t\"\xb8\x02\n\x0fPendingApproval\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07turn_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x04rule\x18\t \x01(\x0b\x32\x1e.agent_runtime.v1.ApprovalRule\x12\x12\n\nrule_index\x18\n \x01(\r\"\xc7\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12/\n\x05tools\x18\x05 \x03(\x0b\x32 .agent_runtime.v1.ToolDefinition\x12\x36\n\ngeneration\x18\x06 \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"s\n\x14UpdateSessionRequest\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x15UpdateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.agent_runtime.v1.Session\"l\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1a\n\x12include_superseded\x18\x04 \x01(\x08\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.agent_runtime.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"X\n\x1bListPendingApprovalsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1cListPendingApprovalsResponse\x12\x34\n\tapprovals\x18\x01 \x03(\x0b\x32!.agent_runtime.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf1\x03\n\x04Turn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x18\n\x10input_message_id\x18\x05 \x01(\t\x12*\n\x05state\x18\x06 \x01(\x0e\x32\x1b.agent_runtime.v1.TurnState\x12\x31\n\x0bstop_reason\x18\x07 \x01(\x0e\x32\x1c.agent_runtime.v1.StopReason\x12\x14\n\x0c\x65rror_reason\x18\x08 \x01(\t\x12\x15\n\rerror_message\x18\t \x01(\t\x12&\n\x05usage\x18\n \x01(\x0b\x32\x17.agent_runtime.v1.Usage\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x13time_to_first_token\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmodel_calls\x18\x0e \x01(\r\x12\x12\n\ntool_calls\x18\x0f \x01(\r\x12\x19\n\x11\x63lient_message_id\x18\x10 \x01(\t\"5\n\x0eGetTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"7\n\x0fGetTurnResponse\x12$\n\x04turn\x18\x01 \x01(\x0b\x32\x16.agent_runtime.v1.Turn\"M\n\x10ListTurnsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x11ListTurnsResponse\x12%\n\x05turns\x18\x01 \x03(\x0b\x32\x16.agent_runtime.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1aRevokeApprovalGrantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\"\x1d\n\x1bRevokeApprovalGrantResponse*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xa6\x01\n\tTurnState\x12\x1a\n\x16TURN_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TURN_STATE_RUNNING\x10\x01\x12\x18\n\x14TURN_STATE_COMPLETED\x10\x02\x12\x15\n\x11TURN_STATE_FAILED\x10\x03\x12\x18\n\x14TURN_STATE_CANCELLED\x10\x04\x12\x1a\n\x16TURN_STATE_INTERRUPTED\x10\x05\x32\xde\x07\n\x0eSessionService\x12`\n\rCreateSession\x12&.agent_runtime.v1.CreateSessionRequest\x1a\'.agent_runtime.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.agent_runtime.v1.GetSessionRequest\x1a$.agent_runtime.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.agent_runtime.v1.ListSessionsRequest\x1a&.agent_runtime.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.agent_runtime.v1.DeleteSessionRequest\x1a\'.agent_runtime.v1.DeleteSessionResponse\x12]\n\x0cListMessages\x12%.agent_runtime.v1.ListMessagesRequest\x1a&.agent_runtime.v1.ListMessagesResponse\x12u\n\x14ListPendingApprovals\x12-.agent_runtime.v1.ListPendingApprovalsRequest\x1a..agent_runtime.v1.ListPendingApprovalsResponse\x12`\n\rUpdateSession\x12&.agent_runtime.v1.UpdateSessionRequest\x1a\'.agent_runtime.v1.UpdateSessionResponse\x12N\n\x07GetTurn\x12 .agent_runtime.v1.GetTurnRequest\x1a!.agent_runtime.v1.GetTurnResponse\x12T\n\tListTurns\x12\".agent_runtime.v1.ListTurnsRequest\x1a#.agent_runtime.v1.ListTurnsResponse\x12r\n\x13RevokeApprovalGrant\x12,.agent_runtime.v1.RevokeApprovalGrantRequest\x1a-.agent_runtime.v1.RevokeApprovalGrantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_runtime.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2568
-  _globals['_ROLE']._serialized_end=2663
-  _globals['_SESSION']._serialized_start=189
-  _globals['_SESSION']._serialized_end=612
-  _globals['_AGENTSWITCH']._serialized_start=615
-  _globals['_AGENTSWITCH']._serialized_end=748
-  _globals['_MESSAGETOOLCALL']._serialized_start=750
-  _globals['_MESSAGETOOLCALL']._serialized_end=847
-  _globals['_MESSAGE']._serialized_start=850
-  _globals['_MESSAGE']._serialized_end=1151
-  _globals['_PENDINGAPPROVAL']._serialized_start=1154
-  _globals['_PENDINGAPPROVAL']._serialized_end=1400
-  _globals['_CREATESESSIONREQUEST']._serialized_start=1403
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1602
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=1604
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=1671
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=1673
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1788
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1790
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1857
-  _globals['_GETSESSIONREQUEST']._serialized_start=1859
-  _globals['_GETSESSIONREQUEST']._serialized_end=1898
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1900
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1964
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1966
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=2046
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2048
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2140
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=2142
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=2202
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2204
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2296
-  _globals['_DELETESESSIONREQUEST']._serialized_start=2298
-  _globals['_DELETESESSIONREQUEST']._serialized_end=2340
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=2342
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=2365
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=2367
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=2455
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=2457
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=2566
-  _globals['_SESSIONSERVICE']._serialized_start=2666
-  _globals['_SESSIONSERVICE']._serialized_end=3374
+  _globals['_APPROVALGRANT_WHENENTRY']._loaded_options = None
+  _globals['_APPROVALGRANT_WHENENTRY']._serialized_options = b'8\001'
+  _globals['_ROLE']._serialized_start=4041
+  _globals['_ROLE']._serialized_end=4136
+  _globals['_TURNSTATE']._serialized_start=4139
+  _globals['_TURNSTATE']._serialized_end=4305
+  _globals['_SESSION']._serialized_start=319
+  _globals['_SESSION']._serialized_end=846
+  _globals['_APPROVALGRANT']._serialized_start=849
+  _globals['_APPROVALGRANT']._serialized_end=1085
+  _globals['_APPROVALGRANT_WHENENTRY']._serialized_start=1042
+  _globals['_APPROVALGRANT_WHENENTRY']._serialized_end=1085
+  _globals['_AGENTSWITCH']._serialized_start=1088
+  _globals['_AGENTSWITCH']._serialized_end=1221
+  _globals['_MESSAGETOOLCALL']._serialized_start=1223
+  _globals['_MESSAGETOOLCALL']._serialized_end=1320
+  _globals['_MESSAGE']._serialized_start=1323
+  _globals['_MESSAGE']._serialized_end=1655
+  _globals['_PENDINGAPPROVAL']._serialized_start=1658
+  _globals['_PENDINGAPPROVAL']._serialized_end=1970
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1973
+  _globals['_CREATESESSIONREQUEST']._serialized_end=2172
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=2174
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=2241
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=2243
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=2358
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=2360
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=2427
+  _globals['_GETSESSIONREQUEST']._serialized_start=2429
+  _globals['_GETSESSIONREQUEST']._serialized_end=2468
+  _globals['_GETSESSIONRESPONSE']._serialized_start=2470
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2534
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=2536
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=2644
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2646
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2738
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2740
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2800
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2802
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2894
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2896
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2938
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2940
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2963
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=2965
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=3053
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=3055
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=3164
+  _globals['_TURN']._serialized_start=3167
+  _globals['_TURN']._serialized_end=3664
+  _globals['_GETTURNREQUEST']._serialized_start=3666
+  _globals['_GETTURNREQUEST']._serialized_end=3719
+  _globals['_GETTURNRESPONSE']._serialized_start=3721
+  _globals['_GETTURNRESPONSE']._serialized_end=3776
+  _globals['_LISTTURNSREQUEST']._serialized_start=3778
+  _globals['_LISTTURNSREQUEST']._serialized_end=3855
+  _globals['_LISTTURNSRESPONSE']._serialized_start=3857
+  _globals['_LISTTURNSRESPONSE']._serialized_end=3940
+  _globals['_REVOKEAPPROVALGRANTREQUEST']._serialized_start=3942
+  _globals['_REVOKEAPPROVALGRANTREQUEST']._serialized_end=4008
+  _globals['_REVOKEAPPROVALGRANTRESPONSE']._serialized_start=4010
+  _globals['_REVOKEAPPROVALGRANTRESPONSE']._serialized_end=4039
+  _globals['_SESSIONSERVICE']._serialized_start=4308
+  _globals['_SESSIONSERVICE']._serialized_end=5298
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,13 @@
 isort:skip_file
 """
 
+from agent_runtime.v1 import agent_pb2 as agent_pb2
+from agent_runtime.v1 import agent_runtime_pb2 as agent_runtime_pb2
 from agent_runtime.v1 import model_controls_pb2 as model_controls_pb2
+from agent_runtime.v1 import usage_pb2 as usage_pb2
 from collections import abc as abc
 from google.protobuf import descriptor as descriptor
+from google.protobuf import duration_pb2 as duration_pb2
 from google.protobuf import field_mask_pb2 as field_mask_pb2
 from google.protobuf import message as message
 from google.protobuf import struct_pb2 as struct_pb2
@@ -43,6 +47,30 @@ ROLE_USER: Role.ValueType  # 2
 ROLE_ASSISTANT: Role.ValueType  # 3
 ROLE_TOOL: Role.ValueType  # 4
 
+class _TurnState:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TurnStateEnumTypeWrapper(enum_type_wrapper._EnumTypeWrapper[_TurnState.ValueType], builtins.type):
+    DESCRIPTOR: descriptor.EnumDescriptor
+    TURN_STATE_UNSPECIFIED: _TurnState.ValueType  # 0
+    TURN_STATE_RUNNING: _TurnState.ValueType  # 1
+    TURN_STATE_COMPLETED: _TurnState.ValueType  # 2
+    TURN_STATE_FAILED: _TurnState.ValueType  # 3
+    TURN_STATE_CANCELLED: _TurnState.ValueType  # 4
+    TURN_STATE_INTERRUPTED: _TurnState.ValueType  # 5
+    """The process running it stopped (crash, kill); its session was freed."""
+
+class TurnState(_TurnState, metaclass=_TurnStateEnumTypeWrapper): ...
+
+TURN_STATE_UNSPECIFIED: TurnState.ValueType  # 0
+TURN_STATE_RUNNING: TurnState.ValueType  # 1
+TURN_STATE_COMPLETED: TurnState.ValueType  # 2
+TURN_STATE_FAILED: TurnState.ValueType  # 3
+TURN_STATE_CANCELLED: TurnState.ValueType  # 4
+TURN_STATE_INTERRUPTED: TurnState.ValueType  # 5
+"""The process running it stopped (crash, kill); its session was freed."""
+
 @typing.final
 class Session(message.Message):
     DESCRIPTOR: descriptor.Descriptor
@@ -59,6 +87,8 @@ class Session(message.Message):
     INSTRUCTIONS_FIELD_NUMBER: builtins.int
     TOOLS_FIELD_NUMBER: builtins.int
     GENERATION_FIELD_NUMBER: builtins.int
+    USAGE_FIELD_NUMBER: builtins.int
+    APPROVAL_GRANTS_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     title: builtins.str
     agent: builtins.str
@@ -88,6 +118,14 @@ class Session(message.Message):
     def generation(self) -> model_controls_pb2.GenerationConfig:
         """The session's generation defaults (a request's own fields win over them)."""
 
+    @builtins.property
+    def usage(self) -> usage_pb2.UsageTotals:
+        """Tokens of the session's ended turns, counted once per turn when it ends."""
+
+    @builtins.property
+    def approval_grants(self) -> containers.RepeatedCompositeFieldContainer[ApprovalGrant]:
+        """The APPROVE_ALWAYS grants in force, oldest first."""
+
     def __init__(
         self,
         *,
@@ -103,10 +141,72 @@ class Session(message.Message):
         instructions: builtins.str = ...,
         tools: abc.Iterable[model_controls_pb2.ToolDefinition] | None = ...,
         generation: model_controls_pb2.GenerationConfig | None = ...,
+        usage: usage_pb2.UsageTotals | None = ...,
+        approval_grants: abc.Iterable[ApprovalGrant] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "generation", b"generation", "last_activity_at", b"last_activity_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "generation", b"generation", "last_activity_at", b"last_activity_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "created_at", b"created_at", "generation", b"generation", "instructions", b"instructions", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "approval_grants", b"approval_grants", "created_at", b"created_at", "generation", b"generation", "instructions", b"instructions", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title", "tools", b"tools", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ApprovalGrant(message.Message):
+    """"Allow for the rest of this session": calls to `tool_name` whose top-level string arguments
+    match every glob of `when` (every call to it when empty) need no approval. A rule that
+    denies still wins.
+    """
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    @typing.final
+    class WhenEntry(message.Message):
+        DESCRIPTOR: descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    GRANT_ID_FIELD_NUMBER: builtins.int
+    TOOL_NAME_FIELD_NUMBER: builtins.int
+    WHEN_FIELD_NUMBER: builtins.int
+    CALL_ID_FIELD_NUMBER: builtins.int
+    TURN_ID_FIELD_NUMBER: builtins.int
+    GRANTED_AT_FIELD_NUMBER: builtins.int
+    grant_id: builtins.str
+    tool_name: builtins.str
+    call_id: builtins.str
+    """The call whose approval made the grant, and the turn that recorded it."""
+    turn_id: builtins.str
+    @builtins.property
+    def when(self) -> containers.ScalarMap[builtins.str, builtins.str]: ...
+    @builtins.property
+    def granted_at(self) -> timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        grant_id: builtins.str = ...,
+        tool_name: builtins.str = ...,
+        when: abc.Mapping[builtins.str, builtins.str] | None = ...,
+        call_id: builtins.str = ...,
+        turn_id: builtins.str = ...,
+        granted_at: timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["granted_at", b"granted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["call_id", b"call_id", "grant_id", b"grant_id", "granted_at", b"granted_at", "tool_name", b"tool_name", "turn_id", b"turn_id", "when", b"when"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,6 +282,7 @@ class Message(message.Message):
     INCOMPLETE_FIELD_NUMBER: builtins.int
     IS_ERROR_FIELD_NUMBER: builtins.int
     REASONING_FIELD_NUMBER: builtins.int
+    SUPERSEDED_BY_TURN_ID_FIELD_NUMBER: builtins.int
     message_id: builtins.str
     role: Role.ValueType
     content: builtins.str
@@ -196,6 +297,10 @@ class Message(message.Message):
     """For ROLE_TOOL: the client reported that the tool failed."""
     reasoning: builtins.str
     """For ROLE_ASSISTANT: the model's reasoning, when the agent stores it (store_reasoning)."""
+    superseded_by_turn_id: builtins.str
+    """Set on a message a regenerate or edit_message dropped from what the model sees: the turn
+    that superseded it. Such messages are listed only with include_superseded.
+    """
     @builtins.property
     def tool_calls(self) -> containers.RepeatedCompositeFieldContainer[MessageToolCall]: ...
     @builtins.property
@@ -214,10 +319,11 @@ class Message(message.Message):
         incomplete: builtins.bool = ...,
         is_error: builtins.bool = ...,
         reasoning: builtins.str = ...,
+        superseded_by_turn_id: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "created_at", b"created_at", "incomplete", b"incomplete", "is_error", b"is_error", "message_id", b"message_id", "position", b"position", "reasoning", b"reasoning", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["content", b"content", "created_at", b"created_at", "incomplete", b"incomplete", "is_error", b"is_error", "message_id", b"message_id", "position", b"position", "reasoning", b"reasoning", "role", b"role", "superseded_by_turn_id", b"superseded_by_turn_id", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,17 +341,24 @@ class PendingApproval(message.Message):
     TURN_ID_FIELD_NUMBER: builtins.int
     CREATED_AT_FIELD_NUMBER: builtins.int
     EXPIRES_AT_FIELD_NUMBER: builtins.int
+    RULE_FIELD_NUMBER: builtins.int
+    RULE_INDEX_FIELD_NUMBER: builtins.int
     call_id: builtins.str
     message_id: builtins.str
     tool_name: builtins.str
     reason: builtins.str
     turn_id: builtins.str
+    rule_index: builtins.int
     @builtins.property
     def arguments(self) -> struct_pb2.Struct: ...
     @builtins.property
     def created_at(self) -> timestamp_pb2.Timestamp: ...
     @builtins.property
     def expires_at(self) -> timestamp_pb2.Timestamp: ...
+    @builtins.property
+    def rule(self) -> agent_pb2.ApprovalRule:
+        """The agent's approval rule that asked, and its 1-based position in the agent's rules."""
+
     def __init__(
         self,
         *,
@@ -257,10 +370,12 @@ class PendingApproval(message.Message):
         turn_id: builtins.str = ...,
         created_at: timestamp_pb2.Timestamp | None = ...,
         expires_at: timestamp_pb2.Timestamp | None = ...,
+        rule: agent_pb2.ApprovalRule | None = ...,
+        rule_index: builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = typing.Literal["arguments", b"arguments", "created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["arguments", b"arguments", "created_at", b"created_at", "expires_at", b"expires_at", "rule", b"rule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "expires_at", b"expires_at", "message_id", b"message_id", "reason", b"reason", "tool_name", b"tool_name", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["arguments", b"arguments", "call_id", b"call_id", "created_at", b"created_at", "expires_at", b"expires_at", "message_id", b"message_id", "reason", b"reason", "rule", b"rule", "rule_index", b"rule_index", "tool_name", b"tool_name", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -412,21 +527,25 @@ class ListMessagesRequest(message.Message):
     SESSION_ID_FIELD_NUMBER: builtins.int
     PAGE_SIZE_FIELD_NUMBER: builtins.int
     PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    INCLUDE_SUPERSEDED_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     page_size: builtins.int
     """At most this many messages (default 100, at most 1000)."""
     page_token: builtins.str
     """From a previous response's next_page_token; empty: the first page."""
+    include_superseded: builtins.bool
+    """Also the superseded messages (regenerate, edit_message), in their places."""
     def __init__(
         self,
         *,
         session_id: builtins.str = ...,
         page_size: builtins.int = ...,
         page_token: builtins.str = ...,
+        include_superseded: builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["include_superseded", b"include_superseded", "page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -565,5 +684,199 @@ class ListPendingApprovalsResponse(message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = typing.Literal["approvals", b"approvals", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class Turn(message.Message):
+    """One StreamMessage input and everything the runtime did for it."""
+
+    DESCRIPTOR: descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: builtins.int
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    AGENT_FIELD_NUMBER: builtins.int
+    MODEL_FIELD_NUMBER: builtins.int
+    INPUT_MESSAGE_ID_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
+    STOP_REASON_FIELD_NUMBER: builtins.int
+    ERROR_REASON_FIELD_NUMBER: builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: builtins.int
+    USAGE_FIELD_NUMBER: builtins.int
+    STARTED_AT_FIELD_NUMBER: builtins.int
+    ENDED_AT_FIELD_NUMBER: builtins.int
+    TIME_TO_FIRST_TOKEN_FIELD_NUMBER: builtins.int
+    MODEL_CALLS_FIELD_NUMBER: builtins.int
+    TOOL_CALLS_FIELD_NUMBER: builtins.int
+    CLIENT_MESSAGE_ID_FIELD_NUMBER: builtins.int
+    turn_id: builtins.str
+    session_id: builtins.str
+    agent: builtins.str
+    model: builtins.str
+    input_message_id: builtins.str
+    """The message the input stored (empty for approvals and agent switches; for regenerate,
+    the user message answered again).
+    """
+    state: TurnState.ValueType
+    stop_reason: agent_runtime_pb2.StopReason.ValueType
+    """How it ended; unset while running and for an interrupted turn."""
+    error_reason: builtins.str
+    """For a failed turn: the Error chunk's reason and message."""
+    error_message: builtins.str
+    model_calls: builtins.int
+    tool_calls: builtins.int
+    """Tool calls the model made in it (those the runtime refused too)."""
+    client_message_id: builtins.str
+    @builtins.property
+    def usage(self) -> agent_runtime_pb2.Usage:
+        """Tokens of all its model calls, counted when it ended."""
+
+    @builtins.property
+    def started_at(self) -> timestamp_pb2.Timestamp: ...
+    @builtins.property
+    def ended_at(self) -> timestamp_pb2.Timestamp: ...
+    @builtins.property
+    def time_to_first_token(self) -> duration_pb2.Duration:
+        """From the turn's start to the model's first output; unset if the model sent none."""
+
+    def __init__(
+        self,
+        *,
+        turn_id: builtins.str = ...,
+        session_id: builtins.str = ...,
+        agent: builtins.str = ...,
+        model: builtins.str = ...,
+        input_message_id: builtins.str = ...,
+        state: TurnState.ValueType = ...,
+        stop_reason: agent_runtime_pb2.StopReason.ValueType = ...,
+        error_reason: builtins.str = ...,
+        error_message: builtins.str = ...,
+        usage: agent_runtime_pb2.Usage | None = ...,
+        started_at: timestamp_pb2.Timestamp | None = ...,
+        ended_at: timestamp_pb2.Timestamp | None = ...,
+        time_to_first_token: duration_pb2.Duration | None = ...,
+        model_calls: builtins.int = ...,
+        tool_calls: builtins.int = ...,
+        client_message_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["ended_at", b"ended_at", "started_at", b"started_at", "time_to_first_token", b"time_to_first_token", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "client_message_id", b"client_message_id", "ended_at", b"ended_at", "error_message", b"error_message", "error_reason", b"error_reason", "input_message_id", b"input_message_id", "model", b"model", "model_calls", b"model_calls", "session_id", b"session_id", "started_at", b"started_at", "state", b"state", "stop_reason", b"stop_reason", "time_to_first_token", b"time_to_first_token", "tool_calls", b"tool_calls", "turn_id", b"turn_id", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class GetTurnRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    TURN_ID_FIELD_NUMBER: builtins.int
+    session_id: builtins.str
+    turn_id: builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: builtins.str = ...,
+        turn_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["session_id", b"session_id", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class GetTurnResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: builtins.int
+    @builtins.property
+    def turn(self) -> Turn: ...
+    def __init__(
+        self,
+        *,
+        turn: Turn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = typing.Literal["turn", b"turn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListTurnsRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    session_id: builtins.str
+    page_size: builtins.int
+    """At most this many turns (default 100, at most 1000)."""
+    page_token: builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: builtins.str = ...,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListTurnsResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    TURNS_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    @builtins.property
+    def turns(self) -> containers.RepeatedCompositeFieldContainer[Turn]: ...
+    def __init__(
+        self,
+        *,
+        turns: abc.Iterable[Turn] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["next_page_token", b"next_page_token", "turns", b"turns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class RevokeApprovalGrantRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    GRANT_ID_FIELD_NUMBER: builtins.int
+    session_id: builtins.str
+    grant_id: builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: builtins.str = ...,
+        grant_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["grant_id", b"grant_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class RevokeApprovalGrantResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...

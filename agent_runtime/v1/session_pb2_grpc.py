@@ -70,6 +70,21 @@ class SessionServiceStub:
                 request_serializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionRequest.SerializeToString,
                 response_deserializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionResponse.FromString,
                 _registered_method=True)
+        self.GetTurn = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/GetTurn',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.GetTurnRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.GetTurnResponse.FromString,
+                _registered_method=True)
+        self.ListTurns = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/ListTurns',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.ListTurnsRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListTurnsResponse.FromString,
+                _registered_method=True)
+        self.RevokeApprovalGrant = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/RevokeApprovalGrant',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -126,6 +141,27 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTurn(self, request, context):
+        """One turn of the session: its outcome, usage and timings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTurns(self, request, context):
+        """The session's turns, oldest first, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApprovalGrant(self, request, context):
+        """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +199,21 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.UpdateSession,
                     request_deserializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionRequest.FromString,
                     response_serializer=agent__runtime_dot_v1_dot_session__pb2.UpdateSessionResponse.SerializeToString,
+            ),
+            'GetTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTurn,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.GetTurnRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.GetTurnResponse.SerializeToString,
+            ),
+            'ListTurns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTurns,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListTurnsRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.ListTurnsResponse.SerializeToString,
+            ),
+            'RevokeApprovalGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApprovalGrant,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +406,87 @@ class SessionService:
             '/agent_runtime.v1.SessionService/UpdateSession',
             agent__runtime_dot_v1_dot_session__pb2.UpdateSessionRequest.SerializeToString,
             agent__runtime_dot_v1_dot_session__pb2.UpdateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/GetTurn',
+            agent__runtime_dot_v1_dot_session__pb2.GetTurnRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.GetTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTurns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/ListTurns',
+            agent__runtime_dot_v1_dot_session__pb2.ListTurnsRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.ListTurnsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApprovalGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/RevokeApprovalGrant',
+            agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,

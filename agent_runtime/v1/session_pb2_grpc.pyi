@@ -49,6 +49,12 @@ class SessionServiceStub:
     the fields named in update_mask, or every populated one when it is unset; "*" replaces
     them all. ABORTED (SESSION_BUSY) while a turn runs.
     """
+    GetTurn: grpc.UnaryUnaryMultiCallable[session_pb2.GetTurnRequest, session_pb2.GetTurnResponse]
+    """One turn of the session: its outcome, usage and timings."""
+    ListTurns: grpc.UnaryUnaryMultiCallable[session_pb2.ListTurnsRequest, session_pb2.ListTurnsResponse]
+    """The session's turns, oldest first, one page at a time."""
+    RevokeApprovalGrant: grpc.UnaryUnaryMultiCallable[session_pb2.RevokeApprovalGrantRequest, session_pb2.RevokeApprovalGrantResponse]
+    """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again."""
 
 @typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -71,6 +77,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     the fields named in update_mask, or every populated one when it is unset; "*" replaces
     them all. ABORTED (SESSION_BUSY) while a turn runs.
     """
+    GetTurn: aio.UnaryUnaryMultiCallable[session_pb2.GetTurnRequest, session_pb2.GetTurnResponse]  # type: ignore[assignment]
+    """One turn of the session: its outcome, usage and timings."""
+    ListTurns: aio.UnaryUnaryMultiCallable[session_pb2.ListTurnsRequest, session_pb2.ListTurnsResponse]  # type: ignore[assignment]
+    """The session's turns, oldest first, one page at a time."""
+    RevokeApprovalGrant: aio.UnaryUnaryMultiCallable[session_pb2.RevokeApprovalGrantRequest, session_pb2.RevokeApprovalGrantResponse]  # type: ignore[assignment]
+    """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again."""
 
 class SessionServiceServicer(metaclass=abc_1.ABCMeta):
     """Conversation sessions and their persisted history."""
@@ -132,5 +144,29 @@ class SessionServiceServicer(metaclass=abc_1.ABCMeta):
         the fields named in update_mask, or every populated one when it is unset; "*" replaces
         them all. ABORTED (SESSION_BUSY) while a turn runs.
         """
+
+    @abc_1.abstractmethod
+    def GetTurn(
+        self,
+        request: session_pb2.GetTurnRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.GetTurnResponse, abc.Awaitable[session_pb2.GetTurnResponse]]:
+        """One turn of the session: its outcome, usage and timings."""
+
+    @abc_1.abstractmethod
+    def ListTurns(
+        self,
+        request: session_pb2.ListTurnsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.ListTurnsResponse, abc.Awaitable[session_pb2.ListTurnsResponse]]:
+        """The session's turns, oldest first, one page at a time."""
+
+    @abc_1.abstractmethod
+    def RevokeApprovalGrant(
+        self,
+        request: session_pb2.RevokeApprovalGrantRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.RevokeApprovalGrantResponse, abc.Awaitable[session_pb2.RevokeApprovalGrantResponse]]:
+        """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: typing.Union[grpc.Server, aio.Server]) -> None: ...

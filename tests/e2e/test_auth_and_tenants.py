@@ -19,6 +19,7 @@ from agent_runtime.api.errors import ERROR_DOMAIN
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import session_pb2 as ses
+from agent_runtime.v1 import usage_pb2 as us
 from tests.support.grpc_helpers import RichError, decision, kinds, rich_error, user_message
 from tests.support.runtime_fixtures import Client
 
@@ -138,6 +139,8 @@ async def test_another_tenants_session_is_not_found_exactly_like_a_missing_one(
     messages = ses.ListMessagesRequest(session_id="shared")
     approvals = ses.ListPendingApprovalsRequest(session_id="shared")
     delete = ses.DeleteSessionRequest(session_id="shared")
+    turns = ses.ListTurnsRequest(session_id="shared")
+    revoke = ses.RevokeApprovalGrantRequest(session_id="shared", grant_id="grt_1")
 
     # What tenant B is told while no tenant has a session "shared"...
     before = [
@@ -145,6 +148,8 @@ async def test_another_tenants_session_is_not_found_exactly_like_a_missing_one(
         await failure(lambda: sessions.ListMessages(messages, metadata=B)),
         await failure(lambda: sessions.ListPendingApprovals(approvals, metadata=B)),
         await failure(lambda: sessions.DeleteSession(delete, metadata=B)),
+        await failure(lambda: sessions.ListTurns(turns, metadata=B)),
+        await failure(lambda: sessions.RevokeApprovalGrant(revoke, metadata=B)),
     ]
     assert all(e.code == grpc.StatusCode.NOT_FOUND for e in before)
 
@@ -161,6 +166,8 @@ async def test_another_tenants_session_is_not_found_exactly_like_a_missing_one(
         await failure(lambda: sessions.ListMessages(messages, metadata=B)),
         await failure(lambda: sessions.ListPendingApprovals(approvals, metadata=B)),
         await failure(lambda: sessions.DeleteSession(delete, metadata=B)),
+        await failure(lambda: sessions.ListTurns(turns, metadata=B)),
+        await failure(lambda: sessions.RevokeApprovalGrant(revoke, metadata=B)),
     ]
     for old, new in zip(before, after, strict=True):
         assert same_error(old, new), (old, new)
@@ -186,6 +193,11 @@ async def test_another_tenants_session_is_not_found_exactly_like_a_missing_one(
     answer = decision("shared", call_id, rt.DECISION_APPROVE)
     refused = await failure(lambda: drain(runtime.StreamMessage(answer, metadata=B)))
     assert same_error(refused, before[0])  # SESSION_NOT_FOUND for "shared", as before
+    their_turn = ses.GetTurnRequest(session_id="shared", turn_id=turn_id)
+    assert same_error(await failure(lambda: sessions.GetTurn(their_turn, metadata=B)), before[0])
+    # Usage is the caller's tenant's only.
+    assert (await client.usage.GetUsage(us.GetUsageRequest(), metadata=B)).total.turns == 0
+    assert (await client.usage.GetUsage(us.GetUsageRequest(), metadata=A)).total.turns == 1
 
     listed = await sessions.ListSessions(ses.ListSessionsRequest(), metadata=B)
     assert list(listed.sessions) == []

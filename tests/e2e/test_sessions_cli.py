@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent_runtime import bootstrap
-from agent_runtime.client import AgentRuntimeClient, AgentRuntimeError, reject, tool_result
+from agent_runtime.client import (
+    AgentRuntimeClient,
+    AgentRuntimeError,
+    edit_message,
+    reject,
+    tool_result,
+)
 from tests.support.cli_process import run_cli
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
 
@@ -58,7 +64,13 @@ async def test_show_prints_the_session_and_its_messages(
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[:2] == ["session s1", "  agent: coder"]
     assert "messages: 4, pending approvals: 0" in shown.stdout
-    lines = shown.stdout.splitlines()[5:]
+    assert "  usage: 24 tokens (10 prompt, 14 completion) in 2 turns" in shown.stdout
+    turns = [line for line in shown.stdout.splitlines() if line.startswith("turn_")]
+    assert [line.split()[3:5] for line in turns] == [
+        ["awaiting_approval", "gpt-4o-mini"],
+        ["end_turn", "gpt-4o-mini"],
+    ]
+    lines = [line for line in shown.stdout.splitlines() if line.startswith("#")]
     assert lines == [
         "#1 user: write x.py",
         '#2 assistant: -> write_file {"content": "pass", "path": "x.py"} [call_1]',
@@ -71,12 +83,64 @@ async def test_show_prints_the_session_and_its_messages(
         (await run_cli("sessions", "show", "s1", "--json", "--target", target)).stdout
     )
     assert as_json["session"]["session_id"] == "s1"
+    assert as_json["session"]["usage"]["total_tokens"] == "24"  # uint64 in JSON: a string
+    assert [t["stop_reason"] for t in as_json["turns"]] == [
+        "STOP_REASON_AWAITING_APPROVAL",
+        "STOP_REASON_END_TURN",
+    ]
     assert [m["role"] for m in as_json["messages"]] == [
         "ROLE_USER",
         "ROLE_ASSISTANT",
         "ROLE_TOOL",
         "ROLE_ASSISTANT",
     ]
+
+
+async def test_show_all_marks_what_an_edit_superseded_and_usage_prints_the_totals(
+    api: AgentRuntimeClient, target: str, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(
+        text_answer("cats", usage=(10, 1)),
+        text_answer("dogs", usage=(20, 2)),
+        text_answer("fish", usage=(30, 3)),
+    )
+    first = [c async for c in api.stream_message("s1", "tell me about cats")]
+    asked = first[0].turn_started.input_message_id
+    edited = [c async for c in api.stream_message("s1", edit_message(asked, "dogs"))]
+    [c async for c in api.stream_message("s2", "and fish", model="other-model")]
+
+    shown = await run_cli("sessions", "show", "s1", "--all", "--target", target)
+    lines = [line for line in shown.stdout.splitlines() if line.startswith("#")]
+    assert [line.split(":")[0] for line in lines] == [
+        f"#1 user [superseded by {edited[0].turn_id}]",
+        f"#2 assistant [superseded by {edited[0].turn_id}]",
+        "#3 user",
+        "#4 assistant",
+    ]
+    visible = await run_cli("sessions", "show", "s1", "--target", target)
+    assert [line for line in visible.stdout.splitlines() if line.startswith("#")] == [
+        "#3 user: dogs",
+        "#4 assistant: dogs",
+    ]
+
+    total = await run_cli("usage", "--target", target)
+    assert total.returncode == 0, total.stderr
+    assert total.stdout.splitlines()[-1].split() == ["total", "3", "60", "6", "66"]
+    by_model = await run_cli("usage", "--by", "model", "--from", "2000-01-01", "--target", target)
+    assert [line.split() for line in by_model.stdout.splitlines()] == [
+        ["MODEL", "TURNS", "PROMPT", "COMPLETION", "TOTAL"],
+        ["gpt-4o-mini", "2", "30", "3", "33"],
+        ["other-model", "1", "30", "3", "33"],
+        ["total", "3", "60", "6", "66"],
+    ]
+    as_json = json.loads(
+        (await run_cli("usage", "--by", "session", "--json", "--target", target)).stdout
+    )
+    assert [g["key"] for g in as_json["groups"]] == ["s1", "s2"]
+    nothing = await run_cli("usage", "--to", "2000-01-01", "--target", target)
+    assert nothing.stdout.splitlines()[-1].split() == ["total", "0", "0", "0", "0"]
+    bad = await run_cli("usage", "--from", "yesterday", "--target", target)
+    assert bad.returncode == 2 and "--from 'yesterday': not an ISO date" in bad.stderr
 
 
 async def test_delete_removes_the_session_and_errors_name_the_reason(
@@ -118,7 +182,8 @@ async def test_show_prints_control_characters_from_the_model_as_escapes(
 
     shown = await run_cli("sessions", "show", "s1", "--target", target)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.splitlines()[5:] == [
+    messages = [line for line in shown.stdout.splitlines() if line.startswith("#")]
+    assert messages == [
         "#1 user: read it",
         r'#2 assistant: -> read_file {"path": "a\u001b[2K\u202eb"} [call_1]',
         r"#3 tool [call_1]: x\u001b[31my",

@@ -52,9 +52,11 @@ async def running(settings: Settings) -> AsyncIterator[bootstrap.RunningRuntime]
         await runtime.stop(grace=None)
 
 
-def tls_settings(tmp_path: Path, certs: Certificates, **tls: str) -> Settings:
+def tls_settings(
+    tmp_path: Path, certs: Certificates, listen: str = "127.0.0.1:0", **tls: str
+) -> Settings:
     return Settings(
-        server=ServerSettings(listen="127.0.0.1:0"),
+        server=ServerSettings(listen=listen),
         database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'rt.db'}"),
         api_keys=ApiKeySettings(keys=SecretStr(f"{KEY}=tenant-a")),
         tls=TlsFiles.model_validate(

@@ -16,7 +16,7 @@ import pexpect
 from tests.support.fake_model_server import FakeModelServer
 from tests.support.server_process import ServerProcess
 
-APPROVAL_PROMPT = r"\[a\]pprove, \[e\]dit, \[r\]eject\? "
+APPROVAL_PROMPT = r"\[a\]pprove, a\[l\]ways, \[e\]dit, \[r\]eject\? "
 PROMPT = "you> "
 
 

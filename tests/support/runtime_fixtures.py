@@ -23,6 +23,7 @@ from agent_runtime.v1 import (
     agent_runtime_pb2_grpc,
     event_pb2_grpc,
     session_pb2_grpc,
+    usage_pb2_grpc,
 )
 from tests.support.databases import BACKENDS, database_for
 from tests.support.fake_model_server import FakeModelServer
@@ -35,6 +36,7 @@ class Client:
     agents: agent_pb2_grpc.AgentServiceStub
     events: event_pb2_grpc.EventServiceStub
     channel: grpc.aio.Channel
+    usage: usage_pb2_grpc.UsageServiceStub
 
     async def turn(
         self, request: agent_runtime_pb2.StreamMessageRequest
@@ -49,6 +51,7 @@ def connect(channel: grpc.aio.Channel) -> Client:
         agent_pb2_grpc.AgentServiceStub(channel),
         event_pb2_grpc.EventServiceStub(channel),
         channel,
+        usage_pb2_grpc.UsageServiceStub(channel),
     )
 
 

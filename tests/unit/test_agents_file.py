@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.approval import RuleAction
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice
 from agent_runtime.infrastructure.agents_file import AgentsFileError, load_agents, parse_agents
 
@@ -27,19 +29,23 @@ approval_rules = []
 """
 
 
+def asks(agent: AgentProfile, tool: str) -> bool:
+    return agent.approval_policy.decide(tool, {}).action is RuleAction.ASK
+
+
 def test_a_file_extends_and_adjusts_the_builtin_agents() -> None:
     catalogue = parse_agents(GOOD)
     assert catalogue.default_agent == "reviewer"
     reviewer = catalogue.get("reviewer")
     assert reviewer.allowed_tools == ("read_file", "write_file")
-    assert reviewer.approval_policy.reason_for("write_file")
+    assert asks(reviewer, "write_file")
     assert reviewer.path_restrictions[0].allows("notes.md")
     assert not reviewer.path_restrictions[0].allows("main.py")
     coder = catalogue.get("coder")
-    assert coder.approval_policy.reason_for("execute_command") is None  # rules emptied
+    assert not asks(coder, "execute_command")  # rules emptied
     assert "expert software engineer" in coder.system_prompt  # the rest kept
-    assert catalogue.get("debug").approval_policy.reason_for("execute_command")  # [approval]
-    assert catalogue.get("debug").approval_policy.reason_for("delete_file") is None
+    assert asks(catalogue.get("debug"), "execute_command")  # [approval]
+    assert not asks(catalogue.get("debug"), "delete_file")
 
 
 def test_replace_builtin_keeps_only_the_files_agents() -> None:

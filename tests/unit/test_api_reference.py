@@ -11,7 +11,7 @@ import pytest
 from agent_runtime.api.errors import status_code_for
 from agent_runtime.api.server import SERVICE_NAMES
 from agent_runtime.domain import errors
-from agent_runtime.v1 import agent_pb2, agent_runtime_pb2, event_pb2, session_pb2
+from agent_runtime.v1 import agent_pb2, agent_runtime_pb2, event_pb2, session_pb2, usage_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -156,7 +156,7 @@ def _domain_error_classes() -> list[type[errors.DomainError]]:
 
 def test_every_rpc_is_in_the_rpc_table() -> None:
     documented = _table_after("### RPCs")
-    for module in (agent_runtime_pb2, session_pb2, agent_pb2, event_pb2):
+    for module in (agent_runtime_pb2, session_pb2, agent_pb2, event_pb2, usage_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             assert service.full_name in SERVICE_NAMES
             for method in service.methods:

@@ -306,6 +306,19 @@ def test_aborted_is_retried_only_when_the_server_attached_retry_info(
     assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.ABORTED, "SESSION_BUSY")
 
 
+def test_a_quota_that_asks_for_a_longer_wait_than_the_policy_waits_is_not_retried(
+    channel: grpc_testing.Channel, client: BlockingAgentRuntimeClient
+) -> None:
+    quota = error_details_pb2.ErrorInfo(reason="TOKEN_QUOTA_EXCEEDED", domain="agent-runtime")
+    stream = client.stream_message("s1", "more", client_message_id="k1")
+    first = in_background(lambda: next(stream))
+    _, _, rpc = take_stream(channel, STREAM_MESSAGE)
+    rpc.terminate(*failure(grpc.StatusCode.RESOURCE_EXHAUSTED, "over", quota, retry_info(3600)))
+    with pytest.raises(AgentRuntimeError) as raised:
+        first.result(WAIT)  # at once: no hour-long wait, no pointless attempts
+    assert (raised.value.reason, raised.value.retry_delay) == ("TOKEN_QUOTA_EXCEEDED", 3600.0)
+
+
 def test_no_retry_is_waited_for_beyond_the_call_s_time_budget(
     channel: grpc_testing.Channel,
 ) -> None:

@@ -8,7 +8,7 @@ from agent_runtime.application.pagination import (
     page_size,
 )
 from agent_runtime.domain.agents import ARCHITECT, ASK, CODER, DEBUG, AgentProfile, default_agents
-from agent_runtime.domain.approval import ApprovalPolicy
+from agent_runtime.domain.approval import ApprovalPolicy, RuleAction
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import ToolCallRecord, validate_session_id
 from agent_runtime.domain.model_output import ModelResponse, RequestedToolCall
@@ -136,10 +136,10 @@ class TestLLMResponseProcessor:
 
 
 def test_approval_policy_matches_globs() -> None:
-    policy = ApprovalPolicy(("execute_*", "write_file"))
-    assert policy.reason_for("execute_command")
-    assert policy.reason_for("write_file")
-    assert policy.reason_for("read_file") is None
+    policy = ApprovalPolicy.asking(("execute_*", "write_file"))
+    assert policy.decide("execute_command", {}).action is RuleAction.ASK
+    assert policy.decide("write_file", {}).reason == "write_file matches approval rule 'write_file'"
+    assert policy.decide("read_file", {}).action is RuleAction.ALLOW
 
 
 def test_tool_filter_offers_only_allowed_tools_in_catalogue_order() -> None:

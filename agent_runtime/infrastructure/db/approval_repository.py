@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CursorResult,
     Row,
     Select,
     and_,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     update,
 )
 
+from agent_runtime.domain.approval import ApprovalGrant, ApprovalRule, RuleAction
 from agent_runtime.domain.model import (
     Approval,
     ApprovalStatus,
@@ -26,6 +28,7 @@ from agent_runtime.domain.model import (
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import (
+    approval_grants,
     approvals,
 )
 
@@ -34,6 +37,15 @@ _GET_APPROVAL = select(approvals).where(
     approvals.c.tenant_id == bindparam("key_tenant"),
     approvals.c.session_id == bindparam("key_session"),
     approvals.c.call_id == bindparam("key_call"),
+)
+_GRANTS_IN_FORCE = (
+    select(approval_grants)
+    .where(
+        approval_grants.c.tenant_id == bindparam("key_tenant"),
+        approval_grants.c.session_id == bindparam("key_session"),
+        approval_grants.c.revoked_at.is_(None),
+    )
+    .order_by(approval_grants.c.granted_at, approval_grants.c.grant_id)
 )
 _UPDATE_APPROVAL = update(approvals).where(  # SET: the columns given
     approvals.c.tenant_id == bindparam("key_tenant"),
@@ -98,6 +110,53 @@ class SqlAlchemyApprovalRepository:
         )
         return int(count or 0)
 
+    async def add_grant(self, grant: ApprovalGrant) -> None:
+        await self._db.execute(
+            insert(approval_grants),
+            row(
+                approval_grants,
+                grant_id=grant.grant_id,
+                tenant_id=self._tenant,
+                session_id=grant.session_id,
+                tool_name=grant.tool_name,
+                when_globs=json.dumps([list(pair) for pair in grant.when]),
+                call_id=grant.call_id,
+                turn_id=grant.turn_id,
+                granted_at=grant.granted_at,
+                revoked_at=grant.revoked_at,
+            ),
+        )
+
+    async def grants(self, session_id: str) -> list[ApprovalGrant]:
+        key = {"key_tenant": self._tenant, "key_session": session_id}
+        rows = (await self._db.execute(_GRANTS_IN_FORCE, key)).all()
+        return [
+            ApprovalGrant(
+                found.grant_id,
+                found.session_id,
+                found.tool_name,
+                tuple((name, glob) for name, glob in json.loads(found.when_globs)),
+                found.granted_at,
+                found.turn_id,
+                found.call_id,
+                found.revoked_at,
+            )
+            for found in rows
+        ]
+
+    async def revoke_grant(self, session_id: str, grant_id: str, at: datetime) -> bool:
+        result: CursorResult[Any] = await self._db.execute(
+            update(approval_grants)
+            .where(
+                approval_grants.c.tenant_id == self._tenant,
+                approval_grants.c.session_id == session_id,
+                approval_grants.c.grant_id == grant_id,
+                approval_grants.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=at)
+        )
+        return result.rowcount == 1
+
     def _session(self, session_id: str) -> tuple[ColumnElement[bool], ...]:
         return (approvals.c.tenant_id == self._tenant, approvals.c.session_id == session_id)
 
@@ -121,6 +180,8 @@ def _approval_values(approval: Approval) -> dict[str, Any]:
         created_at=approval.created_at,
         expires_at=approval.expires_at,
         decided_at=approval.decided_at,
+        rule=None if approval.rule is None else rule_to_json(approval.rule),
+        rule_index=approval.rule_index,
     )
 
 
@@ -142,6 +203,21 @@ def _approval_from_row(found: Row[Any]) -> Approval:
         else json.loads(found.final_arguments),
         feedback=found.feedback,
         decided_at=found.decided_at,
+        rule=None if found.rule is None else rule_from_json(found.rule),
+        rule_index=found.rule_index,
+    )
+
+
+def rule_to_json(rule: ApprovalRule) -> str:
+    return json.dumps(
+        {"tool": rule.tool, "when": [list(pair) for pair in rule.when], "action": rule.action.value}
+    )
+
+
+def rule_from_json(text: str) -> ApprovalRule:
+    data = json.loads(text)
+    return ApprovalRule(
+        data["tool"], RuleAction(data["action"]), tuple((n, g) for n, g in data["when"])
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CursorResult,
     Row,
     bindparam,
     insert,
@@ -30,12 +31,27 @@ _SESSION_MESSAGES = (
     messages.c.tenant_id == bindparam("key_tenant"),
     messages.c.session_id == bindparam("key_session"),
 )
+_VISIBLE = messages.c.superseded_by_turn_id.is_(None)  # what the model sees
 _INSERT_MESSAGE = insert(messages)
 _RECENT_MESSAGES = (
     select(messages)
-    .where(*_SESSION_MESSAGES)
+    .where(*_SESSION_MESSAGES, _VISIBLE)
     .order_by(messages.c.position.desc())
     .limit(bindparam("key_limit"))
+)
+_GET_MESSAGE = select(messages).where(
+    *_SESSION_MESSAGES, messages.c.message_id == bindparam("key_message")
+)
+_LAST_USER_MESSAGE = (
+    select(messages)
+    .where(*_SESSION_MESSAGES, _VISIBLE, messages.c.role == Role.USER.value)
+    .order_by(messages.c.position.desc())
+    .limit(1)
+)
+_SUPERSEDE = (
+    update(messages)
+    .where(*_SESSION_MESSAGES, _VISIBLE, messages.c.position >= bindparam("key_position"))
+    .values(superseded_by_turn_id=bindparam("key_turn"))
 )
 _TOOL_CALL_MESSAGE = select(messages).where(
     *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
@@ -78,16 +94,35 @@ class SqlAlchemyMessageRepository:
         rows = (await self._db.execute(_RECENT_MESSAGES, key)).all()
         return [_message_from_row(found) for found in reversed(rows)]
 
-    async def page(self, session_id: str, after_position: int, limit: int) -> list[Message]:
-        rows = (
-            await self._db.execute(
-                select(messages)
-                .where(*self._session(session_id), messages.c.position > after_position)
-                .order_by(messages.c.position)
-                .limit(limit)
-            )
-        ).all()
+    async def page(
+        self,
+        session_id: str,
+        after_position: int,
+        limit: int,
+        *,
+        include_superseded: bool = False,
+    ) -> list[Message]:
+        query = select(messages).where(
+            *self._session(session_id), messages.c.position > after_position
+        )
+        if not include_superseded:
+            query = query.where(_VISIBLE)
+        rows = (await self._db.execute(query.order_by(messages.c.position).limit(limit))).all()
         return [_message_from_row(found) for found in rows]
+
+    async def get(self, session_id: str, message_id: str) -> Message | None:
+        key = {**self._key(session_id), "key_message": message_id}
+        found = (await self._db.execute(_GET_MESSAGE, key)).first()
+        return None if found is None else _message_from_row(found)
+
+    async def last_user_message(self, session_id: str) -> Message | None:
+        found = (await self._db.execute(_LAST_USER_MESSAGE, self._key(session_id))).first()
+        return None if found is None else _message_from_row(found)
+
+    async def supersede_from(self, session_id: str, position: int, turn_id: str) -> int:
+        key = {**self._key(session_id), "key_position": position, "key_turn": turn_id}
+        result: CursorResult[Any] = await self._db.execute(_SUPERSEDE, key)
+        return int(result.rowcount)
 
     async def find_tool_call(self, session_id: str, call_id: str) -> Message | None:
         key = {**self._key(session_id), "key_call": call_id}
@@ -144,4 +179,5 @@ def _message_from_row(found: Row[Any]) -> Message:
         incomplete=bool(found.incomplete),
         is_error=bool(found.is_error),
         reasoning=found.reasoning or "",
+        superseded_by_turn_id=found.superseded_by_turn_id,
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CursorResult,
     Row,
     and_,
@@ -22,6 +23,8 @@ from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
     AgentSwitch,
     Session,
+    Usage,
+    UsageTotals,
 )
 from agent_runtime.domain.tools import ToolDefinition, declared_tool
 from agent_runtime.infrastructure.db.guarded_session import Database
@@ -49,14 +52,21 @@ _CLAIM_SESSION = (
 )
 _RUNNING_TURN = select(sessions.c.running_turn_id).where(*_THE_SESSION)
 # Frees the session only if turn key_turn still holds it; SET also the other columns given.
-_RELEASE_SESSION = (
+_RELEASED = case(
+    (sessions.c.running_turn_id == bindparam("key_turn"), None),
+    else_=sessions.c.running_turn_id,
+)
+_RELEASE_SESSION = update(sessions).where(*_THE_SESSION).values(running_turn_id=_RELEASED)
+# The same, for the commit that ends a turn: its tokens are added to the session's totals.
+_RELEASE_AND_COUNT = (
     update(sessions)
     .where(*_THE_SESSION)
     .values(
-        running_turn_id=case(
-            (sessions.c.running_turn_id == bindparam("key_turn"), None),
-            else_=sessions.c.running_turn_id,
-        )
+        running_turn_id=_RELEASED,
+        prompt_tokens=sessions.c.prompt_tokens + bindparam("add_prompt", type_=BigInteger),
+        completion_tokens=sessions.c.completion_tokens
+        + bindparam("add_completion", type_=BigInteger),
+        counted_turns=sessions.c.counted_turns + 1,
     )
 )
 
@@ -112,10 +122,24 @@ class SqlAlchemySessionRepository:
         await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session_id)})
 
     async def release_turn(
-        self, session_id: str, turn_id: str, at: datetime, *, message_count: int | None = None
+        self,
+        session_id: str,
+        turn_id: str,
+        at: datetime,
+        *,
+        message_count: int | None = None,
+        count_usage: Usage | None = None,
     ) -> None:
         values = {**_activity(at, message_count), **self._key(session_id), "key_turn": turn_id}
-        await self._db.execute(_RELEASE_SESSION, values)
+        if count_usage is None:
+            await self._db.execute(_RELEASE_SESSION, values)
+            return
+        # One statement: free the session and count the turn's tokens in its totals.
+        count = {
+            "add_prompt": count_usage.prompt_tokens,
+            "add_completion": count_usage.completion_tokens,
+        }
+        await self._db.execute(_RELEASE_AND_COUNT, {**values, **count})
 
     async def switch_agent(self, session_id: str, switch: AgentSwitch) -> None:
         values = row(sessions, agent=switch.to_agent)
@@ -190,6 +214,7 @@ def _session_from_row(row: Row[Any]) -> Session:
         created_at=row.created_at,
         last_activity_at=row.last_activity_at,
         deleted_at=row.deleted_at,
+        usage=UsageTotals(row.prompt_tokens, row.completion_tokens, row.counted_turns),
         instructions=row.instructions,
         tools=tools_from_json(row.tools),
         generation=(

@@ -101,6 +101,10 @@ sessions = Table(
     Column("instructions", UnboundedText(), nullable=False, default=""),
     Column("tools", UnboundedText(), nullable=True),
     Column("generation", UnboundedText(), nullable=True),
+    # Tokens of the ended turns, added in the commit that ends each turn (migration 0007).
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("counted_turns", Integer, nullable=False, default=0),
     Index("ix_sessions_tenant_activity", "tenant_id", "last_activity_at", "session_id"),
 )
 
@@ -128,8 +132,16 @@ turns = Table(
     Column("owner", BoundedText(128), nullable=False, default=""),
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # What the turn did (migration 0007).
+    Column("model_calls", Integer, nullable=False, default=0),
+    Column("tool_calls", Integer, nullable=False, default=0),
+    Column("first_token_ms", Integer, nullable=True),
     Index("ix_turns_session_id", "session_id"),
     Index("ix_turns_status", "status"),
+    # ListTurns pages; usage by end time; the turns started in the last minute (quotas).
+    Index("ix_turns_tenant_session_started", "tenant_id", "session_id", "started_at", "turn_id"),
+    Index("ix_turns_tenant_finished", "tenant_id", "finished_at"),
+    Index("ix_turns_tenant_started", "tenant_id", "started_at"),
     # Idempotency: one turn per client_message_id and session (NULLs never collide).
     UniqueConstraint(
         "tenant_id", "session_id", "client_message_id", name="uq_turns_client_message"
@@ -159,6 +171,8 @@ messages = Table(
     Column("requested_call_id", BoundedText(128), nullable=True),
     # An assistant message's reasoning, when its agent stores it (migration 0006).
     Column("reasoning", UnboundedText(), nullable=True),
+    # Set when a regenerate or an edit dropped it from what the model sees (migration 0007).
+    Column("superseded_by_turn_id", BoundedText(64), nullable=True),
     UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
     _session_ref("messages"),
     Index("ix_messages_requested_call", "session_id", "requested_call_id"),
@@ -185,9 +199,41 @@ approvals = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("decided_at", UTCDateTime(), nullable=True),
+    # The agent's rule that asked: JSON {tool, when, action}, and its 1-based position.
+    Column("rule", UnboundedText(), nullable=True),
+    Column("rule_index", Integer, nullable=False, default=0),
     UniqueConstraint("tenant_id", "session_id", "call_id", name="uq_approvals_session_call"),
     _session_ref("approvals"),
     Index("ix_approvals_session_status", "session_id", "status"),
+)
+
+# APPROVE_ALWAYS: "allow for the rest of this session" (migration 0007).
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("grant_id", BoundedText(64), primary_key=True),
+    _tenant(),
+    Column("session_id", BoundedText(128), nullable=False),
+    Column("tool_name", BoundedText(128), nullable=False),
+    Column("when_globs", UnboundedText(), nullable=False),  # JSON list of [argument, glob]
+    Column("call_id", BoundedText(128), nullable=False),
+    Column("turn_id", BoundedText(64), nullable=False),
+    Column("granted_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    _session_ref("approval_grants"),
+    Index("ix_approval_grants_session", "tenant_id", "session_id"),
+)
+
+# Tokens per tenant and UTC day, added in the commit that ends each turn: what the daily token
+# quota is checked against (migration 0007).
+tenant_usage_days = Table(
+    "tenant_usage_days",
+    metadata,
+    Column("tenant_id", BoundedText(64), primary_key=True),
+    Column("day", BoundedText(10), primary_key=True),  # YYYY-MM-DD
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("turns", Integer, nullable=False, default=0),
 )
 
 agent_switches = Table(

@@ -9,6 +9,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Row,
+    and_,
     bindparam,
     insert,
     or_,
@@ -80,6 +81,23 @@ class SqlAlchemyTurnRepository:
         }
         found = (await self._db.execute(_TURN_BY_CLIENT_MESSAGE_ID, key)).first()
         return None if found is None else _turn_from_row(found)
+
+    async def page(
+        self, session_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Turn]:
+        query = select(turns).where(
+            turns.c.tenant_id == self._tenant, turns.c.session_id == session_id
+        )
+        if after is not None:
+            at, key = after
+            query = query.where(
+                or_(
+                    turns.c.started_at > at,
+                    and_(turns.c.started_at == at, turns.c.turn_id > key),
+                )
+            )
+        query = query.order_by(turns.c.started_at, turns.c.turn_id).limit(limit)
+        return [_turn_from_row(found) for found in (await self._db.execute(query)).all()]
 
     async def chunks(self, turn: Turn) -> list[Chunk]:
         raw = await self._db.scalar(_TURN_CHUNKS, self._key(turn.turn_id))
@@ -165,6 +183,9 @@ def _turn_values(turn: Turn) -> dict[str, Any]:
         input_hash=turn.input_hash,
         owner=turn.owner,
         lease_expires_at=turn.lease_expires_at,
+        model_calls=turn.model_calls,
+        tool_calls=turn.tool_calls,
+        first_token_ms=turn.first_token_ms,
     )
 
 
@@ -187,6 +208,9 @@ def _turn_from_row(found: Row[Any]) -> Turn:
         input_hash=found.input_hash,
         owner=found.owner,
         lease_expires_at=found.lease_expires_at,
+        model_calls=found.model_calls,
+        tool_calls=found.tool_calls,
+        first_token_ms=found.first_token_ms,
     )
 
 

@@ -20,6 +20,7 @@ from agent_runtime.application.ports import (
     MessageRepository,
     SessionRepository,
     TurnRepository,
+    UsageRepository,
 )
 from agent_runtime.application.run_to_completion import run_to_completion
 from agent_runtime.domain.errors import StorageUnavailable
@@ -40,6 +41,7 @@ from agent_runtime.infrastructure.db.turn_repository import (
     SqlAlchemyTurnRepository,
     abandoned_turn_candidates,
 )
+from agent_runtime.infrastructure.db.usage_repository import SqlAlchemyUsageRepository
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 
 
@@ -48,17 +50,20 @@ class _TenantRepositories:
     carries its tenant_id."""
 
     tenant_id: str
+    _postgresql: bool
     sessions: SessionRepository
     turns: TurnRepository
     messages: MessageRepository
     approvals: ApprovalRepository
     events: EventRepository
+    usage: UsageRepository
 
     def _scope_repositories(self, db: Database) -> None:
         self.sessions = SqlAlchemySessionRepository(db, self.tenant_id)
         self.turns = SqlAlchemyTurnRepository(db, self.tenant_id)
         self.messages = SqlAlchemyMessageRepository(db, self.tenant_id)
         self.approvals = SqlAlchemyApprovalRepository(db, self.tenant_id)
+        self.usage = SqlAlchemyUsageRepository(db, self.tenant_id, postgresql=self._postgresql)
 
 
 class SqlAlchemyUnitOfWork(_TenantRepositories):

@@ -62,7 +62,7 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 class ModelEndpoint(BaseModel):
     """An OpenAI-compatible chat-completions endpoint; no base_url: the built-in fake model."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str = ""
     api_key: SecretStr = SecretStr("")
@@ -100,7 +100,7 @@ class ModelEndpoint(BaseModel):
 class AnswerSizes(BaseModel):
     """How much of a model's answer is kept (UTF-8 bytes)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Its text and tool calls together.
     max_answer_bytes: PositiveInt = 1024 * 1024
@@ -112,7 +112,7 @@ class FakeModelSettings(BaseModel):
     """The built-in fake model (no base_url) streams its answers word by word, one word per
     `word_delay_ms`, so a person watching sees them arrive; 0: all at once."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     word_delay_ms: NonNegativeInt = 20
 

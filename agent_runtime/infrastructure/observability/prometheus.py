@@ -70,6 +70,13 @@ class PrometheusMetrics:
             ["direction"],
             registry=r,
         )
+        self._tenant_tokens = Counter(
+            "agent_runtime_tenant_tokens",
+            "Tokens of ended turns, counted once per turn when it ends: by tenant, model and "
+            "direction in (prompt) or out (completion)",
+            ["tenant", "model", "direction"],
+            registry=r,
+        )
         self._commit_seconds = Histogram(
             "agent_runtime_db_commit_duration_seconds",
             "Database commit latency",
@@ -109,6 +116,10 @@ class PrometheusMetrics:
     def tokens_used(self, prompt: int, completion: int) -> None:
         self._tokens.labels("in").inc(prompt)
         self._tokens.labels("out").inc(completion)
+
+    def usage_counted(self, tenant_id: str, model: str, prompt: int, completion: int) -> None:
+        self._tenant_tokens.labels(tenant_id, model, "in").inc(prompt)
+        self._tenant_tokens.labels(tenant_id, model, "out").inc(completion)
 
     def pending_approvals(self, count: int) -> None:
         self._pending_approvals.set(count)

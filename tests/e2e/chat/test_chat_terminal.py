@@ -176,7 +176,13 @@ async def test_an_edited_command_runs_in_the_workspace_with_its_output_sent_back
     await chat.expect("assistant> The command printed its directory")
     await chat.expect(PROMPT)
     sent = tool_answer_sent(model_server, 1)
-    assert sent["content"] == f"exit code 0\n{workspace}\nedited-run\n"
+    # The model reads that a human changed its command, then what the command printed.
+    assert sent["content"] == (
+        "[Note from the runtime: a human changed the arguments of this call before it ran; "
+        'it ran with {"command": "pwd && echo edited-run"} instead of the arguments asked '
+        'for, {"command": "rm -rf ."}]\n\n'
+        f"exit code 0\n{workspace}\nedited-run\n"
+    )
     assert (workspace / "canary").read_text() == "still here"
     assert await chat.leave() == 0
 
@@ -305,3 +311,69 @@ async def test_a_command_the_policy_lets_through_still_needs_the_users_yes(
         await chat.expect(PROMPT)
         assert (workspace / "ran.txt").exists()
         assert await chat.leave() == 0
+
+
+async def test_regenerate_and_edit_from_the_chat(
+    server: ServerProcess, model_server: FakeModelServer, api: AgentRuntimeClient
+) -> None:
+    model_server.enqueue(
+        text_answer("joke one"), text_answer("joke two"), text_answer("once upon a time")
+    )
+    chat = open_chat(server, None)
+    await chat.expect(PROMPT)
+    chat.type("tell a joke")
+    await chat.expect("assistant> joke one")
+    await chat.expect(PROMPT)
+    chat.type("/regenerate")
+    await chat.expect("assistant> joke two")
+    await chat.expect(PROMPT)
+    chat.type("/edit")
+    await chat.expect(r"1\. tell a joke")
+    await chat.expect(r"/edit N \(1-1\) replaces that message")
+    await chat.expect(PROMPT)
+    chat.type("/edit 1")
+    await chat.expect(r"new text \(empty: keep it\): ")
+    chat.type("tell a story")
+    await chat.expect("assistant> once upon a time")
+    await chat.expect(PROMPT)
+    assert await chat.leave() == 0
+
+    visible = [(m.role, m.content) async for m in api.list_messages("s1")]
+    assert visible == [(ses.ROLE_USER, "tell a story"), (ses.ROLE_ASSISTANT, "once upon a time")]
+    everything = [m async for m in api.list_messages("s1", include_superseded=True)]
+    assert [m.content for m in everything if m.superseded_by_turn_id] == [
+        "tell a joke",
+        "joke one",
+        "joke two",
+    ]
+
+
+async def test_always_approves_later_matching_commands_without_asking_again(
+    server: ServerProcess,
+    model_server: FakeModelServer,
+    workspace: Path,
+    api: AgentRuntimeClient,
+) -> None:
+    model_server.enqueue(
+        tool_call_answer("execute_command", {"command": "echo one"}, call_id="call_1"),
+        tool_call_answer("execute_command", {"command": "echo two"}, call_id="call_2"),
+        text_answer("both ran"),
+    )
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("say one and two")
+    await chat.expect(APPROVAL_PROMPT)
+    chat.type("l")
+    await chat.expect(r"approve which execute_command calls from now on\? ")
+    chat.type("command=echo *")
+    # The second call needs no approval, and the client does not ask either.
+    screen = await chat.expect("assistant> both ran")
+    assert screen.count("-> ok: exit code 0") == 2
+    assert "[y/N]" not in screen and "[a]pprove" not in screen
+    await chat.expect(PROMPT)
+    assert tool_answer_sent(model_server, 1)["content"] == "exit code 0\none\n"
+    assert tool_answer_sent(model_server, 2)["content"] == "exit code 0\ntwo\n"
+    assert await chat.leave() == 0
+
+    (grant,) = (await api.get_session("s1")).approval_grants
+    assert (grant.tool_name, dict(grant.when)) == ("execute_command", {"command": "echo *"})
