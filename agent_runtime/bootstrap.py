@@ -203,7 +203,7 @@ async def start(
         await _close_storage(relay, uow_factory, engine)
         raise
 
-    http, llm, model = _model_client(settings)
+    http, llm, model = model_client(settings)
     turns = build_turns(
         uow_factory,
         llm,
@@ -465,8 +465,11 @@ def _check_model_proxy(settings: Settings) -> None:
         raise ConfigError(str(exc)) from exc
 
 
-def _model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:
-    """The model client (and the HTTP client it needs, to close at shutdown), and model name."""
+def model_client(settings: Settings) -> tuple[httpx.AsyncClient | None, LLMClient, str]:
+    """The model client (and the HTTP client it needs, to close at shutdown), and model name.
+
+    The benchmark's floor (benchmarks/floor_relay.py) builds its model client here too, so
+    that it talks to the model exactly as the runtime does."""
     if settings.uses_fake_model:
         log.warning(
             "no AGENT_RUNTIME_LLM_BASE_URL set: using the built-in deterministic fake "

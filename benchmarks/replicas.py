@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from benchmarks.load import Client, PhaseRun, model_name, run_sessions, summarize_phase
+from benchmarks.load import GrpcClient, PhaseRun, model_name, run_sessions, summarize_phase
 from benchmarks.processes import Child, CpuMeter
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ async def _measure(
     # Worker i talks to replica i mod n, as a per-call balancer would spread them.
     groups = [workers[index :: len(replicas)] for index in range(len(replicas))]
     clients = [
-        Client(child.address, max(1, math.ceil(len(group) / 64)))
+        GrpcClient(child.address, max(1, math.ceil(len(group) / 64)))
         for child, group in zip(replicas, groups, strict=True)
     ]
     model = model_name(config.tokens, 0)
