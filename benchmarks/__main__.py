@@ -138,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     add("--replicas", type=_ints, help="replica counts of the replica mode (default 1,2,3)")
     add("--replica-concurrency", type=int, help="concurrent sessions there (default 64)")
     add("--replica-pool-size", type=int, help="database connections per replica (default 10)")
+    add("--replica-tenants", type=int, help="tenants the replica mode's sessions spread over (1)")
+    add(
+        "--replica-watchers",
+        type=int,
+        help="idle WatchEvents streams per replica, each on a session nobody writes to (0)",
+    )
+    add(
+        "--replica-lease-seconds",
+        type=float,
+        help="the replicas' AGENT_RUNTIME_LEASE_SECONDS (default: the runtime's, 30)",
+    )
     add("--max-seconds", type=float, default=1800.0, help="abort the whole run after this")
     return parser
 
@@ -178,6 +189,9 @@ def config_from(args: argparse.Namespace) -> Config:
         "replicas",
         "replica_concurrency",
         "replica_pool_size",
+        "replica_tenants",
+        "replica_watchers",
+        "replica_lease_seconds",
     ):
         value = getattr(args, name)
         if value is not None:

@@ -158,7 +158,9 @@ class TurnClient(Protocol):
 class GrpcClient:
     """`channels` separate HTTP/2 connections to one server; calls are spread over them."""
 
-    def __init__(self, address: str, channels: int = 1) -> None:
+    def __init__(self, address: str, channels: int = 1, *, api_key: str = "") -> None:
+        # An API key picks the tenant (the server's AGENT_RUNTIME_API_KEYS); none: development.
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self._channels = [
             grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             for _ in range(max(1, channels))
@@ -185,7 +187,7 @@ class GrpcClient:
         record = TurnRecord(session_id, time.time_ns())
         deltas = record.deltas
         try:
-            call = stub.StreamMessage(request, timeout=call_timeout)
+            call = stub.StreamMessage(request, timeout=call_timeout, metadata=self._metadata)
             async for chunk in call:
                 now = time.time_ns()
                 record.chunks += 1

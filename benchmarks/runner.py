@@ -102,6 +102,9 @@ class Config:
     replicas: list[int] = field(default_factory=lambda: [1, 2, 3])
     replica_concurrency: int = 64
     replica_pool_size: int = 10
+    replica_tenants: int = 1  # the workers spread over this many tenants (API keys)
+    replica_watchers: int = 0  # idle WatchEvents streams per replica
+    replica_lease_seconds: float = 0.0  # AGENT_RUNTIME_LEASE_SECONDS of the replicas; 0: default
 
     @classmethod
     def quick_sizes(cls, out: Path) -> Config:
@@ -218,9 +221,9 @@ class Bench:
         child = await self.group.start(
             label,
             [sys.executable, "-m", "benchmarks.floor_relay", "--listen", "127.0.0.1:0"],
-            # The runtime's model settings: the floor builds its model client from them.
+            # The runtime's model settings: the floor builds its model client from them. It
+            # runs this checkout's code even with --runtime-src: an A/B keeps one floor.
             env={"AGENT_RUNTIME_LLM_BASE_URL": self.model_url},
-            cwd=self.runtime_src,
         )
         self.servers["floor"] = child
         return child
