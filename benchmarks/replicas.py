@@ -11,7 +11,8 @@ tenants, each its own API key), `--replica-watchers W` (W idle WatchEvents strea
 replica, each on a session nobody writes to: a commit that woke every watcher would make
 each of them read for nothing) and `--replica-lease-seconds` (a short lease makes lease
 upkeep frequent). Each level reports the database's transactions per turn
-(pg_stat_database: commits and rollbacks, reads included) beside the replicas' CPU per turn.
+(pg_stat_database: commits and rollbacks, reads included, over the replicas' whole life,
+start-up and warm-up turns included) beside the replicas' CPU per turn.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from benchmarks.runner import Bench
 
 
-def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+def asyncpg_dsn(url: str, database: str | None = None) -> str:
     parsed = make_url(url).set(drivername="postgresql")
     if database is not None:
         parsed = parsed.set(database=database)
@@ -48,7 +49,7 @@ def _asyncpg_dsn(url: str, database: str | None = None) -> str:
 async def scratch_database(server_url: str) -> AsyncIterator[str]:
     """A new, empty database on the server `server_url` points at; dropped on exit."""
     name = f"bench_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(_asyncpg_dsn(server_url), timeout=10)
+    admin = await asyncpg.connect(asyncpg_dsn(server_url), timeout=10)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
         try:
@@ -77,14 +78,22 @@ async def replica_scaling(bench: Bench) -> dict[str, Any]:
     for count in config.replicas:
         async with scratch_database(config.postgres) as url:
             await bench.migrate(url)
+            # Counted over the replicas' whole life, from before their start to after their
+            # stop: a backend publishes its counters when it exits, but an idle one may hold
+            # them back for seconds, which would blur a count taken while they run.
+            transactions = await _transactions(url)
             replicas = await asyncio.gather(
                 *(_start_replica(bench, url, count, i) for i in range(count))
             )
             try:
-                summary = await _measure(bench, replicas, concurrency, per_worker, url)
+                summary = await _measure(bench, replicas, concurrency, per_worker)
             finally:
                 for child in replicas:
                     bench.group.stop(child)
+            transactions = await _transactions(url) - transactions
+        turns = summary["ok_turns"] + summary["warm_turns"]
+        summary["db_transactions"] = transactions
+        summary["db_transactions_per_turn"] = transactions / turns if turns else math.nan
         summary["replicas"] = count
         results["levels"][str(count)] = summary
         bench.log(
@@ -127,7 +136,7 @@ async def _start_replica(bench: Bench, url: str, count: int, index: int) -> Chil
 
 
 async def _measure(
-    bench: Bench, replicas: list[Child], concurrency: int, per_worker: int, url: str
+    bench: Bench, replicas: list[Child], concurrency: int, per_worker: int
 ) -> dict[str, Any]:
     config = bench.config
     assert bench.model is not None
@@ -170,15 +179,13 @@ async def _measure(
     watching = _Watchers(replicas, config.replica_watchers)
     try:
         await asyncio.gather(*(client.wait_ready() for client in clients.values()))
-        await everywhere(".warm", 1)
+        warm = await everywhere(".warm", 1)
         await watching.start()
         bench.check_alive()
-        transactions_before = await _transactions(url)
         cpu = CpuMeter({"model": bench.model.pid, **{child.name: child.pid for child in replicas}})
         cpu.start()
         run = await everywhere("", per_worker)
         cpu_used = cpu.stop()
-        transactions = await _transactions(url) - transactions_before
     finally:
         await watching.stop()
         await asyncio.gather(*(client.close() for client in clients.values()))
@@ -190,8 +197,7 @@ async def _measure(
     ok = summary["ok_turns"]
     summary["cpu_s"] = cpu_used
     summary["server_cpu_ms_per_turn"] = servers * 1000 / ok if ok else math.nan
-    summary["db_transactions"] = transactions
-    summary["db_transactions_per_turn"] = transactions / ok if ok else math.nan
+    summary["warm_turns"] = summarize_phase(warm, config.tokens)["ok_turns"]
     summary["watchers_open_at_end"] = watching.open_at_end
     return summary
 
@@ -228,9 +234,10 @@ class _Watchers:
 
 
 async def _transactions(url: str) -> int:
-    """Transactions the database has ended (committed or rolled back) so far."""
-    await asyncio.sleep(1.0)  # backends publish their counters within a second or so
-    connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=10)
+    """Transactions the database has ended (committed or rolled back) so far, as published
+    by the backends that have exited (and those that have flushed their counters)."""
+    await asyncio.sleep(1.0)  # the stopped replicas' backends exit
+    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
         value = await connection.fetchval(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database "

@@ -686,19 +686,25 @@ def _replicas_section(replicas: dict[str, Any] | None) -> list[str]:
         "## Replicas on PostgreSQL",
         "",
         f"c={replicas['concurrency']} concurrent sessions spread round-robin over the "
-        f"replicas; each level on a fresh database; {replicas['pool_size']} pooled "
-        "connections per replica. All replicas, PostgreSQL, the model and the load generator "
-        "share the machine's cores, so more replicas add contention as well as capacity.",
+        f"replicas and over {replicas.get('tenants', 1)} tenant(s); "
+        f"{replicas.get('watchers_per_replica', 0)} idle WatchEvents streams per replica; "
+        f"lease {replicas.get('lease_seconds') or 'the default'} s; each level on a fresh "
+        f"database; {replicas['pool_size']} pooled connections per replica. All replicas, "
+        "PostgreSQL, the model and the load generator share the machine's cores, so more "
+        "replicas add contention as well as capacity. Database transactions are counted over "
+        "the replicas' whole life (warm-up turns included).",
         "",
-        "| replicas | turns/s | vs 1 replica | e2e p50 | e2e p99 | server CPU/turn | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| replicas | turns/s | vs 1 replica | e2e p50 | e2e p99 | server CPU/turn | "
+        "database transactions/turn | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for count, level in levels.items():
         lines.append(
             f"| {count} | {fmt(level['turns_per_s'], '/s')} | "
             f"{fmt(ratio(level['turns_per_s'], one), 'x')} | "
             f"{fmt(level['e2e_ms']['p50'], 'ms')} | {fmt(level['e2e_ms']['p99'], 'ms')} | "
-            f"{fmt(level['server_cpu_ms_per_turn'], 'ms')} | {level['errors']} |"
+            f"{fmt(level['server_cpu_ms_per_turn'], 'ms')} | "
+            f"{fmt(level.get('db_transactions_per_turn', math.nan), '')} | {level['errors']} |"
         )
     kinds = {count: level["error_kinds"] for count, level in levels.items() if level["errors"]}
     lines += [f"- errors with {count} replica(s): {found}" for count, found in kinds.items()]
