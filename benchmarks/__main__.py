@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.floor_relay import HTTP_CLIENTS
 from benchmarks.report import write_outputs
-from benchmarks.runner import REPO, Config
+from benchmarks.runner import PEERS, REPO, Config
 
 
 def _ints(text: str) -> list[int]:
@@ -36,15 +35,17 @@ def _parser() -> argparse.ArgumentParser:
     defaults = Config(out=REPO / "docs" / "benchmarks")
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Benchmark agent-runtime against a bare gRPC relay (the floor), each "
-        "in its own process on 127.0.0.1, with a zero-latency fake model. Writes "
-        "results.json, results.md and chart.png.",
+        description="Benchmark agent-runtime against the floor (the runtime's model client "
+        "and stream framing, without its database and logic) and optionally a peer (the "
+        "LiteLLM proxy), each in its own process on 127.0.0.1, against a fake model: a burst "
+        "phase (zero-latency model), a capacity phase (a model at a real pace), history, slow "
+        "streams. Writes results.json, results.md and chart.png.",
     )
     add = parser.add_argument
     add("--quick", action="store_true", help="tiny sizes, a few seconds: a smoke test")
     add("--out", type=Path, default=defaults.out, help="output folder (default docs/benchmarks)")
-    add("--concurrency", type=_ints, help="concurrent sessions per level (default 1,32,256)")
-    add("--turns", type=int, help=f"measured turns per level (default {defaults.turns})")
+    add("--concurrency", type=_ints, help="burst phase: sessions per level (default 1,32,256)")
+    add("--turns", type=int, help=f"burst phase: turns per level (default {defaults.turns})")
     add(
         "--turns-per-session",
         type=int,
@@ -57,7 +58,54 @@ def _parser() -> argparse.ArgumentParser:
         f"drift of the host's speed weighs on both (default {defaults.rounds}; 1: floor, then "
         "runtime)",
     )
-    add("--tokens", type=int, help=f"tokens per answer (default {defaults.tokens})")
+    add("--tokens", type=int, help=f"burst, history: tokens per answer ({defaults.tokens})")
+    add(
+        "--capacity-levels",
+        type=_ints,
+        help="capacity phase: concurrent streams per level (default "
+        + ",".join(map(str, defaults.capacity_levels))
+        + ")",
+    )
+    add("--capacity-tokens", type=int, help="capacity phase: tokens per answer (200)")
+    add("--capacity-rate", type=float, help="capacity phase: tokens per second (50)")
+    add("--capacity-ttfb-ms", type=float, help="capacity phase: model's time to first token (300)")
+    add(
+        "--capacity-window-answers",
+        type=float,
+        help="capacity phase: length of a block's measured window, in answer times (1)",
+    )
+    add(
+        "--capacity-rounds",
+        type=int,
+        help="capacity phase: blocks per system per level, the systems alternating (2)",
+    )
+    add(
+        "--capacity-delay-limit-ms",
+        type=float,
+        help="capacity phase: p99 token delay a level may have to pass (50)",
+    )
+    add(
+        "--capacity-cpu-level",
+        type=int,
+        help="capacity phase: the level whose CPU per token the targets compare; the ramp "
+        "stops early only above it (200)",
+    )
+    add(
+        "--capacity-profile-level",
+        type=int,
+        help="--profile: the capacity level the runtime is profiled at (200)",
+    )
+    add(
+        "--load-processes",
+        type=int,
+        help="capacity phase: load-generator processes (default: 1 per 100 streams, at most 4)",
+    )
+    add(
+        "--peer",
+        choices=PEERS,
+        help="also measure this peer: litellm, the LiteLLM proxy (installed into its own "
+        "virtualenv under ~/.cache/agent-runtime-bench on first use)",
+    )
     add("--history", type=_ints, help="prior messages per history level (default 10,1000,10000)")
     add("--history-turns", type=int, help=f"turns per history level ({defaults.history_turns})")
     add("--history-message-bytes", type=int, help="size of each seeded message (default 300)")
@@ -67,7 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--channels", type=int, help="gRPC connections per client (default: 1 per 64 calls)")
     add("--call-timeout", type=float, help="deadline of one StreamMessage call, s (120)")
     add("--phase-seconds", type=float, help="no turn of a phase starts after this, s (120)")
-    add("--profile", action="store_true", help="also profile the runtime with py-spy at c=32")
+    add(
+        "--profile",
+        action="store_true",
+        help="also profile the runtime with py-spy: at c=32 of the burst phase and at one "
+        "level of the capacity phase",
+    )
     add("--profile-seconds", type=float, help="length of the profiled run, s (15)")
     add("--db-dir", type=Path, help="where the SQLite files and logs go (default: system temp)")
     add("--keep-tmp", action="store_true", help="keep the databases and process logs")
@@ -75,18 +128,6 @@ def _parser() -> argparse.ArgumentParser:
         "--runtime-src",
         type=Path,
         help="measure the agent_runtime/ of another checkout (default: this one), for A/B runs",
-    )
-    add(
-        "--floor-http-client",
-        choices=HTTP_CLIENTS,
-        help="the floor's HTTP client towards the model: httpx (the default, as the issue "
-        "defines the floor) or aiohttp (the runtime's own model client's library)",
-    )
-    add(
-        "--floor-http-clients",
-        type=int,
-        help="client instances in the floor relay, its calls spread over them (default 1): "
-        "httpx.AsyncClients, or with aiohttp ClientSessions, each with its own connector",
     )
     add(
         "--postgres",
@@ -97,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     add("--replicas", type=_ints, help="replica counts of the replica mode (default 1,2,3)")
     add("--replica-concurrency", type=int, help="concurrent sessions there (default 64)")
     add("--replica-pool-size", type=int, help="database connections per replica (default 10)")
+    add("--replica-tenants", type=int, help="tenants the replica mode's sessions spread over (1)")
+    add(
+        "--replica-watchers",
+        type=int,
+        help="idle WatchEvents streams per replica, each on a session nobody writes to (0)",
+    )
+    add(
+        "--replica-lease-seconds",
+        type=float,
+        help="the replicas' AGENT_RUNTIME_LEASE_SECONDS (default: the runtime's, 30)",
+    )
     add("--max-seconds", type=float, default=1800.0, help="abort the whole run after this")
     return parser
 
@@ -122,12 +174,24 @@ def config_from(args: argparse.Namespace) -> Config:
         "profile_seconds",
         "db_dir",
         "runtime_src",
-        "floor_http_client",
-        "floor_http_clients",
+        "capacity_levels",
+        "capacity_tokens",
+        "capacity_rate",
+        "capacity_ttfb_ms",
+        "capacity_window_answers",
+        "capacity_rounds",
+        "capacity_delay_limit_ms",
+        "capacity_profile_level",
+        "capacity_cpu_level",
+        "load_processes",
+        "peer",
         "postgres",
         "replicas",
         "replica_concurrency",
         "replica_pool_size",
+        "replica_tenants",
+        "replica_watchers",
+        "replica_lease_seconds",
     ):
         value = getattr(args, name)
         if value is not None:

@@ -1,13 +1,20 @@
 """A zero-latency OpenAI-compatible chat-completions endpoint for the benchmark.
 
-    python -m benchmarks.fake_model [--listen 127.0.0.1:0] [--tokens 50] [--rate 0]
+    python -m benchmarks.fake_model [--listen 127.0.0.1:0] [--tokens 50] [--rate 0] [--ttfb 0]
 
 Prints `listening on 127.0.0.1:PORT` on stderr once it accepts connections.
 
 `POST /v1/chat/completions` always streams (chunked SSE, HTTP/1.1 keep-alive) an answer of
-`tokens` tokens at `rate` tokens per second (0: as fast as the socket takes them). A request
-may override both through its `model` field, e.g. "bench/tokens=40/rate=20", so one process
-serves every phase; the runtime and the floor both pass the model name through.
+`tokens` tokens at `rate` tokens per second (0: as fast as the socket takes them), the first
+one `ttfb` milliseconds after the request was read (a model's time to first token). A
+request may override all three through its `model` field, e.g.
+"bench/tokens=200/rate=50/ttfb=300", so one process serves every phase; the runtime, the
+floor and the peer all pass the model name through.
+
+A paced answer costs one timer callback and one socket write per token, no task: the fake
+model must stay a small part of the machine while it paces thousands of streams. Each
+token's lateness (written after its due time because the process was busy) is counted in
+/stats, so a report can tell when the model, not the system under test, set the pace.
 
 Every token records, in its own text, the wall-clock time (time.time_ns(), CLOCK_REALTIME,
 comparable between processes on one machine) at which it was written to the socket:
@@ -16,7 +23,8 @@ full: "r1763785533071200000 t1763785533071234567 ". A client that receives the t
 the model->client delay of each token, and the model's own time to first byte, exactly.
 
 `GET /stats` answers counters as JSON (requests, peak in-flight requests, peak open
-connections); `POST /stats/reset` zeroes them. Nothing else is served.
+connections, paced tokens written late by more than 1, 5, 20 and 100 ms);
+`POST /stats/reset` zeroes them. Nothing else is served.
 """
 
 from __future__ import annotations
@@ -29,11 +37,15 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 _MODEL_FIELD = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 _TOKENS = re.compile(r"tokens=(\d+)")
 _RATE = re.compile(r"rate=(\d+(?:\.\d+)?)")
+_TTFB = re.compile(r"ttfb=(\d+(?:\.\d+)?)")
+# Lateness thresholds (ms) of the paced tokens counted in /stats.
+LATE_MS = (1, 5, 20, 100)
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -57,14 +69,28 @@ class Counters:
     connections: int = 0
     peak_connections: int = 0
     connections_opened: int = 0
+    paced_tokens: int = 0
+    late: list[int] = field(default_factory=lambda: [0] * len(LATE_MS))
+    max_late_ms: float = 0.0
+
+    def token_written(self, late_s: float) -> None:
+        self.paced_tokens += 1
+        late_ms = late_s * 1000
+        for index, limit in enumerate(LATE_MS):
+            if late_ms > limit:
+                self.late[index] += 1
+        self.max_late_ms = max(self.max_late_ms, late_ms)
 
     def reset(self) -> None:
         self.requests = 0
         self.peak_in_flight = self.in_flight
         self.peak_connections = self.connections
         self.connections_opened = 0
+        self.paced_tokens = 0
+        self.late = [0] * len(LATE_MS)
+        self.max_late_ms = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return {
             "requests": self.requests,
             "in_flight": self.in_flight,
@@ -72,6 +98,12 @@ class Counters:
             "connections": self.connections,
             "peak_connections": self.peak_connections,
             "connections_opened": self.connections_opened,
+            "paced_tokens": self.paced_tokens,
+            **{
+                f"late_over_{limit}ms": count
+                for limit, count in zip(LATE_MS, self.late, strict=True)
+            },
+            "max_late_ms": round(self.max_late_ms, 3),
         }
 
 
@@ -79,15 +111,22 @@ class Counters:
 class AnswerShape:
     tokens: int
     rate: float  # tokens per second; 0 = unpaced
+    ttfb_ms: float = 0.0  # from the request read to the first token
 
     @classmethod
     def from_model(cls, model: str, default: AnswerShape) -> AnswerShape:
         tokens = _TOKENS.search(model)
         rate = _RATE.search(model)
+        ttfb = _TTFB.search(model)
         return cls(
             max(1, int(tokens.group(1))) if tokens else default.tokens,
             float(rate.group(1)) if rate else default.rate,
+            float(ttfb.group(1)) if ttfb else default.ttfb_ms,
         )
+
+    @property
+    def paced(self) -> bool:
+        return self.rate > 0 or self.ttfb_ms > 0
 
 
 def _chunk(data: bytes) -> bytes:
@@ -121,7 +160,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False
-        self._task: asyncio.Task[None] | None = None
+        self._paced: _PacedAnswer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -137,8 +176,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.counters.connections -= 1
         self._transport = None
-        if self._task is not None:
-            self._task.cancel()
+        if self._paced is not None:
+            self._paced.stop()
+            self._paced_done()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -210,17 +250,17 @@ class _Connection(asyncio.Protocol):
         counters.in_flight += 1
         counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
         prompt_tokens = max(1, len(body) // 4)
-        if shape.rate <= 0:
+        if not shape.paced:
             try:
                 self._write_unpaced(shape.tokens, received_ns, prompt_tokens)
             finally:
                 counters.in_flight -= 1
             return
+        assert self._transport is not None
         self._busy = True
-        self._task = asyncio.get_running_loop().create_task(
-            self._write_paced(shape, received_ns, prompt_tokens)
+        self._paced = _PacedAnswer(
+            self._transport, shape, received_ns, prompt_tokens, counters, self._paced_done
         )
-        self._task.add_done_callback(self._paced_done)
 
     def _write_unpaced(self, tokens: int, received_ns: int, prompt_tokens: int) -> None:
         transport = self._transport
@@ -231,38 +271,71 @@ class _Connection(asyncio.Protocol):
             transport.write(_token_frame(f"t{time.time_ns()} "))
         transport.write(_closing_frames(prompt_tokens, tokens))
 
-    async def _write_paced(self, shape: AnswerShape, received_ns: int, prompt_tokens: int) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        interval = 1.0 / shape.rate
-        for index in range(shape.tokens):
-            transport = self._transport
-            if transport is None:
-                return
-            if index:
-                delay = start + index * interval - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                transport = self._transport
-                if transport is None:
-                    return
-                transport.write(_token_frame(f"t{time.time_ns()} "))
-            else:
-                frame = _token_frame(f"r{received_ns} t{time.time_ns()} ")
-                transport.write(_STREAM_HEAD + frame)
-        if self._transport is not None:
-            self._transport.write(_closing_frames(prompt_tokens, shape.tokens))
-
-    def _paced_done(self, task: asyncio.Task[None]) -> None:
-        self._server.counters.in_flight -= 1
-        self._task = None
-        self._busy = False
-        if not task.cancelled() and task.exception() is not None:
-            print(f"fake model: answer failed: {task.exception()!r}", file=sys.stderr)
-            self._close()
+    def _paced_done(self) -> None:
+        if self._paced is None:
             return
+        self._paced = None
+        self._server.counters.in_flight -= 1
+        self._busy = False
         if self._transport is not None and self._buffer:
             self._next_request()
+
+
+class _PacedAnswer:
+    """One answer written token by token on the event loop's timer: token i is due
+    `ttfb + i / rate` seconds after the start, each write stamped when it happens."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        shape: AnswerShape,
+        received_ns: int,
+        prompt_tokens: int,
+        counters: Counters,
+        done: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._shape = shape
+        self._received_ns = received_ns
+        self._prompt_tokens = prompt_tokens
+        self._counters = counters
+        self._done = done
+        self._loop = asyncio.get_running_loop()
+        self._start = self._loop.time() + shape.ttfb_ms / 1000
+        self._interval = 1.0 / shape.rate if shape.rate > 0 else 0.0
+        self._index = 0
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(self._start, self._write)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _write(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport.is_closing():
+            self._done()
+            return
+        shape = self._shape
+        now = self._loop.time()
+        while True:  # unpaced after the first byte: every token at once
+            index = self._index
+            due = self._start + index * self._interval
+            self._counters.token_written(max(0.0, now - due))
+            if index == 0:
+                frame = _token_frame(f"r{self._received_ns} t{time.time_ns()} ")
+                transport.write(_STREAM_HEAD + frame)
+            else:
+                transport.write(_token_frame(f"t{time.time_ns()} "))
+            self._index = index + 1
+            if self._index >= shape.tokens:
+                transport.write(_closing_frames(self._prompt_tokens, shape.tokens))
+                self._done()
+                return
+            if self._interval:
+                break
+        self._timer = self._loop.call_at(self._start + self._index * self._interval, self._write)
 
 
 class FakeModel:
@@ -289,9 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0 picks one)")
     parser.add_argument("--tokens", type=int, default=50, help="tokens per answer")
     parser.add_argument("--rate", type=float, default=0.0, help="tokens per second, 0: unpaced")
+    parser.add_argument("--ttfb", type=float, default=0.0, help="ms before the first token")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    model = FakeModel(AnswerShape(max(1, args.tokens), args.rate))
+    model = FakeModel(AnswerShape(max(1, args.tokens), args.rate, args.ttfb))
     asyncio.run(model.serve(host, int(port)))
     return 0
 

@@ -1,20 +1,25 @@
-"""The floor: a bare grpc.aio relay of the model's answer, with no database and no domain logic.
+"""The floor: the runtime's model call and stream framing, with no database and no domain logic.
 
-    python -m benchmarks.floor_relay --model-url http://127.0.0.1:PORT/v1 [--listen 127.0.0.1:0]
-        [--http-client httpx|aiohttp]
+    AGENT_RUNTIME_LLM_BASE_URL=http://127.0.0.1:PORT/v1 python -m benchmarks.floor_relay
+        [--listen 127.0.0.1:0]
 
 It serves the runtime's own `agent_runtime.v1.AgentRuntimeService/StreamMessage` (messages
-from the generated code in agent_runtime/v1). Per call it POSTs the user message to the same
-fake model through one shared HTTP client with "stream": true, parses the SSE minimally,
-forwards every token as one StreamChunk(assistant_delta), then sends TurnCompleted. It pays
-for the same gRPC stream and the same model call as the runtime, so the runtime's ratio to
-it isolates what persistence and the runtime's logic cost.
+from the generated code in agent_runtime/v1) and pays for what any relay of a model answer
+must pay for, exactly as the runtime pays for it:
 
-The HTTP client is httpx (httpx.AsyncClient) by default, as the benchmark's issue defines the
-floor; `--http-client aiohttp` uses an aiohttp.ClientSession instead, the library of the
-runtime's own model client, so that the ratio compares the two on the same HTTP client. Both
-do the same work per call and per token: only the code that sends the request and hands
-over the body's bytes differs.
+- the model call goes through the runtime's own model client, built by the runtime's own
+  bootstrap code from the same AGENT_RUNTIME_LLM_* settings (httpx on the same transport,
+  the same SSE parsing, the same limits and timeouts);
+- its deltas are coalesced by the runtime's own ModelReadAhead (whatever arrived since the
+  last send leaves as one AssistantDelta, never waiting for more);
+- a turn is framed as the runtime frames it: TurnStarted, the AssistantDeltas,
+  AssistantMessage (the whole answer), TurnCompleted (stop reason and usage); a failed model
+  call ends the turn with an Error chunk, as the runtime's does.
+
+What it leaves out is what the runtime's ratio to it measures: the database (sessions,
+history, the two commits per turn, the outbox), the domain (agents, tools, routing,
+approvals), the live-turn registry and its relay, metrics. Its model request holds the user
+message only (no system prompt, history or tool schemas: building those is the runtime's).
 
 Prints `listening on 127.0.0.1:PORT` on stderr once it serves.
 """
@@ -25,172 +30,110 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
-import aiohttp
 import grpc
-import httpx
 
+from agent_runtime.application.model_read_ahead import ModelReadAhead
+from agent_runtime.application.ports import ChatRequest, LLMClient
+from agent_runtime.config import Settings
+from agent_runtime.domain.errors import ModelError
+from agent_runtime.domain.model import Message, Role
+from agent_runtime.domain.model_output import ModelResponse, TextDelta
+from agent_runtime.infrastructure.llm.endpoint import open_model_client
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 
 SERVICE = "agent_runtime.v1.AgentRuntimeService"
-HttpClientKind = Literal["httpx", "aiohttp"]
-HTTP_CLIENTS: tuple[HttpClientKind, ...] = ("httpx", "aiohttp")
-_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-# What either client raises when the model call fails (refused, reset, timed out...).
-_HTTP_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
-
-# Opens one streaming POST of `body` and hands over the response body's bytes as they arrive;
-# raises ModelStatusError if the model does not answer HTTP 200. Leaving the context closes
-# the response: the connection goes back to the pool if the body was read to its end.
-Post = Callable[[bytes], AbstractAsyncContextManager[AsyncIterator[bytes]]]
-
-
-class ModelStatusError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(f"model answered HTTP {status}")
-        self.status = status
-
-
-def httpx_post(client: httpx.AsyncClient, url: str) -> Post:
-    @contextlib.asynccontextmanager
-    async def post(body: bytes) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with client.stream("POST", url, content=body, headers=_HEADERS) as response:
-            if response.status_code != 200:
-                raise ModelStatusError(response.status_code)
-            yield response.aiter_raw()
-
-    return post
-
-
-def aiohttp_post(session: aiohttp.ClientSession, url: str) -> Post:
-    @contextlib.asynccontextmanager
-    async def post(body: bytes) -> AsyncIterator[AsyncIterator[bytes]]:
-        # Leaving `async with` releases the response; aiohttp closes the connection instead
-        # of pooling it when the body was not read to its end, as httpx does.
-        async with session.post(url, data=body, headers=_HEADERS) as response:
-            if response.status != 200:
-                raise ModelStatusError(response.status)
-            # Whatever has arrived, one piece per network read (StreamReader.readany), as
-            # the runtime's model client reads it.
-            yield response.content.iter_any()
-
-    return post
 
 
 class FloorRelay:
-    def __init__(self, posts: list[Post]) -> None:
-        self._posts = posts
-        self._turn_ids = itertools.count(1)
+    def __init__(self, llm: LLMClient, default_model: str) -> None:
+        self._llm = llm
+        self._default_model = default_model
+        self._numbers = itertools.count(1)
 
     async def StreamMessage(
         self, request: rt.StreamMessageRequest, context: Any
     ) -> AsyncIterator[rt.StreamChunk]:
         session_id = request.session_id
-        number = next(self._turn_ids)
+        number = next(self._numbers)
         turn_id = f"turn_floor_{number}"
-        post = self._posts[number % len(self._posts)]
-        body = json.dumps(
-            {
-                "model": request.model or "bench",
-                "messages": [{"role": "user", "content": request.user_message.content}],
-                "stream": True,
-            }
-        ).encode()
-        seq = 0
-        completion_tokens = 0
-        try:
-            async with post(body) as received:
-                pending = b""
-                done = False
-                # Read to the end of the body (not just to [DONE]) so the connection goes back
-                # to the pool, as the runtime's client does.
-                async for data in received:
-                    if done:
-                        continue
-                    pending += data
-                    while not done:
-                        end = pending.find(b"\n\n")
-                        if end < 0:
-                            break
-                        frame, pending = pending[:end], pending[end + 2 :]
-                        if not frame.startswith(b"data: "):
-                            continue
-                        payload = frame[6:]
-                        if payload == b"[DONE]":
-                            done = True
-                            break
-                        choices = json.loads(payload).get("choices")
-                        if not choices:
-                            continue
-                        text = choices[0].get("delta", {}).get("content")
-                        if text:
-                            seq += 1
-                            completion_tokens += 1
-                            yield rt.StreamChunk(
-                                session_id=session_id,
-                                turn_id=turn_id,
-                                seq=seq,
-                                assistant_delta=rt.AssistantDelta(text=text),
-                            )
-        except ModelStatusError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except _HTTP_ERRORS as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"model call failed: {exc!r}")
-        seq += 1
+        seq = itertools.count(1)
         yield rt.StreamChunk(
             session_id=session_id,
             turn_id=turn_id,
-            seq=seq,
-            turn_completed=rt.TurnCompleted(
-                stop_reason=rt.STOP_REASON_END_TURN,
-                usage=rt.Usage(completion_tokens=completion_tokens, total_tokens=completion_tokens),
+            seq=next(seq),
+            turn_started=rt.TurnStarted(
+                turn_id=turn_id,
+                agent=request.agent or "coder",
+                input_message_id=f"msg_floor_{number}_user",
             ),
         )
-
-
-async def open_posts(
-    stack: contextlib.AsyncExitStack,
-    kind: HttpClientKind,
-    url: str,
-    max_connections: int,
-    clients: int,
-) -> list[Post]:
-    """`clients` HTTP clients of `kind`, each with its own pool of `max_connections` (0:
-    unbounded), closed with `stack`. Call it inside the running event loop."""
-    posts: list[Post] = []
-    for _ in range(max(1, clients)):
-        if kind == "httpx":
-            client = httpx.AsyncClient(
-                limits=httpx.Limits(
-                    max_connections=max_connections or None,
-                    max_keepalive_connections=max_connections or 4096,
-                    keepalive_expiry=60.0,
+        user = Message(
+            message_id=f"msg_floor_{number}_user",
+            session_id=session_id,
+            position=1,
+            role=Role.USER,
+            content=request.user_message.content,
+            created_at=datetime.now(UTC),
+        )
+        chat = ChatRequest(
+            model=request.model or self._default_model, system_prompt="", history=[user], tools=[]
+        )
+        texts: list[str] = []
+        response: ModelResponse | None = None
+        try:
+            async with ModelReadAhead(self._llm.stream_chat(chat)) as ahead:
+                while (event := await ahead.next()) is not None:
+                    if isinstance(event, TextDelta):
+                        texts.append(event.text)
+                        yield rt.StreamChunk(
+                            session_id=session_id,
+                            turn_id=turn_id,
+                            seq=next(seq),
+                            assistant_delta=rt.AssistantDelta(text=event.text),
+                        )
+                    elif isinstance(event, ModelResponse):
+                        response = event
+        except ModelError as error:
+            yield rt.StreamChunk(
+                session_id=session_id,
+                turn_id=turn_id,
+                seq=next(seq),
+                error=rt.Error(
+                    code="UNAVAILABLE",
+                    reason=error.reason,
+                    message=error.message,
+                    retryable=error.retryable,
                 ),
-                timeout=httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=300.0),
             )
-            posts.append(httpx_post(await stack.enter_async_context(client), url))
-        else:
-            session = aiohttp.ClientSession(
-                # The same pool: max_connections (0 is unbounded in both), idle connections
-                # kept 60 s. aiohttp keeps every idle one (no separate keep-alive cap).
-                connector=aiohttp.TCPConnector(
-                    limit=max_connections, limit_per_host=0, keepalive_timeout=60.0
+            return
+        usage = response.usage if response is not None else None
+        yield rt.StreamChunk(
+            session_id=session_id,
+            turn_id=turn_id,
+            seq=next(seq),
+            assistant_message=rt.AssistantMessage(
+                message_id=f"msg_floor_{number}_assistant", content="".join(texts)
+            ),
+        )
+        yield rt.StreamChunk(
+            session_id=session_id,
+            turn_id=turn_id,
+            seq=next(seq),
+            turn_completed=rt.TurnCompleted(
+                stop_reason=rt.STOP_REASON_END_TURN,
+                usage=rt.Usage(
+                    prompt_tokens=usage.prompt_tokens if usage else 0,
+                    completion_tokens=usage.completion_tokens if usage else 0,
+                    total_tokens=usage.total_tokens if usage else 0,
                 ),
-                # The same timeouts: `connect` covers the wait for a free connection (httpx's
-                # pool timeout), sock_connect the TCP connect, sock_read the silence between
-                # two reads. aiohttp has no write timeout.
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=300.0, sock_connect=10.0, sock_read=300.0
-                ),
-            )
-            posts.append(aiohttp_post(await stack.enter_async_context(session), url))
-    return posts
+            ),
+        )
 
 
 def grpc_server(relay: FloorRelay) -> grpc.aio.Server:
@@ -209,17 +152,20 @@ def grpc_server(relay: FloorRelay) -> grpc.aio.Server:
     return server
 
 
-async def serve(
-    listen: str,
-    model_url: str,
-    max_connections: int,
-    clients: int,
-    kind: HttpClientKind = "httpx",
-) -> None:
-    url = f"{model_url.rstrip('/')}/chat/completions"
-    async with contextlib.AsyncExitStack() as stack:
-        posts = await open_posts(stack, kind, url, max_connections, clients)
-        server = grpc_server(FloorRelay(posts))
+@contextlib.asynccontextmanager
+async def floor_relay(settings: Settings) -> AsyncIterator[FloorRelay]:
+    """The relay on the model client the runtime would build from `settings`."""
+    http, llm, model = open_model_client(settings.model, settings.answers, settings.fake_model)
+    try:
+        yield FloorRelay(llm, model)
+    finally:
+        if http is not None:
+            await http.aclose()
+
+
+async def serve(listen: str, settings: Settings) -> None:
+    async with floor_relay(settings) as relay:
+        server = grpc_server(relay)
         port = server.add_insecure_port(listen)
         await server.start()
         host = listen.rpartition(":")[0]
@@ -233,35 +179,17 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.floor_relay")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.floor_relay",
+        description="The benchmark's floor. The model endpoint and its client's settings are "
+        "the runtime's: AGENT_RUNTIME_LLM_BASE_URL and the other AGENT_RUNTIME_LLM_* variables.",
+    )
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0 picks one)")
-    parser.add_argument("--model-url", required=True, help="base URL, e.g. http://127.0.0.1:8/v1")
-    parser.add_argument(
-        "--http-client",
-        choices=HTTP_CLIENTS,
-        default="httpx",
-        help="the HTTP client towards the model: httpx (the default, as the issue defines the "
-        "floor) or aiohttp (the runtime's own model client's library)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=0,
-        help="connection pool size towards the model, per client (0: unbounded, the default)",
-    )
-    parser.add_argument(
-        "--http-clients",
-        type=int,
-        default=1,
-        help="client instances, calls spread round-robin (default 1, shared): "
-        "httpx.AsyncClients, or with aiohttp ClientSessions, each with its own connector",
-    )
     args = parser.parse_args(argv)
-    asyncio.run(
-        serve(
-            args.listen, args.model_url, args.max_connections, args.http_clients, args.http_client
-        )
-    )
+    settings = Settings.from_env()
+    if settings.model.is_fake:
+        parser.error("set AGENT_RUNTIME_LLM_BASE_URL to the model endpoint")
+    asyncio.run(serve(args.listen, settings))
     return 0
 
 

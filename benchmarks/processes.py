@@ -28,7 +28,7 @@ _PR_SET_PDEATHSIG = 1
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -88,15 +88,17 @@ class ProcessGroup:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         startup_seconds: float = 60.0,
+        ready: re.Pattern[str] = _LISTENING,
     ) -> Child:
-        """Start `argv` and wait for its `listening on HOST:PORT` line."""
+        """Start `argv` and wait for its `listening on HOST:PORT` line (or what `ready`
+        matches, the port as its first group)."""
         log_path = self._log_dir / f"{name}.log"
         child = Child(name, _spawn(argv, env, log_path, cwd or REPO), log_path)
         process = child.process
         self._children.append(child)
         deadline = time.monotonic() + startup_seconds
         while time.monotonic() < deadline:
-            if (found := _LISTENING.search(_read(log_path))) is not None:
+            if (found := ready.search(_read(log_path))) is not None:
                 child.port = int(found.group(1))
                 return child
             if process.poll() is not None:
@@ -142,7 +144,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
 
@@ -166,6 +168,26 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
         return 0.0
     # After the command name: state is field 3, utime field 14, stime field 15 (1-based).
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants now (a server that runs its work in child processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        tree.append(current)
+        queue += children.get(current, [])
+    return tree
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -209,8 +231,9 @@ class CpuMeter:
     poller).
     """
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
-        self._pids = dict(pids)
+    def __init__(self, pids: Mapping[str, int | Sequence[int]]) -> None:
+        # A name may stand for several processes (a server and its workers): summed.
+        self._pids = {name: [p] if isinstance(p, int) else list(p) for name, p in pids.items()}
         self._start: dict[str, float] = {}
         self._wall = 0.0
 
@@ -229,9 +252,9 @@ class CpuMeter:
         return used
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
-        for name, pid in self._pids.items():
-            sample[f"{name}_main_thread"] = cpu_seconds(pid, pid)
+        sample = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self._pids.items()}
+        for name, pids in self._pids.items():
+            sample[f"{name}_main_thread"] = cpu_seconds(pids[0], pids[0])
         times = os.times()
         sample["client"] = times.user + times.system
         sample["machine"] = machine_busy_seconds()

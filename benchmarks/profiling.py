@@ -173,9 +173,8 @@ def summarize_raw(raw: str) -> ProfileReport:
     return report
 
 
-def render(
-    report: ProfileReport, *, turns: int, seconds: float, concurrency: int, top: int = 30
-) -> str:
+def render(report: ProfileReport, *, what: str, top: int = 30) -> str:
+    """The summary as text; `what` says what load ran while it was sampled."""
     busy = report.busy or 1
 
     def table(title: str, counter: Counter[str], limit: int) -> list[str]:
@@ -186,8 +185,8 @@ def render(
 
     lines = [
         "py-spy profile of the runtime process (python -m agent_runtime serve)",
-        f"{turns} turns at c={concurrency} in {seconds:.1f} s; {report.samples} samples, of "
-        f"which {report.busy} busy (percentages are of the busy ones).",
+        f"{what}; {report.samples} samples, of which {report.busy} busy (percentages are of "
+        "the busy ones).",
         "SQLite C calls are sampled as their Python caller: on the writer thread they "
         "include waits for the write lock and for fsync, not only CPU.",
         "",

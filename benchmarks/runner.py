@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -22,9 +22,19 @@ from typing import Any
 
 import httpx
 
-from benchmarks import profiling
-from benchmarks.floor_relay import HttpClientKind
-from benchmarks.load import Client, PhaseRun, model_name, run_sessions, summarize_phase
+from benchmarks import peer_litellm, profiling
+from benchmarks.capacity import capacity, capacity_block, capacity_model
+from benchmarks.load import (
+    GrpcClient,
+    OpenAIHttpClient,
+    PhaseRun,
+    TurnClient,
+    model_name,
+    peak_overlap,
+    run_sessions,
+    summarize_phase,
+)
+from benchmarks.load_process import LoadProcesses, Protocol, processes_for
 from benchmarks.processes import (
     Child,
     CpuMeter,
@@ -32,12 +42,14 @@ from benchmarks.processes import (
     ProcessGroup,
     ThreadStateSampler,
     memory_kib,
+    process_tree,
 )
 from benchmarks.replicas import replica_scaling
 from benchmarks.seed import history_session_id, seed_histories
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = ("floor", "runtime")
+PEERS = ("litellm",)
 # An interleaved level has fewer rounds rather than blocks shorter than this (turns per
 # worker): each block starts all its workers at once and ends with a tail of stragglers.
 MIN_TURNS_PER_BLOCK = 10
@@ -69,14 +81,30 @@ class Config:
     profile_seconds: float = 15.0
     db_dir: Path | None = None
     keep_tmp: bool = False
-    floor_http_client: HttpClientKind = "httpx"  # the floor's HTTP client towards the model
-    floor_http_clients: int = 1  # client instances in the floor relay, calls spread over them
+    # The capacity phase (benchmarks/capacity.py): a paced model, closed-loop clients.
+    # Finer where a Python process saturates on 2 cores (100-200 streams at 50 tokens/s).
+    capacity_levels: list[int] = field(
+        default_factory=lambda: [25, 50, 75, 100, 150, 200, 300, 400, 800]
+    )
+    capacity_cpu_level: int = 200  # the level whose CPU per token the targets compare
+    capacity_tokens: int = 200
+    capacity_rate: float = 50.0
+    capacity_ttfb_ms: float = 300.0
+    capacity_window_answers: float = 1.0  # the measured window of a block, in answer times
+    capacity_rounds: int = 2  # blocks per system per level, the systems alternating
+    capacity_delay_limit_ms: float = 50.0
+    capacity_profile_level: int = 200  # --profile: the capacity level profiled
+    load_processes: int = 0  # load-generator processes of the capacity phase; 0: by level
+    peer: str = ""  # "litellm": also measure the LiteLLM proxy (benchmarks/peer_litellm.py)
     runtime_src: Path | None = None  # another checkout of agent-runtime to measure (A/B runs)
     # Replica mode (benchmarks/replicas.py): on when `postgres` names a server.
     postgres: str = ""
     replicas: list[int] = field(default_factory=lambda: [1, 2, 3])
     replica_concurrency: int = 64
     replica_pool_size: int = 10
+    replica_tenants: int = 1  # the workers spread over this many tenants (API keys)
+    replica_watchers: int = 0  # idle WatchEvents streams per replica
+    replica_lease_seconds: float = 0.0  # AGENT_RUNTIME_LEASE_SECONDS of the replicas; 0: default
 
     @classmethod
     def quick_sizes(cls, out: Path) -> Config:
@@ -94,6 +122,13 @@ class Config:
             call_timeout=30.0,
             phase_seconds=20.0,
             profile_seconds=3.0,
+            capacity_levels=[4, 8],
+            capacity_cpu_level=8,
+            capacity_tokens=10,
+            capacity_rate=50.0,
+            capacity_ttfb_ms=100.0,
+            capacity_rounds=1,
+            capacity_profile_level=4,
             replicas=[1, 2],
             replica_concurrency=4,
         )
@@ -185,22 +220,31 @@ class Bench:
     async def start_floor(self, label: str = "floor") -> Child:
         child = await self.group.start(
             label,
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.floor_relay",
-                "--listen",
-                "127.0.0.1:0",
-                "--model-url",
-                self.model_url,
-                "--http-client",
-                self.config.floor_http_client,
-                "--http-clients",
-                str(self.config.floor_http_clients),
-            ],
+            [sys.executable, "-m", "benchmarks.floor_relay", "--listen", "127.0.0.1:0"],
+            # The runtime's model settings: the floor builds its model client from them. It
+            # runs this checkout's code even with --runtime-src: an A/B keeps one floor.
+            env={"AGENT_RUNTIME_LLM_BASE_URL": self.model_url},
         )
         self.servers["floor"] = child
         return child
+
+    async def start_peer(self) -> Child:
+        command = await peer_litellm.ensure_installed(self.log)
+        models = [model_name(self.config.tokens, 0), capacity_model(self)]
+        child = await peer_litellm.start(self.group, command, self.tmp, self.model_url, models)
+        self.servers["peer"] = child
+        return child
+
+    def target(self, system: str) -> tuple[Protocol, str]:
+        """(protocol, address) of a system: gRPC host:port, or the peer's base URL."""
+        address = self.servers[system].address
+        return ("openai", f"http://{address}/v1") if system == "peer" else ("grpc", address)
+
+    def client(self, system: str, streams: int) -> TurnClient:
+        protocol, address = self.target(system)
+        if protocol == "openai":
+            return OpenAIHttpClient(address)
+        return GrpcClient(address, channels_for(streams, self.config.channels))
 
     def stop_server(self, system: str) -> None:
         child = self.servers.pop(system, None)
@@ -257,7 +301,7 @@ class Bench:
         assert self.model is not None
         config = self.config
         model = model_name(tokens, rate)
-        client = Client(child.address, channels_for(len(sessions), config.channels))
+        client = self.client(system, len(sessions))
         try:
             await client.wait_ready()
             if warmup_turns:
@@ -278,7 +322,7 @@ class Bench:
             rss_before = memory_kib(child.pid)
             if sampler is not None:
                 sampler.start()
-            cpu = CpuMeter({"server": child.pid, "model": self.model.pid})
+            cpu = CpuMeter({"server": process_tree(child.pid), "model": self.model.pid})
             cpu.start()
             run: PhaseRun = await run_sessions(
                 client,
@@ -335,7 +379,7 @@ class Bench:
             cpu_used["server_main_thread"] * 1000 / ok if ok else math.nan
         )
         summary["model_stats"] = model_stats
-        summary["peak_open_calls"] = max(_peak_overlap(block.run) for block in blocks)
+        summary["peak_open_calls"] = max(peak_overlap(_spans(block.run)) for block in blocks)
         summary["rss_kib_before"] = blocks[0].rss_before["VmRSS"]
         summary["rss_kib_after"] = blocks[-1].rss_after["VmRSS"]
         summary["peak_rss_kib"] = blocks[-1].rss_after["VmHWM"]
@@ -354,11 +398,13 @@ class Bench:
         for concurrency in config.concurrency:
             per_worker = max(2, math.ceil(config.turns / concurrency))
             rounds = max(1, min(config.rounds, per_worker // MIN_TURNS_PER_BLOCK))
-            blocks: dict[str, list[_Block]] = {system: [] for system in SYSTEMS}
+            # The peer's added latency is compared at c=1 only.
+            systems = [*SYSTEMS, *(["peer"] if "peer" in self.servers and concurrency == 1 else [])]
+            blocks: dict[str, list[_Block]] = {system: [] for system in systems}
             for round_index in range(rounds):
                 # the round's share of each worker's turns, the first rounds taking the rest
                 turns = per_worker // rounds + (round_index < per_worker % rounds)
-                for system in SYSTEMS:
+                for system in systems:
                     workers = [
                         f"bench-{system}-c{concurrency}-r{round_index}-{i}"
                         for i in range(concurrency)
@@ -373,7 +419,7 @@ class Bench:
                     )
                     blocks[system].append(block)
             level: dict[str, Any] = {}
-            for system in SYSTEMS:
+            for system in systems:
                 summary = self._summary(blocks[system], concurrency, config.tokens, 0.0)
                 level[system] = summary
                 self.log(
@@ -425,7 +471,7 @@ class Bench:
             else:
                 await self.start_floor("floor-slow")
             # A few unmeasured turns first, so the fresh process has its code paths loaded.
-            warm = Client(self.servers[system].address)
+            warm = self.client(system, 4)
             try:
                 await warm.wait_ready()
                 await run_sessions(
@@ -461,15 +507,17 @@ class Bench:
         return results
 
     async def profile(self) -> dict[str, Any] | None:
-        """Where the runtime's time goes, at c=32, in two extra runs (not measured ones):
-        first what its threads are doing (sampled from /proc, no profiler attached), then
-        py-spy. Writes profile.txt."""
+        """Where the runtime's time goes, in extra runs that are not part of the figures:
+        at c=32 of the burst phase, first what its threads are doing (sampled from /proc,
+        no profiler attached), then under py-spy; then under py-spy again at one level of
+        the capacity phase (`capacity_profile_level` streams at the paced model's rate).
+        Writes profile.txt."""
         config = self.config
         child = self.servers["runtime"]
         concurrency = 32 if not config.quick else 4
         workers = [f"bench-profile-c{concurrency}-{i}" for i in range(concurrency)]
 
-        async def load(seconds: float, label: str) -> dict[str, Any]:
+        async def burst(seconds: float, label: str) -> dict[str, Any]:
             return await self.measure(
                 "runtime",
                 [f"{worker}-{label}" for worker in workers],
@@ -481,7 +529,7 @@ class Bench:
 
         sampler = ThreadStateSampler(child.pid)
         sampler.start()
-        plain = await load(config.profile_seconds / 2, "threads")
+        plain = await burst(config.profile_seconds / 2, "threads")
         states = await sampler.stop()
         result: dict[str, Any] = {
             "concurrency": concurrency,
@@ -490,60 +538,90 @@ class Bench:
             "turns_per_s_sampled_run": plain["turns_per_s"],
         }
         lines = [
-            f"What the runtime's threads were doing at c={concurrency} "
+            f"What the runtime's threads were doing at c={concurrency} of the burst phase "
             f"({plain['ok_turns']} turns, {plain['turns_per_s']:.1f} turns/s, "
             f"{sampler.samples} samples of /proc/<pid>/task/*/{{stat,syscall}}; average "
-            "number of threads in each state; clock_nanosleep in the other threads is "
-            "SQLite's busy handler waiting for the write lock, futex mostly idle workers):",
+            "number of threads in each state; futex is mostly idle workers):",
             "",
             *(f"{count:8.2f}  {state}" for state, count in states.items()),
             "",
             "",
         ]
-
         py_spy = shutil.which("py-spy") or _venv_tool("py-spy")
         if py_spy is None:
             self.log("  py-spy not found: its part of the profile skipped (pip install py-spy)")
         else:
-            raw = self.tmp / "runtime-c32.pyspy.txt"
-            spy = await asyncio.create_subprocess_exec(
-                py_spy,
-                "record",
-                "--pid",
-                str(child.pid),
-                "--rate",
-                "250",
-                "--duration",
-                str(int(config.profile_seconds)),
-                "--threads",
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            await asyncio.sleep(1.0)  # py-spy attaches
-            profiled = await load(config.profile_seconds - 1.5, "py-spy")
-            _, err = await asyncio.wait_for(spy.communicate(), config.profile_seconds + 60)
-            if spy.returncode != 0 or not raw.exists():
-                self.log(f"  py-spy failed: {err.decode(errors='replace')[-500:]}")
-            else:
-                report = profiling.summarize_raw(raw.read_text())
-                lines.append(
-                    profiling.render(
-                        report,
-                        turns=profiled["ok_turns"],
-                        seconds=profiled["wall_s"],
-                        concurrency=concurrency,
-                    )
-                )
+
+            async def burst_load() -> str:
+                profiled = await burst(config.profile_seconds - 1.5, "py-spy")
                 result["py_spy_turns"] = profiled["ok_turns"]
                 result["turns_per_s_under_py_spy"] = profiled["turns_per_s"]
+                return (
+                    f"burst phase: {profiled['ok_turns']} turns at c={concurrency} (zero-latency "
+                    f"model, {config.tokens} tokens per answer) in {profiled['wall_s']:.1f} s"
+                )
+
+            lines += await self._py_spy(py_spy, "burst", config.profile_seconds, burst_load)
+            level = config.capacity_profile_level
+            seconds = config.capacity_window_answers * (
+                config.capacity_ttfb_ms / 1000 + config.capacity_tokens / config.capacity_rate
+            )
+
+            async def capacity_load() -> str:
+                count = config.load_processes or processes_for(level, 4)
+                async with LoadProcesses(count, self.tmp) as load:
+                    block = await capacity_block(self, load, "runtime", level, "profile")
+                summary = block.result.summary()
+                result["capacity_level"] = level
+                result["capacity_tokens_in_window"] = summary["tokens_in_window"]
+                return (
+                    f"capacity phase: {level} streams of {config.capacity_tokens} tokens at "
+                    f"{config.capacity_rate:g} tokens/s; {summary['tokens_in_window']} tokens "
+                    f"received in the {summary['window_s']:.1f} s window, token delay p99 "
+                    f"{summary['token_delay_ms']['p99']:.1f} ms under py-spy"
+                )
+
+            # The whole block is profiled: ramp-up, the window and the ramp-down.
+            lines += await self._py_spy(py_spy, "capacity", seconds * 3 + 2, capacity_load)
         path = config.out / "profile.txt"
         path.write_text("\n".join(lines) + "\n")
         self.log(f"  wrote {path}")
         return result
+
+    async def _py_spy(
+        self,
+        py_spy: str,
+        label: str,
+        seconds: float,
+        load: Callable[[], Awaitable[str]],
+    ) -> list[str]:
+        """py-spy on the runtime while `load` runs; the summary's lines for profile.txt."""
+        raw = self.tmp / f"runtime-{label}.pyspy.txt"
+        spy = await asyncio.create_subprocess_exec(
+            py_spy,
+            "record",
+            "--pid",
+            str(self.servers["runtime"].pid),
+            "--rate",
+            "250",
+            "--duration",
+            str(math.ceil(seconds)),
+            "--threads",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await asyncio.sleep(1.0)  # py-spy attaches
+        what = await load()
+        _, err = await asyncio.wait_for(spy.communicate(), seconds + 60)
+        if spy.returncode != 0 or not raw.exists():
+            self.log(f"  py-spy failed: {err.decode(errors='replace')[-500:]}")
+            return [f"py-spy failed during the {label} run", ""]
+        report = profiling.summarize_raw(raw.read_text())
+        return [profiling.render(report, what=what), ""]
 
     # -- everything -------------------------------------------------------------------------
 
@@ -556,17 +634,30 @@ class Bench:
                 await self.start_model()
                 await self.start_runtime(seed=True)
                 await self.start_floor()
+                if config.peer:
+                    await self.start_peer()
                 self.log(
-                    f"model {self.model_url}, runtime {self.servers['runtime'].address}, "
-                    f"floor {self.servers['floor'].address}; logs in {self.tmp}"
+                    f"model {self.model_url}, "
+                    + ", ".join(f"{name} {child.address}" for name, child in self.servers.items())
+                    + f"; logs in {self.tmp}"
                 )
-                self.log("throughput and latency")
+                self.log("burst: throughput and latency (zero-latency model)")
                 throughput = await self.throughput()
+                systems = [*SYSTEMS, *(["peer"] if config.peer else [])]
+                self.log(
+                    f"capacity: {config.capacity_tokens} tokens at {config.capacity_rate:g}/s "
+                    f"after {config.capacity_ttfb_ms:g} ms, levels {config.capacity_levels}"
+                )
+                capacity_results = await capacity(self, systems)
+                self.stop_server("peer")
                 self.log("history length")
                 history = await self.history()
                 profile = None
                 if config.profile:
-                    self.log("profile (thread states, then py-spy; c=32, runtime)")
+                    self.log(
+                        "profile (runtime: thread states and py-spy at c=32; py-spy at "
+                        f"{config.capacity_profile_level} paced streams)"
+                    )
                     profile = await self.profile()
                 self.log(f"{config.slow_streams} slow streams")
                 slow = await self.slow_streams()
@@ -601,10 +692,17 @@ class Bench:
         return {
             "meta": meta,
             "throughput": throughput,
+            "capacity": capacity_results,
+            "peer": _peer_meta(config),
             "added_latency": {
                 "concurrency": int(lowest),
                 "runtime": _latency_parts(throughput[lowest]["runtime"]),
                 "floor": _latency_parts(throughput[lowest]["floor"]),
+                **(
+                    {"peer": _latency_parts(throughput[lowest]["peer"])}
+                    if "peer" in throughput[lowest]
+                    else {}
+                ),
             },
             "history": history,
             "slow_streams": slow,
@@ -663,17 +761,18 @@ def _latency_parts(summary: dict[str, Any]) -> dict[str, Any]:
     return {key: summary[key] for key in keys}
 
 
-def _peak_overlap(run: PhaseRun) -> int:
-    events: list[tuple[int, int]] = []
-    for record in run.records:
-        events.append((record.sent_ns, 1))
-        events.append((record.end_ns or record.sent_ns, -1))
-    events.sort()
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
+def _peer_meta(config: Config) -> dict[str, Any] | None:
+    if not config.peer:
+        return None
+    return {
+        "name": config.peer,
+        "package": peer_litellm.REQUIREMENT,
+        "setup": "one uvicorn worker, no master key, no database (stateless)",
+    }
+
+
+def _spans(run: PhaseRun) -> list[tuple[int, int]]:
+    return [(record.sent_ns, record.end_ns or record.sent_ns) for record in run.records]
 
 
 def _venv_tool(name: str) -> str | None:
@@ -733,7 +832,6 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
         "load_average_at_end": _load_average(),
         "duration_s": round(seconds, 1),
         "quick": config.quick,
-        "floor_http_client": config.floor_http_client,
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -747,8 +845,9 @@ def _meta(config: Config, seconds: float) -> dict[str, Any]:
                 "sqlalchemy",
                 "aiosqlite",
                 "asyncpg",
-                "aiohttp",  # the runtime's model client
-                "httpx",  # the floor's by default (--floor-http-client)
+                "aiohttp",  # the model client's transport (runtime and floor)
+                "httpx",  # the model client's API (runtime and floor)
+                "httpx-aiohttp",
             )
         },
         "sqlite": _sqlite_version(),

@@ -273,15 +273,6 @@ class _FakeTurns:
         if turn_id in rows.turns:
             rows.cancel_requested.add(turn_id)
 
-    async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
-        if not turn_ids:
-            return []
-        rows = await self._tx.write()
-        mine = [t for t in rows.turns.values() if t.turn_id in turn_ids and t.running]
-        for turn in mine:
-            turn.lease_expires_at = until
-        return [t.turn_id for t in mine if t.turn_id in rows.cancel_requested]
-
     async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
         return [copy.deepcopy(t) for t in _abandoned(await self._tx.read(), now, owner)]
 
@@ -648,6 +639,7 @@ class FakeUnitOfWorkFactory:
         self.opened: list[FakeUnitOfWork | FakeReadUnitOfWork] = []
         self.opened_for: list[str] = []  # the tenant of each unit of work opened
         self.readers_for: list[str] = []  # the tenant of each read-only one among them
+        self.lease_renewals = 0  # calls of renew_leases (one transaction each)
 
     @property
     def db(self) -> FakeDatabase:
@@ -672,6 +664,21 @@ class FakeUnitOfWorkFactory:
             for tenant, db in self.databases.items()
             for turn in _abandoned(db, now, owner)
         )
+
+    async def renew_leases(
+        self, running: Sequence[tuple[str, str]], owner: str, until: datetime
+    ) -> list[tuple[str, str]]:
+        self.lease_renewals += 1
+        asked = []
+        for tenant_id, turn_id in running:
+            db = self.databases.get(tenant_id)
+            turn = db.turns.get(turn_id) if db is not None else None
+            if db is None or turn is None or not turn.running or turn.owner != owner:
+                continue
+            turn.lease_expires_at = until
+            if turn_id in db.cancel_requested:
+                asked.append((tenant_id, turn_id))
+        return sorted(asked)
 
     async def count_pending_approvals(self, now: datetime) -> int:
         return sum(

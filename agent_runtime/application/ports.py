@@ -132,10 +132,6 @@ class TurnRepository(Protocol):
         """Ask the process running the turn to cancel it (seen at its next lease renewal)."""
         ...
 
-    async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
-        """Extend these running turns' leases; return those asked to cancel."""
-        ...
-
     async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
         """Running turns whose lease expired, or that `owner` runs (or ran before a restart)."""
         ...
@@ -334,8 +330,18 @@ class UnitOfWorkFactory(Protocol):
         TurnRepository.abandoned_candidates finds them within one tenant."""
         ...
 
+    async def renew_leases(
+        self, running: Sequence[tuple[str, str]], owner: str, until: datetime
+    ) -> list[tuple[str, str]]:
+        """The one write across tenants, for lease upkeep: extends to `until` the leases of
+        these (tenant_id, turn_id) turns that still run and that `owner` runs, in one
+        transaction (one statement per few hundred turns), whatever their tenants; returns
+        those of them asked to cancel, as (tenant_id, turn_id). Only the process running
+        the turns calls it, with the turns it runs: no client reaches it."""
+        ...
+
     async def count_pending_approvals(self, now: datetime) -> int:
-        """The other read across tenants, for monitoring only: unexpired pending approvals
+        """Another read across tenants, for monitoring only: unexpired pending approvals
         in the whole database."""
         ...
 

@@ -1,10 +1,12 @@
 """Leases on running turns: renewed while this process lives, reclaimed when a process dies.
 
-A running turn's lease is extended every interval by the process running it (one UPDATE for
-all its turns). A turn whose lease ran out belongs to a dead process: any process marks it
-INTERRUPTED, ends its replay log as a failed turn's ends (Error{TURN_INTERRUPTED, retryable}
-and TurnCompleted{ERROR}, so every replay, follower and retry sees the end) and frees its
-session. The same renewal carries CancelTurn requests made through another process.
+A running turn's lease is extended every interval by the process running it: one
+transaction for all its turns, whatever their tenants (one UPDATE per few hundred turns),
+not one per tenant. A turn whose lease ran out belongs to a dead process: any process marks
+it INTERRUPTED, ends its replay log as a failed turn's ends (Error{TURN_INTERRUPTED,
+retryable} and TurnCompleted{ERROR}, so every replay, follower and retry sees the end) and
+frees its session. The same renewal carries CancelTurn requests made through another
+process.
 
 Reclaiming runs every interval too, so it costs one read across tenants when nothing is
 abandoned: a tenant's transaction is opened only for a tenant that has a candidate turn
@@ -95,17 +97,13 @@ class TurnRecovery:
 
     async def renew(self) -> None:
         """Extend our running turns' leases; act on cancel requests made elsewhere."""
-        by_tenant: dict[str, list[str]] = {}
-        for running in self._registry.all():
-            by_tenant.setdefault(running.tenant_id, []).append(running.turn_id)
-        to_cancel: list[str] = []
-        for tenant_id, turn_ids in by_tenant.items():
-            async with self._uow_factory(tenant_id) as uow:
-                to_cancel += await uow.turns.renew_leases(turn_ids, self._now() + self._lease)
-                await uow.commit()
-        for turn_id in to_cancel:
+        running = [(live.tenant_id, live.turn_id) for live in self._registry.all()]
+        to_cancel = await self._uow_factory.renew_leases(
+            running, self._owner, self._now() + self._lease
+        )
+        for tenant_id, turn_id in to_cancel:
             live = self._registry.get(turn_id)
-            if live is not None and not live.cancel_requested:
+            if live is not None and live.tenant_id == tenant_id and not live.cancel_requested:
                 log.info("turn %s: cancel requested through another process", turn_id)
                 live.cancel()
 

@@ -1,5 +1,5 @@
 """The benchmark works and writes its files: `scripts/bench --quick` (seconds, tiny sizes),
-once with the floor on each HTTP client (--floor-http-client).
+every phase in a tiny form (the LiteLLM peer excepted: it installs a package of its own).
 
 No timing assertions: on a shared CI machine they would only measure the neighbours.
 """
@@ -13,21 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.floor_relay import HTTP_CLIENTS
 from tests.support.databases import POSTGRES_URL_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-# A whole benchmark run (20-30 s on a 2-core machine): past its own 180 s limit below.
+# A whole benchmark run (20-40 s on a 2-core machine): past its own 180 s limit below.
 @pytest.mark.timeout(240)
 @pytest.mark.e2e
-@pytest.mark.parametrize("floor_client", HTTP_CLIENTS)
-def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_client: str) -> None:
+def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    # With a PostgreSQL server (CI has one), the replica mode is smoked too: once is enough,
-    # it has no floor.
-    postgres = os.environ.get(POSTGRES_URL_VARIABLE, "") if floor_client == "httpx" else ""
+    # With a PostgreSQL server (CI has one), the replica mode is smoked too.
+    postgres = os.environ.get(POSTGRES_URL_VARIABLE, "")
     completed = subprocess.run(
         [
             str(REPO / "scripts" / "bench"),
@@ -36,8 +33,6 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_cl
             str(out),
             "--db-dir",
             str(tmp_path),
-            "--floor-http-client",
-            floor_client,
             *(["--postgres", postgres] if postgres else []),
         ],
         cwd=REPO,
@@ -53,6 +48,7 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_cl
     assert {
         "meta",
         "throughput",
+        "capacity",
         "added_latency",
         "history",
         "slow_streams",
@@ -61,7 +57,7 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_cl
         "runtime_log",
     } <= results.keys()
     assert results["meta"]["quick"] is True
-    assert results["meta"]["floor_http_client"] == floor_client
+    assert results["peer"] is None
     for level in results["throughput"].values():
         for system in ("runtime", "floor"):
             assert level[system]["turns"] > 0
@@ -76,17 +72,34 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_cl
         assert results["throughput"]["1"][system]["rounds"] == 2
         assert results["throughput"]["1"][system]["turns"] == 24
         assert results["throughput"]["4"][system]["rounds"] == 1
+    # The capacity phase: both systems at each tiny level, every turn of a block answered in
+    # full, the window's tokens measured, the harness's own CPU reported.
+    capacity = results["capacity"]
+    assert list(capacity["levels"]) == ["4", "8"]
+    for level in capacity["levels"].values():
+        for system in ("runtime", "floor"):
+            figures = level[system]
+            assert figures["errors"] == 0, figures["error_kinds"]
+            assert figures["tokens_in_window"] > 0
+            assert figures["turns_sent_in_window"] > 0
+            assert figures["server_cpu_us_per_token"] > 0
+            assert {"load_generators", "model", "server", "others"} <= figures["cores"].keys()
+            assert figures["rss_kib"] > 0
+    assert set(capacity["capacity"]) == {"runtime", "floor"}
     assert {"runtime", "floor"} <= results["added_latency"].keys()
     assert results["history"]["runtime"]
     for system in ("runtime", "floor"):
         assert results["slow_streams"][system]["peak_rss_kib"] > 0
     assert [target["key"] for target in results["targets"]] == [
-        "throughput_c32",
-        "p99_e2e_c32",
+        "capacity",
+        "cpu_per_token",
+        "burst_throughput",
+        "burst_p99",
         "added_latency_c1",
-        "history_10000_vs_10",
+        "history",
         "slow_streams",
     ]
+    assert all(target["margin"] for target in results["targets"])
 
     if postgres:
         levels = results["replicas"]["levels"]
@@ -96,8 +109,8 @@ def test_quick_benchmark_writes_json_markdown_and_chart(tmp_path: Path, floor_cl
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown
     assert ("## Replicas on PostgreSQL" in markdown) == bool(postgres)
-    assert "| metric | runtime | floor | ratio | target | met? |" in markdown
-    assert f"whose model calls go through {floor_client}" in markdown
+    assert "## Capacity" in markdown
+    assert "| metric | runtime | floor | ÷ floor | target | met? |" in markdown
 
     chart = (out / "chart.png").read_bytes()
     assert chart.startswith(b"\x89PNG\r\n\x1a\n")

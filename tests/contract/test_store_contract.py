@@ -362,28 +362,53 @@ async def test_a_lease_renewal_extends_running_turns_and_reports_the_cancelled_o
     uows: UnitOfWorkFactory,
 ) -> None:
     await add_sessions(uows, "s1")
-    done = a_turn("t3", status=TurnStatus.COMPLETED, lease_expires_at=NOW)
+    done = a_turn("t3", status=TurnStatus.COMPLETED, owner="me", lease_expires_at=NOW)
     async with committing(uows) as uow:
-        await uow.turns.add(a_turn("t1", lease_expires_at=NOW))
-        await uow.turns.add(a_turn("t2", lease_expires_at=NOW))
+        await uow.turns.add(a_turn("t1", owner="me", lease_expires_at=NOW))
+        await uow.turns.add(a_turn("t2", owner="me", lease_expires_at=NOW))
+        await uow.turns.add(a_turn("t4", owner="them", lease_expires_at=NOW))
         await uow.turns.add(done)
+    everything = [(TENANT, t) for t in ("t1", "t2", "t3", "t4")]
+    assert await uows.renew_leases(everything, "me", LATER) == []
     async with committing(uows) as uow:
-        assert await uow.turns.renew_leases(["t1", "t2", "t3"], LATER) == []
         await uow.turns.request_cancel("t2")
         await uow.turns.request_cancel("t3")
         await uow.turns.request_cancel("missing")
-        assert await uow.turns.renew_leases([], LATER) == []
-    async with committing(uows) as uow:
-        renewed = LATER + timedelta(minutes=1)
-        assert await uow.turns.renew_leases(["t1", "t2", "t3", "missing"], renewed) == ["t2"]
-        assert await uow.turns.renew_leases(["t1"], renewed) == []
+    assert await uows.renew_leases([], "me", LATER) == []
+    renewed = LATER + timedelta(minutes=1)
+    assert await uows.renew_leases([*everything, (TENANT, "missing")], "me", renewed) == [
+        (TENANT, "t2")
+    ]
+    assert await uows.renew_leases([(TENANT, "t1")], "me", renewed) == []
     async with uows.reader(TENANT) as reader:
-        leases = {t: (await reader.turns.get(t)) for t in ("t1", "t2", "t3")}
+        leases = {t: (await reader.turns.get(t)) for t in ("t1", "t2", "t3", "t4")}
     assert {t: turn and turn.lease_expires_at for t, turn in leases.items()} == {
         "t1": renewed,
         "t2": renewed,
         "t3": NOW,  # finished: no lease to renew
+        "t4": NOW,  # another process's
     }
+
+
+async def test_one_lease_renewal_reaches_every_tenant_and_only_the_turns_it_names(
+    uows: UnitOfWorkFactory,
+) -> None:
+    for tenant in (TENANT, OTHER_TENANT):
+        async with committing(uows, tenant) as uow:
+            await uow.sessions.add(Session("s1", "coder", NOW, NOW))
+            await uow.turns.add(a_turn(f"{tenant}-t", owner="me", lease_expires_at=NOW))
+            await uow.turns.request_cancel(f"{tenant}-t")
+    # A pair names its tenant: another tenant's turn of that id is not touched.
+    assert await uows.renew_leases([(OTHER_TENANT, f"{TENANT}-t")], "me", LATER) == []
+    async with uows.reader(TENANT) as reader:
+        turn = await reader.turns.get(f"{TENANT}-t")
+        assert turn is not None and turn.lease_expires_at == NOW
+    both = [(TENANT, f"{TENANT}-t"), (OTHER_TENANT, f"{OTHER_TENANT}-t")]
+    assert await uows.renew_leases(both, "me", LATER) == sorted(both)
+    for tenant in (TENANT, OTHER_TENANT):
+        async with uows.reader(tenant) as reader:
+            turn = await reader.turns.get(f"{tenant}-t")
+            assert turn is not None and turn.lease_expires_at == LATER
 
 
 async def test_abandoned_candidates_run_with_an_expired_lease_or_for_the_owner(
@@ -813,14 +838,13 @@ async def test_another_tenant_changes_nothing_of_a_tenants_rows(uows: UnitOfWork
         await uow.sessions.mark_deleted("s1", LATER)
         await uow.turns.save(t1, [])
         await uow.turns.request_cancel("t1")
-        assert await uow.turns.renew_leases(["t1"], LATER) == []
         assert await uow.turns.interrupt([a_turn("t1")], LATER) == []
         await uow.messages.replace_tool_call("m1", ToolCallRecord("call-1", "delete_file", {}))
         await uow.approvals.save(approval)
     async with uows.reader(TENANT) as reader:
         assert await _everything_seen(reader) == before
-    async with uows(TENANT) as uow:  # and no cancellation was asked of its turn
-        assert await uow.turns.renew_leases(["t1"], LATER) == []
+    # And no cancellation was asked of its turn.
+    assert await uows.renew_leases([(TENANT, "t1")], "", LATER) == []
 
 
 # -- the read-only unit of work --------------------------------------------------------------
@@ -851,7 +875,6 @@ WRITES: dict[str, Write] = {
     "turns.add": lambda u: u.turns.add(a_turn("t9")),
     "turns.save": lambda u: u.turns.save(a_turn("t1", status=TurnStatus.FAILED)),
     "turns.request_cancel": lambda u: u.turns.request_cancel("t1"),
-    "turns.renew_leases": lambda u: u.turns.renew_leases(["t1"], LATER),
     "turns.interrupt": lambda u: u.turns.interrupt([a_turn("t1")], LATER),
     "messages.add": lambda u: u.messages.add(a_message("m9", 9)),
     "messages.replace_tool_call": lambda u: u.messages.replace_tool_call(

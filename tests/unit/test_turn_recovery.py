@@ -79,6 +79,48 @@ async def test_recovery_and_lease_renewal_reach_every_tenant() -> None:
     assert [e.event.type for e in a.events] == [EventType.TURN_FAILED] * 2
 
 
+async def test_lease_renewal_is_one_transaction_whatever_the_tenants() -> None:
+    uows = FakeUnitOfWorkFactory()
+    live = LiveTurnRegistry()
+    tenants = [f"tenant-{n}" for n in range(5)]
+    for tenant in tenants:
+        db = uows.databases.setdefault(tenant, FakeDatabase())
+        turn_id = f"{tenant}-turn"
+        db.sessions[turn_id] = Session(turn_id, "coder", NOW, NOW, running_turn_id=turn_id)
+        db.turns[turn_id] = Turn(turn_id, turn_id, "coder", "m", NOW, owner="me")
+        live.open(turn_id, turn_id, tenant_id=tenant)
+    # CancelTurn through another process, in one tenant.
+    uows.databases["tenant-3"].cancel_requested.add("tenant-3-turn")
+    recovery = TurnRecovery(uows, live, owner="me", lease=timedelta(seconds=30), clock=lambda: NOW)
+
+    await recovery.renew()
+
+    assert uows.lease_renewals == 1
+    assert uows.opened_for == []  # no tenant's unit of work
+    for tenant in tenants:
+        turn = uows.databases[tenant].turns[f"{tenant}-turn"]
+        assert turn.lease_expires_at == NOW + timedelta(seconds=30)
+        running = live.get(f"{tenant}-turn")
+        assert running is not None
+        assert running.cancel_requested is (tenant == "tenant-3")
+
+
+async def test_a_cancel_request_reaches_only_the_tenant_it_was_made_in() -> None:
+    uows = FakeUnitOfWorkFactory()
+    live = LiveTurnRegistry()
+    db = uows.databases.setdefault("tenant-a", FakeDatabase())
+    db.turns["t"] = Turn("t", "s", "coder", "m", NOW, owner="me")
+    db.cancel_requested.add("t")
+    # A live turn of the same id in another tenant (the server never issues that).
+    live.open("s", "t", tenant_id="tenant-b")
+    recovery = TurnRecovery(uows, live, owner="me", lease=timedelta(seconds=30), clock=lambda: NOW)
+
+    await recovery.renew()
+
+    running = live.get("t")
+    assert running is not None and not running.cancel_requested
+
+
 async def test_running_but_healthy_turns_open_no_tenant_transaction() -> None:
     uows = FakeUnitOfWorkFactory()
     live = LiveTurnRegistry()

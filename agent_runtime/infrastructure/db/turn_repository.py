@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,10 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.model import (
@@ -107,20 +110,6 @@ class SqlAlchemyTurnRepository:
         values = row(turns, cancel_requested=True)
         await self._db.execute(_UPDATE_TURN, {**values, **self._key(turn_id)})
 
-    async def renew_leases(self, turn_ids: list[str], until: datetime) -> list[str]:
-        if not turn_ids:
-            return []
-        running = (
-            turns.c.tenant_id == self._tenant,
-            turns.c.turn_id.in_(turn_ids),
-            turns.c.status == TurnStatus.RUNNING.value,
-        )
-        await self._db.execute(update(turns).where(*running).values(lease_expires_at=until))
-        rows = await self._db.scalars(
-            select(turns.c.turn_id).where(*running, turns.c.cancel_requested.is_(True))
-        )
-        return list(rows)
-
     async def abandoned_candidates(self, now: datetime, owner: str) -> list[Turn]:
         rows = (
             await self._db.execute(
@@ -211,6 +200,23 @@ def _turn_from_row(found: Row[Any]) -> Turn:
         model_calls=found.model_calls,
         tool_calls=found.tool_calls,
         first_token_ms=found.first_token_ms,
+    )
+
+
+def renew_leases(
+    running: Sequence[tuple[str, str]], owner: str, until: datetime
+) -> ReturningUpdate[tuple[str, str, bool]]:
+    """Extends the leases of these (tenant_id, turn_id) turns, if they still run and `owner`
+    runs them, across tenants; returns (tenant_id, turn_id, cancel_requested) of each."""
+    return (
+        update(turns)
+        .where(
+            tuple_(turns.c.tenant_id, turns.c.turn_id).in_(list(running)),
+            turns.c.owner == owner,
+            turns.c.status == TurnStatus.RUNNING.value,
+        )
+        .values(lease_expires_at=until)
+        .returning(turns.c.tenant_id, turns.c.turn_id, turns.c.cancel_requested)
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +40,13 @@ from agent_runtime.infrastructure.db.tables import turns
 from agent_runtime.infrastructure.db.turn_repository import (
     SqlAlchemyTurnRepository,
     abandoned_turn_candidates,
+    renew_leases,
 )
 from agent_runtime.infrastructure.db.usage_repository import SqlAlchemyUsageRepository
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
+
+# Turns per lease-renewing UPDATE (two bound parameters each: far under SQLite's limit).
+_RENEWALS_PER_STATEMENT = 500
 
 
 class _TenantRepositories:
@@ -265,6 +269,24 @@ class SqlAlchemyUnitOfWorkFactory:
                 .order_by(turns.c.tenant_id, turns.c.turn_id)
             )
             return [(row.tenant_id, row.turn_id) for row in rows]
+
+    async def renew_leases(
+        self, running: Sequence[tuple[str, str]], owner: str, until: datetime
+    ) -> list[tuple[str, str]]:
+        if not running:
+            return []
+        asked: list[tuple[str, str]] = []
+        db = self._open_database()
+        try:
+            for start in range(0, len(running), _RENEWALS_PER_STATEMENT):
+                batch = running[start : start + _RENEWALS_PER_STATEMENT]
+                for found in await db.execute(renew_leases(batch, owner, until)):
+                    if found.cancel_requested:
+                        asked.append((found.tenant_id, found.turn_id))
+            await run_to_completion(db.commit())
+        finally:
+            await run_to_completion(_rollback_and_close(db))
+        return sorted(asked)
 
     async def read_scalars(self, statement: Executable) -> list[Any]:
         """One statement's first column, read on a reader."""
