@@ -21,7 +21,7 @@ from agent_runtime.config import Settings
 from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.readiness import DatabaseReadinessProbe
 from agent_runtime.infrastructure.db.sqlite_writer import WAL_CHECK_SECONDS
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.observability.prometheus import PrometheusMetrics
 
 log = logging.getLogger("agent_runtime")

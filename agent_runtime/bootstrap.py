@@ -32,7 +32,7 @@ from agent_runtime.domain.agents import default_agents
 from agent_runtime.infrastructure.agents_file import load_agents
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.llm.endpoint import open_model_client
 from agent_runtime.infrastructure.observability.prometheus import (
     MetricsHttpServer,

@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from agent_runtime.api.server import UseCases
 from agent_runtime.application.agent_routing import AgentRouter
 from agent_runtime.application.answer_recorder import AnswerRecorder
+from agent_runtime.application.approval_decisions import ApprovalDecisions
 from agent_runtime.application.chunk_relay import ChunkRelay
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
 from agent_runtime.application.model_step import ContextSettings, ModelStep
-from agent_runtime.application.ports import EventSignal, LLMClient, UnitOfWorkFactory
+from agent_runtime.application.ports import EventSignal, LLMClient
 from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_endings import TurnEndings
 from agent_runtime.application.turn_handler import TurnCollaborators, TurnHandler
@@ -76,7 +78,7 @@ def build_turns(
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
         agents,
-        TurnInputs(agents, tools, clock, ids),
+        TurnInputs(agents, ApprovalDecisions(tools, clock, ids), clock),
         OpeningSettings(
             default_model=default_model,
             history_messages=settings.context_window_messages,

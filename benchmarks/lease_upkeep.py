@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.model import Session, Turn
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from benchmarks.replicas import asyncpg_dsn, scratch_database
 
 

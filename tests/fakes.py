@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TypeVar
 
-from agent_runtime.application.ports import (
+from agent_runtime.application.ports import ChatRequest
+from agent_runtime.application.repositories import (
     ApprovalRepository,
-    ChatRequest,
     EventRepository,
     MessageRepository,
     SessionRepository,

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from agent_runtime.application.agent_routing import SWITCH_MODE_TOOL, AgentRouter
 from agent_runtime.application.ids import Clock, IdFactory
-from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import ModelProtocolError
@@ -140,7 +140,7 @@ class AnswerRecorder:
         await turn.finish(stop, body)
 
     async def _call_again_unless_out_of_iterations(self, turn: TurnRecorder) -> None:
-        if turn.model_calls >= self._max_iterations:
+        if turn.calls.answers >= self._max_iterations:
             await turn.finish(StopReason.MAX_ITERATIONS)
 
     async def _unique_call_id(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from agent_runtime.application.ids import Clock, utc_now
 from agent_runtime.application.metrics import RuntimeMetrics
-from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 
 
 class PendingApprovalsGauge:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from agent_runtime.application.commands import WatchEvents
-from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
+from agent_runtime.application.ports import CommitScope, EventSignal
 from agent_runtime.application.session_lookup import session_deleted
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.events import StoredEvent
 from agent_runtime.domain.model import validate_session_id

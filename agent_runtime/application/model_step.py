@@ -116,7 +116,7 @@ class ModelStep:
         `answer`: the text is the assistant's answer to the user: it counts as one of the
         turn's iterations, and is kept as an incomplete message if the turn ends early.
         """
-        turn.model_call_started(answer=answer)
+        turn.calls.started(answer=answer)
         if live.stop_requested:  # the commit before was recording MODEL_REQUEST_STARTED
             raise TurnInterrupted
         started = time.monotonic()
@@ -130,11 +130,11 @@ class ModelStep:
                     if first_output:
                         first_output = False
                         self._metrics.model_first_token(time.monotonic() - started)
-                        turn.model_output_arrived()
+                        turn.calls.output_arrived()
                     if isinstance(event, ModelResponse):
                         response = event
                     elif answer and isinstance(event, TextDelta):
-                        turn.streamed(event.text)
+                        turn.calls.streamed(event.text)
                     yield event
             outcome = "ok"
         except (asyncio.CancelledError, GeneratorExit, TurnInterrupted):

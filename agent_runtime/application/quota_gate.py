@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent_runtime.application.ids import Clock
-from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.domain.quotas import (
     REQUEST_WINDOW,
     TenantQuota,

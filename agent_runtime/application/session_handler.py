@@ -15,9 +15,9 @@ from agent_runtime.application.commands import (
     UpdateSession,
 )
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
-from agent_runtime.application.ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.application.session_lookup import live_session, session_id_retired
 from agent_runtime.application.session_settings import SessionSettings
+from agent_runtime.application.store_ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import AlreadyExists, NotFound, SessionBusy, WriteConflict

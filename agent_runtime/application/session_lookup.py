@@ -10,7 +10,7 @@ ALREADY_EXISTS (SESSION_ID_RETIRED). Either way the reason says why.
 
 from __future__ import annotations
 
-from agent_runtime.application.ports import ReadUnitOfWork
+from agent_runtime.application.store_ports import ReadUnitOfWork
 from agent_runtime.domain.errors import AlreadyExists, NotFound
 from agent_runtime.domain.model import Session
 

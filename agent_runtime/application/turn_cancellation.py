@@ -5,8 +5,8 @@ running in another process is marked, and its owner acts on it at its next lease
 from __future__ import annotations
 
 from agent_runtime.application.live_turns import LiveTurnRegistry
-from agent_runtime.application.ports import UnitOfWorkFactory
 from agent_runtime.application.session_lookup import live_session
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.errors import NotFound, PreconditionFailed
 from agent_runtime.domain.model import validate_id, validate_session_id
 

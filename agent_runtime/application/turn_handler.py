@@ -22,8 +22,8 @@ from agent_runtime.application.commands import TurnCommand
 from agent_runtime.application.live_turns import LiveTurn, LiveTurnRegistry
 from agent_runtime.application.metrics import RuntimeMetrics
 from agent_runtime.application.model_step import ModelStep
-from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
 from agent_runtime.application.run_to_completion import run_to_completion
+from agent_runtime.application.store_ports import UnitOfWork, UnitOfWorkFactory
 from agent_runtime.application.turn_endings import TurnEndings
 from agent_runtime.application.turn_opening import Replay, TurnOpener
 from agent_runtime.application.turn_recorder import TurnRecorder

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
+from agent_runtime.application.approval_decisions import ApprovalDecisions, with_human_note
 from agent_runtime.application.commands import (
     DecideApproval,
     EditMessage,
@@ -15,53 +12,26 @@ from agent_runtime.application.commands import (
     SwitchAgent,
     TurnCommand,
 )
-from agent_runtime.application.ids import Clock, IdFactory
-from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.ids import Clock
+from agent_runtime.application.opening import Opening
+from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
-from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentCatalogue
-from agent_runtime.domain.approval import ApprovalGrant, When, arguments_match
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
-from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import (
-    Approval,
     ApprovalStatus,
-    ApprovalVerdict,
     Message,
     Role,
-    StopReason,
-    ToolCallRecord,
 )
-from agent_runtime.domain.tool_filter import ToolFilterService
 
 SUPERSEDED_TOOL_RESULT = "not executed: superseded by a new message"
-EXPIRED_TOOL_RESULT = "not executed: the approval expired before anyone decided"
-REJECTED_TOOL_RESULT = "not executed: the user rejected this tool call"
-# A note the model reads before a tool's result, about what a human did with the call.
-NOTE_PREFIX = "[Note from the runtime: "
-# How much of each set of arguments such a note shows.
-MAX_NOTED_ARGUMENTS = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class Opening:
-    """How an input starts its turn: chunks to send after TurnStarted, then a model call or not."""
-
-    input_message_id: str = ""
-    chunks: tuple[chunks.ChunkBody, ...] = ()
-    run_model: bool = True
-    # When no model call follows, the turn ends with this.
-    stop_reason: StopReason = StopReason.END_TURN
 
 
 class TurnInputs:
-    def __init__(
-        self, agents: AgentCatalogue, tools: ToolFilterService, clock: Clock, ids: IdFactory
-    ) -> None:
+    def __init__(self, agents: AgentCatalogue, approvals: ApprovalDecisions, clock: Clock) -> None:
         self._agents = agents
-        self._tools = tools
+        self._approvals = approvals
         self._now = clock
-        self._ids = ids
 
     async def open(self, uow: UnitOfWork, turn: TurnRecorder, cmd: TurnCommand) -> Opening:
         match cmd:
@@ -70,7 +40,7 @@ class TurnInputs:
             case SubmitToolResult():
                 return await self._tool_result(uow, turn, cmd)
             case DecideApproval():
-                return await self._approval_decision(uow, turn, cmd)
+                return await self._approvals.decide(uow, turn, cmd)
             case SwitchAgent():
                 switched = await turn.switch_agent(self._agents.get(cmd.agent), cmd.reason)
                 return Opening(chunks=(switched,), run_model=False)
@@ -149,7 +119,7 @@ class TurnInputs:
             status = (
                 ApprovalStatus.EXPIRED if approval.is_expired(now) else ApprovalStatus.SUPERSEDED
             )
-            await self._close(uow, turn, approval, status)
+            await self._approvals.close(uow, turn, approval, status)
         decided = await uow.approvals.get(turn.session.session_id, call.call_id)
         await turn.append(
             Role.TOOL,
@@ -190,119 +160,6 @@ class TurnInputs:
         )
         return Opening(message.message_id)
 
-    async def _approval_decision(
-        self, uow: UnitOfWork, turn: TurnRecorder, cmd: DecideApproval
-    ) -> Opening:
-        session_id = turn.session.session_id
-        approval = await uow.approvals.get(session_id, cmd.call_id)
-        if approval is None:
-            raise NotFound(
-                f"no approval for tool call {cmd.call_id} in session {session_id}",
-                reason="APPROVAL_NOT_FOUND",
-                metadata={"call_id": cmd.call_id},
-            )
-        if approval.status is not ApprovalStatus.PENDING:
-            raise PreconditionFailed(
-                f"the approval of tool call {cmd.call_id} was already closed "
-                f"({approval.status.value})",
-                reason="ALREADY_DECIDED",
-                metadata={"call_id": cmd.call_id, "status": approval.status.value},
-            )
-        now = self._now()
-        expired = approval.is_expired(now)
-        if expired or cmd.verdict is ApprovalVerdict.REJECT:
-            status = ApprovalStatus.EXPIRED if expired else ApprovalStatus.REJECTED
-            await self._close(uow, turn, approval, status, feedback=cmd.feedback)
-            text = EXPIRED_TOOL_RESULT if expired else REJECTED_TOOL_RESULT
-            if cmd.feedback:  # it reaches the model, even when the decision came too late
-                text += f". Feedback: {cmd.feedback}"
-            message = await turn.append(
-                Role.TOOL, text, tool_call_id=approval.call_id, is_error=True
-            )
-            return Opening(message.message_id)
-
-        call = ToolCallRecord(approval.call_id, approval.tool_name, approval.arguments)
-        status = ApprovalStatus.APPROVED
-        if cmd.verdict is ApprovalVerdict.EDIT:
-            call = ToolCallRecord(call.call_id, call.tool_name, dict(cmd.edited_arguments or {}))
-            problems = self._tools.problems(turn.agent, call, turn.declared_tools)
-            if problems:
-                raise InvalidInput.field(
-                    "approval_decision.edited_arguments",
-                    "; ".join(problems),
-                    reason="INVALID_TOOL_ARGUMENTS",
-                )
-            await uow.messages.replace_tool_call(approval.message_id, call)
-            status = ApprovalStatus.EDITED
-        grant = None
-        if cmd.verdict is ApprovalVerdict.APPROVE_ALWAYS:
-            grant = await self._grant(uow, turn, call, cmd.always_when)
-            status = ApprovalStatus.APPROVED_ALWAYS
-        await self._close(
-            uow,
-            turn,
-            approval,
-            status,
-            feedback=cmd.feedback,
-            final_arguments=call.arguments,
-            grant=grant,
-        )
-        await turn.event(
-            EventType.TOOL_EXECUTION_REQUESTED,
-            call_id=call.call_id,
-            tool_name=call.tool_name,
-        )
-        tool_call = chunks.ToolCall(
-            approval.message_id, call.call_id, call.tool_name, call.arguments, False, ""
-        )
-        return Opening(chunks=(tool_call,), run_model=False, stop_reason=StopReason.TOOL_CALL)
-
-    async def _grant(
-        self, uow: UnitOfWork, turn: TurnRecorder, call: ToolCallRecord, always_when: dict[str, str]
-    ) -> ApprovalGrant:
-        """Record "allow for the rest of this session" for calls like this one: the rule the
-        human chose must match the call they approve."""
-        when: When = tuple(always_when.items())
-        if not arguments_match(when, call.arguments, self._tools.path_arguments(call.tool_name)):
-            raise InvalidInput.field(
-                "approval_decision.always_when",
-                f"must match the call being approved ({call.tool_name} with its arguments): "
-                "name its string arguments, with globs they match",
-                reason="INVALID_GRANT_RULE",
-            )
-        grant = ApprovalGrant(
-            self._ids("grt"),
-            turn.session.session_id,
-            call.tool_name,
-            when,
-            self._now(),
-            turn.turn.turn_id,
-            call.call_id,
-        )
-        await uow.approvals.add_grant(grant)
-        return grant
-
-    async def _close(
-        self,
-        uow: UnitOfWork,
-        turn: TurnRecorder,
-        approval: Approval,
-        status: ApprovalStatus,
-        *,
-        feedback: str = "",
-        final_arguments: dict[str, Any] | None = None,
-        grant: ApprovalGrant | None = None,
-    ) -> None:
-        approval.close(status, self._now(), feedback=feedback, final_arguments=final_arguments)
-        await uow.approvals.save(approval)
-        await turn.event(
-            EventType.APPROVAL_DECIDED,
-            call_id=approval.call_id,
-            decision=status.value,
-            feedback=feedback,
-            **({"grant_id": grant.grant_id, "when": dict(grant.when)} if grant else {}),
-        )
-
     @staticmethod
     async def _find_call(uow: UnitOfWork, session_id: str, call_id: str) -> Message:
         message = await uow.messages.find_tool_call(session_id, call_id)
@@ -313,32 +170,3 @@ class TurnInputs:
                 metadata={"call_id": call_id},
             )
         return message
-
-
-def with_human_note(result: str, approval: Approval | None) -> str:
-    """A tool's result as the model reads it: after a note saying that a human changed the
-    call's arguments (and to what), and what they told the model, when they did."""
-    if approval is None or approval.status not in _APPROVING:
-        return result
-    notes = []
-    if approval.status is ApprovalStatus.EDITED:
-        notes.append(
-            "a human changed the arguments of this call before it ran; it ran with "
-            f"{_shown(approval.final_arguments or {})} instead of the arguments asked for, "
-            f"{_shown(approval.arguments)}"
-        )
-    if approval.feedback:
-        notes.append(f"the human who approved it said: {approval.feedback}")
-    if not notes:
-        return result
-    return f"{NOTE_PREFIX}{'; '.join(notes)}]\n\n{result}"
-
-
-_APPROVING = (ApprovalStatus.APPROVED, ApprovalStatus.EDITED, ApprovalStatus.APPROVED_ALWAYS)
-
-
-def _shown(arguments: dict[str, Any]) -> str:
-    text = json.dumps(arguments, ensure_ascii=False, sort_keys=True)
-    if len(text) > MAX_NOTED_ARGUMENTS:
-        return text[:MAX_NOTED_ARGUMENTS] + "...(cut)"
-    return text

@@ -17,9 +17,9 @@ from agent_runtime.application.commands import (
     TurnCommand,
 )
 from agent_runtime.application.ids import Clock, IdFactory
-from agent_runtime.application.ports import UnitOfWork
 from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.session_lookup import session_deleted, session_not_found
+from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.application.turn_validation import fingerprint

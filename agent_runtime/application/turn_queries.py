@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from agent_runtime.application import pagination
 from agent_runtime.application.commands import ListTurns
-from agent_runtime.application.ports import UnitOfWorkFactory
 from agent_runtime.application.session_handler import Page
 from agent_runtime.application.session_lookup import live_session
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.errors import NotFound
 from agent_runtime.domain.model import Turn, validate_id, validate_session_id
 

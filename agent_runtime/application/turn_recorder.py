@@ -9,13 +9,14 @@ made here (its seq allocated, added to the replay log) before that commit, and h
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agent_runtime.application.ids import Clock, IdFactory
-from agent_runtime.application.ports import UnitOfWork
+from agent_runtime.application.model_calls import ModelCalls
+from agent_runtime.application.store_ports import UnitOfWork
+from agent_runtime.application.turn_log import TurnLog
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.approval import ApprovalGrant
@@ -86,28 +87,11 @@ class TurnRecorder:
         self._ids = ids
         self._model_for = model_for
         self.usage = Usage()
-        # Model calls that answer (the iterations max_iterations bounds); every model call,
-        # the orchestrator's routing call too; tool calls the model made; and the time from
-        # the turn's start to the model's first output. Kept here, not in `turn`, so that a
-        # rollback forgets none of them; save() writes them into the turn's row.
-        self.model_calls = 0
-        self.model_requests = 0
-        self.tool_calls = 0
-        self._started = time.monotonic()
-        self._first_output_ms: int | None = None
+        self.calls = ModelCalls()
+        self.tool_calls = 0  # tool calls the model made (written into the turn's row)
         # The commit that ended the turn, with its usage counted, has landed.
         self.usage_counted = False
-        # The model call in flight: when it started and the text it streamed so far (kept as
-        # an incomplete message if the turn ends before its answer is recorded).
-        self._call_started: float | None = None
-        self._partial_text: list[str] = []
-        # A model answer recorded but not yet committed: if that commit fails, the ending
-        # records its outcome again, and its text (_partial_text) as an incomplete message.
-        self._model_outcome: dict[str, Any] | None = None
-        self.log: list[chunks.Chunk] = []  # every chunk but the deltas: the replay log
-        self._handed_out = 0  # the log's chunks chunks_to_send() has given out
-        self._next_seq = 1
-        self._last_delta_seq = 0
+        self.log = TurnLog(session.session_id, turn.turn_id)
         self._inserted = False
         self._committed = self._snapshot()
 
@@ -137,19 +121,11 @@ class TurnRecorder:
     def chunk(self, body: chunks.ChunkBody) -> chunks.Chunk:
         """A new chunk with the next seq. A delta is sent at once; any other chunk goes into
         the replay log and out with chunks_to_send() once committed."""
-        chunk = chunks.Chunk(self.session.session_id, self.turn.turn_id, self._next_seq, body)
-        self._next_seq += 1
-        if isinstance(body, chunks.DELTAS):
-            self._last_delta_seq = chunk.seq
-        else:
-            self.log.append(chunk)
-        return chunk
+        return self.log.add(body)
 
     def chunks_to_send(self) -> list[chunks.Chunk]:
         """The chunks recorded since the last call: to send once their commit has landed."""
-        out = self.log[self._handed_out :]
-        self._handed_out = len(self.log)
-        return out
+        return self.log.to_send()
 
     # -- what the turn writes -------------------------------------------------------------
 
@@ -232,72 +208,37 @@ class TurnRecorder:
 
     async def _end_model_call(self, reason: str) -> None:
         """Before an abnormal end: the model call's outcome, and the text it streamed."""
-        if self._model_outcome is not None:  # answered, but the commit recording it failed
-            await self.event(EventType.MODEL_REQUEST_COMPLETED, **self._model_outcome)
-        elif self._call_started is not None:
+        outcome, in_flight_ms, partial = self.calls.cut_short()
+        if outcome is not None:  # answered, but the commit recording it failed
+            await self.event(EventType.MODEL_REQUEST_COMPLETED, **outcome)
+        elif in_flight_ms is not None:
             await self.event(
-                EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self._call_ms()
+                EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=in_flight_ms
             )
-        partial = "".join(self._partial_text)
         if partial:
             await self.append(Role.ASSISTANT, partial, incomplete=True)
-        self._call_started = None
-        self._model_outcome = None
-        self._partial_text.clear()
 
     # -- the model calls ------------------------------------------------------------------
-
-    def model_call_started(self, *, answer: bool) -> None:
-        """A model call goes out; `answer`: it is one of the turn's iterations (its text is
-        the assistant's answer, kept as an incomplete message if the turn ends early)."""
-        self._call_started = time.monotonic()
-        self.model_requests += 1
-        self._partial_text.clear()
-        if answer:
-            self.model_calls += 1
-
-    def streamed(self, text: str) -> None:
-        """Answer text the client was sent."""
-        self._partial_text.append(text)
 
     def used(self, usage: Usage) -> None:
         """Tokens a model call reported (counted even if what it answered is rolled back)."""
         self.usage = self.usage + usage
 
-    def model_output_arrived(self) -> None:
-        """A model call produced its first output (the turn's first one sets its time to
-        first token)."""
-        if self._first_output_ms is None:
-            self._first_output_ms = round((time.monotonic() - self._started) * 1000)
+    async def model_answered(self, response: ModelResponse) -> None:
+        """Record the model call's completion (its usage is counted already)."""
+        outcome = self.calls.answered(self.turn.model, response)
+        await self.event(EventType.MODEL_REQUEST_COMPLETED, **outcome)
+
+    async def model_call_failed(self, reason: str) -> None:
+        """A call whose failure the turn survives (the orchestrator's routing call)."""
+        await self.event(
+            EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self.calls.failed()
+        )
 
     async def reload_history(self) -> None:
         """Read the history the model sees again (after messages were superseded)."""
         limit = len(self.history) if self._history_limit is None else self._history_limit
         self.history[:] = await self._uow.messages.recent(self.session.session_id, limit)
-
-    async def model_answered(self, response: ModelResponse) -> None:
-        """Record the model call's completion (its usage is counted already)."""
-        usage = response.usage or Usage()
-        self._model_outcome = {
-            "model": self.turn.model,
-            "duration_ms": self._call_ms(),
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "finish_reason": response.finish_reason or "",
-        }
-        await self.event(EventType.MODEL_REQUEST_COMPLETED, **self._model_outcome)
-        self._call_started = None
-
-    async def model_call_failed(self, reason: str) -> None:
-        """A call whose failure the turn survives (the orchestrator's routing call)."""
-        await self.event(EventType.MODEL_REQUEST_FAILED, reason=reason, duration_ms=self._call_ms())
-        self._call_started = None
-        self._partial_text.clear()
-
-    def _call_ms(self) -> int:
-        if self._call_started is None:
-            return 0
-        return round((time.monotonic() - self._call_started) * 1000)
 
     # -- commits --------------------------------------------------------------------------
 
@@ -311,12 +252,12 @@ class TurnRecorder:
                 EventType.MODEL_REQUEST_STARTED, model=self.turn.model, agent=self.agent.name
             )
         turn = self.turn
-        turn.model_calls, turn.tool_calls = self.model_requests, self.tool_calls
-        turn.first_token_ms = self._first_output_ms
+        turn.model_calls, turn.tool_calls = self.calls.requests, self.tool_calls
+        turn.first_token_ms = self.calls.first_output_ms
         if self._inserted:
-            await self._uow.turns.save(turn, self.log)
+            await self._uow.turns.save(turn, self.log.chunks)
         else:
-            await self._uow.turns.add(turn, self.log)
+            await self._uow.turns.add(turn, self.log.chunks)
         now = self._now()
         self.session.last_activity_at = now
         count = self.session.message_count
@@ -345,8 +286,7 @@ class TurnRecorder:
         if self._ends_turn():
             self.usage_counted = True
         self._inserted = True
-        self._model_outcome = None
-        self._partial_text.clear()  # the answer it streamed is recorded now
+        self.calls.committed()
         self._committed = self._snapshot()
 
     async def roll_back(self) -> None:
@@ -361,14 +301,9 @@ class TurnRecorder:
             self.session.agent = committed.agent.name
             self.session.message_count = committed.message_count
             del self.history[committed.history :]
-            del self.log[committed.log :]
-            # A committed chunk the client never got (it went away as the commit landed) is
-            # still to be given out, to the followers at least.
-            self._handed_out = min(self._handed_out, len(self.log))
+            self.log.truncate(committed.log)
             # What the model streamed or answered since then stays known: an ending
             # records it (_end_model_call).
-            last_logged = self.log[-1].seq if self.log else 0
-            self._next_seq = max(self._last_delta_seq, last_logged) + 1
 
     def _snapshot(self) -> _Committed:
         return _Committed(
@@ -376,5 +311,5 @@ class TurnRecorder:
             self.agent,
             self.session.message_count,
             len(self.history),
-            len(self.log),
+            len(self.log.chunks),
         )

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from agent_runtime.application.ids import Clock, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
-from agent_runtime.application.ports import UnitOfWork, UnitOfWorkFactory
+from agent_runtime.application.store_ports import UnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import TurnAbandoned
 from agent_runtime.domain.events import Event, EventType

@@ -7,8 +7,9 @@ from collections.abc import AsyncGenerator
 
 from agent_runtime.application.chunk_relay import ChunkRelay, NoChunkRelay, RelayedChunks
 from agent_runtime.application.live_turns import LiveTurnRegistry
-from agent_runtime.application.ports import CommitScope, EventSignal, UnitOfWorkFactory
+from agent_runtime.application.ports import CommitScope, EventSignal
 from agent_runtime.application.session_lookup import live_session
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import InvalidInput, NotFound
 from agent_runtime.domain.model import Turn, validate_id, validate_session_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent_runtime.application.commands import GetUsage
-from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.usage import UsageReport
 

@@ -16,11 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent_runtime.application.ports import (
-    ReadUnitOfWork,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from agent_runtime.application.store_ports import ReadUnitOfWork, UnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain import chunks as c
 from agent_runtime.domain.errors import ModelUnavailable, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
@@ -42,7 +38,7 @@ from agent_runtime.domain.model import (
 from agent_runtime.domain.tools import declared_tool
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.fakes import FakeUnitOfWorkFactory
 from tests.support.databases import database_for
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_runtime.application.ports import UnitOfWorkFactory
+from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.approval import ApprovalGrant, ApprovalRule, RuleAction
 from agent_runtime.domain.errors import WriteConflict
 from agent_runtime.domain.model import (

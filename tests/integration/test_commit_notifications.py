@@ -20,7 +20,7 @@ from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.event_repository import COMMIT_CHANNEL
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
 from tests.support.databases import database_for, postgres_admin_url
 from tests.support.waiting import FOREVER, eventually

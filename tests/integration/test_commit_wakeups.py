@@ -18,11 +18,12 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_runtime.application.ports import CommitScope, UnitOfWork
+from agent_runtime.application.ports import CommitScope
+from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.support.waiting import FOREVER, eventually
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -22,7 +22,7 @@ from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.event_repository import SqlAlchemyEventRepository
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.support.databases import database_for
 from tests.support.waiting import eventually
 

@@ -22,10 +22,8 @@ from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.group_commit import BatchLost
 from agent_runtime.infrastructure.db.sqlite_writer import SqliteWriter
-from agent_runtime.infrastructure.db.unit_of_work import (
-    SqlAlchemyUnitOfWork,
-    SqlAlchemyUnitOfWorkFactory,
-)
+from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWork
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.integration.conftest import rows_in
 from tests.support.tiny_disk import fill
 from tests.support.waiting import FOREVER, eventually

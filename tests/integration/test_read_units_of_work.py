@@ -19,7 +19,7 @@ from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.support.databases import query
 from tests.support.waiting import eventually
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_runtime.application.periodic import Bounded
 from agent_runtime.application.readiness import Readiness
 from agent_runtime.infrastructure.db.readiness import DatabaseReadinessProbe
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.support.databases import alembic_version_locked
 
 # Far shorter than anything a real check would be given: an overloaded loop outlasts it.

@@ -14,10 +14,8 @@ from agent_runtime.application.periodic import every
 from agent_runtime.domain.model import Message, Role, Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.unit_of_work import (
-    SqlAlchemyReadUnitOfWork,
-    SqlAlchemyUnitOfWorkFactory,
-)
+from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyReadUnitOfWork
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.integration.conftest import rows_in
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

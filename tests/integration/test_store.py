@@ -23,7 +23,7 @@ from agent_runtime.domain.model import (
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
 from agent_runtime.infrastructure.db.tables import metadata
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from agent_runtime.domain.model import Message, Role, Session, Turn, TurnStatus
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db import migrate
 from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.support.databases import BACKENDS, database_for
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -24,7 +24,7 @@ from agent_runtime.infrastructure.db import sqlite_writer_session
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.sqlite_driver import commit_open_transaction, raw_connection
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.object_graph import build_turns
 from tests.fakes import ScriptedModel, text_answer
 from tests.support.waiting import eventually

@@ -21,7 +21,7 @@ from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.event_repository import OUTBOX_LOCK_NAMESPACE
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.object_graph import build_turns
 from tests.support.databases import database_for, query
 from tests.support.waiting import eventually

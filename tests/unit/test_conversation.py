@@ -8,6 +8,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agent_runtime.application.approval_decisions import (
+    EXPIRED_TOOL_RESULT,
+    REJECTED_TOOL_RESULT,
+)
 from agent_runtime.application.commands import (
     DecideApproval,
     SendUserMessage,
@@ -16,11 +20,7 @@ from agent_runtime.application.commands import (
     TurnCommand,
 )
 from agent_runtime.application.ports import ChatRequest
-from agent_runtime.application.turn_inputs import (
-    EXPIRED_TOOL_RESULT,
-    REJECTED_TOOL_RESULT,
-    SUPERSEDED_TOOL_RESULT,
-)
+from agent_runtime.application.turn_inputs import SUPERSEDED_TOOL_RESULT
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents

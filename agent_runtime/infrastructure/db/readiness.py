@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from agent_runtime.application.readiness import Readiness
 from agent_runtime.infrastructure.db.migrate import head_revision
-from agent_runtime.infrastructure.db.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 
 # Read directly (not through Alembic's MigrationContext, which logs every time it looks).
 # Reading it takes a working connection and a readable file: no separate SELECT 1 needed.
