@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agent_runtime.application.commands import SendUserMessage
+from agent_runtime.application.turn_settings import TurnSettings
+from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.chunks import Chunk, TurnCompleted
 from agent_runtime.domain.errors import StorageUnavailable
 from agent_runtime.domain.model import Session
 from agent_runtime.domain.tenants import DEFAULT_TENANT as TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
+from agent_runtime.object_graph import build_turns
+from tests.fakes import ScriptedModel, text_answer
 from tests.support.databases import query
 from tests.support.waiting import eventually
 
@@ -187,4 +194,36 @@ async def test_a_lock_held_by_another_connection_is_waited_for_off_the_event_loo
         assert await reading == ["s1"]
     finally:
         other.close()
+        await uows.close()
+
+
+async def _all(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    return [chunk async for chunk in stream]
+
+
+async def test_a_read_in_progress_does_not_hold_up_a_turns_commits(engine: AsyncEngine) -> None:
+    """A long read (a ListMessages paging through a big session, say) is under way, its
+    snapshot held, while a whole turn runs beside it: the turn's commits land before the read
+    ends, because readers never take the writer's place (ordering, not timing)."""
+    uows = SqlAlchemyUnitOfWorkFactory(engine)
+    turns = build_turns(
+        uows,
+        ScriptedModel(text_answer("done")),
+        default_agents(),
+        TurnSettings(),
+        default_model="m",
+    )
+    try:
+        await _add_session(uows, "s1")
+        async with uows.reader(TENANT) as reading:
+            assert [m.message_id for m in await reading.messages.page("s1", 0, 10)] == []
+            stream = turns.handler.handle(SendUserMessage("s1", "hello", tenant_id=TENANT))
+            turn = await asyncio.wait_for(_all(stream), DEADLOCK_GUARD_SECONDS)
+            assert isinstance(turn[-1].body, TurnCompleted)
+            # Committed while the reader still holds its snapshot: a new reader sees it...
+            async with uows.reader(TENANT) as fresh:
+                assert (await fresh.sessions.get("s1")).message_count == 2  # type: ignore[union-attr]
+            # ...and the one in progress still reads its own snapshot.
+            assert await reading.messages.page("s1", 0, 10) == []
+    finally:
         await uows.close()
