@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.model import ToolCallRecord
-from agent_runtime.domain.tool_schemas import argument_problems
+from agent_runtime.domain.argument_check import argument_problems
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 
