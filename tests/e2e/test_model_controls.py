@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import field_mask_pb2, json_format
 
 from agent_runtime.domain.agents import CLIENT_INSTRUCTIONS_HEADING
+from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
@@ -47,6 +48,11 @@ description = "Reasons silently"
 system_prompt = "You think quietly."
 allowed_tools = []
 stream_reasoning = false
+context_window_tokens = 32000
+[agents.quiet.generation]
+top_p = 0.5
+stop = ["END"]
+tool_choice = { tool = "ide_lint" }
 """
 
 LINT_SCHEMA = {
@@ -448,6 +454,36 @@ async def test_a_huge_or_deep_schema_is_refused(client: Client) -> None:
         error = rich_error(caught.value)
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert says in error.field_violations[0][1]
+
+
+async def test_list_agents_shows_each_agents_model_and_tool_settings(client: Client) -> None:
+    response: ag.ListAgentsResponse = await client.agents.ListAgents(ag.ListAgentsRequest())
+    agents = {agent.name: agent for agent in response.agents}
+
+    settings = {
+        name: json_format.MessageToDict(agents[name], preserving_proto_field_name=True)
+        for name in ("coder", "thinker", "quiet")
+    }
+    shown = ("generation", "client_tools", "context_window_tokens", "stream_reasoning")
+    assert {name: {k: v for k, v in s.items() if k in shown} for name, s in settings.items()} == {
+        "coder": {
+            "generation": {"temperature": 0.1, "max_output_tokens": 500, "seed": "42"},
+            "client_tools": ["*"],
+            "stream_reasoning": True,
+        },
+        "thinker": {"generation": {}, "client_tools": ["ide_*"], "stream_reasoning": True},
+        "quiet": {
+            "generation": {"top_p": 0.5, "stop": ["END"], "tool_choice": {"tool_name": "ide_lint"}},
+            "client_tools": ["*"],
+            "context_window_tokens": "32000",  # proto3 JSON writes 64-bit integers as strings
+        },
+    }
+    assert [a.store_reasoning for a in (agents["coder"], agents["thinker"])] == [False, True]
+    assert agents["orchestrator"].client_tools == []  # it routes: offered no declared tool
+    assert [(r.tool, r.action) for r in agents["coder"].rules] == [
+        ("write_file", ag.RULE_ACTION_ASK),
+        ("ide_deploy*", ag.RULE_ACTION_ASK),
+    ]
 
 
 # -- streamed reasoning and tool arguments ---------------------------------------------------
