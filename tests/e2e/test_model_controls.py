@@ -546,6 +546,32 @@ async def test_a_large_tool_result_is_cut_for_the_model_and_stored_whole(
     assert stored.messages[2].content == log
 
 
+async def test_a_call_with_huge_nested_arguments_is_cut_for_the_model_and_stored_whole(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    edits = {"edits": [{"path": f"src/f{i}.py", "content": "x = 1\n" * 2_000} for i in range(8)]}
+    await create(client, "s1", tools=[tool("ide_apply_edits", {"type": "object"})])
+    # No usage reported: the estimate stays uncalibrated (the scripted counts are not real).
+    model_server.enqueue(tool_call_answer("ide_apply_edits", edits, call_id="c1", usage=None))
+    model_server.enqueue(text_answer("applied", usage=None))
+    await collect(client, user_message("s1", "apply the edits"))
+
+    await collect(client, tool_result("s1", "c1", "8 files changed"))
+
+    sent = model_server.requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    arguments = json.loads(sent[2]["tool_calls"][0]["function"]["arguments"])
+    assert list(arguments) == ["arguments_json_cut_by_the_runtime"]  # no one text to cut
+    assert arguments["arguments_json_cut_by_the_runtime"].startswith('{"edits": [{"path": "src/f0')
+    # Within the 4,000-token window: 4 bytes a token, the system prompt included (the texts
+    # as the model reads them, without the escapes of the request's JSON around them).
+    texts = [m["content"] or "" for m in sent]
+    texts += [c["function"]["arguments"] for m in sent for c in m.get("tool_calls", [])]
+    assert sum(len(text.encode()) for text in texts) < 4_000 * 4 < len(json.dumps(edits)) // 4
+    stored = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    assert json_format.MessageToDict(stored.messages[1].tool_calls[0].arguments) == edits
+
+
 async def test_old_messages_leave_the_window_first_and_the_newest_question_stays(
     client: Client, model_server: FakeModelServer
 ) -> None:
