@@ -299,6 +299,11 @@ def agent_to_proto(profile: AgentProfile, *, is_default: bool) -> ag.Agent:
         model=profile.model,
         is_default=is_default,
         rules=[rule_to_proto(r) for r in profile.approval_policy.rules],
+        generation=generation_to_proto(profile.generation),
+        client_tools=list(profile.client_tools),
+        context_window_tokens=profile.context_window_tokens or 0,
+        stream_reasoning=profile.stream_reasoning,
+        store_reasoning=profile.store_reasoning,
     )
 
 

@@ -16,6 +16,7 @@ from agent_runtime.api.mapping import (
 )
 from agent_runtime.application.commands import (
     CreateSession,
+    ListedGrant,
     ListMessages,
     ListPendingApprovals,
     ListSessions,
@@ -64,6 +65,10 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
                 agent=session.agent,
                 tools=tools_from_proto(session.tools, "session.tools"),
                 generation=generation_from_proto(session.generation),
+                approval_grants=tuple(
+                    ListedGrant(grant.grant_id, grant.tool_name, dict(grant.when))
+                    for grant in session.approval_grants
+                ),
                 tenant_id=caller_tenant(),
             )
         )
@@ -171,5 +176,6 @@ def _update_paths(request: ses.UpdateSessionRequest) -> tuple[str, ...]:
         "agent": bool(session.agent),
         "tools": bool(session.tools),
         "generation": session.HasField("generation"),
+        "approval_grants": bool(session.approval_grants),
     }
     return tuple(path for path, is_set in populated.items() if is_set)

@@ -120,8 +120,9 @@ class CreateSession:
 @dataclass(frozen=True, slots=True)
 class UpdateSession:
     """Set the session's fields named by `paths` (an AIP-134 update mask: "title",
-    "instructions", "agent", "tools", "generation", "generation.<field>", or "*" for all) to
-    the values given here; a field named but left empty is cleared."""
+    "instructions", "agent", "tools", "generation", "generation.<field>", "approval_grants",
+    or "*" for all) to the values given here; a field named but left empty is cleared (for
+    approval_grants: the grants in force not listed are revoked)."""
 
     session_id: str
     paths: tuple[str, ...]
@@ -130,7 +131,18 @@ class UpdateSession:
     agent: str = ""
     tools: tuple[ToolDefinition, ...] = ()
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    approval_grants: tuple[ListedGrant, ...] = ()
     tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedGrant:
+    """An APPROVE_ALWAYS grant as an UpdateSession request lists it: one to keep, named by its
+    grant_id (its other fields empty, or as the session has them)."""
+
+    grant_id: str
+    tool_name: str = ""
+    when: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,12 @@ The window, from the newest messages backwards:
   a marker saying how much was cut (only in what the model is sent: the stored message stays
   whole);
 - older messages are dropped, oldest first, until the estimate fits the budget; if what must
-  stay still does not fit, its largest messages are cut in the middle too.
+  stay still does not fit, its largest messages are cut in the middle too: their text, the
+  string arguments of a tool call, or, when that is not enough (arguments nested in lists
+  and objects, numbers), the call's whole arguments as JSON text.
+So, the estimate being bytes, the budget bounds the bytes of the messages sent, whatever
+one message holds; what always stays past it is the floor of each cut text (_MIN_KEPT_CHARS
+and the marker), for at most max_messages messages.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ MESSAGE_OVERHEAD_TOKENS = 4  # role and separators, per message
 _MIN_KEPT_CHARS = 64  # of a cut text, at least (its head and tail)
 _MARKER_TOKENS = 16  # the marker saying how much was cut
 _MAX_CUTS = 8  # texts of one message cut, at most
+# A tool call's arguments that cutting its texts could not shrink enough become their JSON,
+# cut, under this one key.
+CUT_ARGUMENTS_KEY = "arguments_json_cut_by_the_runtime"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +168,22 @@ def _squeeze(messages: list[Message], excess: int) -> list[Message]:
 def _cut(message: Message, max_raw_tokens: int) -> Message:
     """A copy of `message` cut to fit `max_raw_tokens` as far as it can shrink: its longest
     text (the content, or a string argument of a tool call it makes) is cut in the middle,
-    then the next, its head, tail and the marker kept."""
+    then the next, its head, tail and the marker kept; then, if that was not enough, the
+    arguments of its tool call as a whole (_cut_arguments)."""
     current = message
     for _ in range(_MAX_CUTS):
         excess = raw_message_tokens(current) - max_raw_tokens
         if excess <= 0:
-            break
+            return current
         shorter = _cut_longest_text(current, excess)
         if shorter is None:
-            break  # nothing left that can shrink
+            break  # no text left that can shrink
         current = shorter
+    for index in range(len(current.tool_calls)):
+        excess = raw_message_tokens(current) - max_raw_tokens
+        if excess <= 0:
+            break
+        current = _cut_arguments(current, index, excess)
     return current
 
 
@@ -178,9 +192,7 @@ def _cut_longest_text(message: Message, excess: int) -> Message | None:
     for index, call in enumerate(message.tool_calls):
         texts += [(v, index, k) for k, v in call.arguments.items() if isinstance(v, str)]
     text, call_index, key = max(texts, key=lambda item: len(item[0]))
-    tokens = raw_tokens(text)
-    keep = max(_MIN_KEPT_CHARS, len(text) * max(0, tokens - excess - _MARKER_TOKENS) // tokens)
-    shortened = _shortened(text, keep) if tokens else text
+    shortened = _shortened(text, _kept_chars(text, excess))
     if len(shortened) >= len(text):
         return None
     if call_index < 0:
@@ -189,6 +201,36 @@ def _cut_longest_text(message: Message, excess: int) -> Message | None:
     call = calls[call_index]
     calls[call_index] = dataclasses.replace(call, arguments={**call.arguments, key: shortened})
     return dataclasses.replace(message, tool_calls=tuple(calls))
+
+
+def _cut_arguments(message: Message, index: int, excess: int) -> Message:
+    """The message with its call `index`'s arguments replaced by their JSON text cut in the
+    middle, under CUT_ARGUMENTS_KEY, to take `excess` raw tokens less if it can."""
+    calls = list(message.tool_calls)
+    call = calls[index]
+    text = json.dumps(call.arguments)
+    before = raw_tokens(text)
+    target = before - excess
+    keep = _kept_chars(text, excess)
+    for _ in range(_MAX_CUTS):  # a few tries: the escapes make the size a guess
+        cut = {CUT_ARGUMENTS_KEY: _shortened(text, keep)}
+        after = raw_tokens(json.dumps(cut))  # the cut JSON is escaped again in the arguments'
+        if after <= target or keep <= _MIN_KEPT_CHARS:
+            break
+        keep = max(_MIN_KEPT_CHARS, min(keep - 1, keep * max(0, target) // after))
+    if after >= before:
+        return message  # too small to gain by it
+    calls[index] = dataclasses.replace(call, arguments=cut)
+    return dataclasses.replace(message, tool_calls=tuple(calls))
+
+
+def _kept_chars(text: str, excess: int) -> int:
+    """How many characters of `text` to keep for it to take `excess` raw tokens less, with
+    the marker (at least _MIN_KEPT_CHARS)."""
+    tokens = raw_tokens(text)
+    if tokens == 0:
+        return len(text)
+    return max(_MIN_KEPT_CHARS, len(text) * max(0, tokens - excess - _MARKER_TOKENS) // tokens)
 
 
 def _shortened(content: str, keep: int) -> str:

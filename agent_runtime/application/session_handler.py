@@ -16,7 +16,11 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.session_lookup import live_session, session_id_retired
-from agent_runtime.application.session_settings import SessionSettings
+from agent_runtime.application.session_settings import (
+    SessionSettings,
+    grants_to_revoke,
+    update_paths,
+)
 from agent_runtime.application.store_ports import ReadUnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.approval import ApprovalGrant
@@ -126,17 +130,24 @@ class SessionHandler:
         """Change what the mask names; refused while a turn runs (it read the settings at its
         start, and the agent may not change under it)."""
         validate_session_id(cmd.session_id)
+        paths = update_paths(cmd.paths)
         async with self._uow_factory(cmd.tenant_id) as uow:
             session = await live_session(uow, cmd.session_id)
-            changed = self._settings.updated(session, cmd)
+            changed = self._settings.updated(session, cmd, paths)
             if session.running_turn_id:
                 raise SessionBusy(
                     f"session {cmd.session_id} is running turn {session.running_turn_id}",
                     metadata={"session_id": cmd.session_id, "turn_id": session.running_turn_id},
                 )
+            revoked: list[ApprovalGrant] = []
+            if "approval_grants" in paths:
+                in_force = await uow.approvals.grants(cmd.session_id)
+                revoked = grants_to_revoke(in_force, cmd.approval_grants)
+            now = self._now()
+            for grant in revoked:
+                await uow.approvals.revoke_grant(cmd.session_id, grant.grant_id, now)
             await uow.sessions.update_settings(changed)
             if changed.agent != session.agent:
-                now = self._now()
                 switch = AgentSwitch(session.agent, changed.agent, UPDATE_SWITCH_REASON, now)
                 await uow.sessions.switch_agent(cmd.session_id, switch)
                 await uow.events.add(

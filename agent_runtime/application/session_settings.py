@@ -1,12 +1,14 @@
 """What a client sets on a session (title, instructions, agent, declared tools, generation
-defaults): the checks it passes, and UpdateSession's update mask (AIP-134)."""
+defaults, the approval grants it keeps): the checks it passes, and UpdateSession's update
+mask (AIP-134)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from agent_runtime.application.commands import UpdateSession
+from agent_runtime.application.commands import ListedGrant, UpdateSession
 from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import FieldViolation, InvalidInput
 from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Session
@@ -15,7 +17,7 @@ from agent_runtime.domain.tool_schemas import check_declared_tools
 
 GENERATION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
 # What UpdateSession may change; "*" is all of them.
-UPDATABLE = ("title", "instructions", "agent", "tools", "generation")
+UPDATABLE = ("title", "instructions", "agent", "tools", "generation", "approval_grants")
 # The session's other fields: the server sets them.
 OUTPUT_ONLY = (
     "session_id",
@@ -25,7 +27,9 @@ OUTPUT_ONLY = (
     "last_activity_at",
     "agent_history",
     "pending_approvals_count",
+    "usage",
 )
+_GRANTS = "session.approval_grants"
 
 
 class SessionSettings:
@@ -60,10 +64,10 @@ class SessionSettings:
                     reason="INVALID_GENERATION_CONFIG",
                 )
 
-    def updated(self, session: Session, cmd: UpdateSession) -> Session:
-        """A copy of `session` with the fields of the update mask set from `cmd`, checked.
-        Raises InvalidInput for a path the mask may not name (INVALID_UPDATE_MASK)."""
-        paths = update_paths(cmd.paths)
+    def updated(self, session: Session, cmd: UpdateSession, paths: frozenset[str]) -> Session:
+        """A copy of `session` with the settings the update mask names (`paths`, from
+        update_paths) set from `cmd`, checked. The approval grants are not settings of the
+        session's row: see grants_to_revoke."""
         changed = dataclasses.replace(session)
         if "title" in paths:
             changed.title = cmd.title
@@ -90,6 +94,50 @@ class SessionSettings:
                 changed.generation = dataclasses.replace(changed.generation, **picked)
         self.check(changed, "session.")
         return changed
+
+
+def grants_to_revoke(
+    in_force: list[ApprovalGrant], listed: tuple[ListedGrant, ...]
+) -> list[ApprovalGrant]:
+    """The grants in force that `listed` leaves out, to be revoked. Raises InvalidInput naming
+    each listed grant that is not one of them: without a grant_id (grants are made only by
+    APPROVE_ALWAYS), not in force, or changed (its tool or its globs)."""
+    by_id = {grant.grant_id: grant for grant in in_force}
+    problems: list[FieldViolation] = []
+    for index, grant in enumerate(listed):
+        where = f"{_GRANTS}[{index}]"
+        kept = by_id.get(grant.grant_id)
+        if not grant.grant_id:
+            problems.append(
+                FieldViolation(
+                    f"{where}.grant_id",
+                    "grants are made only by an APPROVE_ALWAYS decision; UpdateSession keeps "
+                    "the grants it lists (by grant_id) and revokes the others",
+                )
+            )
+        elif kept is None:
+            problems.append(
+                FieldViolation(
+                    f"{where}.grant_id",
+                    f"no grant '{grant.grant_id[:128]}' in force in this session",
+                )
+            )
+        elif (grant.tool_name and grant.tool_name != kept.tool_name) or (
+            grant.when and grant.when != dict(kept.when)
+        ):
+            problems.append(
+                FieldViolation(
+                    where,
+                    f"grant '{kept.grant_id}' cannot be changed, only kept or revoked: list it "
+                    "as GetSession shows it, or by its grant_id alone",
+                )
+            )
+    if problems:
+        raise InvalidInput(
+            "; ".join(f"{v.field}: {v.description}" for v in problems), violations=problems
+        )
+    keep = {grant.grant_id for grant in listed}
+    return [grant for grant in in_force if grant.grant_id not in keep]
 
 
 def update_paths(paths: tuple[str, ...]) -> frozenset[str]:

@@ -4,7 +4,7 @@ event loop (scripts, WSGI gateways), over a blocking grpc channel."""
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -113,9 +113,12 @@ class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
         agent: str | None = None,
         tools: Sequence[mc.ToolDefinition] | None = None,
         generation: mc.GenerationConfig | None = None,
+        approval_grants: Iterable[str] | None = None,
         timeout: float | None = None,
     ) -> ses.Session:
-        """Change the fields given (None: left as they are; an empty value clears)."""
+        """Change the fields given (None: left as they are; an empty value clears).
+        `approval_grants`: the ids of the APPROVE_ALWAYS grants to keep; the others are
+        revoked."""
         call = calls.update_session(
             session_id,
             title=title,
@@ -123,6 +126,7 @@ class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
             agent=agent,
             tools=tools,
             generation=generation,
+            approval_grants=approval_grants,
         )
         return self._call(call, timeout)
 

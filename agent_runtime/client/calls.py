@@ -126,9 +126,11 @@ def update_session(
     agent: str | None = None,
     tools: Iterable[mc.ToolDefinition] | None = None,
     generation: mc.GenerationConfig | None = None,
+    approval_grants: Iterable[str] | None = None,
 ) -> UnaryCall[ses.Session]:
     """Sets the fields given (not None; an empty value clears), and only those: the update
-    mask names them. Repeatable: setting the same values twice leaves the same session."""
+    mask names them. `approval_grants`: the ids of the grants to keep; the session's other
+    grants are revoked. Repeatable: setting the same values twice leaves the same session."""
     session = ses.Session(session_id=session_id)
     paths = []
     for name, value in (("title", title), ("instructions", instructions), ("agent", agent)):
@@ -141,6 +143,9 @@ def update_session(
     if generation is not None:
         session.generation.CopyFrom(generation)
         paths.append("generation")
+    if approval_grants is not None:
+        session.approval_grants.extend(ses.ApprovalGrant(grant_id=g) for g in approval_grants)
+        paths.append("approval_grants")
     request = ses.UpdateSessionRequest(session=session)
     request.update_mask.paths.extend(paths)
     return UnaryCall(lambda s: s.sessions.UpdateSession, request, lambda r: r.session)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -126,9 +126,12 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         agent: str | None = None,
         tools: Sequence[mc.ToolDefinition] | None = None,
         generation: mc.GenerationConfig | None = None,
+        approval_grants: Iterable[str] | None = None,
         timeout: float | None = None,
     ) -> ses.Session:
-        """Change the fields given (None: left as they are; an empty value clears)."""
+        """Change the fields given (None: left as they are; an empty value clears).
+        `approval_grants`: the ids of the APPROVE_ALWAYS grants to keep; the others are
+        revoked."""
         call = calls.update_session(
             session_id,
             title=title,
@@ -136,6 +139,7 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
             agent=agent,
             tools=tools,
             generation=generation,
+            approval_grants=approval_grants,
         )
         return await self._call(call, timeout)
 

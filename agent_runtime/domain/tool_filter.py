@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent_runtime.domain.agents import AgentProfile
+from agent_runtime.domain.argument_check import argument_problems
 from agent_runtime.domain.model import ToolCallRecord
-from agent_runtime.domain.tool_schemas import argument_problems
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 

@@ -4,25 +4,27 @@
 Schemas are JSON Schema Draft 2020-12 unless their "$schema" names another draft jsonschema
 knows (MCP servers often still write draft-07). Nothing is ever fetched: a "$ref" must point
 inside the schema. A declared schema is bounded in size and depth, since a client may be
-hostile: it is stored with the session and checked against every call of the tool.
+hostile: it is stored with the session and checked against every call of the tool, in
+bounded time (argument_check.py); its patterns are bounded when declared (schema_patterns.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterator, Sequence
-from itertools import islice
 from typing import Any, cast
 
-from jsonschema import Draft202012Validator, SchemaError, ValidationError
+from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from agent_runtime.domain.argument_check import bounded, unbounded_feature
 from agent_runtime.domain.errors import FieldViolation, InvalidInput
 from agent_runtime.domain.generation import TOOL_NAME_PATTERN
+from agent_runtime.domain.schema_patterns import pattern_problem
 from agent_runtime.domain.tools import ToolDefinition
 
 MAX_DECLARED_TOOLS = 128  # a session's and a request's together (OpenAI's limit per request)
@@ -33,8 +35,6 @@ MAX_SCHEMA_BYTES = 64 * 1024  # one tool's schema, as compact JSON
 MAX_DECLARED_TOOLS_BYTES = 256 * 1024
 # Objects and arrays inside one another: as the model's arguments may nest (untrusted_output.py).
 MAX_SCHEMA_DEPTH = 20
-MAX_PROBLEMS = 5  # argument problems told to the model, at most
-_MAX_PROBLEM_CHARS = 300  # a message quotes the offending value: bounded
 _ROOT = "urn:agent-runtime:tool-schema"
 # validator_for's answer for a "$schema" it does not know.
 _UNKNOWN_DRAFT = cast(type[Validator], object())
@@ -153,38 +153,17 @@ def schema_problem(schema: object) -> str | None:
     try:
         cls.check_schema(schema)  # its format checker also checks every "pattern" compiles
     except SchemaError as exc:
-        return f"not a valid JSON Schema at {exc.json_path}: {_bounded(exc.message)}"
+        return f"not a valid JSON Schema at {exc.json_path}: {bounded(exc.message)}"
     if schema.get("type", "object") != "object":
         return 'the schema must describe an object ("type": "object")'
-    return _reference_problem(schema)
+    return unbounded_feature(schema) or _subschema_problem(schema)
 
 
-def argument_problems(tool: ToolDefinition, arguments: dict[str, Any]) -> list[str]:
-    """How `arguments` break the tool's schema (at most MAX_PROBLEMS); empty when they fit."""
-    validator = _validator(tool.parameters)
-    try:
-        errors = list(islice(validator.iter_errors(arguments), MAX_PROBLEMS))
-    except Unresolvable as exc:  # a built-in schema is never like this; declared ones checked
-        return [f"the tool's schema cannot be used: {_bounded(str(exc))}"]
-    return [_describe(error) for error in errors]
-
-
-def _validator(schema: dict[str, Any]) -> Validator:
-    cls: type[Validator] = validator_for(schema, default=_DRAFT)
-    return cls(schema)  # no format checker: "format" is an annotation, as the spec says
-
-
-def _describe(error: ValidationError) -> str:
-    path = "arguments" + "".join(
-        f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
-    )
-    return f"{path}: {_bounded(error.message)}"
-
-
-def _reference_problem(schema: dict[str, Any]) -> str | None:
+def _subschema_problem(schema: dict[str, Any]) -> str | None:
     """Every "$ref" points inside the schema and resolves; no embedded resource ("$id"
-    below the root) changes what "#" means. Only subschemas are looked at (the draft's own
-    keywords say which), not data such as "default" or "enum" values."""
+    below the root) changes what "#" means; every pattern can be matched in bounded time and
+    memory. Only subschemas are looked at (the draft's own keywords say which), not data such
+    as "default" or "enum" values."""
     root = Resource.from_contents(schema, default_specification=DRAFT202012)
     resolver = Registry().with_resource(_ROOT, root).resolver(base_uri=_ROOT)
     pending = list(root.subresources())
@@ -205,7 +184,17 @@ def _reference_problem(schema: dict[str, Any]) -> str | None:
                     resolver.lookup(value)
                 except Unresolvable:
                     return f"$ref '{value[:100]}' does not resolve within the schema"
+        if (problem := _patterns_problem(contents)) is not None:
+            return problem
     return None
+
+
+def _patterns_problem(subschema: dict[str, Any]) -> str | None:
+    pattern = subschema.get("pattern")
+    patterns = [pattern] if isinstance(pattern, str) else []
+    named = subschema.get("patternProperties")
+    patterns += list(named) if isinstance(named, dict) else []
+    return next(filter(None, map(pattern_problem, patterns)), None)
 
 
 def _all(pending: list[Resource[Any]]) -> Iterator[Resource[Any]]:
@@ -228,7 +217,3 @@ def _depth(node: object) -> int:
             children = item.values() if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= _MAX_PROBLEM_CHARS else f"{text[: _MAX_PROBLEM_CHARS - 3]}..."

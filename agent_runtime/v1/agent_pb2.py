@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agent_runtime.v1 import model_controls_pb2 as agent__runtime_dot_v1_dot_model__controls__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gent_runtime/v1/agent.proto\x12\x10\x61gent_runtime.v1\"Q\n\x0fPathRestriction\x12\r\n\x05tools\x18\x01 \x03(\t\x12\x1a\n\x12\x61llowed_path_regex\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\xaf\x01\n\x0c\x41pprovalRule\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x36\n\x04when\x18\x02 \x03(\x0b\x32(.agent_runtime.v1.ApprovalRule.WhenEntry\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.agent_runtime.v1.RuleAction\x1a+\n\tWhenEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe9\x01\n\x05\x41gent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x15\n\rallowed_tools\x18\x03 \x03(\t\x12\x16\n\x0e\x61pproval_rules\x18\x04 \x03(\t\x12<\n\x11path_restrictions\x18\x05 \x03(\x0b\x32!.agent_runtime.v1.PathRestriction\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nis_default\x18\x07 \x01(\x08\x12-\n\x05rules\x18\x08 \x03(\x0b\x32\x1e.agent_runtime.v1.ApprovalRule\"\x13\n\x11ListAgentsRequest\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.agent_runtime.v1.Agent*k\n\nRuleAction\x12\x1b\n\x17RULE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11RULE_ACTION_ALLOW\x10\x01\x12\x13\n\x0fRULE_ACTION_ASK\x10\x02\x12\x14\n\x10RULE_ACTION_DENY\x10\x03\x32g\n\x0c\x41gentService\x12W\n\nListAgents\x12#.agent_runtime.v1.ListAgentsRequest\x1a$.agent_runtime.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gent_runtime/v1/agent.proto\x12\x10\x61gent_runtime.v1\x1a%agent_runtime/v1/model_controls.proto\"Q\n\x0fPathRestriction\x12\r\n\x05tools\x18\x01 \x03(\t\x12\x1a\n\x12\x61llowed_path_regex\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\xaf\x01\n\x0c\x41pprovalRule\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x36\n\x04when\x18\x02 \x03(\x0b\x32(.agent_runtime.v1.ApprovalRule.WhenEntry\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.agent_runtime.v1.RuleAction\x1a+\n\tWhenEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x03\n\x05\x41gent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x15\n\rallowed_tools\x18\x03 \x03(\t\x12\x16\n\x0e\x61pproval_rules\x18\x04 \x03(\t\x12<\n\x11path_restrictions\x18\x05 \x03(\x0b\x32!.agent_runtime.v1.PathRestriction\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nis_default\x18\x07 \x01(\x08\x12-\n\x05rules\x18\x08 \x03(\x0b\x32\x1e.agent_runtime.v1.ApprovalRule\x12\x36\n\ngeneration\x18\t \x01(\x0b\x32\".agent_runtime.v1.GenerationConfig\x12\x14\n\x0c\x63lient_tools\x18\n \x03(\t\x12\x1d\n\x15\x63ontext_window_tokens\x18\x0b \x01(\x04\x12\x18\n\x10stream_reasoning\x18\x0c \x01(\x08\x12\x17\n\x0fstore_reasoning\x18\r \x01(\x08\"\x13\n\x11ListAgentsRequest\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.agent_runtime.v1.Agent*k\n\nRuleAction\x12\x1b\n\x17RULE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11RULE_ACTION_ALLOW\x10\x01\x12\x13\n\x0fRULE_ACTION_ASK\x10\x02\x12\x14\n\x10RULE_ACTION_DENY\x10\x03\x32g\n\x0c\x41gentService\x12W\n\nListAgents\x12#.agent_runtime.v1.ListAgentsRequest\x1a$.agent_runtime.v1.ListAgentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APPROVALRULE_WHENENTRY']._loaded_options = None
   _globals['_APPROVALRULE_WHENENTRY']._serialized_options = b'8\001'
-  _globals['_RULEACTION']._serialized_start=631
-  _globals['_RULEACTION']._serialized_end=738
-  _globals['_PATHRESTRICTION']._serialized_start=50
-  _globals['_PATHRESTRICTION']._serialized_end=131
-  _globals['_APPROVALRULE']._serialized_start=134
-  _globals['_APPROVALRULE']._serialized_end=309
-  _globals['_APPROVALRULE_WHENENTRY']._serialized_start=266
-  _globals['_APPROVALRULE_WHENENTRY']._serialized_end=309
-  _globals['_AGENT']._serialized_start=312
-  _globals['_AGENT']._serialized_end=545
-  _globals['_LISTAGENTSREQUEST']._serialized_start=547
-  _globals['_LISTAGENTSREQUEST']._serialized_end=566
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=568
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=629
-  _globals['_AGENTSERVICE']._serialized_start=740
-  _globals['_AGENTSERVICE']._serialized_end=843
+  _globals['_RULEACTION']._serialized_start=830
+  _globals['_RULEACTION']._serialized_end=937
+  _globals['_PATHRESTRICTION']._serialized_start=89
+  _globals['_PATHRESTRICTION']._serialized_end=170
+  _globals['_APPROVALRULE']._serialized_start=173
+  _globals['_APPROVALRULE']._serialized_end=348
+  _globals['_APPROVALRULE_WHENENTRY']._serialized_start=305
+  _globals['_APPROVALRULE_WHENENTRY']._serialized_end=348
+  _globals['_AGENT']._serialized_start=351
+  _globals['_AGENT']._serialized_end=744
+  _globals['_LISTAGENTSREQUEST']._serialized_start=746
+  _globals['_LISTAGENTSREQUEST']._serialized_end=765
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=767
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=828
+  _globals['_AGENTSERVICE']._serialized_start=939
+  _globals['_AGENTSERVICE']._serialized_end=1042
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from agent_runtime.v1 import model_controls_pb2 as model_controls_pb2
 from collections import abc as abc
 from google.protobuf import descriptor as descriptor
 from google.protobuf import message as message
@@ -132,12 +133,25 @@ class Agent(message.Message):
     MODEL_FIELD_NUMBER: builtins.int
     IS_DEFAULT_FIELD_NUMBER: builtins.int
     RULES_FIELD_NUMBER: builtins.int
+    GENERATION_FIELD_NUMBER: builtins.int
+    CLIENT_TOOLS_FIELD_NUMBER: builtins.int
+    CONTEXT_WINDOW_TOKENS_FIELD_NUMBER: builtins.int
+    STREAM_REASONING_FIELD_NUMBER: builtins.int
+    STORE_REASONING_FIELD_NUMBER: builtins.int
     name: builtins.str
     description: builtins.str
     model: builtins.str
     """Empty: the runtime's default model."""
     is_default: builtins.bool
     """True for the agent new sessions get when they name none."""
+    context_window_tokens: builtins.int
+    """The context window's budget in tokens for this agent's turns. 0: the server's default
+    (AGENT_RUNTIME_CONTEXT_WINDOW_TOKENS).
+    """
+    stream_reasoning: builtins.bool
+    """Whether the model's reasoning is streamed to clients (ReasoningDelta chunks)."""
+    store_reasoning: builtins.bool
+    """Whether the model's reasoning is stored with its answer (Message.reasoning)."""
     @builtins.property
     def allowed_tools(self) -> containers.RepeatedScalarFieldContainer[builtins.str]: ...
     @builtins.property
@@ -152,6 +166,18 @@ class Agent(message.Message):
         matches runs at once.
         """
 
+    @builtins.property
+    def generation(self) -> model_controls_pb2.GenerationConfig:
+        """The agent's generation defaults (a session's and a request's own fields win over them).
+        Only the fields the agents file sets are set.
+        """
+
+    @builtins.property
+    def client_tools(self) -> containers.RepeatedScalarFieldContainer[builtins.str]:
+        """Glob patterns over the names of client-declared tools: the ones this agent is offered
+        (["*"]: every one; empty: none). Its built-in tools are `allowed_tools`.
+        """
+
     def __init__(
         self,
         *,
@@ -163,10 +189,15 @@ class Agent(message.Message):
         model: builtins.str = ...,
         is_default: builtins.bool = ...,
         rules: abc.Iterable[ApprovalRule] | None = ...,
+        generation: model_controls_pb2.GenerationConfig | None = ...,
+        client_tools: abc.Iterable[builtins.str] | None = ...,
+        context_window_tokens: builtins.int = ...,
+        stream_reasoning: builtins.bool = ...,
+        store_reasoning: builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["allowed_tools", b"allowed_tools", "approval_rules", b"approval_rules", "description", b"description", "is_default", b"is_default", "model", b"model", "name", b"name", "path_restrictions", b"path_restrictions", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["allowed_tools", b"allowed_tools", "approval_rules", b"approval_rules", "client_tools", b"client_tools", "context_window_tokens", b"context_window_tokens", "description", b"description", "generation", b"generation", "is_default", b"is_default", "model", b"model", "name", b"name", "path_restrictions", b"path_restrictions", "rules", b"rules", "store_reasoning", b"store_reasoning", "stream_reasoning", b"stream_reasoning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

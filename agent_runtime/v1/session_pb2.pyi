@@ -124,7 +124,9 @@ class Session(message.Message):
 
     @builtins.property
     def approval_grants(self) -> containers.RepeatedCompositeFieldContainer[ApprovalGrant]:
-        """The APPROVE_ALWAYS grants in force, oldest first."""
+        """The APPROVE_ALWAYS grants in force, oldest first. UpdateSession (path "approval_grants")
+        keeps the ones listed, by grant_id, and revokes the others; it cannot add one.
+        """
 
     def __init__(
         self,
@@ -450,9 +452,12 @@ class UpdateSessionRequest(message.Message):
 
     @builtins.property
     def update_mask(self) -> field_mask_pb2.FieldMask:
-        """Paths among title, instructions, agent, tools, generation and generation.<field>.
-        Unset: every one of them that is populated in `session`. "*": all of them, unset ones
-        cleared. Other paths are INVALID_ARGUMENT.
+        """Paths among title, instructions, agent, tools, generation, generation.<field> and
+        approval_grants. Unset: every one of them that is populated in `session`. "*": all of
+        them, unset ones cleared (grants not listed revoked). Other paths are INVALID_ARGUMENT.
+        approval_grants: the grants in force not listed (by grant_id) are revoked; a listed
+        grant without a grant_id, not in force, or with another tool_name or `when` than it has
+        is INVALID_ARGUMENT (a field violation naming it), and nothing changes.
         """
 
     def __init__(

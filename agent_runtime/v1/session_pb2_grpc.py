@@ -133,9 +133,9 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateSession(self, request, context):
-        """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
-        the fields named in update_mask, or every populated one when it is unset; "*" replaces
-        them all. ABORTED (SESSION_BUSY) while a turn runs.
+        """Changes a session's title, instructions, agent, generation settings or tools, or revokes
+        its approval grants (AIP-134): the fields named in update_mask, or every populated one
+        when it is unset; "*" replaces them all. ABORTED (SESSION_BUSY) while a turn runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

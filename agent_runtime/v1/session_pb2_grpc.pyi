@@ -45,9 +45,9 @@ class SessionServiceStub:
     ListPendingApprovals: grpc.UnaryUnaryMultiCallable[session_pb2.ListPendingApprovalsRequest, session_pb2.ListPendingApprovalsResponse]
     """Tool calls waiting for a human's decision (expired ones are not listed)."""
     UpdateSession: grpc.UnaryUnaryMultiCallable[session_pb2.UpdateSessionRequest, session_pb2.UpdateSessionResponse]
-    """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
-    the fields named in update_mask, or every populated one when it is unset; "*" replaces
-    them all. ABORTED (SESSION_BUSY) while a turn runs.
+    """Changes a session's title, instructions, agent, generation settings or tools, or revokes
+    its approval grants (AIP-134): the fields named in update_mask, or every populated one
+    when it is unset; "*" replaces them all. ABORTED (SESSION_BUSY) while a turn runs.
     """
     GetTurn: grpc.UnaryUnaryMultiCallable[session_pb2.GetTurnRequest, session_pb2.GetTurnResponse]
     """One turn of the session: its outcome, usage and timings."""
@@ -73,9 +73,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     ListPendingApprovals: aio.UnaryUnaryMultiCallable[session_pb2.ListPendingApprovalsRequest, session_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
     """Tool calls waiting for a human's decision (expired ones are not listed)."""
     UpdateSession: aio.UnaryUnaryMultiCallable[session_pb2.UpdateSessionRequest, session_pb2.UpdateSessionResponse]  # type: ignore[assignment]
-    """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
-    the fields named in update_mask, or every populated one when it is unset; "*" replaces
-    them all. ABORTED (SESSION_BUSY) while a turn runs.
+    """Changes a session's title, instructions, agent, generation settings or tools, or revokes
+    its approval grants (AIP-134): the fields named in update_mask, or every populated one
+    when it is unset; "*" replaces them all. ABORTED (SESSION_BUSY) while a turn runs.
     """
     GetTurn: aio.UnaryUnaryMultiCallable[session_pb2.GetTurnRequest, session_pb2.GetTurnResponse]  # type: ignore[assignment]
     """One turn of the session: its outcome, usage and timings."""
@@ -140,9 +140,9 @@ class SessionServiceServicer(metaclass=abc_1.ABCMeta):
         request: session_pb2.UpdateSessionRequest,
         context: _ServicerContext,
     ) -> typing.Union[session_pb2.UpdateSessionResponse, abc.Awaitable[session_pb2.UpdateSessionResponse]]:
-        """Changes a session's title, instructions, agent, generation settings or tools (AIP-134):
-        the fields named in update_mask, or every populated one when it is unset; "*" replaces
-        them all. ABORTED (SESSION_BUSY) while a turn runs.
+        """Changes a session's title, instructions, agent, generation settings or tools, or revokes
+        its approval grants (AIP-134): the fields named in update_mask, or every populated one
+        when it is unset; "*" replaces them all. ABORTED (SESSION_BUSY) while a turn runs.
         """
 
     @abc_1.abstractmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
@@ -124,6 +125,82 @@ async def test_approve_always_is_kept_with_the_session_until_revoked(
         error = rich_error(caught.value)
         assert error.code == grpc.StatusCode.NOT_FOUND
         assert error.error_info is not None and error.error_info.reason == reason
+
+
+async def test_update_session_keeps_the_grants_it_lists_and_revokes_the_others(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(
+        command("git push origin main", "c1"),
+        command("make test", "c2"),
+        command("make lint", "c3"),
+        command("git push origin dev", "c4"),
+        command("make docs", "c5"),
+    )
+
+    async def approve_always(call_id: str, glob: str) -> None:
+        always = decision("s1", call_id, rt.DECISION_APPROVE_ALWAYS)
+        always.approval_decision.always_when["command"] = glob
+        await client.turn(always)
+
+    async def grants() -> list[ses.ApprovalGrant]:
+        got = await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))
+        return list(got.session.approval_grants)
+
+    async def keep(listed: list[ses.ApprovalGrant], paths: list[str] | None) -> ses.Session:
+        session = ses.Session(session_id="s1", approval_grants=listed)
+        mask = None if paths is None else field_mask_pb2.FieldMask(paths=paths)
+        request = ses.UpdateSessionRequest(session=session, update_mask=mask)
+        response: ses.UpdateSessionResponse = await client.sessions.UpdateSession(request)
+        return response.session
+
+    await client.turn(user_message("s1", "ship it"))
+    await approve_always("c1", "git push origin *")
+    await client.turn(tool_result("s1", "c1", "pushed"))  # c2 asks
+    await approve_always("c2", "make *")
+    push, make = await grants()
+
+    # A grant not in force, one without an id (grants are made only by APPROVE_ALWAYS) or
+    # one changed: INVALID_ARGUMENT naming it, and nothing is revoked.
+    for listed, field, says in (
+        ([make, ses.ApprovalGrant(grant_id="grt_nope")], "[1].grant_id", "no grant 'grt_nope'"),
+        ([ses.ApprovalGrant(tool_name="execute_command")], "[0].grant_id", "only by an APPROVE"),
+        (
+            [ses.ApprovalGrant(grant_id=make.grant_id, when={"command": "*"})],
+            "[0]",
+            "cannot be changed",
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await keep(listed, ["approval_grants"])
+        error = rich_error(caught.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        ((violated, description),) = error.field_violations
+        assert violated == f"session.approval_grants{field}" and says in description
+    assert await grants() == [push, make]
+
+    # Listed as GetSession shows it (or by its id alone): kept; left out: revoked.
+    updated = await keep([make], ["approval_grants"])
+    assert list(updated.approval_grants) == [make]
+    assert await grants() == [make]
+    asked = await client.turn(tool_result("s1", "c2", "tested"))  # c3, make lint: granted
+    assert only(asked, "tool_call").tool_call.requires_approval is False
+    asked = await client.turn(tool_result("s1", "c3", "linted"))  # c4, git push: asked again
+    assert only(asked, "tool_call").tool_call.requires_approval is True
+    # Without a mask only a populated list counts: an empty one changes nothing...
+    await keep([ses.ApprovalGrant(grant_id=make.grant_id)], None)
+    assert await keep([], None) == await keep([], ["title"])
+    assert await grants() == [make]
+    # ...and with the mask it revokes them all.
+    assert not (await keep([], ["approval_grants"])).approval_grants
+    await client.turn(decision("s1", "c4", rt.DECISION_APPROVE))
+    asked = await client.turn(tool_result("s1", "c4", "pushed"))  # c5, make docs: asked
+    assert only(asked, "tool_call").tool_call.requires_approval is True
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the simple form: revoked already
+        await client.sessions.RevokeApprovalGrant(
+            ses.RevokeApprovalGrantRequest(session_id="s1", grant_id=make.grant_id)
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_an_edit_tells_the_model_what_the_human_changed(

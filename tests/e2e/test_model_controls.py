@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import field_mask_pb2, json_format
 
 from agent_runtime.domain.agents import CLIENT_INSTRUCTIONS_HEADING
+from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
@@ -47,6 +48,11 @@ description = "Reasons silently"
 system_prompt = "You think quietly."
 allowed_tools = []
 stream_reasoning = false
+context_window_tokens = 32000
+[agents.quiet.generation]
+top_p = 0.5
+stop = ["END"]
+tool_choice = { tool = "ide_lint" }
 """
 
 LINT_SCHEMA = {
@@ -450,6 +456,36 @@ async def test_a_huge_or_deep_schema_is_refused(client: Client) -> None:
         assert says in error.field_violations[0][1]
 
 
+async def test_list_agents_shows_each_agents_model_and_tool_settings(client: Client) -> None:
+    response: ag.ListAgentsResponse = await client.agents.ListAgents(ag.ListAgentsRequest())
+    agents = {agent.name: agent for agent in response.agents}
+
+    settings = {
+        name: json_format.MessageToDict(agents[name], preserving_proto_field_name=True)
+        for name in ("coder", "thinker", "quiet")
+    }
+    shown = ("generation", "client_tools", "context_window_tokens", "stream_reasoning")
+    assert {name: {k: v for k, v in s.items() if k in shown} for name, s in settings.items()} == {
+        "coder": {
+            "generation": {"temperature": 0.1, "max_output_tokens": 500, "seed": "42"},
+            "client_tools": ["*"],
+            "stream_reasoning": True,
+        },
+        "thinker": {"generation": {}, "client_tools": ["ide_*"], "stream_reasoning": True},
+        "quiet": {
+            "generation": {"top_p": 0.5, "stop": ["END"], "tool_choice": {"tool_name": "ide_lint"}},
+            "client_tools": ["*"],
+            "context_window_tokens": "32000",  # proto3 JSON writes 64-bit integers as strings
+        },
+    }
+    assert [a.store_reasoning for a in (agents["coder"], agents["thinker"])] == [False, True]
+    assert agents["orchestrator"].client_tools == []  # it routes: offered no declared tool
+    assert [(r.tool, r.action) for r in agents["coder"].rules] == [
+        ("write_file", ag.RULE_ACTION_ASK),
+        ("ide_deploy*", ag.RULE_ACTION_ASK),
+    ]
+
+
 # -- streamed reasoning and tool arguments ---------------------------------------------------
 
 
@@ -508,6 +544,32 @@ async def test_a_large_tool_result_is_cut_for_the_model_and_stored_whole(
     assert len(result) < len(log) // 3
     stored = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
     assert stored.messages[2].content == log
+
+
+async def test_a_call_with_huge_nested_arguments_is_cut_for_the_model_and_stored_whole(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    edits = {"edits": [{"path": f"src/f{i}.py", "content": "x = 1\n" * 2_000} for i in range(8)]}
+    await create(client, "s1", tools=[tool("ide_apply_edits", {"type": "object"})])
+    # No usage reported: the estimate stays uncalibrated (the scripted counts are not real).
+    model_server.enqueue(tool_call_answer("ide_apply_edits", edits, call_id="c1", usage=None))
+    model_server.enqueue(text_answer("applied", usage=None))
+    await collect(client, user_message("s1", "apply the edits"))
+
+    await collect(client, tool_result("s1", "c1", "8 files changed"))
+
+    sent = model_server.requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    arguments = json.loads(sent[2]["tool_calls"][0]["function"]["arguments"])
+    assert list(arguments) == ["arguments_json_cut_by_the_runtime"]  # no one text to cut
+    assert arguments["arguments_json_cut_by_the_runtime"].startswith('{"edits": [{"path": "src/f0')
+    # Within the 4,000-token window: 4 bytes a token, the system prompt included (the texts
+    # as the model reads them, without the escapes of the request's JSON around them).
+    texts = [m["content"] or "" for m in sent]
+    texts += [c["function"]["arguments"] for m in sent for c in m.get("tool_calls", [])]
+    assert sum(len(text.encode()) for text in texts) < 4_000 * 4 < len(json.dumps(edits)) // 4
+    stored = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
+    assert json_format.MessageToDict(stored.messages[1].tool_calls[0].arguments) == edits
 
 
 async def test_old_messages_leave_the_window_first_and_the_newest_question_stays(

@@ -320,3 +320,11 @@ async def test_session_settings_and_a_requests_controls_reach_the_model(
     assert body["messages"][0]["content"].endswith("Be brief.")
     cleared = await api.update_session("py-ctl", instructions="", tools=[])
     assert (cleared.instructions, list(cleared.tools)) == ("", [])
+    # Grants are kept by id (the others revoked); one not in force is refused, naming it.
+    with pytest.raises(AgentRuntimeError) as refused:
+        await api.update_session("py-ctl", approval_grants=["grt_nope"])
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in refused.value.field_violations] == [
+        "session.approval_grants[0].grant_id"
+    ]
+    assert not (await api.update_session("py-ctl", approval_grants=[])).approval_grants

@@ -631,6 +631,7 @@ def _update_session(
     tools: list[mc.ToolDefinition],
     generation: mc.GenerationConfig | None,
     paths: list[str] | None,
+    grants: list[ses.ApprovalGrant] | None = None,
 ) -> ses.UpdateSessionRequest:
     request = ses.UpdateSessionRequest(
         session=ses.Session(
@@ -640,6 +641,7 @@ def _update_session(
             agent=agent,
             tools=tools,
             generation=generation,
+            approval_grants=grants,
         )
     )
     if paths is not None:
@@ -650,7 +652,16 @@ def _update_session(
 mask_paths = st.lists(
     mostly(
         st.sampled_from(
-            ["title", "instructions", "agent", "tools", "generation", "generation.seed", "*"]
+            [
+                "title",
+                "instructions",
+                "agent",
+                "tools",
+                "generation",
+                "generation.seed",
+                "approval_grants",
+                "*",
+            ]
         ),
         st.one_of(st.sampled_from(["message_count", "generation.top_k", "session_id"]), strings),
     ),
@@ -670,10 +681,24 @@ mask_paths = st.lists(
         declared_tools,
         st.none() | generations,
         st.none() | mask_paths,
+        st.lists(
+            st.builds(
+                ses.ApprovalGrant,
+                grant_id=mostly(st.just("grt_1"), strings),
+                tool_name=st.just("") | strings,
+                when=st.dictionaries(strings, strings, max_size=2),
+            ),
+            max_size=3,
+        ),
     )
 )
 @example(
     request=_update_session("fz-spare-2", "", "", "", [], None, ["instructions", "*", "x" * 20_000])
+)
+@example(
+    request=_update_session(
+        "fz-spare-2", "", "", "", [], None, ["approval_grants"], [ses.ApprovalGrant()]
+    )
 )
 def test_update_session(fuzzed: Runtime, request: ses.UpdateSessionRequest) -> None:
     check(fuzzed, "SessionService/UpdateSession", request.SerializeToString())

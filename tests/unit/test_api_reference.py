@@ -163,6 +163,12 @@ def test_every_rpc_is_in_the_rpc_table() -> None:
                 assert f"{service.name}/{method.name}" in documented, method.full_name
 
 
+def test_the_list_agents_row_names_every_field_of_an_agent() -> None:
+    (_, returns, _) = _table_after("### RPCs")["AgentService/ListAgents"]
+    named = set(re.findall(r"`(\w+)(?:`|$)", returns))  # the cell lost its last backtick
+    assert {field.name for field in agent_pb2.Agent.DESCRIPTOR.fields} <= named
+
+
 def test_every_chunk_is_in_the_chunk_table() -> None:
     documented = _table_after("### Chunks")
     oneof = agent_runtime_pb2.StreamChunk.DESCRIPTOR.oneofs_by_name["chunk"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_runtime.application.context_window import (
+    CUT_ARGUMENTS_KEY,
     ContextBudget,
     ContextWindow,
     fit_context_window,
@@ -142,6 +145,52 @@ def test_what_must_stay_is_cut_when_nothing_else_can_go() -> None:
     assert "characters cut" in str(call.arguments["content"])
 
 
+def arguments_shaped(shape: str, text: str) -> dict[str, object]:
+    """Tool-call arguments holding `text`: as one string argument, nested in lists and
+    objects, spread over more string arguments than a message's texts are cut, or as numbers
+    (no text at all)."""
+    if shape == "nested":
+        return {"edits": [{"path": f"f{i}.py", "content": text} for i in range(4)]}
+    if shape == "spread":
+        return {f"part{i}": text for i in range(12)}
+    if shape == "numbers":
+        return {"lines": list(range(len(text)))}
+    return {"path": "a", "content": text}
+
+
+@pytest.mark.parametrize("shape", ["top", "nested", "spread", "numbers"])
+def test_a_tool_call_that_must_stay_is_cut_to_the_budget_whatever_its_arguments(
+    shape: str,
+) -> None:
+    history = History()
+    history.user("edit these files")
+    history.call("done", arguments=arguments_shaped(shape, "x" * 40_000))
+
+    window = fit_context_window(history.messages, ContextBudget(max_tokens=2_000))
+
+    assert positions(window) == [1, 2, 3]
+    assert 1_500 < window.raw_tokens <= 2_000  # cut to the budget, not beyond it
+    (call,) = window.messages[1].tool_calls
+    if shape in ("nested", "numbers"):  # no text to cut: the arguments' JSON is, as a whole
+        assert list(call.arguments) == [CUT_ARGUMENTS_KEY]
+        cut = str(call.arguments[CUT_ARGUMENTS_KEY])
+        assert cut.startswith(json.dumps(arguments_shaped(shape, "x" * 40_000))[:20])
+        assert "characters cut from the middle by the runtime" in cut
+    assert history.messages[1].tool_calls[0].arguments == arguments_shaped(shape, "x" * 40_000)
+
+
+def test_a_call_with_nothing_to_cut_is_left_as_it_is_when_even_the_floors_do_not_fit() -> None:
+    history = History()
+    history.user("Q" * 20_000)
+    history.call("r", arguments={"line": 5})
+
+    window = fit_context_window(history.messages, ContextBudget(max_tokens=10))
+
+    assert positions(window) == [1, 2, 3]  # what must stay, at its floor
+    assert window.messages[1].tool_calls[0].arguments == {"line": 5}
+    assert window.raw_tokens < 100
+
+
 def test_the_calibration_follows_what_the_model_reports_per_session() -> None:
     calibration = TokenCalibration(max_sessions=2)
     assert calibration.ratio("t", "s1") == 1.0
@@ -174,7 +223,14 @@ _TEXT = st.one_of(
     st.integers(min_value=0, max_value=3_000).map(lambda n: "é文" * n),
 )
 _STEPS = st.lists(
-    st.tuples(st.sampled_from(["user", "answer", "call"]), _TEXT, _TEXT), min_size=1, max_size=25
+    st.tuples(
+        st.sampled_from(["user", "answer", "call"]),
+        _TEXT,
+        _TEXT,
+        st.sampled_from(["top", "nested", "spread", "numbers"]),
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -190,7 +246,7 @@ _STEPS = st.lists(
     fixed=st.integers(min_value=0, max_value=500),
 )
 def test_any_history_fits_keeps_the_newest_user_message_and_pairs_every_call(
-    steps: list[tuple[str, str, str]],
+    steps: list[tuple[str, str, str, str]],
     max_tokens: int,
     max_messages: int,
     share: float,
@@ -198,13 +254,15 @@ def test_any_history_fits_keeps_the_newest_user_message_and_pairs_every_call(
     fixed: int,
 ) -> None:
     history = History()
-    for kind, text, other in steps:
+    for kind, text, other, shape in steps:
         if kind == "user":
             history.user(text)
         elif kind == "answer":
             history.answer(text)
         else:
-            history.call(text, arguments={"path": "a", "content": other})
+            # Spread over 12 arguments (or nested 4 times), a text of 3,000 is enough.
+            cut = other[:3_000] if shape in ("spread", "nested") else other
+            history.call(text, arguments=arguments_shaped(shape, cut))
     budget = ContextBudget(max_tokens, max_messages, share)
 
     window = fit_context_window(history.messages, budget, fixed_raw_tokens=fixed, ratio=ratio)

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
+from agent_runtime.domain.argument_check import MAX_PROBLEMS, argument_problems
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
 from agent_runtime.domain.tool_schemas import (
-    MAX_PROBLEMS,
-    argument_problems,
     check_beside_the_session,
     check_declared_tools,
     schema_problem,
