@@ -170,6 +170,14 @@ class FakeModelServer:
     def enqueue(self, *responses: ScriptedResponse) -> None:
         self._queue.extend(responses)
 
+    @property
+    def queued(self) -> list[str]:
+        """The labels of the scripted responses no request has taken yet."""
+        return [response.label for response in self._queue]
+
+    def clear_queue(self) -> None:
+        self._queue.clear()
+
     async def start(self) -> None:
         self._closing = False
         self._server = await asyncio.start_server(
@@ -500,6 +508,64 @@ def drop_connection_after(text: str, events: int) -> ScriptedResponse:
         out.abort()
 
     return ScriptedResponse(respond, f"drop_connection_after({events})")
+
+
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def sse_frame(delta: dict[str, Any], finish_reason: str | None = None, **fields: Any) -> bytes:
+    """One raw SSE frame of a completion chunk with one choice (`fields` go beside "choices",
+    e.g. usage=...), for raw_sse. json.dumps writes a lone surrogate as a \\udXXX escape, as a
+    model server with a broken tokenizer does."""
+    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps({**payload, **fields})}\n\n".encode()
+
+
+def tool_call_frame(
+    index: int, call_id: str | None, name: str | None, arguments: str | Any = ""
+) -> bytes:
+    """A raw SSE frame with one tool-call fragment; None leaves the field out."""
+    function: dict[str, Any] = {"arguments": arguments}
+    if name is not None:
+        function["name"] = name
+    fragment: dict[str, Any] = {"index": index, "type": "function", "function": function}
+    if call_id is not None:
+        fragment["id"] = call_id
+    return sse_frame({"tool_calls": [fragment]})
+
+
+def whole_body(
+    status: int, body: bytes, content_type: str, *, headers: Mapping[str, str] | None = None
+) -> ScriptedResponse:
+    """A complete response with Content-Length, whatever the request asked (e.g. a proxy's
+    HTML page, or JSON that is not a completion, with 200), with the headers given, whatever
+    they claim."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.send_body(status, body, content_type=content_type, headers=headers)
+
+    return ScriptedResponse(respond, f"whole_body({status}, {content_type!r})")
+
+
+def endless_line(start: bytes, piece: bytes, *, up_to_bytes: int) -> ScriptedResponse:
+    """A stream line that never ends: `start`, then `piece` again and again (no newline) up to
+    `up_to_bytes`, then nothing more until the client closes the connection. A client that
+    buffers lines without a bound would hold it all and wait forever."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        try:
+            await out.send_chunk(start)
+            sent = len(start)
+            while sent < up_to_bytes:
+                await out.send_chunk(piece)
+                sent += len(piece)
+        except ConnectionError:
+            out.abort()  # the client gave up reading: what it should do
+            return
+        await _wait_for_disconnect(out, None)
+
+    return ScriptedResponse(respond, f"endless_line({up_to_bytes} bytes)")
 
 
 def raw_sse(frames: list[bytes]) -> ScriptedResponse:
