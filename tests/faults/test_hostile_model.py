@@ -502,6 +502,24 @@ MODES: dict[str, Mode] = {
         ),
         checks=(refused("is not of type 'integer'"),),
     ),
+    "an integer too large for a double in tool-call arguments": ends(
+        rt.STOP_REASON_END_TURN,
+        "protobuf's Struct holds numbers as doubles: one past 1.8e308 could be neither sent "
+        "nor read back (the session's every ListMessages failed), so the call is refused with "
+        "a tool error the model reads",
+        *then_answers(
+            tool_call_stream("read_file", '{"path": "a.py", "start_line": 9' + "9" * 400 + "}")
+        ),
+        checks=(refused("an integer too large for a double"),),
+    ),
+    "an integer of 5000 digits in tool-call arguments": ends(
+        rt.STOP_REASON_END_TURN,
+        "past what Python parses (4300 digits; it failed the turn as a bug): refused the same",
+        *then_answers(
+            tool_call_stream("read_file", '{"path": "a.py", "start_line": 1' + "0" * 5000 + "}")
+        ),
+        checks=(refused("an integer too large for a double"),),
+    ),
     "a tool name of 10 000 characters with control characters": ends(
         rt.STOP_REASON_END_TURN,
         "no tool has that name: refused with a tool error the model reads, then it answers",
