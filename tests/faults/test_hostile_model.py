@@ -492,6 +492,16 @@ MODES: dict[str, Mode] = {
             up_to_bytes=4 * MAX_EVENT_BYTES,
         ),
     ),
+    "an orchestrator's routing answer with escaped NUL and surrogates": ends(
+        rt.STOP_REASON_END_TURN,
+        "the routing answer's JSON is decoded again, its escapes with it: the reason is "
+        "repaired like any text from the model (a lone surrogate in it failed the turn as a "
+        "bug: it could not be stored); the chosen agent then answers",
+        text_answer('{"agent": "ask", "confidence": 1e999, "reason": "q\\u0000 \\udc00"}'),
+        text_answer("ask here"),
+        agent="orchestrator",
+        checks=(answered("ask here"), switched_because(f"q{FFFD} {FFFD}", prefix=True)),
+    ),
     # Tool calls the domain refuses: the model reads why and answers.
     "numbers a double holds only as infinity, or not at all": ends(
         rt.STOP_REASON_END_TURN,

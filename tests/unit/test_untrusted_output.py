@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from agent_runtime.domain.text import well_formed
 from agent_runtime.infrastructure.llm.untrusted_output import (
     MAX_ARGUMENT_DEPTH,
     MAX_TOKEN_COUNT,
@@ -15,7 +16,6 @@ from agent_runtime.infrastructure.llm.untrusted_output import (
     checked_arguments,
     nests_deeper_than,
     token_count,
-    well_formed,
 )
 
 GRIN = "\U0001f600"

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 
 from agent_runtime.domain.errors import ModelProtocolError
-from agent_runtime.domain.text import storable
+from agent_runtime.domain.text import SURROGATE, storable, well_formed
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ MAX_ARGUMENT_DEPTH = 20
 # below the 2**32 of the protocol's uint32 fields.
 MAX_TOKEN_COUNT = 2**24
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON string (an unterminated one runs to the end: matched in one pass, never retried from
 # each quote inside it) or a bracket.
 _JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
@@ -78,13 +77,6 @@ def answer_too_large(message: str) -> ModelProtocolError:
     return ModelProtocolError(message, reason="MODEL_ANSWER_TOO_LARGE")
 
 
-def well_formed(text: str) -> str:
-    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD."""
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
 def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -104,7 +96,7 @@ class StreamedText:
         text = storable(text)
         if self._held:
             text, self._held = self._held + text, ""
-        if text.isascii() or _SURROGATE.search(text) is None:
+        if text.isascii() or SURROGATE.search(text) is None:
             return text
         if "\ud800" <= text[-1] <= "\udbff":
             text, self._held = text[:-1], text[-1]
