@@ -758,6 +758,14 @@ MODES: dict[str, Mode] = {
         stall_after("half "),
         checks=(kept_partial("half "), requests(1)),
     ),
+    "429 with a Retry-After that is a superscript digit": ends(
+        rt.STOP_REASON_END_TURN,
+        '"\\xb2" is "²" in latin-1, a digit to str.isdigit() but no delay (it failed the turn '
+        "as a bug): the usual backoff, then the retry",
+        http_error(429, headers={"Retry-After": "\xb2"}),
+        text_answer("ok"),
+        checks=(answered("ok"), requests(2)),
+    ),
     "429 every time with an undecodable Retry-After": fails(
         "MODEL_HTTP_429",
         "the header is not UTF-8: unreadable, so the usual backoff; the last 429 fails the turn",
