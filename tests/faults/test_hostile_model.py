@@ -42,12 +42,14 @@ from tests.support.fake_model_server import (
     drop_connection_after,
     endless_line,
     http_error,
+    raw_response,
     raw_sse,
     sse_frame,
     stall_after,
     text_answer,
     tool_call_answer,
     tool_call_frame,
+    trickle,
     whole_body,
 )
 from tests.support.grpc_helpers import decision, kinds, only, tool_result, user_message
@@ -366,6 +368,12 @@ MODES: dict[str, Mode] = {
         *then_answers(tool_call_stream(f"read{NUL}file", '{"path": "a.py"}')),
         checks=(refused(f"read{FFFD}file"),),
     ),
+    "noncharacters, a BOM and bidi controls in text": ends(
+        rt.STOP_REASON_END_TURN,
+        "valid Unicode however odd: stored and streamed as it came",
+        text_stream("\ufeffodd \uffff\ufffe \u202e\u2028 \U0010ffff"),
+        checks=(answered("\ufeffodd \uffff\ufffe \u202e\u2028 \U0010ffff"),),
+    ),
     "reasoning_content with surrogates": ends(
         rt.STOP_REASON_END_TURN,
         "reasoning is text like the answer: repaired the same way as it streams",
@@ -391,6 +399,18 @@ MODES: dict[str, Mode] = {
             ]
         ),
         checks=(answered(f"bad {FFFD * 4} bytes"),),
+    ),
+    "a stream with a BOM and CR line ends": ends(
+        rt.STOP_REASON_END_TURN,
+        "both are SSE: the BOM is dropped, a lone CR ends a line",
+        raw_sse(
+            [
+                b"\xef\xbb\xbf" + sse_frame({"content": "cr "}).replace(b"\n", b"\r"),
+                sse_frame({"content": "lines"}, "stop").replace(b"\n", b"\r\n"),
+                DONE_FRAME.replace(b"\n", b"\r"),
+            ]
+        ),
+        checks=(answered("cr lines"),),
     ),
     "deltas that change role mid-stream": ends(
         rt.STOP_REASON_END_TURN,
@@ -629,6 +649,49 @@ MODES: dict[str, Mode] = {
             [tool_call_frame(0, "call_x", None, "{}"), sse_frame({}, "tool_calls"), DONE_FRAME]
         ),
     ),
+    "a tool call whose name comes after its arguments": ends(
+        rt.STOP_REASON_TOOL_CALL,
+        "fragments belong to their index, in whatever order their fields come",
+        raw_sse(
+            [
+                tool_call_frame(0, None, None, '{"path": '),
+                tool_call_frame(0, None, None, '"a.py"}'),
+                tool_call_frame(0, "call_late", "read_file", ""),
+                sse_frame({}, "tool_calls"),
+                DONE_FRAME,
+            ]
+        ),
+        checks=(called("read_file", {"path": "a.py"}),),
+    ),
+    "a tool call id that is not a string": ends(
+        rt.STOP_REASON_TOOL_CALL,
+        "no id: the call gets one of the runtime's",
+        raw_sse(
+            [
+                sse_frame(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": {"not": "an id"},
+                                "function": {"name": "read_file", "arguments": '{"path": "a"}'},
+                            }
+                        ]
+                    }
+                ),
+                sse_frame({}, "tool_calls"),
+                DONE_FRAME,
+            ]
+        ),
+        checks=(called("read_file", {"path": "a"}, runtime_id=True),),
+    ),
+    "refused calls until the iteration limit": ends(
+        rt.STOP_REASON_MAX_ITERATIONS,
+        "a model that only makes calls it may not make is called at most max_iterations (8) "
+        "times in a turn, each told why",
+        *[tool_call_stream("no_such_tool", "{}", call_id=f"call_{n}") for n in range(8)],
+        checks=(requests(8),),
+    ),
     "tool-call indexes that are absurd": ends(
         rt.STOP_REASON_TOOL_CALL,
         "an index is only a key: the lowest is the first call, kept",
@@ -683,6 +746,16 @@ MODES: dict[str, Mode] = {
         ),
         checks=(kept_partial("so far "),),
     ),
+    "choices that are not objects": fails(
+        BAD,
+        "a choice must be a JSON object",
+        raw_sse([b'data: {"choices": [null]}\n\n', DONE_FRAME]),
+    ),
+    "a JSON content type over an SSE body": fails(
+        BAD,
+        "read as one JSON completion, which it is not",
+        whole_body(200, sse_frame({"content": "hi"}, "stop") + DONE_FRAME, "application/json"),
+    ),
     "SSE events that are not objects": fails(
         BAD,
         "a chunk must be a JSON object",
@@ -712,6 +785,12 @@ MODES: dict[str, Mode] = {
             ]
         ),
         checks=(kept_partial("half an "),),
+    ),
+    "an error object mid-stream saying the request is invalid": fails(
+        "MODEL_REQUEST_REJECTED",
+        "the endpoint refuses the request: asking again would not help",
+        raw_sse([b'data: {"error": {"message": "bad", "type": "invalid_request_error"}}\n\n']),
+        checks=(requests(1),),
     ),
     "text after [DONE]": ends(
         rt.STOP_REASON_END_TURN,
@@ -751,6 +830,35 @@ MODES: dict[str, Mode] = {
         "the connection was lost after output: not retried (the client saw part of it)",
         drop_connection_after("cut right in the middle", 3),
         checks=(kept_partial("cut right in "), requests(1)),
+    ),
+    "a stream that trickles a line byte by byte": fails(
+        "MODEL_IDLE_TIMEOUT",
+        "bytes that complete no event are not output: the idle clock runs on",
+        trickle([sse_frame({"content": "slow "})], b"x", interval=0.05),
+        checks=(kept_partial("slow "),),
+    ),
+    "a response head that is not HTTP": fails(
+        "MODEL_STREAM_INTERRUPTED",
+        "a protocol error before any output: retried, and the same again fails the turn",
+        raw_response(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+        raw_response(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+        checks=(requests(2),),
+    ),
+    "a response header of 100 KB": fails(
+        "MODEL_STREAM_INTERRUPTED",
+        "no client reads a header without a bound: a protocol error, retried, then the end",
+        raw_response(b"HTTP/1.1 200 OK\r\nX-Junk: " + b"j" * 100_000 + b"\r\n\r\n"),
+        raw_response(b"HTTP/1.1 200 OK\r\nX-Junk: " + b"j" * 100_000 + b"\r\n\r\n"),
+        checks=(requests(2),),
+    ),
+    "a body shorter than its Content-Length": fails(
+        "MODEL_STREAM_INTERRUPTED",
+        "the connection closed before the body's end, after output: not retried",
+        raw_response(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 9999"
+            b"\r\n\r\n" + sse_frame({"content": "short "})
+        ),
+        checks=(kept_partial("short "), requests(1)),
     ),
     "a stream that stalls": fails(
         "MODEL_IDLE_TIMEOUT",

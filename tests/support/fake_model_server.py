@@ -103,6 +103,13 @@ class ResponseWriter:
             self._writer.write(b"0\r\n\r\n")
             await self._writer.drain()
 
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, HTTP or not (a broken proxy); close the connection after."""
+        self.started = True
+        self.keep_alive = False
+        self._writer.write(data)
+        await self._writer.drain()
+
     def abort(self) -> None:
         """Close the socket now, leaving the chunked body unterminated."""
         self.keep_alive = False
@@ -568,6 +575,29 @@ def endless_line(start: bytes, piece: bytes, *, up_to_bytes: int) -> ScriptedRes
     return ScriptedResponse(respond, f"endless_line({up_to_bytes} bytes)")
 
 
+def raw_response(data: bytes) -> ScriptedResponse:
+    """`data` as the whole response, head included, then the connection closed: a response
+    that is not HTTP, or HTTP no well-behaved server sends."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.send_raw(data)
+
+    return ScriptedResponse(respond, f"raw_response({data[:40]!r})")
+
+
+def trickle(frames: list[bytes], byte: bytes, *, interval: float) -> ScriptedResponse:
+    """Streams `frames` (each its own chunk), then `byte` every `interval` seconds, which never
+    completes a line, until the client closes the connection."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        for frame in frames:
+            await out.send_chunk(frame)
+        await _wait_for_disconnect(out, interval, byte)
+
+    return ScriptedResponse(respond, f"trickle({byte!r} every {interval}s)")
+
+
 def raw_sse(frames: list[bytes]) -> ScriptedResponse:
     """Writes each byte string as its own HTTP chunk (so the client reads them split exactly
     there, whatever TCP does), then ends the body. Empty frames are skipped."""
@@ -617,8 +647,12 @@ def hang_until_disconnect(on_disconnect: Callable[[], None] | None = None) -> Sc
     return ScriptedResponse(respond, "hang_until_disconnect()")
 
 
-async def _wait_for_disconnect(out: ResponseWriter, ping_interval: float | None) -> None:
-    pinger = None if ping_interval is None else asyncio.create_task(_ping(out, ping_interval))
+async def _wait_for_disconnect(
+    out: ResponseWriter, ping_interval: float | None, ping: bytes = b": ping\n\n"
+) -> None:
+    """Until the client closes the connection, sending `ping` every `ping_interval` seconds
+    if given."""
+    pinger = None if ping_interval is None else asyncio.create_task(_ping(out, ping_interval, ping))
     try:
         await out.wait_for_disconnect()
     finally:
@@ -628,10 +662,10 @@ async def _wait_for_disconnect(out: ResponseWriter, ping_interval: float | None)
     out.abort()  # nothing may be written after this, not even the chunked terminator
 
 
-async def _ping(out: ResponseWriter, interval: float) -> None:
+async def _ping(out: ResponseWriter, interval: float, ping: bytes) -> None:
     while True:
         await asyncio.sleep(interval)  # the server's behaviour, not test synchronisation
-        await out.send_chunk(b": ping\n\n")
+        await out.send_chunk(ping)
 
 
 def words(text: str) -> list[str]:
