@@ -20,8 +20,8 @@ from agent_runtime.v1 import session_pb2 as ses
 from tests.faults.checks import message_problems
 from tests.support.runtime_fixtures import Client
 
-# Small pages, so that every read is seen across several of them (sessions, as many as the
-# tests made, less small).
+# Small pages, so that every read is seen across several of them (sessions: read up to the
+# page that has the session, the first when it was the last active).
 PAGE = 2
 SESSIONS_PAGE = 16
 _DEADLINE = 10.0
@@ -37,6 +37,7 @@ _TURN_ENDINGS = (
 class ReadBack:
     session: ses.Session
     messages: list[ses.Message]
+    with_superseded: list[ses.Message]
     turns: list[ses.Turn]
     turn: ses.Turn  # the turn read back, by GetTurn
     approvals: list[ses.PendingApproval]
@@ -59,8 +60,7 @@ async def read_back(
     sessions = client.sessions
 
     got = await sessions.GetSession(ses.GetSessionRequest(session_id=session_id), timeout=10)
-    listed = [s for s in await _every_session(client) if s.session_id == session_id]
-    assert len(listed) == 1, f"ListSessions lists {session_id} {len(listed)} times"
+    assert await _session_listed(client, session_id) == got.session
     messages = await _every_message(client, session_id, include_superseded=False)
     with_superseded = await _every_message(client, session_id, include_superseded=True)
     one_page = await sessions.ListMessages(
@@ -83,11 +83,13 @@ async def read_back(
 
     async with AgentRuntimeClient(target) as api:
         assert await api.get_session(session_id, timeout=10) == got.session
-        assert [
-            s
-            async for s in api.list_sessions(page_size=SESSIONS_PAGE)
-            if s.session_id == session_id
-        ]
+        async with aclosing(api.list_sessions(page_size=SESSIONS_PAGE)) as sessions_listed:
+            async for listed in sessions_listed:
+                if listed.session_id == session_id:
+                    assert listed == got.session
+                    break
+            else:
+                raise AssertionError(f"list_sessions does not list {session_id}")
         assert await _all(api.list_messages(session_id, page_size=PAGE)) == messages
         assert (
             await _all(api.list_messages(session_id, page_size=PAGE, include_superseded=True))
@@ -101,23 +103,26 @@ async def read_back(
         watched = api.watch_events(session_id=session_id, after_event_id=0)
         assert await asyncio.wait_for(_until_ending(watched, turn_id), _DEADLINE) == events
 
-    return ReadBack(got.session, messages, turns, turn, approvals, events)
+    return ReadBack(got.session, messages, with_superseded, turns, turn, approvals, events)
 
 
 async def _all(items: AsyncIterator[object]) -> list[object]:
     return [item async for item in items]
 
 
-async def _every_session(client: Client) -> list[ses.Session]:
-    found: list[ses.Session] = []
+async def _session_listed(client: Client, session_id: str) -> ses.Session:
+    """The session as ListSessions lists it, from its pages up to the one that has it (the
+    most recently active come first)."""
     token = ""
     while True:
-        page = await client.sessions.ListSessions(
+        page: ses.ListSessionsResponse = await client.sessions.ListSessions(
             ses.ListSessionsRequest(page_size=SESSIONS_PAGE, page_token=token), timeout=10
         )
-        found += page.sessions
+        listed = [s for s in page.sessions if s.session_id == session_id]
+        if listed:
+            return listed[0]
         if not (token := page.next_page_token):
-            return found
+            raise AssertionError(f"ListSessions does not list {session_id}")
 
 
 async def _every_message(

@@ -976,13 +976,16 @@ async def hostile(shared_runtime: Runtime) -> AsyncIterator[Runtime]:
 
 def next_input(session_id: str, chunks: list[rt.StreamChunk]) -> rt.StreamMessageRequest:
     """What a client sends after the turn `chunks`: the result of the tool it was asked to
-    run, the human's verdict on a call awaiting approval, or its next message."""
+    run, the human's verdict on a call awaiting approval, a regenerate after a failure (what
+    was kept of it is superseded), or its next message (what was stored goes to the model)."""
     stop = chunks[-1].turn_completed.stop_reason
     if stop == rt.STOP_REASON_TOOL_CALL:
         return tool_result(session_id, only(chunks, "tool_call").tool_call.call_id, "ran it")
     if stop == rt.STOP_REASON_AWAITING_APPROVAL:
         call_id = only(chunks, "tool_call").tool_call.call_id
         return decision(session_id, call_id, rt.DECISION_REJECT, feedback="not now")
+    if stop == rt.STOP_REASON_ERROR:
+        return rt.StreamMessageRequest(session_id=session_id, regenerate=rt.Regenerate())
     return user_message(session_id, "and now?")
 
 
@@ -1054,5 +1057,12 @@ async def test_a_hostile_model_never_poisons_the_session(hostile: Runtime, name:
     after, _ = await run_turn(hostile, next_input(session_id, chunks), text_answer("recovered"))
     assert kinds(after)[-2:] == ["assistant_message", "turn_completed"], after
     assert after[-2].assistant_message.content == "recovered"
-    got = await hostile.client.sessions.GetSession(ses.GetSessionRequest(session_id=session_id))
-    assert got.session.running_turn_id == ""
+    if mode.fails_with:  # regenerated: the failed turn's messages are superseded, and readable
+        again = await read_back(hostile.client, hostile.target, session_id, after)
+        assert again.session.running_turn_id == ""
+        assert [m.content for m in again.messages][-2:] == ["do something", "recovered"]
+        superseded = [m for m in again.with_superseded if m.superseded_by_turn_id]
+        assert [m.message_id for m in superseded] == [m.message_id for m in read.messages[1:]]
+    else:
+        got = await hostile.client.sessions.GetSession(ses.GetSessionRequest(session_id=session_id))
+        assert got.session.running_turn_id == ""
