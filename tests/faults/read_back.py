@@ -24,6 +24,7 @@ from tests.support.runtime_fixtures import Client
 # page that has the session, the first when it was the last active).
 PAGE = 2
 SESSIONS_PAGE = 16
+MAX_PAGE = 1000  # the largest a client may ask for
 _DEADLINE = 10.0
 _DELTAS = ("assistant_delta", "tool_call_delta", "reasoning_delta")
 _TURN_ENDINGS = (
@@ -63,10 +64,8 @@ async def read_back(
     assert await _session_listed(client, session_id) == got.session
     messages = await _every_message(client, session_id, include_superseded=False)
     with_superseded = await _every_message(client, session_id, include_superseded=True)
-    one_page = await sessions.ListMessages(
-        ses.ListMessagesRequest(session_id=session_id, page_size=1000), timeout=10
-    )
-    assert list(one_page.messages) == messages, "ListMessages pages disagree with one page"
+    largest_pages = await _every_message(client, session_id, page_size=MAX_PAGE)
+    assert largest_pages == messages, "ListMessages pages of different sizes disagree"
     assert message_problems(with_superseded) == []
     approvals = await _every_approval(client, session_id)
     turns = await _every_turn(client, session_id)
@@ -126,14 +125,14 @@ async def _session_listed(client: Client, session_id: str) -> ses.Session:
 
 
 async def _every_message(
-    client: Client, session_id: str, *, include_superseded: bool
+    client: Client, session_id: str, *, include_superseded: bool = False, page_size: int = PAGE
 ) -> list[ses.Message]:
     found: list[ses.Message] = []
     token = ""
     while True:
         request = ses.ListMessagesRequest(
             session_id=session_id,
-            page_size=PAGE,
+            page_size=page_size,
             page_token=token,
             include_superseded=include_superseded,
         )

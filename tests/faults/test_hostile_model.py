@@ -66,7 +66,11 @@ TURN_DEADLINE = 30.0  # seconds: no mode's turn comes near it, however the model
 MAX_ANSWER_BYTES = 64 * KIB
 MAX_TOOL_ARGUMENT_BYTES = 16 * KIB
 MAX_EVENT_BYTES = 128 * KIB
+# The defaults scaled down: a turn's max_iterations (8) answers of the largest size are more
+# than the gRPC server sends in one message (by default 8 x 512 KiB of arguments, 4 MiB).
+MAX_SEND_MESSAGE_BYTES = 96 * KIB
 LIMITS: dict[str, dict[str, Any]] = {
+    "transport": {"max_send_message_bytes": MAX_SEND_MESSAGE_BYTES},
     "model": {
         "idle_timeout": 0.3,
         "first_token_timeout": 5.0,
@@ -684,6 +688,20 @@ MODES: dict[str, Mode] = {
             ]
         ),
         checks=(called("read_file", {"path": "a"}, runtime_id=True),),
+    ),
+    "refused calls with arguments as large as allowed, up to the iteration limit": ends(
+        rt.STOP_REASON_MAX_ITERATIONS,
+        "each refused call is kept in the history with its arguments: the history is then more "
+        "than one gRPC message, and ListMessages pages must stop short of that",
+        *[
+            tool_call_stream(
+                "read_file",
+                json.dumps({"path": "a.py", "junk": "j" * (15 * KIB)}),
+                call_id=f"call_{n}",
+            )
+            for n in range(8)
+        ],
+        checks=(requests(8),),
     ),
     "refused calls until the iteration limit": ends(
         rt.STOP_REASON_MAX_ITERATIONS,
