@@ -305,6 +305,17 @@ def switched_because(reason: str, *, prefix: bool = False) -> Check:
     return check
 
 
+def switched_for(reasons: list[str]) -> Check:
+    """The switches' reasons, as sent and as stored."""
+
+    def check(seen: Seen) -> None:
+        sent = [c.agent_switched.reason for c in seen.chunks if c.HasField("agent_switched")]
+        stored = [s.reason for s in seen.read.session.agent_history]
+        assert sent == stored == reasons
+
+    return check
+
+
 def new_call_id_unlike(model_id: str) -> Check:
     def check(seen: Seen) -> None:
         call = only(seen.chunks, "tool_call").tool_call
@@ -559,6 +570,22 @@ MODES: dict[str, Mode] = {
         "no tool has that name: refused with a tool error the model reads, then it answers",
         *then_answers(tool_call_stream("read\x01\n" * 2000, '{"path": "a.py"}')),
         checks=(refused("may not call tool"),),
+    ),
+    "switch_mode calls with reasons as long as the arguments may be": ends(
+        rt.STOP_REASON_END_TURN,
+        "every switch is in the session's agent history, which GetSession and ListSessions "
+        "send whole: a reason is cut short, so that a model's switches cannot make the session "
+        "(and the tenant's session list) larger than a gRPC message",
+        *[
+            tool_call_stream(
+                "switch_mode",
+                json.dumps({"mode": mode, "reason": "r" * (15 * KIB)}),
+                call_id=f"call_{n}",
+            )
+            for n, mode in enumerate(["architect", "ask"] * 3 + ["debug"])
+        ],
+        text_answer("debug here"),
+        checks=(answered("debug here"), switched_for(["r" * 1024] * 7)),
     ),
     "switch_mode with NUL and surrogates in its reason": ends(
         rt.STOP_REASON_END_TURN,
