@@ -72,7 +72,7 @@ MAX_SEND_MESSAGE_BYTES = 96 * KIB
 LIMITS: dict[str, dict[str, Any]] = {
     "transport": {"max_send_message_bytes": MAX_SEND_MESSAGE_BYTES},
     "model": {
-        "idle_timeout": 0.3,
+        "idle_timeout": 0.5,
         "first_token_timeout": 5.0,
         "max_attempts": 2,
         "max_event_bytes": MAX_EVENT_BYTES,
@@ -114,12 +114,20 @@ class Mode:
     agent: str = ""
     checks: tuple[Check, ...] = ()
     before: tuple[ScriptedResponse, ...] = ()
+    # Set once the client has received the turn's first AssistantDelta.
+    streamed: asyncio.Event | None = None
 
 
 def fails(
-    reason: str, why: str, *answers: ScriptedResponse, checks: tuple[Check, ...] = ()
+    reason: str,
+    why: str,
+    *answers: ScriptedResponse,
+    checks: tuple[Check, ...] = (),
+    streamed: asyncio.Event | None = None,
 ) -> Mode:
-    return Mode(answers, why, fails_with=reason, stop=rt.STOP_REASON_ERROR, checks=checks)
+    return Mode(
+        answers, why, fails_with=reason, stop=rt.STOP_REASON_ERROR, checks=checks, streamed=streamed
+    )
 
 
 def ends(
@@ -331,6 +339,7 @@ def new_call_id_unlike(model_id: str) -> Check:
 BAD = "MODEL_BAD_RESPONSE"
 TOO_LARGE = "MODEL_ANSWER_TOO_LARGE"
 LONE = "lone \ud800 surrogate"  # json.dumps sends it as "lone \\ud800 surrogate"
+CUT = asyncio.Event()  # the client has read the first words of the answer to cut
 ABSURD_FINISH = "\ud800" + NUL + "\n" + "x" * 10_000
 
 MODES: dict[str, Mode] = {
@@ -873,8 +882,9 @@ MODES: dict[str, Mode] = {
     "a stream cut mid-answer": fails(
         "MODEL_STREAM_INTERRUPTED",
         "the connection was lost after output: not retried (the client saw part of it)",
-        drop_connection_after("cut right in the middle", 3),
+        drop_connection_after("cut right in the middle", 3, once=CUT),
         checks=(kept_partial("cut right in "), requests(1)),
+        streamed=CUT,
     ),
     "a stream that trickles a line byte by byte": fails(
         "MODEL_IDLE_TIMEOUT",
@@ -898,12 +908,15 @@ MODES: dict[str, Mode] = {
     ),
     "a body shorter than its Content-Length": fails(
         "MODEL_STREAM_INTERRUPTED",
-        "the connection closed before the body's end, after output: not retried",
-        raw_response(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 9999"
-            b"\r\n\r\n" + sse_frame({"content": "short "})
-        ),
-        checks=(kept_partial("short "), requests(1)),
+        "the connection closed before the body's end (and any output): retried, then the end",
+        *[
+            raw_response(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 9999"
+                b'\r\n\r\ndata: {"choices": [{"delta": {"content": "sho'
+            )
+        ]
+        * 2,
+        checks=(requests(2),),
     ),
     "a stream that stalls": fails(
         "MODEL_IDLE_TIMEOUT",
@@ -1035,15 +1048,23 @@ def next_input(session_id: str, chunks: list[rt.StreamChunk]) -> rt.StreamMessag
 
 
 async def run_turn(
-    runtime: Runtime, request: rt.StreamMessageRequest, *answers: ScriptedResponse
+    runtime: Runtime,
+    request: rt.StreamMessageRequest,
+    *answers: ScriptedResponse,
+    streamed: asyncio.Event | None = None,
 ) -> tuple[list[rt.StreamChunk], list[dict[str, Any]]]:
     """One turn, the model answering `answers` in order: its chunks, and the requests the
-    model endpoint received for it (as many as there were answers: each was taken)."""
+    model endpoint received for it (as many as there were answers: each was taken).
+    `streamed` is set when the first AssistantDelta arrives."""
     model = runtime.model
     first_request = len(model.requests)
     model.enqueue(*answers)
+    chunks: list[rt.StreamChunk] = []
     async with asyncio.timeout(TURN_DEADLINE):
-        chunks = await runtime.client.turn(request)
+        async for chunk in runtime.client.runtime.StreamMessage(request):
+            chunks.append(chunk)
+            if streamed is not None and chunk.HasField("assistant_delta"):
+                streamed.set()
     assert model.queued == [], "the turn did not take every scripted answer"
     requests = model.requests[first_request:]
     assert len(requests) == len(answers), [r.get("messages", [])[-1:] for r in requests]
@@ -1089,7 +1110,9 @@ async def test_a_hostile_model_never_poisons_the_session(hostile: Runtime, name:
         earlier, _ = await run_turn(hostile, request, *mode.before)
         request = next_input(session_id, earlier)
 
-    chunks, requests = await run_turn(hostile, request, *mode.answers)
+    if mode.streamed is not None:
+        mode.streamed.clear()
+    chunks, requests = await run_turn(hostile, request, *mode.answers, streamed=mode.streamed)
 
     assert_the_client_saw_the_end(mode, chunks)
     read = await read_back(hostile.client, hostile.target, session_id, chunks)

@@ -504,14 +504,20 @@ def http_error(
     return ScriptedResponse(respond, f"http_error({status})")
 
 
-def drop_connection_after(text: str, events: int) -> ScriptedResponse:
+def drop_connection_after(
+    text: str, events: int, *, once: asyncio.Event | None = None
+) -> ScriptedResponse:
     """Streams the first `events` words of `text` (one chunk each), then closes the socket
-    without terminating the chunked body, like a crashed upstream."""
+    without terminating the chunked body, like a crashed upstream; after `once` is set, if
+    given (e.g. when the client has read a word: a connection lost before the reader took
+    what had arrived loses that too)."""
 
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.start_stream()
         for word in words(text)[:events]:
             await out.send_event(_chunk(request, {"content": word}))
+        if once is not None:
+            await once.wait()
         out.abort()
 
     return ScriptedResponse(respond, f"drop_connection_after({events})")
