@@ -144,14 +144,20 @@ def ends(
 # -- the model's answers -----------------------------------------------------------------------
 
 
-def text_stream(
+def text_frames(
     *pieces: str, finish: Any = "stop", usage: Any = None, done: bool = True
-) -> ScriptedResponse:
+) -> list[bytes]:
     """Each piece of text its own SSE event, then the finish reason, usage and [DONE]."""
     frames = [sse_frame({"role": "assistant", "content": ""})]
     frames += [sse_frame({"content": piece}) for piece in pieces]
     frames.append(sse_frame({}, finish, **({} if usage is None else {"usage": usage})))
-    return raw_sse(frames + ([DONE_FRAME] if done else []))
+    return frames + ([DONE_FRAME] if done else [])
+
+
+def text_stream(
+    *pieces: str, finish: Any = "stop", usage: Any = None, done: bool = True
+) -> ScriptedResponse:
+    return raw_sse(text_frames(*pieces, finish=finish, usage=usage, done=done))
 
 
 def tool_call_stream(
@@ -828,6 +834,18 @@ MODES: dict[str, Mode] = {
             ]
         ),
         checks=(answered("fine"),),
+    ),
+    "a flood of SSE comments before the answer": ends(
+        rt.STOP_REASON_END_TURN,
+        "each comment line is dropped as it ends: 2 MiB of them hold nothing",
+        raw_sse([b": keep-alive " + b"." * 1000 + b"\n"] * 2048 + [*text_frames("after all")]),
+        checks=(answered("after all"),),
+    ),
+    "reasoning and no answer": fails(
+        "MODEL_EMPTY_ANSWER",
+        "thinking is not an answer: the reasoning streamed, then nothing to record",
+        raw_sse([sse_frame({"reasoning_content": "hmm, "}), sse_frame({}, "stop"), DONE_FRAME]),
+        checks=(reasoned("hmm, "), kept_partial()),
     ),
     "an error object mid-stream": fails(
         "MODEL_STREAM_ERROR",
