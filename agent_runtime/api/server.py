@@ -14,6 +14,7 @@ from agent_runtime.api.agent_servicer import AgentServicer
 from agent_runtime.api.auth import ApiKeyInterceptor, ApiKeys
 from agent_runtime.api.event_servicer import EventServicer
 from agent_runtime.api.interceptors import MalformedRequestInterceptor
+from agent_runtime.api.page_bytes import page_bytes
 from agent_runtime.api.rpc_observer import RpcMetrics, RpcObserver
 from agent_runtime.api.session_servicer import SessionServicer
 from agent_runtime.api.stream_limits import StreamLimits
@@ -120,6 +121,7 @@ async def start_grpc_server(
     the schema private: the reflection service is not registered (UNIMPLEMENTED).
     """
     stream_limits = StreamLimits(max_concurrent_streams, max_streams_per_tenant)
+    transport = transport or Transport()
     credentials = tls.server_credentials() if tls is not None else None
     server = grpc.aio.server(
         # The observer first: it sees the final status of every call, refusals included.
@@ -129,7 +131,7 @@ async def start_grpc_server(
             ApiKeyInterceptor(api_keys),
             MalformedRequestInterceptor(),
         ],
-        options=(transport or Transport()).options(),
+        options=transport.options(),
     )
     agent_runtime_pb2_grpc.add_AgentRuntimeServiceServicer_to_server(
         AgentRuntimeServicer(
@@ -141,7 +143,12 @@ async def start_grpc_server(
         server,
     )
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(use_cases.sessions, use_cases.turn_queries), server
+        SessionServicer(
+            use_cases.sessions,
+            use_cases.turn_queries,
+            max_page_bytes=page_bytes(transport),
+        ),
+        server,
     )
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(use_cases.usage), server)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(use_cases.agents), server)

@@ -14,6 +14,7 @@ from agent_runtime.api.mapping import (
     tools_from_proto,
     turn_to_proto,
 )
+from agent_runtime.api.page_bytes import fitting
 from agent_runtime.application.commands import (
     CreateSession,
     ListedGrant,
@@ -23,6 +24,7 @@ from agent_runtime.application.commands import (
     ListTurns,
     UpdateSession,
 )
+from agent_runtime.application.pagination import encode_position_token
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.v1 import session_pb2 as ses
@@ -30,9 +32,14 @@ from agent_runtime.v1 import session_pb2_grpc as ses_grpc
 
 
 class SessionServicer(ses_grpc.SessionServiceServicer):
-    def __init__(self, sessions: SessionHandler, turns: TurnQueries) -> None:
+    """`max_page_bytes`: ListMessages pages end before their messages add up to more."""
+
+    def __init__(
+        self, sessions: SessionHandler, turns: TurnQueries, *, max_page_bytes: int
+    ) -> None:
         self._sessions = sessions
         self._turns = turns
+        self._max_page_bytes = max_page_bytes
 
     @unary_errors
     async def CreateSession(
@@ -113,10 +120,11 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
                 tenant_id=caller_tenant(),
             )
         )
-        return ses.ListMessagesResponse(
-            messages=[message_to_proto(m) for m in page.items],
-            next_page_token=page.next_page_token,
-        )
+        messages = fitting((message_to_proto(m) for m in page.items), self._max_page_bytes)
+        token = page.next_page_token
+        if len(messages) < len(page.items):
+            token = encode_position_token(page.items[len(messages) - 1].position)
+        return ses.ListMessagesResponse(messages=messages, next_page_token=token)
 
     @unary_errors
     async def ListPendingApprovals(

@@ -25,6 +25,11 @@ from agent_runtime.domain.routing import (
 log = logging.getLogger(__name__)
 
 SWITCH_MODE_TOOL = "switch_mode"
+# The reason a model gives for a switch (routing, switch_mode) is cut to this many characters:
+# every switch stays in the session's agent history, which GetSession and ListSessions send
+# whole, and a turn's switches of reasons as long as tool arguments may be (8 x 512 KiB)
+# made the session, and every page of sessions listing it, larger than a gRPC message.
+MAX_MODEL_SWITCH_REASON_CHARS = 1024
 
 
 class AgentRouter:
@@ -62,7 +67,8 @@ class AgentRouter:
         reason = f"routed by {decision.method.value} (confidence {decision.confidence:.2f})"
         if decision.reason:
             reason += f": {decision.reason}"
-        turn.chunk(await turn.switch_agent(self._agents.get(decision.agent), reason))
+        target = self._agents.get(decision.agent)
+        turn.chunk(await turn.switch_agent(target, reason[:MAX_MODEL_SWITCH_REASON_CHARS]))
 
     async def switch_mode(self, turn: TurnRecorder, call: ToolCallRecord) -> None:
         """The model called switch_mode: switch and tell the model, whose next call is the
@@ -78,7 +84,8 @@ class AgentRouter:
                 is_error=True,
             )
             return
-        switched = await turn.switch_agent(target, str(call.arguments.get("reason", "")))
+        reason = str(call.arguments.get("reason", ""))[:MAX_MODEL_SWITCH_REASON_CHARS]
+        switched = await turn.switch_agent(target, reason)
         await turn.append(
             Role.TOOL, f"Switched to agent '{target.name}'.", tool_call_id=call.call_id
         )

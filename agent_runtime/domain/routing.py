@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.text import well_formed
 
 FALLBACK_AGENT = "coder"
 
@@ -59,7 +60,8 @@ def parse_routing_answer(text: str, catalogue: AgentCatalogue) -> RoutingDecisio
     return RoutingDecision(
         agent.strip().lower(),
         min(max(float(confidence), 0.0), 1.0),
-        reason if isinstance(reason, str) and reason else "chosen by the model",
+        # Decoded from the model's text: a "\ud800" escape makes a lone surrogate.
+        well_formed(reason) if isinstance(reason, str) and reason else "chosen by the model",
         RoutingMethod.MODEL,
     )
 

@@ -11,6 +11,10 @@ for text that cannot be kept (a lone surrogate from the model), what a UTF-8 dec
 for undecodable bytes, and visible to a human and to the model. Values stored as JSON (tool
 arguments, event data, a turn's replay log) keep U+0000: JSON escapes it.
 
+Text the model wrote (and JSON decoded from it) may hold lone UTF-16 surrogates, which no
+store, UTF-8 encoder or protobuf string takes: well_formed() repairs it, as browsers' JSON
+decoders do.
+
 Short fields (ids, names, keys, the model name, a session title) are not repaired but
 refused when they do not fit: at most a documented number of characters, and no control
 characters, which no such field has any use for.
@@ -24,11 +28,19 @@ NUL = "\x00"
 REPLACEMENT_CHARACTER = "\ufffd"
 
 _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def storable(text: str) -> str:
     """`text` as every store keeps it: U+0000 replaced by U+FFFD."""
     return text.replace(NUL, REPLACEMENT_CHARACTER)
+
+
+def well_formed(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD."""
+    if text.isascii() or SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def short_text_problem(value: str, max_chars: int) -> str | None:

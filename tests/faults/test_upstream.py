@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.databases import query
 from tests.support.fake_model_server import (
+    DONE_FRAME,
     FakeModelServer,
     RequestBody,
     ResponseWriter,
@@ -22,6 +22,7 @@ from tests.support.fake_model_server import (
     hang_until_disconnect,
     http_error,
     raw_sse,
+    sse_frame,
     stall_after,
     text_answer,
 )
@@ -194,15 +195,6 @@ class TestFaultsThatEndTheTurn:
         assert chunks[-2].assistant_message.content == "recovered"
 
 
-def frame(delta: dict[str, Any], finish_reason: str | None = None, **fields: Any) -> bytes:
-    """One SSE frame; json.dumps writes a lone surrogate as a \\udXXX escape."""
-    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-    return f"data: {json.dumps({**payload, **fields})}\n\n".encode()
-
-
-DONE = b"data: [DONE]\n\n"
-
-
 class TestUntrustedModelOutput:
     """What the model says is stored only as it can be read back (issue 18)."""
 
@@ -217,9 +209,9 @@ class TestUntrustedModelOutput:
         model_server.enqueue(
             raw_sse(
                 [
-                    frame({"content": "lone \ud800, split \ud83d"}),
-                    frame({"content": "\ude00!"}, "stop"),
-                    DONE,
+                    sse_frame({"content": "lone \ud800, split \ud83d"}),
+                    sse_frame({"content": "\ude00!"}, "stop"),
+                    DONE_FRAME,
                 ]
             )
         )
@@ -237,7 +229,7 @@ class TestUntrustedModelOutput:
         deep = '{"a": ' * 50 + '"x"' + "}" * 50  # past protobuf's decode depth
         call = {"index": 0, "id": "call_deep", "function": {"name": "read_file", "arguments": deep}}
         model_server.enqueue(
-            raw_sse([frame({"tool_calls": [call]}), frame({}, "tool_calls"), DONE]),
+            raw_sse([sse_frame({"tool_calls": [call]}), sse_frame({}, "tool_calls"), DONE_FRAME]),
             text_answer("sorry, flatter this time"),
         )
         chunks = await client.turn(user_message("s1", "read it"))
@@ -256,7 +248,9 @@ class TestUntrustedModelOutput:
         self, client: Client, model_server: FakeModelServer
     ) -> None:
         usage = {"prompt_tokens": -1, "completion_tokens": 2**40}
-        model_server.enqueue(raw_sse([frame({"content": "ok"}, "stop", usage=usage), DONE]))
+        model_server.enqueue(
+            raw_sse([sse_frame({"content": "ok"}, "stop", usage=usage), DONE_FRAME])
+        )
         chunks = await client.turn(user_message("s1", "hello?"))
         assert chunks[-1].turn_completed.stop_reason == rt.STOP_REASON_END_TURN
         assert chunks[-1].turn_completed.usage.total_tokens == 0

@@ -717,6 +717,8 @@ def test_backoff_without_jitter_doubles_up_to_the_cap() -> None:
         ("soon", None),
         ("-5", None),
         ("", None),
+        ("\xb2", None),  # "²" (byte B2 read as latin-1): str.isdigit() says it is a digit
+        ("\u0663", None),  # an Arabic-Indic three: not delta-seconds either
     ],
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:

@@ -103,6 +103,13 @@ class ResponseWriter:
             self._writer.write(b"0\r\n\r\n")
             await self._writer.drain()
 
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, HTTP or not (a broken proxy); close the connection after."""
+        self.started = True
+        self.keep_alive = False
+        self._writer.write(data)
+        await self._writer.drain()
+
     def abort(self) -> None:
         """Close the socket now, leaving the chunked body unterminated."""
         self.keep_alive = False
@@ -169,6 +176,14 @@ class FakeModelServer:
 
     def enqueue(self, *responses: ScriptedResponse) -> None:
         self._queue.extend(responses)
+
+    @property
+    def queued(self) -> list[str]:
+        """The labels of the scripted responses no request has taken yet."""
+        return [response.label for response in self._queue]
+
+    def clear_queue(self) -> None:
+        self._queue.clear()
 
     async def start(self) -> None:
         self._closing = False
@@ -489,17 +504,104 @@ def http_error(
     return ScriptedResponse(respond, f"http_error({status})")
 
 
-def drop_connection_after(text: str, events: int) -> ScriptedResponse:
+def drop_connection_after(
+    text: str, events: int, *, once: asyncio.Event | None = None
+) -> ScriptedResponse:
     """Streams the first `events` words of `text` (one chunk each), then closes the socket
-    without terminating the chunked body, like a crashed upstream."""
+    without terminating the chunked body, like a crashed upstream; after `once` is set, if
+    given (e.g. when the client has read a word: a connection lost before the reader took
+    what had arrived loses that too)."""
 
     async def respond(request: RequestBody, out: ResponseWriter) -> None:
         await out.start_stream()
         for word in words(text)[:events]:
             await out.send_event(_chunk(request, {"content": word}))
+        if once is not None:
+            await once.wait()
         out.abort()
 
     return ScriptedResponse(respond, f"drop_connection_after({events})")
+
+
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def sse_frame(delta: dict[str, Any], finish_reason: str | None = None, **fields: Any) -> bytes:
+    """One raw SSE frame of a completion chunk with one choice (`fields` go beside "choices",
+    e.g. usage=...), for raw_sse. json.dumps writes a lone surrogate as a \\udXXX escape, as a
+    model server with a broken tokenizer does."""
+    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return f"data: {json.dumps({**payload, **fields})}\n\n".encode()
+
+
+def tool_call_frame(
+    index: int, call_id: str | None, name: str | None, arguments: str | Any = ""
+) -> bytes:
+    """A raw SSE frame with one tool-call fragment; None leaves the field out."""
+    function: dict[str, Any] = {"arguments": arguments}
+    if name is not None:
+        function["name"] = name
+    fragment: dict[str, Any] = {"index": index, "type": "function", "function": function}
+    if call_id is not None:
+        fragment["id"] = call_id
+    return sse_frame({"tool_calls": [fragment]})
+
+
+def whole_body(
+    status: int, body: bytes, content_type: str, *, headers: Mapping[str, str] | None = None
+) -> ScriptedResponse:
+    """A complete response with Content-Length, whatever the request asked (e.g. a proxy's
+    HTML page, or JSON that is not a completion, with 200), with the headers given, whatever
+    they claim."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.send_body(status, body, content_type=content_type, headers=headers)
+
+    return ScriptedResponse(respond, f"whole_body({status}, {content_type!r})")
+
+
+def endless_line(start: bytes, piece: bytes, *, up_to_bytes: int) -> ScriptedResponse:
+    """A stream line that never ends: `start`, then `piece` again and again (no newline) up to
+    `up_to_bytes`, then nothing more until the client closes the connection. A client that
+    buffers lines without a bound would hold it all and wait forever."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        try:
+            await out.send_chunk(start)
+            sent = len(start)
+            while sent < up_to_bytes:
+                await out.send_chunk(piece)
+                sent += len(piece)
+        except ConnectionError:
+            out.abort()  # the client gave up reading: what it should do
+            return
+        await _wait_for_disconnect(out, None)
+
+    return ScriptedResponse(respond, f"endless_line({up_to_bytes} bytes)")
+
+
+def raw_response(data: bytes) -> ScriptedResponse:
+    """`data` as the whole response, head included, then the connection closed: a response
+    that is not HTTP, or HTTP no well-behaved server sends."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.send_raw(data)
+
+    return ScriptedResponse(respond, f"raw_response({data[:40]!r})")
+
+
+def trickle(frames: list[bytes], byte: bytes, *, interval: float) -> ScriptedResponse:
+    """Streams `frames` (each its own chunk), then `byte` every `interval` seconds, which never
+    completes a line, until the client closes the connection."""
+
+    async def respond(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream()
+        for frame in frames:
+            await out.send_chunk(frame)
+        await _wait_for_disconnect(out, interval, byte)
+
+    return ScriptedResponse(respond, f"trickle({byte!r} every {interval}s)")
 
 
 def raw_sse(frames: list[bytes]) -> ScriptedResponse:
@@ -551,8 +653,12 @@ def hang_until_disconnect(on_disconnect: Callable[[], None] | None = None) -> Sc
     return ScriptedResponse(respond, "hang_until_disconnect()")
 
 
-async def _wait_for_disconnect(out: ResponseWriter, ping_interval: float | None) -> None:
-    pinger = None if ping_interval is None else asyncio.create_task(_ping(out, ping_interval))
+async def _wait_for_disconnect(
+    out: ResponseWriter, ping_interval: float | None, ping: bytes = b": ping\n\n"
+) -> None:
+    """Until the client closes the connection, sending `ping` every `ping_interval` seconds
+    if given."""
+    pinger = None if ping_interval is None else asyncio.create_task(_ping(out, ping_interval, ping))
     try:
         await out.wait_for_disconnect()
     finally:
@@ -562,10 +668,10 @@ async def _wait_for_disconnect(out: ResponseWriter, ping_interval: float | None)
     out.abort()  # nothing may be written after this, not even the chunked terminator
 
 
-async def _ping(out: ResponseWriter, interval: float) -> None:
+async def _ping(out: ResponseWriter, interval: float, ping: bytes) -> None:
     while True:
         await asyncio.sleep(interval)  # the server's behaviour, not test synchronisation
-        await out.send_chunk(b": ping\n\n")
+        await out.send_chunk(ping)
 
 
 def words(text: str) -> list[str]:

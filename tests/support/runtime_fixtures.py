@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,13 @@ def settings_overrides() -> dict[str, dict[str, Any]]:
     return {}
 
 
-@pytest.fixture
-async def runtime(
+@asynccontextmanager
+async def running_runtime(
     model_server: FakeModelServer,
     database_url: str,
     settings_overrides: dict[str, dict[str, Any]],
 ) -> AsyncIterator[bootstrap.RunningRuntime]:
+    """A runtime on a free port of 127.0.0.1, on `database_url`, its model `model_server`."""
     values: dict[str, dict[str, Any]] = {
         "server": {"listen": "127.0.0.1:0"},
         "database": {"url": database_url},
@@ -110,9 +112,21 @@ async def runtime(
         values[concern] = values.get(concern, {}) | fields
     settings = Settings.model_validate(values)
     running = await bootstrap.start(settings)
-    yield running
-    await running.stop(grace=None)
+    try:
+        yield running
+    finally:
+        await running.stop(grace=None)
     assert running.http is None or running.http.is_closed  # the model HTTP client was closed
+
+
+@pytest.fixture
+async def runtime(
+    model_server: FakeModelServer,
+    database_url: str,
+    settings_overrides: dict[str, dict[str, Any]],
+) -> AsyncIterator[bootstrap.RunningRuntime]:
+    async with running_runtime(model_server, database_url, settings_overrides) as running:
+        yield running
 
 
 @pytest.fixture

@@ -200,6 +200,14 @@ class TestRouting:
     def test_unusable_answers_are_none(self, answer: str) -> None:
         assert parse_routing_answer(answer, self.agents) is None
 
+    def test_a_reason_escaping_a_lone_surrogate_is_made_well_formed(self) -> None:
+        # The answer's text is well-formed; decoding its JSON again makes the escape a lone
+        # surrogate, which no store nor protobuf string takes.
+        answer = '{"agent": "ask", "reason": "pick \\ud800 me, \\ud83d\\ude00"}'
+        decision = parse_routing_answer(answer, self.agents)
+        assert decision is not None
+        assert decision.reason == "pick \ufffd me, \U0001f600"
+
     def test_keywords_then_fallback(self) -> None:
         assert (
             route_by_keywords("I get a traceback and the tests are failing", self.agents).agent

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from agent_runtime.domain.text import well_formed
 from agent_runtime.infrastructure.llm.untrusted_output import (
     MAX_ARGUMENT_DEPTH,
     MAX_TOKEN_COUNT,
@@ -15,7 +16,6 @@ from agent_runtime.infrastructure.llm.untrusted_output import (
     checked_arguments,
     nests_deeper_than,
     token_count,
-    well_formed,
 )
 
 GRIN = "\U0001f600"
@@ -110,6 +110,35 @@ def test_lone_surrogates_in_arguments_are_replaced(arguments: str) -> None:
     parsed = json.dumps(json.loads(kept), ensure_ascii=False)  # as the domain will parse them
     assert "\ufffd" in parsed
     parsed.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "2" + "0" * 308,  # 2e308: past the largest double
+        "-2" + "0" * 308,
+        "1" + "0" * 5000,  # past what Python parses (4300 digits)
+    ],
+)
+def test_an_integer_no_double_holds_is_not_kept(number: str) -> None:
+    # protobuf's Struct holds every number as a double: such a call could not be sent.
+    assert checked_arguments(f'{{"path": "a", "line": [{number}]}}') == (
+        "",
+        "the arguments hold an integer too large for a double (past 1.8e308)",
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"line": 1' + "0" * 308 + "}",  # 1e308: a double holds it
+        '{"line": 1.' + "0" * 5000 + "}",  # a float parses, whatever its digits
+        '{"path": "' + "9" * 5000 + '"}',  # digits in a string are text
+        '{"line": 1e400}',  # JSON reads it as infinity, which a double holds
+    ],
+)
+def test_numbers_a_double_holds_are_kept(arguments: str) -> None:
+    assert checked_arguments(arguments) == (arguments, "")
 
 
 def test_an_escaped_surrogate_pair_in_arguments_stays_its_character() -> None:

@@ -28,7 +28,7 @@ from agent_runtime.domain.model_output import (
     TextDelta,
     ToolCallFragment,
 )
-from agent_runtime.domain.text import storable
+from agent_runtime.domain.text import storable, well_formed
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
 from agent_runtime.infrastructure.llm.untrusted_output import (
     AnswerLimits,
@@ -37,7 +37,6 @@ from agent_runtime.infrastructure.llm.untrusted_output import (
     checked_arguments,
     token_count,
     utf8_size,
-    well_formed,
 )
 
 log = logging.getLogger(__name__)

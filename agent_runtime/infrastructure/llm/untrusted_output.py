@@ -6,9 +6,10 @@ so that nothing of an answer reaches the store or protobuf that cannot be read b
   surrogate cannot be encoded as UTF-8: stored, it made every later read of the session fail.
 - The answer's text, and error texts, have U+0000 replaced by U+FFFD as they come, as every
   store keeps text (domain/text.py): the deltas a client sees add up to the message stored.
-- Tool-call arguments nested deeper than MAX_ARGUMENT_DEPTH, or larger than the limit, are
-  not kept: the call reaches the domain marked invalid, which refuses it with a tool error
-  the model reads (and may retry).
+- Tool-call arguments nested deeper than MAX_ARGUMENT_DEPTH, larger than the limit, or
+  holding an integer no double can hold (protobuf's Struct carries every number as one: such
+  a call could be neither sent to a client nor read back) are not kept: the call reaches the
+  domain marked invalid, which refuses it with a tool error the model reads (and may retry).
 - An answer, an SSE line or event, or a whole completion larger than its limit ends the call
   with MODEL_ANSWER_TOO_LARGE.
 - Token counts outside [0, MAX_TOKEN_COUNT] are ignored (counted as 0), with a warning.
@@ -19,10 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from dataclasses import dataclass
 
 from agent_runtime.domain.errors import ModelProtocolError
-from agent_runtime.domain.text import storable
+from agent_runtime.domain.text import SURROGATE, storable, well_formed
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,15 @@ MAX_ARGUMENT_DEPTH = 20
 # below the 2**32 of the protocol's uint32 fields.
 MAX_TOKEN_COUNT = 2**24
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON string (an unterminated one runs to the end: matched in one pass, never retried from
 # each quote inside it) or a bracket.
 _JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 # A \uD800-\uDFFF escape: json.loads turns a lone one into an unencodable lone surrogate.
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# The largest double has 309 digits before its point: only a run that long can be an integer
+# a double cannot hold. Longer integers are not even parsed (Python refuses past 4300 digits).
+_DOUBLE_DIGITS = len(str(int(sys.float_info.max)))
+_DOUBLE_SIZED_DIGITS = re.compile(rf"\d{{{_DOUBLE_DIGITS}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +77,6 @@ def answer_too_large(message: str) -> ModelProtocolError:
     return ModelProtocolError(message, reason="MODEL_ANSWER_TOO_LARGE")
 
 
-def well_formed(text: str) -> str:
-    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD."""
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
 def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -98,7 +96,7 @@ class StreamedText:
         text = storable(text)
         if self._held:
             text, self._held = self._held + text, ""
-        if text.isascii() or _SURROGATE.search(text) is None:
+        if text.isascii() or SURROGATE.search(text) is None:
             return text
         if "\ud800" <= text[-1] <= "\udbff":
             text, self._held = text[:-1], text[-1]
@@ -115,6 +113,8 @@ def checked_arguments(arguments: str) -> tuple[str, str]:
     they are: the domain refuses them, saying so."""
     if nests_deeper_than(arguments, MAX_ARGUMENT_DEPTH):
         return "", f"the arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels"
+    if _DOUBLE_SIZED_DIGITS.search(arguments) is not None and holds_integer_past_double(arguments):
+        return "", "the arguments hold an integer too large for a double (past 1.8e308)"
     arguments = well_formed(arguments)
     if _ESCAPED_SURROGATE.search(arguments) is not None:
         try:
@@ -123,6 +123,33 @@ def checked_arguments(arguments: str) -> tuple[str, str]:
             return arguments, ""
         arguments = json.dumps(_well_formed_value(value), ensure_ascii=False)
     return arguments, ""
+
+
+class _IntegerPastDouble(Exception):
+    pass
+
+
+def _double_sized_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > _DOUBLE_DIGITS:
+        raise _IntegerPastDouble
+    value = int(digits)
+    try:
+        float(value)
+    except OverflowError:
+        raise _IntegerPastDouble from None
+    return value
+
+
+def holds_integer_past_double(text: str) -> bool:
+    """Whether the JSON text (nested no deeper than MAX_ARGUMENT_DEPTH) holds an integer
+    whose magnitude no double reaches; False for text that is not JSON."""
+    try:
+        json.loads(text, parse_int=_double_sized_int)
+    except _IntegerPastDouble:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 def nests_deeper_than(text: str, limit: int) -> bool:
