@@ -17,12 +17,32 @@ from sqlalchemy.dialects import sqlite
 from agent_runtime.domain.model import TurnStatus, Usage, UsageTotals
 from agent_runtime.domain.usage import UsageGroup, UsageGroupBy, UsageReport
 from agent_runtime.infrastructure.db.guarded_session import Database
+from agent_runtime.infrastructure.db.rows import row
 from agent_runtime.infrastructure.db.tables import tenant_usage_days, turns
 
 # Our namespace ("admt") for the PostgreSQL transaction-level advisory lock, one per tenant,
 # that turn admissions of a tenant with quotas take in turn (see lock_admissions).
 ADMISSION_LOCK_NAMESPACE = 0x61646D74
 _ENDED = (TurnStatus.COMPLETED.value, TurnStatus.FAILED.value, TurnStatus.CANCELLED.value)
+
+
+def _count_turn(insert: Any) -> Any:
+    """Adds a turn to the tenant's day, in one statement, so that concurrent first turns of a
+    day on PostgreSQL never collide. Built once: building it (its `excluded` alias above all)
+    cost more than running it."""
+    return insert.on_conflict_do_update(
+        index_elements=[tenant_usage_days.c.tenant_id, tenant_usage_days.c.day],
+        set_={
+            "prompt_tokens": tenant_usage_days.c.prompt_tokens + insert.excluded.prompt_tokens,
+            "completion_tokens": tenant_usage_days.c.completion_tokens
+            + insert.excluded.completion_tokens,
+            "turns": tenant_usage_days.c.turns + insert.excluded.turns,
+        },
+    )
+
+
+_COUNT_TURN_SQLITE = _count_turn(sqlite.insert(tenant_usage_days))
+_COUNT_TURN_POSTGRESQL = _count_turn(pg.insert(tenant_usage_days))
 
 
 class SqlAlchemyUsageRepository:
@@ -72,25 +92,16 @@ class SqlAlchemyUsageRepository:
         return int(used or 0)
 
     async def count_turn(self, day: str, usage: Usage) -> None:
-        insert = (pg.insert if self._postgresql else sqlite.insert)(tenant_usage_days).values(
-            tenant_id=self._tenant,
-            day=day,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            turns=1,
-        )
-        # One statement, so concurrent first turns of a day on PostgreSQL never collide.
         await self._db.execute(
-            insert.on_conflict_do_update(
-                index_elements=[tenant_usage_days.c.tenant_id, tenant_usage_days.c.day],
-                set_={
-                    "prompt_tokens": tenant_usage_days.c.prompt_tokens
-                    + insert.excluded.prompt_tokens,
-                    "completion_tokens": tenant_usage_days.c.completion_tokens
-                    + insert.excluded.completion_tokens,
-                    "turns": tenant_usage_days.c.turns + 1,
-                },
-            )
+            _COUNT_TURN_POSTGRESQL if self._postgresql else _COUNT_TURN_SQLITE,
+            row(
+                tenant_usage_days,
+                tenant_id=self._tenant,
+                day=day,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                turns=1,
+            ),
         )
 
     async def report(
