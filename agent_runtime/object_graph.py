@@ -13,6 +13,7 @@ from agent_runtime.application.agent_routing import AgentRouter
 from agent_runtime.application.answer_recorder import AnswerRecorder
 from agent_runtime.application.approval_decisions import ApprovalDecisions
 from agent_runtime.application.chunk_relay import ChunkRelay
+from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
@@ -60,11 +61,14 @@ def build_turns(
     relay: ChunkRelay | None = None,
     metrics: RuntimeMetrics | None = None,
     quotas: Mapping[str, TenantQuota] | None = None,
+    declared_tools: DeclaredToolChecks | None = None,
     clock: Clock = utc_now,
     ids: IdFactory = new_id,
 ) -> Turns:
     """The turn use cases and every collaborator of the TurnHandler, wired. `default_model`
-    names the model of a request that names none; `quotas`: the tenants' (none: no limit)."""
+    names the model of a request that names none; `quotas`: the tenants' (none: no limit);
+    `declared_tools` checks the tools a request declares (shared with the session use cases,
+    so that a schema declared on a session is remembered for the requests too)."""
     registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
     metrics = metrics or NoMetrics()
     tools = ToolFilterService()
@@ -99,7 +103,7 @@ def build_turns(
         ids=ids,
     )
     collaborators = TurnCollaborators(
-        validator=TurnValidator(agents, settings.max_message_bytes),
+        validator=TurnValidator(agents, settings.max_message_bytes, declared_tools),
         opener=opener,
         model=model,
         router=router,
@@ -129,6 +133,7 @@ class Ports:
 
 def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
     """The object graph the servicers call: pure, so tests build it without a server."""
+    declared_tools = DeclaredToolChecks()
     turns = build_turns(
         ports.uows,
         ports.llm,
@@ -140,13 +145,17 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
         relay=ports.relay,
         metrics=ports.metrics,
         quotas=settings.api_keys.tenant_quotas,
+        declared_tools=declared_tools,
     )
     return UseCases(
         turns=turns.handler,
         turn_streams=turns.streams,
         turn_canceller=turns.canceller,
         sessions=SessionHandler(
-            ports.uows, ports.agents, max_instructions_bytes=settings.turns.max_message_bytes
+            ports.uows,
+            ports.agents,
+            max_instructions_bytes=settings.turns.max_message_bytes,
+            declared_tools=declared_tools,
         ),
         turn_queries=TurnQueries(ports.uows),
         usage=UsageQueries(ports.uows),

@@ -14,6 +14,7 @@ from agent_runtime.application.commands import (
     ListSessions,
     UpdateSession,
 )
+from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.session_lookup import live_session, session_id_retired
 from agent_runtime.application.session_settings import (
@@ -74,13 +75,17 @@ class SessionHandler:
         ids: IdFactory = new_id,
         tools: ToolFilterService | None = None,
         max_instructions_bytes: int = DEFAULT_MAX_INSTRUCTIONS_BYTES,
+        declared_tools: DeclaredToolChecks | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._agents = agents
         self._now = clock
         self._ids = ids
         self._settings = SessionSettings(
-            agents, tools or ToolFilterService(), max_instructions_bytes=max_instructions_bytes
+            agents,
+            tools or ToolFilterService(),
+            max_instructions_bytes=max_instructions_bytes,
+            declared_tools=declared_tools,
         )
 
     async def create(self, cmd: CreateSession) -> SessionDetails:
@@ -99,7 +104,7 @@ class SessionHandler:
             tools=cmd.tools,
             generation=cmd.generation,
         )
-        self._settings.check(session)
+        await self._settings.check(session)
         exists = AlreadyExists(
             f"session {session.session_id} already exists",
             reason="SESSION_EXISTS",
@@ -131,6 +136,8 @@ class SessionHandler:
         start, and the agent may not change under it)."""
         validate_session_id(cmd.session_id)
         paths = update_paths(cmd.paths)
+        if "tools" in paths:  # before the transaction: a schema's check may take a while
+            await self._settings.check_tools(cmd.tools, "session.tools")
         async with self._uow_factory(cmd.tenant_id) as uow:
             session = await live_session(uow, cmd.session_id)
             changed = self._settings.updated(session, cmd, paths)

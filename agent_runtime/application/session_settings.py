@@ -5,15 +5,17 @@ mask (AIP-134)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from agent_runtime.application.commands import ListedGrant, UpdateSession
+from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import FieldViolation, InvalidInput
 from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Session
 from agent_runtime.domain.tool_filter import ToolFilterService
-from agent_runtime.domain.tool_schemas import check_declared_tools
+from agent_runtime.domain.tools import ToolDefinition
 
 GENERATION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
 # What UpdateSession may change; "*" is all of them.
@@ -34,15 +36,29 @@ _GRANTS = "session.approval_grants"
 
 class SessionSettings:
     def __init__(
-        self, agents: AgentCatalogue, tools: ToolFilterService, *, max_instructions_bytes: int
+        self,
+        agents: AgentCatalogue,
+        tools: ToolFilterService,
+        *,
+        max_instructions_bytes: int,
+        declared_tools: DeclaredToolChecks | None = None,
     ) -> None:
         self._agents = agents
         self._tools = tools
         self._max_instructions = max_instructions_bytes
+        self._declared_tools = declared_tools or DeclaredToolChecks()
 
-    def check(self, session: Session, prefix: str = "") -> None:
-        """Raise InvalidInput for settings the session cannot have; field names start with
-        `prefix` (e.g. "session." for UpdateSession)."""
+    async def check(self, session: Session) -> None:
+        """Raise InvalidInput for settings a new session cannot have."""
+        self._check_instructions(session, "")
+        await self.check_tools(session.tools, "tools")
+        self._check_generation(session, "")
+
+    async def check_tools(self, tools: Sequence[ToolDefinition], field: str) -> None:
+        """Raise InvalidInput for declared tools a session cannot have."""
+        await self._declared_tools.check(tools, field, reserved=self._tools.builtin_names)
+
+    def _check_instructions(self, session: Session, prefix: str) -> None:
         size = len(session.instructions.encode("utf-8", "surrogatepass"))
         if size > self._max_instructions:
             raise InvalidInput.field(
@@ -50,7 +66,8 @@ class SessionSettings:
                 f"is {size} bytes; the limit is {self._max_instructions}",
                 reason="MESSAGE_TOO_LARGE",
             )
-        check_declared_tools(session.tools, f"{prefix}tools", reserved=self._tools.builtin_names)
+
+    def _check_generation(self, session: Session, prefix: str) -> None:
         session.generation.validate(f"{prefix}generation")
         choice = session.generation.tool_choice
         if choice is not None and choice.mode is ToolChoiceMode.TOOL:
@@ -66,8 +83,10 @@ class SessionSettings:
 
     def updated(self, session: Session, cmd: UpdateSession, paths: frozenset[str]) -> Session:
         """A copy of `session` with the settings the update mask names (`paths`, from
-        update_paths) set from `cmd`, checked. The approval grants are not settings of the
-        session's row: see grants_to_revoke."""
+        update_paths) set from `cmd`, checked but for the declared tools: the caller checks
+        `cmd.tools` with check_tools first, outside the transaction (a schema's check may take
+        a while); the session's own were checked when declared. The approval grants are not
+        settings of the session's row: see grants_to_revoke."""
         changed = dataclasses.replace(session)
         if "title" in paths:
             changed.title = cmd.title
@@ -92,7 +111,8 @@ class SessionSettings:
             }
             if picked:
                 changed.generation = dataclasses.replace(changed.generation, **picked)
-        self.check(changed, "session.")
+        self._check_instructions(changed, "session.")
+        self._check_generation(changed, "session.")
         return changed
 
 

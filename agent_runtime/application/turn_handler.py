@@ -75,7 +75,7 @@ class TurnHandler:
         """Run one turn. Raises DomainError before TurnStarted; afterwards every failure is
         an Error chunk and TurnCompleted. A retry (same client_message_id, same input)
         streams the original turn instead."""
-        self._validator.validate(cmd)
+        await self._validator.validate(cmd)
         async with self._uow_factory(cmd.tenant_id) as uow:
             # 1-2. Claim the session and record the input (not committed yet).
             opened = await self._opener.open(uow, cmd)

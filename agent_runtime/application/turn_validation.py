@@ -14,6 +14,7 @@ from agent_runtime.application.commands import (
     SwitchAgent,
     TurnCommand,
 )
+from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import (
@@ -23,7 +24,6 @@ from agent_runtime.domain.model import (
     validate_session_id,
     validate_short_text,
 )
-from agent_runtime.domain.tool_schemas import check_declared_tools
 from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 # The width of the column it is stored in (turns.client_message_id).
@@ -34,11 +34,17 @@ MAX_GRANT_GLOB_CHARS = 1024
 
 
 class TurnValidator:
-    def __init__(self, agents: AgentCatalogue, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        agents: AgentCatalogue,
+        max_message_bytes: int,
+        declared_tools: DeclaredToolChecks | None = None,
+    ) -> None:
         self._agents = agents
         self._max_bytes = max_message_bytes
+        self._declared_tools = declared_tools or DeclaredToolChecks()
 
-    def validate(self, cmd: TurnCommand) -> None:
+    async def validate(self, cmd: TurnCommand) -> None:
         if cmd.session_id:
             validate_session_id(cmd.session_id)
         elif not isinstance(cmd, SendUserMessage | SwitchAgent):
@@ -53,7 +59,7 @@ class TurnValidator:
         if not isinstance(cmd, SwitchAgent):
             cmd.generation.validate("generation")
             if cmd.tools:
-                check_declared_tools(cmd.tools, "tools", reserved=TOOL_CATALOGUE)
+                await self._declared_tools.check(cmd.tools, "tools", reserved=TOOL_CATALOGUE)
         match cmd:
             case SendUserMessage():
                 if not cmd.content.strip():

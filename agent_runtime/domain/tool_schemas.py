@@ -6,12 +6,19 @@ knows (MCP servers often still write draft-07). Nothing is ever fetched: a "$ref
 inside the schema. A declared schema is bounded in size and depth, since a client may be
 hostile: it is stored with the session and checked against every call of the tool, in
 bounded time (argument_check.py); its patterns are bounded when declared (schema_patterns.py).
+
+Checking a schema's validity (schema_validity_problem) is the costly part: jsonschema checks
+it against its draft's metaschema, about 0.2 ms per subschema with Draft 2020-12, seconds for
+64 KiB of them. So it comes last, once all that costs little passes (names, descriptions, each
+schema's size and depth, the tools' count and size together): a declaration checks at most
+MAX_DECLARED_TOOLS_BYTES of schemas. Where that check runs is the application's business
+(application/declared_tools.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, cast
 
 from jsonschema import Draft202012Validator, SchemaError
@@ -43,12 +50,24 @@ _DRAFT: type[Validator] = Draft202012Validator
 EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 
+# Why a schema (within its bounds: schema_bounds_problem) is not a valid one; None if it is.
+ValidityCheck = Callable[[dict[str, Any]], str | None]
+
+
 def check_declared_tools(
-    tools: Sequence[ToolDefinition], field: str, *, reserved: Collection[str]
+    tools: Sequence[ToolDefinition],
+    field: str,
+    *,
+    reserved: Collection[str],
+    validity: ValidityCheck | None = None,
 ) -> None:
     """Raise InvalidInput naming each tool that cannot be declared: a bad name, description
     or schema, or too many or too large together (INVALID_TOOL_DEFINITION); a name that is a
-    built-in tool's (`reserved`) or another's in the list (TOOL_NAME_CLASH)."""
+    built-in tool's (`reserved`) or another's in the list (TOOL_NAME_CLASH).
+
+    Each schema's validity, the costly part, is checked (by `validity`, by default
+    schema_validity_problem) last, only when all else passes: the tools are then at most
+    MAX_DECLARED_TOOLS_BYTES together."""
     clashes: list[FieldViolation] = []
     problems: list[FieldViolation] = []
     seen: set[str] = set()
@@ -74,10 +93,17 @@ def check_declared_tools(
                     f"tool '{shown}': at most {MAX_DESCRIPTION_CHARS} characters",
                 )
             )
-        if (problem := schema_problem(tool.parameters)) is not None:
+        if (problem := schema_bounds_problem(tool.parameters)) is not None:
             problems.append(FieldViolation(f"{where}.parameters", f"tool '{shown}': {problem}"))
     if not problems:
         problems += _too_many(tools, field)
+    if not problems:
+        check = validity or schema_validity_problem
+        for index, tool in enumerate(tools):
+            if (problem := check(tool.parameters)) is not None:
+                problems.append(
+                    FieldViolation(f"{field}[{index}].parameters", f"tool '{tool.name}': {problem}")
+                )
     _raise(problems + clashes, "INVALID_TOOL_DEFINITION" if problems else "TOOL_NAME_CLASH")
 
 
@@ -137,6 +163,14 @@ def _raise(violations: list[FieldViolation], reason: str) -> None:
 
 def schema_problem(schema: object) -> str | None:
     """Why `schema` cannot be a declared tool's parameters; None when it can."""
+    if (problem := schema_bounds_problem(schema)) is not None:
+        return problem
+    return schema_validity_problem(cast(dict[str, Any], schema))
+
+
+def schema_bounds_problem(schema: object) -> str | None:
+    """What little costs to check of a schema: an object, JSON, at most MAX_SCHEMA_DEPTH deep
+    and MAX_SCHEMA_BYTES long. None when it is, and may be checked further."""
     if not isinstance(schema, dict):
         return "the schema must be a JSON object"
     if _depth(schema) > MAX_SCHEMA_DEPTH:
@@ -147,6 +181,12 @@ def schema_problem(schema: object) -> str | None:
         return f"the schema is not JSON: {exc}"
     if size > MAX_SCHEMA_BYTES:
         return f"the schema is {size} bytes; at most {MAX_SCHEMA_BYTES}"
+    return None
+
+
+def schema_validity_problem(schema: dict[str, Any]) -> str | None:
+    """Why `schema`, within its bounds (schema_bounds_problem), is not a valid JSON Schema of
+    a tool's parameters; None when it is. Costly: see the module's docstring."""
     cls = validator_for(schema, default=_UNKNOWN_DRAFT if "$schema" in schema else _DRAFT)
     if cls is _UNKNOWN_DRAFT:
         return f"unknown $schema '{str(schema.get('$schema'))[:100]}' (use Draft 2020-12)"

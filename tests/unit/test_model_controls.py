@@ -162,6 +162,38 @@ def test_declared_tools_are_checked_together_and_each_problem_names_its_tool() -
     assert clash.value.reason == "TOOL_NAME_CLASH"
 
 
+def test_a_schemas_validity_is_checked_last_once_all_else_passes() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def validity(schema: dict[str, Any]) -> str | None:
+        asked.append(schema)
+        return "the validity's own problem" if schema.get("title") == "bad" else None
+
+    # Five of 60 KiB: too large together, however valid each may be.
+    big = [declared_tool(f"t{i}", "", {"description": "x" * 60_000}) for i in range(5)]
+    with pytest.raises(InvalidInput, match="at most 262144"):
+        check_declared_tools(big, "tools", reserved=(), validity=validity)
+    with pytest.raises(InvalidInput, match="must be 1 to 64"):
+        check_declared_tools(
+            [declared_tool("bad name", "", OBJECT), declared_tool("t", "", OBJECT)],
+            "tools",
+            reserved=(),
+            validity=validity,
+        )
+    assert asked == []
+
+    bad = {"type": "object", "title": "bad"}
+    tools = [declared_tool("ok", "", OBJECT), declared_tool("read_file", "", bad)]
+    with pytest.raises(InvalidInput) as caught:
+        check_declared_tools(tools, "tools", reserved=TOOL_CATALOGUE, validity=validity)
+    assert asked == [OBJECT, bad]
+    assert caught.value.reason == "INVALID_TOOL_DEFINITION"
+    assert [(v.field, v.description) for v in caught.value.violations] == [
+        ("tools[1].parameters", "tool 'read_file': the validity's own problem"),
+        ("tools[1].name", "tool 'read_file' is the name of a built-in tool"),
+    ]
+
+
 def test_arguments_are_checked_against_the_schema_and_the_problems_bounded() -> None:
     lint = declared_tool(
         "lint",
