@@ -42,6 +42,10 @@ MAX_SCHEMA_BYTES = 64 * 1024  # one tool's schema, as compact JSON
 MAX_DECLARED_TOOLS_BYTES = 256 * 1024
 # Objects and arrays inside one another: as the model's arguments may nest (untrusted_output.py).
 MAX_SCHEMA_DEPTH = 20
+# Objects in one schema: checking costs about 0.2 ms per object, so this bounds a declared
+# schema's check to about a second of CPU (64 KiB of "{}" would be 20,000 of them). An
+# ordinary tool's schema has tens.
+MAX_SCHEMA_OBJECTS = 4096
 _ROOT = "urn:agent-runtime:tool-schema"
 # validator_for's answer for a "$schema" it does not know.
 _UNKNOWN_DRAFT = cast(type[Validator], object())
@@ -173,8 +177,11 @@ def schema_bounds_problem(schema: object) -> str | None:
     and MAX_SCHEMA_BYTES long. None when it is, and may be checked further."""
     if not isinstance(schema, dict):
         return "the schema must be a JSON object"
-    if _depth(schema) > MAX_SCHEMA_DEPTH:
+    depth, objects = _shape(schema)
+    if depth > MAX_SCHEMA_DEPTH:
         return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+    if objects > MAX_SCHEMA_OBJECTS:
+        return f"the schema has more than {MAX_SCHEMA_OBJECTS} objects"
     try:
         size = len(json.dumps(schema, separators=(",", ":"), allow_nan=False))
     except (TypeError, ValueError) as exc:  # NaN or Infinity, which JSON cannot hold
@@ -244,16 +251,19 @@ def _all(pending: list[Resource[Any]]) -> Iterator[Resource[Any]]:
         pending.extend(resource.subresources())
 
 
-def _depth(node: object) -> int:
-    """Objects and arrays inside one another (iterative: a hostile schema is not recursed)."""
-    deepest = 0
+def _shape(node: object) -> tuple[int, int]:
+    """How deep objects and arrays nest, and how many objects there are, each counted up to
+    just past its bound (iterative: a hostile schema is not recursed)."""
+    deepest = objects = 0
     pending: list[tuple[object, int]] = [(node, 1)]
     while pending:
         item, depth = pending.pop()
         if isinstance(item, dict | list):
             deepest = max(deepest, depth)
-            if deepest > MAX_SCHEMA_DEPTH:
-                return deepest
+            if isinstance(item, dict):
+                objects += 1
+            if deepest > MAX_SCHEMA_DEPTH or objects > MAX_SCHEMA_OBJECTS:
+                break
             children = item.values() if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
-    return deepest
+    return deepest, objects

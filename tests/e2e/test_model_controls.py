@@ -440,15 +440,21 @@ async def test_a_request_tool_the_session_declares_already_is_a_clash(
     assert "declared on the session already" in error.field_violations[0][1]
 
 
-async def test_a_huge_or_deep_schema_is_refused(client: Client) -> None:
+async def test_a_huge_deep_or_crowded_schema_is_refused(client: Client) -> None:
     deep: dict[str, Any] = {"type": "object"}
     node = deep
     for _ in range(12):  # 25 levels: within what protobuf carries, past what a schema may
         node["properties"] = {"x": {"type": "object"}}
         node = node["properties"]["x"]
     huge = {"type": "object", "description": "x" * 70_000}
+    # 5,000 objects in 15 KB: each costs its share of the (seconds long) validity check.
+    crowded = {"type": "object", "anyOf": [{} for _ in range(5_000)]}
 
-    for schema, says in ((deep, "nests deeper"), (huge, "bytes; at most")):
+    for schema, says in (
+        (deep, "nests deeper"),
+        (huge, "bytes; at most"),
+        (crowded, "more than 4096 objects"),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await create(client, "s1", tools=[tool("t", schema)])
         error = rich_error(caught.value)

@@ -11,8 +11,10 @@ from agent_runtime.domain.argument_check import MAX_PROBLEMS, argument_problems
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
 from agent_runtime.domain.tool_schemas import (
+    MAX_SCHEMA_OBJECTS,
     check_beside_the_session,
     check_declared_tools,
+    schema_bounds_problem,
     schema_problem,
 )
 from agent_runtime.domain.tools import TOOL_CATALOGUE, declared_tool
@@ -127,6 +129,15 @@ def test_a_schema_nested_too_deep_is_refused_without_recursing() -> None:
         node["properties"] = {"x": child}
         node = child
     assert "nests deeper" in (schema_problem(schema) or "")
+
+
+def test_a_schema_of_too_many_objects_is_refused_before_its_costly_check() -> None:
+    at_the_bound = {"type": "object", "anyOf": [{} for _ in range(MAX_SCHEMA_OBJECTS - 1)]}
+    past_it = {"type": "object", "anyOf": [{} for _ in range(MAX_SCHEMA_OBJECTS)]}
+    assert schema_bounds_problem(at_the_bound) is None
+    assert (
+        schema_bounds_problem(past_it) == f"the schema has more than {MAX_SCHEMA_OBJECTS} objects"
+    )
 
 
 def test_declared_tools_are_checked_together_and_each_problem_names_its_tool() -> None:
