@@ -113,7 +113,7 @@ def to_command(request: rt.StreamMessageRequest, tenant_id: str) -> TurnCommand:
         "tenant_id": tenant_id,
     }
     kind = request.WhichOneof("input")
-    if kind in ("user_message", "tool_result", "approval_decision"):
+    if kind is not None and kind != "switch_agent":  # switch_agent calls no model
         # What this request sets for the model calls of its turn.
         common["generation"] = generation_from_proto(request.generation)
         common["tools"] = tools_from_proto(request.tools, "tools")

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
 from tests.support.grpc_helpers import decision, read_rest, rich_error, user_message
@@ -108,6 +109,26 @@ async def test_an_edit_replaces_a_user_message_and_drops_what_came_after(
         ses.GetTurnRequest(session_id="s1", turn_id=edited[0].turn_id)
     )
     assert turn.turn.input_message_id == visible[0].message_id
+
+
+async def test_a_regenerate_and_an_edit_send_the_model_their_own_settings_and_tools(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    def with_controls(request: rt.StreamMessageRequest) -> rt.StreamMessageRequest:
+        request.generation.temperature = 0.9
+        request.tools.append(mc.ToolDefinition(name="ide_lint", description="Lint in the IDE"))
+        return request
+
+    model_server.enqueue(text_answer("a1"), text_answer("a2"), text_answer("a3"))
+    first = await client.turn(user_message("s1", "lint a.py"))
+    await client.turn(with_controls(regenerate("s1")))
+    asked = first[0].turn_started.input_message_id
+    await client.turn(with_controls(edit("s1", asked, "lint b.py")))
+
+    regenerated, edited = model_server.requests[1:]
+    for body in (regenerated, edited):
+        assert body.get("temperature") == 0.9
+        assert "ide_lint" in [tool["function"]["name"] for tool in body.get("tools", [])]
 
 
 async def test_a_call_waiting_for_approval_in_the_dropped_part_is_closed_first(
