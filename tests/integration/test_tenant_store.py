@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.domain.events import Event, EventType
@@ -16,7 +14,7 @@ from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db import migrate
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
-from tests.support.databases import BACKENDS, database_for
+from tests.support.databases import BACKENDS, database_for, migrate_to
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -30,15 +28,9 @@ async def test_rows_from_before_tenants_belong_to_the_default_tenant(
 
 
 async def _check_rows_from_before_tenants(engine: AsyncEngine) -> None:
-
-    def upgrade_to_0003(connection: Connection) -> None:
-        config = migrate._config()
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
-
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(upgrade_to_0003)
+            await migrate_to(connection, "0003")
             for statement in (
                 "INSERT INTO sessions VALUES ('s1', 'coder', 'old', 1, NULL, "
                 "'2026-01-01 00:00:00', '2026-01-01 00:00:00', NULL)",

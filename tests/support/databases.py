@@ -17,9 +17,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from alembic import command
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agent_runtime.infrastructure.db import migrate
 from agent_runtime.infrastructure.db.engine import create_engine, normalise_database_url
 
 POSTGRES_URL_VARIABLE = "AGENT_RUNTIME_TEST_POSTGRES_URL"
@@ -88,6 +90,17 @@ async def query(database_url: str, sql: str, **params: Any) -> Sequence[tuple[An
             return [tuple(row) for row in result.all()]
     finally:
         await engine.dispose()
+
+
+async def migrate_to(connection: AsyncConnection, revision: str) -> None:
+    """The schema as that revision left it: to put rows from before a later migration."""
+
+    def upgrade(sync_connection: Connection) -> None:
+        config = migrate._config()
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, revision)
+
+    await connection.run_sync(upgrade)
 
 
 @asynccontextmanager

@@ -3,10 +3,12 @@
 Turns count their model and tool calls and their time to first token; sessions add up the
 tokens of their ended turns, and tenant_usage_days those of a tenant per UTC day (the daily
 token quota); messages may be superseded by a later turn (regenerate, edit_message); an
-approval keeps the rule that asked; approval_grants holds APPROVE_ALWAYS grants.
+approval keeps the rule that asked; approval_grants holds APPROVE_ALWAYS grants. The turns
+that ended before the upgrade are counted in both totals, as the commit that ends a turn
+counts it now.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -19,6 +21,24 @@ revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+# The statuses of a turn whose ending commit counted its usage (TurnRecorder.save): an
+# interrupted turn ended without one, so it is counted nowhere (nor in GetUsage's reports).
+_COUNTED = "('completed', 'failed', 'cancelled')"
+# A session's turns that count; `sessions` is the row being updated.
+_SESSION_TURNS = (
+    "FROM turns AS t WHERE t.tenant_id = sessions.tenant_id"
+    f" AND t.session_id = sessions.session_id AND t.status IN {_COUNTED}"
+)
+# The UTC day (YYYY-MM-DD) a turn ended, as usage_day() makes it. SQLite keeps UTC times as
+# text, 'YYYY-MM-DD HH:MM:SS.ffffff'; finished_at is always set on an ended turn, started_at
+# only guards the day's NOT NULL.
+_ENDED_AT = "COALESCE(finished_at, started_at)"
+_UTC_DAY = {
+    "sqlite": f"substr({_ENDED_AT}, 1, 10)",
+    "postgresql": f"to_char({_ENDED_AT} AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
 
 
 def _zero(name: str, kind: type[sa.Integer] = sa.Integer) -> sa.Column[int]:
@@ -71,6 +91,24 @@ def upgrade() -> None:
         _zero("prompt_tokens", sa.BigInteger),
         _zero("completion_tokens", sa.BigInteger),
         _zero("turns"),
+    )
+    _count_ended_turns()
+
+
+def _count_ended_turns() -> None:
+    """Sessions' totals and tenants' days, from the turns that ended before the upgrade."""
+    op.execute(
+        "UPDATE sessions SET"
+        f" prompt_tokens = (SELECT COALESCE(SUM(t.prompt_tokens), 0) {_SESSION_TURNS}),"
+        f" completion_tokens = (SELECT COALESCE(SUM(t.completion_tokens), 0) {_SESSION_TURNS}),"
+        f" counted_turns = (SELECT COUNT(*) {_SESSION_TURNS})"
+        f" WHERE EXISTS (SELECT 1 {_SESSION_TURNS})"
+    )
+    day = _UTC_DAY[op.get_bind().dialect.name]
+    op.execute(
+        "INSERT INTO tenant_usage_days (tenant_id, day, prompt_tokens, completion_tokens, turns)"
+        f" SELECT tenant_id, {day}, SUM(prompt_tokens), SUM(completion_tokens), COUNT(*)"
+        f" FROM turns WHERE status IN {_COUNTED} GROUP BY tenant_id, {day}"
     )
 
 
