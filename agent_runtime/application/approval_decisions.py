@@ -113,7 +113,8 @@ class ApprovalDecisions:
         """Record "allow for the rest of this session" for calls like this one: the rule the
         human chose must match the call they approve."""
         when: When = tuple(always_when.items())
-        if not arguments_match(when, call.arguments, self._tools.path_arguments(call.tool_name)):
+        paths = self._tools.path_arguments(call.tool_name, turn.declared_tools)
+        if not arguments_match(when, call.arguments, paths):
             raise InvalidInput.field(
                 "approval_decision.always_when",
                 f"must match the call being approved ({call.tool_name} with its arguments): "

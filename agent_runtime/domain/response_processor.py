@@ -115,7 +115,7 @@ class LLMResponseProcessor:
         outcome = agent.approval_policy.decide(
             call.tool_name,
             call.arguments,
-            path_arguments=self._tools.path_arguments(call.tool_name),
+            path_arguments=self._tools.path_arguments(call.tool_name, declared),
             grants=grants,
         )
         if outcome.action is RuleAction.DENY:
@@ -124,7 +124,7 @@ class LLMResponseProcessor:
         tool = self._tools.offered(agent, call.tool_name, declared)
         if not asks and outcome.grant_id == "" and tool is not None and tool.requires_approval:
             # The client declared the tool as needing a human: asked, unless a grant allows it.
-            outcome = _declared_as_risky(call, grants, self._tools.path_arguments(call.tool_name))
+            outcome = _declared_as_risky(call, grants, tool.path_arguments)
             asks = outcome.action is RuleAction.ASK
         return ToolCallDecision(
             content=response.content,

@@ -28,10 +28,14 @@ class ToolFilterService:
         offered = [tool for name, tool in self._catalogue.items() if name in allowed]
         return offered + [tool for tool in declared if agent.may_use_declared(tool.name)]
 
-    def path_arguments(self, tool_name: str) -> tuple[str, ...]:
-        """The arguments of `tool_name` that are filesystem paths (none for a tool not in
-        the catalogue)."""
-        tool = self._catalogue.get(tool_name)
+    def path_arguments(
+        self, tool_name: str, declared: Sequence[ToolDefinition] = ()
+    ) -> tuple[str, ...]:
+        """The arguments of `tool_name` (built-in, or one of the `declared` tools) that are
+        filesystem paths; none for a tool neither knows."""
+        tool = self._catalogue.get(tool_name) or next(
+            (tool for tool in declared if tool.name == tool_name), None
+        )
         return tool.path_arguments if tool is not None else ()
 
     def problems(

@@ -21,12 +21,23 @@ class ToolDefinition:
     requires_approval: bool = False
 
 
+# The argument names the built-in tools give their paths. A declared tool's arguments of
+# these names are paths too: approval rules' `when` globs and agents' path restrictions see
+# them as they see a built-in tool's.
+PATH_ARGUMENT_NAMES: tuple[str, ...] = ("path", "source", "destination", "cwd")
+
+
 def declared_tool(
     name: str, description: str, parameters: dict[str, Any], *, requires_approval: bool = False
 ) -> ToolDefinition:
     """A client's tool as received (check it with tool_schemas.check_declared_tools)."""
     return ToolDefinition(
-        name, description, parameters, declared=True, requires_approval=requires_approval
+        name,
+        description,
+        parameters,
+        PATH_ARGUMENT_NAMES,
+        declared=True,
+        requires_approval=requires_approval,
     )
 
 

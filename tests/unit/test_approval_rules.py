@@ -3,6 +3,7 @@ the policy decides and which rule decided it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent_runtime.domain.response_processor import (
     ToolCallDecision,
 )
 from agent_runtime.domain.tool_filter import ToolFilterService
+from agent_runtime.domain.tools import declared_tool
 from agent_runtime.infrastructure.agents_file import AgentsFileError, parse_agents
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -174,6 +176,59 @@ def test_the_processor_asks_names_the_rule_and_refuses_what_a_rule_denies() -> N
         "Tool call refused by the runtime: approval rule #3 "
         "('execute_command' when command='rm *') denies this call"
     )
+
+
+DECLARED_RULES = """
+[agents.coder]
+approval_rules = [
+  {tool = "ide_write", when.path = "docs/*", action = "allow"},
+  {tool = "ide_move", when.destination = "archive/*", action = "deny"},
+  "ide_*",
+]
+[[agents.coder.path_restrictions]]
+tools = ["ide_write"]
+allowed_path_regex = "[.]md$"
+"""
+IDE_WRITE = declared_tool(
+    "ide_write",
+    "Write a file in the IDE",
+    {"type": "object", "properties": {"path": {}}, "required": ["path"]},  # any JSON value
+)
+IDE_MOVE = declared_tool("ide_move", "Move a file in the IDE", {"type": "object"})
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "decided"),
+    [
+        ("ide_write", {"path": "docs/a.md"}, "allowed"),
+        ("ide_write", {"path": "./docs/deep/a.md"}, "allowed"),
+        ("ide_write", {"path": "docs\\a.md"}, "allowed"),
+        ("ide_write", {"path": "src/../docs/a.md"}, "allowed"),
+        # As for a built-in tool: a path is matched as the workspace path it names...
+        ("ide_write", {"path": "docs/../src/notes.md"}, "asked"),
+        # ...one that leaves the workspace, or is not a string, matches no `when` glob...
+        ("ide_write", {"path": "docs/../../docs/a.md"}, "asked"),
+        ("ide_write", {"path": "/home/me/docs/a.md"}, "asked"),
+        ("ide_write", {"path": ["docs/a.md"]}, "asked"),
+        # ...and the agent's path restrictions apply to it.
+        ("ide_write", {"path": "docs/a.py"}, "refused"),
+        ("ide_move", {"source": "a", "destination": "./archive/a"}, "refused"),
+        ("ide_move", {"source": "a", "destination": "archive/../a"}, "asked"),
+    ],
+)
+def test_a_declared_tools_path_arguments_are_matched_as_a_built_in_tools_are(
+    tool: str, arguments: dict[str, Any], decided: str
+) -> None:
+    coder = parse_agents(DECLARED_RULES).get("coder")
+    call = _call(tool, json.dumps(arguments))
+    decision = LLMResponseProcessor().process(call, coder, (IDE_WRITE, IDE_MOVE))
+    match decision:
+        case ToolCallDecision(requires_approval=True):
+            assert decided == "asked"
+        case ToolCallDecision():
+            assert decided == "allowed"
+        case _:
+            assert isinstance(decision, RejectedToolCall) and decided == "refused", decision
 
 
 def test_the_builtin_default_rules_ask_for_writes_and_commands() -> None:
