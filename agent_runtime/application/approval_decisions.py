@@ -13,7 +13,7 @@ from agent_runtime.application.opening import Opening
 from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
-from agent_runtime.domain.approval import ApprovalGrant, When, arguments_match
+from agent_runtime.domain.approval import ApprovalGrant, RuleAction, When, arguments_match
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import (
@@ -76,6 +76,15 @@ class ApprovalDecisions:
         if cmd.verdict is ApprovalVerdict.EDIT:
             call = ToolCallRecord(call.call_id, call.tool_name, dict(cmd.edited_arguments or {}))
             problems = self._tools.problems(turn.agent, call, turn.declared_tools)
+            if not problems:
+                # The human stands in for a rule that asks, never for one that denies.
+                outcome = turn.agent.approval_policy.decide(
+                    call.tool_name,
+                    call.arguments,
+                    path_arguments=self._tools.path_arguments(call.tool_name, turn.declared_tools),
+                )
+                if outcome.action is RuleAction.DENY:
+                    problems.append(outcome.reason)
             if problems:
                 raise InvalidInput.field(
                     "approval_decision.edited_arguments",

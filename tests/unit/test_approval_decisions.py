@@ -13,6 +13,7 @@ from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.infrastructure.agents_file import parse_agents
 from tests.fakes import text_answer
 from tests.unit.test_conversation import Conversation, body_of, stop_of, tool_answer
 
@@ -55,6 +56,35 @@ async def test_an_edit_is_noted_for_the_model_with_both_arguments_and_the_feedba
         "right file]\n\nwrote 3 bytes"
     )
     convo.assert_history_valid()
+
+
+async def test_an_edit_into_a_call_a_rule_denies_is_refused_and_the_approval_stays_open() -> None:
+    rules = """
+[agents.coder]
+approval_rules = [{tool = "execute_command", when.command = "rm *", action = "deny"}, "*"]
+"""
+    convo = Conversation(
+        tool_answer("execute_command", '{"command": "ls"}', "call_x"),
+        agents=parse_agents(rules),
+    )
+    await convo.say("list the files")
+    with pytest.raises(InvalidInput) as refused:
+        await convo.send(
+            decide("call_x", ApprovalVerdict.EDIT, edited_arguments={"command": "rm -rf /"})
+        )
+    assert refused.value.reason == "INVALID_TOOL_ARGUMENTS"
+    assert [(v.field, v.description) for v in refused.value.violations] == [
+        (
+            "approval_decision.edited_arguments",
+            "approval rule #1 ('execute_command' when command='rm *') denies this call",
+        )
+    ]
+    assert convo.status_of("call_x") is ApprovalStatus.PENDING
+    # An edit the rules only ask about is the human's to make.
+    edited = await convo.send(
+        decide("call_x", ApprovalVerdict.EDIT, edited_arguments={"command": "ls -a"})
+    )
+    assert body_of(edited, chunks.ToolCall).arguments == {"command": "ls -a"}
 
 
 async def test_approve_feedback_reaches_the_model_and_a_plain_approve_adds_nothing() -> None:

@@ -23,7 +23,7 @@ from agent_runtime.application.ports import ChatRequest
 from agent_runtime.application.turn_inputs import SUPERSEDED_TOOL_RESULT
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.domain import chunks
-from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.agents import AgentCatalogue, default_agents
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
@@ -47,14 +47,19 @@ class Clock:
 
 
 class Conversation:
-    def __init__(self, *answers: list[ModelEvent | BaseException], **settings: Any) -> None:
+    def __init__(
+        self,
+        *answers: list[ModelEvent | BaseException],
+        agents: AgentCatalogue | None = None,
+        **settings: Any,
+    ) -> None:
         self.model = ScriptedModel(*answers)
         self.uows = FakeUnitOfWorkFactory()
         self.clock = Clock()
         self.handler = build_turns(
             self.uows,
             self.model,
-            default_agents(),
+            agents or default_agents(),
             TurnSettings(**settings),
             default_model="m",
             clock=self.clock,
