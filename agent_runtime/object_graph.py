@@ -12,6 +12,7 @@ from agent_runtime.api.server import UseCases
 from agent_runtime.application.agent_routing import AgentRouter
 from agent_runtime.application.answer_recorder import AnswerRecorder
 from agent_runtime.application.approval_decisions import ApprovalDecisions
+from agent_runtime.application.call_ids import CallIds
 from agent_runtime.application.chunk_relay import ChunkRelay
 from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.application.event_watcher import EventWatcher
@@ -77,7 +78,8 @@ def build_turns(
         window_tokens=settings.context_window_tokens,
         max_tool_result_share=settings.context_max_tool_result_share,
     )
-    model = ModelStep(llm, tools, metrics, context=context)
+    call_ids = CallIds(uow_factory, ids)
+    model = ModelStep(llm, tools, metrics, context=context, call_ids=call_ids)
     router = AgentRouter(agents, model)
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
@@ -101,6 +103,7 @@ def build_turns(
         approval_ttl=settings.approval_ttl,
         clock=clock,
         ids=ids,
+        call_ids=call_ids,
     )
     collaborators = TurnCollaborators(
         validator=TurnValidator(agents, settings.max_message_bytes, declared_tools),

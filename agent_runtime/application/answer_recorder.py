@@ -13,13 +13,14 @@ import logging
 from datetime import timedelta
 
 from agent_runtime.application.agent_routing import SWITCH_MODE_TOOL, AgentRouter
+from agent_runtime.application.call_ids import CallIds
 from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
 from agent_runtime.domain.errors import ModelProtocolError
 from agent_runtime.domain.events import EventType
-from agent_runtime.domain.model import Approval, Role, StopReason, ToolCallRecord, is_valid_id
+from agent_runtime.domain.model import Approval, Role, StopReason, ToolCallRecord
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.response_processor import (
     FinalAnswer,
@@ -44,6 +45,7 @@ class AnswerRecorder:
         approval_ttl: timedelta,
         clock: Clock,
         ids: IdFactory,
+        call_ids: CallIds,
     ) -> None:
         self._processor = processor
         self._router = router
@@ -51,6 +53,7 @@ class AnswerRecorder:
         self._approval_ttl = approval_ttl
         self._now = clock
         self._ids = ids
+        self._call_ids = call_ids
 
     async def record(self, uow: UnitOfWork, turn: TurnRecorder, response: ModelResponse) -> None:
         """Record the answer. Afterwards the turn is finished (its final chunks recorded),
@@ -146,17 +149,11 @@ class AnswerRecorder:
     async def _unique_call_id(
         self, uow: UnitOfWork, turn: TurnRecorder, decision: _CallDecision
     ) -> _CallDecision:
-        """Give the call an id of our own if the model reused one this session already has,
-        or sent one a client could not answer (over 128 characters, or with control
-        characters: what a tool result's call_id may be).
-
-        Clients answer by call id, so ids must be unique per session; some servers count
-        from call_0 in every response.
-        """
+        """The call under an id unique in the session (CallIds). A streamed call has one
+        already, the one its ToolCallDelta chunks carried: it keeps it."""
         call = decision.call
-        if is_valid_id(call.call_id):
-            found = await uow.messages.find_tool_call(turn.session.session_id, call.call_id)
-            if found is None:
-                return decision
-        unique = ToolCallRecord(self._ids("call"), call.tool_name, call.arguments)
-        return dataclasses.replace(decision, call=unique)
+        unique = await self._call_ids.unique(uow.messages, turn.session.session_id, call.call_id)
+        if unique == call.call_id:
+            return decision
+        renamed = ToolCallRecord(unique, call.tool_name, call.arguments)
+        return dataclasses.replace(decision, call=renamed)

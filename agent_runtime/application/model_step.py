@@ -2,6 +2,9 @@
 
 No transaction is open while it runs: the commit before it ended the last one, and the
 statements after it begin the next. So a slow model never holds a database lock.
+
+A tool call the model streams gets its id (CallIds) when its first fragment comes: its
+ToolCallDelta chunks and its ToolCall carry that one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 
+from agent_runtime.application.call_ids import CallIds
 from agent_runtime.application.context_window import (
     ContextBudget,
     fit_context_window,
@@ -33,6 +37,7 @@ from agent_runtime.domain.model_output import (
     ReasoningText,
     StreamedOutput,
     TextDelta,
+    ToolCallFragment,
 )
 from agent_runtime.domain.tool_filter import ToolFilterService
 from agent_runtime.domain.tools import ToolDefinition
@@ -61,12 +66,14 @@ class ModelStep:
         metrics: RuntimeMetrics,
         *,
         context: ContextSettings,
+        call_ids: CallIds,
         calibration: TokenCalibration | None = None,
     ) -> None:
         self._llm = llm
         self._tools = tools
         self._metrics = metrics
         self._context = context
+        self._call_ids = call_ids
         self._calibration = calibration or TokenCalibration()
 
     def answer_request(self, turn: TurnRecorder, live: LiveTurn) -> ChatRequest:
@@ -111,7 +118,8 @@ class ModelStep:
         self, turn: TurnRecorder, live: LiveTurn, request: ChatRequest, *, answer: bool = True
     ) -> AsyncGenerator[ModelEvent, None]:
         """The call's text as it arrives (TextDelta, several tokens per delta when the turn
-        is busy), then its ModelResponse; the usage is added to the turn's.
+        is busy), then its ModelResponse; the usage is added to the turn's. A streamed tool
+        call's fragments, and the call in the response, carry the id it got (CallIds).
 
         `answer`: the text is the assistant's answer to the user: it counts as one of the
         turn's iterations, and is kept as an incomplete message if the turn ends early.
@@ -123,6 +131,7 @@ class ModelStep:
         first_output = True
         outcome = "error"
         response: ModelResponse | None = None
+        named: dict[str, str] = {}  # the model's id of a streamed call -> the one it got
         try:
             # Leaving the block (the client gone, CancelTurn) closes the model request at once.
             async with ModelReadAhead(self._llm.stream_chat(request)) as ahead:
@@ -131,8 +140,14 @@ class ModelStep:
                         first_output = False
                         self._metrics.model_first_token(time.monotonic() - started)
                         turn.calls.output_arrived()
-                    if isinstance(event, ModelResponse):
-                        response = event
+                    if isinstance(event, ToolCallFragment):
+                        if event.call_id not in named:
+                            named[event.call_id] = await self._call_ids.for_streamed_call(
+                                live.tenant_id, turn.session.session_id, event.call_id
+                            )
+                        event = replace(event, call_id=named[event.call_id])
+                    elif isinstance(event, ModelResponse):
+                        event = response = _with_call_ids(event, named)
                     elif answer and isinstance(event, TextDelta):
                         turn.calls.streamed(event.text)
                     yield event
@@ -151,6 +166,17 @@ class ModelStep:
             self._calibration.observe(
                 live.tenant_id, live.session_id, request.prompt_estimate, usage.prompt_tokens
             )
+
+
+def _with_call_ids(response: ModelResponse, named: dict[str, str]) -> ModelResponse:
+    """The response, its streamed calls under the ids they got."""
+    if not named:
+        return response
+    calls = tuple(
+        replace(call, call_id=named[call.call_id]) if call.call_id in named else call
+        for call in response.tool_calls
+    )
+    return replace(response, tool_calls=calls)
 
 
 def _applicable(generation: GenerationConfig, tools: Sequence[ToolDefinition]) -> GenerationConfig:

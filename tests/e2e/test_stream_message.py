@@ -23,7 +23,7 @@ from tests.support.fake_model_server import (
     text_answer,
     tool_call_answer,
 )
-from tests.support.grpc_helpers import kinds, rich_error, user_message
+from tests.support.grpc_helpers import kinds, rich_error, tool_result, user_message
 from tests.support.runtime_fixtures import Client
 from tests.support.waiting import eventually
 
@@ -185,6 +185,31 @@ async def test_tool_call_message_is_committed_before_the_chunk_arrives(
 
     page = await client.sessions.ListMessages(ses.ListMessagesRequest(session_id="s1"))
     assert page.messages[1].tool_calls[0].tool_name == "write_file"
+
+
+async def test_a_calls_deltas_and_the_call_share_one_new_id_when_the_server_reuses_ids(
+    client: Client, model_server: FakeModelServer
+) -> None:
+    # As vLLM and llama.cpp number calls: from call_0 in every response.
+    model_server.enqueue(
+        tool_call_answer("read_file", {"path": 7}, call_id="call_0"),  # refused: not a string
+        tool_call_answer("read_file", {"path": "a.py"}, call_id="call_0"),
+        tool_call_answer("read_file", {"path": "b.py"}, call_id="call_0"),  # the next turn's
+    )
+    first = await collect(client, user_message("s1", "read a.py"))
+    (answered,) = [c.tool_call.call_id for c in first if c.HasField("tool_call")]
+    second = await collect(client, tool_result("s1", answered, "A"))
+
+    ids: list[str] = []
+    for received in (first, second):
+        (call,) = [c.tool_call for c in received if c.HasField("tool_call")]
+        fragments: dict[str, str] = {}
+        for delta in (c.tool_call_delta for c in received if c.HasField("tool_call_delta")):
+            fragments[delta.call_id] = fragments.get(delta.call_id, "") + delta.arguments_fragment
+        assert json.loads(fragments.pop(call.call_id)) == json_format.MessageToDict(call.arguments)
+        ids += [call.call_id, *fragments]
+    assert ids[:2] == [answered, "call_0"]  # the refused call kept the model's id
+    assert len(set(ids)) == 3
 
 
 async def test_read_only_tool_needs_no_approval(

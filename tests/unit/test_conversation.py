@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -27,7 +28,12 @@ from agent_runtime.domain.agents import AgentCatalogue, default_agents
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
-from agent_runtime.domain.model_output import ModelEvent, ModelResponse, RequestedToolCall
+from agent_runtime.domain.model_output import (
+    ModelEvent,
+    ModelResponse,
+    RequestedToolCall,
+    ToolCallFragment,
+)
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.object_graph import build_turns
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
@@ -417,6 +423,36 @@ async def test_a_reused_call_id_gets_a_unique_one() -> None:
     await convo.send(
         SubmitToolResult("s1", second.call_id, "B", tenant_id=DEFAULT_TENANT)
     )  # accepted
+    convo.assert_history_valid()
+
+
+async def test_a_streamed_calls_fragments_and_the_call_carry_one_id_new_in_the_session() -> None:
+    def streamed(arguments: str) -> list[ModelEvent | BaseException]:
+        # As vLLM and llama.cpp number calls: from call_0 in every response.
+        return [
+            ToolCallFragment("call_0", "read_file", arguments),
+            ModelResponse("", (RequestedToolCall("call_0", "read_file", arguments),)),
+        ]
+
+    convo = Conversation(
+        streamed('{"path": 7}'),  # refused (not a string): the model tries again
+        streamed('{"path": "a.py"}'),
+        streamed('{"path": "b.py"}'),  # the next turn's
+    )
+    first = await convo.say("read a.py")
+    answered = body_of(first, chunks.ToolCall).call_id
+    second = await convo.send(SubmitToolResult("s1", answered, "A", tenant_id=DEFAULT_TENANT))
+
+    ids = []
+    for stream in (first, second):
+        call = body_of(stream, chunks.ToolCall)
+        fragments: dict[str, str] = {}
+        for delta in (c.body for c in stream if isinstance(c.body, chunks.ToolCallDelta)):
+            fragments[delta.call_id] = fragments.get(delta.call_id, "") + delta.arguments_fragment
+        assert json.loads(fragments.pop(call.call_id)) == call.arguments
+        ids += [call.call_id, *fragments]
+    assert body_of(first, chunks.ToolCall).arguments == {"path": "a.py"}
+    assert len(set(ids)) == len(ids) == 3  # the refused call's, and each turn's call
     convo.assert_history_valid()
 
 
