@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import socket
 import ssl
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from agent_runtime.domain.model_output import (
     RequestedToolCall,
     TextDelta,
 )
-from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
+from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition, declared_tool
 from agent_runtime.infrastructure.llm.endpoint import ModelEndpoint
 from agent_runtime.infrastructure.llm.http_client import (
     HTTP_TRANSPORTS,
@@ -315,6 +317,30 @@ async def test_every_request_carries_its_own_tools_whole(
         [wire(renamed)],
     ]
     assert all(body["stream"] is True for body in server.requests)
+
+
+async def test_a_declared_tool_is_not_kept_once_its_request_is_sent(
+    server: FakeModelServer, http: httpx.AsyncClient
+) -> None:
+    # Declared tools are new definitions every turn, MCP-sized (about 60 KB as JSON here):
+    # kept after their request, 40 turns would hold over 15 MB.
+    properties = {f"p{k}": {"type": "string", "description": "x" * 20} for k in range(900)}
+    raw = json.dumps({"type": "object", "properties": properties})
+    client = make_client(server, http)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for _ in range(40):
+            server.enqueue(text_answer("ok"))
+            tool = declared_tool("ide_tool", "an MCP tool", json.loads(raw))
+            await collect(client, chat(tools=[tool]))
+            server.requests.clear()  # the server's record of the body, not the client's
+        del tool
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert retained < 4 * 2**20, f"{retained / 2**20:.1f} MiB retained after 40 turns"
 
 
 async def test_tool_call_arguments_over_many_fragments_are_assembled(

@@ -442,9 +442,11 @@ def _wire_message(message: Message) -> dict[str, Any]:
 
 
 class _ToolJson:
-    """Each tool definition's JSON, encoded once. Keyed by identity: the definitions are
-    long-lived (the catalogue, the agents file), and the entry holds its definition, so an
-    id cannot be reused while its entry is cached."""
+    """Each built-in tool definition's JSON, encoded once. Keyed by identity: those
+    definitions live as long as the process (the catalogue), and the entry holds its
+    definition, so an id cannot be reused while its entry is cached. A client-declared tool
+    is a new definition every turn (read from the session's row or the request): it is
+    encoded for its request only, never kept."""
 
     _LIMIT = 1024  # distinct definitions cached at most (more would be a bug elsewhere)
 
@@ -452,12 +454,18 @@ class _ToolJson:
         self._cache: dict[int, tuple[ToolDefinition, str]] = {}
 
     def encoded(self, tool: ToolDefinition) -> str:
+        if tool.declared:
+            return _encoded(tool)
         entry = self._cache.get(id(tool))
         if entry is None or entry[0] is not tool:
             if len(self._cache) >= self._LIMIT:
                 self._cache.clear()
-            entry = self._cache[id(tool)] = (tool, json.dumps(_wire_tool(tool), ensure_ascii=False))
+            entry = self._cache[id(tool)] = (tool, _encoded(tool))
         return entry[1]
+
+
+def _encoded(tool: ToolDefinition) -> str:
+    return json.dumps(_wire_tool(tool), ensure_ascii=False)
 
 
 def _wire_tool(tool: ToolDefinition) -> dict[str, Any]:
