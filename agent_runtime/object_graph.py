@@ -18,7 +18,7 @@ from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
 from agent_runtime.application.live_turns import LiveTurnRegistry
-from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics
+from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics, UsageModelLabels
 from agent_runtime.application.model_step import ContextSettings, ModelStep
 from agent_runtime.application.ports import EventSignal, LLMClient
 from agent_runtime.application.quota_gate import QuotaGate
@@ -115,6 +115,9 @@ def build_turns(
         registry=registry,
         streams=streams,
         metrics=metrics,
+        usage_models=UsageModelLabels.of(
+            default_model, (agent.model for agent in agents.profiles.values())
+        ),
     )
     handler = TurnHandler(uow_factory, collaborators, turn_timeout=settings.turn_timeout_seconds)
     return Turns(handler, streams, TurnCanceller(uow_factory, registry))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
+
+# The model label of a turn's usage when the server is not configured with its model.
+OTHER_MODEL = "other"
 
 
 class RuntimeMetrics(Protocol):
@@ -21,7 +26,8 @@ class RuntimeMetrics(Protocol):
     def tokens_used(self, prompt: int, completion: int) -> None: ...
 
     def usage_counted(self, tenant_id: str, model: str, prompt: int, completion: int) -> None:
-        """A turn ended and its tokens were counted (committed): once per turn."""
+        """A turn ended and its tokens were counted (committed): once per turn, if it used
+        any; `model` is one of the server's models, or OTHER_MODEL (UsageModelLabels)."""
         ...
 
     def pending_approvals(self, count: int) -> None:
@@ -49,3 +55,19 @@ class NoMetrics:
 
     def pending_approvals(self, count: int) -> None:
         pass
+
+
+@dataclass(frozen=True, slots=True)
+class UsageModelLabels:
+    """The model a turn's usage is reported under: one the server is configured with (the
+    default model, an agent's), else OTHER_MODEL. A request may name any model, and every
+    label value would be a series kept for the life of the process."""
+
+    configured: frozenset[str]
+
+    @classmethod
+    def of(cls, default_model: str, agent_models: Iterable[str]) -> UsageModelLabels:
+        return cls(frozenset(m for m in (default_model, *agent_models) if m))
+
+    def label(self, model: str) -> str:
+        return model if model in self.configured else OTHER_MODEL

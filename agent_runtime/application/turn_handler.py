@@ -20,7 +20,7 @@ from agent_runtime.application.agent_routing import AgentRouter
 from agent_runtime.application.answer_recorder import AnswerRecorder
 from agent_runtime.application.commands import TurnCommand
 from agent_runtime.application.live_turns import LiveTurn, LiveTurnRegistry
-from agent_runtime.application.metrics import RuntimeMetrics
+from agent_runtime.application.metrics import RuntimeMetrics, UsageModelLabels
 from agent_runtime.application.model_step import ModelStep
 from agent_runtime.application.run_to_completion import run_to_completion
 from agent_runtime.application.store_ports import UnitOfWork, UnitOfWorkFactory
@@ -49,6 +49,7 @@ class TurnCollaborators:
     registry: LiveTurnRegistry  # the turns running in this process
     streams: TurnStreams
     metrics: RuntimeMetrics
+    usage_models: UsageModelLabels  # the model label of the usage metrics
 
 
 class TurnHandler:
@@ -69,6 +70,7 @@ class TurnHandler:
         self._registry = collaborators.registry
         self._streams = collaborators.streams
         self._metrics = collaborators.metrics
+        self._usage_models = collaborators.usage_models
         self._turn_timeout = turn_timeout
 
     async def handle(self, cmd: TurnCommand) -> AsyncGenerator[chunks.Chunk, None]:
@@ -189,10 +191,13 @@ class TurnHandler:
         stop = turn.turn.stop_reason
         outcome = stop.name if stop is not None else "UNFINISHED"
         self._metrics.turn_finished(outcome, seconds)
-        if turn.usage_counted:  # what the database counted, as it counted it: once
-            usage = turn.turn.usage
+        usage = turn.turn.usage
+        # What the database counted, as it counted it: once. A turn with no tokens adds
+        # nothing, not even a series.
+        if turn.usage_counted and usage.total_tokens:
+            model = self._usage_models.label(turn.turn.model)
             self._metrics.usage_counted(
-                tenant_id, turn.turn.model, usage.prompt_tokens, usage.completion_tokens
+                tenant_id, model, usage.prompt_tokens, usage.completion_tokens
             )
         log.info(
             "turn %s ended: %s after %.3fs (tokens in %d, out %d)",

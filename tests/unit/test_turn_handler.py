@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent_runtime.application.commands import SendUserMessage
-from agent_runtime.application.metrics import NoMetrics
+from agent_runtime.application.metrics import OTHER_MODEL, NoMetrics
 from agent_runtime.application.ports import ChatRequest, LLMClient
 from agent_runtime.application.turn_handler import TurnHandler
 from agent_runtime.application.turn_inputs import (
@@ -20,6 +20,7 @@ from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.errors import (
     InvalidInput,
+    ModelRequestRejected,
     ModelUnavailable,
     SessionBusy,
     StorageUnavailable,
@@ -34,6 +35,8 @@ from agent_runtime.domain.model_output import (
     ToolCallFragment,
 )
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.infrastructure.agents_file import parse_agents
+from agent_runtime.infrastructure.observability.prometheus import PrometheusMetrics
 from agent_runtime.object_graph import build_turns
 from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
 
@@ -446,3 +449,40 @@ async def test_reasoning_and_tool_arguments_stream_as_deltas_with_no_database_wo
     assert logged == [chunks.TurnStarted, chunks.ToolCall, chunks.TurnCompleted]
     assert uows.db.messages[-1].reasoning == ""
     assert uows.db.commits == 2
+
+
+async def test_usage_metrics_name_the_servers_models_and_only_turns_that_used_tokens() -> None:
+    agents = parse_agents('[agents.coder]\nmodel = "agent-model"\n[agents.ask]\n')
+    used = Usage(10, 2)
+    model = ScriptedModel(
+        *[[ModelRequestRejected("no such model")] for _ in range(20)],  # no tokens
+        [ModelResponse("a", usage=used)],
+        [ModelResponse("b", usage=used)],
+        [ModelResponse("c", usage=used)],
+    )
+    metrics = PrometheusMetrics()
+    handler = build_turns(
+        FakeUnitOfWorkFactory(), model, agents, TurnSettings(), default_model="m", metrics=metrics
+    ).handler
+
+    async def turn(session: str, requested: str, agent: str = "") -> None:
+        said = SendUserMessage(session, "hi", agent=agent, model=requested, tenant_id="t1")
+        [c async for c in handler.handle(said)]
+
+    for index in range(20):  # any name a caller makes up
+        await turn(f"s{index}", f"made-up-{index}")
+    await turn("a", "made-up-with-tokens")
+    await turn("b", "", agent="coder")  # the agent's model
+    await turn("c", "m", agent="ask")  # the default model
+    series = {
+        (sample.labels["model"], sample.labels["direction"]): sample.value
+        for family in metrics.registry.collect()
+        if family.name == "agent_runtime_tenant_tokens"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert series == {
+        (model, direction): tokens
+        for model in (OTHER_MODEL, "agent-model", "m")
+        for direction, tokens in (("in", 10), ("out", 2))
+    }
