@@ -73,6 +73,9 @@ class FakeDatabase(FakeTables):
     commit_attempts: int = 0
     # The commit attempt (1 = the first ever) that raises instead of committing.
     failing_commits: dict[int, DomainError | Exception] = field(default_factory=dict)
+    # The commit attempt that lands, then raises: a COMMIT whose acknowledgement was lost
+    # (the connection dropped after the server committed).
+    unacknowledged_commits: dict[int, DomainError | Exception] = field(default_factory=dict)
     # Called as each commit starts: lets a test see what else had happened by then.
     before_commit: Callable[[], None] | None = None
     # One writing unit of work at a time, as on SQLite (infrastructure/db/sqlite_writer.py):
@@ -241,6 +244,14 @@ class _FakeTurns:
         rows.turns[turn.turn_id] = _stored(turn)
         if log is not None:
             rows.chunks[turn.turn_id] = copy.deepcopy(log)
+
+    async def end(self, turn: Turn, log: list[Chunk]) -> bool:
+        rows = await self._tx.write()
+        stored = rows.turns.get(turn.turn_id)
+        if stored is None or stored.status is not TurnStatus.RUNNING:
+            return False
+        await self.save(turn, log)
+        return True
 
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str
@@ -613,6 +624,8 @@ class FakeUnitOfWork(_FakeRepositories):
             db.take_tables(tx.rows)
         db.commits += 1
         tx.end()
+        if (error := db.unacknowledged_commits.pop(db.commit_attempts, None)) is not None:
+            raise error
         if on_committed is not None:
             on_committed()
 

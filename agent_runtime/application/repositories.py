@@ -86,6 +86,12 @@ class TurnRepository(Protocol):
         """Store the turn's state (and its replay log, when given)."""
         ...
 
+    async def end(self, turn: Turn, log: list[Chunk]) -> bool:
+        """Store the state of a turn that has ended, with its replay log, only if the turn
+        still runs in the database: else (a commit that ended it landed though it reported a
+        failure, or recovery interrupted it) write nothing and return False."""
+        ...
+
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str
     ) -> Turn | None: ...

@@ -170,9 +170,11 @@ class TurnHandler:
                 await self._commit(uow, turn)
             except DomainError as exc:
                 log.error(
-                    "turn %s: could not record its end (%s); the lease keeper will reclaim it",
+                    "turn %s: could not record its end (%s: %s); if it still runs in the "
+                    "database, the lease keeper will reclaim it",
                     turn.turn.turn_id,
                     exc.reason,
+                    exc.message,
                 )
                 with contextlib.suppress(DomainError):
                     await uow.rollback()  # hold no lock while the chunks wait to be read

@@ -20,7 +20,7 @@ from agent_runtime.application.turn_log import TurnLog
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.approval import ApprovalGrant
-from agent_runtime.domain.errors import DomainError
+from agent_runtime.domain.errors import DomainError, TurnAbandoned
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
@@ -246,7 +246,8 @@ class TurnRecorder:
         """Write what every commit of the turn carries: its row with the replay log, and the
         session's activity (freeing the session once the turn is over). The save that ends
         the turn also counts its usage, for the session and the tenant's day: once, as only
-        one commit can end it (a rollback returns to a running turn)."""
+        one commit can end it (its row is written only if the turn still runs in the
+        database; else TurnAbandoned, and the transaction is to be rolled back)."""
         if not self.finished:  # a model call follows every commit of a running turn
             await self.event(
                 EventType.MODEL_REQUEST_STARTED, model=self.turn.model, agent=self.agent.name
@@ -254,14 +255,21 @@ class TurnRecorder:
         turn = self.turn
         turn.model_calls, turn.tool_calls = self.calls.requests, self.tool_calls
         turn.first_token_ms = self.calls.first_output_ms
-        if self._inserted:
-            await self._uow.turns.save(turn, self.log.chunks)
-        else:
+        ending = self._ends_turn()
+        if not self._inserted:
             await self._uow.turns.add(turn, self.log.chunks)
+        elif not ending:
+            await self._uow.turns.save(turn, self.log.chunks)
+        elif not await self._uow.turns.end(turn, self.log.chunks):
+            # Ended already, and counted: by a commit that landed though it reported a
+            # failure (its ending is what the database keeps), or by recovery.
+            raise TurnAbandoned(
+                f"turn {turn.turn_id} no longer runs in the database: a commit that ended it "
+                "landed though it reported a failure, or recovery reclaimed it"
+            )
         now = self._now()
         self.session.last_activity_at = now
         count = self.session.message_count
-        ending = self._ends_turn()
         if self.finished:  # the turn is over: free the session, and count its usage once
             await self._uow.sessions.release_turn(
                 self.session.session_id,

@@ -8,6 +8,7 @@ hands out), never a store's own classes: what is checked here is what a use case
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -441,6 +442,33 @@ async def test_abandoned_candidates_run_with_an_expired_lease_or_for_the_owner(
     assert await uows.abandoned_turn_candidates(NOW, "nobody") == [(TENANT, "a-expired")]
 
 
+async def test_only_a_turn_still_running_is_ended_and_only_once(uows: UnitOfWorkFactory) -> None:
+    await add_sessions(uows, "s1")
+    turn, reclaimed = a_turn("t1"), a_turn("t2")
+    async with committing(uows) as uow:
+        await uow.turns.add(turn, every_kind_of_chunk(turn)[:1])
+        await uow.turns.add(reclaimed)
+        assert await uow.turns.interrupt([reclaimed], NOW) == [reclaimed]
+    completed = dataclasses.replace(turn)
+    completed.complete(StopReason.END_TURN, Usage(3, 4), LATER)
+    failed = dataclasses.replace(turn)
+    failed.fail(TurnError("STORAGE_UNAVAILABLE", "lost"), Usage(3, 4), LATER)
+    async with committing(uows) as uow:
+        assert await uow.turns.end(completed, every_kind_of_chunk(turn)) is True
+    async with committing(uows) as uow:  # an ending after it: nothing written
+        assert await uow.turns.end(failed, []) is False
+        reclaimed.complete(StopReason.END_TURN, Usage(1, 1), LATER)
+        assert await uow.turns.end(reclaimed, []) is False
+        assert await uow.turns.end(a_turn("missing"), []) is False
+    async with uows.reader(TENANT) as reader:
+        assert await reader.turns.get("t1") == completed
+        assert comparable(await reader.turns.chunks(completed)) == comparable(
+            every_kind_of_chunk(turn)
+        )
+        stored = await reader.turns.get("t2")
+    assert stored is not None and stored.status is TurnStatus.INTERRUPTED
+
+
 async def test_an_interrupt_finishes_running_turns_once_and_frees_the_sessions_they_hold(
     uows: UnitOfWorkFactory,
 ) -> None:
@@ -833,6 +861,7 @@ async def test_another_tenant_changes_nothing_of_a_tenants_rows(uows: UnitOfWork
         await uow.sessions.record_activity("s1", LATER, message_count=7)
         await uow.sessions.mark_deleted("s1", LATER)
         await uow.turns.save(t1, [])
+        assert await uow.turns.end(t1, []) is False
         await uow.turns.request_cancel("t1")
         assert await uow.turns.interrupt([a_turn("t1")], LATER) == []
         await uow.messages.replace_tool_call("m1", ToolCallRecord("call-1", "delete_file", {}))
@@ -870,6 +899,7 @@ WRITES: dict[str, Write] = {
     "sessions.mark_deleted": lambda u: u.sessions.mark_deleted("s1", LATER),
     "turns.add": lambda u: u.turns.add(a_turn("t9")),
     "turns.save": lambda u: u.turns.save(a_turn("t1", status=TurnStatus.FAILED)),
+    "turns.end": lambda u: u.turns.end(a_turn("t1", status=TurnStatus.FAILED), []),
     "turns.request_cancel": lambda u: u.turns.request_cancel("t1"),
     "turns.interrupt": lambda u: u.turns.interrupt([a_turn("t1")], LATER),
     "messages.add": lambda u: u.messages.add(a_message("m9", 9)),

@@ -25,7 +25,7 @@ from agent_runtime.domain.errors import (
     SessionBusy,
     StorageUnavailable,
 )
-from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage
+from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage, UsageTotals
 from agent_runtime.domain.model_output import (
     ModelEvent,
     ModelResponse,
@@ -279,6 +279,31 @@ async def test_failed_commit_2_is_reported_and_rolled_back() -> None:
         ("lost", True),
     ]
     assert uows.db.turns[stream[0].turn_id].status is TurnStatus.FAILED
+
+
+async def test_a_commit_2_that_landed_but_reported_a_failure_stays_the_turns_end() -> None:
+    # No delta: the ending has no streamed text to keep, so nothing of it clashes with what
+    # landed (a kept text would take the landed answer's position, and fail to be stored).
+    model = ScriptedModel([ModelResponse("done", usage=Usage(10, 5))])
+    handler, uows = make_handler(model)
+    uows.db.unacknowledged_commits[2] = StorageUnavailable("connection reset after COMMIT")
+    stream = await run(handler, "hi")
+
+    error = stream[-2].body  # what the client was told: a retry with its key replays the turn
+    assert isinstance(error, chunks.TurnError) and error.error.reason == "STORAGE_UNAVAILABLE"
+    # What landed stays, counted once: the ending recorded after it wrote nothing.
+    turn = uows.db.turns[stream[0].turn_id]
+    assert (turn.status, turn.usage) == (TurnStatus.COMPLETED, Usage(10, 5))
+    assert uows.db.sessions["s1"].usage == UsageTotals(10, 5, 1)
+    assert list(uows.db.usage_days.values()) == [UsageTotals(10, 5, 1)]
+    assert [(m.content, m.incomplete) for m in uows.db.messages] == [
+        ("hi", False),
+        ("done", False),
+    ]
+    assert bodies(uows.db.chunks[turn.turn_id])[-2:] == [
+        chunks.AssistantMessage,
+        chunks.TurnCompleted,
+    ]
 
 
 async def test_invalid_tool_call_is_retried_without_reaching_the_client() -> None:

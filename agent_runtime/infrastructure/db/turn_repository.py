@@ -41,6 +41,7 @@ _THE_TURN = (turns.c.tenant_id == bindparam("key_tenant"), turns.c.turn_id == bi
 _INSERT_TURN = insert(turns)
 _GET_TURN = select(turns).where(*_THE_TURN)
 _UPDATE_TURN = update(turns).where(*_THE_TURN)  # SET: the columns given
+_END_TURN = update(turns).where(*_THE_TURN, turns.c.status == TurnStatus.RUNNING.value)
 _TURN_CHUNKS = select(turns.c.chunks).where(*_THE_TURN)
 _TURN_BY_CLIENT_MESSAGE_ID = select(turns).where(
     turns.c.tenant_id == bindparam("key_tenant"),
@@ -68,11 +69,20 @@ class SqlAlchemyTurnRepository:
         return None if found is None else _turn_from_row(found)
 
     async def save(self, turn: Turn, log: list[Chunk] | None = None) -> None:
+        await self._db.execute(_UPDATE_TURN, self._update(turn, log))
+
+    async def end(self, turn: Turn, log: list[Chunk]) -> bool:
+        # Conditional: on PostgreSQL a concurrent reclaim's commit is waited for, and then
+        # the turn is found no longer running.
+        result: CursorResult[Any] = await self._db.execute(_END_TURN, self._update(turn, log))
+        return result.rowcount == 1
+
+    def _update(self, turn: Turn, log: list[Chunk] | None) -> dict[str, Any]:
         values = _turn_values(turn)
         del values["turn_id"]
         if log is not None:
             values.update(row(turns, chunks=chunk_codec.encode(log)))
-        await self._db.execute(_UPDATE_TURN, {**values, **self._key(turn.turn_id)})
+        return {**values, **self._key(turn.turn_id)}
 
     async def find_by_client_message_id(
         self, session_id: str, client_message_id: str
