@@ -36,6 +36,7 @@ from agent_runtime.domain.model import (
     validate_session_id,
     validate_short_text,
 )
+from agent_runtime.domain.text import storable
 from agent_runtime.domain.tool_filter import ToolFilterService
 
 # What UpdateSession records as the reason when it moves a session to another agent.
@@ -105,6 +106,7 @@ class SessionHandler:
             generation=cmd.generation,
         )
         await self._settings.check(session)
+        session.instructions = storable(session.instructions)  # answered as GetSession reads
         exists = AlreadyExists(
             f"session {session.session_id} already exists",
             reason="SESSION_EXISTS",

@@ -14,6 +14,7 @@ from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import FieldViolation, InvalidInput
 from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Session
+from agent_runtime.domain.text import storable
 from agent_runtime.domain.tool_filter import ToolFilterService
 from agent_runtime.domain.tools import ToolDefinition
 
@@ -113,6 +114,7 @@ class SessionSettings:
                 changed.generation = dataclasses.replace(changed.generation, **picked)
         self._check_instructions(changed, "session.")
         self._check_generation(changed, "session.")
+        changed.instructions = storable(changed.instructions)  # as the store keeps them
         return changed
 
 

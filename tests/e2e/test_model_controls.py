@@ -205,6 +205,21 @@ async def test_instructions_are_appended_to_the_system_prompt_under_their_headin
     assert prompts[1]["content"].endswith(f"{CLIENT_INSTRUCTIONS_HEADING}\n\nAnswer in German.")
 
 
+async def test_create_and_update_answer_the_instructions_as_get_session_reads_them(
+    client: Client,
+) -> None:
+    created = await create(client, "s1", instructions="use tabs\x00")
+    updated: ses.UpdateSessionResponse = await client.sessions.UpdateSession(
+        ses.UpdateSessionRequest(
+            session=ses.Session(session_id="s1", instructions="x\x00y"),
+            update_mask=field_mask_pb2.FieldMask(paths=["instructions"]),
+        )
+    )
+    got = (await client.sessions.GetSession(ses.GetSessionRequest(session_id="s1"))).session
+    assert created.instructions == "use tabs\ufffd"  # NUL: stored as U+FFFD (domain/text.py)
+    assert updated.session.instructions == got.instructions == "x\ufffdy"
+
+
 async def test_update_session_follows_the_update_mask(client: Client) -> None:
     await create(
         client,
