@@ -56,11 +56,23 @@ def parse_tenant_quotas(text: str, setting: str) -> dict[str, TenantQuota]:
                 )
             if getattr(quota, name) is not None:
                 raise QuotaConfigError(f"{where}: {name} is given twice")
-            if not raw.isdigit() or int(raw) < 1:
+            value = _whole_number(raw)
+            if value is None or value < 1:
                 raise QuotaConfigError(f"{where}: {name} must be a whole number, 1 or more")
-            quota = replace(quota, **{name: int(raw)})
+            quota = replace(quota, **{name: value})
         quotas[tenant] = quota
     return quotas
+
+
+def _whole_number(raw: str) -> int | None:
+    """`raw` as a number written in the digits 0-9; None for anything else (str.isdigit
+    accepts "²", which int() refuses) or for more digits than int() reads."""
+    if not (raw.isascii() and raw.isdecimal()):
+        return None
+    try:
+        return int(raw)
+    except ValueError:  # over sys.get_int_max_str_digits()
+        return None
 
 
 def check_quota_tenants(quotas: Mapping[str, TenantQuota], api_keys: Mapping[str, str]) -> None:
