@@ -150,9 +150,13 @@ class BlockingAgentRuntimeClient(ClientBase[grpc.Channel]):
         *,
         page_size: int = 0,
         page_token: str = "",
+        include_superseded: bool = False,
         timeout: float | None = None,
     ) -> ses.ListMessagesResponse:
-        return self._call(calls.list_messages_page(session_id, page_size, page_token), timeout)
+        """One page of the session's messages; with include_superseded, also those a
+        regenerate or an edit superseded."""
+        call = calls.list_messages_page(session_id, page_size, page_token, include_superseded)
+        return self._call(call, timeout)
 
     def list_messages(
         self, session_id: str, *, page_size: int = 0, include_superseded: bool = False

@@ -164,9 +164,12 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         *,
         page_size: int = 0,
         page_token: str = "",
+        include_superseded: bool = False,
         timeout: float | None = None,
     ) -> ses.ListMessagesResponse:
-        call = calls.list_messages_page(session_id, page_size, page_token)
+        """One page of the session's messages; with include_superseded, also those a
+        regenerate or an edit superseded."""
+        call = calls.list_messages_page(session_id, page_size, page_token, include_superseded)
         return await self._call(call, timeout)
 
     def list_messages(

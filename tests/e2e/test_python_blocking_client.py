@@ -21,6 +21,7 @@ from agent_runtime.client import (
     RetryPolicy,
     approve,
     arguments_of,
+    regenerate,
     tool_result,
 )
 from agent_runtime.v1 import agent_runtime_pb2 as rt
@@ -123,3 +124,22 @@ async def test_a_stream_broken_mid_turn_resumes_after_the_last_seq_without_dupli
             await break_after_the_turn_ends(proxy, gate, direct, "s1")
             received += await asyncio.to_thread(list, stream)
     assert_resumed_without_duplicates(received, proxy, model_server)
+
+
+async def test_a_page_of_messages_shows_what_a_regenerate_superseded_on_request(
+    blocking: BlockingAgentRuntimeClient, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("first try"), text_answer("second try"))
+    await asyncio.to_thread(lambda: list(blocking.stream_message("s1", "tell me")))
+    await asyncio.to_thread(lambda: list(blocking.stream_message("s1", regenerate())))
+
+    visible = await asyncio.to_thread(blocking.list_messages_page, "s1")
+    everything = await asyncio.to_thread(
+        lambda: blocking.list_messages_page("s1", include_superseded=True)
+    )
+    assert [m.content for m in visible.messages] == ["tell me", "second try"]
+    assert [(m.content, bool(m.superseded_by_turn_id)) for m in everything.messages] == [
+        ("tell me", False),
+        ("first try", True),
+        ("second try", False),
+    ]

@@ -17,6 +17,7 @@ from agent_runtime.client import (
     arguments_of,
     declared_tool,
     edit,
+    regenerate,
     reject,
     switch_agent,
     tool_result,
@@ -328,3 +329,25 @@ async def test_session_settings_and_a_requests_controls_reach_the_model(
         "session.approval_grants[0].grant_id"
     ]
     assert not (await api.update_session("py-ctl", approval_grants=[])).approval_grants
+
+
+async def test_a_regenerate_carries_its_controls_and_a_page_shows_what_it_superseded(
+    api: AgentRuntimeClient, model_server: FakeModelServer
+) -> None:
+    model_server.enqueue(text_answer("first try"), text_answer("second try"))
+    await collect(api.stream_message("s1", "tell me"))
+    lint = declared_tool("ide_lint", "Lint a file")
+    controls = GenerationConfig(temperature=0.9)
+    await collect(api.stream_message("s1", regenerate(), generation=controls, tools=[lint]))
+
+    body = model_server.requests[-1]
+    assert body["temperature"] == 0.9
+    assert [t["function"]["name"] for t in body["tools"]][-1] == "ide_lint"
+    visible = await api.list_messages_page("s1")
+    everything = await api.list_messages_page("s1", include_superseded=True)
+    assert [m.content for m in visible.messages] == ["tell me", "second try"]
+    assert [(m.content, bool(m.superseded_by_turn_id)) for m in everything.messages] == [
+        ("tell me", False),
+        ("first try", True),
+        ("second try", False),
+    ]
