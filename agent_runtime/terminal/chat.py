@@ -112,15 +112,16 @@ class Chat:
         self._busy: asyncio.Future[Any] | None = None
         # Calls a human approved here (the runtime's approval, or ours for execute_command).
         self._approved: set[str] = set()
-        # What the human approved for the rest of the session here ("always"): the tool and
-        # its argument globs. A command they match runs without asking again.
+        # What the human approved for the rest of the session ("always", here or in an
+        # earlier run: the session's grants): the tool and its argument globs. A command
+        # they match runs without asking again.
         self._always: list[tuple[str, dict[str, str]]] = []
 
     async def run(self) -> int:
         self._console.start(self._interrupt)
         try:
             self._banner()
-            await self._pending_approvals()
+            await self._session_so_far()
             while (line := await self._console.read_line("you> ")) is not None:
                 text = line.strip()
                 if text in ("/quit", "/exit"):
@@ -173,14 +174,18 @@ class Chat:
         finally:
             self._busy = None
 
-    async def _pending_approvals(self) -> None:
-        """A session left waiting for a decision (e.g. by an earlier run) gets it first."""
+    async def _session_so_far(self) -> None:
+        """What an earlier run left: its "always" approvals (the session's grants: the
+        runtime lets the calls they match through without asking, so they must not be asked
+        again here), then a decision the session waits for, asked first."""
         try:
+            session = await self._client.get_session(self._session_id)
             pending = [a async for a in self._client.list_pending_approvals(self._session_id)]
         except AgentRuntimeError as error:
             if error.reason == "SESSION_NOT_FOUND":
                 return  # a new session: created by the first message
             raise
+        self._always = [(grant.tool_name, dict(grant.when)) for grant in session.approval_grants]
         for approval in pending:
             call = rt.ToolCall(
                 message_id=approval.message_id,

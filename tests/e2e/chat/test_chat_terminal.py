@@ -348,7 +348,7 @@ async def test_regenerate_and_edit_from_the_chat(
     ]
 
 
-async def test_always_approves_later_matching_commands_without_asking_again(
+async def test_always_approves_later_matching_commands_without_asking_again_in_later_runs_too(
     server: ServerProcess,
     model_server: FakeModelServer,
     workspace: Path,
@@ -377,3 +377,16 @@ async def test_always_approves_later_matching_commands_without_asking_again(
 
     (grant,) = (await api.get_session("s1")).approval_grants
     assert (grant.tool_name, dict(grant.when)) == ("execute_command", {"command": "echo *"})
+
+    # The session's grant outlives this run: a later chat on it does not ask either.
+    model_server.enqueue(
+        tool_call_answer("execute_command", {"command": "echo three"}, call_id="call_3"),
+        text_answer("three ran"),
+    )
+    chat = open_chat(server, workspace)
+    await chat.expect(PROMPT)
+    chat.type("say three")
+    screen = await chat.expect("assistant> three ran")
+    assert "[y/N]" not in screen and "[a]pprove" not in screen
+    assert tool_answer_sent(model_server, 4)["content"] == "exit code 0\nthree\n"
+    assert await chat.leave() == 0
