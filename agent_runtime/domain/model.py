@@ -233,6 +233,12 @@ class Turn:
         self.finished_at = now
 
 
+# The reason of an agent switch, a client's (SwitchAgent) or a model's (routing, switch_mode),
+# is at most this many characters: the most recent switches are part of the session as
+# GetSession and ListSessions send it, in one gRPC message.
+MAX_SWITCH_REASON_CHARS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSwitch:
     from_agent: str
