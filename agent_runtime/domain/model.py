@@ -246,6 +246,9 @@ class AgentSwitch:
     reason: str
     switched_at: datetime
     turn_id: str | None = None
+    # The store's key, increasing in the order switches are made (0 until stored): where a
+    # page of switches ends. Not part of what the switch is.
+    switch_id: int = field(default=0, compare=False)
 
 
 class ApprovalStatus(Enum):
