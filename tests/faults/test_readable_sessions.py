@@ -11,6 +11,7 @@ hostile-model suite does: the same bounds hold, in fewer requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -18,7 +19,7 @@ import grpc
 import pytest
 
 from agent_runtime.bootstrap import RunningRuntime
-from agent_runtime.client import AgentRuntimeClient
+from agent_runtime.client import AgentRuntimeClient, BlockingAgentRuntimeClient
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
@@ -129,6 +130,14 @@ async def test_turns_and_usage_groups_of_long_model_names_are_paged_in_bytes(
         report = await api.get_usage(group_by=us.USAGE_GROUP_BY_MODEL, timeout=30)
     assert [g.key for g in report.groups] == sorted(models)
     assert report.total.turns == 100 and report.next_page_token == ""
+
+    def blocking_report() -> us.GetUsageResponse:
+        with BlockingAgentRuntimeClient(f"127.0.0.1:{runtime.port}") as api:
+            switches = list(api.list_agent_switches("s1", page_size=1))
+            assert switches == []
+            return api.get_usage(group_by=us.USAGE_GROUP_BY_MODEL, timeout=30)
+
+    assert await asyncio.to_thread(blocking_report) == report
 
     read = await read_back(client, f"127.0.0.1:{runtime.port}", "s1", chunks)
     assert len(read.turns) == 100
