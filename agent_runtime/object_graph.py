@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agent_runtime.api.mapping import shown_session_bytes
 from agent_runtime.api.server import UseCases
 from agent_runtime.application.agent_routing import AgentRouter
 from agent_runtime.application.answer_recorder import AnswerRecorder
@@ -22,6 +23,7 @@ from agent_runtime.application.metrics import NoMetrics, RuntimeMetrics, UsageMo
 from agent_runtime.application.model_step import ContextSettings, ModelStep
 from agent_runtime.application.ports import EventSignal, LLMClient
 from agent_runtime.application.quota_gate import QuotaGate
+from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.application.turn_cancellation import TurnCanceller
@@ -65,12 +67,14 @@ def build_turns(
     declared_tools: DeclaredToolChecks | None = None,
     clock: Clock = utc_now,
     ids: IdFactory = new_id,
+    session_bound: SessionBound | None = None,
 ) -> Turns:
     """The turn use cases and every collaborator of the TurnHandler, wired. `default_model`
     names the model of a request that names none; `quotas`: the tenants' (none: no limit);
     `declared_tools` checks the tools a request declares (shared with the session use cases,
     so that a schema declared on a session is remembered for the requests too)."""
     registry = registry if registry is not None else LiveTurnRegistry(relay=relay)
+    bound = session_bound or SessionBound(shown_session_bytes)
     metrics = metrics or NoMetrics()
     tools = ToolFilterService()
     context = ContextSettings(
@@ -84,7 +88,7 @@ def build_turns(
     streams = TurnStreams(uow_factory, registry, commits=commits, relay=relay)
     opener = TurnOpener(
         agents,
-        TurnInputs(agents, ApprovalDecisions(tools, clock, ids), clock),
+        TurnInputs(agents, ApprovalDecisions(tools, clock, ids, bound), clock),
         OpeningSettings(
             default_model=default_model,
             history_messages=settings.context_window_messages,
@@ -140,6 +144,7 @@ class Ports:
 def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
     """The object graph the servicers call: pure, so tests build it without a server."""
     declared_tools = DeclaredToolChecks()
+    bound = SessionBound(shown_session_bytes)
     turns = build_turns(
         ports.uows,
         ports.llm,
@@ -152,6 +157,7 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
         metrics=ports.metrics,
         quotas=settings.api_keys.tenant_quotas,
         declared_tools=declared_tools,
+        session_bound=bound,
     )
     return UseCases(
         turns=turns.handler,
@@ -160,6 +166,7 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
         sessions=SessionHandler(
             ports.uows,
             ports.agents,
+            bound=bound,
             max_instructions_bytes=settings.turns.max_message_bytes,
             declared_tools=declared_tools,
         ),

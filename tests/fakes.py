@@ -197,8 +197,22 @@ class _FakeSessions:
         stored.tools = session.tools
         stored.generation = session.generation
 
-    async def agent_history(self, session_id: str) -> list[AgentSwitch]:
-        return [s for sid, s in (await self._tx.read()).switches if sid == session_id]
+    async def recent_agent_switches(
+        self, session_id: str, limit: int
+    ) -> tuple[list[AgentSwitch], int]:
+        every = await self._switches(session_id)
+        return every[-limit:] if limit else [], len(every)
+
+    async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
+        return [s for s in await self._switches(session_id) if s.switch_id > after_id][:limit]
+
+    async def _switches(self, session_id: str) -> list[AgentSwitch]:
+        """The session's, oldest first, numbered as the stores' keys are: in the order of all."""
+        return [
+            dataclasses.replace(s, switch_id=number)
+            for number, (sid, s) in enumerate((await self._tx.read()).switches, start=1)
+            if sid == session_id
+        ]
 
     async def mark_deleted(self, session_id: str, at: datetime) -> None:
         session = (await self._tx.write()).sessions.get(session_id)
@@ -508,7 +522,13 @@ class _FakeUsage:
         days[day] = days.get(day, UsageTotals()).counting(usage)
 
     async def report(
-        self, start: datetime | None, end: datetime | None, group_by: UsageGroupBy
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        group_by: UsageGroupBy,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> UsageReport:
         ended = [
             t
@@ -533,7 +553,8 @@ class _FakeUsage:
                     key = None
             if key is not None:
                 groups[key] = groups.get(key, UsageTotals()).counting(turn.usage)
-        return UsageReport(total, [UsageGroup(k, groups[k]) for k in sorted(groups)])
+        keys = [k for k in sorted(groups) if after is None or k > after][:limit]
+        return UsageReport(total, [UsageGroup(k, groups[k]) for k in keys])
 
 
 class _FakeEvents:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +17,11 @@ from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.events import EventType, StoredEvent
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
 from agent_runtime.domain.model import (
+    AgentSwitch,
     Approval,
     Message,
     Role,
+    Session,
     StopReason,
     Turn,
     TurnStatus,
@@ -28,7 +30,7 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.domain.tool_schemas import EMPTY_OBJECT_SCHEMA
 from agent_runtime.domain.tools import ToolDefinition, declared_tool
-from agent_runtime.domain.usage import UsageGroupBy, UsageReport
+from agent_runtime.domain.usage import UsageGroup, UsageGroupBy
 from agent_runtime.v1 import agent_pb2 as ag
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
@@ -118,7 +120,7 @@ def _usage(usage: Usage) -> rt.Usage:
     )
 
 
-def _usage_totals(totals: UsageTotals) -> us.UsageTotals:
+def usage_totals(totals: UsageTotals) -> us.UsageTotals:
     return us.UsageTotals(
         prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens,
@@ -197,22 +199,30 @@ def session_to_proto(details: SessionDetails, *, with_tools: bool = True) -> ses
         running_turn_id=session.running_turn_id or "",
         created_at=to_timestamp(session.created_at),
         last_activity_at=to_timestamp(session.last_activity_at),
-        agent_history=[
-            ses.AgentSwitch(
-                from_agent=s.from_agent,
-                to_agent=s.to_agent,
-                reason=s.reason,
-                switched_at=to_timestamp(s.switched_at),
-                turn_id=s.turn_id or "",
-            )
-            for s in details.agent_history
-        ],
+        agent_history=[switch_to_proto(s) for s in details.agent_history],
+        agent_switch_count=details.agent_switch_count,
         pending_approvals_count=details.pending_approvals,
         instructions=session.instructions,
         tools=[tool_to_proto(tool) for tool in session.tools] if with_tools else [],
         generation=None if session.generation.is_empty else generation_to_proto(session.generation),
-        usage=_usage_totals(session.usage),
+        usage=usage_totals(session.usage),
         approval_grants=[grant_to_proto(g) for g in details.grants],
+    )
+
+
+def shown_session_bytes(session: Session, grants: Sequence[ApprovalGrant]) -> int:
+    """What the session, with these grants in force, takes in a GetSession answer without
+    its agent switches (application/session_bound.py)."""
+    return session_to_proto(SessionDetails(session, [], 0, list(grants))).ByteSize()
+
+
+def switch_to_proto(switch: AgentSwitch) -> ses.AgentSwitch:
+    return ses.AgentSwitch(
+        from_agent=switch.from_agent,
+        to_agent=switch.to_agent,
+        reason=switch.reason,
+        switched_at=to_timestamp(switch.switched_at),
+        turn_id=switch.turn_id or "",
     )
 
 
@@ -260,11 +270,8 @@ def turn_to_proto(turn: Turn) -> ses.Turn:
     return out
 
 
-def usage_report_to_proto(report: UsageReport) -> us.GetUsageResponse:
-    return us.GetUsageResponse(
-        total=_usage_totals(report.total),
-        groups=[us.UsageGroup(key=g.key, usage=_usage_totals(g.usage)) for g in report.groups],
-    )
+def usage_group_to_proto(group: UsageGroup) -> us.UsageGroup:
+    return us.UsageGroup(key=group.key, usage=usage_totals(group.usage))
 
 
 def approval_to_proto(approval: Approval) -> ses.PendingApproval:

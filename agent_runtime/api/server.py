@@ -150,7 +150,9 @@ async def start_grpc_server(
         ),
         server,
     )
-    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(use_cases.usage), server)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(
+        UsageServicer(use_cases.usage, max_page_bytes=page_bytes(transport)), server
+    )
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(use_cases.agents), server)
     event_pb2_grpc.add_EventServiceServicer_to_server(
         EventServicer(use_cases.events, stream_limits), server

@@ -11,12 +11,14 @@ from agent_runtime.api.mapping import (
     generation_from_proto,
     message_to_proto,
     session_to_proto,
+    switch_to_proto,
     tools_from_proto,
     turn_to_proto,
 )
-from agent_runtime.api.page_bytes import fitting
+from agent_runtime.api.page_bytes import fitted
 from agent_runtime.application.commands import (
     CreateSession,
+    ListAgentSwitches,
     ListedGrant,
     ListMessages,
     ListPendingApprovals,
@@ -24,7 +26,6 @@ from agent_runtime.application.commands import (
     ListTurns,
     UpdateSession,
 )
-from agent_runtime.application.pagination import encode_position_token
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.v1 import session_pb2 as ses
@@ -32,7 +33,7 @@ from agent_runtime.v1 import session_pb2_grpc as ses_grpc
 
 
 class SessionServicer(ses_grpc.SessionServiceServicer):
-    """`max_page_bytes`: ListMessages pages end before their messages add up to more."""
+    """`max_page_bytes`: a page of any list ends before its items add up to more."""
 
     def __init__(
         self, sessions: SessionHandler, turns: TurnQueries, *, max_page_bytes: int
@@ -95,10 +96,10 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
         page = await self._sessions.list(
             ListSessions(request.page_size, request.page_token, tenant_id=caller_tenant())
         )
-        return ses.ListSessionsResponse(
-            sessions=[session_to_proto(d, with_tools=False) for d in page.items],
-            next_page_token=page.next_page_token,
+        sessions, token = fitted(
+            page, lambda d: session_to_proto(d, with_tools=False), self._max_page_bytes
         )
+        return ses.ListSessionsResponse(sessions=sessions, next_page_token=token)
 
     @unary_errors
     async def DeleteSession(
@@ -120,10 +121,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
                 tenant_id=caller_tenant(),
             )
         )
-        messages = fitting((message_to_proto(m) for m in page.items), self._max_page_bytes)
-        token = page.next_page_token
-        if len(messages) < len(page.items):
-            token = encode_position_token(page.items[len(messages) - 1].position)
+        messages, token = fitted(page, message_to_proto, self._max_page_bytes)
         return ses.ListMessagesResponse(messages=messages, next_page_token=token)
 
     @unary_errors
@@ -138,10 +136,8 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
                 tenant_id=caller_tenant(),
             )
         )
-        return ses.ListPendingApprovalsResponse(
-            approvals=[approval_to_proto(a) for a in page.items],
-            next_page_token=page.next_page_token,
-        )
+        approvals, token = fitted(page, approval_to_proto, self._max_page_bytes)
+        return ses.ListPendingApprovalsResponse(approvals=approvals, next_page_token=token)
 
     @unary_errors
     async def GetTurn(self, request: ses.GetTurnRequest, context: Any) -> ses.GetTurnResponse:
@@ -158,9 +154,23 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
                 tenant_id=caller_tenant(),
             )
         )
-        return ses.ListTurnsResponse(
-            turns=[turn_to_proto(t) for t in page.items], next_page_token=page.next_page_token
+        turns, token = fitted(page, turn_to_proto, self._max_page_bytes)
+        return ses.ListTurnsResponse(turns=turns, next_page_token=token)
+
+    @unary_errors
+    async def ListAgentSwitches(
+        self, request: ses.ListAgentSwitchesRequest, context: Any
+    ) -> ses.ListAgentSwitchesResponse:
+        page = await self._sessions.list_agent_switches(
+            ListAgentSwitches(
+                request.session_id,
+                request.page_size,
+                request.page_token,
+                tenant_id=caller_tenant(),
+            )
         )
+        switches, token = fitted(page, switch_to_proto, self._max_page_bytes)
+        return ses.ListAgentSwitchesResponse(agent_switches=switches, next_page_token=token)
 
     @unary_errors
     async def RevokeApprovalGrant(

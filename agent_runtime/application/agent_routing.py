@@ -13,7 +13,7 @@ from agent_runtime.application.ports import ChatRequest
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import ModelError
-from agent_runtime.domain.model import Role, ToolCallRecord
+from agent_runtime.domain.model import MAX_SWITCH_REASON_CHARS, Role, ToolCallRecord
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.routing import (
     RoutingDecision,
@@ -25,11 +25,6 @@ from agent_runtime.domain.routing import (
 log = logging.getLogger(__name__)
 
 SWITCH_MODE_TOOL = "switch_mode"
-# The reason a model gives for a switch (routing, switch_mode) is cut to this many characters:
-# every switch stays in the session's agent history, which GetSession and ListSessions send
-# whole, and a turn's switches of reasons as long as tool arguments may be (8 x 512 KiB)
-# made the session, and every page of sessions listing it, larger than a gRPC message.
-MAX_MODEL_SWITCH_REASON_CHARS = 1024
 
 
 class AgentRouter:
@@ -68,7 +63,7 @@ class AgentRouter:
         if decision.reason:
             reason += f": {decision.reason}"
         target = self._agents.get(decision.agent)
-        turn.chunk(await turn.switch_agent(target, reason[:MAX_MODEL_SWITCH_REASON_CHARS]))
+        turn.chunk(await turn.switch_agent(target, reason[:MAX_SWITCH_REASON_CHARS]))
 
     async def switch_mode(self, turn: TurnRecorder, call: ToolCallRecord) -> None:
         """The model called switch_mode: switch and tell the model, whose next call is the
@@ -84,7 +79,8 @@ class AgentRouter:
                 is_error=True,
             )
             return
-        reason = str(call.arguments.get("reason", ""))[:MAX_MODEL_SWITCH_REASON_CHARS]
+        # Cut, not refused: the model's reason is untrusted output, the switch still holds.
+        reason = str(call.arguments.get("reason", ""))[:MAX_SWITCH_REASON_CHARS]
         switched = await turn.switch_agent(target, reason)
         await turn.append(
             Role.TOOL, f"Switched to agent '{target.name}'.", tool_call_id=call.call_id

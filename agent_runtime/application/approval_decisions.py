@@ -10,6 +10,7 @@ from typing import Any
 from agent_runtime.application.commands import DecideApproval
 from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.opening import Opening
+from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
@@ -35,10 +36,13 @@ MAX_NOTED_ARGUMENTS = 2000
 
 
 class ApprovalDecisions:
-    def __init__(self, tools: ToolFilterService, clock: Clock, ids: IdFactory) -> None:
+    def __init__(
+        self, tools: ToolFilterService, clock: Clock, ids: IdFactory, bound: SessionBound
+    ) -> None:
         self._tools = tools
         self._now = clock
         self._ids = ids
+        self._bound = bound
 
     async def decide(self, uow: UnitOfWork, turn: TurnRecorder, cmd: DecideApproval) -> Opening:
         """A human's verdict on a pending approval: the call goes to the client to run
@@ -139,6 +143,8 @@ class ApprovalDecisions:
             turn.turn.turn_id,
             call.call_id,
         )
+        in_force = await uow.approvals.grants(grant.session_id)
+        self._bound.check_grant(turn.session, [*in_force, grant])
         await uow.approvals.add_grant(grant)
         return grant
 

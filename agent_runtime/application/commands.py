@@ -188,9 +188,20 @@ class ListTurns:
 
 
 @dataclass(frozen=True, slots=True)
+class ListAgentSwitches:
+    session_id: str
+    page_size: int = 0
+    page_token: str = ""
+    tenant_id: str = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
 class GetUsage:
     # None: from the beginning / until now.
     start: datetime | None = None
     end: datetime | None = None
     group_by: UsageGroupBy = UsageGroupBy.NONE
     tenant_id: str = field(kw_only=True)
+    # The groups' page (their total is always the whole range's).
+    page_size: int = field(default=0, kw_only=True)
+    page_token: str = field(default="", kw_only=True)

@@ -64,7 +64,17 @@ class SessionRepository(Protocol):
         generation settings."""
         ...
 
-    async def agent_history(self, session_id: str) -> list[AgentSwitch]: ...
+    async def recent_agent_switches(
+        self, session_id: str, limit: int
+    ) -> tuple[list[AgentSwitch], int]:
+        """The session's `limit` most recent agent switches, oldest first, and how many
+        switches it has had."""
+        ...
+
+    async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
+        """The session's agent switches, oldest first, from the first with a switch_id larger
+        than `after_id` (0: from the first)."""
+        ...
 
     async def mark_deleted(self, session_id: str, at: datetime) -> None: ...
 
@@ -217,9 +227,16 @@ class UsageRepository(Protocol):
         ...
 
     async def report(
-        self, start: datetime | None, end: datetime | None, group_by: UsageGroupBy
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        group_by: UsageGroupBy,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> UsageReport:
-        """Totals of the turns that ended in [start, end), grouped (groups by key)."""
+        """Totals of the turns that ended in [start, end), grouped (groups by key): the groups
+        whose key comes after `after`, at most `limit` of them (the total is the range's)."""
         ...
 
 

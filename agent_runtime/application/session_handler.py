@@ -4,11 +4,11 @@ approvals."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from agent_runtime.application import pagination
 from agent_runtime.application.commands import (
     CreateSession,
+    ListAgentSwitches,
     ListMessages,
     ListPendingApprovals,
     ListSessions,
@@ -16,6 +16,8 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.application.ids import Clock, IdFactory, new_id, utc_now
+from agent_runtime.application.pagination import Page
+from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.session_lookup import live_session, session_id_retired
 from agent_runtime.application.session_settings import (
     SessionSettings,
@@ -47,23 +49,22 @@ DEFAULT_MAX_INSTRUCTIONS_BYTES = 256 * 1024
 MAX_TITLE_CHARS = 1024
 _SESSIONS_TOKEN = "ses"
 _APPROVALS_TOKEN = "apr"
+_SWITCHES_TOKEN = "swi"
+# A session as GetSession and ListSessions show it has its most recent agent switches only:
+# a session may switch agents on every model call, forever, and all of them would outgrow
+# one gRPC message. ListAgentSwitches pages through them all.
+RECENT_AGENT_SWITCHES = 16
+# A switch's key in the store (a 64-bit integer): the largest a page token may carry.
+_MAX_SWITCH_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
 class SessionDetails:
     session: Session
-    agent_history: list[AgentSwitch]
+    agent_history: list[AgentSwitch]  # the RECENT_AGENT_SWITCHES most recent, oldest first
     pending_approvals: int
     grants: list[ApprovalGrant] = field(default_factory=list)  # APPROVE_ALWAYS, in force
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str
+    agent_switch_count: int = 0  # all of them
 
 
 class SessionHandler:
@@ -72,6 +73,7 @@ class SessionHandler:
         uow_factory: UnitOfWorkFactory,
         agents: AgentCatalogue,
         *,
+        bound: SessionBound,
         clock: Clock = utc_now,
         ids: IdFactory = new_id,
         tools: ToolFilterService | None = None,
@@ -88,6 +90,7 @@ class SessionHandler:
             max_instructions_bytes=max_instructions_bytes,
             declared_tools=declared_tools,
         )
+        self._bound = bound
 
     async def create(self, cmd: CreateSession) -> SessionDetails:
         if cmd.session_id:
@@ -106,6 +109,7 @@ class SessionHandler:
             generation=cmd.generation,
         )
         await self._settings.check(session)
+        self._bound.check_new(session)
         session.instructions = storable(session.instructions)  # answered as GetSession reads
         exists = AlreadyExists(
             f"session {session.session_id} already exists",
@@ -173,6 +177,7 @@ class SessionHandler:
                     )
                 )
             details = await self._details(uow, changed)
+            self._bound.check_update(session, changed, details.grants, paths)
             await uow.commit()
         return details
 
@@ -182,13 +187,7 @@ class SessionHandler:
         async with self._uow_factory.reader(query.tenant_id) as uow:
             rows = await uow.sessions.page_by_activity(after, limit + 1)
             details = [await self._details(uow, s) for s in rows[:limit]]
-        token = ""
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            token = pagination.encode_time_key_token(
-                _SESSIONS_TOKEN, last.last_activity_at, last.session_id
-            )
-        return Page(details, token)
+        return Page(details, len(rows) > limit, _after_session)
 
     async def delete(self, session_id: str, *, tenant_id: str) -> None:
         validate_session_id(session_id)
@@ -212,9 +211,7 @@ class SessionHandler:
             rows = await uow.messages.page(
                 query.session_id, after, limit + 1, include_superseded=query.include_superseded
             )
-        messages = rows[:limit]
-        token = pagination.encode_position_token(messages[-1].position) if len(rows) > limit else ""
-        return Page(messages, token)
+        return Page.of(rows, limit, _after_message)
 
     async def list_pending_approvals(self, query: ListPendingApprovals) -> Page[Approval]:
         validate_session_id(query.session_id)
@@ -223,13 +220,19 @@ class SessionHandler:
         async with self._uow_factory.reader(query.tenant_id) as uow:
             await live_session(uow, query.session_id)
             rows = await uow.approvals.pending_page(query.session_id, self._now(), after, limit + 1)
-        items = rows[:limit]
-        token = ""
-        if len(rows) > limit:
-            token = pagination.encode_time_key_token(
-                _APPROVALS_TOKEN, items[-1].created_at, items[-1].call_id
-            )
-        return Page(items, token)
+        return Page.of(rows, limit, _after_approval)
+
+    async def list_agent_switches(self, query: ListAgentSwitches) -> Page[AgentSwitch]:
+        """Oldest first; a page token is the key of the page's last switch."""
+        validate_session_id(query.session_id)
+        limit = pagination.page_size(query.page_size)
+        after = pagination.decode_position_token(
+            query.page_token, _SWITCHES_TOKEN, maximum=_MAX_SWITCH_ID
+        )
+        async with self._uow_factory.reader(query.tenant_id) as uow:
+            await live_session(uow, query.session_id)
+            rows = await uow.sessions.agent_switches(query.session_id, after, limit + 1)
+        return Page.of(rows, limit, _after_switch)
 
     async def revoke_grant(self, session_id: str, grant_id: str, *, tenant_id: str) -> None:
         """End an APPROVE_ALWAYS grant: the calls it allowed are asked about again (from the
@@ -247,7 +250,28 @@ class SessionHandler:
             await uow.commit()
 
     async def _details(self, uow: ReadUnitOfWork, session: Session) -> SessionDetails:
-        history = await uow.sessions.agent_history(session.session_id)
+        history, switches = await uow.sessions.recent_agent_switches(
+            session.session_id, RECENT_AGENT_SWITCHES
+        )
         pending = await uow.approvals.count_pending(session.session_id, self._now())
         grants = await uow.approvals.grants(session.session_id)
-        return SessionDetails(session, history, pending, grants)
+        return SessionDetails(session, history, pending, grants, switches)
+
+
+def _after_session(details: SessionDetails) -> str:
+    session = details.session
+    return pagination.encode_time_key_token(
+        _SESSIONS_TOKEN, session.last_activity_at, session.session_id
+    )
+
+
+def _after_message(message: Message) -> str:
+    return pagination.encode_position_token(message.position)
+
+
+def _after_switch(switch: AgentSwitch) -> str:
+    return pagination.encode_position_token(switch.switch_id, _SWITCHES_TOKEN)
+
+
+def _after_approval(approval: Approval) -> str:
+    return pagination.encode_time_key_token(_APPROVALS_TOKEN, approval.created_at, approval.call_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent_runtime.application import pagination
 from agent_runtime.application.commands import ListTurns
-from agent_runtime.application.session_handler import Page
+from agent_runtime.application.pagination import Page
 from agent_runtime.application.session_lookup import live_session
 from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.domain.errors import NotFound
@@ -39,9 +39,8 @@ class TurnQueries:
         async with self._uow_factory.reader(query.tenant_id) as uow:
             await live_session(uow, query.session_id)
             rows = await uow.turns.page(query.session_id, after, limit + 1)
-        items = rows[:limit]
-        token = ""
-        if len(rows) > limit:
-            last = items[-1]
-            token = pagination.encode_time_key_token(_TURNS_TOKEN, last.started_at, last.turn_id)
-        return Page(items, token)
+        return Page.of(rows, limit, _after_turn)
+
+
+def _after_turn(turn: Turn) -> str:
+    return pagination.encode_time_key_token(_TURNS_TOKEN, turn.started_at, turn.turn_id)

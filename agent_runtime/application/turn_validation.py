@@ -19,6 +19,7 @@ from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import (
     MAX_MODEL_NAME,
+    MAX_SWITCH_REASON_CHARS,
     ApprovalVerdict,
     validate_id,
     validate_session_id,
@@ -97,7 +98,11 @@ class TurnValidator:
             case SwitchAgent():
                 if not cmd.agent:
                     raise InvalidInput.field("switch_agent.agent", "must name an agent")
-                self._check_size("switch_agent.reason", cmd.reason)
+                if len(cmd.reason) > MAX_SWITCH_REASON_CHARS:  # free text: NUL is repaired
+                    raise InvalidInput.field(
+                        "switch_agent.reason",
+                        f"must be at most {MAX_SWITCH_REASON_CHARS} characters",
+                    )
                 try:
                     self._agents.get(cmd.agent)
                 except InvalidInput as exc:

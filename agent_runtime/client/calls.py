@@ -215,15 +215,37 @@ def revoke_approval_grant(session_id: str, grant_id: str) -> UnaryCall[None]:
     return UnaryCall(lambda s: s.sessions.RevokeApprovalGrant, request, _nothing, repeatable=False)
 
 
+def every_agent_switch(session_id: str, page_size: int) -> Pages[ses.AgentSwitch]:
+    """Oldest first (GetSession has only the most recent ones)."""
+
+    def page(token: str) -> UnaryCall[ses.ListAgentSwitchesResponse]:
+        request = ses.ListAgentSwitchesRequest(
+            session_id=session_id, page_size=page_size, page_token=token
+        )
+        return UnaryCall(lambda s: s.sessions.ListAgentSwitches, request, _itself)
+
+    return Pages(page, lambda r: r.agent_switches)
+
+
 def get_usage(
-    start: datetime | None, end: datetime | None, group_by: us.UsageGroupBy.ValueType
+    start: datetime | None,
+    end: datetime | None,
+    group_by: us.UsageGroupBy.ValueType,
+    page_token: str = "",
 ) -> UnaryCall[us.GetUsageResponse]:
-    request = us.GetUsageRequest(group_by=group_by)
+    """One page of groups: see with_next_groups."""
+    request = us.GetUsageRequest(group_by=group_by, page_token=page_token)
     if start is not None:
         request.start_time.FromDatetime(start)
     if end is not None:
         request.end_time.FromDatetime(end)
     return UnaryCall(lambda s: s.usage.GetUsage, request, _itself)
+
+
+def with_next_groups(report: us.GetUsageResponse, page: us.GetUsageResponse) -> None:
+    """Add the groups of the report's next page to it (and the token of the page after)."""
+    report.groups.extend(page.groups)
+    report.next_page_token = page.next_page_token
 
 
 def every_pending_approval(session_id: str, page_size: int) -> Pages[ses.PendingApproval]:

@@ -188,6 +188,13 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         """The session's turns, oldest first, fetched a page at a time."""
         return self._every(calls.every_turn(session_id, page_size))
 
+    def list_agent_switches(
+        self, session_id: str, *, page_size: int = 0
+    ) -> AsyncGenerator[ses.AgentSwitch, None]:
+        """Every agent switch of the session, oldest first, fetched a page at a time
+        (get_session's agent_history has the most recent ones only)."""
+        return self._every(calls.every_agent_switch(session_id, page_size))
+
     async def revoke_approval_grant(
         self, session_id: str, grant_id: str, *, timeout: float | None = None
     ) -> None:
@@ -202,8 +209,13 @@ class AgentRuntimeClient(ClientBase[grpc.aio.Channel]):
         group_by: us.UsageGroupBy.ValueType = us.USAGE_GROUP_BY_UNSPECIFIED,
         timeout: float | None = None,
     ) -> us.GetUsageResponse:
-        """The tenant's token totals of the turns that ended in [start, end), grouped."""
-        return await self._call(calls.get_usage(start, end, group_by), timeout)
+        """The tenant's token totals of the turns that ended in [start, end), grouped (every
+        group: the pages the server sent them in, one gRPC message each, put together)."""
+        report = await self._call(calls.get_usage(start, end, group_by), timeout)
+        while token := report.next_page_token:
+            page = await self._call(calls.get_usage(start, end, group_by, token), timeout)
+            calls.with_next_groups(report, page)
+        return report
 
     def list_pending_approvals(
         self, session_id: str, *, page_size: int = 0

@@ -233,6 +233,12 @@ class Turn:
         self.finished_at = now
 
 
+# The reason of an agent switch, a client's (SwitchAgent) or a model's (routing, switch_mode),
+# is at most this many characters: the most recent switches are part of the session as
+# GetSession and ListSessions send it, in one gRPC message.
+MAX_SWITCH_REASON_CHARS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSwitch:
     from_agent: str
@@ -240,6 +246,9 @@ class AgentSwitch:
     reason: str
     switched_at: datetime
     turn_id: str | None = None
+    # The store's key, increasing in the order switches are made (0 until stored): where a
+    # page of switches ends. Not part of what the switch is.
+    switch_id: int = field(default=0, compare=False)
 
 
 class ApprovalStatus(Enum):

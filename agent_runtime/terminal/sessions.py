@@ -126,6 +126,9 @@ async def _show(
     )
     if session.running_turn_id:
         _print(f"  running turn: {session.running_turn_id}")
+    earlier = session.agent_switch_count - len(session.agent_history)
+    if earlier > 0:  # the session shows its most recent switches only
+        _print(f"  agent switches: {earlier} earlier ones not shown")
     for switch in session.agent_history:
         _print(f"  agent switch: {switch.from_agent} -> {switch.to_agent} ({switch.reason})")
     usage = session.usage

@@ -89,6 +89,7 @@ class Session(message.Message):
     GENERATION_FIELD_NUMBER: builtins.int
     USAGE_FIELD_NUMBER: builtins.int
     APPROVAL_GRANTS_FIELD_NUMBER: builtins.int
+    AGENT_SWITCH_COUNT_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     title: builtins.str
     agent: builtins.str
@@ -100,13 +101,17 @@ class Session(message.Message):
     """The client's instructions, appended to the agent's system prompt under a heading that
     says they come from the client.
     """
+    agent_switch_count: builtins.int
+    """How many agent changes the session has had (agent_history shows the last of them)."""
     @builtins.property
     def created_at(self) -> timestamp_pb2.Timestamp: ...
     @builtins.property
     def last_activity_at(self) -> timestamp_pb2.Timestamp: ...
     @builtins.property
     def agent_history(self) -> containers.RepeatedCompositeFieldContainer[AgentSwitch]:
-        """Every agent change, oldest first."""
+        """The most recent agent changes (at most 16), oldest first: agent_switch_count says how
+        many there were, ListAgentSwitches lists them all.
+        """
 
     @builtins.property
     def tools(self) -> containers.RepeatedCompositeFieldContainer[model_controls_pb2.ToolDefinition]:
@@ -145,10 +150,11 @@ class Session(message.Message):
         generation: model_controls_pb2.GenerationConfig | None = ...,
         usage: usage_pb2.UsageTotals | None = ...,
         approval_grants: abc.Iterable[ApprovalGrant] | None = ...,
+        agent_switch_count: builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["created_at", b"created_at", "generation", b"generation", "last_activity_at", b"last_activity_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "approval_grants", b"approval_grants", "created_at", b"created_at", "generation", b"generation", "instructions", b"instructions", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title", "tools", b"tools", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent", b"agent", "agent_history", b"agent_history", "agent_switch_count", b"agent_switch_count", "approval_grants", b"approval_grants", "created_at", b"created_at", "generation", b"generation", "instructions", b"instructions", "last_activity_at", b"last_activity_at", "message_count", b"message_count", "pending_approvals_count", b"pending_approvals_count", "running_turn_id", b"running_turn_id", "session_id", b"session_id", "title", b"title", "tools", b"tools", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -883,5 +889,50 @@ class RevokeApprovalGrantResponse(message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListAgentSwitchesRequest(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: builtins.int
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    session_id: builtins.str
+    page_size: builtins.int
+    """At most this many switches (default 100, at most 1000)."""
+    page_token: builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: builtins.str = ...,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+@typing.final
+class ListAgentSwitchesResponse(message.Message):
+    DESCRIPTOR: descriptor.Descriptor
+
+    AGENT_SWITCHES_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    @builtins.property
+    def agent_switches(self) -> containers.RepeatedCompositeFieldContainer[AgentSwitch]: ...
+    def __init__(
+        self,
+        *,
+        agent_switches: abc.Iterable[AgentSwitch] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = typing.Literal["agent_switches", b"agent_switches", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...

@@ -85,6 +85,11 @@ class SessionServiceStub:
                 request_serializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantRequest.SerializeToString,
                 response_deserializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantResponse.FromString,
                 _registered_method=True)
+        self.ListAgentSwitches = channel.unary_unary(
+                '/agent_runtime.v1.SessionService/ListAgentSwitches',
+                request_serializer=agent__runtime_dot_v1_dot_session__pb2.ListAgentSwitchesRequest.SerializeToString,
+                response_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListAgentSwitchesResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -92,7 +97,10 @@ class SessionServiceServicer:
     """
 
     def CreateSession(self, request, context):
-        """Creates a session; ALREADY_EXISTS when the requested id is taken.
+        """Creates a session; ALREADY_EXISTS when the requested id is taken. A session is at most
+        2 MiB as GetSession sends it, but for its agent history (its title, instructions, tools,
+        generation settings and approval grants): CreateSession, UpdateSession and an
+        APPROVE_ALWAYS decision that would make it larger are refused (SESSION_TOO_LARGE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +170,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgentSwitches(self, request, context):
+        """The session's agent switches, oldest first, one page at a time (Session.agent_history
+        has only the most recent ones).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +230,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.RevokeApprovalGrant,
                     request_deserializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantRequest.FromString,
                     response_serializer=agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantResponse.SerializeToString,
+            ),
+            'ListAgentSwitches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentSwitches,
+                    request_deserializer=agent__runtime_dot_v1_dot_session__pb2.ListAgentSwitchesRequest.FromString,
+                    response_serializer=agent__runtime_dot_v1_dot_session__pb2.ListAgentSwitchesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -487,6 +508,33 @@ class SessionService:
             '/agent_runtime.v1.SessionService/RevokeApprovalGrant',
             agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantRequest.SerializeToString,
             agent__runtime_dot_v1_dot_session__pb2.RevokeApprovalGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentSwitches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_runtime.v1.SessionService/ListAgentSwitches',
+            agent__runtime_dot_v1_dot_session__pb2.ListAgentSwitchesRequest.SerializeToString,
+            agent__runtime_dot_v1_dot_session__pb2.ListAgentSwitchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

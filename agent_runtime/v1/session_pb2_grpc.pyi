@@ -34,7 +34,11 @@ class SessionServiceStub:
     @typing.overload
     def __new__(cls, channel: aio.Channel) -> SessionServiceAsyncStub: ...
     CreateSession: grpc.UnaryUnaryMultiCallable[session_pb2.CreateSessionRequest, session_pb2.CreateSessionResponse]
-    """Creates a session; ALREADY_EXISTS when the requested id is taken."""
+    """Creates a session; ALREADY_EXISTS when the requested id is taken. A session is at most
+    2 MiB as GetSession sends it, but for its agent history (its title, instructions, tools,
+    generation settings and approval grants): CreateSession, UpdateSession and an
+    APPROVE_ALWAYS decision that would make it larger are refused (SESSION_TOO_LARGE).
+    """
     GetSession: grpc.UnaryUnaryMultiCallable[session_pb2.GetSessionRequest, session_pb2.GetSessionResponse]
     ListSessions: grpc.UnaryUnaryMultiCallable[session_pb2.ListSessionsRequest, session_pb2.ListSessionsResponse]
     """Sessions by most recent activity first, one page at a time."""
@@ -55,6 +59,10 @@ class SessionServiceStub:
     """The session's turns, oldest first, one page at a time."""
     RevokeApprovalGrant: grpc.UnaryUnaryMultiCallable[session_pb2.RevokeApprovalGrantRequest, session_pb2.RevokeApprovalGrantResponse]
     """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again."""
+    ListAgentSwitches: grpc.UnaryUnaryMultiCallable[session_pb2.ListAgentSwitchesRequest, session_pb2.ListAgentSwitchesResponse]
+    """The session's agent switches, oldest first, one page at a time (Session.agent_history
+    has only the most recent ones).
+    """
 
 @typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -62,7 +70,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
 
     def __init__(self, channel: aio.Channel) -> None: ...
     CreateSession: aio.UnaryUnaryMultiCallable[session_pb2.CreateSessionRequest, session_pb2.CreateSessionResponse]  # type: ignore[assignment]
-    """Creates a session; ALREADY_EXISTS when the requested id is taken."""
+    """Creates a session; ALREADY_EXISTS when the requested id is taken. A session is at most
+    2 MiB as GetSession sends it, but for its agent history (its title, instructions, tools,
+    generation settings and approval grants): CreateSession, UpdateSession and an
+    APPROVE_ALWAYS decision that would make it larger are refused (SESSION_TOO_LARGE).
+    """
     GetSession: aio.UnaryUnaryMultiCallable[session_pb2.GetSessionRequest, session_pb2.GetSessionResponse]  # type: ignore[assignment]
     ListSessions: aio.UnaryUnaryMultiCallable[session_pb2.ListSessionsRequest, session_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Sessions by most recent activity first, one page at a time."""
@@ -83,6 +95,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """The session's turns, oldest first, one page at a time."""
     RevokeApprovalGrant: aio.UnaryUnaryMultiCallable[session_pb2.RevokeApprovalGrantRequest, session_pb2.RevokeApprovalGrantResponse]  # type: ignore[assignment]
     """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again."""
+    ListAgentSwitches: aio.UnaryUnaryMultiCallable[session_pb2.ListAgentSwitchesRequest, session_pb2.ListAgentSwitchesResponse]  # type: ignore[assignment]
+    """The session's agent switches, oldest first, one page at a time (Session.agent_history
+    has only the most recent ones).
+    """
 
 class SessionServiceServicer(metaclass=abc_1.ABCMeta):
     """Conversation sessions and their persisted history."""
@@ -93,7 +109,11 @@ class SessionServiceServicer(metaclass=abc_1.ABCMeta):
         request: session_pb2.CreateSessionRequest,
         context: _ServicerContext,
     ) -> typing.Union[session_pb2.CreateSessionResponse, abc.Awaitable[session_pb2.CreateSessionResponse]]:
-        """Creates a session; ALREADY_EXISTS when the requested id is taken."""
+        """Creates a session; ALREADY_EXISTS when the requested id is taken. A session is at most
+        2 MiB as GetSession sends it, but for its agent history (its title, instructions, tools,
+        generation settings and approval grants): CreateSession, UpdateSession and an
+        APPROVE_ALWAYS decision that would make it larger are refused (SESSION_TOO_LARGE).
+        """
 
     @abc_1.abstractmethod
     def GetSession(
@@ -168,5 +188,15 @@ class SessionServiceServicer(metaclass=abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[session_pb2.RevokeApprovalGrantResponse, abc.Awaitable[session_pb2.RevokeApprovalGrantResponse]]:
         """Ends an APPROVE_ALWAYS grant: the tool's calls are asked about again."""
+
+    @abc_1.abstractmethod
+    def ListAgentSwitches(
+        self,
+        request: session_pb2.ListAgentSwitchesRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[session_pb2.ListAgentSwitchesResponse, abc.Awaitable[session_pb2.ListAgentSwitchesResponse]]:
+        """The session's agent switches, oldest first, one page at a time (Session.agent_history
+        has only the most recent ones).
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: typing.Union[grpc.Server, aio.Server]) -> None: ...

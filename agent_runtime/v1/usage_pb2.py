@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gent_runtime/v1/usage.proto\x12\x10\x61gent_runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0bUsageTotals\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\x12\r\n\x05turns\x18\x04 \x01(\x04\"\xa1\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08group_by\x18\x03 \x01(\x0e\x32\x1e.agent_runtime.v1.UsageGroupBy\"G\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05usage\x18\x02 \x01(\x0b\x32\x1d.agent_runtime.v1.UsageTotals\"n\n\x10GetUsageResponse\x12,\n\x05total\x18\x01 \x01(\x0b\x32\x1d.agent_runtime.v1.UsageTotals\x12,\n\x06groups\x18\x02 \x03(\x0b\x32\x1c.agent_runtime.v1.UsageGroup*|\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14USAGE_GROUP_BY_MODEL\x10\x01\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x02\x12\x1a\n\x16USAGE_GROUP_BY_SESSION\x10\x03\x32\x61\n\x0cUsageService\x12Q\n\x08GetUsage\x12!.agent_runtime.v1.GetUsageRequest\x1a\".agent_runtime.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gent_runtime/v1/usage.proto\x12\x10\x61gent_runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0bUsageTotals\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\x12\r\n\x05turns\x18\x04 \x01(\x04\"\xc8\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08group_by\x18\x03 \x01(\x0e\x32\x1e.agent_runtime.v1.UsageGroupBy\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"G\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05usage\x18\x02 \x01(\x0b\x32\x1d.agent_runtime.v1.UsageTotals\"\x87\x01\n\x10GetUsageResponse\x12,\n\x05total\x18\x01 \x01(\x0b\x32\x1d.agent_runtime.v1.UsageTotals\x12,\n\x06groups\x18\x02 \x03(\x0b\x32\x1c.agent_runtime.v1.UsageGroup\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t*|\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14USAGE_GROUP_BY_MODEL\x10\x01\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x02\x12\x1a\n\x16USAGE_GROUP_BY_SESSION\x10\x03\x32\x61\n\x0cUsageService\x12Q\n\x08GetUsage\x12!.agent_runtime.v1.GetUsageRequest\x1a\".agent_runtime.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_runtime.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGEGROUPBY']._serialized_start=534
-  _globals['_USAGEGROUPBY']._serialized_end=658
+  _globals['_USAGEGROUPBY']._serialized_start=599
+  _globals['_USAGEGROUPBY']._serialized_end=723
   _globals['_USAGETOTALS']._serialized_start=83
   _globals['_USAGETOTALS']._serialized_end=183
   _globals['_GETUSAGEREQUEST']._serialized_start=186
-  _globals['_GETUSAGEREQUEST']._serialized_end=347
-  _globals['_USAGEGROUP']._serialized_start=349
-  _globals['_USAGEGROUP']._serialized_end=420
-  _globals['_GETUSAGERESPONSE']._serialized_start=422
-  _globals['_GETUSAGERESPONSE']._serialized_end=532
-  _globals['_USAGESERVICE']._serialized_start=660
-  _globals['_USAGESERVICE']._serialized_end=757
+  _globals['_GETUSAGEREQUEST']._serialized_end=386
+  _globals['_USAGEGROUP']._serialized_start=388
+  _globals['_USAGEGROUP']._serialized_end=459
+  _globals['_GETUSAGERESPONSE']._serialized_start=462
+  _globals['_GETUSAGERESPONSE']._serialized_end=597
+  _globals['_USAGESERVICE']._serialized_start=725
+  _globals['_USAGESERVICE']._serialized_end=822
 # @@protoc_insertion_point(module_scope)

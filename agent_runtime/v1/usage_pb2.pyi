@@ -78,7 +78,17 @@ class GetUsageRequest(message.Message):
     START_TIME_FIELD_NUMBER: builtins.int
     END_TIME_FIELD_NUMBER: builtins.int
     GROUP_BY_FIELD_NUMBER: builtins.int
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
     group_by: UsageGroupBy.ValueType
+    page_size: builtins.int
+    """At most this many groups (default 1000, at most 1000); the total is always the whole
+    range's.
+    """
+    page_token: builtins.str
+    """From a previous response's next_page_token (with the same range and group_by); empty:
+    the first page.
+    """
     @builtins.property
     def start_time(self) -> timestamp_pb2.Timestamp:
         """Unset: from the beginning."""
@@ -93,10 +103,12 @@ class GetUsageRequest(message.Message):
         start_time: timestamp_pb2.Timestamp | None = ...,
         end_time: timestamp_pb2.Timestamp | None = ...,
         group_by: UsageGroupBy.ValueType = ...,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["end_time", b"end_time", "group_by", b"group_by", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["end_time", b"end_time", "group_by", b"group_by", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -128,20 +140,24 @@ class GetUsageResponse(message.Message):
 
     TOTAL_FIELD_NUMBER: builtins.int
     GROUPS_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    """Empty when there are no more groups."""
     @builtins.property
     def total(self) -> UsageTotals: ...
     @builtins.property
     def groups(self) -> containers.RepeatedCompositeFieldContainer[UsageGroup]:
-        """By key, in ascending order."""
+        """By key, in ascending order; one page of them."""
 
     def __init__(
         self,
         *,
         total: UsageTotals | None = ...,
         groups: abc.Iterable[UsageGroup] | None = ...,
+        next_page_token: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = typing.Literal["groups", b"groups", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = typing.Literal["groups", b"groups", "next_page_token", b"next_page_token", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...

@@ -253,12 +253,32 @@ async def test_a_switch_sets_the_agent_and_is_appended_to_the_sessions_history(
         await uow.sessions.switch_agent("s1", second)
         await uow.sessions.switch_agent("s2", first)
     async with uows.reader(TENANT) as reader:
-        assert await reader.sessions.agent_history("s1") == [first, second]
-        assert await reader.sessions.agent_history("s2") == [first]
-        assert await reader.sessions.agent_history("missing") == []
+        assert await reader.sessions.recent_agent_switches("s1", 10) == ([first, second], 2)
+        assert await reader.sessions.recent_agent_switches("s1", 1) == ([second], 2)
+        assert await reader.sessions.recent_agent_switches("s2", 10) == ([first], 1)
+        assert await reader.sessions.recent_agent_switches("missing", 10) == ([], 0)
         s1, s2 = await reader.sessions.get("s1"), await reader.sessions.get("s2")
     assert s1 is not None and s1.agent == "coder"
     assert s2 is not None and s2.agent == "architect"
+
+
+async def test_agent_switches_are_paged_oldest_first_by_their_keys(
+    uows: UnitOfWorkFactory,
+) -> None:
+    await add_sessions(uows, "s1", "s2")
+    made = [AgentSwitch("coder", "architect", f"reason {n}", NOW, f"t{n}") for n in range(5)]
+    async with committing(uows) as uow:
+        for switch in made:
+            await uow.sessions.switch_agent("s1", switch)
+            await uow.sessions.switch_agent("s2", switch)  # interleaved keys: s1's are not 1..5
+    async with uows.reader(TENANT) as reader:
+        first = await reader.sessions.agent_switches("s1", 0, 2)
+        rest = await reader.sessions.agent_switches("s1", first[-1].switch_id, 10)
+        recent, count = await reader.sessions.recent_agent_switches("s1", 3)
+    assert first + rest == made
+    assert [s.switch_id for s in first + rest] == sorted({s.switch_id for s in first + rest})
+    assert (recent, count) == (made[2:], 5)
+    assert [s.switch_id for s in recent] == [s.switch_id for s in rest[-3:]]
 
 
 async def test_sessions_are_listed_by_latest_activity_after_a_cursor_deleted_ones_never(
@@ -732,7 +752,8 @@ async def test_u0000_is_stored_as_u_fffd_in_every_text_field_and_kept_in_json(
         assert kept is not None
         assert (kept.call_id, kept.reason, kept.feedback) == ("call-\ufffd", AS_STORED, AS_STORED)
         assert (kept.arguments, kept.final_arguments) == (call.arguments, {"content": WITH_NUL})
-        assert [s.reason for s in await reader.sessions.agent_history("s1")] == [AS_STORED]
+        switches, _ = await reader.sessions.recent_agent_switches("s1", 10)
+        assert [s.reason for s in switches] == [AS_STORED]
         events = await reader.events.after(0, session_id="s1", types=frozenset(), limit=10)
         assert [e.event.data for e in events] == [{"text": WITH_NUL}]
 
@@ -814,9 +835,12 @@ async def _everything_seen(uow: ReadUnitOfWork | UnitOfWork) -> dict[str, object
     """Every read of the ports, for session s1, turn t1, call call-1."""
     t1 = a_turn("t1")
     every_type: frozenset[EventType] = frozenset()
+    recent_switches, switch_count = await uow.sessions.recent_agent_switches("s1", 10)
     return {
         "sessions.get": await uow.sessions.get("s1"),
-        "sessions.agent_history": await uow.sessions.agent_history("s1"),
+        "sessions.recent_agent_switches": recent_switches,
+        "sessions.recent_agent_switches (count)": switch_count,
+        "sessions.agent_switches": await uow.sessions.agent_switches("s1", 0, 10),
         "sessions.page_by_activity": await uow.sessions.page_by_activity(None, 10),
         "turns.get": await uow.turns.get("t1"),
         "turns.find_by_client_message_id": await uow.turns.find_by_client_message_id(

@@ -273,3 +273,21 @@ async def test_usage_reports_the_ended_turns_in_a_range_grouped(uows: UnitOfWork
     ]
     assert by_session.groups == [UsageGroup("s2", UsageTotals(1105, 205, 3))]
     assert nothing.total == UsageTotals() and nothing.groups == []
+
+
+async def test_usage_groups_are_paged_by_key(uows: UnitOfWorkFactory) -> None:
+    await add_sessions(uows, "s1")
+    async with committing(uows) as uow:
+        for number, model in enumerate(["m-c", "m-a", "m-d", "m-b"]):
+            turn = a_turn(f"t{number}", "s1")
+            turn.model = model
+            turn.complete(StopReason.END_TURN, Usage(number, 1), NOW)
+            await uow.turns.add(turn)
+    async with uows.reader(TENANT) as reader:
+        first = await reader.usage.report(None, None, UsageGroupBy.MODEL, limit=2)
+        rest = await reader.usage.report(None, None, UsageGroupBy.MODEL, after="m-b", limit=2)
+        past = await reader.usage.report(None, None, UsageGroupBy.MODEL, after="m-d")
+    assert [g.key for g in first.groups] == ["m-a", "m-b"]
+    assert [g.key for g in rest.groups] == ["m-c", "m-d"]
+    assert past.groups == []
+    assert first.total == rest.total == past.total == UsageTotals(6, 4, 4)

@@ -25,6 +25,7 @@ from tests.support.runtime_fixtures import Client
 PAGE = 2
 SESSIONS_PAGE = 16
 MAX_PAGE = 1000  # the largest a client may ask for
+RECENT_SWITCHES = 16  # the agent switches a session shows (ListAgentSwitches has them all)
 _DEADLINE = 10.0
 _DELTAS = ("assistant_delta", "tool_call_delta", "reasoning_delta")
 _TURN_ENDINGS = (
@@ -44,6 +45,7 @@ class ReadBack:
     approvals: list[ses.PendingApproval]
     # The session's events from the first up to the ending of the turn.
     events: list[ev.Event]
+    switches: list[ses.AgentSwitch]  # every one, by ListAgentSwitches
 
 
 def replayed(chunks: Sequence[rt.StreamChunk]) -> list[rt.StreamChunk]:
@@ -61,13 +63,18 @@ async def read_back(
     sessions = client.sessions
 
     got = await sessions.GetSession(ses.GetSessionRequest(session_id=session_id), timeout=10)
-    assert await _session_listed(client, session_id) == got.session
+    assert await _session_listed(client, session_id) == as_listed(got.session)
     messages = await _every_message(client, session_id, include_superseded=False)
     with_superseded = await _every_message(client, session_id, include_superseded=True)
     largest_pages = await _every_message(client, session_id, page_size=MAX_PAGE)
     assert largest_pages == messages, "ListMessages pages of different sizes disagree"
     assert message_problems(with_superseded) == []
     approvals = await _every_approval(client, session_id)
+    switches = await _every_switch(client, session_id)
+    assert got.session.agent_switch_count == len(switches)
+    recent = switches[len(switches) - len(got.session.agent_history) :]
+    assert list(got.session.agent_history) == recent, "agent_history: not the latest switches"
+    assert len(recent) == min(len(switches), RECENT_SWITCHES)
     turns = await _every_turn(client, session_id)
     turn = (await sessions.GetTurn(ses.GetTurnRequest(session_id=session_id, turn_id=turn_id))).turn
     assert [t for t in turns if t.turn_id == turn_id] == [turn]
@@ -85,7 +92,7 @@ async def read_back(
         async with aclosing(api.list_sessions(page_size=SESSIONS_PAGE)) as sessions_listed:
             async for listed in sessions_listed:
                 if listed.session_id == session_id:
-                    assert listed == got.session
+                    assert listed == as_listed(got.session)
                     break
             else:
                 raise AssertionError(f"list_sessions does not list {session_id}")
@@ -95,6 +102,7 @@ async def read_back(
             == with_superseded
         )
         assert await _all(api.list_pending_approvals(session_id, page_size=PAGE)) == approvals
+        assert await _all(api.list_agent_switches(session_id, page_size=PAGE)) == switches
         assert await _all(api.list_turns(session_id, page_size=PAGE)) == turns
         assert await api.get_turn(session_id, turn_id, timeout=10) == turn
         assert await _all(api.resume_stream(session_id, turn_id, timeout=10)) == replay
@@ -102,7 +110,17 @@ async def read_back(
         watched = api.watch_events(session_id=session_id, after_event_id=0)
         assert await asyncio.wait_for(_until_ending(watched, turn_id), _DEADLINE) == events
 
-    return ReadBack(got.session, messages, with_superseded, turns, turn, approvals, events)
+    return ReadBack(
+        got.session, messages, with_superseded, turns, turn, approvals, events, switches
+    )
+
+
+def as_listed(session: ses.Session) -> ses.Session:
+    """The session as ListSessions lists it: without its declared tools."""
+    listed = ses.Session()
+    listed.CopyFrom(session)
+    del listed.tools[:]
+    return listed
 
 
 async def _all(items: AsyncIterator[object]) -> list[object]:
@@ -151,6 +169,19 @@ async def _every_approval(client: Client, session_id: str) -> list[ses.PendingAp
         )
         page = await client.sessions.ListPendingApprovals(request, timeout=10)
         found += page.approvals
+        if not (token := page.next_page_token):
+            return found
+
+
+async def _every_switch(client: Client, session_id: str) -> list[ses.AgentSwitch]:
+    found: list[ses.AgentSwitch] = []
+    token = ""
+    while True:
+        request = ses.ListAgentSwitchesRequest(
+            session_id=session_id, page_size=PAGE, page_token=token
+        )
+        page = await client.sessions.ListAgentSwitches(request, timeout=10)
+        found += page.agent_switches
         if not (token := page.next_page_token):
             return found
 

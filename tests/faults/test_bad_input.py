@@ -50,6 +50,7 @@ from agent_runtime.v1 import (
 from agent_runtime.v1 import event_pb2 as ev
 from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
+from agent_runtime.v1 import usage_pb2 as us
 from tests.faults.checks import TABLES
 from tests.support.databases import BACKENDS, database_for
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
@@ -248,6 +249,14 @@ METHODS: dict[str, tuple[str, Any]] = {
         "unary",
         ses.ListPendingApprovalsRequest(session_id="fz-approval", page_size=1),
     ),
+    "SessionService/ListAgentSwitches": (
+        "unary",
+        ses.ListAgentSwitchesRequest(session_id="fz-text", page_size=1),
+    ),
+    "UsageService/GetUsage": (
+        "unary",
+        us.GetUsageRequest(group_by=us.USAGE_GROUP_BY_MODEL, page_size=1),
+    ),
     "AgentService/ListAgents": ("unary", ag.ListAgentsRequest()),
     "EventService/WatchEvents": ("watch", ev.WatchEventsRequest(session_id="fz-text")),
 }
@@ -402,9 +411,12 @@ page_tokens = st.one_of(
             st.one_of(session_ids, json_values),
         ).map(list),
     ),
+    # Switch keys (64-bit in the store) and usage group keys (text).
+    st.builds(lambda v: _forged_token("swi", [v]), st.one_of(big_integers, json_values)),
+    st.builds(lambda v: _forged_token("usg", [v]), st.one_of(strings, json_values)),
     st.builds(
         _forged_token,
-        st.sampled_from(["pos", "ses", "apr", "x"]),
+        st.sampled_from(["pos", "ses", "apr", "swi", "usg", "x"]),
         st.lists(json_values, max_size=3),
     ),
 )
@@ -770,6 +782,42 @@ def test_list_messages(fuzzed: Runtime, request: ses.ListMessagesRequest) -> Non
 )
 def test_list_pending_approvals(fuzzed: Runtime, request: ses.ListPendingApprovalsRequest) -> None:
     check(fuzzed, "SessionService/ListPendingApprovals", request.SerializeToString())
+
+
+@FUZZ
+@given(
+    request=st.builds(
+        ses.ListAgentSwitchesRequest,
+        session_id=session_ids,
+        page_size=uint32s,
+        page_token=page_tokens,
+    )
+)
+@example(
+    request=ses.ListAgentSwitchesRequest(
+        session_id="fz-text", page_token=_forged_token("swi", [2**63])
+    )
+)
+def test_list_agent_switches(fuzzed: Runtime, request: ses.ListAgentSwitchesRequest) -> None:
+    check(fuzzed, "SessionService/ListAgentSwitches", request.SerializeToString())
+
+
+@FUZZ
+@given(
+    request=st.builds(
+        us.GetUsageRequest,
+        group_by=mostly(st.integers(0, 3), enum_numbers),
+        page_size=uint32s,
+        page_token=page_tokens,
+    )
+)
+@example(
+    request=us.GetUsageRequest(
+        group_by=us.USAGE_GROUP_BY_MODEL, page_token=_forged_token("usg", ["m\x00"])
+    )
+)
+def test_get_usage(fuzzed: Runtime, request: us.GetUsageRequest) -> None:
+    check(fuzzed, "UsageService/GetUsage", request.SerializeToString())
 
 
 @settings(FUZZ, max_examples=3)

@@ -111,6 +111,11 @@ REFUSED: dict[str, tuple[Call, str]] = {
         "approval_decision.call_id",
     ),
     "switch_agent.agent with NUL": (_turn(switch_agent("s1", f"coder{NUL}")), "switch_agent.agent"),
+    # As long as a model's is cut to: the most recent switches are part of every GetSession.
+    "switch_agent.reason too long": (
+        _turn(switch_agent("s1", "architect", "r" * 1025)),
+        "switch_agent.reason",
+    ),
     "agent with NUL": (_turn(_with(agent=f"coder{NUL}")), "agent"),
     "title with NUL": (
         lambda client: client.sessions.CreateSession(
@@ -181,6 +186,8 @@ async def test_the_limits_themselves_are_accepted(
         ses.CreateSessionRequest(session_id="s2", title="t" * 1024)
     )
     assert created.session.title == "t" * 1024
+    switched = await _stream(client, switch_agent("s1", "architect", "\U0001f600" * 1024))
+    assert only(switched, "agent_switched").agent_switched.reason == "\U0001f600" * 1024
 
 
 # -- free text from the client: stored with U+FFFD, the session readable ------------------------

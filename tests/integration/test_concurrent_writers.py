@@ -10,8 +10,10 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agent_runtime.api.mapping import shown_session_bytes
 from agent_runtime.application.commands import CreateSession
 from agent_runtime.application.live_turns import LiveTurnRegistry
+from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.agents import default_agents
@@ -32,7 +34,11 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 async def test_concurrent_creates_of_one_session_id_make_one_and_refuse_the_rest(
     engine: AsyncEngine,
 ) -> None:
-    handler = SessionHandler(SqlAlchemyUnitOfWorkFactory(engine), default_agents())
+    handler = SessionHandler(
+        SqlAlchemyUnitOfWorkFactory(engine),
+        default_agents(),
+        bound=SessionBound(shown_session_bytes),
+    )
 
     async def create() -> str:
         try:

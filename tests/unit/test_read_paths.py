@@ -3,6 +3,7 @@ they then neither wait for nor hold up the transactions that write."""
 
 from __future__ import annotations
 
+from agent_runtime.api.mapping import shown_session_bytes
 from agent_runtime.application.commands import (
     ListMessages,
     ListPendingApprovals,
@@ -11,6 +12,7 @@ from agent_runtime.application.commands import (
     WatchEvents,
 )
 from agent_runtime.application.event_watcher import EventWatcher
+from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.session_handler import SessionHandler
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.domain.agents import default_agents
@@ -38,7 +40,7 @@ async def test_reading_use_cases_open_only_readers_scoped_to_the_tenant() -> Non
     uows = FakeUnitOfWorkFactory()
     session_id, turn_id = await _finished_turn(uows)
     turns = build_turns(uows, ScriptedModel(), default_agents(), TurnSettings(), default_model="m")
-    sessions = SessionHandler(uows, default_agents())
+    sessions = SessionHandler(uows, default_agents(), bound=SessionBound(shown_session_bytes))
     watcher = EventWatcher(uows, LocalEventSignal())
     writers_before = len(uows.opened) - len(uows.readers_for)
     readers_before = len(uows.readers_for)

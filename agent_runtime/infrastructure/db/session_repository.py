@@ -8,11 +8,13 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     CursorResult,
     Row,
     and_,
     bindparam,
     case,
+    func,
     insert,
     or_,
     select,
@@ -156,20 +158,23 @@ class SqlAlchemySessionRepository:
             )
         )
 
-    async def agent_history(self, session_id: str) -> list[AgentSwitch]:
-        rows = (
-            await self._db.execute(
-                select(agent_switches)
-                .where(
-                    agent_switches.c.tenant_id == self._tenant,
-                    agent_switches.c.session_id == session_id,
-                )
-                .order_by(agent_switches.c.switch_id)
-            )
-        ).all()
-        return [
-            AgentSwitch(r.from_agent, r.to_agent, r.reason, r.switched_at, r.turn_id) for r in rows
-        ]
+    async def recent_agent_switches(
+        self, session_id: str, limit: int
+    ) -> tuple[list[AgentSwitch], int]:
+        mine = _switches_of(self._tenant, session_id)
+        newest = select(agent_switches).where(*mine).order_by(agent_switches.c.switch_id.desc())
+        rows = (await self._db.execute(newest.limit(limit))).all()
+        count = await self._db.scalar(select(func.count()).select_from(agent_switches).where(*mine))
+        return [_switch_from_row(r) for r in reversed(rows)], int(count or 0)
+
+    async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
+        query = (
+            select(agent_switches)
+            .where(*_switches_of(self._tenant, session_id), agent_switches.c.switch_id > after_id)
+            .order_by(agent_switches.c.switch_id)
+            .limit(limit)
+        )
+        return [_switch_from_row(r) for r in (await self._db.execute(query)).all()]
 
     async def mark_deleted(self, session_id: str, at: datetime) -> None:
         values = row(sessions, deleted_at=at)
@@ -196,6 +201,21 @@ class SqlAlchemySessionRepository:
 
     def _key(self, session_id: str) -> dict[str, Any]:
         return {"key_tenant": self._tenant, "key_session": session_id}
+
+
+def _switches_of(tenant_id: str, session_id: str) -> tuple[ColumnElement[bool], ...]:
+    return (agent_switches.c.tenant_id == tenant_id, agent_switches.c.session_id == session_id)
+
+
+def _switch_from_row(found: Row[Any]) -> AgentSwitch:
+    return AgentSwitch(
+        found.from_agent,
+        found.to_agent,
+        found.reason,
+        found.switched_at,
+        found.turn_id,
+        switch_id=found.switch_id,
+    )
 
 
 def _activity(at: datetime, message_count: int | None) -> dict[str, Any]:

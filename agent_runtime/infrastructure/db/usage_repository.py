@@ -105,7 +105,13 @@ class SqlAlchemyUsageRepository:
         )
 
     async def report(
-        self, start: datetime | None, end: datetime | None, group_by: UsageGroupBy
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        group_by: UsageGroupBy,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> UsageReport:
         where: list[ColumnElement[bool]] = [
             turns.c.tenant_id == self._tenant,
@@ -125,7 +131,11 @@ class SqlAlchemyUsageRepository:
         key = self._group_key(group_by)
         if key is None:
             return UsageReport(total, [])
+        if after is not None:
+            where.append(key > after)
         query: Select[Any] = select(key, *sums).where(*where).group_by(key).order_by(key)
+        if limit is not None:
+            query = query.limit(limit)
         groups = [
             UsageGroup(str(found[0]), _totals(found[1:]))
             for found in (await self._db.execute(query)).all()
