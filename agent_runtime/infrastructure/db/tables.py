@@ -252,7 +252,7 @@ agent_switches = Table(
     Column("reason", UnboundedText(), nullable=False),
     Column("turn_id", BoundedText(64), nullable=True),
     Column("switched_at", UTCDateTime(), nullable=False),
-    Index("ix_agent_switches_session", "session_id"),
+    Index("ix_agent_switches_session", "session_id", "switch_id"),
     _session_ref("agent_switches"),
 )
 
