@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -164,6 +165,8 @@ async def start(
         live = LiveTurnRegistry(relay=relay)
         await own_turns(settings, uows, live, stack)
         database_jobs(settings, engine.dialect.name, uows, stack)
+        schema_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-check")
+        stack.callback(schema_checks.shutdown, cancel_futures=True)  # checks are short
         ports = Ports(
             uows=uows,
             commits=uows.signal,
@@ -173,6 +176,7 @@ async def start(
             live=live,
             relay=relay,
             metrics=prometheus or NoMetrics(),
+            schema_checks=schema_checks,
         )
         grpc_server = await start_grpc_server(
             settings.server.listen,

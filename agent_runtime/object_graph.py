@@ -6,6 +6,7 @@ their collaborators (the TurnHandler builds none of its own)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from agent_runtime.api.mapping import shown_session_bytes
@@ -139,11 +140,14 @@ class Ports:
     live: LiveTurnRegistry
     relay: ChunkRelay | None = None
     metrics: RuntimeMetrics = field(default_factory=NoMetrics)
+    # Where declared tools' JSON Schemas are checked, off the event loop (None: a thread of
+    # the checks' own).
+    schema_checks: Executor | None = None
 
 
 def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
     """The object graph the servicers call: pure, so tests build it without a server."""
-    declared_tools = DeclaredToolChecks()
+    declared_tools = DeclaredToolChecks(thread=ports.schema_checks)
     bound = SessionBound(shown_session_bytes)
     turns = build_turns(
         ports.uows,

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from agent_runtime.application.lru_digests import LruDigests
@@ -33,9 +33,15 @@ REMEMBERED_SCHEMAS = 4096
 
 
 class DeclaredToolChecks:
-    def __init__(self, remembered: int = REMEMBERED_SCHEMAS) -> None:
+    def __init__(
+        self, remembered: int = REMEMBERED_SCHEMAS, thread: Executor | None = None
+    ) -> None:
+        """`thread`: where schemas are checked, off the event loop; the server passes one it
+        shuts down (bootstrap.py); without one, a thread of its own, started at first use."""
         self._valid = LruDigests(remembered)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-check")
+        self._thread = thread or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="schema-check"
+        )
 
     async def check(
         self, tools: Sequence[ToolDefinition], field: str, *, reserved: Collection[str]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tests.support.fake_model_server import (
     tool_call_answer,
 )
 from tests.support.grpc_helpers import kinds, read_rest, rich_error, tool_result, user_message
-from tests.support.runtime_fixtures import Client
+from tests.support.runtime_fixtures import Client, connect, running_runtime
 
 AGENTS = """
 [agents.coder]
@@ -320,6 +321,23 @@ async def test_declared_tools_are_offered_after_the_built_in_ones_with_their_sch
     assert lint["description"] == "the IDE's ide_lint"
     assert lint["parameters"] == LINT_SCHEMA  # whole numbers stay whole numbers
     assert body["parallel_tool_calls"] is False
+
+
+async def test_the_schema_check_thread_ends_with_the_server(
+    model_server: FakeModelServer, database_url: str, settings_overrides: dict[str, Any]
+) -> None:
+    """Schemas are checked on a thread of the server's (a new schema starts it): stopping the
+    server ends it, as it ends the server's other resources."""
+
+    def schema_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("schema-check")]
+
+    async with running_runtime(model_server, database_url, settings_overrides) as running:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            await create(connect(channel), "s1", tools=[tool("ide_lint", LINT_SCHEMA)])
+        started = schema_threads()
+        assert started, "checking a new schema starts the thread"
+    assert not [t for t in started if t.is_alive()]
 
 
 async def test_arguments_that_break_the_schema_are_a_tool_error_for_the_model(
