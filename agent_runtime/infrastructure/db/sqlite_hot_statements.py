@@ -18,8 +18,10 @@ read them. Whatever a plan cannot reproduce exactly (RETURNING, expanding or lit
 parameters, callable defaults, computed result columns, a required parameter not given)
 runs through SQLAlchemy as before, decided once per statement and set of names.
 
-Measured (benchmarks.ab, interleaved, c=32 burst, server CPU per turn, floor-normalised
-median): see docs/benchmarks/README.md, "Prepared statements on SQLite, again (issue 16)".
+Measured with benchmarks.ab (3 interleaved runs each, burst at c=32): the runtime's CPU per
+turn from 3.43 to 3.02 ms (medians), 0.90x of before once divided by each run's floor
+(docs/benchmarks/README.md, "Prepared statements on SQLite, again (issue 16)"). Per
+statement, SQLAlchemy's path cost 25 us for a session read and this one 14 us.
 """
 
 from __future__ import annotations
