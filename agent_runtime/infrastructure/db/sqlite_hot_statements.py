@@ -2,9 +2,9 @@
 
 Why: through `Connection.execute` every statement pays SQLAlchemy's per-execution work (a
 cache key computed from the statement, the compiled-cache lookup, an execution context,
-result metadata and Row objects), several times what sqlite3 itself takes for a statement
-on cached pages. A StreamMessage turn runs about twenty statements on the writer, most of
-them the repositories' module constants. Those are marked with `hot()`; WriterSession runs
+result metadata and Row objects), about as much again as sqlite3 itself takes for a
+statement on cached pages. A StreamMessage turn's statements on the writer (a dozen or so)
+are all the repositories' module constants. Those are marked with `hot()`; WriterSession runs
 them here (PostgreSQL's GuardedSession ignores the mark).
 
 Only SQLAlchemy's public API: each statement is compiled by SQLAlchemy against the writer's
