@@ -27,18 +27,21 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import (
     approval_grants,
     approvals,
 )
 
-_INSERT_APPROVAL = insert(approvals)
-_GET_APPROVAL = select(approvals).where(
-    approvals.c.tenant_id == bindparam("key_tenant"),
-    approvals.c.session_id == bindparam("key_session"),
-    approvals.c.call_id == bindparam("key_call"),
+_INSERT_APPROVAL = hot(insert(approvals))
+_GET_APPROVAL = hot(
+    select(approvals).where(
+        approvals.c.tenant_id == bindparam("key_tenant"),
+        approvals.c.session_id == bindparam("key_session"),
+        approvals.c.call_id == bindparam("key_call"),
+    )
 )
-_GRANTS_IN_FORCE = (
+_GRANTS_IN_FORCE = hot(
     select(approval_grants)
     .where(
         approval_grants.c.tenant_id == bindparam("key_tenant"),
@@ -47,9 +50,11 @@ _GRANTS_IN_FORCE = (
     )
     .order_by(approval_grants.c.granted_at, approval_grants.c.grant_id)
 )
-_UPDATE_APPROVAL = update(approvals).where(  # SET: the columns given
-    approvals.c.tenant_id == bindparam("key_tenant"),
-    approvals.c.approval_id == bindparam("key_approval"),
+_UPDATE_APPROVAL = hot(
+    update(approvals).where(  # SET: the columns given
+        approvals.c.tenant_id == bindparam("key_tenant"),
+        approvals.c.approval_id == bindparam("key_approval"),
+    )
 )
 
 

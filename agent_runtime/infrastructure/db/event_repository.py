@@ -16,6 +16,7 @@ from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.infrastructure.db import commit_payload
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import (
     events,
 )
@@ -28,7 +29,7 @@ COMMIT_CHANNEL = "agent_runtime_commits"
 OUTBOX_LOCK_NAMESPACE = 0x61676E74
 
 
-_INSERT_EVENT = insert(events)
+_INSERT_EVENT = hot(insert(events))
 
 
 class SqlAlchemyEventRepository:

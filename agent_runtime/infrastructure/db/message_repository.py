@@ -22,6 +22,7 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import (
     messages,
 )
@@ -32,32 +33,34 @@ _SESSION_MESSAGES = (
     messages.c.session_id == bindparam("key_session"),
 )
 _VISIBLE = messages.c.superseded_by_turn_id.is_(None)  # what the model sees
-_INSERT_MESSAGE = insert(messages)
-_RECENT_MESSAGES = (
+_INSERT_MESSAGE = hot(insert(messages))
+_RECENT_MESSAGES = hot(
     select(messages)
     .where(*_SESSION_MESSAGES, _VISIBLE)
     .order_by(messages.c.position.desc())
     .limit(bindparam("key_limit"))
 )
-_GET_MESSAGE = select(messages).where(
-    *_SESSION_MESSAGES, messages.c.message_id == bindparam("key_message")
+_GET_MESSAGE = hot(
+    select(messages).where(*_SESSION_MESSAGES, messages.c.message_id == bindparam("key_message"))
 )
-_LAST_USER_MESSAGE = (
+_LAST_USER_MESSAGE = hot(
     select(messages)
     .where(*_SESSION_MESSAGES, _VISIBLE, messages.c.role == Role.USER.value)
     .order_by(messages.c.position.desc())
     .limit(1)
 )
-_SUPERSEDE = (
+_SUPERSEDE = hot(
     update(messages)
     .where(*_SESSION_MESSAGES, _VISIBLE, messages.c.position >= bindparam("key_position"))
     .values(superseded_by_turn_id=bindparam("key_turn"))
 )
-_TOOL_CALL_MESSAGE = select(messages).where(
-    *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
+_TOOL_CALL_MESSAGE = hot(
+    select(messages).where(
+        *_SESSION_MESSAGES, messages.c.requested_call_id == bindparam("key_call")
+    )
 )
-_TOOL_RESULT_MESSAGE = select(messages).where(
-    *_SESSION_MESSAGES, messages.c.tool_call_id == bindparam("key_call")
+_TOOL_RESULT_MESSAGE = hot(
+    select(messages).where(*_SESSION_MESSAGES, messages.c.tool_call_id == bindparam("key_call"))
 )
 
 

@@ -31,6 +31,7 @@ from agent_runtime.domain.model import (
 from agent_runtime.domain.tools import ToolDefinition, declared_tool
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
     sessions,
@@ -44,23 +45,23 @@ _THE_SESSION = (
     sessions.c.tenant_id == bindparam("key_tenant"),
     sessions.c.session_id == bindparam("key_session"),
 )
-_GET_SESSION = select(sessions).where(*_THE_SESSION)
-_INSERT_SESSION = insert(sessions)
-_UPDATE_SESSION = update(sessions).where(*_THE_SESSION)  # SET: the columns given
-_CLAIM_SESSION = (
+_GET_SESSION = hot(select(sessions).where(*_THE_SESSION))
+_INSERT_SESSION = hot(insert(sessions))
+_UPDATE_SESSION = hot(update(sessions).where(*_THE_SESSION))  # SET: the columns given
+_CLAIM_SESSION = hot(
     update(sessions)
     .where(*_THE_SESSION, sessions.c.running_turn_id.is_(None))
     .values(running_turn_id=bindparam("key_turn"))
 )
-_RUNNING_TURN = select(sessions.c.running_turn_id).where(*_THE_SESSION)
+_RUNNING_TURN = hot(select(sessions.c.running_turn_id).where(*_THE_SESSION))
 # Frees the session only if turn key_turn still holds it; SET also the other columns given.
 _RELEASED = case(
     (sessions.c.running_turn_id == bindparam("key_turn"), None),
     else_=sessions.c.running_turn_id,
 )
-_RELEASE_SESSION = update(sessions).where(*_THE_SESSION).values(running_turn_id=_RELEASED)
+_RELEASE_SESSION = hot(update(sessions).where(*_THE_SESSION).values(running_turn_id=_RELEASED))
 # The same, for the commit that ends a turn: its tokens are added to the session's totals.
-_RELEASE_AND_COUNT = (
+_RELEASE_AND_COUNT = hot(
     update(sessions)
     .where(*_THE_SESSION)
     .values(

@@ -42,6 +42,7 @@ from agent_runtime.infrastructure.db.sqlite_driver import (
     run_raw,
     set_busy_timeout,
 )
+from agent_runtime.infrastructure.db.sqlite_hot_statements import HotStatements
 from agent_runtime.infrastructure.db.sqlite_writer_session import WriterSession
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class SqliteWriter:
 
     def __init__(self, url: URL, *, wal_limit_bytes: int = WAL_LIMIT_BYTES) -> None:
         self._engine: Engine = create_sqlite_writer_engine(url)
+        self.hot_statements = HotStatements(self._engine.dialect)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._connection: Connection | None = None
         self.gate = WriterGate()

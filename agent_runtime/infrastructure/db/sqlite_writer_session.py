@@ -51,18 +51,29 @@ class WriterSession:
         self._joined: CommitBatch | None = None  # the batch our part is in, if any
         self._lost: BatchLost | None = None  # our batch failed: nothing more until rollback
         self._connection: Connection | None = None
+        # The repositories' marked statements, run on the sqlite3 connection itself.
+        self._hot = writer.hot_statements
 
     async def execute(self, statement: Executable, params: Any = None) -> Any:
         connection = await self._begin()
-        return _guarded(lambda: connection.execute(statement, params))
+        plan = self._hot.plan(statement, params)
+        if plan is None:
+            return _guarded(lambda: connection.execute(statement, params))
+        return _guarded(lambda: plan.run(raw_connection(connection), params))
 
     async def scalar(self, statement: Executable, params: Any = None) -> Any:
         connection = await self._begin()
-        return _guarded(lambda: connection.scalar(statement, params))
+        plan = self._hot.plan(statement, params)
+        if plan is None:
+            return _guarded(lambda: connection.scalar(statement, params))
+        return _guarded(lambda: plan.run(raw_connection(connection), params)).scalar()
 
     async def scalars(self, statement: Executable, params: Any = None) -> Any:
         connection = await self._begin()
-        return _guarded(lambda: connection.scalars(statement, params))
+        plan = self._hot.plan(statement, params)
+        if plan is None:
+            return _guarded(lambda: connection.scalars(statement, params))
+        return _guarded(lambda: plan.run(raw_connection(connection), params)).scalars()
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         self._check_not_lost()

@@ -31,6 +31,7 @@ from agent_runtime.domain.model import (
 from agent_runtime.infrastructure.db import chunk_codec
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import (
     sessions,
     turns,
@@ -38,15 +39,17 @@ from agent_runtime.infrastructure.db.tables import (
 
 # One turn of the tenant: key_tenant, key_turn.
 _THE_TURN = (turns.c.tenant_id == bindparam("key_tenant"), turns.c.turn_id == bindparam("key_turn"))
-_INSERT_TURN = insert(turns)
-_GET_TURN = select(turns).where(*_THE_TURN)
-_UPDATE_TURN = update(turns).where(*_THE_TURN)  # SET: the columns given
-_END_TURN = update(turns).where(*_THE_TURN, turns.c.status == TurnStatus.RUNNING.value)
-_TURN_CHUNKS = select(turns.c.chunks).where(*_THE_TURN)
-_TURN_BY_CLIENT_MESSAGE_ID = select(turns).where(
-    turns.c.tenant_id == bindparam("key_tenant"),
-    turns.c.session_id == bindparam("key_session"),
-    turns.c.client_message_id == bindparam("key_client_message_id"),
+_INSERT_TURN = hot(insert(turns))
+_GET_TURN = hot(select(turns).where(*_THE_TURN))
+_UPDATE_TURN = hot(update(turns).where(*_THE_TURN))  # SET: the columns given
+_END_TURN = hot(update(turns).where(*_THE_TURN, turns.c.status == TurnStatus.RUNNING.value))
+_TURN_CHUNKS = hot(select(turns.c.chunks).where(*_THE_TURN))
+_TURN_BY_CLIENT_MESSAGE_ID = hot(
+    select(turns).where(
+        turns.c.tenant_id == bindparam("key_tenant"),
+        turns.c.session_id == bindparam("key_session"),
+        turns.c.client_message_id == bindparam("key_client_message_id"),
+    )
 )
 
 

@@ -18,6 +18,7 @@ from agent_runtime.domain.model import TurnStatus, Usage, UsageTotals
 from agent_runtime.domain.usage import UsageGroup, UsageGroupBy, UsageReport
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import tenant_usage_days, turns
 
 # Our namespace ("admt") for the PostgreSQL transaction-level advisory lock, one per tenant,
@@ -41,7 +42,7 @@ def _count_turn(insert: Any) -> Any:
     )
 
 
-_COUNT_TURN_SQLITE = _count_turn(sqlite.insert(tenant_usage_days))
+_COUNT_TURN_SQLITE = hot(_count_turn(sqlite.insert(tenant_usage_days)))
 _COUNT_TURN_POSTGRESQL = _count_turn(pg.insert(tenant_usage_days))
 
 
