@@ -11,6 +11,7 @@ metrics, tracing and the model's HTTP client.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -248,6 +249,11 @@ async def _chunk_relay(settings: Settings) -> NatsChunkRelay | None:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain and stop."""
     runtime = await start(settings)
+    # What start-up made (modules, the composed server, its caches) lives as long as the
+    # process: frozen out of the collector's way, a full collection walks only what turns
+    # made. Unfrozen, each walked ~140k objects (~50 ms, every few hundred turns at c=32).
+    gc.collect()
+    gc.freeze()
     host = settings.server.listen.rsplit(":", 1)[0]
     # Tests and scripts read this line to learn the port when listening on port 0.
     log.info("listening on %s:%d", host, runtime.port)

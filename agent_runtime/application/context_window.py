@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent_runtime.domain.model import Message, Role
-from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition
 
 BYTES_PER_TOKEN = 4  # an English-heavy average; the per-session calibration corrects it
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators, per message
@@ -71,14 +71,31 @@ def raw_message_tokens(message: Message) -> int:
     return tokens
 
 
-def raw_tools_tokens(tools: Sequence[ToolDefinition]) -> int:
-    """What the tool definitions add to the prompt (their JSON, roughly as sent)."""
-    return sum(
+def raw_tool_tokens(tool: ToolDefinition) -> int:
+    """What one tool definition adds to the prompt (its JSON, roughly as sent)."""
+    return (
         raw_tokens(tool.name)
         + raw_tokens(tool.description)
         + raw_tokens(json.dumps(tool.parameters))
-        for tool in tools
     )
+
+
+# The built-in tools' estimates, computed once: every model call offers some of them, and
+# their schemas' JSON cost ~40 us a call. Kept with the definition they were computed from:
+# any other tool (a client's) is counted per call.
+_CATALOGUE_TOKENS: dict[str, tuple[ToolDefinition, int]] = {
+    name: (tool, raw_tool_tokens(tool)) for name, tool in TOOL_CATALOGUE.items()
+}
+
+
+def _cached_tool_tokens(tool: ToolDefinition) -> int:
+    cached = _CATALOGUE_TOKENS.get(tool.name)
+    return cached[1] if cached is not None and cached[0] is tool else raw_tool_tokens(tool)
+
+
+def raw_tools_tokens(tools: Sequence[ToolDefinition]) -> int:
+    """What the tool definitions add to the prompt (their JSON, roughly as sent)."""
+    return sum(_cached_tool_tokens(tool) for tool in tools)
 
 
 def fit_context_window(

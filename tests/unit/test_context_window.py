@@ -16,9 +16,11 @@ from agent_runtime.application.context_window import (
     fit_context_window,
     raw_message_tokens,
     raw_tokens,
+    raw_tools_tokens,
 )
 from agent_runtime.application.token_calibration import MAX_RATIO, TokenCalibration
 from agent_runtime.domain.model import Message, Role, ToolCallRecord
+from agent_runtime.domain.tools import TOOL_CATALOGUE, ToolDefinition, declared_tool
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -213,6 +215,29 @@ def test_the_calibration_follows_what_the_model_reports_per_session() -> None:
 def test_a_non_ascii_text_is_estimated_by_its_utf8_bytes() -> None:
     assert raw_tokens("abcd") == 1
     assert raw_tokens("日本語") == 3  # 9 bytes
+
+
+def _computed_tools_tokens(tools: list[ToolDefinition]) -> int:
+    return sum(
+        raw_tokens(tool.name)
+        + raw_tokens(tool.description)
+        + raw_tokens(json.dumps(tool.parameters))
+        for tool in tools
+    )
+
+
+def test_the_built_in_tools_cached_estimate_is_the_computed_one() -> None:
+    builtin = list(TOOL_CATALOGUE.values())
+    assert raw_tools_tokens(builtin) == _computed_tools_tokens(builtin) > 0
+
+
+def test_a_tool_that_is_not_the_catalogue_s_own_is_counted_as_it_is() -> None:
+    # A client's tool under a built-in tool's name, with a larger schema: not the cached count.
+    name = next(iter(TOOL_CATALOGUE))
+    big = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(50)}}
+    tools = [declared_tool(name, "mine", big), declared_tool("other", "", {})]
+    assert raw_tools_tokens(tools) == _computed_tools_tokens(tools)
+    assert raw_tools_tokens(tools[:1]) > raw_tools_tokens([TOOL_CATALOGUE[name]])
 
 
 # -- the property ----------------------------------------------------------------------------
