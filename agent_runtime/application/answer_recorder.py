@@ -59,7 +59,9 @@ class AnswerRecorder:
         """Record the answer. Afterwards the turn is finished (its final chunks recorded),
         or the model is to be called again. Raises ModelProtocolError for an answer that
         cannot be used at all."""
-        decision = self._processor.process(response, turn.agent, turn.declared_tools, turn.grants)
+        # Grants matter only to a tool call: most answers have none, and need no read.
+        grants = await turn.grants_in_force() if response.tool_calls else ()
+        decision = self._processor.process(response, turn.agent, turn.declared_tools, grants)
         if isinstance(decision, InvalidAnswer):
             raise ModelProtocolError(decision.message, reason=decision.reason)
         await turn.model_answered(response)

@@ -24,6 +24,7 @@ from agent_runtime.application.turn_inputs import TurnInputs
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.application.turn_validation import fingerprint
 from agent_runtime.domain.agents import AgentCatalogue, AgentProfile
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import InvalidInput, SessionBusy, WriteConflict
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
@@ -104,7 +105,7 @@ class TurnOpener:
             # Its id is not used again, whatever the input (session_lookup.py says why).
             raise session_deleted(session)
         history = []
-        grants = []
+        grants: list[ApprovalGrant] | None = None  # read when a tool call needs them
         if session is None:
             if isinstance(cmd, SubmitToolResult | DecideApproval | Regenerate | EditMessage):
                 raise session_not_found(session_id)
@@ -117,10 +118,10 @@ class TurnOpener:
                 running_turn_id=turn_id,
             )
             await uow.sessions.add(session)
+            grants = []  # a new session has none
         else:
             await self._claim(uow, session_id, turn_id, cmd)
             history = await uow.messages.recent(session_id, self._settings.history_messages)
-            grants = await uow.approvals.grants(session_id)
 
         agent = self._agents.get(_requested_agent(cmd) or session.agent)
         declared, generation = self._client_controls(cmd, session, agent)

@@ -81,8 +81,9 @@ class TurnRecorder:
         self.generation = generation or GenerationConfig()
         # How many messages of history were read (None: all of them were given).
         self._history_limit = history_limit
-        # The session's APPROVE_ALWAYS grants in force when the turn started.
-        self.grants = grants or []
+        # The session's APPROVE_ALWAYS grants in force: read when a model's tool call first
+        # needs them (grants_in_force), as most turns end without one. None: not read yet.
+        self._grants = grants
         self._now = clock
         self._ids = ids
         self._model_for = model_for
@@ -94,6 +95,12 @@ class TurnRecorder:
         self.log = TurnLog(session.session_id, turn.turn_id)
         self._inserted = False
         self._committed = self._snapshot()
+
+    async def grants_in_force(self) -> list[ApprovalGrant]:
+        """The session's APPROVE_ALWAYS grants in force, read once per turn."""
+        if self._grants is None:
+            self._grants = await self._uow.approvals.grants(self.session.session_id)
+        return self._grants
 
     @property
     def finished(self) -> bool:

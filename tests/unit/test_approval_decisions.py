@@ -10,11 +10,12 @@ import pytest
 
 from agent_runtime.application.commands import DecideApproval, SubmitToolResult
 from agent_runtime.domain import chunks
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.agents_file import parse_agents
-from tests.fakes import text_answer
+from tests.fakes import _FakeApprovals, text_answer
 from tests.unit.test_conversation import Conversation, body_of, stop_of, tool_answer
 
 WRITE = '{"path": "a.py", "content": "old"}'
@@ -193,3 +194,27 @@ async def test_a_rule_that_does_not_fit_the_call_is_refused_and_nothing_is_grant
     assert [v.field for v in refused.value.violations] == ["approval_decision.always_when"]
     assert convo.status_of("call_1") is ApprovalStatus.PENDING
     assert convo.uows.db.grants == []
+
+
+async def test_grants_are_read_only_for_an_answer_with_a_tool_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[str] = []
+    read_grants = _FakeApprovals.grants
+
+    async def counted(self: _FakeApprovals, session_id: str) -> list[ApprovalGrant]:
+        reads.append(session_id)
+        return await read_grants(self, session_id)
+
+    monkeypatch.setattr(_FakeApprovals, "grants", counted)
+    convo = Conversation(
+        text_answer("hello"),
+        text_answer("again"),
+        tool_answer("execute_command", '{"command": "make test"}', "call_1"),
+    )
+    await convo.say("hi")  # a new session: it has no grants, nothing to read
+    await convo.say("and now?")
+    assert reads == []
+    third = await convo.say("build it")
+    assert stop_of(third) is StopReason.AWAITING_APPROVAL
+    assert reads == ["s1"]

@@ -44,6 +44,11 @@ class Database(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def holds_nothing(self) -> bool:
+        """No transaction and no connection held: rollback() and close() would do nothing."""
+        ...
+
 
 class GuardedSession:
     """An AsyncSession (PostgreSQL, or an aiosqlite reader) whose failures come out as domain
@@ -71,6 +76,10 @@ class GuardedSession:
 
     async def close(self) -> None:
         await self._session.close()
+
+    @property
+    def holds_nothing(self) -> bool:
+        return False  # closing returns the session's connection to its pool
 
 
 # PostgreSQL SQLSTATE classes that mean a bug in our statements, not an unavailable database:

@@ -17,6 +17,11 @@ from agent_runtime.application import log_context
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# httpx logs a line at INFO for every request it sends: one per model call, beside the
+# runtime's own line for each turn's end and its warning for each failed model request. They
+# show from DEBUG only.
+PER_REQUEST_LOGGERS = ("httpx",)
+
 # Set with `extra={...}` by the code that logs; copied into the JSON line when present.
 EXTRA_FIELDS = ("error_id",)
 
@@ -41,9 +46,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_format: str) -> None:
-    """Send the process's logs to stderr in `log_format` (text or json) from `level` up."""
+    """Send the process's logs to stderr in `log_format` (text or json) from `level` up;
+    httpx's line per request at DEBUG only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    for name in PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
