@@ -74,22 +74,6 @@ async def test_leaving_after_a_commit_does_not_touch_the_next_unit_of_works_tran
     assert _rows(db_file, "SELECT session_id FROM sessions ORDER BY 1") == [("s1",), ("s2",)]
 
 
-async def test_leaving_rolls_back_what_was_written_after_the_last_commit(
-    uows: SqlAlchemyUnitOfWorkFactory, db_file: Path
-) -> None:
-    async with uows(TENANT) as uow:
-        await uow.sessions.add(Session("s1", "coder", NOW, NOW))
-        await uow.commit()
-        await uow.sessions.add(Session("s2", "coder", NOW, NOW))  # never committed
-    with sqlite3.connect(db_file, timeout=0) as other:  # the write lock was given back
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("ROLLBACK")
-    async with uows(TENANT) as uow:
-        await uow.sessions.add(Session("s3", "coder", NOW, NOW))
-        await uow.commit()
-    assert _rows(db_file, "SELECT session_id FROM sessions ORDER BY 1") == [("s1",), ("s3",)]
-
-
 async def test_a_unit_of_work_cancelled_mid_transaction_leaves_nothing_and_frees_the_lock(
     uows: SqlAlchemyUnitOfWorkFactory, db_file: Path
 ) -> None:

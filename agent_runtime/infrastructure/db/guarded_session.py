@@ -44,11 +44,6 @@ class Database(Protocol):
 
     async def close(self) -> None: ...
 
-    @property
-    def holds_nothing(self) -> bool:
-        """No transaction and no connection held: rollback() and close() would do nothing."""
-        ...
-
 
 class GuardedSession:
     """An AsyncSession (PostgreSQL, or an aiosqlite reader) whose failures come out as domain
@@ -76,10 +71,6 @@ class GuardedSession:
 
     async def close(self) -> None:
         await self._session.close()
-
-    @property
-    def holds_nothing(self) -> bool:
-        return False  # closing returns the session's connection to its pool
 
 
 # PostgreSQL SQLSTATE classes that mean a bug in our statements, not an unavailable database:

@@ -127,12 +127,6 @@ class WriterSession:
     async def close(self) -> None:
         await self.rollback()
 
-    @property
-    def holds_nothing(self) -> bool:
-        """The gate is not ours (so no part of a transaction either): after a commit, or
-        before the first statement."""
-        return not self._holding
-
     async def _outcome_of(self, batch: CommitBatch) -> None:
         try:
             await batch.wait()

@@ -84,8 +84,8 @@ class SqlAlchemyUnitOfWork(_TenantRepositories):
 
     async def __aexit__(self, *exc_info: object) -> None:
         db, self._db = self._db, None
-        if db is None or db.holds_nothing:
-            return  # committed (a turn's usual end): nothing to end, no task to run it in
+        if db is None:
+            return
         # When the RPC is cancelled, the rollback and the connection's return to the pool
         # must still happen, or the connection leaks holding SQLite's write lock.
         await run_to_completion(rollback_and_close(db))
