@@ -547,7 +547,7 @@ def markdown(results: dict[str, Any], checks: list[Target], table: list[Row]) ->
         "test share these cores.",
         "",
     ]
-    if meta.get("git_at_end", meta["git"]) != meta["git"]:
+    if meta.get("runtime_changed", meta.get("git_at_end", meta["git"]) != meta["git"]):
         lines += [
             f"**Warning: agent_runtime/ changed during the run (at the end: "
             f"{meta['git_at_end']}); processes started later ran newer code.**",

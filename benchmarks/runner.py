@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import platform
@@ -629,6 +630,7 @@ class Bench:
         config = self.config
         started = time.time()
         revision_at_start = _git_revision(self.runtime_src)
+        tree_at_start = _runtime_tree(self.runtime_src)
         async with self.group:
             try:
                 await self.start_model()
@@ -684,7 +686,9 @@ class Bench:
         meta = _meta(config, time.time() - started)
         meta["git"] = revision_at_start
         meta["git_at_end"] = _git_revision(self.runtime_src)
-        if meta["git_at_end"] != revision_at_start:
+        # A commit of docs alone moves HEAD: only a change of agent_runtime/ is a warning.
+        meta["runtime_changed"] = _runtime_tree(self.runtime_src) != tree_at_start
+        if meta["runtime_changed"]:
             self.log(
                 f"warning: agent_runtime/ changed during the run ({revision_at_start} -> "
                 f"{meta['git_at_end']}); processes started later ran the newer code"
@@ -789,6 +793,23 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _runtime_tree(where: Path) -> str:
+    """What the runtime's processes run: agent_runtime/'s tree at HEAD, and a digest of its
+    uncommitted changes."""
+
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", *argv], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    try:
+        tree = git("rev-parse", "HEAD:agent_runtime").strip()
+        changes = hashlib.sha256(git("diff", "HEAD", "--", "agent_runtime").encode()).hexdigest()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{tree}+{changes[:12]}"
 
 
 def _git_revision(where: Path) -> str:
