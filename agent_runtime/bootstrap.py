@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_runtime.access_config import log_access_mode
 from agent_runtime.api.auth import ApiKeys
 from agent_runtime.api.server import GrpcServer, start_grpc_server
+from agent_runtime.application.declared_tools import schema_check_thread
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics
 from agent_runtime.background import database_jobs, monitor_readiness, own_turns
@@ -166,7 +166,7 @@ async def start(
         live = LiveTurnRegistry(relay=relay)
         await own_turns(settings, uows, live, stack)
         database_jobs(settings, engine.dialect.name, uows, stack)
-        schema_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-check")
+        schema_checks = schema_check_thread()
         stack.callback(schema_checks.shutdown, cancel_futures=True)  # checks are short
         ports = Ports(
             uows=uows,

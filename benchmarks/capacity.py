@@ -48,6 +48,7 @@ from benchmarks.load_process import (
     processes_for,
 )
 from benchmarks.processes import CpuMeter, memory_kib, process_tree
+from benchmarks.stats import merge_costs
 
 if TYPE_CHECKING:
     from benchmarks.runner import Bench
@@ -186,7 +187,7 @@ async def capacity_block(
         return used, sum(memory_kib(pid)["VmRSS"] for pid in server_pids)
 
     result, (cpu, rss_kib) = await asyncio.gather(
-        load.run(processes, sessions, command, config.capacity_tokens), measure_window()
+        load.run(processes, sessions, command), measure_window()
     )
     bench.check_alive()
     return _Block(result, cpu, rss_kib, await bench.model_stats(), processes)
@@ -201,18 +202,11 @@ async def _sleep_until(wall_ns: int) -> None:
 def _summary(bench: Bench, blocks: list[_Block], level: int) -> dict[str, Any]:
     config = bench.config
     merged = WindowResult(0, 0)
-    cpu: dict[str, float] = {}
-    model_stats: dict[str, float] = {}
+    cpu, model_stats = merge_costs((block.cpu, block.model_stats) for block in blocks)
     window_s = 0.0
     for block in blocks:
         merged.merge(block.result)
         window_s += (block.result.end_ns - block.result.start_ns) / 1e9
-        for name, seconds in block.cpu.items():
-            cpu[name] = round(cpu.get(name, 0.0) + seconds, 3)
-        for name, value in block.model_stats.items():
-            if isinstance(value, int | float):
-                merge = max if name.startswith(("peak", "max")) else _add
-                model_stats[name] = merge(model_stats.get(name, 0), value)
     merged.start_ns, merged.end_ns = 0, int(window_s * 1e9)  # for the rates below
     summary = merged.summary()
     tokens = summary["tokens_in_window"]
@@ -268,7 +262,3 @@ def _summary(bench: Bench, blocks: list[_Block], level: int) -> dict[str, Any]:
         }
     )
     return summary
-
-
-def _add(a: float, b: float) -> float:
-    return a + b

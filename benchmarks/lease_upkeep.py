@@ -19,14 +19,13 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.turn_recovery import TurnRecovery
 from agent_runtime.domain.model import Session, Turn
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
-from benchmarks.replicas import asyncpg_dsn, scratch_database
+from benchmarks.replicas import scratch_database, transactions_ended
 
 
 async def _migrate(url: str) -> None:
@@ -42,18 +41,6 @@ async def _migrate(url: str) -> None:
     )
     if await process.wait() != 0:
         raise RuntimeError("migrate failed")
-
-
-async def _transactions(url: str) -> int:
-    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
-    try:
-        value = await connection.fetchval(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
-            "WHERE datname = current_database()"
-        )
-    finally:
-        await connection.close()
-    return int(value or 0)
 
 
 async def tick_cost(server: str, tenants: int, ticks: int) -> dict[str, float]:
@@ -80,7 +67,7 @@ async def tick_cost(server: str, tenants: int, ticks: int) -> dict[str, float]:
         finally:
             await engine.dispose()  # its backends exit and publish their counters
         await asyncio.sleep(1.0)
-        before = await _transactions(url)
+        before = await transactions_ended(url)
         engine = create_async_engine(url)
         try:
             uows = SqlAlchemyUnitOfWorkFactory(engine, instance_id="me")
@@ -92,7 +79,7 @@ async def tick_cost(server: str, tenants: int, ticks: int) -> dict[str, float]:
         finally:
             await engine.dispose()
         await asyncio.sleep(1.0)
-        transactions = await _transactions(url) - before - 1  # less the count's own
+        transactions = await transactions_ended(url) - before - 1  # less the count's own
     return {
         "tenants": tenants,
         "wall_ms_per_tick": wall * 1000 / ticks,

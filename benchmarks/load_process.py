@@ -115,9 +115,7 @@ class LoadProcesses:
                 await process.wait()
         self._processes.clear()
 
-    async def run(
-        self, processes: int, sessions: list[str], template: RunCommand, expected_tokens: int
-    ) -> WindowResult:
+    async def run(self, processes: int, sessions: list[str], template: RunCommand) -> WindowResult:
         """The sessions spread over the first `processes` processes, all run at once."""
         used = self._processes[: max(1, min(processes, len(self._processes)))]
         self._blocks += 1

@@ -234,9 +234,13 @@ class _Watchers:
 
 
 async def _transactions(url: str) -> int:
+    await asyncio.sleep(1.0)  # the stopped replicas' backends exit
+    return await transactions_ended(url)
+
+
+async def transactions_ended(url: str) -> int:
     """Transactions the database has ended (committed or rolled back) so far, as published
     by the backends that have exited (and those that have flushed their counters)."""
-    await asyncio.sleep(1.0)  # the stopped replicas' backends exit
     connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
         value = await connection.fetchval(

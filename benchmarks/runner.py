@@ -47,6 +47,7 @@ from benchmarks.processes import (
 )
 from benchmarks.replicas import replica_scaling
 from benchmarks.seed import history_session_id, seed_histories
+from benchmarks.stats import merge_costs
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = ("floor", "runtime")
@@ -359,14 +360,7 @@ class Bench:
             sum(block.run.wall_s for block in blocks),
             any(block.run.timed_out for block in blocks),
         )
-        cpu_used: dict[str, float] = {}
-        model_stats: dict[str, int] = {}
-        for block in blocks:
-            for name, seconds in block.cpu.items():
-                cpu_used[name] = round(cpu_used.get(name, 0.0) + seconds, 3)
-            for name, count in block.model_stats.items():
-                merge = max if name.startswith("peak") else _add
-                model_stats[name] = merge(model_stats.get(name, 0), count)
+        cpu_used, model_stats = merge_costs((block.cpu, block.model_stats) for block in blocks)
         summary = summarize_phase(run, tokens)
         summary["concurrency"] = concurrency
         summary["sessions"] = len({record.session_id for record in run.records})
@@ -726,10 +720,6 @@ class _Block:
     rss_before: dict[str, int]
     rss_after: dict[str, int]
     rss_samples: list[tuple[float, int]] | None
-
-
-def _add(a: int, b: int) -> int:
-    return a + b
 
 
 _LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")

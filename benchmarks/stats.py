@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -48,3 +48,21 @@ def ratio(numerator: float, denominator: float) -> float:
     if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
         return math.nan
     return numerator / denominator
+
+
+def merge_costs(
+    blocks: Iterable[tuple[Mapping[str, float], Mapping[str, object]]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One system's CPU seconds (per process) and the fake model's counters over its blocks:
+    the CPU and counts add up; a peak or maximum is the largest of the blocks'."""
+    cpu: dict[str, float] = {}
+    model_stats: dict[str, float] = {}
+    for block_cpu, block_stats in blocks:
+        for name, seconds in block_cpu.items():
+            cpu[name] = round(cpu.get(name, 0.0) + seconds, 3)
+        for name, value in block_stats.items():
+            if isinstance(value, int | float):
+                before = model_stats.get(name, 0)
+                largest = name.startswith(("peak", "max"))
+                model_stats[name] = max(before, value) if largest else before + value
+    return cpu, model_stats

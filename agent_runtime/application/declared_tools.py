@@ -32,6 +32,11 @@ from agent_runtime.domain.tools import ToolDefinition
 REMEMBERED_SCHEMAS = 4096
 
 
+def schema_check_thread() -> ThreadPoolExecutor:
+    """The one thread schemas are checked on, started at its first use."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-check")
+
+
 class DeclaredToolChecks:
     def __init__(
         self, remembered: int = REMEMBERED_SCHEMAS, thread: Executor | None = None
@@ -39,9 +44,7 @@ class DeclaredToolChecks:
         """`thread`: where schemas are checked, off the event loop; the server passes one it
         shuts down (bootstrap.py); without one, a thread of its own, started at first use."""
         self._valid = LruDigests(remembered)
-        self._thread = thread or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="schema-check"
-        )
+        self._thread = thread or schema_check_thread()
 
     async def check(
         self, tools: Sequence[ToolDefinition], field: str, *, reserved: Collection[str]

@@ -18,6 +18,7 @@ from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.domain.agents import AgentCatalogue
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import (
+    MAX_ID_LENGTH,
     MAX_MODEL_NAME,
     MAX_SWITCH_REASON_CHARS,
     ApprovalVerdict,
@@ -127,10 +128,10 @@ def _check_always_when(cmd: DecideApproval) -> None:
     if len(cmd.always_when) > MAX_GRANT_GLOBS:
         raise InvalidInput.field(field, f"may hold at most {MAX_GRANT_GLOBS} arguments")
     for name, glob in cmd.always_when.items():
-        if not name or not glob or len(name) > 128 or len(glob) > MAX_GRANT_GLOB_CHARS:
+        if not name or not glob or len(name) > MAX_ID_LENGTH or len(glob) > MAX_GRANT_GLOB_CHARS:
             raise InvalidInput.field(
                 field,
-                "maps argument names (1-128 characters) to globs "
+                f"maps argument names (1-{MAX_ID_LENGTH} characters) to globs "
                 f"(1-{MAX_GRANT_GLOB_CHARS} characters)",
             )
 
