@@ -43,6 +43,8 @@ _INSERT_TURN = hot(insert(turns))
 _GET_TURN = hot(select(turns).where(*_THE_TURN))
 _UPDATE_TURN = hot(update(turns).where(*_THE_TURN))  # SET: the columns given
 _END_TURN = hot(update(turns).where(*_THE_TURN, turns.c.status == TurnStatus.RUNNING.value))
+# The columns of a turn's row that its insert sets once and for all.
+_FIXED_AT_INSERT = ("turn_id", "session_id", "client_message_id", "input_hash", "started_at")
 _TURN_CHUNKS = hot(select(turns.c.chunks).where(*_THE_TURN))
 _TURN_BY_CLIENT_MESSAGE_ID = hot(
     select(turns).where(
@@ -82,7 +84,10 @@ class SqlAlchemyTurnRepository:
 
     def _update(self, turn: Turn, log: list[Chunk] | None) -> dict[str, Any]:
         values = _turn_values(turn)
-        del values["turn_id"]
+        # Set at insert, never changed: left out of the SET, so that SQLite does not rewrite
+        # the indexes on them (each turn's end would otherwise update every index on turns).
+        for fixed in _FIXED_AT_INSERT:
+            del values[fixed]
         if log is not None:
             values.update(row(turns, chunks=chunk_codec.encode(log)))
         return {**values, **self._key(turn.turn_id)}
