@@ -162,25 +162,19 @@ class TurnOpener:
     async def _claim(
         self, uow: UnitOfWork, session_id: str, turn_id: str, cmd: TurnCommand
     ) -> None:
-        if cmd.client_message_id:
-            await self._check_retry(uow, session_id, cmd)
         running = await uow.sessions.claim_turn(session_id, turn_id)
-        if running is None:
-            if cmd.client_message_id:
-                # On PostgreSQL the claim may have waited for a turn that committed after the
-                # check above, freeing the session: the one this retry is looking for.
-                await self._check_retry(uow, session_id, cmd)
-            # Past a quota, the claim is rolled back with everything else.
-            await self._quotas.admit(uow, cmd.tenant_id)
-            return
         if cmd.client_message_id:
-            # On PostgreSQL the claim waited for the running turn to commit, after the check
-            # above: that turn may be the one this retry is looking for.
+            # After the claim, once: on PostgreSQL the claim may have waited for a running
+            # turn to commit, and that turn may be the one this retry is looking for. A
+            # retry found rolls the claim back with everything else.
             await self._check_retry(uow, session_id, cmd)
-        raise SessionBusy(
-            f"session {session_id} is running turn {running}",
-            metadata={"session_id": session_id, "turn_id": running},
-        )
+        if running is not None:
+            raise SessionBusy(
+                f"session {session_id} is running turn {running}",
+                metadata={"session_id": session_id, "turn_id": running},
+            )
+        # Past a quota, the claim is rolled back with everything else.
+        await self._quotas.admit(uow, cmd.tenant_id)
 
     async def _check_retry(self, uow: UnitOfWork, session_id: str, cmd: TurnCommand) -> None:
         existing = await uow.turns.find_by_client_message_id(session_id, cmd.client_message_id)
