@@ -129,7 +129,8 @@ def fit_context_window(
     kept = [message for unit in units[start:] for message in unit]
     if total > allowed:
         kept = _squeeze(kept, total - allowed)
-    return ContextWindow(kept, sum(raw_message_tokens(m) for m in kept))
+        total = sum(raw_message_tokens(m) for m in kept)
+    return ContextWindow(kept, total)
 
 
 def _units(window: list[Message]) -> list[list[Message]]:

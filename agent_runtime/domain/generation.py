@@ -56,16 +56,14 @@ class GenerationConfig:
         if self.is_empty:
             return base
         values = {
-            f.name: getattr(self, f.name)
-            if _is_set(getattr(self, f.name))
-            else getattr(base, f.name)
-            for f in fields(self)
+            name: getattr(self, name) if _is_set(getattr(self, name)) else getattr(base, name)
+            for name in _FIELD_NAMES
         }
         return GenerationConfig(**values)
 
     @property
     def is_empty(self) -> bool:
-        return not any(_is_set(getattr(self, f.name)) for f in fields(self))
+        return not any(_is_set(getattr(self, name)) for name in _FIELD_NAMES)
 
     def violations(self, prefix: str) -> list[FieldViolation]:
         """Every out-of-range value, as field violations under `prefix` (e.g. "generation")."""
@@ -121,8 +119,8 @@ class GenerationConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as JSON-ready values."""
         data: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
             if not _is_set(value):
                 continue
             if isinstance(value, ToolChoice):
@@ -133,7 +131,7 @@ class GenerationConfig:
                 )
             elif isinstance(value, tuple):
                 value = list(value)
-            data[f.name] = value
+            data[name] = value
         return data
 
     @classmethod
@@ -156,6 +154,10 @@ class GenerationConfig:
             reasoning_effort=data.get("reasoning_effort", ""),
             tool_choice=tool_choice,
         )
+
+
+# Asked of every turn's settings several times: dataclasses.fields() builds a tuple a call.
+_FIELD_NAMES = tuple(f.name for f in fields(GenerationConfig))
 
 
 def _is_set(value: object) -> bool:
