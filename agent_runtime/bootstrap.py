@@ -11,7 +11,6 @@ metrics, tracing and the model's HTTP client.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from agent_runtime.application.declared_tools import schema_check_thread
 from agent_runtime.application.live_turns import LiveTurnRegistry
 from agent_runtime.application.metrics import NoMetrics
 from agent_runtime.background import database_jobs, monitor_readiness, own_turns
+from agent_runtime.collector import settle_after_start_up
 from agent_runtime.config import ConfigError, Settings
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.infrastructure.agents_file import load_agents
@@ -249,11 +249,7 @@ async def _chunk_relay(settings: Settings) -> NatsChunkRelay | None:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain and stop."""
     runtime = await start(settings)
-    # What start-up made (modules, the composed server, its caches) lives as long as the
-    # process: frozen out of the collector's way, a full collection walks only what turns
-    # made. Unfrozen, each walked ~140k objects (~50 ms, every few hundred turns at c=32).
-    gc.collect()
-    gc.freeze()
+    settle_after_start_up()
     host = settings.server.listen.rsplit(":", 1)[0]
     # Tests and scripts read this line to learn the port when listening on port 0.
     log.info("listening on %s:%d", host, runtime.port)

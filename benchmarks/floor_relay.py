@@ -40,6 +40,7 @@ import grpc
 
 from agent_runtime.application.model_read_ahead import ModelReadAhead
 from agent_runtime.application.ports import ChatRequest, LLMClient
+from agent_runtime.collector import settle_after_start_up
 from agent_runtime.config import Settings
 from agent_runtime.domain.errors import ModelError
 from agent_runtime.domain.model import Message, Role
@@ -168,6 +169,7 @@ async def serve(listen: str, settings: Settings) -> None:
         server = grpc_server(relay)
         port = server.add_insecure_port(listen)
         await server.start()
+        settle_after_start_up()  # as the runtime's serve does
         host = listen.rpartition(":")[0]
         print(f"listening on {host}:{port}", file=sys.stderr, flush=True)
         stop = asyncio.Event()
