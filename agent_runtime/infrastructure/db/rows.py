@@ -7,6 +7,7 @@ with row(), which refuses such a key at once.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import Table
@@ -14,7 +15,13 @@ from sqlalchemy import Table
 
 def row(table: Table, **values: Any) -> dict[str, Any]:
     """`values`, each keyed by a column of `table` (a KeyError names any other key)."""
-    unknown = values.keys() - table.c.keys()
+    unknown = values.keys() - _column_keys(table)
     if unknown:
         raise KeyError(f"{table.name} has no column {', '.join(sorted(unknown))}")
     return values
+
+
+@functools.cache
+def _column_keys(table: Table) -> frozenset[str]:
+    # The tables are module constants; a turn builds a dozen rows.
+    return frozenset(table.c.keys())
