@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from agent_runtime.domain.errors import StorageUnavailable
 
@@ -27,7 +27,12 @@ def driver_errors(statement: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+        raise as_dbapi_error(statement, exc) from exc
+
+
+def as_dbapi_error(statement: str, error: sqlite3.Error) -> StatementError:
+    """A sqlite3 error as SQLAlchemy wraps its own statements' errors."""
+    return DBAPIError.instance(statement, None, error, sqlite3.Error)
 
 
 def run_raw(raw: Any, sql: str) -> Any:
