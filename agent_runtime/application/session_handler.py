@@ -3,6 +3,7 @@ approvals."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent_runtime.application import pagination
@@ -153,9 +154,12 @@ class SessionHandler:
                     metadata={"session_id": cmd.session_id, "turn_id": session.running_turn_id},
                 )
             revoked: list[ApprovalGrant] = []
+            kept: list[ApprovalGrant] | None = None  # None: read with the other details
             if "approval_grants" in paths:
                 in_force = await uow.approvals.grants(cmd.session_id)
                 revoked = grants_to_revoke(in_force, cmd.approval_grants)
+                gone = {grant.grant_id for grant in revoked}
+                kept = [grant for grant in in_force if grant.grant_id not in gone]
             now = self._now()
             for grant in revoked:
                 await uow.approvals.revoke_grant(cmd.session_id, grant.grant_id, now)
@@ -176,7 +180,7 @@ class SessionHandler:
                         },
                     )
                 )
-            details = await self._details(uow, changed)
+            details = await self._details(uow, changed, grants=kept)
             self._bound.check_update(session, changed, details.grants, paths)
             await uow.commit()
         return details
@@ -249,13 +253,22 @@ class SessionHandler:
                 )
             await uow.commit()
 
-    async def _details(self, uow: ReadUnitOfWork, session: Session) -> SessionDetails:
+    async def _details(
+        self,
+        uow: ReadUnitOfWork,
+        session: Session,
+        *,
+        grants: Sequence[ApprovalGrant] | None = None,
+    ) -> SessionDetails:
+        """What GetSession shows of `session`; `grants` if the caller has them already."""
         history, switches = await uow.sessions.recent_agent_switches(
             session.session_id, RECENT_AGENT_SWITCHES
         )
         pending = await uow.approvals.count_pending(session.session_id, self._now())
-        grants = await uow.approvals.grants(session.session_id)
-        return SessionDetails(session, history, pending, grants, switches)
+        in_force = (
+            list(grants) if grants is not None else await uow.approvals.grants(session.session_id)
+        )
+        return SessionDetails(session, history, pending, in_force, switches)
 
 
 def _after_session(details: SessionDetails) -> str:
