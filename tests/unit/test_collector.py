@@ -13,6 +13,7 @@ from agent_runtime.collector import YOUNG_GENERATION_THRESHOLD, settle_after_sta
 @pytest.fixture
 def collector_restored() -> Iterator[None]:
     thresholds = gc.get_threshold()
+    gc.unfreeze()  # a server started earlier in this process may have frozen its objects
     yield
     gc.unfreeze()
     gc.set_threshold(*thresholds)
@@ -21,7 +22,8 @@ def collector_restored() -> Iterator[None]:
 @pytest.mark.usefixtures("collector_restored")
 def test_start_up_objects_are_frozen_and_the_young_generation_runs_less_often() -> None:
     older = gc.get_threshold()[1:]
-    made_at_start_up = [object() for _ in range(10)]
+    made_at_start_up = [[index] for index in range(10)]  # lists: objects the collector tracks
+    assert gc.get_freeze_count() == 0
 
     settle_after_start_up()
 
