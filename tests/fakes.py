@@ -485,6 +485,9 @@ class _FakeApprovals:
             key=lambda g: (g.granted_at, g.grant_id),
         )
 
+    async def grants_of(self, session_ids: Sequence[str]) -> dict[str, list[ApprovalGrant]]:
+        return {session_id: await self.grants(session_id) for session_id in session_ids}
+
     async def revoke_grant(self, session_id: str, grant_id: str, at: datetime) -> bool:
         rows = await self._tx.write()
         for index, grant in enumerate(rows.grants):

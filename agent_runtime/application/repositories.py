@@ -3,6 +3,7 @@ one tenant by the unit of work that holds it. Protocols that infrastructure impl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -197,6 +198,10 @@ class ApprovalRepository(Protocol):
 
     async def grants(self, session_id: str) -> list[ApprovalGrant]:
         """The session's grants in force (not revoked), oldest first."""
+        ...
+
+    async def grants_of(self, session_ids: Sequence[str]) -> dict[str, list[ApprovalGrant]]:
+        """grants() of each session in one read (a page of ListSessions): every id is a key."""
         ...
 
     async def revoke_grant(self, session_id: str, grant_id: str, at: datetime) -> bool:

@@ -190,7 +190,9 @@ class SessionHandler:
         after = pagination.decode_time_key_token(query.page_token, _SESSIONS_TOKEN)
         async with self._uow_factory.reader(query.tenant_id) as uow:
             rows = await uow.sessions.page_by_activity(after, limit + 1)
-            details = [await self._details(uow, s) for s in rows[:limit]]
+            page = rows[:limit]
+            grants = await uow.approvals.grants_of([s.session_id for s in page])
+            details = [await self._details(uow, s, grants=grants[s.session_id]) for s in page]
         return Page(details, len(rows) > limit, _after_session)
 
     async def delete(self, session_id: str, *, tenant_id: str) -> None:

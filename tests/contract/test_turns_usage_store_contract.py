@@ -185,8 +185,16 @@ async def test_grants_are_listed_oldest_first_until_revoked(uows: UnitOfWorkFact
     async with uows.reader(TENANT) as reader:
         assert await reader.approvals.grants("s1") == [later]
         assert await reader.approvals.grants("s2") == [elsewhere]
+        # Several sessions in one read (a page of ListSessions): each as grants() has it.
+        assert await reader.approvals.grants_of(["s2", "s1", "none"]) == {
+            "s1": [later],
+            "s2": [elsewhere],
+            "none": [],
+        }
+        assert await reader.approvals.grants_of([]) == {}
     async with uows(OTHER_TENANT) as uow:
         assert await uow.approvals.grants("s1") == []
+        assert await uow.approvals.grants_of(["s1", "s2"]) == {"s1": [], "s2": []}
         assert not await uow.approvals.revoke_grant("s1", "g2", LATER)
 
 

@@ -101,6 +101,12 @@ async def test_approve_always_is_kept_with_the_session_until_revoked(
         "c1",
     )
     assert grant.turn_id == approved[0].turn_id
+    # ListSessions shows each session's grants as GetSession does (one read for the page).
+    await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="s2"))
+    listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
+    by_id = {listed_session.session_id: listed_session for listed_session in listed.sessions}
+    assert list(by_id["s1"].approval_grants) == [grant]
+    assert not by_id["s2"].approval_grants
 
     granted = await client.turn(tool_result("s1", "c1", "pushed"))
     assert only(granted, "tool_call").tool_call.requires_approval is False  # c2: granted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -135,19 +136,24 @@ class SqlAlchemyApprovalRepository:
     async def grants(self, session_id: str) -> list[ApprovalGrant]:
         key = {"key_tenant": self._tenant, "key_session": session_id}
         rows = (await self._db.execute(_GRANTS_IN_FORCE, key)).all()
-        return [
-            ApprovalGrant(
-                found.grant_id,
-                found.session_id,
-                found.tool_name,
-                tuple((name, glob) for name, glob in json.loads(found.when_globs)),
-                found.granted_at,
-                found.turn_id,
-                found.call_id,
-                found.revoked_at,
+        return [_grant_from_row(found) for found in rows]
+
+    async def grants_of(self, session_ids: Sequence[str]) -> dict[str, list[ApprovalGrant]]:
+        found: dict[str, list[ApprovalGrant]] = {session_id: [] for session_id in session_ids}
+        if not found:
+            return found
+        rows = await self._db.execute(
+            select(approval_grants)
+            .where(
+                approval_grants.c.tenant_id == self._tenant,
+                approval_grants.c.session_id.in_(list(found)),
+                approval_grants.c.revoked_at.is_(None),
             )
-            for found in rows
-        ]
+            .order_by(approval_grants.c.granted_at, approval_grants.c.grant_id)
+        )
+        for each in rows.all():
+            found[each.session_id].append(_grant_from_row(each))
+        return found
 
     async def revoke_grant(self, session_id: str, grant_id: str, at: datetime) -> bool:
         result: CursorResult[Any] = await self._db.execute(
@@ -235,4 +241,17 @@ def count_pending_approvals(now: datetime) -> Select[int]:
             approvals.c.status == ApprovalStatus.PENDING.value,
             approvals.c.expires_at > now,
         )
+    )
+
+
+def _grant_from_row(found: Any) -> ApprovalGrant:
+    return ApprovalGrant(
+        found.grant_id,
+        found.session_id,
+        found.tool_name,
+        tuple((name, glob) for name, glob in json.loads(found.when_globs)),
+        found.granted_at,
+        found.turn_id,
+        found.call_id,
+        found.revoked_at,
     )
