@@ -469,6 +469,9 @@ class _FakeApprovals:
             if a.session_id == session_id and a.is_pending(now)
         )
 
+    async def count_pending_of(self, session_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        return {session_id: await self.count_pending(session_id, now) for session_id in session_ids}
+
     async def add_grant(self, grant: ApprovalGrant) -> None:
         rows = await self._tx.write()
         if any(g.grant_id == grant.grant_id for g in rows.grants):

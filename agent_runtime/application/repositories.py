@@ -194,6 +194,10 @@ class ApprovalRepository(Protocol):
 
     async def count_pending(self, session_id: str, now: datetime) -> int: ...
 
+    async def count_pending_of(self, session_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        """count_pending() of each session in one read (a page of ListSessions)."""
+        ...
+
     async def add_grant(self, grant: ApprovalGrant) -> None: ...
 
     async def grants(self, session_id: str) -> list[ApprovalGrant]:

@@ -191,8 +191,16 @@ class SessionHandler:
         async with self._uow_factory.reader(query.tenant_id) as uow:
             rows = await uow.sessions.page_by_activity(after, limit + 1)
             page = rows[:limit]
-            grants = await uow.approvals.grants_of([s.session_id for s in page])
-            details = [await self._details(uow, s, grants=grants[s.session_id]) for s in page]
+            ids = [s.session_id for s in page]
+            # One read each for the whole page; only the recent switches are read per session.
+            grants = await uow.approvals.grants_of(ids)
+            pending = await uow.approvals.count_pending_of(ids, self._now())
+            details = [
+                await self._details(
+                    uow, s, grants=grants[s.session_id], pending=pending[s.session_id]
+                )
+                for s in page
+            ]
         return Page(details, len(rows) > limit, _after_session)
 
     async def delete(self, session_id: str, *, tenant_id: str) -> None:
@@ -261,12 +269,15 @@ class SessionHandler:
         session: Session,
         *,
         grants: Sequence[ApprovalGrant] | None = None,
+        pending: int | None = None,
     ) -> SessionDetails:
-        """What GetSession shows of `session`; `grants` if the caller has them already."""
+        """What GetSession shows of `session`; `grants` and `pending` (the count of pending
+        approvals) if the caller has them already."""
         history, switches = await uow.sessions.recent_agent_switches(
             session.session_id, RECENT_AGENT_SWITCHES
         )
-        pending = await uow.approvals.count_pending(session.session_id, self._now())
+        if pending is None:
+            pending = await uow.approvals.count_pending(session.session_id, self._now())
         in_force = (
             list(grants) if grants is not None else await uow.approvals.grants(session.session_id)
         )

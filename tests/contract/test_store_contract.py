@@ -19,6 +19,7 @@ import pytest
 
 from agent_runtime.application.store_ports import ReadUnitOfWork, UnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain import chunks as c
+from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import ModelUnavailable, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice
@@ -627,10 +628,13 @@ async def test_pending_approvals_are_listed_paged_and_counted(uows: UnitOfWorkFa
         page = await reader.approvals.pending_page("s1", NOW, None, 2)
         rest = await reader.approvals.pending_page("s1", NOW, (NOW, "call-b"), 10)
         count = await reader.approvals.count_pending("s1", NOW)
+        counts = await reader.approvals.count_pending_of(["s2", "s1", "none"], NOW)
+        assert await reader.approvals.count_pending_of([], NOW) == {}
     assert sorted(a.call_id for a in still_open) == ["call-0", "call-a", "call-b", "call-x"]
     assert page == [first, second]  # oldest first, then by call id
     assert rest == [newest]
     assert count == 3
+    assert counts == {"s1": 3, "s2": 1, "none": 0}  # the other tenant's not among them
     assert await uows.count_pending_approvals(NOW) == 5  # 3 + 1 in s2 + 1 of the other tenant
 
 
@@ -828,6 +832,8 @@ async def _fill(uows: UnitOfWorkFactory, tenant: str) -> None:
         await uow.messages.add(Message("m1", "s1", 1, Role.ASSISTANT, "", NOW, tool_calls=(call,)))
         await uow.messages.add(Message("m2", "s1", 2, Role.TOOL, "ok", NOW, tool_call_id="call-1"))
         await uow.approvals.add(an_approval("call-1"))
+        grant = ApprovalGrant(f"grant-{tenant}", "s1", "write_file", (), NOW, "t1", "call-1")
+        await uow.approvals.add_grant(grant)
         await uow.events.add(an_event(EventType.TURN_STARTED))
 
 
@@ -856,6 +862,9 @@ async def _everything_seen(uow: ReadUnitOfWork | UnitOfWork) -> dict[str, object
         "approvals.open_for_session": await uow.approvals.open_for_session("s1"),
         "approvals.pending_page": await uow.approvals.pending_page("s1", NOW, None, 10),
         "approvals.count_pending": await uow.approvals.count_pending("s1", NOW),
+        "approvals.count_pending_of": (await uow.approvals.count_pending_of(["s1"], NOW))["s1"],
+        "approvals.grants": await uow.approvals.grants("s1"),
+        "approvals.grants_of": (await uow.approvals.grants_of(["s1"]))["s1"],
         "events.after": await uow.events.after(0, session_id=None, types=every_type, limit=10),
         "events.last_id": await uow.events.last_id(),
     }

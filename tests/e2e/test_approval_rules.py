@@ -88,6 +88,10 @@ async def test_approve_always_is_kept_with_the_session_until_revoked(
         command("git push --force", "c3"),
     )
     await client.turn(user_message("s1", "push it"))
+    await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="s2"))
+    listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
+    pending = {each.session_id: each.pending_approvals_count for each in listed.sessions}
+    assert pending == {"s1": 1, "s2": 0}  # c1 waits (counted for the page in one read)
     always = decision("s1", "c1", rt.DECISION_APPROVE_ALWAYS)
     always.approval_decision.always_when["command"] = "git push origin *"
     approved = await client.turn(always)
@@ -102,7 +106,6 @@ async def test_approve_always_is_kept_with_the_session_until_revoked(
     )
     assert grant.turn_id == approved[0].turn_id
     # ListSessions shows each session's grants as GetSession does (one read for the page).
-    await client.sessions.CreateSession(ses.CreateSessionRequest(session_id="s2"))
     listed = await client.sessions.ListSessions(ses.ListSessionsRequest())
     by_id = {listed_session.session_id: listed_session for listed_session in listed.sessions}
     assert list(by_id["s1"].approval_grants) == [grant]

@@ -116,6 +116,20 @@ class SqlAlchemyApprovalRepository:
         )
         return int(count or 0)
 
+    async def count_pending_of(self, session_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        counts = dict.fromkeys(session_ids, 0)
+        if not counts:
+            return counts
+        rows = await self._db.execute(
+            count_pending_approvals(now)
+            .add_columns(approvals.c.session_id)
+            .where(approvals.c.tenant_id == self._tenant, approvals.c.session_id.in_(list(counts)))
+            .group_by(approvals.c.session_id)
+        )
+        for count, session_id in rows.all():
+            counts[session_id] = int(count)
+        return counts
+
     async def add_grant(self, grant: ApprovalGrant) -> None:
         await self._db.execute(
             insert(approval_grants),
