@@ -6,12 +6,14 @@ through `Connection.execute`, and both the answers and every stored byte must ma
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Executable, insert, select
+from sqlalchemy import Connection, Executable, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from agent_runtime.domain.events import Event, EventType
@@ -192,7 +194,9 @@ async def test_the_fast_path_stores_and_answers_exactly_what_sqlalchemy_does(
     assert not_planned == []
 
 
-async def test_rows_have_the_values_and_types_sqlalchemy_gives(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _writer_after_scenario(tmp_path: Path) -> AsyncIterator[Connection]:
+    """A writer connection to a database the scenario has filled."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}")
     await upgrade_to_head(engine)
     factory = SqlAlchemyUnitOfWorkFactory(engine)
@@ -200,6 +204,18 @@ async def test_rows_have_the_values_and_types_sqlalchemy_gives(tmp_path: Path) -
         await _scenario(factory)
         writer_engine = create_sqlite_writer_engine(engine.url)
         connection = writer_engine.connect()
+        try:
+            yield connection
+        finally:
+            connection.close()
+            writer_engine.dispose()
+    finally:
+        await factory.close()
+        await engine.dispose()
+
+
+async def test_rows_have_the_values_and_types_sqlalchemy_gives(tmp_path: Path) -> None:
+    async with _writer_after_scenario(tmp_path) as connection:
         statements = HotStatements(connection.dialect)
         reads: list[tuple[Executable, dict[str, Any]]] = [
             (session_repository._GET_SESSION, {"key_tenant": TENANT, "key_session": "s1"}),
@@ -222,11 +238,6 @@ async def test_rows_have_the_values_and_types_sqlalchemy_gives(tmp_path: Path) -
             assert [[type(v) for v in r] for r in fast] == [[type(v) for v in r] for r in normal]
             assert [r._fields for r in fast] == [r._fields for r in normal]
             connection.rollback()
-        connection.close()
-        writer_engine.dispose()
-    finally:
-        await factory.close()
-        await engine.dispose()
 
 
 def test_what_it_cannot_reproduce_stays_on_sqlalchemy() -> None:
@@ -246,13 +257,7 @@ def test_what_it_cannot_reproduce_stays_on_sqlalchemy() -> None:
 
 
 async def test_driver_errors_come_out_as_sqlalchemy_errors(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}")
-    await upgrade_to_head(engine)
-    factory = SqlAlchemyUnitOfWorkFactory(engine)
-    try:
-        await _scenario(factory)
-        writer_engine = create_sqlite_writer_engine(engine.url)
-        connection = writer_engine.connect()
+    async with _writer_after_scenario(tmp_path) as connection:
         values = {
             "turn_id": "t1",
             "tenant_id": TENANT,
@@ -266,8 +271,3 @@ async def test_driver_errors_come_out_as_sqlalchemy_errors(tmp_path: Path) -> No
         assert plan is not None
         with pytest.raises(IntegrityError):
             plan.run(connection.connection.driver_connection, values)
-        connection.close()
-        writer_engine.dispose()
-    finally:
-        await factory.close()
-        await engine.dispose()

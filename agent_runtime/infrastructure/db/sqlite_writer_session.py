@@ -55,25 +55,22 @@ class WriterSession:
         self._hot = writer.hot_statements
 
     async def execute(self, statement: Executable, params: Any = None) -> Any:
-        connection = await self._begin()
-        plan = self._hot.plan(statement, params)
-        if plan is None:
-            return _guarded(lambda: connection.execute(statement, params))
-        return _guarded(lambda: plan.run(raw_connection(connection), params))
+        return await self._run(statement, params, _whole)
 
     async def scalar(self, statement: Executable, params: Any = None) -> Any:
-        connection = await self._begin()
-        plan = self._hot.plan(statement, params)
-        if plan is None:
-            return _guarded(lambda: connection.scalar(statement, params))
-        return _guarded(lambda: plan.run(raw_connection(connection), params)).scalar()
+        return await self._run(statement, params, _first_value)
 
     async def scalars(self, statement: Executable, params: Any = None) -> Any:
+        return await self._run(statement, params, _first_values)
+
+    async def _run(self, statement: Executable, params: Any, take: Callable[[Any], Any]) -> Any:
+        """The statement's result, as `take` wants it, on its plan if it has one (marked
+        hot), else through SQLAlchemy; `take` runs inside the guard too."""
         connection = await self._begin()
         plan = self._hot.plan(statement, params)
         if plan is None:
-            return _guarded(lambda: connection.scalars(statement, params))
-        return _guarded(lambda: plan.run(raw_connection(connection), params)).scalars()
+            return _guarded(lambda: take(connection.execute(statement, params)))
+        return _guarded(lambda: take(plan.run(raw_connection(connection), params)))
 
     async def commit(self, on_committed: Callable[[], None] | None = None) -> None:
         self._check_not_lost()
@@ -241,3 +238,16 @@ def _roll_back_to_savepoint(connection: Connection) -> None:
     raw = raw_connection(connection)
     run_raw(raw, "ROLLBACK TO unit_of_work")
     run_raw(raw, "RELEASE unit_of_work")
+
+
+# What execute(), scalar() and scalars() take of a result (SQLAlchemy's or a plan's).
+def _whole(result: Any) -> Any:
+    return result
+
+
+def _first_value(result: Any) -> Any:
+    return result.scalar()
+
+
+def _first_values(result: Any) -> Any:
+    return result.scalars()
