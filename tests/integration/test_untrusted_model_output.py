@@ -126,6 +126,28 @@ async def test_a_lone_surrogate_in_the_text_becomes_the_replacement_character(
     storable(final(received))
 
 
+async def test_an_event_only_json_accepts_is_read_as_json_reads_it(
+    server: FakeModelServer, http: httpx.AsyncClient
+) -> None:
+    # Events are parsed with orjson, and with json where orjson refuses: NaN (some servers
+    # send it in logprobs) and huge numbers, which json reads, still do not end the answer.
+    server.enqueue(
+        raw_sse(
+            [
+                b'data: {"choices": [{"delta": {"content": "a"}, "logprobs": NaN}]}\n\n',
+                b'data: {"choices": [{"delta": {"content": "b"}}], "x": 1e999}\n\n',
+                event({}, "stop"),
+                DONE,
+            ]
+        )
+    )
+    received: list[ModelEvent] = []
+
+    await collect(make_client(server, http), received)
+
+    assert final(received).content == "ab"
+
+
 async def test_an_emoji_split_across_two_events_is_joined(
     server: FakeModelServer, http: httpx.AsyncClient
 ) -> None:
