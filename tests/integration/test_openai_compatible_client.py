@@ -952,6 +952,30 @@ async def test_a_redirect_is_not_followed(server: FakeModelServer, http: httpx.A
         assert elsewhere.requests == []
 
 
+async def test_a_cookie_the_endpoint_sets_is_sent_back(
+    server: FakeModelServer, http: httpx.AsyncClient
+) -> None:
+    # As httpx's own client does (a load balancer's sticky-session cookie). The canary of
+    # ModelHttpClient, which hands the jar only the responses that set a cookie: should httpx
+    # stop reading its jar through the `cookies` property, this cookie would not come back.
+    async def sets_a_cookie(request: RequestBody, out: ResponseWriter) -> None:
+        await out.start_stream(headers={"Set-Cookie": "lb=node-7; Path=/"})
+        await out.send_event(chunk({"content": "one"}, finish_reason="stop"))
+        await out.send_event("[DONE]")
+        await out.end_stream()
+
+    server.enqueue(custom(sets_a_cookie), text_answer("two"), text_answer("three"))
+    client = make_client(server, http)
+
+    for expected in ("one", "two", "three"):
+        assert final(await collect(client)).content == expected
+
+    assert "cookie" not in server.headers[0]
+    # The second response set none: the jar kept what the first set.
+    assert [headers.get("cookie") for headers in server.headers[1:]] == ["lb=node-7"] * 2
+    assert http.cookies.get("lb") == "node-7"
+
+
 @pytest.fixture
 def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):

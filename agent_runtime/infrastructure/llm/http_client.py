@@ -5,7 +5,8 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 import urllib.request
-from typing import Literal, get_args
+from http.cookiejar import CookieJar
+from typing import Any, Literal, get_args
 
 import httpx
 
@@ -53,7 +54,7 @@ def create_http_client(
         )
     else:
         raise ValueError(f"unknown HTTP transport {transport!r}: one of {HTTP_TRANSPORTS}")
-    return httpx.AsyncClient(
+    return ModelHttpClient(
         transport=sender,
         timeout=httpx.Timeout(
             connect=connect_timeout,
@@ -66,6 +67,41 @@ def create_http_client(
         # A redirect means a wrong base_url; following it would resend the key elsewhere.
         follow_redirects=False,
     )
+
+
+# What httpx accepts as cookies (its own alias is private).
+_CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
+
+
+class _SetCookieOnlyJar(httpx.Cookies):
+    """httpx's cookie jar, handed only the responses that set a cookie. httpx hands it every
+    response, and the jar reads one through urllib adaptors whose making costs ~20 µs (of
+    ~0.5 ms a streamed answer); a model endpoint rarely sets a cookie, and given a response
+    without Set-Cookie the jar does nothing anyway."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class ModelHttpClient(httpx.AsyncClient):
+    """httpx.AsyncClient with _SetCookieOnlyJar as its `cookies`. The client reads and fills
+    its jar through that public property (httpx 0.28-0.29); should it stop, cookies would go
+    unsent: tests/integration/test_openai_compatible_client.py checks that a cookie the
+    endpoint sets comes back, on both transports."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._jar = _SetCookieOnlyJar()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: _CookieTypes) -> None:
+        self._jar = _SetCookieOnlyJar(cookies)
 
 
 def proxy_for(url: str) -> str | None:
