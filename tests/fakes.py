@@ -203,6 +203,11 @@ class _FakeSessions:
         every = await self._switches(session_id)
         return every[-limit:] if limit else [], len(every)
 
+    async def recent_agent_switches_of(
+        self, session_ids: Sequence[str], limit: int
+    ) -> dict[str, tuple[list[AgentSwitch], int]]:
+        return {sid: await self.recent_agent_switches(sid, limit) for sid in session_ids}
+
     async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
         return [s for s in await self._switches(session_id) if s.switch_id > after_id][:limit]
 

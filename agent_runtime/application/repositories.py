@@ -72,6 +72,13 @@ class SessionRepository(Protocol):
         switches it has had."""
         ...
 
+    async def recent_agent_switches_of(
+        self, session_ids: Sequence[str], limit: int
+    ) -> dict[str, tuple[list[AgentSwitch], int]]:
+        """recent_agent_switches() of each session in one read (a page of ListSessions):
+        every id is a key."""
+        ...
+
     async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
         """The session's agent switches, oldest first, from the first with a switch_id larger
         than `after_id` (0: from the first)."""

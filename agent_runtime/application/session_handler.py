@@ -192,12 +192,13 @@ class SessionHandler:
             rows = await uow.sessions.page_by_activity(after, limit + 1)
             page = rows[:limit]
             ids = [s.session_id for s in page]
-            # One read each for the whole page; only the recent switches are read per session.
+            # One read each for the whole page, not one per session.
+            switches = await uow.sessions.recent_agent_switches_of(ids, RECENT_AGENT_SWITCHES)
             grants = await uow.approvals.grants_of(ids)
             pending = await uow.approvals.count_pending_of(ids, self._now())
             details = [
-                await self._details(
-                    uow, s, grants=grants[s.session_id], pending=pending[s.session_id]
+                _session_details(
+                    s, switches[s.session_id], pending[s.session_id], grants[s.session_id]
                 )
                 for s in page
             ]
@@ -269,19 +270,27 @@ class SessionHandler:
         session: Session,
         *,
         grants: Sequence[ApprovalGrant] | None = None,
-        pending: int | None = None,
     ) -> SessionDetails:
-        """What GetSession shows of `session`; `grants` and `pending` (the count of pending
-        approvals) if the caller has them already."""
-        history, switches = await uow.sessions.recent_agent_switches(
+        """What GetSession shows of `session`; `grants` if the caller has them already."""
+        switches = await uow.sessions.recent_agent_switches(
             session.session_id, RECENT_AGENT_SWITCHES
         )
-        if pending is None:
-            pending = await uow.approvals.count_pending(session.session_id, self._now())
+        pending = await uow.approvals.count_pending(session.session_id, self._now())
         in_force = (
             list(grants) if grants is not None else await uow.approvals.grants(session.session_id)
         )
-        return SessionDetails(session, history, pending, in_force, switches)
+        return _session_details(session, switches, pending, in_force)
+
+
+def _session_details(
+    session: Session,
+    switches: tuple[list[AgentSwitch], int],
+    pending: int,
+    grants: list[ApprovalGrant],
+) -> SessionDetails:
+    """`switches`: the recent ones, and how many there have been."""
+    recent, count = switches
+    return SessionDetails(session, recent, pending, grants, agent_switch_count=count)
 
 
 def _after_session(details: SessionDetails) -> str:

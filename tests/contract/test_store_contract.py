@@ -263,6 +263,30 @@ async def test_a_switch_sets_the_agent_and_is_appended_to_the_sessions_history(
     assert s2 is not None and s2.agent == "architect"
 
 
+async def test_the_recent_switches_of_many_sessions_are_read_at_once(
+    uows: UnitOfWorkFactory,
+) -> None:
+    await add_sessions(uows, "s1", "s2", "s3")
+    await add_sessions(uows, "s1", tenant=OTHER_TENANT)
+    made = [AgentSwitch("coder", "architect", f"reason {n}", NOW, f"t{n}") for n in range(4)]
+    async with committing(uows) as uow:
+        for switch in made:  # interleaved: each session's keys are not contiguous
+            await uow.sessions.switch_agent("s1", switch)
+            await uow.sessions.switch_agent("s2", switch)
+        await uow.sessions.switch_agent("s3", made[0])
+    async with committing(uows, OTHER_TENANT) as uow:
+        await uow.sessions.switch_agent("s1", made[0])
+    async with uows.reader(TENANT) as reader:
+        recent = await reader.sessions.recent_agent_switches_of(["s3", "s1", "none"], 2)
+        none_kept = await reader.sessions.recent_agent_switches_of(["s1", "s2"], 0)
+        alone = await reader.sessions.recent_agent_switches("s1", 2)
+        assert await reader.sessions.recent_agent_switches_of([], 2) == {}
+    # The other tenant's switch in its own s1 is not counted.
+    assert recent == {"s1": (made[2:], 4), "s3": ([made[0]], 1), "none": ([], 0)}
+    assert none_kept == {"s1": ([], 4), "s2": ([], 4)}
+    assert alone == recent["s1"]
+
+
 async def test_agent_switches_are_paged_oldest_first_by_their_keys(
     uows: UnitOfWorkFactory,
 ) -> None:
@@ -842,10 +866,13 @@ async def _everything_seen(uow: ReadUnitOfWork | UnitOfWork) -> dict[str, object
     t1 = a_turn("t1")
     every_type: frozenset[EventType] = frozenset()
     recent_switches, switch_count = await uow.sessions.recent_agent_switches("s1", 10)
+    recent_of, count_of = (await uow.sessions.recent_agent_switches_of(["s1"], 10))["s1"]
     return {
         "sessions.get": await uow.sessions.get("s1"),
         "sessions.recent_agent_switches": recent_switches,
         "sessions.recent_agent_switches (count)": switch_count,
+        "sessions.recent_agent_switches_of": recent_of,
+        "sessions.recent_agent_switches_of (count)": count_of,
         "sessions.agent_switches": await uow.sessions.agent_switches("s1", 0, 10),
         "sessions.page_by_activity": await uow.sessions.page_by_activity(None, 10),
         "turns.get": await uow.turns.get("t1"),

@@ -174,6 +174,15 @@ async def test_restricted_call_and_switch_mode_never_reach_the_client(
         ("coder", "architect"),
         ("architect", "coder"),
     ]
+    assert session.agent_switch_count == 2
+    # ListSessions shows them as GetSession does (read for the whole page at once).
+    model_server.enqueue(text_answer("hi"))
+    await client.turn(user_message("s2", "hello"))  # a session with none beside it
+    listed = (await client.sessions.ListSessions(ses.ListSessionsRequest())).sessions
+    assert {s.session_id: (list(s.agent_history), s.agent_switch_count) for s in listed} == {
+        "s1": (list(session.agent_history), 2),
+        "s2": ([], 0),
+    }
     assert_valid(await history(client, "s1"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -162,11 +163,40 @@ class SqlAlchemySessionRepository:
     async def recent_agent_switches(
         self, session_id: str, limit: int
     ) -> tuple[list[AgentSwitch], int]:
-        mine = _switches_of(self._tenant, session_id)
-        newest = select(agent_switches).where(*mine).order_by(agent_switches.c.switch_id.desc())
-        rows = (await self._db.execute(newest.limit(limit))).all()
-        count = await self._db.scalar(select(func.count()).select_from(agent_switches).where(*mine))
-        return [_switch_from_row(r) for r in reversed(rows)], int(count or 0)
+        return (await self.recent_agent_switches_of([session_id], limit))[session_id]
+
+    async def recent_agent_switches_of(
+        self, session_ids: Sequence[str], limit: int
+    ) -> dict[str, tuple[list[AgentSwitch], int]]:
+        recent: dict[str, list[AgentSwitch]] = {session_id: [] for session_id in session_ids}
+        counts = dict.fromkeys(recent, 0)
+        if not recent:
+            return {}
+        # Each switch numbered from the session's newest, beside the session's count: the
+        # newest `limit` of every session, and every session's count, in one read. (A
+        # session's first row is kept even when limit is 0: it carries the count.)
+        of_session = agent_switches.c.session_id
+        ranked = (
+            select(
+                agent_switches,
+                func.row_number()
+                .over(partition_by=of_session, order_by=agent_switches.c.switch_id.desc())
+                .label("newness"),
+                func.count().over(partition_by=of_session).label("switch_count"),
+            )
+            .where(agent_switches.c.tenant_id == self._tenant, of_session.in_(list(recent)))
+            .subquery()
+        )
+        rows = await self._db.execute(
+            select(ranked)
+            .where(ranked.c.newness <= max(limit, 1))
+            .order_by(ranked.c.session_id, ranked.c.switch_id)
+        )
+        for found in rows.all():
+            counts[found.session_id] = found.switch_count
+            if found.newness <= limit:
+                recent[found.session_id].append(_switch_from_row(found))
+        return {session_id: (recent[session_id], counts[session_id]) for session_id in recent}
 
     async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
         query = (
