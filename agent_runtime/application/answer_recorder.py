@@ -152,8 +152,11 @@ class AnswerRecorder:
         self, uow: UnitOfWork, turn: TurnRecorder, decision: _CallDecision
     ) -> _CallDecision:
         """The call under an id unique in the session (CallIds). A streamed call has one
-        already, the one its ToolCallDelta chunks carried: it keeps it."""
+        already, checked at its first fragment, the one its ToolCallDelta chunks carried: it
+        keeps it."""
         call = decision.call
+        if call.call_id in turn.calls.checked_call_ids:
+            return decision
         unique = await self._call_ids.unique(uow.messages, turn.session.session_id, call.call_id)
         if unique == call.call_id:
             return decision

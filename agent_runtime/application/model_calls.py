@@ -22,12 +22,16 @@ class ModelCalls:
         self._partial: list[str] = []
         # An answer recorded but not committed yet: an ending records its outcome again.
         self.pending_outcome: dict[str, Any] | None = None
+        # The ids the call in flight's streamed tool calls got, each checked unique in the
+        # session at its first fragment (CallIds): recording the call checks none again.
+        self.checked_call_ids: set[str] = set()
 
     def started(self, *, answer: bool) -> None:
         """A call goes out; `answer`: its text is the assistant's answer (kept as an
         incomplete message if the turn ends before it is recorded)."""
         self._call_started = time.monotonic()
         self._partial.clear()
+        self.checked_call_ids.clear()
         self.requests += 1
         if answer:
             self.answers += 1

@@ -145,6 +145,7 @@ class ModelStep:
                             named[event.call_id] = await self._call_ids.for_streamed_call(
                                 live.tenant_id, turn.session.session_id, event.call_id
                             )
+                            turn.calls.checked_call_ids.add(named[event.call_id])
                         if (call_id := named[event.call_id]) != event.call_id:
                             event = replace(event, call_id=call_id)
                     elif isinstance(event, ModelResponse):

@@ -25,7 +25,7 @@ from agent_runtime.domain.errors import (
     SessionBusy,
     StorageUnavailable,
 )
-from agent_runtime.domain.model import Role, StopReason, TurnStatus, Usage, UsageTotals
+from agent_runtime.domain.model import Message, Role, StopReason, TurnStatus, Usage, UsageTotals
 from agent_runtime.domain.model_output import (
     ModelEvent,
     ModelResponse,
@@ -38,7 +38,7 @@ from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.agents_file import parse_agents
 from agent_runtime.infrastructure.observability.prometheus import PrometheusMetrics
 from agent_runtime.object_graph import build_turns
-from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, text_answer
+from tests.fakes import FakeUnitOfWorkFactory, ScriptedModel, _FakeMessages, text_answer
 
 
 def make_handler(
@@ -511,3 +511,36 @@ async def test_usage_metrics_name_the_servers_models_and_only_turns_that_used_to
         for model in (OTHER_MODEL, "agent-model", "m")
         for direction, tokens in (("in", 10), ("out", 2))
     }
+
+
+async def test_a_calls_id_is_checked_once_streamed_at_its_first_fragment_whole_when_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looked_up: list[str] = []
+    find_tool_call = _FakeMessages.find_tool_call
+
+    async def counted(self: _FakeMessages, session_id: str, call_id: str) -> Message | None:
+        looked_up.append(call_id)
+        return await find_tool_call(self, session_id, call_id)
+
+    monkeypatch.setattr(_FakeMessages, "find_tool_call", counted)
+    streamed = RequestedToolCall("c1", "read_file", '{"path": "a.py"}')
+    whole = RequestedToolCall("c2", "read_file", '{"path": "b.py"}')
+    handler, _ = make_handler(
+        ScriptedModel(
+            [
+                ToolCallFragment("c1", "read_file", '{"path": "a.py"}'),
+                ModelResponse("", (streamed,)),
+            ],
+            [ModelResponse("", (whole,))],  # no fragments: checked when it is recorded
+        )
+    )
+
+    first = await run(handler, "read a.py", session="s1")
+    second = await run(handler, "read b.py", session="s2")
+
+    assert [c.body.call_id for c in first + second if isinstance(c.body, chunks.ToolCall)] == [
+        "c1",
+        "c2",
+    ]
+    assert looked_up == ["c1", "c2"]
