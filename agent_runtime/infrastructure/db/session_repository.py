@@ -168,10 +168,10 @@ class SqlAlchemySessionRepository:
     async def recent_agent_switches_of(
         self, session_ids: Sequence[str], limit: int
     ) -> dict[str, tuple[list[AgentSwitch], int]]:
+        if not session_ids:
+            return {}
         recent: dict[str, list[AgentSwitch]] = {session_id: [] for session_id in session_ids}
         counts = dict.fromkeys(recent, 0)
-        if not recent:
-            return {}
         # Each switch numbered from the session's newest, beside the session's count: the
         # newest `limit` of every session, and every session's count, in one read. (A
         # session's first row is kept even when limit is 0: it carries the count.)

@@ -93,7 +93,7 @@ class ModelHttpClient(httpx.AsyncClient):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._jar = _SetCookieOnlyJar()
+        self._jar = _SetCookieOnlyJar(options.get("cookies"))
 
     @property
     def cookies(self) -> httpx.Cookies:
