@@ -26,6 +26,7 @@ from agent_runtime.application.ports import EventSignal, LLMClient
 from agent_runtime.application.quota_gate import QuotaGate
 from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.session_queries import SessionQueries
 from agent_runtime.application.store_ports import UnitOfWorkFactory
 from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_endings import TurnEndings
@@ -174,6 +175,7 @@ def build_use_cases(settings: Settings, ports: Ports) -> UseCases:
             max_instructions_bytes=settings.turns.max_message_bytes,
             declared_tools=declared_tools,
         ),
+        session_queries=SessionQueries(ports.uows),
         turn_queries=TurnQueries(ports.uows),
         usage=UsageQueries(ports.uows),
         agents=ports.agents,

@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from agent_runtime.api.errors import code_name
-from agent_runtime.application.session_handler import SessionDetails
+from agent_runtime.application.session_queries import SessionDetails
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
 from agent_runtime.domain.approval import ApprovalGrant, ApprovalRule, RuleAction

@@ -23,6 +23,7 @@ from agent_runtime.api.usage_servicer import UsageServicer
 from agent_runtime.application.event_watcher import EventWatcher
 from agent_runtime.application.readiness import Readiness
 from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.session_queries import SessionQueries
 from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_handler import TurnHandler
 from agent_runtime.application.turn_queries import TurnQueries
@@ -62,6 +63,7 @@ class UseCases:
     turn_streams: TurnStreams
     turn_canceller: TurnCanceller
     sessions: SessionHandler
+    session_queries: SessionQueries
     turn_queries: TurnQueries
     usage: UsageQueries
     agents: AgentCatalogue
@@ -145,6 +147,7 @@ async def start_grpc_server(
     session_pb2_grpc.add_SessionServiceServicer_to_server(
         SessionServicer(
             use_cases.sessions,
+            use_cases.session_queries,
             use_cases.turn_queries,
             max_page_bytes=page_bytes(transport),
         ),

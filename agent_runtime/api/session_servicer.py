@@ -27,6 +27,7 @@ from agent_runtime.application.commands import (
     UpdateSession,
 )
 from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.session_queries import SessionQueries
 from agent_runtime.application.turn_queries import TurnQueries
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import session_pb2_grpc as ses_grpc
@@ -36,9 +37,15 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     """`max_page_bytes`: a page of any list ends before its items add up to more."""
 
     def __init__(
-        self, sessions: SessionHandler, turns: TurnQueries, *, max_page_bytes: int
+        self,
+        sessions: SessionHandler,
+        queries: SessionQueries,
+        turns: TurnQueries,
+        *,
+        max_page_bytes: int,
     ) -> None:
         self._sessions = sessions
+        self._queries = queries
         self._turns = turns
         self._max_page_bytes = max_page_bytes
 
@@ -86,14 +93,14 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: ses.GetSessionRequest, context: Any
     ) -> ses.GetSessionResponse:
-        details = await self._sessions.get(request.session_id, tenant_id=caller_tenant())
+        details = await self._queries.get(request.session_id, tenant_id=caller_tenant())
         return ses.GetSessionResponse(session=session_to_proto(details))
 
     @unary_errors
     async def ListSessions(
         self, request: ses.ListSessionsRequest, context: Any
     ) -> ses.ListSessionsResponse:
-        page = await self._sessions.list(
+        page = await self._queries.list(
             ListSessions(request.page_size, request.page_token, tenant_id=caller_tenant())
         )
         sessions, token = fitted(
@@ -112,7 +119,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     async def ListMessages(
         self, request: ses.ListMessagesRequest, context: Any
     ) -> ses.ListMessagesResponse:
-        page = await self._sessions.list_messages(
+        page = await self._queries.list_messages(
             ListMessages(
                 request.session_id,
                 request.page_size,
@@ -128,7 +135,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     async def ListPendingApprovals(
         self, request: ses.ListPendingApprovalsRequest, context: Any
     ) -> ses.ListPendingApprovalsResponse:
-        page = await self._sessions.list_pending_approvals(
+        page = await self._queries.list_pending_approvals(
             ListPendingApprovals(
                 request.session_id,
                 request.page_size,
@@ -161,7 +168,7 @@ class SessionServicer(ses_grpc.SessionServiceServicer):
     async def ListAgentSwitches(
         self, request: ses.ListAgentSwitchesRequest, context: Any
     ) -> ses.ListAgentSwitchesResponse:
-        page = await self._sessions.list_agent_switches(
+        page = await self._queries.list_agent_switches(
             ListAgentSwitches(
                 request.session_id,
                 request.page_size,

@@ -35,7 +35,7 @@ async def test_the_use_cases_run_on_the_ports_with_the_settings() -> None:
     answer = turn[-2].body
     assert isinstance(answer, chunks.AssistantMessage) and answer.content == "hello there"
     assert [r.model for r in model.requests] == ["the-default"]
-    page = await use_cases.sessions.list(ListSessions(tenant_id=DEFAULT_TENANT))
+    page = await use_cases.session_queries.list(ListSessions(tenant_id=DEFAULT_TENANT))
     assert [s.session.session_id for s in page.items] == ["s1"]
     assert use_cases.agents is ports.agents
 

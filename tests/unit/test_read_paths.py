@@ -3,7 +3,6 @@ they then neither wait for nor hold up the transactions that write."""
 
 from __future__ import annotations
 
-from agent_runtime.api.mapping import shown_session_bytes
 from agent_runtime.application.commands import (
     ListMessages,
     ListPendingApprovals,
@@ -12,8 +11,7 @@ from agent_runtime.application.commands import (
     WatchEvents,
 )
 from agent_runtime.application.event_watcher import EventWatcher
-from agent_runtime.application.session_bound import SessionBound
-from agent_runtime.application.session_handler import SessionHandler
+from agent_runtime.application.session_queries import SessionQueries
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.chunks import TurnStarted
@@ -40,7 +38,7 @@ async def test_reading_use_cases_open_only_readers_scoped_to_the_tenant() -> Non
     uows = FakeUnitOfWorkFactory()
     session_id, turn_id = await _finished_turn(uows)
     turns = build_turns(uows, ScriptedModel(), default_agents(), TurnSettings(), default_model="m")
-    sessions = SessionHandler(uows, default_agents(), bound=SessionBound(shown_session_bytes))
+    sessions = SessionQueries(uows)
     watcher = EventWatcher(uows, LocalEventSignal())
     writers_before = len(uows.opened) - len(uows.readers_for)
     readers_before = len(uows.readers_for)

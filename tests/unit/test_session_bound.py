@@ -10,7 +10,7 @@ import pytest
 
 from agent_runtime.api.mapping import session_to_proto, shown_session_bytes
 from agent_runtime.application.session_bound import SessionBound
-from agent_runtime.application.session_handler import SessionDetails
+from agent_runtime.application.session_queries import SessionDetails
 from agent_runtime.domain.approval import ApprovalGrant
 from agent_runtime.domain.errors import InvalidInput, PreconditionFailed
 from agent_runtime.domain.model import AgentSwitch, Session

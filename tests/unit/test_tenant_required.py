@@ -67,7 +67,7 @@ def test_no_application_level_tenant_id_has_a_default() -> None:
     found = dict(_tenant_parameters())
     # The walk does find them (a walk that found nothing would pass vacuously).
     assert "agent_runtime.application.commands.SendUserMessage" in found
-    assert "agent_runtime.application.session_handler.SessionHandler.get" in found
+    assert "agent_runtime.application.session_queries.SessionQueries.get" in found
     assert "agent_runtime.application.turn_streams.TurnStreams.follow" in found
     defaulted = sorted(where for where, spec in found.items() if _has_default(spec))
     assert defaulted == []
