@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from agent_runtime.domain import chunks, errors
 from agent_runtime.domain.model import StopReason, Usage
+from agent_runtime.infrastructure import json_codec
 
 # Error categories by name; a replayed error keeps the category (hence the gRPC code).
 _ERROR_CLASSES: dict[str, type[errors.DomainError]] = {
@@ -17,13 +17,13 @@ _ERROR_CLASSES: dict[str, type[errors.DomainError]] = {
 
 
 def encode(log: list[chunks.Chunk]) -> str:
-    return json.dumps([_encode(chunk) for chunk in log], separators=(",", ":"))
+    return json_codec.dumps([_encode(chunk) for chunk in log])
 
 
 def decode(raw: str, session_id: str, turn_id: str) -> list[chunks.Chunk]:
     return [
         chunks.Chunk(session_id, turn_id, item["seq"], _decode_body(item))
-        for item in json.loads(raw or "[]")
+        for item in json_codec.loads(raw or "[]")
     ]
 
 

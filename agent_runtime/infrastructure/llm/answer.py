@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from agent_runtime.domain.errors import (
     ModelError,
     ModelProtocolError,
@@ -31,6 +29,7 @@ from agent_runtime.domain.model_output import (
     ToolCallFragment,
 )
 from agent_runtime.domain.text import storable, well_formed
+from agent_runtime.infrastructure import json_codec
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
 from agent_runtime.infrastructure.llm.untrusted_output import (
     AnswerLimits,
@@ -196,7 +195,7 @@ class Answer:
 
     def _load(self, data: str | bytes, what: str) -> dict[str, Any]:
         try:
-            payload = _parse_json(data)
+            payload = json_codec.loads(data)
         except (ValueError, RecursionError) as exc:
             shown = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
             problem = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
@@ -382,18 +381,6 @@ def _content_text(content: object) -> str:
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
-
-
-def _parse_json(data: str | bytes) -> Any:
-    """A JSON document, read as json.loads reads it. orjson reads a stream event in a
-    quarter of json's time (docs/benchmarks/README.md, round 5), and an answer is dozens of
-    events; what orjson refuses (NaN, a lone surrogate escape, nesting past 1024) goes to
-    json, which accepts some of it, or raises as before. One difference: orjson reads an
-    integer beyond 64 bits as a float (never a plausible token count either way)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
 
 
 def _usage(raw: object) -> Usage | None:

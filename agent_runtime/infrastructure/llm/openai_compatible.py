@@ -30,6 +30,7 @@ from agent_runtime.domain.generation import GenerationConfig, ToolChoiceMode
 from agent_runtime.domain.model import Message, Role
 from agent_runtime.domain.model_output import ModelEvent, ReasoningText, StreamedOutput, TextDelta
 from agent_runtime.domain.tools import ToolDefinition
+from agent_runtime.infrastructure import json_codec
 from agent_runtime.infrastructure.llm.answer import Answer, error_text, excerpt
 from agent_runtime.infrastructure.llm.read_deadline import ReadDeadline, ReadDeadlineExceeded
 from agent_runtime.infrastructure.llm.resilience import (
@@ -129,7 +130,7 @@ class OpenAICompatibleClient:
         self._tool_json = _ToolJson()
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ModelEvent, None]:
-        # Serialised here, once for every attempt (json.dumps allows NaN, as before).
+        # Serialised here, once for every attempt.
         body = self._request_json(request)
         for attempt in itertools.count(1):
             answer = Answer(self._redact, self._limits)
@@ -355,10 +356,10 @@ class OpenAICompatibleClient:
                 )
             if self._parallel_tool_calls_field:
                 body["parallel_tool_calls"] = False
-        encoded = json.dumps(body, ensure_ascii=False)
+        encoded = json_codec.dumps(body)
         if request.tools:  # the same every turn, and most of the body: encoded once each
             tools = ", ".join(self._tool_json.encoded(tool) for tool in request.tools)
-            encoded = f'{encoded[:-1]}, "tools": [{tools}]}}'
+            encoded = f'{encoded[:-1]},"tools":[{tools}]}}'
         return encoded.encode()
 
     def _add_generation(self, body: dict[str, Any], generation: GenerationConfig) -> None:
