@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_runtime.domain.model import (
@@ -21,6 +22,7 @@ from agent_runtime.domain.model import (
     Usage,
 )
 from agent_runtime.domain.tenants import DEFAULT_TENANT
+from agent_runtime.infrastructure.db.engine import create_sqlite_writer_engine
 from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
 from agent_runtime.infrastructure.db.tables import metadata
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
@@ -48,6 +50,17 @@ async def test_sqlite_runs_in_wal_mode(sqlite_engine: AsyncEngine) -> None:
     async with sqlite_engine.connect() as connection:
         mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
     assert mode == "wal"
+
+
+async def test_sqlite_writes_keep_their_journals_in_memory(tmp_path: Path) -> None:
+    # Group commit runs each unit of work in a SAVEPOINT: its journal must not be a file.
+    writer = create_sqlite_writer_engine(make_url(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    try:
+        with writer.connect() as connection:
+            temp_store = connection.exec_driver_sql("PRAGMA temp_store").scalar()
+    finally:
+        writer.dispose()
+    assert temp_store == 2  # MEMORY
 
 
 async def test_messages_round_trip_with_tool_calls_and_aware_times(engine: AsyncEngine) -> None:

@@ -112,6 +112,11 @@ def _configure_sqlite(engine: Engine, *, begin_immediate: bool = True) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # Statement and savepoint journals (group commit puts each unit of work in a
+        # SAVEPOINT) in memory, not in temporary files: a statement's write then makes no
+        # system calls. A turn's statements took 0.35 ms of CPU, 0.23 ms with it
+        # (docs/benchmarks/README.md, "SQLite's journals in memory").
+        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
     if not begin_immediate:
