@@ -12,6 +12,7 @@ generation settings are checked finite). It writes UTF-8, without spaces.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,8 +25,10 @@ def loads(data: str | bytes) -> Any:
         return json.loads(data)
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
+    """`default` turns what neither writes into what they do (as json.dumps's `default`;
+    orjson itself writes datetimes, enums and dataclasses, which no caller passes)."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=default).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"), default=default)

@@ -61,6 +61,14 @@ def test_what_only_json_writes_is_written_by_json(value: Any) -> None:
     assert json_codec.dumps(value) == json.dumps(value, separators=(",", ":"))
 
 
+@pytest.mark.parametrize("value", [{"a set": {1}}, {"text": "a\ud800b", "a set": {1}}])
+def test_what_neither_writes_goes_through_default_as_in_json(value: Any) -> None:
+    written = json_codec.dumps(value, default=sorted)
+    assert written == json.dumps(value, separators=(",", ":"), default=sorted)
+    with pytest.raises(TypeError):
+        json_codec.dumps(value)
+
+
 def test_a_float_that_json_would_write_as_nan_is_written_as_null() -> None:
     # The one difference on writing (no caller writes such a float: module docstring).
     assert json_codec.dumps([math.nan]) == "[null]"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import (
@@ -13,6 +12,7 @@ from sqlalchemy import (
 
 from agent_runtime.application.ports import CommitScope
 from agent_runtime.domain.events import Event, EventType, StoredEvent
+from agent_runtime.infrastructure import json_codec
 from agent_runtime.infrastructure.db import commit_payload
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
@@ -71,7 +71,7 @@ class SqlAlchemyEventRepository:
                 tenant_id=self._tenant,
                 session_id=event.session_id,
                 turn_id=event.turn_id,
-                data=json.dumps(event.data, default=str),
+                data=json_codec.dumps(event.data, default=str),
                 occurred_at=event.occurred_at,
             )
         )
@@ -126,7 +126,7 @@ class SqlAlchemyEventRepository:
                     found.session_id,
                     found.occurred_at,
                     found.turn_id,
-                    json.loads(found.data),
+                    json_codec.loads(found.data),
                 ),
             )
             for found in rows
