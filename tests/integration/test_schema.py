@@ -4,6 +4,7 @@ and both are what tables.py (the code's view of the schema) says."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,19 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     inspect,
+    select,
 )
 from sqlalchemy.types import TypeEngine
 
 from agent_runtime.infrastructure.db.engine import create_engine
+from agent_runtime.infrastructure.db.message_repository import (
+    _TOOL_CALL_MESSAGE,
+    _TOOL_RESULT_MESSAGE,
+)
 from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
-from agent_runtime.infrastructure.db.tables import StoredText, metadata
+from agent_runtime.infrastructure.db.tables import StoredText, metadata, turns
 from tests.support.databases import database_for
 
 Schema = dict[str, dict[str, Any]]
@@ -60,7 +67,12 @@ def _reflect(connection: Connection) -> Schema:
                 for u in inspector.get_unique_constraints(table)
             },
             "indexes": {
-                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                (
+                    i["name"],
+                    tuple(i["column_names"]),
+                    bool(i["unique"]),
+                    _partial(connection.dialect.name, i),
+                )
                 for i in inspector.get_indexes(table)
                 if not i.get("duplicates_constraint")  # PostgreSQL's index behind a UNIQUE
             },
@@ -70,6 +82,12 @@ def _reflect(connection: Connection) -> Schema:
             },
         }
     return schema
+
+
+def _partial(dialect: str, index: dict[str, Any]) -> bool:
+    """The index keeps only the rows a WHERE selects (as reflected: sqlite_where or
+    postgresql_where)."""
+    return index.get("dialect_options", {}).get(f"{dialect}_where") is not None
 
 
 def _declared(tables: MetaData) -> Schema:
@@ -84,7 +102,13 @@ def _declared(tables: MetaData) -> Schema:
                 if isinstance(u, UniqueConstraint)
             },
             "indexes": {
-                (i.name, tuple(c.name for c in i.columns), bool(i.unique)) for i in table.indexes
+                (
+                    i.name,
+                    tuple(c.name for c in i.columns),
+                    bool(i.unique),
+                    i.dialect_options["sqlite"]["where"] is not None,
+                )
+                for i in table.indexes
             },
             "foreign_keys": {
                 (
@@ -152,3 +176,32 @@ def test_every_text_column_keeps_text_as_every_store_does() -> None:
         if isinstance(column.type, String) and not isinstance(column.type, StoredText)
     ]
     assert plain == []
+
+
+async def test_lookups_by_call_id_and_by_end_time_use_the_partial_indexes(
+    tmp_path: Path,
+) -> None:
+    # A partial index serves a query only if the query's condition implies the index's
+    # (migration 0009): each of these must still find its rows through its index.
+    day = datetime(2026, 12, 5, tzinfo=UTC)
+    by_call = {"key_tenant": "t", "key_session": "s", "key_call": "call_1"}
+    queries = {
+        "ix_messages_requested_call": _TOOL_CALL_MESSAGE.params(by_call),
+        "ix_messages_tool_call": _TOOL_RESULT_MESSAGE.params(by_call),
+        "ix_turns_tenant_finished": select(func.count()).where(
+            turns.c.tenant_id == "t",
+            turns.c.finished_at >= day,
+            turns.c.finished_at < day + timedelta(days=1),
+        ),
+    }
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}")
+    try:
+        await upgrade_to_head(engine)
+        async with engine.connect() as connection:
+            for index, query in queries.items():
+                sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+                plan = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+                details = " ".join(str(step[-1]) for step in plan)
+                assert f"INDEX {index} (" in details, details
+    finally:
+        await engine.dispose()

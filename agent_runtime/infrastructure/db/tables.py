@@ -17,8 +17,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TextClause,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 from agent_runtime.domain.text import storable
@@ -66,6 +68,14 @@ class BoundedText(StoredText):
 
 
 metadata = MetaData()
+
+
+def _partial_index(name: str, *columns: str, where: TextClause) -> Index:
+    """An index of the rows `where` holds for, on SQLite and PostgreSQL alike (migration
+    0009): fewer entries to write. A query uses it only where its own condition implies
+    `where` whatever its parameters: `x = ?` or `x >= ?` imply `x IS NOT NULL`, while
+    `x = ?` does not imply `x = 'a'`."""
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
 
 
 def _tenant() -> Column[str]:
@@ -136,11 +146,16 @@ turns = Table(
     Column("model_calls", Integer, nullable=False, default=0),
     Column("tool_calls", Integer, nullable=False, default=0),
     Column("first_token_ms", Integer, nullable=True),
-    Index("ix_turns_session_id", "session_id"),
     Index("ix_turns_status", "status"),
-    # ListTurns pages; usage by end time; the turns started in the last minute (quotas).
+    # ListTurns pages (and the session's turns, for its foreign key); usage by end time (of
+    # the ended turns only); the turns started in the last minute (quotas).
     Index("ix_turns_tenant_session_started", "tenant_id", "session_id", "started_at", "turn_id"),
-    Index("ix_turns_tenant_finished", "tenant_id", "finished_at"),
+    _partial_index(
+        "ix_turns_tenant_finished",
+        "tenant_id",
+        "finished_at",
+        where=text("finished_at IS NOT NULL"),
+    ),
     Index("ix_turns_tenant_started", "tenant_id", "started_at"),
     # Idempotency: one turn per client_message_id and session (NULLs never collide).
     UniqueConstraint(
@@ -175,8 +190,19 @@ messages = Table(
     Column("superseded_by_turn_id", BoundedText(64), nullable=True),
     UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
     _session_ref("messages"),
-    Index("ix_messages_requested_call", "session_id", "requested_call_id"),
-    Index("ix_messages_tool_call", "session_id", "tool_call_id"),
+    # Only the messages that carry a call id have an entry (most carry none).
+    _partial_index(
+        "ix_messages_requested_call",
+        "session_id",
+        "requested_call_id",
+        where=text("requested_call_id IS NOT NULL"),
+    ),
+    _partial_index(
+        "ix_messages_tool_call",
+        "session_id",
+        "tool_call_id",
+        where=text("tool_call_id IS NOT NULL"),
+    ),
 )
 
 approvals = Table(
