@@ -138,3 +138,21 @@ def test_a_bad_value_is_one_line_naming_variable_and_value_never_a_secret(
     assert result.stderr == (
         "agent-runtime: AGENT_RUNTIME_LLM_MAX_ATTEMPTS='zero': must be a whole number\n"
     )
+
+
+def test_a_client_command_loads_none_of_the_servers_modules() -> None:
+    # They are most of the start-up time of a command like `agent-runtime usage`.
+    server_modules = ("agent_runtime.bootstrap", "agent_runtime.config", "sqlalchemy", "aiohttp")
+    probe = (
+        "import sys\n"
+        "from agent_runtime import cli\n"
+        "try:\n"
+        "    cli.main(['usage', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({server_modules!r})))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert loaded.stdout.splitlines()[-1] == "[]"
