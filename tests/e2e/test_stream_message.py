@@ -138,12 +138,16 @@ async def test_model_failure_after_commit_1_keeps_the_input_and_reports_an_error
 async def test_tool_call_message_is_committed_before_the_chunk_arrives(
     client: Client, model_server: FakeModelServer, db_path: Path
 ) -> None:
+    # The model finishes its answer only once the client has seen the first delta: else the
+    # answer could be committed before the client reads the delta it was sent before.
+    first_delta_seen = asyncio.Event()
     model_server.enqueue(
         tool_call_answer(
             "write_file",
             {"path": "src/app.py", "content": "x=1\n"},
             call_id="call_w1",
             extra_calls=[("read_file", {"path": "b"})],
+            gate=first_delta_seen,
         )
     )
     seen_at_arrival: list[tuple[Any, ...]] = []
@@ -155,6 +159,7 @@ async def test_tool_call_message_is_committed_before_the_chunk_arrives(
             seen_at_first_delta = sqlite_rows(
                 db_path, "SELECT role FROM messages WHERE role = ?", "assistant"
             )
+            first_delta_seen.set()
         if chunk.HasField("tool_call"):
             seen_at_arrival = sqlite_rows(
                 db_path,

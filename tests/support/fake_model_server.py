@@ -387,10 +387,12 @@ def tool_call_answer(
     content: str = "",
     extra_calls: list[tuple[str, dict[str, Any]]] | None = None,
     usage: tuple[int, int] | None = (5, 7),
+    gate: asyncio.Event | None = None,
 ) -> ScriptedResponse:
     """A tool call (optionally preceded by text `content`). Streamed as OpenAI does: id and
     name in the call's first fragment, the arguments JSON in fragments of a few characters.
-    The k-th extra call (k = 2, 3, ...) gets index k-1 and id f"{call_id}_{k}"."""
+    The k-th extra call (k = 2, 3, ...) gets index k-1 and id f"{call_id}_{k}". With `gate`,
+    the stream waits for it after the first call's first piece of arguments."""
     calls = [(call_id, tool_name, arguments)]
     calls += [(f"{call_id}_{k}", name, args) for k, (name, args) in enumerate(extra_calls or [], 2)]
 
@@ -427,6 +429,8 @@ def tool_call_answer(
                 piece = encoded[start : start + _ARGUMENT_FRAGMENT_CHARS]
                 fragment = {"index": index, "function": {"arguments": piece}}
                 await out.send_event(_chunk(request, {"tool_calls": [fragment]}))
+                if gate is not None and index == start == 0:
+                    await gate.wait()
         await _finish_stream(request, out, "tool_calls", usage)
 
     return ScriptedResponse(respond, f"tool_call_answer({tool_name!r})")

@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from agent_runtime.api.transport import Transport
 from agent_runtime.application.turn_settings import TurnSettings
-from agent_runtime.cli import _parser, settings_from
+from agent_runtime.cli import _parser
 from agent_runtime.config import (
     ConfigError,
     DatabaseSettings,
@@ -25,6 +25,7 @@ from agent_runtime.config import (
 from agent_runtime.infrastructure.db.engine import normalise_database_url
 from agent_runtime.infrastructure.llm.endpoint import AnswerSizes, FakeModelSettings, ModelEndpoint
 from agent_runtime.infrastructure.observability.settings import ObservabilitySettings
+from agent_runtime.server_commands import settings_from
 
 README = Path(__file__).parents[2] / "README.md"
 _ROW = re.compile(r"^\| `(AGENT_RUNTIME_\w+)` \| ([^|]+) \|")

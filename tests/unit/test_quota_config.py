@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_runtime.cli import _parser, settings_from
+from agent_runtime.cli import _parser
 from agent_runtime.config import ConfigError, Settings
 from agent_runtime.domain.quotas import (
     TenantQuota,
@@ -15,6 +15,7 @@ from agent_runtime.domain.quotas import (
     too_many_running,
     too_many_tokens,
 )
+from agent_runtime.server_commands import settings_from
 
 KEYS = """\
 # keys, then quotas
