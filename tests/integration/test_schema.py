@@ -22,6 +22,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.engine.interfaces import ReflectedIndex
 from sqlalchemy.types import TypeEngine
 
 from agent_runtime.infrastructure.db.engine import create_engine
@@ -84,7 +85,7 @@ def _reflect(connection: Connection) -> Schema:
     return schema
 
 
-def _partial(dialect: str, index: dict[str, Any]) -> bool:
+def _partial(dialect: str, index: ReflectedIndex) -> bool:
     """The index keeps only the rows a WHERE selects (as reflected: sqlite_where or
     postgresql_where)."""
     return index.get("dialect_options", {}).get(f"{dialect}_where") is not None
