@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CursorResult,
-    Row,
     and_,
     bindparam,
     case,
@@ -22,16 +20,19 @@ from sqlalchemy import (
     update,
 )
 
-from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
     AgentSwitch,
     Session,
     Usage,
-    UsageTotals,
 )
-from agent_runtime.domain.tools import ToolDefinition, declared_tool
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
+from agent_runtime.infrastructure.db.session_rows import (
+    activity_values,
+    session_from_row,
+    settings_row,
+    switch_from_row,
+)
 from agent_runtime.infrastructure.db.sqlite_hot_statements import hot
 from agent_runtime.infrastructure.db.tables import (
     agent_switches,
@@ -82,7 +83,7 @@ class SqlAlchemySessionRepository:
 
     async def get(self, session_id: str) -> Session | None:
         found = (await self._db.execute(_GET_SESSION, self._key(session_id))).first()
-        return None if found is None else _session_from_row(found)
+        return None if found is None else session_from_row(found)
 
     async def add(self, session: Session) -> None:
         await self._db.execute(
@@ -97,12 +98,12 @@ class SqlAlchemySessionRepository:
                 running_turn_id=session.running_turn_id,
                 created_at=session.created_at,
                 last_activity_at=session.last_activity_at,
-                **_settings_row(session),
+                **settings_row(session),
             ),
         )
 
     async def update_settings(self, session: Session) -> None:
-        values = row(sessions, title=session.title, **_settings_row(session))
+        values = row(sessions, title=session.title, **settings_row(session))
         await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session.session_id)})
 
     async def claim_turn(self, session_id: str, turn_id: str) -> str | None:
@@ -122,7 +123,7 @@ class SqlAlchemySessionRepository:
     async def record_activity(
         self, session_id: str, at: datetime, *, message_count: int | None = None
     ) -> None:
-        values = _activity(at, message_count)
+        values = activity_values(at, message_count)
         await self._db.execute(_UPDATE_SESSION, {**values, **self._key(session_id)})
 
     async def release_turn(
@@ -134,7 +135,11 @@ class SqlAlchemySessionRepository:
         message_count: int | None = None,
         count_usage: Usage | None = None,
     ) -> None:
-        values = {**_activity(at, message_count), **self._key(session_id), "key_turn": turn_id}
+        values = {
+            **activity_values(at, message_count),
+            **self._key(session_id),
+            "key_turn": turn_id,
+        }
         if count_usage is None:
             await self._db.execute(_RELEASE_SESSION, values)
             return
@@ -195,7 +200,7 @@ class SqlAlchemySessionRepository:
         for found in rows.all():
             counts[found.session_id] = found.switch_count
             if found.newness <= limit:
-                recent[found.session_id].append(_switch_from_row(found))
+                recent[found.session_id].append(switch_from_row(found))
         return {session_id: (recent[session_id], counts[session_id]) for session_id in recent}
 
     async def agent_switches(self, session_id: str, after_id: int, limit: int) -> list[AgentSwitch]:
@@ -205,7 +210,7 @@ class SqlAlchemySessionRepository:
             .order_by(agent_switches.c.switch_id)
             .limit(limit)
         )
-        return [_switch_from_row(r) for r in (await self._db.execute(query)).all()]
+        return [switch_from_row(r) for r in (await self._db.execute(query)).all()]
 
     async def mark_deleted(self, session_id: str, at: datetime) -> None:
         values = row(sessions, deleted_at=at)
@@ -228,7 +233,7 @@ class SqlAlchemySessionRepository:
         query = query.order_by(
             sessions.c.last_activity_at.desc(), sessions.c.session_id.desc()
         ).limit(limit)
-        return [_session_from_row(found) for found in (await self._db.execute(query)).all()]
+        return [session_from_row(found) for found in (await self._db.execute(query)).all()]
 
     def _key(self, session_id: str) -> dict[str, Any]:
         return {"key_tenant": self._tenant, "key_session": session_id}
@@ -236,85 +241,3 @@ class SqlAlchemySessionRepository:
 
 def _switches_of(tenant_id: str, session_id: str) -> tuple[ColumnElement[bool], ...]:
     return (agent_switches.c.tenant_id == tenant_id, agent_switches.c.session_id == session_id)
-
-
-def _switch_from_row(found: Row[Any]) -> AgentSwitch:
-    return AgentSwitch(
-        found.from_agent,
-        found.to_agent,
-        found.reason,
-        found.switched_at,
-        found.turn_id,
-        switch_id=found.switch_id,
-    )
-
-
-def _activity(at: datetime, message_count: int | None) -> dict[str, Any]:
-    if message_count is None:
-        return row(sessions, last_activity_at=at)
-    return row(sessions, last_activity_at=at, message_count=message_count)
-
-
-def _session_from_row(row: Row[Any]) -> Session:
-    return Session(
-        session_id=row.session_id,
-        agent=row.agent,
-        title=row.title,
-        message_count=row.message_count,
-        running_turn_id=row.running_turn_id,
-        created_at=row.created_at,
-        last_activity_at=row.last_activity_at,
-        deleted_at=row.deleted_at,
-        usage=UsageTotals(row.prompt_tokens, row.completion_tokens, row.counted_turns),
-        instructions=row.instructions,
-        tools=tools_from_json(row.tools),
-        generation=(
-            GenerationConfig.from_dict(json.loads(row.generation))
-            if row.generation
-            else GenerationConfig()
-        ),
-    )
-
-
-def _settings_row(session: Session) -> dict[str, Any]:
-    return {
-        "instructions": session.instructions,
-        "tools": tools_json(session.tools),
-        "generation": (
-            None
-            if session.generation.is_empty
-            else json.dumps(session.generation.to_dict(), separators=(",", ":"))
-        ),
-    }
-
-
-def tools_json(tools: tuple[ToolDefinition, ...]) -> str | None:
-    if not tools:
-        return None
-    return json.dumps(
-        [
-            {
-                "name": tool.name,
-                "description": tool.description,
-                "parameters": tool.parameters,
-                "requires_approval": tool.requires_approval,
-            }
-            for tool in tools
-        ],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def tools_from_json(raw: str | None) -> tuple[ToolDefinition, ...]:
-    if not raw:
-        return ()
-    return tuple(
-        declared_tool(
-            item["name"],
-            item["description"],
-            item["parameters"],
-            requires_approval=item["requires_approval"],
-        )
-        for item in json.loads(raw)
-    )
