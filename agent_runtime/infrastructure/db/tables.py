@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TextClause,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -70,11 +69,11 @@ class BoundedText(StoredText):
 metadata = MetaData()
 
 
-def _partial_index(name: str, *columns: str, where: TextClause) -> Index:
-    """An index of the rows `where` holds for, on SQLite and PostgreSQL alike (migration
-    0009): fewer entries to write. A query uses it only where its own condition implies
-    `where` whatever its parameters: `x = ?` or `x >= ?` imply `x IS NOT NULL`, while
-    `x = ?` does not imply `x = 'a'`."""
+def _index_of_set_values(name: str, *columns: str) -> Index:
+    """An index of only the rows whose last column is set (not NULL), on SQLite and
+    PostgreSQL alike (migration 0009): fewer entries to write. A query comparing that column
+    (`x = ?`, `x >= ?`) implies `x IS NOT NULL`, so it still uses the index."""
+    where = text(f"{columns[-1]} IS NOT NULL")
     return Index(name, *columns, sqlite_where=where, postgresql_where=where)
 
 
@@ -150,12 +149,7 @@ turns = Table(
     # ListTurns pages (and the session's turns, for its foreign key); usage by end time (of
     # the ended turns only); the turns started in the last minute (quotas).
     Index("ix_turns_tenant_session_started", "tenant_id", "session_id", "started_at", "turn_id"),
-    _partial_index(
-        "ix_turns_tenant_finished",
-        "tenant_id",
-        "finished_at",
-        where=text("finished_at IS NOT NULL"),
-    ),
+    _index_of_set_values("ix_turns_tenant_finished", "tenant_id", "finished_at"),
     Index("ix_turns_tenant_started", "tenant_id", "started_at"),
     # Idempotency: one turn per client_message_id and session (NULLs never collide).
     UniqueConstraint(
@@ -191,18 +185,8 @@ messages = Table(
     UniqueConstraint("tenant_id", "session_id", "position", name="uq_messages_session_position"),
     _session_ref("messages"),
     # Only the messages that carry a call id have an entry (most carry none).
-    _partial_index(
-        "ix_messages_requested_call",
-        "session_id",
-        "requested_call_id",
-        where=text("requested_call_id IS NOT NULL"),
-    ),
-    _partial_index(
-        "ix_messages_tool_call",
-        "session_id",
-        "tool_call_id",
-        where=text("tool_call_id IS NOT NULL"),
-    ),
+    _index_of_set_values("ix_messages_requested_call", "session_id", "requested_call_id"),
+    _index_of_set_values("ix_messages_tool_call", "session_id", "tool_call_id"),
 )
 
 approvals = Table(
