@@ -142,10 +142,12 @@ class TestEachHttpTransport:
         assert (error.code, error.reason) == ("UNAVAILABLE", "MODEL_STREAM_INTERRUPTED")
 
 
-class TestFaultsThatEndTheTurn:
+class TestFaultsThatAreRetried:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
-        return {"model": FAST}
+        # Quick retries, but the default time to the first token: the retried answer must
+        # not miss a 0.3 s bound on a busy machine.
+        return {"model": {"retry_base_delay": FAST["retry_base_delay"]}}
 
     async def test_500_then_success_is_retried(
         self, client: Client, model_server: FakeModelServer
@@ -162,6 +164,12 @@ class TestFaultsThatEndTheTurn:
         chunks = await client.turn(user_message("s1", "hello?"))
         assert chunks[-2].assistant_message.content == "ok"
         assert len(model_server.requests) == 2
+
+
+class TestFaultsThatEndTheTurn:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"model": FAST}
 
     @pytest.mark.parametrize(
         ("response", "code", "reason"),
