@@ -1,9 +1,9 @@
 """The databases tests run on: a SQLite file, or a scratch schema on a real PostgreSQL.
 
 PostgreSQL runs when AGENT_RUNTIME_TEST_POSTGRES_URL names a server (CI sets it): each test
-gets its own role and a schema of the same name, so the role's default search_path
-("$user", public) puts every table there; runs never collide, and the schema and role are
-dropped afterwards. Without the variable the PostgreSQL variants skip, saying why; with it
+gets its own role and a schema of the same name, and the role's search_path is that schema
+alone: every table lands there, and nothing another run (or a hand-made migration) left in
+`public` is ever read; runs never collide, and the schema and role are dropped afterwards. Without the variable the PostgreSQL variants skip, saying why; with it
 and no server, they fail.
 """
 
@@ -39,7 +39,7 @@ def postgres_admin_url() -> str:
     return url
 
 
-def _dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     """The URL as asyncpg's own connect() takes it (no SQLAlchemy driver suffix)."""
     return normalise_database_url(url).set(drivername="postgresql").render_as_string(False)
 
@@ -49,12 +49,14 @@ async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
     """A URL whose tables land in a fresh, private schema; dropped on exit."""
     name = f"t_{secrets.token_hex(6)}"
     try:
-        admin = await asyncpg.connect(_dsn(admin_url), timeout=10)
+        admin = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"{POSTGRES_URL_VARIABLE} is set but PostgreSQL is not reachable: {exc!r}")
     try:
         await admin.execute(f"CREATE ROLE {name} LOGIN")
         await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
+        # Not the default ("$user", public): tables in public would be found and used.
+        await admin.execute(f"ALTER ROLE {name} SET search_path = {name}")
         try:
             yield (
                 normalise_database_url(admin_url)

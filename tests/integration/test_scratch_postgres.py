@@ -1,0 +1,39 @@
+"""The PostgreSQL tests' scratch schemas (tests/support/databases.py) see only their own
+tables: a table left in the server's `public` schema, as a migration run by hand leaves
+the runtime's, must not be found (it once made every PostgreSQL test fail with
+"permission denied for table alembic_version")."""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+from sqlalchemy import make_url
+
+from agent_runtime.infrastructure.db.engine import create_engine
+from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
+from tests.support.databases import asyncpg_dsn, postgres_admin_url, query, scratch_postgres
+
+
+async def test_a_table_left_in_public_is_not_seen() -> None:
+    admin_url = postgres_admin_url()
+    stray = f"stray_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
+    try:
+        await admin.execute(f"CREATE TABLE public.{stray} (id integer)")
+        await admin.execute(f"GRANT SELECT ON public.{stray} TO PUBLIC")
+        async with scratch_postgres(admin_url) as url:
+            schema = make_url(url).username
+            assert await query(url, f"SELECT to_regclass('{stray}') IS NULL") == [(True,)]
+            assert await query(url, "SELECT current_schemas(false)") == [([schema],)]
+            engine = create_engine(url)
+            try:
+                await upgrade_to_head(engine)
+                assert await schema_is_current(engine)
+            finally:
+                await engine.dispose()
+            where = "SELECT to_regclass('alembic_version')::text"
+            assert await query(url, where) == [(f"{schema}.alembic_version",)]
+    finally:
+        await admin.execute(f"DROP TABLE IF EXISTS public.{stray}")
+        await admin.close()
