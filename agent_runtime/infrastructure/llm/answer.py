@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.domain.errors import (
-    ModelError,
     ModelProtocolError,
-    ModelRequestRejected,
     ModelUnavailable,
 )
 from agent_runtime.domain.model import Usage
@@ -28,8 +25,9 @@ from agent_runtime.domain.model_output import (
     TextDelta,
     ToolCallFragment,
 )
-from agent_runtime.domain.text import storable, well_formed
+from agent_runtime.domain.text import well_formed
 from agent_runtime.infrastructure import json_codec
+from agent_runtime.infrastructure.llm.endpoint_errors import Redactor, excerpt, payload_error
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
 from agent_runtime.infrastructure.llm.untrusted_output import (
     AnswerLimits,
@@ -42,26 +40,10 @@ from agent_runtime.infrastructure.llm.untrusted_output import (
 
 log = logging.getLogger(__name__)
 
-Redactor = Callable[[str], str]
-
-_EXCERPT_CHARS = 500
 _FINISH_REASON_CHARS = 64
 # Only the first call is used; this bounds what a model that never stops listing calls (each
 # with nothing in it yet) makes the client hold.
 _MAX_TOOL_CALLS = 128
-
-# Words in an error's type/code that mean "your request is wrong", so retrying cannot help.
-_REJECTION_HINTS = (
-    "invalid",
-    "bad_request",
-    "authentication",
-    "unauthorized",
-    "permission",
-    "forbidden",
-    "not_found",
-    "context_length",
-    "unsupported",
-)
 
 # Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter, LiteLLM...) stream their thinking.
 # It is not part of the answer, but it shows the model is working: it stops the first-token
@@ -390,53 +372,3 @@ def _usage(raw: object) -> Usage | None:
         prompt_tokens=token_count(raw.get("prompt_tokens"), "prompt_tokens"),
         completion_tokens=token_count(raw.get("completion_tokens"), "completion_tokens"),
     )
-
-
-def error_text(payload: object) -> str:
-    """The human message in an error document: {"error": {"message": ...}} and variants."""
-    if not isinstance(payload, dict):
-        return ""
-    error = payload.get("error", payload)
-    if isinstance(error, str):
-        return error
-    if isinstance(error, dict):
-        for key in ("message", "detail"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return ""
-
-
-def payload_error(error: object, redact: Redactor) -> ModelError:
-    """An error object sent with HTTP 200 (typically mid-stream)."""
-    message = error_text({"error": error})
-    if not message:
-        try:
-            message = json.dumps(error)
-        except (ValueError, RecursionError):
-            message = "(unreadable)"
-    kind = ""
-    status: int | None = None
-    if isinstance(error, dict):
-        kind = " ".join(str(error.get(key, "")) for key in ("type", "code", "status")).lower()
-        for key in ("code", "status"):
-            value = error.get(key)
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                status = value
-                break
-    text = f"the model endpoint reported an error: {excerpt(message, redact)}"
-    if status is not None and 400 <= status < 500 and status != 429:
-        return ModelRequestRejected(text)
-    if "rate" not in kind and any(hint in kind for hint in _REJECTION_HINTS):
-        return ModelRequestRejected(text)
-    return ModelUnavailable(text, reason="MODEL_STREAM_ERROR")
-
-
-def excerpt(text: str, redact: Redactor, limit: int = _EXCERPT_CHARS) -> str:
-    """The start of `text`, on one line, redacted and well-formed, U+0000 as stored (it ends
-    up in errors, and in the turn's record)."""
-    # Redacted before truncating, so a key cut in half cannot survive.
-    text = storable(well_formed(redact(" ".join(text.split()))))
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."

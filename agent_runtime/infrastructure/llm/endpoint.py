@@ -23,12 +23,10 @@ from pydantic import (
 )
 
 from agent_runtime.application.ports import LLMClient
+from agent_runtime.infrastructure.llm.chat_request_body import MaxTokensField
 from agent_runtime.infrastructure.llm.fake_model import FAKE_MODEL_NAME, FakeModelClient
 from agent_runtime.infrastructure.llm.http_client import HttpTransport, create_http_client
-from agent_runtime.infrastructure.llm.openai_compatible import (
-    MaxTokensField,
-    OpenAICompatibleClient,
-)
+from agent_runtime.infrastructure.llm.openai_compatible import OpenAICompatibleClient
 from agent_runtime.infrastructure.llm.resilience import ModelTimeouts, RetryPolicy
 from agent_runtime.infrastructure.llm.untrusted_output import AnswerLimits
 
