@@ -10,9 +10,10 @@ import grpc
 from google.protobuf import json_format
 
 from agent_runtime.api.auth import caller_tenant
+from agent_runtime.api.chunk_mapping import chunk_to_proto
 from agent_runtime.api.errors import abort, internal_error, unary_errors
 from agent_runtime.api.interceptors import check_decoded
-from agent_runtime.api.mapping import chunk_to_proto, generation_from_proto, tools_from_proto
+from agent_runtime.api.model_controls_mapping import generation_from_proto, tools_from_proto
 from agent_runtime.api.stream_limits import StreamLimits
 from agent_runtime.application.commands import (
     DecideApproval,
@@ -26,9 +27,9 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.turn_cancellation import TurnCanceller
 from agent_runtime.application.turn_handler import TurnHandler
 from agent_runtime.application.turn_streams import TurnStreams
+from agent_runtime.domain.approval import ApprovalVerdict
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import DomainError, InvalidInput
-from agent_runtime.domain.model import ApprovalVerdict
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import agent_runtime_pb2_grpc as rt_grpc
 

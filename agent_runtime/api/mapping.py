@@ -1,51 +1,34 @@
-"""Proto <-> domain translation. No rules here: only shapes."""
+"""Proto <-> domain translation of what the read RPCs answer: sessions, turns, messages,
+approvals, agents, events, usage. No rules here: only shapes. Chunks are in
+chunk_mapping.py, model controls in model_controls_mapping.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
-from agent_runtime.api.errors import code_name
+from agent_runtime.api.chunk_mapping import STOP_REASONS, usage_to_proto
+from agent_runtime.api.model_controls_mapping import generation_to_proto, tool_to_proto
+from agent_runtime.api.proto_values import to_struct, to_timestamp
 from agent_runtime.application.session_queries import SessionDetails
-from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentProfile
-from agent_runtime.domain.approval import ApprovalGrant, ApprovalRule, RuleAction
-from agent_runtime.domain.errors import InvalidInput
+from agent_runtime.domain.approval import Approval, ApprovalGrant, ApprovalRule, RuleAction
 from agent_runtime.domain.events import EventType, StoredEvent
-from agent_runtime.domain.generation import GenerationConfig, ToolChoice, ToolChoiceMode
 from agent_runtime.domain.model import (
     AgentSwitch,
-    Approval,
     Message,
     Role,
     Session,
-    StopReason,
     Turn,
     TurnStatus,
-    Usage,
     UsageTotals,
 )
-from agent_runtime.domain.tool_schemas import EMPTY_OBJECT_SCHEMA
-from agent_runtime.domain.tools import ToolDefinition, declared_tool
 from agent_runtime.domain.usage import UsageGroup, UsageGroupBy
 from agent_runtime.v1 import agent_pb2 as ag
-from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import event_pb2 as ev
-from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import usage_pb2 as us
-
-_STOP_REASONS = {
-    StopReason.END_TURN: rt.STOP_REASON_END_TURN,
-    StopReason.TOOL_CALL: rt.STOP_REASON_TOOL_CALL,
-    StopReason.AWAITING_APPROVAL: rt.STOP_REASON_AWAITING_APPROVAL,
-    StopReason.ERROR: rt.STOP_REASON_ERROR,
-    StopReason.CANCELLED: rt.STOP_REASON_CANCELLED,
-    StopReason.MAX_ITERATIONS: rt.STOP_REASON_MAX_ITERATIONS,
-}
 
 EVENT_TYPES: dict[EventType, ev.EventType.ValueType] = {
     EventType.TURN_STARTED: ev.EVENT_TYPE_TURN_STARTED,
@@ -62,14 +45,6 @@ EVENT_TYPES: dict[EventType, ev.EventType.ValueType] = {
     EventType.AGENT_SWITCHED: ev.EVENT_TYPE_AGENT_SWITCHED,
 }
 EVENT_TYPES_FROM_PROTO = {value: key for key, value in EVENT_TYPES.items()}
-
-_TOOL_CHOICE_MODES = {
-    mc.TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.AUTO,
-    mc.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
-    mc.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
-}
-_TOOL_CHOICE_MODES_TO_PROTO = {value: key for key, value in _TOOL_CHOICE_MODES.items()}
-_EXACT_INTEGERS = 2**53  # beyond, a double is no longer an exact whole number anyway
 
 _TURN_STATES = {
     TurnStatus.RUNNING: ses.TURN_STATE_RUNNING,
@@ -100,26 +75,6 @@ _ROLES = {
 }
 
 
-def to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(values)
-    return struct
-
-
-def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _usage(usage: Usage) -> rt.Usage:
-    return rt.Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-    )
-
-
 def usage_totals(totals: UsageTotals) -> us.UsageTotals:
     return us.UsageTotals(
         prompt_tokens=totals.prompt_tokens,
@@ -127,64 +82,6 @@ def usage_totals(totals: UsageTotals) -> us.UsageTotals:
         total_tokens=totals.total_tokens,
         turns=totals.turns,
     )
-
-
-def chunk_to_proto(chunk: chunks.Chunk) -> rt.StreamChunk:
-    out = rt.StreamChunk(session_id=chunk.session_id, turn_id=chunk.turn_id, seq=chunk.seq)
-    body = chunk.body
-    match body:
-        case chunks.AssistantDelta(text=text):
-            out.assistant_delta.text = text
-        case chunks.ToolCallDelta():
-            delta = out.tool_call_delta
-            delta.call_id = body.call_id
-            delta.tool_name = body.tool_name
-            delta.arguments_fragment = body.arguments_fragment
-        case chunks.ReasoningDelta(text=text):
-            out.reasoning_delta.text = text
-        case chunks.TurnStarted():
-            out.turn_started.CopyFrom(
-                rt.TurnStarted(
-                    turn_id=chunk.turn_id, agent=body.agent, input_message_id=body.input_message_id
-                )
-            )
-        case chunks.AssistantMessage():
-            out.assistant_message.CopyFrom(
-                rt.AssistantMessage(message_id=body.message_id, content=body.content)
-            )
-        case chunks.ToolCall():
-            out.tool_call.CopyFrom(
-                rt.ToolCall(
-                    message_id=body.message_id,
-                    call_id=body.call_id,
-                    tool_name=body.tool_name,
-                    arguments=to_struct(body.arguments),
-                    requires_approval=body.requires_approval,
-                    approval_reason=body.approval_reason,
-                )
-            )
-        case chunks.AgentSwitched():
-            out.agent_switched.CopyFrom(
-                rt.AgentSwitched(
-                    from_agent=body.from_agent, to_agent=body.to_agent, reason=body.reason
-                )
-            )
-        case chunks.TurnError(error=error):
-            out.error.CopyFrom(
-                rt.Error(
-                    code=code_name(error),
-                    reason=error.reason,
-                    message=error.message,
-                    retryable=error.retryable,
-                )
-            )
-        case chunks.TurnCompleted():
-            out.turn_completed.CopyFrom(
-                rt.TurnCompleted(
-                    stop_reason=_STOP_REASONS[body.stop_reason], usage=_usage(body.usage)
-                )
-            )
-    return out
 
 
 def session_to_proto(details: SessionDetails, *, with_tools: bool = True) -> ses.Session:
@@ -251,14 +148,14 @@ def turn_to_proto(turn: Turn) -> ses.Turn:
         state=_TURN_STATES[turn.status],
         error_reason=turn.error.reason if turn.error else "",
         error_message=turn.error.message if turn.error else "",
-        usage=_usage(turn.usage),
+        usage=usage_to_proto(turn.usage),
         started_at=to_timestamp(turn.started_at),
         model_calls=turn.model_calls,
         tool_calls=turn.tool_calls,
         client_message_id=turn.client_message_id or "",
     )
     if turn.stop_reason is not None:
-        out.stop_reason = _STOP_REASONS[turn.stop_reason]
+        out.stop_reason = STOP_REASONS[turn.stop_reason]
     if turn.finished_at is not None:
         out.ended_at.CopyFrom(to_timestamp(turn.finished_at))
     if turn.first_token_ms is not None:
@@ -346,89 +243,3 @@ def message_to_proto(message: Message) -> ses.Message:
         reasoning=message.reasoning,
         superseded_by_turn_id=message.superseded_by_turn_id or "",
     )
-
-
-# -- model controls -----------------------------------------------------------------------
-
-
-def generation_from_proto(config: mc.GenerationConfig) -> GenerationConfig:
-    choice: ToolChoice | None = None
-    match config.tool_choice.WhichOneof("choice"):
-        case "tool_name":
-            choice = ToolChoice.named(config.tool_choice.tool_name)
-        case "mode" if config.tool_choice.mode in _TOOL_CHOICE_MODES:
-            choice = ToolChoice(_TOOL_CHOICE_MODES[config.tool_choice.mode])
-    return GenerationConfig(
-        temperature=config.temperature if config.HasField("temperature") else None,
-        top_p=config.top_p if config.HasField("top_p") else None,
-        max_output_tokens=(
-            config.max_output_tokens if config.HasField("max_output_tokens") else None
-        ),
-        stop=tuple(config.stop),
-        seed=config.seed if config.HasField("seed") else None,
-        reasoning_effort=config.reasoning_effort,
-        tool_choice=choice,
-    )
-
-
-def generation_to_proto(config: GenerationConfig) -> mc.GenerationConfig:
-    out = mc.GenerationConfig(
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_output_tokens=config.max_output_tokens,
-        stop=list(config.stop),
-        seed=config.seed,
-        reasoning_effort=config.reasoning_effort,
-    )
-    choice = config.tool_choice
-    if choice is not None:
-        if choice.mode is ToolChoiceMode.TOOL:
-            out.tool_choice.tool_name = choice.tool_name
-        else:
-            out.tool_choice.mode = _TOOL_CHOICE_MODES_TO_PROTO[choice.mode]
-    return out
-
-
-def tools_from_proto(tools: Iterable[mc.ToolDefinition], field: str) -> tuple[ToolDefinition, ...]:
-    """Declared tools as received (their checks are the use cases'); parameters as JSON, a
-    whole-number double as an integer (a schema's "maxLength": 10 stays 10)."""
-    declared = []
-    for index, tool in enumerate(tools):
-        if tool.HasField("parameters"):
-            try:
-                parameters = _whole_numbers(json_format.MessageToDict(tool.parameters))
-            except ValueError as exc:  # NaN or Infinity: not JSON, so not a JSON Schema
-                raise InvalidInput.field(f"{field}[{index}].parameters", str(exc)) from None
-        else:
-            parameters = dict(EMPTY_OBJECT_SCHEMA)
-        declared.append(
-            declared_tool(
-                tool.name,
-                tool.description,
-                parameters,
-                requires_approval=tool.requires_approval,
-            )
-        )
-    return tuple(declared)
-
-
-def tool_to_proto(tool: ToolDefinition) -> mc.ToolDefinition:
-    out = mc.ToolDefinition(
-        name=tool.name,
-        description=tool.description,
-        parameters=to_struct(tool.parameters),
-    )
-    if tool.requires_approval:
-        out.requires_approval = True
-    return out
-
-
-def _whole_numbers(value: Any) -> Any:
-    """google.protobuf.Struct holds every number as a double: give whole ones back as ints."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    return value

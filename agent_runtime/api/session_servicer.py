@@ -8,13 +8,12 @@ from agent_runtime.api.auth import caller_tenant
 from agent_runtime.api.errors import unary_errors
 from agent_runtime.api.mapping import (
     approval_to_proto,
-    generation_from_proto,
     message_to_proto,
     session_to_proto,
     switch_to_proto,
-    tools_from_proto,
     turn_to_proto,
 )
+from agent_runtime.api.model_controls_mapping import generation_from_proto, tools_from_proto
 from agent_runtime.api.page_bytes import fitted
 from agent_runtime.application.commands import (
     CreateSession,
