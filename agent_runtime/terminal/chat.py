@@ -3,7 +3,8 @@
 Tokens are printed as they stream; so are the model's reasoning (dimmed) and a tool call's
 arguments while the model writes them (up to SHOWN_ARGUMENT_CHARS, dimmed; the call itself is
 shown once the runtime has recorded it). A tool call that needs approval is put to the user
-(approve / always for this session / edit the JSON arguments / reject with feedback).
+(approve / always for this session / edit the JSON arguments / reject with feedback;
+tool_calls.py).
 /regenerate asks for the last answer again; /edit N replaces the N-th message the user sent
 (/edit alone lists them) and continues from there. With a workspace the client runs
 the file tools itself, strictly inside it, and execute_command only after the user approved it
@@ -23,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,43 +33,23 @@ from agent_runtime.client import (
     AgentRuntimeClient,
     AgentRuntimeError,
     TurnInput,
-    approve,
-    approve_always,
-    arguments_of,
-    edit,
     edit_message,
     new_session_id,
     regenerate,
-    reject,
     tool_result,
 )
 from agent_runtime.terminal.console import Console
 from agent_runtime.terminal.options import UsageError, add_connection_arguments, connect
-from agent_runtime.terminal.workspace import WORKSPACE_TOOLS, ToolOutcome, Workspace
+from agent_runtime.terminal.tool_calls import SHOWN_ARGUMENT_CHARS, ToolCallHandler
+from agent_runtime.terminal.workspace import Workspace
 from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
 
-NO_WORKSPACE = (
-    "not executed: the terminal client runs without a workspace "
-    "(start `agent-runtime chat` with --workspace DIR to let the model use files and commands)"
-)
-COMPLETION_SEEN = "the user has seen the result"
-# Catalogue tools the client answers without a workspace; switch_mode never reaches a client
-# (the runtime acts on it).
-CONVERSATION_TOOLS = frozenset({"attempt_completion", "ask_followup_question"})
-RUNTIME_TOOLS = frozenset({"switch_mode"})
-# A tool call's arguments longer than this are cut where the call streams by; the whole call
-# is shown (paged when long) before the user decides on it.
-SHOWN_ARGUMENT_CHARS = 400
-# A command up to this long is repeated in the [y/N] question.
-ASKED_COMMAND_CHARS = 200
-SHOWN_RESULT_CHARS = 200
 HELP = (
     "Type a message and press Enter. /regenerate asks for the last answer again; /edit N "
     "replaces your N-th message and goes on from there (/edit lists them). /quit or Ctrl-D "
     "leaves; Ctrl-C stops a running turn (the runtime cancels it) or a running tool."
 )
-APPROVAL_CHOICES = "  [a]pprove, a[l]ways, [e]dit, [r]eject? "
 SHOWN_MESSAGE_CHARS = 70
 
 _Result = TypeVar("_Result")
@@ -110,12 +89,7 @@ class Chat:
         self._agent = agent
         self._model = model
         self._busy: asyncio.Future[Any] | None = None
-        # Calls a human approved here (the runtime's approval, or ours for execute_command).
-        self._approved: set[str] = set()
-        # What the human approved for the rest of the session ("always", here or in an
-        # earlier run: the session's grants): the tool and its argument globs. A command
-        # they match runs without asking again.
-        self._always: list[tuple[str, dict[str, str]]] = []
+        self._tool_calls = ToolCallHandler(console, workspace)
 
     async def run(self) -> int:
         self._console.start(self._interrupt)
@@ -185,7 +159,9 @@ class Chat:
             if error.reason == "SESSION_NOT_FOUND":
                 return  # a new session: created by the first message
             raise
-        self._always = [(grant.tool_name, dict(grant.when)) for grant in session.approval_grants]
+        self._tool_calls.always = [
+            (grant.tool_name, dict(grant.when)) for grant in session.approval_grants
+        ]
         for approval in pending:
             call = rt.ToolCall(
                 message_id=approval.message_id,
@@ -196,8 +172,8 @@ class Chat:
             )
             call.arguments.CopyFrom(approval.arguments)
             self._console.line("A tool call from earlier waits for your decision:")
-            self._show_call(call)
-            decision = await self._decide(call)
+            self._tool_calls.show_call(call)
+            decision = await self._tool_calls.decide(call)
             if decision is None:
                 return
             await self._converse(decision)
@@ -272,7 +248,7 @@ class Chat:
             streamed = ""
             if kind == "tool_call":
                 tool_call = chunk.tool_call
-                self._show_call(tool_call)
+                self._tool_calls.show_call(tool_call)
             elif kind == "agent_switched":
                 switched = chunk.agent_switched
                 because = f" ({switched.reason})" if switched.reason else ""
@@ -320,169 +296,16 @@ class Chat:
     async def _follow_up(self, outcome: TurnOutcome) -> TurnInput | None:
         call = outcome.tool_call
         if outcome.stop_reason == rt.STOP_REASON_AWAITING_APPROVAL and call is not None:
-            return await self._decide(call)
+            return await self._tool_calls.decide(call)
         if outcome.stop_reason == rt.STOP_REASON_TOOL_CALL and call is not None:
-            result = await self._execute(call)
-            self._show_result(result)
+            result = await self._tool_calls.execute(call)
+            self._tool_calls.show_result(result)
             return tool_result(call.call_id, result.content, is_error=result.is_error)
         if outcome.stop_reason == rt.STOP_REASON_CANCELLED:
             self._console.line("[the turn was cancelled]")
         elif outcome.stop_reason == rt.STOP_REASON_MAX_ITERATIONS:
             self._console.line("[the model used up this turn's iterations]")
         return None
-
-    # -- approvals -------------------------------------------------------------------------
-
-    async def _decide(self, call: rt.ToolCall) -> TurnInput | None:
-        """The user's verdict; None if they left (the call stays pending in the session)."""
-        if self._workspace is None and call.tool_name in WORKSPACE_TOOLS:
-            self._console.line("  rejected: no workspace to run it in (see --workspace)")
-            return reject(call.call_id, feedback=NO_WORKSPACE)
-        if not await self._shown_whole(call):
-            return None
-        reason = f": {call.approval_reason}" if call.approval_reason else ""
-        self._console.line(f"  this call needs your approval{reason}")
-        while (answer := await self._console.read_line(APPROVAL_CHOICES)) is not None:
-            choice = answer.strip().lower()
-            if choice in ("a", "approve", "y", "yes"):
-                self._approved.add(call.call_id)
-                return approve(call.call_id)
-            if choice in ("l", "always"):
-                when = await self._always_which(call)
-                if when is not None:
-                    self._approved.add(call.call_id)
-                    self._always.append((call.tool_name, when))
-                    return approve_always(call.call_id, when=when)
-            elif choice in ("e", "edit"):
-                arguments = await self._edited_arguments(call)
-                if arguments is not None:
-                    self._approved.add(call.call_id)
-                    return edit(call.call_id, arguments)
-            elif choice in ("r", "reject", "n", "no"):
-                feedback = await self._console.read_line("  feedback for the model (optional): ")
-                return reject(call.call_id, feedback=(feedback or "").strip())
-            else:
-                self._console.line("  please answer a, l, e or r")
-        return None
-
-    async def _always_which(self, call: rt.ToolCall) -> dict[str, str] | None:
-        """Which later calls to the tool need no approval in this session: all of them, or
-        those whose argument matches a glob (e.g. command=git *). None: back to the choice."""
-        while True:
-            line = await self._console.read_line(
-                f"  approve which {call.tool_name} calls from now on? "
-                "(Enter: all; or argument=glob, e.g. command=git *; - : back) "
-            )
-            if line is None or line.strip() == "-":
-                return None
-            if not line.strip():
-                return {}
-            name, equals, glob = line.strip().partition("=")
-            if equals and name.strip() and glob.strip():
-                return {name.strip(): glob.strip()}
-            self._console.line("  answer argument=glob, e.g. command=git *")
-
-    async def _edited_arguments(self, call: rt.ToolCall) -> dict[str, Any] | None:
-        if not await self._console.page(f"  current arguments: {_arguments(call)}"):
-            return None
-        while True:
-            line = await self._console.read_line("  new arguments (JSON object, empty: back): ")
-            if not line or not line.strip():
-                return None
-            try:
-                arguments = json.loads(line)
-            except json.JSONDecodeError as exc:
-                self._console.line(f"  not JSON: {exc.msg}")
-                continue
-            if isinstance(arguments, dict):
-                return arguments
-            self._console.line("  the arguments must be a JSON object")
-
-    # -- running tools ---------------------------------------------------------------------
-
-    async def _execute(self, call: rt.ToolCall) -> ToolOutcome:
-        arguments = arguments_of(call)
-        name = call.tool_name
-        if name == "attempt_completion":
-            self._console.line(f"[done] {arguments.get('result', '')}")
-            return ToolOutcome(COMPLETION_SEEN)
-        if name == "ask_followup_question":
-            return await self._ask_user(arguments)
-        if name not in WORKSPACE_TOOLS:
-            return ToolOutcome(f"the terminal client cannot run {name!r}", is_error=True)
-        if self._workspace is None:
-            return ToolOutcome(NO_WORKSPACE, is_error=True)
-        asked = (
-            name == "execute_command"
-            and call.call_id not in self._approved
-            and not self._approved_always(name, arguments)
-        )
-        if asked and not await self._user_runs(call):
-            return ToolOutcome("not executed: the user declined to run it", is_error=True)
-        return await self._workspace.run(name, arguments)
-
-    def _approved_always(self, tool_name: str, arguments: dict[str, Any]) -> bool:
-        return any(
-            tool == tool_name
-            and all(
-                isinstance(arguments.get(name), str) and fnmatchcase(arguments[name], glob)
-                for name, glob in when.items()
-            )
-            for tool, when in self._always
-        )
-
-    async def _user_runs(self, call: rt.ToolCall) -> bool:
-        """Whether the user says yes to a command no approval rule put to them."""
-        if not await self._shown_whole(call):
-            return False
-        command = json.dumps(arguments_of(call).get("command", ""), ensure_ascii=False)
-        what = command if len(command) <= ASKED_COMMAND_CHARS else "the command above"
-        answer = await self._console.read_line(f"  run {what} in the workspace? [y/N] ")
-        return (answer or "").strip().lower() in ("y", "yes")
-
-    async def _ask_user(self, arguments: dict[str, Any]) -> ToolOutcome:
-        self._console.line(f"[question] {arguments.get('question', '')}")
-        offered = arguments.get("suggestions")
-        suggestions = [str(s) for s in offered] if isinstance(offered, list) else []
-        for number, suggestion in enumerate(suggestions, 1):
-            self._console.line(f"  {number}. {suggestion}")
-        answer = await self._console.read_line("  your answer: ")
-        if answer is None:
-            return ToolOutcome("the user did not answer", is_error=True)
-        choice = answer.strip()
-        if choice.isdigit() and 1 <= int(choice) <= len(suggestions):
-            choice = suggestions[int(choice) - 1]
-        return ToolOutcome(choice)
-
-    def _show_call(self, call: rt.ToolCall) -> None:
-        shown = _arguments(call)
-        if len(shown) > SHOWN_ARGUMENT_CHARS:
-            more = len(shown) - SHOWN_ARGUMENT_CHARS
-            shown = f"{shown[:SHOWN_ARGUMENT_CHARS]} [... {more} more characters]"
-        label = "approved" if call.call_id in self._approved else "tool call"
-        self._console.line(f"[{label}] {call.tool_name} {shown}")
-
-    async def _shown_whole(self, call: rt.ToolCall) -> bool:
-        """Before the user decides on `call`: all of it on the screen (a short one is, where
-        the call streamed by, just above). False if input ended."""
-        shown = _arguments(call)
-        if len(shown) <= SHOWN_ARGUMENT_CHARS:
-            return True
-        whole = f"  the whole call ({len(shown)} characters):\n{call.tool_name} {shown}"
-        return await self._console.page(whole)
-
-    def _show_result(self, result: ToolOutcome) -> None:
-        # Only newlines end a line here: a carriage return is shown, not obeyed.
-        lines = result.content.removesuffix("\n").split("\n")
-        first = lines[0][:SHOWN_RESULT_CHARS]
-        more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
-        self._console.line(f"  -> {'error' if result.is_error else 'ok'}: {first}{more}")
-
-
-def _arguments(call: rt.ToolCall) -> str:
-    """The call's arguments as JSON: every string quoted, its newlines and C0 controls escaped
-    (the console escapes the rest)."""
-    return json.dumps(arguments_of(call), ensure_ascii=False, sort_keys=True)
 
 
 def add_parser(commands: Any) -> None:

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent_runtime.domain.tools import TOOL_CATALOGUE
-from agent_runtime.terminal.chat import CONVERSATION_TOOLS, RUNTIME_TOOLS
 from agent_runtime.terminal.clipped import NOTICE_ROOM, Clipped, truncated
+from agent_runtime.terminal.tool_calls import CONVERSATION_TOOLS, RUNTIME_TOOLS
 from agent_runtime.terminal.workspace import WORKSPACE_TOOLS, ToolOutcome, Workspace
 from tests.support.waiting import eventually
 
