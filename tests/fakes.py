@@ -20,14 +20,12 @@ from agent_runtime.application.repositories import (
     TurnRepository,
     UsageRepository,
 )
-from agent_runtime.domain.approval import ApprovalGrant
+from agent_runtime.domain.approval import Approval, ApprovalGrant, ApprovalStatus
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.errors import DomainError, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.model import (
     AgentSwitch,
-    Approval,
-    ApprovalStatus,
     Message,
     Role,
     Session,

@@ -18,9 +18,10 @@ from agent_runtime.application.ids import Clock, IdFactory
 from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
+from agent_runtime.domain.approval import Approval
 from agent_runtime.domain.errors import ModelProtocolError
 from agent_runtime.domain.events import EventType
-from agent_runtime.domain.model import Approval, Role, StopReason, ToolCallRecord
+from agent_runtime.domain.model import Role, StopReason, ToolCallRecord
 from agent_runtime.domain.model_output import ModelResponse
 from agent_runtime.domain.response_processor import (
     FinalAnswer,

@@ -14,17 +14,18 @@ from agent_runtime.application.session_bound import SessionBound
 from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain import chunks
-from agent_runtime.domain.approval import ApprovalGrant, RuleAction, When, arguments_match
-from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
-from agent_runtime.domain.events import EventType
-from agent_runtime.domain.model import (
+from agent_runtime.domain.approval import (
     Approval,
+    ApprovalGrant,
     ApprovalStatus,
     ApprovalVerdict,
-    Role,
-    StopReason,
-    ToolCallRecord,
+    RuleAction,
+    When,
+    arguments_match,
 )
+from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
+from agent_runtime.domain.events import EventType
+from agent_runtime.domain.model import Role, StopReason, ToolCallRecord
 from agent_runtime.domain.tool_filter import ToolFilterService
 
 EXPIRED_TOOL_RESULT = "not executed: the approval expired before anyone decided"

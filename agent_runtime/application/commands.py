@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agent_runtime.domain.approval import ApprovalVerdict
 from agent_runtime.domain.events import EventType
 from agent_runtime.domain.generation import GenerationConfig
-from agent_runtime.domain.model import ApprovalVerdict
 from agent_runtime.domain.tools import ToolDefinition
 from agent_runtime.domain.usage import UsageGroupBy
 

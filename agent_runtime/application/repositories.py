@@ -7,18 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from agent_runtime.domain.approval import ApprovalGrant
+from agent_runtime.domain.approval import Approval, ApprovalGrant
 from agent_runtime.domain.chunks import Chunk
 from agent_runtime.domain.events import Event, EventType, StoredEvent
-from agent_runtime.domain.model import (
-    AgentSwitch,
-    Approval,
-    Message,
-    Session,
-    ToolCallRecord,
-    Turn,
-    Usage,
-)
+from agent_runtime.domain.model import AgentSwitch, Message, Session, ToolCallRecord, Turn, Usage
 from agent_runtime.domain.usage import UsageGroupBy, UsageReport
 
 

@@ -18,14 +18,8 @@ from agent_runtime.application.ids import Clock, utc_now
 from agent_runtime.application.pagination import Page
 from agent_runtime.application.session_lookup import live_session
 from agent_runtime.application.store_ports import ReadUnitOfWork, UnitOfWorkFactory
-from agent_runtime.domain.approval import ApprovalGrant
-from agent_runtime.domain.model import (
-    AgentSwitch,
-    Approval,
-    Message,
-    Session,
-    validate_session_id,
-)
+from agent_runtime.domain.approval import Approval, ApprovalGrant
+from agent_runtime.domain.model import AgentSwitch, Message, Session, validate_session_id
 
 _SESSIONS_TOKEN = "ses"
 _APPROVALS_TOKEN = "apr"

@@ -17,12 +17,9 @@ from agent_runtime.application.opening import Opening
 from agent_runtime.application.store_ports import UnitOfWork
 from agent_runtime.application.turn_recorder import TurnRecorder
 from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.approval import ApprovalStatus
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
-from agent_runtime.domain.model import (
-    ApprovalStatus,
-    Message,
-    Role,
-)
+from agent_runtime.domain.model import Message, Role
 
 SUPERSEDED_TOOL_RESULT = "not executed: superseded by a new message"
 

@@ -16,12 +16,12 @@ from agent_runtime.application.commands import (
 )
 from agent_runtime.application.declared_tools import DeclaredToolChecks
 from agent_runtime.domain.agents import AgentCatalogue
+from agent_runtime.domain.approval import ApprovalVerdict
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.model import (
     MAX_ID_LENGTH,
     MAX_MODEL_NAME,
     MAX_SWITCH_REASON_CHARS,
-    ApprovalVerdict,
     validate_id,
     validate_session_id,
     validate_short_text,

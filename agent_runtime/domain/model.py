@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from agent_runtime.domain.approval import ApprovalRule
 from agent_runtime.domain.errors import InvalidInput
 from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.text import short_text_problem
@@ -249,92 +248,3 @@ class AgentSwitch:
     # The store's key, increasing in the order switches are made (0 until stored): where a
     # page of switches ends. Not part of what the switch is.
     switch_id: int = field(default=0, compare=False)
-
-
-class ApprovalStatus(Enum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    EDITED = "edited"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    SUPERSEDED = "superseded"
-    APPROVED_ALWAYS = "approved_always"
-
-
-class ApprovalVerdict(Enum):
-    APPROVE = "approve"
-    EDIT = "edit"
-    REJECT = "reject"
-    APPROVE_ALWAYS = "approve_always"
-
-
-@dataclass(slots=True)
-class Approval:
-    """A risky tool call waiting for a human. The original arguments are kept for the record."""
-
-    approval_id: str
-    session_id: str
-    call_id: str
-    message_id: str
-    turn_id: str
-    tool_name: str
-    arguments: dict[str, Any]
-    reason: str
-    created_at: datetime
-    expires_at: datetime
-    status: ApprovalStatus = ApprovalStatus.PENDING
-    final_arguments: dict[str, Any] | None = None
-    feedback: str = ""
-    decided_at: datetime | None = None
-    # The agent's rule that asked, and its 1-based position among the agent's rules.
-    rule: ApprovalRule | None = None
-    rule_index: int = 0
-
-    @classmethod
-    def open(
-        cls,
-        approval_id: str,
-        session_id: str,
-        message_id: str,
-        turn_id: str,
-        call: ToolCallRecord,
-        reason: str,
-        now: datetime,
-        ttl: timedelta,
-        *,
-        rule: ApprovalRule | None = None,
-        rule_index: int = 0,
-    ) -> Approval:
-        return cls(
-            approval_id,
-            session_id,
-            call.call_id,
-            message_id,
-            turn_id,
-            call.tool_name,
-            dict(call.arguments),
-            reason,
-            now,
-            now + ttl,
-            rule=rule,
-            rule_index=rule_index,
-        )
-
-    def is_pending(self, now: datetime) -> bool:
-        return self.status is ApprovalStatus.PENDING and now < self.expires_at
-
-    def is_expired(self, now: datetime) -> bool:
-        return self.status is ApprovalStatus.PENDING and now >= self.expires_at
-
-    def close(
-        self,
-        status: ApprovalStatus,
-        now: datetime,
-        *,
-        feedback: str = "",
-        final_arguments: dict[str, Any] | None = None,
-    ) -> None:
-        self.status = status
-        self.feedback = feedback
-        self.final_arguments = final_arguments
-        self.decided_at = now

@@ -19,14 +19,12 @@ import pytest
 
 from agent_runtime.application.store_ports import ReadUnitOfWork, UnitOfWork, UnitOfWorkFactory
 from agent_runtime.domain import chunks as c
-from agent_runtime.domain.approval import ApprovalGrant
+from agent_runtime.domain.approval import Approval, ApprovalGrant, ApprovalStatus
 from agent_runtime.domain.errors import ModelUnavailable, StorageUnavailable, WriteConflict
 from agent_runtime.domain.events import Event, EventType, StoredEvent
 from agent_runtime.domain.generation import GenerationConfig, ToolChoice
 from agent_runtime.domain.model import (
     AgentSwitch,
-    Approval,
-    ApprovalStatus,
     Message,
     Role,
     Session,

@@ -16,11 +16,10 @@ import pytest
 from sqlalchemy import Connection, Executable, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from agent_runtime.domain.approval import Approval, ApprovalStatus
 from agent_runtime.domain.events import Event, EventType
 from agent_runtime.domain.generation import GenerationConfig
 from agent_runtime.domain.model import (
-    Approval,
-    ApprovalStatus,
     Message,
     Role,
     Session,

@@ -10,9 +10,9 @@ import pytest
 
 from agent_runtime.application.commands import DecideApproval, SubmitToolResult
 from agent_runtime.domain import chunks
-from agent_runtime.domain.approval import ApprovalGrant
+from agent_runtime.domain.approval import ApprovalGrant, ApprovalStatus, ApprovalVerdict
 from agent_runtime.domain.errors import InvalidInput
-from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
+from agent_runtime.domain.model import Role, StopReason
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.agents_file import parse_agents
 from tests.fakes import _FakeApprovals, text_answer

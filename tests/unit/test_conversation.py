@@ -25,9 +25,10 @@ from agent_runtime.application.turn_inputs import SUPERSEDED_TOOL_RESULT
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import AgentCatalogue, default_agents
+from agent_runtime.domain.approval import ApprovalStatus, ApprovalVerdict
 from agent_runtime.domain.errors import InvalidInput, NotFound, PreconditionFailed
 from agent_runtime.domain.events import EventType
-from agent_runtime.domain.model import ApprovalStatus, ApprovalVerdict, Role, StopReason
+from agent_runtime.domain.model import Role, StopReason
 from agent_runtime.domain.model_output import (
     ModelEvent,
     ModelResponse,

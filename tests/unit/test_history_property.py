@@ -23,8 +23,9 @@ from agent_runtime.application.commands import (
 from agent_runtime.application.ports import ChatRequest
 from agent_runtime.application.turn_settings import TurnSettings
 from agent_runtime.domain.agents import default_agents
+from agent_runtime.domain.approval import ApprovalVerdict
 from agent_runtime.domain.errors import DomainError, ModelUnavailable
-from agent_runtime.domain.model import ApprovalVerdict, Message, Role
+from agent_runtime.domain.model import Message, Role
 from agent_runtime.domain.model_output import (
     ModelEvent,
     ModelResponse,

@@ -21,10 +21,12 @@ from sqlalchemy import (
     update,
 )
 
-from agent_runtime.domain.approval import ApprovalGrant, ApprovalRule, RuleAction
-from agent_runtime.domain.model import (
+from agent_runtime.domain.approval import (
     Approval,
+    ApprovalGrant,
+    ApprovalRule,
     ApprovalStatus,
+    RuleAction,
 )
 from agent_runtime.infrastructure.db.guarded_session import Database
 from agent_runtime.infrastructure.db.rows import row
