@@ -32,8 +32,11 @@ async def test_a_table_left_in_public_is_not_seen() -> None:
                 assert await schema_is_current(engine)
             finally:
                 await engine.dispose()
-            where = "SELECT to_regclass('alembic_version')::text"
-            assert await query(url, where) == [(f"{schema}.alembic_version",)]
+            found_in = (
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.oid = to_regclass('alembic_version')"
+            )
+            assert await query(url, found_in) == [(schema,)]
     finally:
         await admin.execute(f"DROP TABLE IF EXISTS public.{stray}")
         await admin.close()

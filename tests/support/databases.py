@@ -3,8 +3,9 @@
 PostgreSQL runs when AGENT_RUNTIME_TEST_POSTGRES_URL names a server (CI sets it): each test
 gets its own role and a schema of the same name, and the role's search_path is that schema
 alone: every table lands there, and nothing another run (or a hand-made migration) left in
-`public` is ever read; runs never collide, and the schema and role are dropped afterwards. Without the variable the PostgreSQL variants skip, saying why; with it
-and no server, they fail.
+`public` is ever read; runs never collide, and the schema and role are dropped afterwards.
+Without the variable the PostgreSQL variants skip, saying why; with it and no server, they
+fail.
 """
 
 from __future__ import annotations
