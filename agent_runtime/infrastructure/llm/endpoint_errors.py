@@ -39,7 +39,7 @@ _REJECTION_HINTS = (
 )
 
 
-def exchange_error(exc: httpx.HTTPError, redact: Redactor) -> ModelError:
+def exchange_error(exc: httpx.HTTPError | httpx.InvalidURL, redact: Redactor) -> ModelError:
     """The ModelError for an exchange that httpx could not complete."""
     described = excerpt(str(exc) or type(exc).__name__, redact)
     # The connect timeouts first: they are TimeoutExceptions too.

@@ -198,7 +198,7 @@ class OpenAICompatibleClient:
                 # Also on cancellation: a response closed before its end closes its
                 # connection, which is how the endpoint learns to stop generating.
                 await response.aclose()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
             raise exchange_error(exc, self._redact) from exc
 
         # Yielded once the response is closed: nothing is held while the consumer works.
