@@ -29,6 +29,7 @@ from typing import Any
 from agent_runtime.terminal import processes
 from agent_runtime.terminal.clipped import MAX_RESULT_CHARS, Clipped, truncated
 from agent_runtime.terminal.search import SearchFailed, SearchRequest, search
+from agent_runtime.terminal.tool_arguments import ToolRefused, bool_arg, int_arg, text_arg
 from agent_runtime.terminal.tree import Stopped, open_regular, real_path, walk
 
 MAX_LISTED_ENTRIES = 1_000
@@ -69,10 +70,6 @@ BlockingTool = Callable[[dict[str, Any], threading.Event], str]
 class ToolOutcome:
     content: str
     is_error: bool = False
-
-
-class ToolRefused(Exception):
-    """The call cannot run as asked; the message is what the model is told."""
 
 
 class Workspace:
@@ -139,10 +136,10 @@ class Workspace:
     # -- the tools (the blocking ones run in a thread: see _off_loop) ------------------
 
     def _read_file(self, args: dict[str, Any], stop: threading.Event) -> str:
-        path = self.resolve(_text(args, "path"))
-        encoding = _text(args, "encoding", "utf-8")
-        start = _number(args, "start_line", 1)
-        end = _number(args, "end_line", sys.maxsize)
+        path = self.resolve(text_arg(args, "path"))
+        encoding = text_arg(args, "encoding", "utf-8")
+        start = int_arg(args, "start_line", 1)
+        end = int_arg(args, "end_line", sys.maxsize)
         if start < 1 or end < start - 1:
             raise ToolRefused(f"bad line range {start}..{end}")
         selected = Clipped()
@@ -167,8 +164,8 @@ class Workspace:
         return selected.text()
 
     def _write_file(self, args: dict[str, Any], stop: threading.Event) -> str:
-        path = self.resolve(_text(args, "path"))
-        content = _text(args, "content")
+        path = self.resolve(text_arg(args, "path"))
+        content = text_arg(args, "content")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with open(fd, "w", encoding="utf-8", closefd=True) as file:
@@ -176,11 +173,11 @@ class Workspace:
         return f"wrote {len(content.encode())} bytes to {self.shown(path)}"
 
     def _list_files(self, args: dict[str, Any], stop: threading.Event) -> str:
-        top = self.resolve(_text(args, "path", "."))
+        top = self.resolve(text_arg(args, "path", "."))
         if not top.is_dir():
             raise ToolRefused(f"not a directory: {self.shown(top)}")
-        pattern = _text(args, "pattern", "*")
-        recursive = _flag(args, "recursive", False)
+        pattern = text_arg(args, "pattern", "*")
+        recursive = bool_arg(args, "recursive", False)
         entries = []
         walked = walk(self.root, top, recursive=recursive, all_dirs=True, stop=stop)
         for looked_at, entry in enumerate(walked, 1):
@@ -195,20 +192,20 @@ class Workspace:
         return "\n".join(entries) if entries else "(no entries)"
 
     def _create_directory(self, args: dict[str, Any], stop: threading.Event) -> str:
-        path = self.resolve(_text(args, "path"))
+        path = self.resolve(text_arg(args, "path"))
         path.mkdir(parents=True, exist_ok=True)
         return f"created directory {self.shown(path)}"
 
     def _delete_file(self, args: dict[str, Any], stop: threading.Event) -> str:
-        path = self.resolve(_text(args, "path"))
+        path = self.resolve(text_arg(args, "path"))
         if path.is_dir():
             raise ToolRefused(f"{self.shown(path)} is a directory; delete_file deletes files")
         path.unlink()
         return f"deleted {self.shown(path)}"
 
     def _move_file(self, args: dict[str, Any], stop: threading.Event) -> str:
-        source = self.resolve(_text(args, "source"))
-        destination = self.resolve(_text(args, "destination"))
+        source = self.resolve(text_arg(args, "source"))
+        destination = self.resolve(text_arg(args, "destination"))
         if not source.exists():
             raise ToolRefused(f"no such file: {self.shown(source)}")
         if destination.exists():
@@ -218,15 +215,15 @@ class Workspace:
         return f"moved {self.shown(source)} to {self.shown(destination)}"
 
     async def _search_in_code(self, args: dict[str, Any]) -> str:
-        query = _text(args, "query")
-        top = self.resolve(_text(args, "path", "."))
-        flags = 0 if _flag(args, "case_sensitive", False) else re.IGNORECASE
-        pattern = query if _flag(args, "regex", False) else re.escape(query)
+        query = text_arg(args, "query")
+        top = self.resolve(text_arg(args, "path", "."))
+        flags = 0 if bool_arg(args, "case_sensitive", False) else re.IGNORECASE
+        pattern = query if bool_arg(args, "regex", False) else re.escape(query)
         try:
             re.compile(pattern, flags)  # here, to say what is wrong with it
         except (re.error, OverflowError, RecursionError) as exc:
             raise ToolRefused(f"invalid regular expression: {exc}") from None
-        limit = _number(args, "max_results", DEFAULT_SEARCH_RESULTS)
+        limit = int_arg(args, "max_results", DEFAULT_SEARCH_RESULTS)
         if not 1 <= limit <= MAX_SEARCH_RESULTS:
             raise ToolRefused(f"argument 'max_results' must be 1 to {MAX_SEARCH_RESULTS}")
         request = SearchRequest(
@@ -234,7 +231,7 @@ class Workspace:
             top=str(top),
             pattern=pattern,
             flags=flags,
-            file_pattern=_text(args, "file_pattern", "*"),
+            file_pattern=text_arg(args, "file_pattern", "*"),
             limit=limit,
             max_file_bytes=MAX_SEARCH_FILE_BYTES,
         )
@@ -254,9 +251,9 @@ class Workspace:
         return found or "no matches"
 
     async def _execute_command(self, args: dict[str, Any]) -> str:
-        command = _text(args, "command")
-        cwd = self.resolve(_text(args, "cwd", "."))
-        timeout = min(_number(args, "timeout", self._command_timeout), MAX_COMMAND_TIMEOUT)
+        command = text_arg(args, "command")
+        cwd = self.resolve(text_arg(args, "cwd", "."))
+        timeout = min(int_arg(args, "timeout", self._command_timeout), MAX_COMMAND_TIMEOUT)
         if timeout < 1:
             raise ToolRefused("argument 'timeout' must be at least 1 (seconds)")
         process = await processes.started(
@@ -324,29 +321,3 @@ def _sendable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
-
-
-_MISSING: Any = object()
-
-
-def _text(args: dict[str, Any], name: str, default: str = _MISSING) -> str:
-    value = args.get(name, default)
-    if value is _MISSING:
-        raise ToolRefused(f"missing argument {name!r}")
-    if not isinstance(value, str):
-        raise ToolRefused(f"argument {name!r} must be a string")
-    return value
-
-
-def _number(args: dict[str, Any], name: str, default: int) -> int:
-    value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ToolRefused(f"argument {name!r} must be an integer")
-    return value
-
-
-def _flag(args: dict[str, Any], name: str, default: bool) -> bool:
-    value = args.get(name, default)
-    if not isinstance(value, bool):
-        raise ToolRefused(f"argument {name!r} must be true or false")
-    return value
