@@ -1,4 +1,5 @@
-"""A turn's chunks as StreamChunk messages (StreamMessage, ResumeStream)."""
+"""A turn's chunks as StreamChunk messages (StreamMessage, ResumeStream). The stop reasons
+and usage are also a stored Turn's (mapping.turn_to_proto)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Proto <-> domain translation of what the read RPCs answer: sessions, turns, messages,
-approvals, agents, events, usage. No rules here: only shapes. Chunks are in
-chunk_mapping.py, model controls in model_controls_mapping.py."""
+"""Proto <-> domain translation of sessions, turns, messages, approvals, agents, events and
+usage. No rules here: only shapes. Chunks are in chunk_mapping.py, model controls in
+model_controls_mapping.py."""
 
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ workspace-relative path (normalise_workspace_path). A call no rule matches is al
 
 A human who answers APPROVE_ALWAYS leaves a grant with the session: later calls the grant
 matches are allowed where a rule would ask (never where one denies).
+
+A call that waits for a human is an Approval: pending until it is decided (ApprovalVerdict),
+expires or is superseded (ApprovalStatus).
 """
 
 from __future__ import annotations

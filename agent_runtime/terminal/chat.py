@@ -159,9 +159,7 @@ class Chat:
             if error.reason == "SESSION_NOT_FOUND":
                 return  # a new session: created by the first message
             raise
-        self._tool_calls.always = [
-            (grant.tool_name, dict(grant.when)) for grant in session.approval_grants
-        ]
+        self._tool_calls.remember(session.approval_grants)
         for approval in pending:
             call = rt.ToolCall(
                 message_id=approval.message_id,

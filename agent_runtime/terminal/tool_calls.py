@@ -6,6 +6,7 @@ conversation tools, and runs the workspace tools, execute_command only once a hu
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -20,6 +21,7 @@ from agent_runtime.client import (
 from agent_runtime.terminal.console import Console
 from agent_runtime.terminal.workspace import WORKSPACE_TOOLS, ToolOutcome, Workspace
 from agent_runtime.v1 import agent_runtime_pb2 as rt
+from agent_runtime.v1 import session_pb2 as ses
 
 NO_WORKSPACE = (
     "not executed: the terminal client runs without a workspace "
@@ -40,6 +42,9 @@ APPROVAL_CHOICES = "  [a]pprove, a[l]ways, [e]dit, [r]eject? "
 
 
 class ToolCallHandler:
+    """The chat's side of the tool calls of one session: what the human approved, and what
+    each call becomes (a decision, or a result for the model)."""
+
     def __init__(self, console: Console, workspace: Workspace | None) -> None:
         self._console = console
         self._workspace = workspace
@@ -48,7 +53,12 @@ class ToolCallHandler:
         # What the human approved for the rest of the session ("always", here or in an
         # earlier run: the session's grants): the tool and its argument globs. A command
         # they match runs without asking again.
-        self.always: list[tuple[str, dict[str, str]]] = []
+        self._always: list[tuple[str, dict[str, str]]] = []
+
+    def remember(self, grants: Iterable[ses.ApprovalGrant]) -> None:
+        """The session's grants, left by an earlier run: the runtime lets the calls they
+        match through without asking, so they are not asked here either."""
+        self._always = [(grant.tool_name, dict(grant.when)) for grant in grants]
 
     # -- approvals -------------------------------------------------------------------------
 
@@ -70,7 +80,7 @@ class ToolCallHandler:
                 when = await self._always_which(call)
                 if when is not None:
                     self._approved.add(call.call_id)
-                    self.always.append((call.tool_name, when))
+                    self._always.append((call.tool_name, when))
                     return approve_always(call.call_id, when=when)
             elif choice in ("e", "edit"):
                 arguments = await self._edited_arguments(call)
@@ -147,7 +157,7 @@ class ToolCallHandler:
                 isinstance(arguments.get(name), str) and fnmatchcase(arguments[name], glob)
                 for name, glob in when.items()
             )
-            for tool, when in self.always
+            for tool, when in self._always
         )
 
     async def _user_runs(self, call: rt.ToolCall) -> bool:

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import secrets
 
-import asyncpg
 from sqlalchemy import make_url
 
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import schema_is_current, upgrade_to_head
-from tests.support.databases import asyncpg_dsn, postgres_admin_url, query, scratch_postgres
+from tests.support.databases import (
+    admin_connection,
+    postgres_admin_url,
+    query,
+    scratch_postgres,
+)
 
 
 async def test_a_table_left_in_public_is_not_seen() -> None:
     admin_url = postgres_admin_url()
     stray = f"stray_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
+    admin = await admin_connection(admin_url)
     try:
         await admin.execute(f"CREATE TABLE public.{stray} (id integer)")
         await admin.execute(f"GRANT SELECT ON public.{stray} TO PUBLIC")

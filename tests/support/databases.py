@@ -40,19 +40,24 @@ def postgres_admin_url() -> str:
     return url
 
 
-def asyncpg_dsn(url: str) -> str:
+def _dsn(url: str) -> str:
     """The URL as asyncpg's own connect() takes it (no SQLAlchemy driver suffix)."""
     return normalise_database_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+async def admin_connection(admin_url: str) -> asyncpg.Connection:
+    """A connection as the server's admin, or a failure saying the server is not there."""
+    try:
+        return await asyncpg.connect(_dsn(admin_url), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"{POSTGRES_URL_VARIABLE} is set but PostgreSQL is not reachable: {exc!r}")
 
 
 @asynccontextmanager
 async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
     """A URL whose tables land in a fresh, private schema; dropped on exit."""
     name = f"t_{secrets.token_hex(6)}"
-    try:
-        admin = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"{POSTGRES_URL_VARIABLE} is set but PostgreSQL is not reachable: {exc!r}")
+    admin = await admin_connection(admin_url)
     try:
         await admin.execute(f"CREATE ROLE {name} LOGIN")
         await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")

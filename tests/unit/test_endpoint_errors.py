@@ -1,6 +1,6 @@
 """What each of httpx's failures becomes (endpoint_errors.exchange_error). The connect
-timeouts are TimeoutExceptions too, and must still read as an unreachable endpoint (worth a
-retry elsewhere), not as a model that stopped answering."""
+timeouts are TimeoutExceptions too, and must still read as an unreachable endpoint
+(MODEL_UNREACHABLE), not as a model that stopped answering (a timeout)."""
 
 from __future__ import annotations
 
