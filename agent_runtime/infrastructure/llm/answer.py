@@ -2,14 +2,11 @@
 
 Everything in it came from the model: it is checked and repaired as untrusted input on the
 way in (untrusted_output.py), so the ModelResponse it gives holds only what can be stored.
+Its tool calls are assembled by tool_call_assembly.py.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.domain.errors import (
@@ -20,7 +17,6 @@ from agent_runtime.domain.model import Usage
 from agent_runtime.domain.model_output import (
     ModelResponse,
     ReasoningText,
-    RequestedToolCall,
     StreamedOutput,
     TextDelta,
     ToolCallFragment,
@@ -29,41 +25,25 @@ from agent_runtime.domain.text import well_formed
 from agent_runtime.infrastructure import json_codec
 from agent_runtime.infrastructure.llm.endpoint_errors import Redactor, excerpt, payload_error
 from agent_runtime.infrastructure.llm.sse import SSEEvent, SSEEventTooLarge, SSEParser
+from agent_runtime.infrastructure.llm.tool_call_assembly import PartialCall, ToolCallAssembly
 from agent_runtime.infrastructure.llm.untrusted_output import (
     AnswerLimits,
     StreamedText,
     answer_too_large,
-    checked_arguments,
     token_count,
     utf8_size,
 )
 
-log = logging.getLogger(__name__)
-
 _FINISH_REASON_CHARS = 64
-# Only the first call is used; this bounds what a model that never stops listing calls (each
-# with nothing in it yet) makes the client hold.
-_MAX_TOOL_CALLS = 128
-
 # Where reasoning models (DeepSeek-R1 on vLLM, OpenRouter, LiteLLM...) stream their thinking.
 # It is not part of the answer, but it shows the model is working: it stops the first-token
 # clock, and it is streamed (ReasoningText).
 _REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
-@dataclass(slots=True)
-class _PartialCall:
-    call_id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-    arguments_bytes: int = 0  # all received, also those no longer kept
-    # The first call's argument fragments as streamed (well-formed, a split pair joined).
-    streamed: StreamedText | None = None
-
-
 # What was received since the last take, in order: (kind, its call, its text pieces). Pieces
 # of one kind (and call) in a row leave as one event.
-_Output = tuple[type[StreamedOutput], _PartialCall | None, list[str]]
+_Output = tuple[type[StreamedOutput], PartialCall | None, list[str]]
 
 
 class Answer:
@@ -78,8 +58,7 @@ class Answer:
         self._reasoning: list[str] = []
         self._streamed_reasoning = StreamedText()
         self._bytes = 0  # of the text, the reasoning and the tool calls so far
-        self._calls: dict[int, _PartialCall] = {}
-        self._first_call: _PartialCall | None = None  # the call whose arguments are streamed
+        self._calls = ToolCallAssembly(limits, redact, self._grow, self._emit)
         self._out: list[_Output] = []
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
@@ -130,9 +109,7 @@ class Answer:
         self._end_streams()
         return ModelResponse(
             content="".join(self._text),
-            tool_calls=tuple(
-                self._finished_call(index, call) for index, call in sorted(self._calls.items())
-            ),
+            tool_calls=self._calls.finished(),
             usage=self._usage,
             finish_reason=self._finish_reason,
             reasoning="".join(self._reasoning),
@@ -150,9 +127,7 @@ class Answer:
             payload = self._load(event.data, "a stream event")
             self._apply_chunk(payload, message_key="delta")
 
-    def _emit(
-        self, kind: type[StreamedOutput], text: str, call: _PartialCall | None = None
-    ) -> None:
+    def _emit(self, kind: type[StreamedOutput], text: str, call: PartialCall | None = None) -> None:
         out = self._out
         if out and out[-1][0] is kind and out[-1][1] is call:
             out[-1][2].append(text)
@@ -220,7 +195,7 @@ class Answer:
         if isinstance(tool_calls, list):
             for position, fragment in enumerate(tool_calls):
                 # A whole completion lists its calls without "index": their order is the index.
-                self._add_fragment(fragment, position if message_key == "message" else None)
+                self._calls.add(fragment, position if message_key == "message" else None)
         received = _content_text(message.get("content"))
         if not received:
             return ""
@@ -246,11 +221,7 @@ class Answer:
         """The end of the answer: what the well-formed streams still held back."""
         self._add_reasoning(self._streamed_reasoning.end())
         self._add_text(self._streamed_text.end())
-        call = self._first_call
-        if call is not None and call.streamed is not None:
-            if tail := call.streamed.end():
-                self._emit(ToolCallFragment, tail, call)
-            call.streamed = None
+        self._calls.end_stream()
 
     def _grow(self, size: int) -> None:
         self._bytes += size
@@ -261,95 +232,6 @@ class Answer:
         return answer_too_large(
             f"the model's answer is larger than the {self._limits.answer}-byte limit "
             "(AGENT_RUNTIME_MAX_ANSWER_BYTES)"
-        )
-
-    def _add_fragment(self, fragment: object, default_index: int | None) -> None:
-        if not isinstance(fragment, dict):
-            raise ModelProtocolError("a tool call from the model endpoint is not a JSON object")
-        raw_id = fragment.get("id")
-        call_id = raw_id if isinstance(raw_id, str) else ""
-        index = fragment.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
-            index = default_index if default_index is not None else self._index_for(call_id)
-        call = self._calls.get(index)
-        if call is None:
-            if len(self._calls) >= _MAX_TOOL_CALLS:
-                raise ModelProtocolError(
-                    f"the model sent more than {_MAX_TOOL_CALLS} tool calls in one answer"
-                )
-            call = self._calls[index] = _PartialCall()
-            if self._first_call is None:
-                self._first_call = call
-                call.streamed = StreamedText()
-        if call_id and not call.call_id:
-            self._grow(utf8_size(call_id))
-            call.call_id = well_formed(call_id)
-        function = fragment.get("function")
-        if not isinstance(function, dict):
-            return
-        name = function.get("name")
-        # Some servers repeat the name in every fragment: the first one is the name.
-        if isinstance(name, str) and name and not call.name:
-            self._grow(utf8_size(name))
-            call.name = well_formed(name)
-        arguments = function.get("arguments")
-        if isinstance(arguments, dict):
-            arguments = json.dumps(arguments)  # a few servers send an object
-        if isinstance(arguments, str) and arguments:
-            size = utf8_size(arguments)
-            self._grow(size)
-            call.arguments_bytes += size
-            if call.arguments_bytes <= self._limits.tool_arguments:
-                call.arguments.append(arguments)
-                if call.streamed is not None:
-                    self._stream_fragment(call, arguments)
-            else:
-                call.arguments.clear()  # never kept: no need to hold them
-                call.streamed = None  # nor streamed further: the call will be refused
-
-    def _stream_fragment(self, call: _PartialCall, arguments: str) -> None:
-        """Hand the first call's arguments out as they come (the call id fixed now, so the
-        fragments and the call agree)."""
-        if not call.call_id:
-            call.call_id = f"call_{uuid.uuid4().hex}"
-        assert call.streamed is not None
-        if fragment := call.streamed.add(arguments):
-            self._emit(ToolCallFragment, fragment, call)
-
-    def _index_for(self, call_id: str) -> int:
-        """Where a fragment without "index" belongs: its id's call, else a new or the last one."""
-        if call_id:
-            for index, call in self._calls.items():
-                if call.call_id == call_id:
-                    return index
-            return max(self._calls, default=-1) + 1
-        return max(self._calls, default=0)
-
-    def _finished_call(self, index: int, call: _PartialCall) -> RequestedToolCall:
-        if not call.name:
-            raise ModelProtocolError(f"the model sent tool call #{index} without a function name")
-        if call.arguments_bytes > self._limits.tool_arguments:
-            arguments, problem = (
-                "",
-                (
-                    f"the arguments are {call.arguments_bytes} bytes, over the "
-                    f"{self._limits.tool_arguments}-byte limit"
-                ),
-            )
-        else:
-            arguments, problem = checked_arguments("".join(call.arguments))
-        if problem:
-            # The model's error: it reads the problem as the call's tool error.
-            log.warning(
-                "the model's call of %s refused (MODEL_BAD_RESPONSE): %s",
-                excerpt(call.name, self._redact, 100),
-                problem,
-            )
-        return RequestedToolCall(
-            call_id=call.call_id or f"call_{uuid.uuid4().hex}",
-            tool_name=call.name,
-            arguments_json=arguments,
-            invalid_arguments=problem,
         )
 
 
