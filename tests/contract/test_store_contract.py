@@ -37,10 +37,9 @@ from agent_runtime.domain.model import (
 )
 from agent_runtime.domain.tools import declared_tool
 from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from tests.fakes import FakeUnitOfWorkFactory
-from tests.support.databases import database_for
+from tests.support.migrated_databases import migrated_database_for
 
 STORES = ("fake", "sqlite", "postgresql")
 TENANT = "tenant-a"
@@ -56,10 +55,9 @@ async def uows(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     if request.param == "fake":
         yield FakeUnitOfWorkFactory()
         return
-    async with database_for(request.param, str(tmp_path / "runtime.db")) as url:
+    async with migrated_database_for(request.param, str(tmp_path / "runtime.db")) as url:
         engine = create_engine(url)
         try:
-            await upgrade_to_head(engine)
             factory = SqlAlchemyUnitOfWorkFactory(engine)
             try:
                 yield factory

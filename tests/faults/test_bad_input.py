@@ -52,8 +52,9 @@ from agent_runtime.v1 import model_controls_pb2 as mc
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import usage_pb2 as us
 from tests.faults.checks import TABLES
-from tests.support.databases import BACKENDS, database_for
+from tests.support.databases import BACKENDS
 from tests.support.fake_model_server import FakeModelServer, text_answer, tool_call_answer
+from tests.support.migrated_databases import migrated_database_for
 
 T = TypeVar("T")
 Code = grpc.StatusCode
@@ -132,7 +133,7 @@ class Runtime:
 
     async def _start(self) -> None:
         url = await self._resources.enter_async_context(
-            database_for(self._backend, str(self._db_path))
+            migrated_database_for(self._backend, str(self._db_path))
         )
         await self._model.start()
         self._model.default_response = text_answer("ok")

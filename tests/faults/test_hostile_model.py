@@ -34,10 +34,11 @@ from agent_runtime.v1 import agent_runtime_pb2 as rt
 from agent_runtime.v1 import session_pb2 as ses
 from tests.faults.hostile_modes import LIMITS, MODES, Mode, Seen
 from tests.faults.read_back import read_back
-from tests.support.databases import BACKENDS, database_for
+from tests.support.databases import BACKENDS
 from tests.support.fake_model_server import FakeModelServer, ScriptedResponse, text_answer
 from tests.support.grpc_helpers import decision, kinds, only, tool_result, user_message
 from tests.support.history import history_problems
+from tests.support.migrated_databases import migrated_database_for
 from tests.support.runtime_fixtures import Client, connect, running_runtime
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -69,7 +70,7 @@ async def shared_runtime(
 ) -> AsyncIterator[Runtime]:
     db_file = Path(tmp_path_factory.mktemp("hostile")) / "runtime.db"
     async with (
-        database_for(request.param, str(db_file)) as database_url,
+        migrated_database_for(request.param, str(db_file)) as database_url,
         running_runtime(hostile_model, database_url, LIMITS) as running,
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
     ):

@@ -14,16 +14,17 @@ import pytest
 
 from agent_runtime.v1 import session_pb2 as ses
 from agent_runtime.v1 import usage_pb2 as us
-from tests.support.databases import BACKENDS, database_for, query
+from tests.support.databases import BACKENDS, query
 from tests.support.fake_model_server import FakeModelServer, text_answer
 from tests.support.grpc_helpers import user_message
+from tests.support.migrated_databases import migrated_database_for
 from tests.support.runtime_fixtures import connect
 from tests.support.server_process import ServerProcess
 
 
 @pytest.fixture(params=BACKENDS)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with database_for(request.param, str(tmp_path / "runtime.db")) as url:
+    async with migrated_database_for(request.param, str(tmp_path / "runtime.db")) as url:
         yield url
 
 

@@ -10,35 +10,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
-from tests.support.databases import BACKENDS, database_for
+from tests.support.databases import BACKENDS
+from tests.support.migrated_databases import migrated_database_for
 
 
 @pytest.fixture(params=BACKENDS)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """A migrated database, once per backend."""
-    async with database_for(request.param, str(tmp_path / "runtime.db")) as url:
+    async with migrated_database_for(request.param, str(tmp_path / "runtime.db")) as url:
         engine = create_engine(url)
-        await upgrade_to_head(engine)
         yield engine
         await engine.dispose()
 
 
 @pytest.fixture
 async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'runtime.db'}")
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
+    async with migrated_database_for("sqlite", str(tmp_path / "runtime.db")) as url:
+        engine = create_engine(url)
+        yield engine
+        await engine.dispose()
 
 
 @pytest.fixture
 async def db_file(tmp_path: Path) -> AsyncIterator[Path]:
     """A migrated SQLite file."""
     path = tmp_path / "runtime.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    await upgrade_to_head(engine)
-    await engine.dispose()
-    yield path
+    async with migrated_database_for("sqlite", str(path)):
+        yield path
 
 
 @pytest.fixture

@@ -54,8 +54,9 @@ async def admin_connection(admin_url: str) -> asyncpg.Connection:
 
 
 @asynccontextmanager
-async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
-    """A URL whose tables land in a fresh, private schema; dropped on exit."""
+async def scratch_postgres(admin_url: str, *, schema_script: str = "") -> AsyncIterator[str]:
+    """A URL whose tables land in a fresh, private schema; dropped on exit. `schema_script`
+    (SQL statements) runs first in that schema, as its role."""
     name = f"t_{secrets.token_hex(6)}"
     admin = await admin_connection(admin_url)
     try:
@@ -63,6 +64,12 @@ async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
         await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
         # Not the default ("$user", public): tables in public would be found and used.
         await admin.execute(f"ALTER ROLE {name} SET search_path = {name}")
+        if schema_script:
+            async with admin.transaction():
+                # LOCAL: both end with this transaction, the admin connection is unchanged.
+                await admin.execute(
+                    f"SET LOCAL ROLE {name}; SET LOCAL search_path = {name};\n{schema_script}"
+                )
         try:
             yield (
                 normalise_database_url(admin_url)

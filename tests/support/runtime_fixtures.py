@@ -26,8 +26,9 @@ from agent_runtime.v1 import (
     session_pb2_grpc,
     usage_pb2_grpc,
 )
-from tests.support.databases import BACKENDS, database_for
+from tests.support.databases import BACKENDS
 from tests.support.fake_model_server import FakeModelServer
+from tests.support.migrated_databases import migrated_database_for
 
 
 @dataclass
@@ -69,8 +70,9 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[str]:
-    """Every test that takes it runs once per backend."""
-    async with database_for(request.param, str(db_path)) as url:
+    """Every test that takes it runs once per backend, on a database at the newest schema
+    revision (a runtime's start then finds nothing to migrate)."""
+    async with migrated_database_for(request.param, str(db_path)) as url:
         yield url
 
 
