@@ -138,7 +138,7 @@ class NatsChunkRelay:
                 turn_subject(tenant_id, turn_id), cb=received.on_message
             )
             if self._client.is_connected:
-                await self._client.flush(timeout=int(SUBSCRIBE_CONFIRM_SECONDS))
+                await self._server_has_all_sent()
         except _FAILURES as exc:
             # Followed from the database alone: committed chunks, no deltas.
             log.warning("cannot subscribe to turn %s on NATS (%r)", turn_id, exc)
@@ -150,6 +150,30 @@ class NatsChunkRelay:
             if subscription is not None:
                 with contextlib.suppress(*_FAILURES):
                     await subscription.unsubscribe()
+
+    async def _server_has_all_sent(self) -> None:
+        """Returns once the server has processed every command this connection sent so far
+        (the SUB just made), or raises TimeoutError after SUBSCRIBE_CONFIRM_SECONDS.
+
+        Not flush(): nats-py (2.16) writes its PING straight to the socket, ahead of commands
+        still in its send buffer, so the PONG can come back before the server has the SUB,
+        and a chunk published meanwhile is lost to this follower (a flaky test found it). A
+        message to an inbox of our own goes through that buffer, behind the SUB: once it is
+        back, the server has the SUB."""
+        inbox = self._client.new_inbox()
+        back = asyncio.Event()
+
+        async def on_probe(_message: Msg) -> None:
+            back.set()
+
+        probe = await self._client.subscribe(inbox, cb=on_probe)
+        try:
+            await self._client.publish(inbox, b"")
+            async with asyncio.timeout(SUBSCRIBE_CONFIRM_SECONDS):
+                await back.wait()
+        finally:
+            with contextlib.suppress(*_FAILURES):
+                await probe.unsubscribe()
 
     async def close(self, max_wait: float = 5.0) -> None:
         """Send what the last turns streamed, then drain and close the connection."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,6 +25,7 @@ from agent_runtime.domain.model import StopReason, Usage
 from agent_runtime.infrastructure import nats_relay
 from agent_runtime.infrastructure.nats_relay import NatsChunkRelay, subject_token, turn_subject
 from tests.support.nats_server import connected_relay, nats_url
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -44,6 +47,13 @@ async def next_relayed(relayed: RelayedChunks) -> Chunk:
         while (chunk := relayed.take()) is None:
             await relayed.arrival()
     return chunk
+
+
+def unique(tenant_id: str) -> str:
+    """A tenant id no other test shares: the NATS server is shared with the other tests of
+    this run (other xdist workers among them) and with other runs, and core NATS delivers
+    their chunks on the same subject to our follower."""
+    return f"{tenant_id}-{uuid.uuid4().hex}"
 
 
 def publish(relay: NatsChunkRelay, tenant_id: str, chunk: Chunk) -> None:
@@ -69,9 +79,10 @@ async def test_a_followed_turns_chunks_arrive_in_order_and_intact(
     runner: NatsChunkRelay, follower: NatsChunkRelay
 ) -> None:
     sent = turn_chunks("s1", "turn-1")
-    async with follower.subscribe("acme", "s1", "turn-1") as relayed:
+    acme = unique("acme")
+    async with follower.subscribe(acme, "s1", "turn-1") as relayed:
         assert follower.subscriptions == 1
-        publisher = runner.publisher("acme", "s1", "turn-1")
+        publisher = runner.publisher(acme, "s1", "turn-1")
         for chunk in sent:
             publisher.publish(chunk)
         received = [await next_relayed(relayed) for _ in sent]
@@ -90,28 +101,50 @@ async def test_a_turns_subject_is_worked_out_once_not_per_chunk(
 
     monkeypatch.setattr(nats_relay, "turn_subject", counted)
     sent = turn_chunks("s.1", "turn 1")  # ids that need escaping
-    async with follower.subscribe("ac.me", "s.1", "turn 1") as relayed:
+    acme = unique("ac.me")
+    async with follower.subscribe(acme, "s.1", "turn 1") as relayed:
         subjects.clear()  # the follower's
-        publisher = runner.publisher("ac.me", "s.1", "turn 1")
+        publisher = runner.publisher(acme, "s.1", "turn 1")
         for chunk in sent:
             publisher.publish(chunk)
         received = [await next_relayed(relayed) for _ in sent]
     assert received == sent
-    assert subjects == [turn_subject("ac.me", "turn 1")]
+    assert subjects == [turn_subject(acme, "turn 1")]
+
+
+async def test_subscribe_returns_once_the_server_has_the_subscription(
+    runner: NatsChunkRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunk published as soon as subscribe() returns reaches the follower, though the
+    server reads the follower's SUB late. Confirming with flush() did not ensure it: nats-py
+    writes flush()'s PING ahead of the SUB still in its buffer, the PONG came back first, and
+    the server dropped the chunk as nobody's (a flaky test found it on a busy machine)."""
+    server = urlsplit(nats_url())
+    assert server.hostname and server.port
+    async with TcpProxy(server.hostname, server.port) as proxy:
+        proxy.delay_requests_from(b"SUB ", 0.2)
+        async with connected_relay(f"nats://{proxy.address}") as follower:
+            acme = unique("acme")
+            async with follower.subscribe(acme, "s1", "turn-1") as relayed:
+                publish(runner, acme, Chunk("s1", "turn-1", 1, AssistantDelta("right after")))
+                assert (await next_relayed(relayed)).body == AssistantDelta("right after")
+    # Confirmed, not given up on after the confirmation's time limit.
+    assert not [r for r in caplog.records if "cannot subscribe" in r.getMessage()]
 
 
 async def test_nothing_crosses_tenants_turns_or_sessions(
     runner: NatsChunkRelay, follower: NatsChunkRelay
 ) -> None:
-    async with follower.subscribe("acme", "s1", "turn-1") as relayed:
+    acme = unique("acme")
+    async with follower.subscribe(acme, "s1", "turn-1") as relayed:
         # Same turn id under another tenant (and one that looks like a wildcard), another
         # turn, another session: all published before the one chunk that is ours, on one
         # connection, so NATS would deliver any of them first.
         publish(runner, "other", Chunk("s1", "turn-1", 1, AssistantDelta("other tenant")))
         publish(runner, "*", Chunk("s1", "turn-1", 1, AssistantDelta("wildcard tenant")))
-        publish(runner, "acme", Chunk("s1", "turn-2", 1, AssistantDelta("other turn")))
-        publish(runner, "acme", Chunk("s2", "turn-1", 1, AssistantDelta("other session")))
-        publish(runner, "acme", Chunk("s1", "turn-1", 1, AssistantDelta("ours")))
+        publish(runner, acme, Chunk("s1", "turn-2", 1, AssistantDelta("other turn")))
+        publish(runner, acme, Chunk("s2", "turn-1", 1, AssistantDelta("other session")))
+        publish(runner, acme, Chunk("s1", "turn-1", 1, AssistantDelta("ours")))
         assert (await next_relayed(relayed)).body == AssistantDelta("ours")
         assert relayed.take() is None
 

@@ -6,6 +6,7 @@ async with TcpProxy("127.0.0.1", port) as proxy:
     proxy.hold_replies()       # open connections stop delivering the server's bytes
     proxy.reset_connections()  # and now they are gone (a reset, on both sides)
     proxy.on_reply = seen.feed # every chunk of bytes the server sends, as it passes
+    proxy.delay_requests_from(b"SUB ", 0.2)  # a server that reads those bytes late
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class TcpProxy:
         self.connections_accepted = 0
         self.port = 0
         self.on_reply: Callable[[bytes], None] | None = None
+        self._late_marker = b""
+        self._late_seconds = 0.0
 
     @property
     def address(self) -> str:
@@ -52,6 +55,12 @@ class TcpProxy:
         the server is not held up); new connections are not affected."""
         for connection in self._connections:
             connection.holding = True
+
+    def delay_requests_from(self, marker: bytes, seconds: float) -> None:
+        """What a client sends from `marker` on (in a chunk of bytes that holds it) reaches
+        the server `seconds` late, the bytes before it at once: order is kept, as a server
+        that reads late (a busy machine) keeps it."""
+        self._late_marker, self._late_seconds = marker, seconds
 
     def reset_connections(self) -> None:
         for connection in list(self._connections):
@@ -92,7 +101,9 @@ class TcpProxy:
         connection = _Connection(writer, server_writer)
         self._connections.add(connection)
         connection.tasks = [
-            asyncio.create_task(self._pump(reader, server_writer, connection, replies=False)),
+            asyncio.create_task(
+                self._pump(reader, server_writer, connection, replies=False, late=self._late)
+            ),
             asyncio.create_task(
                 self._pump(server_reader, writer, connection, replies=True, seen=self.on_reply)
             ),
@@ -103,6 +114,9 @@ class TcpProxy:
             connection.abort()
             self._connections.discard(connection)
 
+    def _late(self) -> tuple[bytes, float]:
+        return self._late_marker, self._late_seconds
+
     @staticmethod
     async def _pump(
         source: asyncio.StreamReader,
@@ -111,6 +125,7 @@ class TcpProxy:
         *,
         replies: bool,
         seen: Callable[[bytes], None] | None = None,
+        late: Callable[[], tuple[bytes, float]] | None = None,
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await source.read(65536):
@@ -118,6 +133,12 @@ class TcpProxy:
                     seen(data)
                 if replies and connection.holding:
                     continue
+                marker, seconds = late() if late is not None else (b"", 0.0)
+                if marker and (at := data.find(marker)) >= 0:
+                    sink.write(data[:at])
+                    await sink.drain()
+                    await asyncio.sleep(seconds)  # the fault injected, not a wait for anything
+                    data = data[at:]
                 sink.write(data)
                 await sink.drain()
         connection.abort()  # one side ended: so does the other, as with a real network path
