@@ -133,17 +133,17 @@ class NatsChunkRelay:
     ) -> AsyncIterator[ReceivedChunks]:
         received = ReceivedChunks(tenant_id, session_id, turn_id)
         subscription: Subscription | None = None
-        try:
-            subscription = await self._client.subscribe(
-                turn_subject(tenant_id, turn_id), cb=received.on_message
-            )
-            if self._client.is_connected:
-                await self._server_has_all_sent()
-        except _FAILURES as exc:
-            # Followed from the database alone: committed chunks, no deltas.
-            log.warning("cannot subscribe to turn %s on NATS (%r)", turn_id, exc)
         self.subscriptions += 1
-        try:
+        try:  # one finally for every way out, a follower cancelled while confirming included
+            try:
+                subscription = await self._client.subscribe(
+                    turn_subject(tenant_id, turn_id), cb=received.on_message
+                )
+                if self._client.is_connected:
+                    await self._confirm_commands_reached_server()
+            except _FAILURES as exc:
+                # Followed from the database alone: committed chunks, no deltas.
+                log.warning("cannot subscribe to turn %s on NATS (%r)", turn_id, exc)
             yield received
         finally:
             self.subscriptions -= 1
@@ -151,7 +151,7 @@ class NatsChunkRelay:
                 with contextlib.suppress(*_FAILURES):
                     await subscription.unsubscribe()
 
-    async def _server_has_all_sent(self) -> None:
+    async def _confirm_commands_reached_server(self) -> None:
         """Returns once the server has processed every command this connection sent so far
         (the SUB just made), or raises TimeoutError after SUBSCRIBE_CONFIRM_SECONDS.
 
@@ -159,7 +159,9 @@ class NatsChunkRelay:
         still in its send buffer, so the PONG can come back before the server has the SUB,
         and a chunk published meanwhile is lost to this follower (a flaky test found it). A
         message to an inbox of our own goes through that buffer, behind the SUB: once it is
-        back, the server has the SUB."""
+        back, the server has the SUB. It comes back because connect() leaves echo on (a
+        connection receives its own messages), and needs publish and subscribe permission
+        on _INBOX.> (docs/deployment.md)."""
         inbox = self._client.new_inbox()
         back = asyncio.Event()
 

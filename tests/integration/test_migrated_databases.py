@@ -36,6 +36,19 @@ _POSTGRES_CATALOGUE = {
         "SELECT sequence_name, data_type FROM information_schema.sequences"
         " WHERE sequence_schema = current_schema() ORDER BY 1"
     ),
+    "views": (
+        "SELECT viewname, definition FROM pg_views WHERE schemaname = current_schema() ORDER BY 1"
+    ),
+    "functions": (
+        "SELECT proname, pg_get_functiondef(oid) FROM pg_proc"
+        " WHERE pronamespace = current_schema()::regnamespace ORDER BY 1"
+    ),
+    "triggers": (
+        "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+        " WHERE NOT tgisinternal AND tgrelid IN"
+        " (SELECT oid FROM pg_class WHERE relnamespace = current_schema()::regnamespace)"
+        " ORDER BY 1, 2"
+    ),
     "owners": (
         "SELECT tableowner = current_user, count(*) FROM pg_tables"
         " WHERE schemaname = current_schema() GROUP BY 1"

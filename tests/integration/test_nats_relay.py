@@ -132,6 +132,49 @@ async def test_subscribe_returns_once_the_server_has_the_subscription(
     assert not [r for r in caplog.records if "cannot subscribe" in r.getMessage()]
 
 
+async def test_a_follower_cancelled_while_confirming_leaves_no_subscription(
+    runner: NatsChunkRelay, follower: NatsChunkRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[nats_relay.ReceivedChunks] = []
+    confirming = asyncio.Event()
+
+    class Recorded(nats_relay.ReceivedChunks):
+        def __init__(self, *ids: str) -> None:
+            super().__init__(*ids)
+            made.append(self)
+
+    async def never_confirmed(_relay: NatsChunkRelay) -> None:
+        confirming.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(nats_relay, "ReceivedChunks", Recorded)
+    monkeypatch.setattr(NatsChunkRelay, "_confirm_commands_reached_server", never_confirmed)
+
+    async def follow(tenant_id: str) -> None:
+        async with follower.subscribe(tenant_id, "s1", "turn-1"):
+            pytest.fail("the confirmation was meant never to come")
+
+    acme = unique("acme")
+    task = asyncio.create_task(follow(acme))
+    await asyncio.wait_for(confirming.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert follower.subscriptions == 0
+    monkeypatch.undo()
+
+    # A chunk on the cancelled follower's subject, then one on a subject followed for real:
+    # NATS keeps one publisher's order to one subscriber's connection, so by the time the
+    # second arrives the first would have, had the cancelled subscription been left behind.
+    followed = unique("followed")
+    async with follower.subscribe(followed, "s1", "turn-1") as sentinel:
+        publish(runner, acme, Chunk("s1", "turn-1", 1, AssistantDelta("nobody's")))
+        publish(runner, followed, Chunk("s1", "turn-1", 1, AssistantDelta("after")))
+        assert (await next_relayed(sentinel)).body == AssistantDelta("after")
+    [cancelled] = made
+    assert cancelled.take() is None
+
+
 async def test_nothing_crosses_tenants_turns_or_sessions(
     runner: NatsChunkRelay, follower: NatsChunkRelay
 ) -> None:

@@ -61,16 +61,16 @@ async def scratch_postgres(admin_url: str, *, schema_script: str = "") -> AsyncI
     admin = await admin_connection(admin_url)
     try:
         await admin.execute(f"CREATE ROLE {name} LOGIN")
-        await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
-        # Not the default ("$user", public): tables in public would be found and used.
-        await admin.execute(f"ALTER ROLE {name} SET search_path = {name}")
-        if schema_script:
-            async with admin.transaction():
-                # LOCAL: both end with this transaction, the admin connection is unchanged.
-                await admin.execute(
-                    f"SET LOCAL ROLE {name}; SET LOCAL search_path = {name};\n{schema_script}"
-                )
-        try:
+        try:  # whatever fails from here, the role and its schema go
+            await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
+            # Not the default ("$user", public): tables in public would be found and used.
+            await admin.execute(f"ALTER ROLE {name} SET search_path = {name}")
+            if schema_script:
+                async with admin.transaction():
+                    # LOCAL: both end with this transaction, the admin connection is unchanged.
+                    await admin.execute(
+                        f"SET LOCAL ROLE {name}; SET LOCAL search_path = {name};\n{schema_script}"
+                    )
             yield (
                 normalise_database_url(admin_url)
                 .set(drivername="postgresql+asyncpg", username=name, password=None)
@@ -81,7 +81,7 @@ async def scratch_postgres(admin_url: str, *, schema_script: str = "") -> AsyncI
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", name
             )
-            await admin.execute(f"DROP SCHEMA {name} CASCADE")
+            await admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
             await admin.execute(f"DROP ROLE {name}")
     finally:
         await admin.close()
