@@ -19,10 +19,10 @@ from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.commit_notifications import CommitListener
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.event_repository import COMMIT_CHANNEL
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.infrastructure.event_signal import LocalEventSignal
-from tests.support.databases import database_for, postgres_admin_url
+from tests.support.databases import postgres_admin_url
+from tests.support.migrated_databases import migrated_database_for
 from tests.support.waiting import FOREVER, eventually
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -44,9 +44,8 @@ class Replica:
 
 @pytest.fixture
 async def replica(tmp_path: Path) -> AsyncIterator[Replica]:
-    async with database_for("postgresql", str(tmp_path / "unused.db")) as url:
+    async with migrated_database_for("postgresql", str(tmp_path / "unused.db")) as url:
         engine = create_engine(url)
-        await upgrade_to_head(engine)
         signal = LocalEventSignal()
         listener = CommitListener(url, signal, instance_id="replica-b", retry_seconds=0.05)
         task = asyncio.create_task(listener.run())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,11 @@ from agent_runtime.domain import chunks
 from agent_runtime.domain.agents import default_agents
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db import sqlite_writer_session
-from agent_runtime.infrastructure.db.engine import create_engine
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.sqlite_driver import commit_open_transaction, raw_connection
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.object_graph import build_turns
 from tests.fakes import ScriptedModel, text_answer
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-async def uows(tmp_path: Path) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
-    path = tmp_path / "runtime.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    await upgrade_to_head(engine)
-    factory = SqlAlchemyUnitOfWorkFactory(engine)
-    yield factory
-    await factory.close()
-    await engine.dispose()
 
 
 async def let_the_cancellation_land() -> None:

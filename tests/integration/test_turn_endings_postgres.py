@@ -20,10 +20,10 @@ from agent_runtime.domain.model_output import ModelResponse, TextDelta
 from agent_runtime.domain.tenants import DEFAULT_TENANT
 from agent_runtime.infrastructure.db.engine import create_engine
 from agent_runtime.infrastructure.db.event_repository import OUTBOX_LOCK_NAMESPACE
-from agent_runtime.infrastructure.db.migrate import upgrade_to_head
 from agent_runtime.infrastructure.db.uow_factory import SqlAlchemyUnitOfWorkFactory
 from agent_runtime.object_graph import build_turns
-from tests.support.databases import database_for, query
+from tests.support.databases import query
+from tests.support.migrated_databases import migrated_database_for
 from tests.support.waiting import eventually
 
 
@@ -41,9 +41,8 @@ class AnswersWhenTold:
 
 @pytest.fixture
 async def pg(tmp_path: Path) -> AsyncIterator[tuple[str, SqlAlchemyUnitOfWorkFactory]]:
-    async with database_for("postgresql", str(tmp_path / "x.db")) as url:
+    async with migrated_database_for("postgresql", str(tmp_path / "x.db")) as url:
         engine = create_engine(url)
-        await upgrade_to_head(engine)
         factory = SqlAlchemyUnitOfWorkFactory(engine)
         yield url, factory
         await factory.close()
